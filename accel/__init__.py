@@ -1,0 +1,1 @@
+"""accel: type-aware GPU admission and scheduling for Kubernetes (pure core)."""
