@@ -1,0 +1,145 @@
+"""Replay one (workload, policy, seed) and measure allocation (benchmark doc, sections 1, 2, 5).
+
+Per arriving pod: filter nodes (CPU, memory, GPU model, per-device milli), score every feasible
+node state once (cached per (state id, pod shape)), take the highest score, break ties with the
+run's node priority, place. A pod that fits nowhere fails and is never retried. After every pod
+the arrived and allocated GPU milli are recorded; `allocation_curve` turns them into the
+column-k window averages of `analysis_allo_discrete.csv`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel.fragmentation import PodShape, pod_fits
+from accel.sim.cluster import ClusterState
+from accel.sim.policies import Policy, RandomPolicy, best_devices
+from accel.sim.trace import TraceNode
+from accel.sim.workload import RunInput
+
+ARRIVAL_COLUMNS = 131  # 0..130 % of GPU capacity
+REPORT_COLUMN = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    policy: str
+    seed: int
+    pods: int
+    failed: int
+    seconds: float
+    allocation_curve: tuple[float, ...]  # column k = mean alloc % while arrived ~ k %
+
+    @property
+    def unallocated_gpu_pct(self) -> float:
+        """100 - allocation % at arrival column 100 (the paper's "Unallocated GPU (%)")."""
+        return 100.0 - self.allocation_curve[REPORT_COLUMN]
+
+
+def allocation_curve(arrived: np.ndarray, used: np.ndarray, total_gpus: int) -> tuple[float, ...]:
+    """Column k = mean rounded alloc % over events whose rounded arrival % == k, else k-1..k+1."""
+    arrive_ratio = np.round(arrived / total_gpus / 10.0)
+    alloc_ratio = np.round(used / total_gpus / 10.0, 2)
+    out: list[float] = []
+    for k in range(ARRIVAL_COLUMNS):
+        hit = alloc_ratio[arrive_ratio == k]
+        if hit.size == 0:
+            hit = alloc_ratio[(arrive_ratio >= k - 1) & (arrive_ratio <= k + 1)]
+        out.append(float(hit.mean()) if hit.size else float("nan"))
+    return tuple(out)
+
+
+def _pick(cluster: ClusterState, policy: Policy, pod: PodShape, feas: dict[int, bool],
+          scores: dict[int, tuple[float, tuple[int, ...]]]) -> tuple[int, tuple[int, ...]] | None:
+    """Best feasible node and its devices, or None; ties go to the smaller priority rank."""
+    states = cluster.state_by_sid
+    candidates: list[tuple[int, float]] = []
+    for sid in cluster.groups:
+        ok = feas.get(sid)
+        if ok is None:
+            ok = feas[sid] = pod_fits(states[sid].shape, pod)
+        if ok:
+            entry = scores.get(sid)
+            if entry is None:
+                entry = scores[sid] = policy.score(states[sid], pod)
+            candidates.append((sid, entry[0]))
+    if not candidates:
+        return None
+    if policy.normalise:
+        lo = min(s for _, s in candidates)
+        span = max(s for _, s in candidates) - lo
+        candidates = [(sid, (s - lo) * 100 // span if span > 0 else 0.0) for sid, s in candidates]
+    top = max(s for _, s in candidates)
+    _rank, node = min(cluster.groups[sid].best() for sid, s in candidates if s == top)
+    return node, scores[cluster.node_sid[node]][1]
+
+
+def _pick_random(cluster: ClusterState, pod: PodShape, feas: dict[int, bool],
+                 rng: random.Random) -> tuple[int, tuple[int, ...]] | None:
+    """Uniform feasible node, uniform fitting device for shared pods (RandomScore + gpuSel random)."""
+    states = cluster.state_by_sid
+    fits = []
+    for sid, group in cluster.groups.items():
+        ok = feas.get(sid)
+        if ok is None:
+            ok = feas[sid] = pod_fits(states[sid].shape, pod)
+        if ok:
+            fits.append(group)
+    total = sum(len(g.members) for g in fits)
+    if total == 0:
+        return None
+    r = rng.randrange(total)
+    for group in fits:
+        if r < len(group.members):
+            node = sorted(group.members)[r]
+            break
+        r -= len(group.members)
+    shape = cluster.states[node].shape
+    if pod.is_shared:
+        fitting = [i for i, f in enumerate(shape.free_milli) if f >= pod.gpu_milli]
+        return node, (rng.choice(fitting),)
+    return node, best_devices(shape, pod)
+
+
+def run(nodes: list[TraceNode], run_input: RunInput, policy: Policy, *, seed: int) -> RunResult:
+    """Replay `run_input` under `policy`; deterministic for a given seed."""
+    start = time.perf_counter()
+    cluster = ClusterState([n.shape for n in nodes], run_input.node_priority)
+    rng = random.Random(seed * 7919 + 17)  # policy randomness, separate from the workload stream
+    pid_of: dict[PodShape, int] = {}
+    feas: list[dict[int, bool]] = []
+    scores: list[dict[int, tuple[float, tuple[int, ...]]]] = []
+    version = policy.version
+    arrived_acc, used_acc, failed = 0, 0, 0
+    arrived = np.empty(len(run_input.arrivals), dtype=np.int64)
+    used = np.empty(len(run_input.arrivals), dtype=np.int64)
+    for step, idx in enumerate(run_input.arrivals):
+        pod = run_input.pods[idx].shape
+        pid = pid_of.setdefault(pod, len(pid_of))
+        if pid == len(feas):
+            feas.append({})
+            scores.append({})
+        policy.observe(pod)
+        if policy.version != version:
+            version = policy.version
+            scores = [{} for _ in scores]
+        arrived_acc += pod.total_gpu_milli
+        if isinstance(policy, RandomPolicy):
+            choice = _pick_random(cluster, pod, feas[pid], rng)
+        else:
+            choice = _pick(cluster, policy, pod, feas[pid], scores[pid])
+        if choice is None:
+            failed += 1
+        else:
+            cluster.place(choice[0], pod, choice[1])
+        used_acc = cluster.used_gpu_milli
+        arrived[step] = arrived_acc
+        used[step] = used_acc
+    total_gpus = cluster.capacity_milli // 1000
+    curve = allocation_curve(arrived, used, total_gpus)
+    return RunResult(policy=policy.name, seed=seed, pods=len(run_input.arrivals), failed=failed,
+                     seconds=time.perf_counter() - start, allocation_curve=curve)
