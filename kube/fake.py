@@ -1,0 +1,308 @@
+"""`FakeCluster`: an in-memory Kubernetes API server implementing every Protocol in `kube.protocol`.
+
+Tests and the demo run against it instead of a mocked client library, so it keeps the semantics
+that the code above relies on:
+
+1. Every change takes the next integer resourceVersion; `list` returns the current one.
+2. `watch(kind, rv)` yields every matching change with version > rv, in order, exactly once;
+   "" or "0" means "from now". A version older than the last compaction raises `Gone`.
+3. CAS: create fails (None) when the document exists; replace fails (None) unless
+   `expected_version` equals the stored resourceVersion. Losers re-read; no update is lost.
+4. Binding sets `spec.nodeName`, merges annotations, adds the PodScheduled condition; `Conflict`
+   if already bound or the uid differs; `NotFound` if there is no such pod.
+5. Fault injection: `fail_next(op, exc)` (op = a kind, or "bindings", "events", "tokenreviews"),
+   `set_unreachable(True)` (every call and open watch raises `Unreachable`), `set_latency(s)`,
+   `compact()` (open watches and watches from any older version get `Gone`), `end_watches()`
+   (server-side watch timeout), `bookmark()` (BOOKMARK to every open watch).
+
+The harness methods `apply`, `delete`, `get` act as other API clients (kubectl, kubelet): they are
+never subject to injected faults. Objects handed out are deep copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from kube.errors import Conflict, Gone, NotFound, Unreachable
+from kube.events import build_event
+from kube.names import DEFAULT_CONTROLLER_NAMESPACE, KIND_BY_OBJECT_KIND, KINDS, RESOURCES, Kind, object_key
+from kube.protocol import EventType, JsonObject, ReviewedUser, WatchEvent
+
+_END = None  # queue sentinel: the server closed the watch stream cleanly
+
+
+@dataclass(eq=False)
+class _Watcher:
+    kind: Kind
+    namespace: str | None
+    name: str | None
+    queue: asyncio.Queue[WatchEvent | Exception | None] = field(default_factory=asyncio.Queue)
+
+    def matches(self, kind: Kind, obj: JsonObject) -> bool:
+        meta = obj.get("metadata", {})
+        return (
+            kind == self.kind
+            and (self.namespace is None or meta.get("namespace") == self.namespace)
+            and (self.name is None or meta.get("name") == self.name)
+        )
+
+
+class FakeCluster:
+    """In-memory API server: ObjectSource, CasStore, Binder, EventRecorder and TokenReviewer at once."""
+
+    def __init__(
+        self,
+        *,
+        controller_namespace: str = DEFAULT_CONTROLLER_NAMESPACE,
+        history_limit: int = 10_000,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.controller_namespace = controller_namespace
+        self.events: list[JsonObject] = []  # every Event recorded, in order
+        self.calls: list[tuple[str, str]] = []  # (operation, kind) of every Protocol call that got through
+        self._history_limit = history_limit
+        self._sleep = sleep
+        self._now = now
+        self._rv = 1
+        self._compacted_rv = 0
+        self._objects: dict[Kind, dict[str, JsonObject]] = {kind: {} for kind in KINDS}
+        self._history: deque[tuple[int, Kind, WatchEvent]] = deque()
+        self._watchers: set[_Watcher] = set()
+        self._failures: dict[str, deque[Exception]] = {}
+        self._unreachable = False
+        self._latency = 0.0
+        self._tokens: dict[str, ReviewedUser] = {}
+
+    # ---- fault injection -------------------------------------------------------------------
+
+    def fail_next(self, op: str, exc: Exception, *, times: int = 1) -> None:
+        """Make the next `times` calls for `op` raise `exc`.
+
+        `op` is a kind ("pods"), "bindings", "events" or "tokenreviews" (any call on it), or a
+        verb and kind ("watch pods", "list nodes", "update configmaps") for just that call.
+        """
+        self._failures.setdefault(op, deque()).extend([exc] * times)
+
+    def set_unreachable(self, unreachable: bool) -> None:
+        """While True every Protocol call raises `Unreachable` and open watch streams break."""
+        self._unreachable = unreachable
+        if unreachable:
+            self._broadcast(lambda _w: Unreachable("fake API server is unreachable"))
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every Protocol call by `seconds` (through the injected `sleep`)."""
+        self._latency = seconds
+
+    def compact(self) -> None:
+        """Forget history: open watches and watches from any version before now raise `Gone`."""
+        self._rv += 1
+        self._compacted_rv = self._rv
+        self._history.clear()
+        self._broadcast(lambda _w: Gone("too old resource version (compacted)"))
+
+    def end_watches(self) -> None:
+        """Close every open watch stream cleanly, as the server does when `timeoutSeconds` expires."""
+        self._broadcast(lambda _w: _END)
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK with the current resourceVersion to every open watch."""
+        for watcher in self._watchers:
+            info = RESOURCES[watcher.kind]
+            obj = {"kind": info.object_kind, "metadata": {"resourceVersion": str(self._rv)}}
+            watcher.queue.put_nowait(WatchEvent("BOOKMARK", obj))
+
+    def add_token(self, token: str, username: str, groups: tuple[str, ...] = ()) -> None:
+        """Register a bearer token that `review` reports as authenticated."""
+        self._tokens[token] = ReviewedUser(username=username, groups=groups, authenticated=True)
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watchers)
+
+    # ---- harness: other clients changing the cluster -----------------------------------------
+
+    def apply(self, obj: JsonObject) -> JsonObject:
+        """Create or replace `obj` (its `kind` picks the collection); returns the stored copy."""
+        kind = KIND_BY_OBJECT_KIND.get(str(obj.get("kind")))
+        if kind is None:
+            raise ValueError(f"FakeCluster.apply: unsupported kind {obj.get('kind')!r}; use one of "
+                             f"{sorted(KIND_BY_OBJECT_KIND)}")
+        stored = copy.deepcopy(obj)
+        meta = stored.setdefault("metadata", {})
+        if not meta.get("name"):
+            raise ValueError("FakeCluster.apply: metadata.name is required")
+        key = object_key(stored)
+        previous = self._objects[kind].get(key)
+        meta.setdefault("uid", previous["metadata"]["uid"] if previous else str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", self._now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self._store(kind, key, stored, "MODIFIED" if previous else "ADDED")
+        return copy.deepcopy(stored)
+
+    def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
+        key = f"{namespace}/{name}" if namespace else name
+        obj = self._objects[kind].pop(key, None)
+        if obj is None:
+            raise NotFound(f"{kind} {key!r} not found")
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._publish(kind, WatchEvent("DELETED", obj))
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> JsonObject | None:
+        obj = self._objects[kind].get(f"{namespace}/{name}" if namespace else name)
+        return copy.deepcopy(obj) if obj is not None else None
+
+    # ---- ObjectSource -----------------------------------------------------------------------
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, name: str | None = None
+    ) -> tuple[list[JsonObject], str]:
+        await self._enter("list", kind)
+        probe = _Watcher(kind, namespace, name)
+        items = [copy.deepcopy(o) for o in self._objects[kind].values() if probe.matches(kind, o)]
+        return items, str(self._rv)
+
+    async def watch(
+        self,
+        kind: Kind,
+        resource_version: str,
+        namespace: str | None = None,
+        *,
+        name: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """See `ObjectSource.watch`; `timeout_s` is ignored (use `end_watches()` to end streams)."""
+        await self._enter("watch", kind)
+        start = int(resource_version) if resource_version not in ("", "0") else self._rv
+        if start < self._compacted_rv:
+            raise Gone(f"too old resource version: {start} ({self._compacted_rv})")
+        watcher = _Watcher(kind, namespace, name)
+        backlog = [ev for rv, k, ev in self._history if rv > start and watcher.matches(k, ev.object)]
+        self._watchers.add(watcher)  # registered together with the backlog snapshot: nothing missed
+        try:
+            for event in backlog:
+                yield WatchEvent(event.type, copy.deepcopy(event.object))
+            while True:
+                item = await watcher.queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self._watchers.discard(watcher)
+
+    # ---- CasStore (ConfigMaps in the controller namespace) ----------------------------------
+
+    async def read(self, name: str) -> tuple[dict[str, str], str | None]:
+        await self._enter("get", "configmaps")
+        obj = self._objects["configmaps"].get(f"{self.controller_namespace}/{name}")
+        if obj is None:
+            return {}, None
+        return dict(obj.get("data") or {}), str(obj["metadata"]["resourceVersion"])
+
+    async def write(self, name: str, data: dict[str, str], expected_version: str | None) -> str | None:
+        await self._enter("create" if expected_version is None else "update", "configmaps")
+        key = f"{self.controller_namespace}/{name}"
+        current = self._objects["configmaps"].get(key)
+        if expected_version is None and current is not None:
+            return None  # 409 AlreadyExists
+        if expected_version is not None and (
+            current is None or current["metadata"]["resourceVersion"] != expected_version
+        ):
+            return None  # 409 Conflict (or 404: deleted meanwhile; the caller re-reads either way)
+        stored = self.apply({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {**(current or {}).get("metadata", {}), "name": name,
+                         "namespace": self.controller_namespace},
+            "data": dict(data),
+        })
+        return str(stored["metadata"]["resourceVersion"])
+
+    # ---- Binder ------------------------------------------------------------------------------
+
+    async def bind(
+        self, namespace: str, pod_name: str, pod_uid: str, node: str, annotations: dict[str, str]
+    ) -> None:
+        await self._enter("create", "bindings")
+        key = f"{namespace}/{pod_name}"
+        pod = self._objects["pods"].get(key)
+        if pod is None:
+            raise NotFound(f'pods "{pod_name}" not found in namespace {namespace!r}')
+        if pod_uid and pod["metadata"].get("uid") != pod_uid:
+            raise Conflict(f"pod {key}: uid precondition failed (want {pod_uid}, have {pod['metadata'].get('uid')})")
+        spec = pod.setdefault("spec", {})
+        if spec.get("nodeName"):
+            raise Conflict(f'pod {pod_name} is already assigned to node "{spec["nodeName"]}"')
+        pod = copy.deepcopy(pod)
+        pod["spec"]["nodeName"] = node
+        pod["metadata"]["annotations"] = {**(pod["metadata"].get("annotations") or {}), **annotations}
+        status = pod.setdefault("status", {})
+        conditions = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
+        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True"}]
+        self._store("pods", key, pod, "MODIFIED")
+
+    # ---- EventRecorder -----------------------------------------------------------------------
+
+    async def record(
+        self,
+        involved: JsonObject,
+        reason: str,
+        message: str,
+        type: Literal["Normal", "Warning"] = "Normal",
+    ) -> None:
+        try:
+            await self._enter("create", "events")
+        except Exception:  # best effort by contract: a lost Event must not fail the caller
+            return
+        self.events.append(build_event(involved, reason, message, type, now=self._now()))
+
+    # ---- TokenReviewer -----------------------------------------------------------------------
+
+    async def review(self, token: str) -> ReviewedUser:
+        await self._enter("create", "tokenreviews")
+        return self._tokens.get(token, ReviewedUser(username="", groups=(), authenticated=False))
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    async def _enter(self, verb: str, op: str) -> None:
+        if self._latency:
+            await self._sleep(self._latency)
+        if self._unreachable:
+            raise Unreachable("fake API server is unreachable")
+        for key in (f"{verb} {op}", op):
+            pending = self._failures.get(key)
+            if pending:
+                raise pending.popleft()
+        self.calls.append((verb, op))
+
+    def _store(self, kind: Kind, key: str, obj: JsonObject, event_type: EventType) -> None:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[kind][key] = obj
+        self._publish(kind, WatchEvent(event_type, copy.deepcopy(obj)))
+
+    def _publish(self, kind: Kind, event: WatchEvent) -> None:
+        self._history.append((self._rv, kind, event))
+        while len(self._history) > self._history_limit:
+            dropped_rv, _, _ = self._history.popleft()
+            self._compacted_rv = dropped_rv
+        for watcher in self._watchers:
+            if watcher.matches(kind, event.object):
+                watcher.queue.put_nowait(WatchEvent(event.type, copy.deepcopy(event.object)))
+
+    def _broadcast(self, make: Callable[[_Watcher], Exception | None]) -> None:
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(make(watcher))

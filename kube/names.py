@@ -1,0 +1,58 @@
+"""Object names and resource coordinates the `kube/` package shares with the rest of accel.
+
+These spellings are contracts (see shared/docs/design.md "names on objects"): changing one breaks
+manifests, RBAC and users' `kubectl` habits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+DEFAULT_CONTROLLER_NAMESPACE: Final = "accel-system"
+POLICY_CONFIGMAP: Final = "accel-policy"
+LEDGER_CONFIGMAP: Final = "accel-quota-ledger"
+LEDGER_KEY: Final = "ledger.json"
+WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
+EVENT_SOURCE_COMPONENT: Final = "accel"
+
+Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases"]
+KINDS: Final[tuple[Kind, ...]] = ("nodes", "pods", "namespaces", "configmaps", "leases")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    """Where a kind lives in the REST API: `/{prefix}[/namespaces/{ns}]/{plural}`."""
+
+    api_prefix: str  # "/api/v1" for the core group, "/apis/<group>/<version>" otherwise
+    api_group: str  # "" for the core group (RBAC spelling)
+    plural: str
+    object_kind: str  # the `kind` field of one object, e.g. "Node"
+    namespaced: bool
+
+    def collection_path(self, namespace: str | None) -> str:
+        """REST path of the collection, across all namespaces when `namespace` is None."""
+        if self.namespaced and namespace is not None:
+            return f"{self.api_prefix}/namespaces/{namespace}/{self.plural}"
+        return f"{self.api_prefix}/{self.plural}"
+
+
+RESOURCES: Final[dict[Kind, ResourceInfo]] = {
+    "nodes": ResourceInfo("/api/v1", "", "nodes", "Node", namespaced=False),
+    "pods": ResourceInfo("/api/v1", "", "pods", "Pod", namespaced=True),
+    "namespaces": ResourceInfo("/api/v1", "", "namespaces", "Namespace", namespaced=False),
+    "configmaps": ResourceInfo("/api/v1", "", "configmaps", "ConfigMap", namespaced=True),
+    "leases": ResourceInfo("/apis/coordination.k8s.io/v1", "coordination.k8s.io", "leases", "Lease", True),
+}
+
+KIND_BY_OBJECT_KIND: Final[dict[str, Kind]] = {info.object_kind: kind for kind, info in RESOURCES.items()}
+
+
+def object_key(obj: dict[str, object]) -> str:
+    """Store key of an object: `namespace/name`, or `name` for cluster-scoped objects."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise ValueError("object has no metadata mapping")
+    name = str(meta.get("name", ""))
+    namespace = meta.get("namespace")
+    return f"{namespace}/{name}" if namespace else name
