@@ -1,0 +1,77 @@
+"""Read a JSON request body strictly: bounded size, bounded nesting, an object at the top.
+
+`read_json(request)` is what every handler calls; anything wrong raises `BadRequest(reason)` (or
+`BodyTooLarge`), which the error middleware in serving/app.py turns into a 400 (413) JSON answer.
+The reason names what was wrong and how to fix it; it never echoes the body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+MAX_JSON_DEPTH = 64
+
+
+class BadRequest(Exception):
+    """The client sent something we cannot use; maps to 400 with `{"error": reason}`."""
+
+    status = 400
+    reject_reason = "malformed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BodyTooLarge(BadRequest):
+    """The body is over the server's limit; maps to 413."""
+
+    status = 413
+    reject_reason = "body_too_large"
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when containers nest deeper than `limit` (iterative: a hostile body cannot blow the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Parse bytes into a JSON object with the same rules as `read_json` (usable without HTTP)."""
+    if not raw.strip():
+        raise BadRequest("empty body: send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(value).__name__}")
+    if json_depth_exceeds(value, max_depth):
+        raise BadRequest(f"JSON nests deeper than {max_depth} levels")
+    return value
+
+
+async def read_json(request: web.Request, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The request body as a JSON object; size is capped by the app's `client_max_size`."""
+    content_type = request.content_type
+    if content_type and content_type not in ("application/json", "application/octet-stream", "text/plain"):
+        raise BadRequest(f"Content-Type {content_type!r} is not JSON; send application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BodyTooLarge(f"body larger than {request.client_max_size} bytes") from exc
+    return parse_json_object(raw, max_depth=max_depth)

@@ -1,0 +1,110 @@
+"""Run an app over HTTPS with graceful shutdown.
+
+`serve(...)` is the async core (tests drive it with a `stop` event); `run_https(...)` wraps it in
+`asyncio.run` with SIGTERM/SIGINT setting that event. On stop: the listening socket closes (new
+connections are refused), in-flight requests get up to `shutdown_timeout` seconds to finish, then
+the app's cleanup contexts run (the TLS poller among them) and the call returns.
+
+Plaintext is refused unless `allow_plaintext=True`, and always for an app named "webhook": the API
+server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from serving.app import APP_NAME, METRICS
+from serving.tls import ReloadingTLS
+
+log = logging.getLogger(__name__)
+
+TLS_REQUIRED_APPS: frozenset[str] = frozenset({"webhook"})
+
+
+class PlaintextRefused(ValueError):
+    """Asked to serve without TLS where that is not allowed."""
+
+
+def _check_tls(app: web.Application, tls: ReloadingTLS | None, allow_plaintext: bool) -> str:
+    name = app.get(APP_NAME, "app")
+    if tls is None and (name in TLS_REQUIRED_APPS or not allow_plaintext):
+        hint = (
+            "the API server only calls webhooks over HTTPS"
+            if name in TLS_REQUIRED_APPS
+            else ("pass allow_plaintext=True (CLI: --insecure-plaintext) for local use only")
+        )
+        raise PlaintextRefused(
+            f"refusing to serve {name!r} without TLS: give --cert-dir with tls.crt/tls.key; {hint}"
+        )
+    return name
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    tls: ReloadingTLS | None,
+    stop: asyncio.Event,
+    shutdown_timeout: float = 30.0,
+    allow_plaintext: bool = False,
+    on_started: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until `stop` is set, then drain and return. `on_started(port)` gets the bound port."""
+    name = _check_tls(app, tls, allow_plaintext)
+    if tls is not None:
+        app.cleanup_ctx.append(tls.cleanup_ctx)
+        metrics = app.get(METRICS)
+        if metrics is not None:
+            metrics.tls_cert_expiry.labels(app=name).set_function(tls.not_after_timestamp)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls is not None else None)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        log.info("serving", extra={"app": name, "host": host, "port": bound, "tls": tls is not None})
+        if on_started is not None:
+            on_started(bound)
+        await stop.wait()
+        log.info(
+            "shutting down: draining in-flight requests", extra={"app": name, "timeout": shutdown_timeout}
+        )
+    finally:
+        await runner.cleanup()
+    log.info("stopped", extra={"app": name})
+
+
+def run_https(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    tls: ReloadingTLS | None,
+    shutdown_timeout: float = 30.0,
+    allow_plaintext: bool = False,
+) -> None:
+    """Block serving `app` until SIGTERM/SIGINT, then shut down gracefully (see module docstring)."""
+    _check_tls(app, tls, allow_plaintext)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            app,
+            host=host,
+            port=port,
+            tls=tls,
+            stop=stop,
+            shutdown_timeout=shutdown_timeout,
+            allow_plaintext=allow_plaintext,
+        )
+
+    asyncio.run(main())
