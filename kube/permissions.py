@@ -1,0 +1,67 @@
+"""Every Kubernetes API call accel makes, per component: the source of truth for RBAC.
+
+`API_CALLS` is data, kept in sync with the code two ways: `CALLS_BY_METHOD` says which calls each
+method of `kube/real.py` makes (a test checks every method is listed and, against a loopback API
+server, that the requests it sends match), and the manifests test checks that the RBAC Roles and
+ClusterRoles grant exactly `API_CALLS` (no more, no less).
+`namespaced_to_controller_ns=True` means a Role in the controller namespace; otherwise ClusterRole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from kube.names import LEDGER_CONFIGMAP, WEBHOOK_TLS_SECRET
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One RBAC-relevant call: `verb` on `api_group`/`resource` (with subresource, e.g. pods/binding)."""
+
+    api_group: str
+    resource: str
+    verb: str
+    namespaced_to_controller_ns: bool = False
+    resource_names: tuple[str, ...] = ()
+
+
+def _watch(resource: str, *, controller_ns: bool = False, get: bool = False) -> list[ApiCall]:
+    verbs = ("get", "list", "watch") if get else ("list", "watch")
+    return [ApiCall("", resource, verb, controller_ns) for verb in verbs]
+
+
+_INFORMERS: Final = [*_watch("nodes"), *_watch("pods"), *_watch("namespaces"),
+                     *_watch("configmaps", controller_ns=True, get=True)]
+_LEDGER: Final = [ApiCall("", "configmaps", verb, True, (LEDGER_CONFIGMAP,)) for verb in ("get", "update")] + [
+    ApiCall("", "configmaps", "create", True)  # RBAC cannot restrict create by name
+]
+_EVENTS: Final = [ApiCall("", "events", "create")]
+_WEBHOOK_CONFIGS: Final = [
+    ApiCall("admissionregistration.k8s.io", resource, verb, False, (name,))
+    for resource, name in (("mutatingwebhookconfigurations", "accel-mutate"),
+                           ("validatingwebhookconfigurations", "accel-validate"))
+    for verb in ("get", "patch")
+]
+
+API_CALLS: Final[dict[str, list[ApiCall]]] = {
+    "webhook": [*_INFORMERS, *_LEDGER, *_EVENTS],
+    "extender": [*_INFORMERS, ApiCall("", "pods/binding", "create"), *_EVENTS],
+    "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create")],
+    "certs": [
+        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET,)) for verb in ("get", "update")),
+        ApiCall("", "secrets", "create", True),  # RBAC cannot restrict create by name
+        *_WEBHOOK_CONFIGS,
+    ],
+}
+
+# Which calls each implementation method makes (RBAC view; `resource_names` and scope omitted).
+CALLS_BY_METHOD: Final[dict[str, list[tuple[str, str, str]]]] = {
+    "KubeObjectSource.list": [("", "<kind>", "list")],
+    "KubeObjectSource.watch": [("", "<kind>", "watch")],
+    "KubeCasStore.read": [("", "configmaps", "get")],
+    "KubeCasStore.write": [("", "configmaps", "create"), ("", "configmaps", "update")],
+    "KubeBinder.bind": [("", "pods/binding", "create")],
+    "KubeEventRecorder.record": [("", "events", "create")],
+    "KubeTokenReviewer.review": [("authentication.k8s.io", "tokenreviews", "create")],
+}
