@@ -41,7 +41,13 @@ class RunResult:
 
 
 def allocation_curve(arrived: np.ndarray, used: np.ndarray, total_gpus: int) -> tuple[float, ...]:
-    """Column k = mean rounded alloc % over events whose rounded arrival % == k, else k-1..k+1."""
+    """Column k = mean rounded alloc % over events whose rounded arrival % == k, else k-1..k+1.
+
+    Beyond the published analysis (which leaves such columns empty): when even k-1..k+1 has no
+    event (tiny clusters, where one pod jumps several %), the column holds the allocation of the
+    last event that arrived before k, so column 100 is always defined once arrivals reach it;
+    columns past the last arrival are NaN.
+    """
     arrive_ratio = np.round(arrived / total_gpus / 10.0)
     alloc_ratio = np.round(used / total_gpus / 10.0, 2)
     out: list[float] = []
@@ -49,6 +55,9 @@ def allocation_curve(arrived: np.ndarray, used: np.ndarray, total_gpus: int) -> 
         hit = alloc_ratio[arrive_ratio == k]
         if hit.size == 0:
             hit = alloc_ratio[(arrive_ratio >= k - 1) & (arrive_ratio <= k + 1)]
+        if hit.size == 0:
+            before = alloc_ratio[arrive_ratio < k]
+            hit = before[-1:] if before.size and arrive_ratio[-1] > k else hit
         out.append(float(hit.mean()) if hit.size else float("nan"))
     return tuple(out)
 

@@ -15,13 +15,13 @@ POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase
 def write_synthetic_trace(
     directory: Path, *, workload: str = "default", pods: int = 300, seed: int = 1, demand: float = 0.9
 ) -> Path:
-    """Write a node list (12 nodes, 3 models) and a pod list in openb format; return the folder.
+    """Write a node list (35 nodes, 140 GPUs, 3 models) and a pod list in openb format; return the folder.
 
     Pods mix CPU-only, shared (fractional), whole and multi-GPU requests, some with a gpu_spec,
     scaled so their total GPU demand is about `demand` x capacity before tuning.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    nodes = [("A", 8, 96000, 786432)] * 4 + [("B", 2, 64000, 262144)] * 6 + [("C", 4, 32000, 131072)] * 2
+    nodes = [("A", 8, 96000, 786432)] * 10 + [("B", 2, 64000, 262144)] * 20 + [("C", 4, 32000, 131072)] * 5
     lines = ["sn,cpu_milli,memory_mib,gpu,model"]
     lines += [f"node-{i:03d},{cpu},{mem},{gpus},{model}" for i, (model, gpus, cpu, mem) in enumerate(nodes)]
     (directory / NODE_FILE).write_text("\n".join(lines) + "\n")
@@ -46,7 +46,7 @@ def test_synthetic_trace_loads_with_expected_shapes(tmp_path: Path) -> None:
     trace = write_synthetic_trace(tmp_path)
     pods = load_pods(pod_file(trace, "default"))
     nodes = load_nodes(trace / NODE_FILE)
-    assert len(pods) == 300 and len(nodes) == 12
+    assert len(pods) == 300 and len(nodes) == 35
     assert {n.shape.gpu_type for n in nodes} == {"A", "B", "C"}
     assert all(n.shape.free_milli == (1000,) * len(n.shape.free_milli) for n in nodes)
     assert any(p.shape.gpu_types == frozenset({"B", "C"}) for p in pods)
