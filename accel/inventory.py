@@ -147,6 +147,31 @@ def build_node(obj: Mapping[str, Any], catalog: Catalog, bound: Iterable[PodView
     )
 
 
+class ParseCache:
+    """Memo of parsed pods by (uid, resourceVersion): a watch cache re-parses only what changed.
+
+    Objects without a resourceVersion (hand-written snapshots) are never cached.
+    """
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], PodView] = {}
+
+    def pod(self, obj: Mapping[str, Any]) -> PodView:
+        meta = _mapping(obj.get("metadata"))
+        version = str(meta.get("resourceVersion") or "")
+        if not version:
+            return parse_pod(obj)
+        key = (str(meta.get("uid") or meta.get("name") or ""), version)
+        found = self._pods.get(key)
+        if found is None:
+            found = self._pods[key] = parse_pod(obj)
+        return found
+
+    def retain(self, live_keys: set[tuple[str, str]]) -> None:
+        """Forget entries not in `live_keys` so the memo never grows past the watched set."""
+        self._pods = {k: v for k, v in self._pods.items() if k in live_keys}
+
+
 def build_inventory(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -154,9 +179,11 @@ def build_inventory(
     *,
     catalog: Catalog,
     policy: Policy | None = None,
+    cache: ParseCache | None = None,
 ) -> Inventory:
     """Assemble the inventory from object dicts (any order, any source)."""
-    live = [p for p in (parse_pod(obj) for obj in pods) if not p.terminal]
+    parse = cache.pod if cache else parse_pod
+    live = [p for p in (parse(obj) for obj in pods) if not p.terminal]
     by_node: dict[str, list[PodView]] = defaultdict(list)
     for pod in live:
         if pod.node_name:

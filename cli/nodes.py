@@ -1,0 +1,33 @@
+"""`accel nodes`: the node view (AC-001)."""
+
+from __future__ import annotations
+
+import argparse
+
+from accel.nodeview import SORT_KEYS, TABLE_COLUMNS, node_rows, render_table, table_cells
+from cli.state import CliError, add_source_arguments, emit, load_state, run_guarded
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("nodes", help="node view: GPU type, count, allocation, sharing, topology, status")
+    add_source_arguments(parser)
+    parser.add_argument("--type", action="append", default=[], help="only nodes of this canonical type (repeatable; also 'mixed', 'unknown')")
+    parser.add_argument("--sort", default="name", choices=SORT_KEYS)
+    parser.add_argument("--desc", action="store_true", help="sort descending")
+    parser.add_argument("--all", action="store_true", help="include nodes without accelerators")
+    parser.add_argument("-o", "--output", default="table", choices=("table", "json", "yaml"))
+    parser.set_defaults(func=lambda args: run_guarded(_run, args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    parsed, inventory = load_state(args)
+    types = [t for value in args.type for t in value.split(",") if t]
+    unknown = [t for t in types if t not in parsed.catalog and t != "mixed"]
+    if unknown:
+        raise CliError(f"unknown type(s) {', '.join(unknown)}; known: {', '.join(sorted(parsed.catalog.names()))}")
+    rows = node_rows(inventory, parsed.catalog, type_filter=types, sort=args.sort, descending=args.desc, accelerators_only=not args.all)
+    if args.output == "table":
+        print(render_table([h for h, _ in TABLE_COLUMNS], [table_cells(r) for r in rows]) if rows else "no nodes match")
+    else:
+        emit({"nodes": [r.model_dump(mode="json") for r in rows]}, args.output)
+    return 0

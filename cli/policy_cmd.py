@@ -1,0 +1,38 @@
+"""`accel policy validate DIR|FILE`: check a policy before applying it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from accel.catalog import load_builtin_catalog
+from accel.policy import PolicyInvalid
+from accel.policy_load import parse_policy
+from cli.state import CliError, read_policy_files
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("policy", help="policy tools")
+    actions = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    validate = actions.add_parser("validate", help="validate a policy directory or ConfigMap file; exit 1 listing every error")
+    validate.add_argument("path", metavar="DIR|FILE")
+    validate.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        files = read_policy_files(Path(args.path))
+    except (CliError, OSError) as exc:
+        print(f"accel: {exc}", file=sys.stderr)
+        return 1
+    try:
+        parsed = parse_policy(files, load_builtin_catalog())
+    except PolicyInvalid as exc:
+        print(f"{args.path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    policy = parsed.policy
+    print(f"{args.path}: valid ({len(policy.profiles)} profiles, {len(policy.teams)} teams, mode {policy.settings.mode.value})")
+    return 0

@@ -1,0 +1,156 @@
+"""`accel serve webhook|extender|api`: run one server against a cluster, a snapshot or a policy dir.
+
+With `--snapshot FILE` the servers run on an in-memory API server (`kube.fake.FakeCluster`) loaded
+with the snapshot, so the quota ledger, bindings and token reviews behave exactly as on a cluster,
+just without one. Without `--snapshot` they use the kubeconfig (in-cluster first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from accel.catalog import load_builtin_catalog
+from cli.state import CliError, add_source_arguments, read_policy_files
+from kube.informer import ClusterWatcher
+from kube.policy_source import PolicySource
+from kube.protocol import Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer
+from serving.cluster_state import ClusterState
+from serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+COMPONENTS = ("webhook", "extender", "api")
+
+
+@dataclass
+class ClusterDeps:
+    """The Kubernetes IO a server needs, from a real cluster or an in-memory one."""
+
+    source: ObjectSource
+    cas: CasStore
+    binder: Binder
+    events: EventRecorder
+    tokens: TokenReviewer
+    close: Callable[[], Any] | None = None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("serve", help="run the webhook, the scheduler extender or the API server")
+    parser.add_argument("component", choices=COMPONENTS)
+    add_source_arguments(parser)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)")
+    parser.add_argument("--insecure-plaintext", action="store_true", help="serve HTTP without TLS (extender/api, local use only; never the webhook)")
+    parser.add_argument("--log-level", default=os.environ.get("ACCEL_LOG_LEVEL", "INFO"))
+    parser.set_defaults(func=_run)
+
+
+def snapshot_cluster(path: str, namespace: str) -> ClusterDeps:
+    """An in-memory API server holding the snapshot's objects."""
+    from kube.fake import FakeCluster
+    from kube.snapshot import SnapshotError, load_snapshot
+
+    try:
+        snapshot = load_snapshot(path)
+    except SnapshotError as exc:
+        raise CliError(str(exc)) from exc
+    cluster = FakeCluster(controller_namespace=namespace)
+    for kind in ("namespaces", "nodes", "configmaps", "pods"):
+        for obj in snapshot.of(kind):
+            cluster.apply(obj)
+    return ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster)
+
+
+async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
+    from kube.client import ApiClientFactory, NoClusterError
+    from kube.real import KubeCluster
+
+    try:
+        api = await ApiClientFactory(kubeconfig).create()
+    except NoClusterError as exc:
+        raise CliError(f"{exc}; or pass --snapshot FILE to run on a snapshot") from exc
+    cluster = KubeCluster(api, controller_namespace=namespace)
+    return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close)
+
+
+def build_state(deps: ClusterDeps, *, namespace: str, policy_files: dict[str, str] | None, metrics: Metrics, app_name: str) -> ClusterState:
+    watcher = ClusterWatcher(deps.source, controller_namespace=namespace)
+    state = ClusterState(catalog=load_builtin_catalog(), namespace=namespace, watcher=watcher, fixed_policy=policy_files, metrics=metrics, app_name=app_name)
+    if policy_files is None:
+        state.policy_source = PolicySource(watcher.policy, state.on_policy, events=deps.events)
+    return state
+
+
+def make_component_app(component: str, state: ClusterState, deps: ClusterDeps, metrics: Metrics) -> web.Application:
+    """The aiohttp app for one component, with the cluster watches running for its lifetime."""
+    if component == "webhook":
+        from webhook.app import make_app as make_webhook
+
+        app: web.Application = make_webhook(state, metrics=metrics, ledger_store=deps.cas, replica_id=socket.gethostname())
+    elif component == "extender":
+        from extender.app import make_app as make_extender
+
+        app = make_extender(state, metrics=metrics, binder=deps.binder)
+    else:
+        from api.app import make_app as make_api
+
+        app = make_api(state, metrics=metrics, token_reviewer=deps.tokens)
+    app.cleanup_ctx.append(_run_state(state))
+    return app
+
+
+def _run_state(state: ClusterState) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(state.run(), name="cluster-state")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context
+
+
+def _run(args: argparse.Namespace) -> int:
+    from serving.logs import setup_logging
+    from serving.run import PlaintextRefused
+
+    setup_logging(args.log_level)
+    try:
+        asyncio.run(_serve(args))
+    except (CliError, PlaintextRefused) as exc:
+        print(f"accel: {exc}")
+        return 1
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    """Build everything inside the serving loop (the API client is bound to it), then serve."""
+    import signal
+
+    from serving.run import serve
+    from serving.tls import ReloadingTLS
+
+    policy_files = read_policy_files(Path(args.policy)) if args.policy else None
+    deps = snapshot_cluster(args.snapshot, args.namespace) if args.snapshot else await real_cluster(args.kubeconfig, args.namespace)
+    try:
+        metrics = Metrics()
+        state = build_state(deps, namespace=args.namespace, policy_files=policy_files, metrics=metrics, app_name=args.component)
+        app = make_component_app(args.component, state, deps, metrics)
+        tls = ReloadingTLS(args.cert_dir) if args.cert_dir else None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext)
+    finally:
+        if deps.close is not None:
+            await deps.close()

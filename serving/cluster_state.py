@@ -1,0 +1,209 @@
+"""The cluster state every server answers from: the last good policy and an inventory kept
+fresh by watches (or fixed, from a snapshot file).
+
+Rules:
+1. `view()` is cheap: the inventory is rebuilt only when a watched kind or the policy changed,
+   and at most once per `min_rebuild_interval_s` (quota stays exact regardless: admissions in
+   flight are held in the reservation ledger until the watch shows the pod).
+2. A policy that fails validation never replaces the one in force; the failure is counted and
+   logged with every error; `kube.policy_source.PolicySource` (wired to `on_policy`) records the
+   Kubernetes Event on the ConfigMap.
+3. Every accepted or rejected policy change is written to the audit log (logger
+   `accel.audit.policy`): who (newest managedFields manager), when, resourceVersion, result and
+   a unified diff against the policy in force.
+4. `ready()` is false until every informer has synced and a policy is in force, and false again
+   while any watch has been failing for longer than `max_staleness_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from accel.catalog import Catalog
+from accel.inventory import Inventory, ParseCache, build_inventory
+from accel.policy import ParsedPolicy, PolicyInvalid
+from accel.policy_load import parse_policy
+from kube.informer import ClusterWatcher
+from kube.policy_source import PolicyMeta, PolicySource
+from serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("accel.audit.policy")
+
+
+@dataclass(frozen=True)
+class StateView:
+    """One consistent picture: policy in force + inventory, and when it was observed."""
+
+    parsed: ParsedPolicy
+    inventory: Inventory
+    observed_at: datetime
+    generation: int
+
+
+@dataclass
+class PolicyChange:
+    """Who changed the policy, when, and whether it was accepted."""
+
+    resource_version: str
+    manager: str
+    changed_at: str
+    accepted: bool
+    errors: list[str] = field(default_factory=list)
+    diff: str = ""
+
+
+def policy_diff(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    """Unified diff, file by file, of two policy file maps."""
+    chunks = []
+    for name in sorted(set(old) | set(new)):
+        lines = difflib.unified_diff(
+            old.get(name, "").splitlines(keepends=True),
+            new.get(name, "").splitlines(keepends=True),
+            fromfile=f"a/{name}",
+            tofile=f"b/{name}",
+        )
+        chunks.append("".join(lines))
+    return "".join(chunks)
+
+
+class ClusterState:
+    """Policy + inventory for a server; see module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        namespace: str,
+        watcher: ClusterWatcher | None = None,
+        fixed_policy: Mapping[str, str] | None = None,
+        metrics: Metrics | None = None,
+        app_name: str = "accel",
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        min_rebuild_interval_s: float = 0.2,
+    ) -> None:
+        self.namespace = namespace
+        self.catalog = catalog
+        self.watcher = watcher
+        self.metrics = metrics
+        self._app = app_name
+        self._clock = clock
+        self._monotonic = monotonic
+        self._min_rebuild = min_rebuild_interval_s
+        self._parse_cache = ParseCache()
+        self._policy_files: dict[str, str] = {}
+        self._parsed: ParsedPolicy | None = None
+        self._policy_version = 0
+        self._view: StateView | None = None
+        self._view_key: tuple[int, ...] = ()
+        self._built_at = float("-inf")
+        self._generation = 0
+        self._static_inventory: Inventory | None = None
+        self.history: list[PolicyChange] = []
+        self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
+        if fixed_policy is not None:
+            self.apply_policy(dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace))
+
+    # --- construction helpers -------------------------------------------------------------
+    @classmethod
+    def static(cls, parsed: ParsedPolicy, inventory: Inventory, *, clock: Callable[[], float] = time.time, namespace: str = "accel-system") -> ClusterState:
+        """A state that never changes unless `update_static` is called (tests, demo, snapshots)."""
+        state = cls(catalog=parsed.catalog, namespace=namespace, clock=clock)
+        state._parsed = parsed
+        state._static_inventory = inventory
+        state._policy_version = 1
+        return state
+
+    def update_static(self, parsed: ParsedPolicy | None = None, inventory: Inventory | None = None) -> None:
+        if parsed is not None:
+            self._parsed = parsed
+            self._policy_version += 1
+        if inventory is not None:
+            self._static_inventory = inventory
+            self._policy_version += 1
+        self._view = None
+
+    # --- policy -----------------------------------------------------------------------------
+    def on_policy(self, files: dict[str, str], meta: PolicyMeta) -> list[str]:
+        """`kube.policy_source.PolicyCallback`: the errors of a rejected policy, [] when accepted.
+
+        The PolicySource records the Kubernetes Event for a rejection; this records the rest.
+        """
+        return self.apply_policy(files, meta).errors
+
+    def apply_policy(self, files: dict[str, str], meta: PolicyMeta) -> PolicyChange:
+        """Validate and, if valid, put `files` in force; always audit-log the attempt."""
+        change = PolicyChange(resource_version=meta.resource_version, manager=meta.changed_by, changed_at=meta.changed_at or "", accepted=False, diff=policy_diff(self._policy_files, files))
+        try:
+            parsed = parse_policy(files, self.catalog)
+        except PolicyInvalid as exc:
+            change.errors = [str(e) for e in exc.errors]
+            self._count("invalid")
+            log.error("policy rejected; keeping the policy in force", extra={"errors": change.errors})
+        else:
+            change.accepted = True
+            self._parsed, self._policy_files = parsed, files
+            self._policy_version += 1
+            self._count("ok")
+            if self.metrics:
+                self.metrics.policy_last_good.set(self._clock())
+        audit.info("policy change", extra={"resourceVersion": change.resource_version, "who": change.manager, "when": change.changed_at, "accepted": change.accepted, "errors": change.errors, "diff": change.diff})
+        self.history = [*self.history[-49:], change]
+        return change
+
+    def _count(self, result: str) -> None:
+        if self.metrics:
+            self.metrics.policy_reload.labels(result=result).inc()
+
+    # --- views ------------------------------------------------------------------------------
+    def _key(self) -> tuple[int, ...]:
+        if self.watcher is None:
+            return (self._policy_version,)
+        w = self.watcher
+        return (self._policy_version, w.nodes.version, w.pods.version, w.namespaces.version)
+
+    def view(self) -> StateView:
+        if self._parsed is None:
+            raise RuntimeError("no policy in force yet; check ready() first")
+        key = self._key()
+        if self._view is not None and (key == self._view_key or self._monotonic() - self._built_at < self._min_rebuild):
+            return self._view
+        self._generation += 1
+        self._view = StateView(parsed=self._parsed, inventory=self._build_inventory(self._parsed), observed_at=datetime.fromtimestamp(self._clock(), UTC), generation=self._generation)
+        self._view_key, self._built_at = key, self._monotonic()
+        return self._view
+
+    def _build_inventory(self, parsed: ParsedPolicy) -> Inventory:
+        if self.watcher is None:
+            return self._static_inventory or Inventory()
+        w = self.watcher
+        pods = w.pods.items()
+        inventory = build_inventory(w.nodes.items(), pods, w.namespaces.items(), catalog=parsed.catalog, policy=parsed.policy, cache=self._parse_cache)
+        live = {(str(p["metadata"].get("uid") or p["metadata"].get("name")), str(p["metadata"].get("resourceVersion") or "")) for p in pods}
+        self._parse_cache.retain(live)
+        return inventory
+
+    def ready(self, max_staleness_s: float | None = None) -> tuple[bool, str]:
+        if self._parsed is None:
+            return False, "no valid policy loaded yet"
+        if self.watcher is None:
+            return True, "static state"
+        limit = max_staleness_s or self._parsed.policy.settings.api.max_staleness_seconds
+        fresh, reason = self.watcher.fresh(limit)
+        if self.metrics:
+            self.metrics.cluster_state_fresh.labels(app=self._app).set(1 if fresh else 0)
+        return fresh, reason
+
+    async def run(self) -> None:
+        """Run the watches until cancelled (no-op for static states)."""
+        if self.watcher is not None:
+            await self.watcher.run()
+        else:
+            await asyncio.Event().wait()
