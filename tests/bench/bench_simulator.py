@@ -1,0 +1,69 @@
+"""Simulator benchmark: validation vs the published FGD-simulator means, accel vs fgd, speed.
+
+Default: workload `default`, 10 seeds, all 7 policies, 2 worker processes (about a minute or two
+on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (about half an hour).
+Targets: fgd within 0.3 pp of published, baselines within 0.5 pp; accel below fgd on every
+workload and <= 4.3 % on default; one policy x seed on default <= 10 s. Ratios are against fgd
+(and the published means) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from accel.sim.matrix import make_tasks, run_matrix
+from accel.sim.policies import POLICY_NAMES
+from accel.sim.report import PUBLISHED_FILE, pods_per_second, read_published, render_table, summarise
+from cli.simulate import DEFAULT_TRACE_DIR
+
+PUBLISHED_WORKLOADS = (
+    "default", "cpu050", "cpu100", "cpu200", "cpu250", "gpushare40", "gpushare60", "gpushare80",
+    "gpushare100", "gpuspec10", "gpuspec20", "gpuspec25", "gpuspec33", "multigpu20", "multigpu30",
+    "multigpu40", "multigpu50",
+)
+TOLERANCE_PP = {"fgd": 0.3}
+BASELINE_TOLERANCE_PP = 0.5
+
+
+def main() -> int:
+    if not (DEFAULT_TRACE_DIR / "openb_node_list_gpu_node.csv").is_file():
+        print(f"bench_simulator: SKIPPED, trace not found at {DEFAULT_TRACE_DIR}")
+        return 0
+    full = os.environ.get("ACCEL_BENCH_FULL") == "1"
+    workloads = PUBLISHED_WORKLOADS if full else ("default",)
+    seeds = int(os.environ.get("ACCEL_BENCH_SEEDS", "10"))
+    start = time.perf_counter()
+    records = run_matrix(make_tasks(DEFAULT_TRACE_DIR, workloads, POLICY_NAMES, seeds), jobs=2)
+    wall = time.perf_counter() - start
+    published = read_published(DEFAULT_TRACE_DIR.parent / PUBLISHED_FILE)
+    print(render_table(records, published))
+    summary = summarise(records)
+    failures = []
+    for (workload, policy), (mean, _sd, _n) in summary.items():
+        pub = published.get((workload, policy))
+        tol = TOLERANCE_PP.get(policy, BASELINE_TOLERANCE_PP)
+        if pub and abs(mean - pub[0]) > tol:
+            failures.append(f"validation {workload}/{policy}: {mean:.2f} vs published {pub[0]:.2f} (> {tol} pp)")
+    for workload in workloads:
+        accel, fgd = summary[workload, "accel"][0], summary[workload, "fgd"][0]
+        print(f"accel/fgd unallocated ratio {workload}: {accel / fgd:.3f} ({accel:.2f} vs {fgd:.2f})")
+        if accel >= fgd:
+            failures.append(f"moonshot {workload}: accel {accel:.2f} >= fgd {fgd:.2f}")
+    if summary["default", "accel"][0] > 4.3:
+        failures.append(f"moonshot default: accel {summary['default', 'accel'][0]:.2f} > 4.3")
+    default_secs = {r.result.policy: r.result.seconds for r in records if r.workload == "default"}
+    for policy, secs in default_secs.items():
+        if secs > 10:
+            failures.append(f"speed {policy}: {secs:.1f} s per run on default > 10 s")
+    rates = pods_per_second(records)
+    print("pods/s ratio vs fgd: " + ", ".join(f"{p} {rates[p] / rates['fgd']:.2f}" for p in rates))
+    print(f"wall time {wall:.0f} s for {len(records)} runs with --jobs 2")
+    for f in failures:
+        print(f"TARGET MISSED: {f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
