@@ -1,0 +1,238 @@
+"""Bring up accel on a real cluster for the e2e tests, and describe that cluster to the tests.
+
+Modes (chosen by `detect()`):
+1. kind: `kind` and a working Docker are present -> create (or reuse) kind cluster `accel-e2e`,
+   `docker build -t accel:e2e .`, `kind load docker-image`, apply `manifests/overlays/kind`.
+2. KUBECONFIG: any cluster; the image must be pullable there: set ACCEL_E2E_IMAGE.
+3. ACCEL_E2E_OUT_OF_CLUSTER=1 (with kind or KUBECONFIG): the three servers run on this host
+   (see outofcluster.py); the webhook configurations point at them by `url`.
+Otherwise every e2e test is skipped with NO_CLUSTER.
+GPU nodes are faked: GPU-operator labels plus `nvidia.com/gpu` capacity patched into node status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.kubectl import Kubectl, KubectlError, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "accel-system"
+KIND_CLUSTER = "accel-e2e"
+KIND_NODE_IMAGE = "kindest/node:v1.31.4"
+IMAGE = "accel:e2e"
+NO_CLUSTER = "no cluster: install kind+docker or set KUBECONFIG"
+# Fake GPU nodes: label values exactly as GPU Feature Discovery publishes them.
+FAKE_GPUS = {
+    "nvidia-h100-80gb": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559"},
+    "nvidia-a100-80gb": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920"},
+}
+GPUS_PER_NODE = 8
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the e2e tests run, or why they cannot (`skip_reason`)."""
+
+    mode: str  # "kind" | "kubeconfig" | "none"
+    out_of_cluster: bool
+    skip_reason: str = ""
+
+
+@dataclass
+class E2ECluster:
+    kubectl: Kubectl
+    target: Target
+    gpu_nodes: dict[str, str] = field(default_factory=dict)  # canonical type -> node name
+    scheduler_running: bool = False
+    cleanup: list[Any] = field(default_factory=list)
+
+
+def detect() -> Target:
+    """Pick the mode from the environment; cheap enough to run at collection time."""
+    ooc = os.environ.get("ACCEL_E2E_OUT_OF_CLUSTER") == "1"
+    if shutil.which("kind") and shutil.which("docker") and _docker_works():
+        return Target("kind", ooc)
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig and all(Path(p).is_file() for p in kubeconfig.split(os.pathsep)):
+        if not ooc and not os.environ.get("ACCEL_E2E_IMAGE"):
+            return Target("none", ooc, "KUBECONFIG cluster: set ACCEL_E2E_IMAGE to a pullable accel image "
+                                       "or ACCEL_E2E_OUT_OF_CLUSTER=1")  # fmt: skip
+        return Target("kubeconfig", ooc)
+    return Target("none", ooc, NO_CLUSTER)
+
+
+def _docker_works() -> bool:
+    try:
+        return (
+            subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _sh(*cmd: str, timeout_s: float = 900) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def kind_kubectl(workdir: Path) -> Kubectl:
+    """Create (or reuse) the kind cluster and return a kubectl bound to it."""
+    if KIND_CLUSTER not in _sh("kind", "get", "clusters").split():
+        config = workdir / "kind.yaml"
+        config.write_text(yaml.safe_dump({
+            "kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "nodes": [{"role": "control-plane"}, {"role": "worker"}, {"role": "worker"}],
+        }))  # fmt: skip
+        _sh("kind", "create", "cluster", "--name", KIND_CLUSTER, "--image", KIND_NODE_IMAGE, "--config", str(config),
+            "--wait", "120s")  # fmt: skip
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(_sh("kind", "get", "kubeconfig", "--name", KIND_CLUSTER))
+    return Kubectl(kubeconfig=str(kubeconfig))
+
+
+def build_and_load_image() -> None:
+    _sh("docker", "build", "-t", IMAGE, str(ROOT), timeout_s=1800)
+    _sh("kind", "load", "docker-image", IMAGE, "--name", KIND_CLUSTER)
+
+
+def render_manifests(kubectl: Kubectl) -> list[Obj]:
+    """The kind overlay, minus prometheus-operator kinds when their CRDs are absent."""
+    text = kubectl.run(
+        "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "manifests/overlays/kind")
+    )
+    objects = [o for o in yaml.safe_load_all(text) if o]
+    have_monitoring = "servicemonitors" in kubectl.run(
+        "api-resources", "--api-group=monitoring.coreos.com", "-o", "name"
+    )
+    image = os.environ.get("ACCEL_E2E_IMAGE")
+    kept = []
+    for obj in objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/") and not have_monitoring:
+            continue
+        if image:
+            _retarget_image(obj, image)
+        kept.append(obj)
+    return kept
+
+
+def _retarget_image(obj: Obj, image: str) -> None:
+    text = json.dumps(obj)
+    if f'"image": "{IMAGE}"' in text:
+        text = text.replace(f'"image": "{IMAGE}"', f'"image": "{image}"').replace(
+            '"imagePullPolicy": "Never"', '"imagePullPolicy": "IfNotPresent"'
+        )
+        obj.clear()
+        obj.update(json.loads(text))
+
+
+def deploy_in_cluster(kubectl: Kubectl) -> None:
+    """Apply the manifests and wait until certs are issued and every Deployment is available."""
+    objects = render_manifests(kubectl)
+    kubectl.apply({"apiVersion": "v1", "kind": "List", "items": objects}, server_side=True)
+    kubectl.run(
+        "-n", NS, "wait", "--for=condition=complete", "job/accel-certs", "--timeout=300s", timeout_s=320
+    )
+    for name in ("accel-webhook", "accel-extender", "accel-api", "accel-scheduler"):
+        kubectl.run("-n", NS, "rollout", "status", f"deploy/{name}", "--timeout=300s", timeout_s=320)
+    wait_until(lambda: kubectl.get("mutatingwebhookconfiguration", "accel-mutate")["webhooks"][0]["clientConfig"].get("caBundle"),
+               timeout_s=60, what="caBundle injected into accel-mutate")  # fmt: skip
+
+
+def fake_gpu_nodes(kubectl: Kubectl) -> dict[str, str]:
+    """Turn the worker nodes into H100 and A100 nodes (labels + status capacity)."""
+    nodes = kubectl.get("nodes")["items"]
+    workers = [
+        n["metadata"]["name"]
+        for n in nodes
+        if "node-role.kubernetes.io/control-plane" not in n["metadata"].get("labels", {})
+    ]
+    assigned = dict(zip(FAKE_GPUS, workers or [nodes[0]["metadata"]["name"]], strict=False))
+    for gpu_type, node in assigned.items():
+        labels = {
+            **FAKE_GPUS[gpu_type],
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.count": str(GPUS_PER_NODE),
+        }
+        kubectl.run("label", "node", node, "--overwrite", *(f"{k}={v}" for k, v in labels.items()))
+        ops = [{"op": "add", "path": f"/status/{field_name}/nvidia.com~1gpu", "value": str(GPUS_PER_NODE)}
+               for field_name in ("capacity", "allocatable")]  # fmt: skip
+        kubectl.patch_status("node", node, ops)
+    return assigned
+
+
+def e2e_policy() -> dict[str, str]:
+    """The policy the e2e tests are written against (ConfigMap data: file name -> YAML)."""
+    settings = {"mode": "enforce", "teamLabel": "team", "requiredPodLabels": ["team"], "defaultProfile": "gpu-any",
+                "excludedNamespaces": ["kube-system", NS], "schedulerName": "accel-scheduler"}  # fmt: skip
+    profiles = [
+        {"name": "h100-first", "displayName": "H100, then A100", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
+         "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "nvidia-a100-80gb"}]},
+        {"name": "a100-only", "displayName": "A100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
+         "accelerators": [{"type": "nvidia-a100-80gb"}], "costPerGpuHour": 2.0},
+        {"name": "gpu-any", "displayName": "Any GPU", "accelerators": [], "gpus": {"default": 1, "max": 8}},
+    ]  # fmt: skip
+    all_profiles = ["h100-first", "a100-only", "gpu-any"]
+    teams = [
+        {"name": "e2e-mutate", "quota": {"*": 8}, "allowedProfiles": all_profiles},
+        {"name": "e2e-quota", "quota": {"nvidia-h100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-sched", "quota": {"*": 32}, "allowedProfiles": all_profiles},
+        {"name": "e2e-burst", "quota": {"*": 4}, "allowedProfiles": all_profiles},
+        {"name": "e2e-reload", "quota": {"*": 8}, "allowedProfiles": all_profiles},
+    ]
+    return {"settings.yaml": yaml.safe_dump(settings), "profiles.yaml": yaml.safe_dump({"profiles": profiles}),
+            "teams.yaml": yaml.safe_dump({"teams": teams})}  # fmt: skip
+
+
+def apply_policy(kubectl: Kubectl, data: dict[str, str]) -> None:
+    kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "accel-policy", "namespace": NS},
+                   "data": data}, server_side=True)  # fmt: skip
+
+
+def gpu_pod(name: str, *, team: str, gpus: int, profile: str | None = None) -> Obj:
+    """A pause pod asking for `gpus` nvidia.com/gpu (the image is preloaded on kind nodes)."""
+    annotations = {"accel.dev/profile": profile} if profile else {}
+    resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"team": team}, "annotations": annotations},
+        "spec": {"terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": resources}]},
+    }  # fmt: skip
+
+
+def new_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="accel-e2e-"))
+
+
+def delete_quietly(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None) -> None:
+    # Teardown is best effort; the next run reuses or recreates the object.
+    with contextlib.suppress(KubectlError):
+        kubectl.delete(kind, name, namespace=namespace)
+
+
+def wait_for_policy(
+    kubectl: Kubectl, *, profile: str, team: str, namespace: str, timeout_s: float = 30
+) -> Obj:
+    """Poll server-side dry runs until the webhook knows `profile` (i.e. the policy reloaded)."""
+    probe = gpu_pod("probe", team=team, gpus=1, profile=profile)
+    probe["metadata"]["namespace"] = namespace
+
+    def admitted_in_ns() -> Obj | None:
+        pod = kubectl.create(probe, dry_run=True)
+        return pod if pod["metadata"].get("annotations", {}).get("accel.dev/profile") == profile else None
+
+    return wait_until(admitted_in_ns, timeout_s=timeout_s, what=f"policy with profile {profile} in force")
