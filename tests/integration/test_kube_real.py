@@ -159,6 +159,7 @@ async def wired() -> AsyncIterator[tuple[FakeCluster, KubeCluster, list[tuple[st
     kube = KubeCluster(ApiClient(configuration), request_timeout_s=5)
     yield cluster, kube, seen
     await kube.close()
+    cluster.end_watches()  # server-side watch handlers block on the fake; end them so shutdown is prompt
     await runner.cleanup()
 
 
@@ -283,4 +284,4 @@ async def test_requests_sent_are_exactly_those_the_tables_declare(wired) -> None
     granted = {
         (c.api_group, c.resource, c.verb) for comp in ("webhook", "extender", "api") for c in API_CALLS[comp]
     }
-    assert set(seen) <= granted | {("", "configmaps", "update")} and ("", "configmaps", "update") in granted
+    assert set(seen) <= granted
