@@ -168,7 +168,9 @@ def create_serving_cert(
     key = _new_key(algorithm)
     general: list[x509.GeneralName] = [x509.DNSName(d) for d in sorted(sans.dns)]
     general += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted(sans.ips)]
-    common_name = min(sans.dns, key=len) if sans.dns else sorted(sans.ips)[0]
+    # CN is informational (clients check SANs); prefer a Service name over "localhost".
+    service_names = sorted(d for d in sans.dns if ".svc" in d) or sorted(sans.dns)
+    common_name = min(service_names, key=len) if service_names else sorted(sans.ips)[0]
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
