@@ -12,12 +12,12 @@ from tests.e2e.kubectl import KubectlError
 TYPE_ANNOTATION = "accelerator.opendatahub.io/type"
 
 
-def _in(namespace: str, pod: dict) -> dict:
+def _in(namespace: str, pod: cluster.Obj) -> cluster.Obj:
     pod["metadata"]["namespace"] = namespace
     return pod
 
 
-def _affinity_values(pod: dict) -> set[str]:
+def _affinity_values(pod: cluster.Obj) -> set[str]:
     required = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     return {
         v

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -12,7 +13,7 @@ from tests.e2e.kubectl import wait_until
 TYPE_ANNOTATION = "accelerator.opendatahub.io/type"
 
 
-def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> dict | None:
+def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
     pod = e2e.kubectl.get("pod", name, namespace=ns)
     return pod if pod["spec"].get("nodeName") else None
 
@@ -30,7 +31,7 @@ def test_prefers_h100_then_falls_back_to_a100_when_full(
         pod = cluster.gpu_pod(name, team="e2e-sched", gpus=cluster.GPUS_PER_NODE, profile="h100-first")
         pod["metadata"]["namespace"] = ns
         e2e.kubectl.create(pod)
-        bound = wait_until(lambda n=name: _bound(e2e, ns, n), timeout_s=60, what=f"pod {name} bound")
+        bound = wait_until(partial(_bound, e2e, ns, name), timeout_s=60, what=f"pod {name} bound")
         placed[name] = bound["spec"]["nodeName"]
         assert placed[name] == e2e.gpu_nodes[expected_type], f"{name} should run on the {expected_type} node"
         assert bound["metadata"]["annotations"][TYPE_ANNOTATION] == expected_type
