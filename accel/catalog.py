@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 UNKNOWN_TYPE = "unknown"
 UNKNOWN_DISPLAY = "GPU - type unknown"
@@ -58,6 +61,12 @@ class AcceleratorType(BaseModel):
     # Known node label values (GPU-operator product strings, AMD product names, ...) for this type,
     # used to build node affinity that matches what the operators already publish.
     product_labels: tuple[str, ...] = Field(default=(), alias="productLabels")
+    # Values of `cloud.google.com/gke-accelerator` that mean this type (GKE spells some types its own
+    # way, e.g. `nvidia-tesla-a100`); used when a node has no GPU-operator product label.
+    gke_accelerators: tuple[str, ...] = Field(default=(), alias="gkeAccelerators")
+    # fnmatch patterns on `node.kubernetes.io/instance-type` for devices whose labels do not name
+    # the model (Gaudi generations): the only evidence used for them.
+    instance_types: tuple[str, ...] = Field(default=(), alias="instanceTypes")
 
     @field_validator("name")
     @classmethod
@@ -80,7 +89,7 @@ class AcceleratorType(BaseModel):
 
 
 UNKNOWN_ACCELERATOR = AcceleratorType(
-    name=UNKNOWN_TYPE, displayName=UNKNOWN_DISPLAY, vendor="unknown", model="unknown", memoryGB=0
+    name=UNKNOWN_TYPE, display_name=UNKNOWN_DISPLAY, vendor="unknown", model="unknown", memory_gb=0
 )
 
 
@@ -131,3 +140,46 @@ class Catalog:
             base = merged.get(name, {})
             merged[name] = {**base, **override}
         return Catalog(AcceleratorType.model_validate(data) for data in merged.values())
+
+
+BUILTIN_CATALOG_RESOURCE = "data/catalog.yaml"
+
+
+class CatalogFileError(ValueError):
+    """A catalog YAML document that does not describe valid accelerator types."""
+
+
+def parse_catalog(text: str, *, source: str = "catalog.yaml") -> Catalog:
+    """Parse a catalog document (`types:` list of AcceleratorType mappings, camelCase keys).
+
+    Raises CatalogFileError naming the source, the entry index and name, and the field at fault,
+    so a broken edit of the data file points straight at the line to fix.
+    """
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogFileError(f"{source}: not valid YAML: {exc}") from exc
+    entries = document.get("types") if isinstance(document, Mapping) else None
+    if not isinstance(entries, list):
+        raise CatalogFileError(f"{source}: expected a top-level 'types:' list of accelerator types")
+    types: list[AcceleratorType] = []
+    for index, entry in enumerate(entries):
+        name = entry.get("name", "?") if isinstance(entry, Mapping) else "?"
+        try:
+            types.append(AcceleratorType.model_validate(entry))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<entry>'}: {err['msg']}" for err in exc.errors()
+            )
+            raise CatalogFileError(f"{source}: types[{index}] ({name}): {problems}") from exc
+    try:
+        return Catalog(types)
+    except ValueError as exc:
+        raise CatalogFileError(f"{source}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def load_builtin_catalog() -> Catalog:
+    """The catalog shipped in `accel/data/catalog.yaml`, parsed once per process (it is immutable)."""
+    text = resources.files("accel").joinpath(BUILTIN_CATALOG_RESOURCE).read_text(encoding="utf-8")
+    return parse_catalog(text, source=f"accel/{BUILTIN_CATALOG_RESOURCE}")
