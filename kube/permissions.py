@@ -49,7 +49,9 @@ API_CALLS: Final[dict[str, list[ApiCall]]] = {
     "extender": [*_INFORMERS, ApiCall("", "pods/binding", "create"), *_EVENTS],
     "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create")],
     "certs": [
-        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET,)) for verb in ("get", "update")),
+        # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
+        # reaches the serving pods, which mount the serving Secret whole).
+        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca")) for verb in ("get", "update")),
         ApiCall("", "secrets", "create", True),  # RBAC cannot restrict create by name
         *_WEBHOOK_CONFIGS,
     ],

@@ -458,7 +458,7 @@ def test_only_accel_certs_touches_secrets_and_only_its_own(objects: list[Obj]) -
             assert not secrets, f"{account} may access secrets: {secrets}"
             continue
         assert {g.namespace for g in secrets} == {NS}
-        assert {g.resource_name for g in secrets if g.verb != "create"} == {"accel-webhook-tls"}
+        assert {g.resource_name for g in secrets if g.verb != "create"} == {"accel-webhook-tls", "accel-webhook-tls-ca"}
 
 
 def _api_calls() -> dict[str, list[rbac_model.Call]]:
