@@ -1,0 +1,217 @@
+"""The scheduler extender app: POST /filter, /prioritize, /bind (nodeCacheCapable first).
+
+Handlers are adapters: parse (400 on malformed args), call `accel.placement.ExtenderCore`,
+render. Decisions that cannot be made (state not ready, internal failure, bind conflict) answer
+HTTP 200 with `Error` set, which kube-scheduler treats as a failed attempt and retries
+(protocols.md 1.3, 1.7). `accel_extender_requests_total{verb,result}` is recorded once per
+request in `finally`; `accel_extender_bind_total{result}` once per bind.
+
+Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
+in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from accel.placement import BindRefused, ClusterIndex, ExtenderCore
+from accel.pods import parse_pod
+from extender.wire import (
+    ExtenderArgs,
+    parse_args,
+    parse_binding,
+    render_binding,
+    render_filter,
+    render_priorities,
+)
+from kube.errors import Conflict, KubeError, NotFound
+from kube.protocol import Binder
+from serving.app import make_base_app
+from serving.body import read_json
+from serving.cluster_state import ClusterState
+from serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ROUTES: tuple[str, ...] = ("/filter", "/prioritize", "/bind", "/healthz", "/readyz", "/metrics")
+MAX_BODY_BYTES = 64 * 1024 * 1024  # full-Node mode at 5000 nodes is tens of MB
+MAX_CONCURRENCY = 64
+JSON = "application/json"
+
+
+class NotReady(Exception):
+    """The cluster state cannot answer yet (no policy, watches not synced)."""
+
+
+@dataclass
+class Extender:
+    """State shared by the handlers of one app."""
+
+    state: ClusterState
+    metrics: Metrics
+    binder: Binder | None
+    clock: Callable[[], float]
+    core: ExtenderCore | None = None
+    requests: Counter = field(init=False)
+    binds: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requests = self.metrics.counter(
+            "accel_extender_requests_total",
+            "Extender calls by verb and result (ok, error).",
+            ("verb", "result"),
+        )
+        self.binds = self.metrics.counter(
+            "accel_extender_bind_total",
+            "Extender binds by result (ok, refused, conflict, not_found, error).",
+            ("result",),
+        )
+
+    def index(self) -> tuple[ExtenderCore, ClusterIndex, float]:
+        ok, reason = self.state.ready()
+        if not ok:
+            raise NotReady(f"accel: extender not ready: {reason}")
+        view = self.state.view()
+        scoring = view.parsed.policy.settings.scoring
+        if self.core is None:
+            self.core = ExtenderCore(half_life=scoring.workload_half_life)
+        index = self.core.index(view.generation, view.parsed.policy, view.inventory)
+        return self.core, index, scoring.assume_ttl_seconds
+
+    def count(self, verb: str, result: str) -> None:
+        self.requests.labels(verb=verb, result=result).inc()
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type=JSON)
+
+
+def _internal(verb: str, exc: Exception) -> str:
+    request_id = uuid.uuid4().hex[:16]
+    log.error("extender %s failed", verb, exc_info=exc, extra={"request_id": request_id})
+    return f"accel: internal error in {verb} (request_id {request_id}); see extender logs"
+
+
+async def _filter(ext: Extender, request: web.Request) -> web.Response:
+    result = "error"
+    try:
+        args: ExtenderArgs = parse_args(await read_json(request))
+        try:
+            core, index, _ = ext.index()
+            req = core.request(parse_pod(args.pod), index, ext.clock())
+            outcome = core.filter(index, req, args.names)
+        except NotReady as exc:
+            return _json(render_filter(args, None, str(exc)))
+        except Exception as exc:  # a failed decision is an Error reply, never a passed node
+            return _json(render_filter(args, None, _internal("filter", exc)))
+        result = "ok"
+        return _json(render_filter(args, outcome))
+    finally:
+        ext.count("filter", result)
+
+
+async def _prioritize(ext: Extender, request: web.Request) -> web.Response:
+    result = "error"
+    try:
+        args = parse_args(await read_json(request))
+        try:
+            core, index, _ = ext.index()
+        except NotReady as exc:
+            raise web.HTTPServiceUnavailable(reason=str(exc)) from None
+        req = core.request(parse_pod(args.pod), index, ext.clock())
+        body = render_priorities(core.prioritize(index, req, args.names))
+        result = "ok"
+        return _json(body)
+    finally:
+        ext.count("prioritize", result)
+
+
+async def _bind(ext: Extender, request: web.Request) -> web.Response:
+    result, outcome = "error", "error"
+    try:
+        args = parse_binding(await read_json(request))
+        try:
+            error, outcome = await _do_bind(ext, args.pod_namespace, args.pod_name, args.pod_uid, args.node)
+        except Exception as exc:
+            error = _internal("bind", exc)
+        result = "ok" if not error else "error"
+        return _json(render_binding(error))
+    finally:
+        ext.count("bind", result)
+        ext.binds.labels(result=outcome).inc()
+
+
+async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str) -> tuple[str, str]:
+    """(error text or "", bind metric result)."""
+    if ext.binder is None:
+        return (
+            "accel: this extender runs without a Binder (read-only); configure bindVerb only with one",
+            "error",
+        )
+    try:
+        core, index, ttl = ext.index()
+        plan = core.plan_bind(
+            index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl
+        )
+    except (NotReady, BindRefused) as exc:
+        return str(exc), "refused"
+    core.assumptions.assume(plan.assumption)
+    try:
+        await ext.binder.bind(namespace, name, uid, node, plan.annotations)
+    except (Conflict, NotFound) as exc:
+        core.assumptions.forget(uid)
+        kind = "conflict" if isinstance(exc, Conflict) else "not_found"
+        return f"accel: binding {namespace}/{name} to {node} failed ({kind}): {exc}", kind
+    except KubeError as exc:
+        core.assumptions.forget(uid)
+        return f"accel: binding {namespace}/{name} to {node} failed: {exc}", "error"
+    except BaseException:
+        core.assumptions.forget(uid)
+        raise
+    return "", "ok"
+
+
+EXTENDER = web.AppKey("accel_extender", Extender)
+
+
+def make_app(
+    state: ClusterState,
+    *,
+    metrics: Metrics,
+    binder: Binder | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    core: ExtenderCore | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> web.Application:
+    """The extender Application (routes in ROUTES). `clock` drives assumption expiry."""
+    app = make_base_app(
+        name="extender",
+        metrics=metrics,
+        max_body_bytes=max_body_bytes,
+        max_concurrency=max_concurrency,
+        ready=state.ready,
+    )
+    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core)
+    app[EXTENDER] = ext
+
+    async def filter_route(request: web.Request) -> web.Response:
+        return await _filter(ext, request)
+
+    async def prioritize_route(request: web.Request) -> web.Response:
+        return await _prioritize(ext, request)
+
+    async def bind_route(request: web.Request) -> web.Response:
+        return await _bind(ext, request)
+
+    app.router.add_post("/filter", filter_route)
+    app.router.add_post("/prioritize", prioritize_route)
+    app.router.add_post("/bind", bind_route)
+    return app

@@ -1,0 +1,130 @@
+"""kube-scheduler extender wire format (`k8s.io/kube-scheduler/extender/v1`), typed once.
+
+The Go structs have no json tags, so keys are the exact Go field names (PascalCase) and nil
+values travel as `null` (docs/protocols.md 1.2). Python attributes are snake_case with the Go
+names as aliases. Replies always carry every key, and the node list the scheduler reads is never
+`null` by accident: `NodeNames` answers names, `Nodes` answers objects (protocols.md 1.3).
+
+Rendering of the two large replies (filter, prioritize) goes straight to orjson from plain
+dicts keyed by these aliases: building 5000 pydantic objects per request would cost more than
+the decision itself. Tests validate every rendered body against the models below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from accel.placement import FilterOutcome
+from serving.body import BadRequest
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+
+class NodeList(_Wire):
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    items: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ExtenderArgs(_Wire):
+    """Filter/prioritize request: `Pod` plus `NodeNames` (nodeCacheCapable) or `Nodes`."""
+
+    pod: dict[str, Any] = Field(alias="Pod")
+    nodes: NodeList | None = Field(default=None, alias="Nodes")
+    node_names: list[str] | None = Field(default=None, alias="NodeNames")
+
+    @model_validator(mode="after")
+    def _one_node_form(self) -> ExtenderArgs:
+        if self.nodes is None and self.node_names is None:
+            raise ValueError(
+                "send NodeNames (nodeCacheCapable: true) or Nodes (a v1 NodeList); both are null"
+            )
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        if self.node_names is not None:
+            return self.node_names
+        assert self.nodes is not None
+        return [str((item.get("metadata") or {}).get("name") or "") for item in self.nodes.items]
+
+
+class ExtenderFilterResult(_Wire):
+    nodes: NodeList | None = Field(default=None, alias="Nodes")
+    node_names: list[str] | None = Field(default=None, alias="NodeNames")
+    failed_nodes: dict[str, str] = Field(default_factory=dict, alias="FailedNodes")
+    failed_and_unresolvable_nodes: dict[str, str] = Field(
+        default_factory=dict, alias="FailedAndUnresolvableNodes"
+    )
+    error: str = Field(default="", alias="Error")
+
+
+class HostPriority(_Wire):
+    host: str = Field(alias="Host")
+    score: int = Field(alias="Score")
+
+
+class ExtenderBindingArgs(_Wire):
+    pod_name: str = Field(alias="PodName", min_length=1)
+    pod_namespace: str = Field(alias="PodNamespace", min_length=1)
+    pod_uid: str = Field(default="", alias="PodUID")
+    node: str = Field(alias="Node", min_length=1)
+
+
+class ExtenderBindingResult(_Wire):
+    error: str = Field(default="", alias="Error")
+
+
+def _validation_message(exc: ValidationError, what: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"malformed {what}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
+
+
+def parse_args(body: dict[str, Any]) -> ExtenderArgs:
+    """The filter/prioritize body as ExtenderArgs; BadRequest (HTTP 400) saying what is wrong."""
+    try:
+        return ExtenderArgs.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
+
+
+def parse_binding(body: dict[str, Any]) -> ExtenderBindingArgs:
+    try:
+        return ExtenderBindingArgs.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(_validation_message(exc, "ExtenderBindingArgs")) from None
+
+
+def render_filter(args: ExtenderArgs, outcome: FilterOutcome | None, error: str = "") -> bytes:
+    """The filter reply in the form the request used; an error reply passes no node."""
+    passed = outcome.passed if outcome else []
+    body: dict[str, Any] = {
+        "Nodes": None,
+        "NodeNames": None,
+        "FailedNodes": outcome.failed if outcome else {},
+        "FailedAndUnresolvableNodes": outcome.unresolvable if outcome else {},
+        "Error": error,
+    }
+    if args.node_names is not None:
+        body["NodeNames"] = passed
+    else:
+        assert args.nodes is not None
+        keep = set(passed)
+        items = [i for i in args.nodes.items if str((i.get("metadata") or {}).get("name") or "") in keep]
+        body["Nodes"] = {"metadata": args.nodes.metadata, "items": items}
+    return orjson.dumps(body)
+
+
+def render_priorities(scores: Sequence[tuple[str, int]]) -> bytes:
+    """HostPriorityList: a top-level JSON array of {"Host", "Score"}."""
+    return orjson.dumps([{"Host": host, "Score": score} for host, score in scores])
+
+
+def render_binding(error: str = "") -> bytes:
+    return orjson.dumps({"Error": error})
