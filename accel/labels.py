@@ -193,15 +193,16 @@ def normalise_node(
     ordered (level, label keys) list, first present key per level wins.
     """
     clean = _clean_labels(labels)
-    all_counts = {**_counts(capacity), **_counts(allocatable)}
+    capacity_counts, allocatable_counts = _counts(capacity), _counts(allocatable)
+    merged = {**capacity_counts, **allocatable_counts}
     facts = NodeFacts(
         labels=clean,
-        capacity=_counts(capacity) or all_counts,
-        allocatable=accelerator_resources(capacity, allocatable),
+        capacity=capacity_counts or allocatable_counts,
+        allocatable={name: merged[name] for name in sorted(merged) if is_accelerator_resource(name)},
         catalog=catalog,
     )
     parts = sorted(detect_vendors(facts), key=lambda part: -part.gpu_count)
-    topology = read_topology(clean, all_counts, topology_keys=topology_keys)
+    topology = read_topology(clean, merged, topology_keys=topology_keys)
     if not parts:
         return NodeAccelerators(types=(), resources=facts.allocatable, topology=topology)
     return _combine(parts, facts.allocatable, topology)
@@ -237,8 +238,13 @@ def _clean_labels(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def _counts(resources: Mapping[str, object]) -> dict[str, int]:
+    """Counts of the resources this module reads (accelerators, fabric NICs); others are skipped."""
     items: Iterable[tuple[object, object]] = resources.items() if isinstance(resources, Mapping) else ()
-    return {k: safe_count(v) for k, v in items if isinstance(k, str)}
+    return {
+        k: safe_count(v)
+        for k, v in items
+        if isinstance(k, str) and (is_accelerator_resource(k) or _is_fabric_resource(k))
+    }
 
 
 def accelerator_resources(
@@ -246,7 +252,7 @@ def accelerator_resources(
 ) -> dict[str, int]:
     """Every accelerator resource name -> allocatable count (capacity where allocatable lacks it)."""
     merged = {**_counts(capacity), **_counts(allocatable)}
-    return {name: merged[name] for name in sorted(merged) if is_accelerator_resource(name)}
+    return {name: count for name, count in sorted(merged.items()) if is_accelerator_resource(name)}
 
 
 def read_topology(

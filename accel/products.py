@@ -78,8 +78,12 @@ def tokens_of(text: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
+@lru_cache(maxsize=4096)
 def parse_product(value: str) -> ParsedProduct:
-    """Split a product label value into model tokens, memory, form factor, MIG profile, shared flag."""
+    """Split a product label value into model tokens, memory, form factor, MIG profile, shared flag.
+
+    Cached: a cluster has a handful of distinct product strings repeated on every node.
+    """
     text = value.strip()[:MAX_LABEL_CHARS]
     shared = bool(_SHARED.search(text))
     text = _SHARED.sub("", text)

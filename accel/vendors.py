@@ -26,6 +26,7 @@ from accel.products import (
     match_instance_type,
     match_product,
     mig_gpu_count,
+    parse_mig_profile,
     parse_product,
     product_form_factor,
 )
@@ -35,6 +36,9 @@ MAX_DEVICE_UNITS = 1_000_000  # larger "counts" are garbage, not hardware
 GPU_PRODUCT = "nvidia.com/gpu.product"
 GKE_ACCELERATOR = "cloud.google.com/gke-accelerator"
 EKS_ACCELERATOR = "k8s.amazonaws.com/accelerator"
+GKE_PARTITION_SIZE = "cloud.google.com/gke-gpu-partition-size"  # GKE MIG profile, e.g. 1g.5gb
+GKE_SHARING_STRATEGY = "cloud.google.com/gke-gpu-sharing-strategy"  # time-sharing | mps
+GKE_MAX_SHARED_CLIENTS = "cloud.google.com/gke-max-shared-clients-per-gpu"
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 _PROFILE = r"\d{1,2}g\.\d{1,4}gb(?:[+-](?:me|gfx)){0,3}"
 _MIG_LABEL = re.compile(rf"^nvidia\.com/mig-({_PROFILE})\.(count|product|replicas)$")
@@ -48,7 +52,7 @@ class NodeFacts:
     """One node's inputs, already cleaned: str labels, integer resource counts."""
 
     labels: Mapping[str, str]
-    capacity: Mapping[str, int]  # every resource, malformed = 0
+    capacity: Mapping[str, int]  # accelerator and fabric resources, malformed = 0
     allocatable: Mapping[str, int]  # accelerator resources only (capacity where allocatable lacks one)
     catalog: Catalog
 
@@ -150,7 +154,7 @@ def _mig_mixed(facts: NodeFacts, replicas: int) -> _Mig:
     label_counts: dict[str, int] = {}
     products: list[str] = []
     for key, value in labels.items():
-        match = _MIG_LABEL.match(key)
+        match = _MIG_LABEL.match(key) if key.startswith("nvidia.com/mig-") else None
         if match and match.group(2) == "count" and (count := label_int(value)) is not None:
             label_counts[match.group(1)] = count
         elif match and match.group(2) == "product" and value.strip():
@@ -175,16 +179,23 @@ def _mig_mixed(facts: NodeFacts, replicas: int) -> _Mig:
 
 
 def _nvidia_sharing(facts: NodeFacts, shared_suffix: bool, units: int) -> tuple[str, int]:
-    """(sharing mode ignoring MIG, replicas) from the sharing labels, -SHARED and .shared resources."""
+    """(sharing mode ignoring MIG, replicas) from the sharing labels, -SHARED and .shared resources.
+
+    GFD writes `nvidia.com/gpu.sharing-strategy` and `.replicas`; GKE's own device plugin writes
+    GKE_SHARING_STRATEGY and GKE_MAX_SHARED_CLIENTS instead (GKE label names UNVERIFIED in the fact sheet).
+    """
     labels = facts.labels
     strategy = labels.get("nvidia.com/gpu.sharing-strategy", "").strip().lower()
-    replicas = label_int(labels.get("nvidia.com/gpu.replicas")) or 0
+    strategy = strategy or labels.get(GKE_SHARING_STRATEGY, "").strip().lower()
+    replicas = (
+        label_int(labels.get("nvidia.com/gpu.replicas")) or label_int(labels.get(GKE_MAX_SHARED_CLIENTS)) or 0
+    )
     shared_resource = any(
         n.startswith("nvidia.com/") and n.endswith(".shared") and c > 0 for n, c in facts.capacity.items()
     )
     if strategy == "mps":
         mode = "mps"
-    elif strategy == "time-slicing" or shared_suffix or shared_resource or replicas > 1:
+    elif strategy in ("time-slicing", "time-sharing") or shared_suffix or shared_resource or replicas > 1:
         mode = "time-sliced"
     else:
         return "exclusive", 1
@@ -192,6 +203,22 @@ def _nvidia_sharing(facts: NodeFacts, shared_suffix: bool, units: int) -> tuple[
         devices = label_int(labels.get("nvidia.com/gpu.count")) or 0
         replicas = units // devices if devices and units % devices == 0 and units >= devices else 1
     return mode, max(replicas, 1)
+
+
+def _single_profile(labels: Mapping[str, str], product_profile: str | None) -> str | None:
+    """The MIG single-strategy profile: GFD's `-MIG-<p>` product suffix, else GKE's partition size."""
+    if product_profile:
+        return product_profile
+    gke = labels.get(GKE_PARTITION_SIZE, "").strip().lower()
+    return gke if parse_mig_profile(gke) else None
+
+
+def _nvidia_gpus(facts: NodeFacts, mode: str, units: int, replicas: int) -> int:
+    """Physical GPUs when no MIG: GFD's device count (replica-free) when shared, else the capacity."""
+    count_label = label_int(facts.labels.get("nvidia.com/gpu.count"))
+    if mode != "exclusive":
+        return count_label or math.ceil(units / replicas)
+    return units or count_label or 0
 
 
 def _nvidia(facts: NodeFacts) -> VendorPart | None:
@@ -204,37 +231,31 @@ def _nvidia(facts: NodeFacts) -> VendorPart | None:
     present = _true(labels.get("nvidia.com/gpu.present")) or bool(labels.get(GKE_ACCELERATOR))
     if not (raw or mig.products or mig.instances or units or present):
         return None
-    single = parsed.mig_profile if parsed.mig_profile and not mig.instances else None
+    single = None if mig.instances else _single_profile(labels, parsed.mig_profile)
     hint = None if single else memory_gb_from_mib(labels.get("nvidia.com/gpu.memory"))
     found = _nvidia_types(facts, [p for p in (raw, *mig.products) if p], hint)
     primary = found[0] if found else None
-    count_label = label_int(labels.get("nvidia.com/gpu.count"))
-    whole = math.ceil(units / replicas)
     slices: dict[str, int] = {}
     if single:
-        instances = count_label or whole
-        slices = {
-            single: facts.allocatable.get("nvidia.com/gpu", 0)
-            + facts.allocatable.get("nvidia.com/gpu.shared", 0)
-        }
+        instances = label_int(labels.get("nvidia.com/gpu.count")) or math.ceil(units / replicas)
+        alloc = facts.allocatable
+        slices = {single: alloc.get("nvidia.com/gpu", 0) + alloc.get("nvidia.com/gpu.shared", 0)}
         gpus = mig_gpu_count({single: instances}, primary)
     elif mig.instances:
         slices = mig.allocatable
-        gpus = whole + mig_gpu_count(mig.instances, primary)
+        gpus = math.ceil(units / replicas) + mig_gpu_count(mig.instances, primary)
     else:
-        gpus = (count_label or whole) if mode != "exclusive" else (units or count_label or 0)
+        gpus = _nvidia_gpus(facts, mode, units, replicas)
     return VendorPart(
         vendor="nvidia",
         types=tuple(t.name for t in found) or (UNKNOWN_TYPE,),
         gpu_count=gpus,
         memory_gb=_type_memory(primary) or hint,
-        form_factor=product_form_factor(parsed, primary)
-        if raw
-        else (primary.form_factors[0] if primary and len(primary.form_factors) == 1 else None),
+        form_factor=product_form_factor(parsed, primary),
         product_label=raw or (mig.products[0] if mig.products else None),
-        sharing="mig" if slices else mode,
+        sharing="mig" if single or mig.instances else mode,
         replicas=replicas,
-        mig_strategy=("single" if single else "mixed") if slices else None,
+        mig_strategy=("single" if single else "mixed") if single or mig.instances else None,
         mig_slices=slices,
     )
 
@@ -253,14 +274,17 @@ def _amd_property(labels: Mapping[str, str], prop: str) -> list[str]:
 
 
 def _amd(facts: NodeFacts) -> VendorPart | None:
-    labels, units = facts.labels, facts.capacity.get("amd.com/gpu", 0)
+    labels = {k: v for k, v in facts.labels.items() if k.startswith(("amd.com/", "beta.amd.com/"))}
+    units = facts.capacity.get("amd.com/gpu", 0)
+    if not (units or labels or _true(facts.labels.get("feature.node.kubernetes.io/amd-gpu"))):
+        return None
     names = _amd_property(labels, "product-name")
     device_ids = [
         AMD_DEVICE_MODELS[d.lower()]
         for d in _amd_property(labels, "device-id")
         if d.lower() in AMD_DEVICE_MODELS
     ]
-    if not (units or names or device_ids or _true(labels.get("feature.node.kubernetes.io/amd-gpu"))):
+    if not (units or names or device_ids or _true(facts.labels.get("feature.node.kubernetes.io/amd-gpu"))):
         return None
     vram = _amd_property(labels, "vram")
     hint = memory_gb_from_size(vram[0]) if vram else None

@@ -524,6 +524,35 @@ def test_cloud_aliases(labels, expected):
     assert make_node(labels, {"nvidia.com/gpu": "1"}).types == (expected,)
 
 
+def test_gke_time_sharing_labels():
+    node = make_node(
+        {
+            "cloud.google.com/gke-accelerator": "nvidia-l4",
+            "cloud.google.com/gke-gpu-sharing-strategy": "time-sharing",
+            "cloud.google.com/gke-max-shared-clients-per-gpu": "3",
+        },
+        {"nvidia.com/gpu": "6"},
+    )
+    assert (node.types, node.gpu_count, node.sharing, node.replicas) == (
+        ("nvidia-l4-24gb",),
+        2,
+        Sharing.TIME_SLICED,
+        3,
+    )
+
+
+def test_gke_mig_partition_is_single_strategy():
+    node = make_node(
+        {
+            "cloud.google.com/gke-accelerator": "nvidia-tesla-a100",
+            "cloud.google.com/gke-gpu-partition-size": "1g.5gb",
+        },
+        {"nvidia.com/gpu": "14"},
+    )
+    assert (node.types, node.gpu_count, node.sharing) == (("nvidia-a100-40gb",), 2, Sharing.MIG)
+    assert node.mig == MigLayout(strategy="single", slices={"1g.5gb": 14})
+
+
 @pytest.mark.parametrize(
     ("labels", "resources", "rdma"),
     [
