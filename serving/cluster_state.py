@@ -199,7 +199,17 @@ class ClusterState:
         fresh, reason = self.watcher.fresh(limit)
         if self.metrics:
             self.metrics.cluster_state_fresh.labels(app=self._app).set(1 if fresh else 0)
+            self.metrics.cluster_state_age.labels(app=self._app).set(self.age_seconds())
         return fresh, reason
+
+    def age_seconds(self) -> float:
+        """Seconds since the stalest watched kind was last confirmed (0 for static states)."""
+        if self.watcher is None:
+            return 0.0
+        syncs = [i.last_sync for i in self.watcher.informers]
+        if any(s is None for s in syncs):
+            return float("inf")
+        return max(0.0, self._monotonic() - min(s for s in syncs if s is not None))
 
     async def run(self) -> None:
         """Run the watches until cancelled (no-op for static states)."""
