@@ -1,0 +1,150 @@
+"""Score components against hand-computed values (accel.scoring, accel.topology_score)."""
+
+from __future__ import annotations
+
+import pytest
+
+from accel.devices import NodeDevices, Pool
+from accel.fragmentation import NodeShape, PodShape, TypicalMix, fgd_score, node_fragmentation
+from accel.labels import Topology
+from accel.scoring import (
+    MAX_EXTENDER_PRIORITY,
+    ShapedRequest,
+    choose_assignment,
+    combine,
+    device_class,
+    fragmentation_raw,
+    node_shape,
+    normalise,
+    pod_shape,
+    preference_raw,
+)
+from accel.topology_score import closeness, job_key, topology_raw
+
+LARGE_ANY = ("nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb")
+
+
+@pytest.mark.parametrize(
+    ("node_type", "types", "raw"),
+    [
+        pytest.param("nvidia-h200-141gb", LARGE_ANY, 10.0, id="first-choice-10"),
+        pytest.param("nvidia-h100-80gb", LARGE_ANY, 20 / 3, id="second-of-three"),
+        pytest.param("nvidia-a100-80gb", LARGE_ANY, 10 / 3, id="third-of-three"),
+        pytest.param("nvidia-l4-24gb", LARGE_ANY, 0.0, id="outside-profile-0"),
+        pytest.param("nvidia-l4-24gb", (), 10.0, id="generic-profile-all-10"),
+    ],
+)
+def test_preference(node_type: str, types: tuple[str, ...], raw: float) -> None:
+    assert preference_raw(node_type, types) == pytest.approx(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param({"a": 2.0, "b": 4.0, "c": 3.0}, {"a": 0.0, "b": 10.0, "c": 5.0}, id="min-max"),
+        pytest.param({"a": 7.0, "b": 7.0}, {"a": 10.0, "b": 10.0}, id="zero-range-positive"),
+        pytest.param({"a": 0.0, "b": 0.0}, {"a": 0.0, "b": 0.0}, id="zero-range-zero"),
+        pytest.param({}, {}, id="no-candidates"),
+    ],
+)
+def test_normalise(raw: dict[str, float], expected: dict[str, float]) -> None:
+    assert normalise(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("parts", "score"),
+    [
+        pytest.param([(3, 10.0), (2, 5.0), (2, 0.0)], 6, id="weighted-mean-40-over-7-rounds-to-6"),
+        pytest.param([(1, 10.0)], MAX_EXTENDER_PRIORITY, id="max"),
+        pytest.param([(0, 10.0), (0, 3.0)], 0, id="all-weights-zero"),
+        pytest.param([(1, 4.5)], 5, id="half-rounds-up"),
+    ],
+)
+def test_combine(parts: list[tuple[float, float]], score: int) -> None:
+    assert combine(parts) == score
+
+
+def topo(zone: str | None, spine: str | None, leaf: str | None, rdma: bool = False) -> Topology:
+    return Topology(zone=zone, spine=spine, leaf=leaf, rdma=rdma)
+
+
+@pytest.mark.parametrize(
+    ("node", "peer", "value"),
+    [
+        pytest.param(topo("z1", "s1", "l1"), topo("z1", "s1", "l1"), 10.0, id="same-leaf-path"),
+        pytest.param(topo("z1", "s1", "l2"), topo("z1", "s1", "l1"), 6.0, id="same-spine-other-leaf"),
+        pytest.param(topo("z1", "s2", "l1"), topo("z1", "s1", "l1"), 3.0, id="same-leaf-value-other-spine-is-zone"),
+        pytest.param(topo("z2", "s1", "l1"), topo("z1", "s1", "l1"), 0.0, id="other-zone-same-names"),
+        pytest.param(topo(None, None, None), topo(None, None, None), 0.0, id="unknown-never-matches"),
+    ],
+)
+def test_closeness_compares_full_paths(node: Topology, peer: Topology, value: float) -> None:
+    assert closeness(node, peer) == value
+
+
+def test_topology_raw_is_mean_closeness_plus_rdma() -> None:
+    peers = [("n1", topo("z1", "s1", "l1")), ("n2", topo("z1", "s1", "l2"))]
+    # (10 + 6) / 2 * 0.8 + 2 (RDMA) = 8.4
+    assert topology_raw("n3", topo("z1", "s1", "l1", rdma=True), peers, in_job=True) == pytest.approx(8.4)
+    # same node counts as same leaf even without labels
+    assert topology_raw("n1", topo(None, None, None), [("n1", topo(None, None, None))], in_job=True) == 8.0
+
+
+@pytest.mark.parametrize(
+    ("labels", "key"),
+    [
+        pytest.param({"accel.dev/job": "j"}, ("ns", "j"), id="accel-job"),
+        pytest.param({"training.kubeflow.org/job-name": "k"}, ("ns", "k"), id="kubeflow"),
+        pytest.param({"volcano.sh/job-name": "v"}, ("ns", "v"), id="volcano"),
+        pytest.param({"scheduling.x-k8s.io/pod-group": "g"}, ("ns", "g"), id="pod-group"),
+        pytest.param({"pod-group.scheduling.sigs.k8s.io": "o"}, ("ns", "o"), id="old-pod-group"),
+        pytest.param({"app": "x"}, None, id="no-job"),
+    ],
+)
+def test_job_key(labels: dict[str, str], key: tuple[str, str] | None) -> None:
+    assert job_key("ns", labels) == key
+
+
+# The FGD worked example (tests/unit/test_fragmentation.py) through the extender's adapter: a
+# time-sliced L4 node with 2 GPUs x 2 replicas (a replica = 500 milli), GPU 1 half used.
+L4 = "nvidia-l4-24gb"
+SHARED = "nvidia.com/gpu.shared"
+CLS = frozenset({device_class(L4, SHARED)})
+NODE = NodeDevices("n1", L4, {SHARED: Pool(SHARED, (2, 2), (0, 1), slots=2)}, cpu_left_milli=8000)
+HALF = ShapedRequest(resource=SHARED, units=1, cpu_milli=1000, types=(L4,))
+MIX = TypicalMix(
+    (
+        (PodShape(1000, 500, 1, CLS), 0.5),
+        (PodShape(2000, 1000, 1, CLS), 0.3),
+        (PodShape(1000, 0, 0), 0.2),
+    )
+)
+
+
+def test_adapter_reproduces_the_fgd_worked_example() -> None:
+    shape = node_shape(NODE, NODE.pools[SHARED])
+    assert shape == NodeShape(device_class(L4, SHARED), (1000, 500), 8000)
+    assert pod_shape(HALF, slots=2) == PodShape(1000, 500, 1, CLS)
+    assert node_fragmentation(shape, MIX) == pytest.approx(450.0)
+    assert fgd_score(shape, pod_shape(HALF, slots=2), MIX) == (56, (1,))
+    raw, devices = fragmentation_raw(NODE, HALF, MIX)
+    # accel's 50-step FGD score 28, plus binpack tie term 0.99 * (1 - 1000/2001)
+    assert devices == (1,)
+    assert raw == pytest.approx(28 + 0.99 * (1 - 1000 / 2001))
+
+
+def test_spread_prefers_more_idle_within_a_step() -> None:
+    raw_bin, _ = fragmentation_raw(NODE, HALF, MIX, strategy="binpack")
+    raw_spread, _ = fragmentation_raw(NODE, HALF, MIX, strategy="spread")
+    assert raw_spread == pytest.approx(28 + 0.99 * 1000 / 2001)
+    assert raw_bin > raw_spread
+
+
+def test_bind_uses_the_device_the_score_chose() -> None:
+    assert choose_assignment(NODE, {SHARED: 1}, HALF, MIX) == {SHARED: (1,)}
+
+
+def test_whole_gpu_pod_gets_lowest_free_devices() -> None:
+    node = NodeDevices("n", "a", {"nvidia.com/gpu": Pool("nvidia.com/gpu", (1, 1, 1, 1), (1, 0, 0, 0))})
+    req = ShapedRequest(resource="nvidia.com/gpu", units=2, cpu_milli=0, types=("a",))
+    assert choose_assignment(node, {"nvidia.com/gpu": 2}, req, TypicalMix(())) == {"nvidia.com/gpu": (1, 2)}
