@@ -1,0 +1,151 @@
+"""HTTP handlers of the hardware-profile API: parse, call the core, render. No policy lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from accel.availability import visible_profiles
+from accel.discovery import SelectorError, as_json, draft_profile, select_nodes
+from accel.estimates import EstimateInputError, parse_estimate_request
+from accel.estimator import estimate
+from accel.models_table import KNOWN_MODELS
+from accel.nodeview import SORT_KEYS, node_rows
+from api.identity import CallerResolver, teams_of
+from api.views import ProfileCache, dumps, node_json, observed, redact_name, redact_text
+from serving.body import BadRequest, read_json
+from serving.cluster_state import ClusterState, StateView
+
+JSON = "application/json"
+
+
+@dataclass
+class ApiContext:
+    state: ClusterState
+    resolver: CallerResolver
+    profiles: ProfileCache
+
+
+CONTEXT = web.AppKey("accel_api_context", ApiContext)
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON)
+
+
+def _view(request: web.Request) -> tuple[ApiContext, StateView]:
+    ctx = request.app[CONTEXT]
+    try:
+        return ctx, ctx.state.view()
+    except RuntimeError as exc:  # no policy in force yet
+        raise web.HTTPServiceUnavailable(reason=f"no cluster state yet: {exc}") from None
+
+
+async def _visible(request: web.Request, ctx: ApiContext, view: StateView) -> frozenset[str]:
+    header = view.parsed.policy.settings.api.trusted_proxy_header
+    caller = await ctx.resolver.resolve(request, proxy_header=header)
+    teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory)
+    return visible_profiles(view.parsed.policy, teams)
+
+
+async def list_profiles(request: web.Request) -> web.Response:
+    ctx, view = _view(request)
+    visible = await _visible(request, ctx, view)
+    return _json(ctx.profiles.list_body(view, visible, fresh=ctx.state.ready()[0]))
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    ctx, view = _view(request)
+    visible = await _visible(request, ctx, view)
+    name = request.match_info["name"]
+    item = ctx.profiles.item(view, name) if name in visible else None
+    if item is None:
+        known = ", ".join(sorted(visible)) or "(none visible to you)"
+        raise web.HTTPNotFound(reason=f"unknown hardware profile {name!r}; known: {known}")
+    return _json(dumps({**item, "observedAt": observed(view)}))
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    _ctx, view = _view(request)
+    types = [t for value in request.query.getall("type", []) for t in value.split(",") if t]
+    sort = request.query.get("sort", "name")
+    descending = sort.startswith("-") or request.query.get("order", "asc") == "desc"
+    try:
+        rows = node_rows(view.inventory, view.parsed.catalog, type_filter=types, sort=sort.lstrip("-"), descending=descending)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter sort: {exc}") from None
+    redact = view.parsed.policy.settings.api.redact_node_names
+    nodes = [node_json(row, redact=redact) for row in rows]
+    return _json(dumps({"nodes": nodes, "count": len(nodes), "redacted": redact, "sortKeys": SORT_KEYS, "observedAt": observed(view)}))
+
+
+async def list_accelerators(request: web.Request) -> web.Response:
+    _ctx, view = _view(request)
+    types = [t.model_dump(mode="json", by_alias=True) for t in view.parsed.catalog]
+    return _json(dumps({"accelerators": types, "observedAt": observed(view)}))
+
+
+async def list_models(_request: web.Request) -> web.Response:
+    models = [m.model_dump(mode="json", by_alias=True) for m in KNOWN_MODELS]
+    return _json(dumps({"models": models}))
+
+
+class DraftRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nodes: tuple[str, ...] = ()
+    selector: str = ""
+    name: str | None = None
+
+
+async def draft(request: web.Request) -> web.Response:
+    _ctx, view = _view(request)
+    body = _parse(DraftRequest, await read_json(request))
+    if not body.nodes and not body.selector:
+        raise BadRequest('select nodes: send {"nodes": ["name", ...]} or {"selector": "key=value"}')
+    redact = view.parsed.policy.settings.api.redact_node_names
+    all_names = [n.name for n in view.inventory.nodes]
+    names = list(body.nodes)
+    if redact:
+        by_hash = {redact_name(n): n for n in all_names}
+        names = [by_hash.get(n, n) for n in names]
+    try:
+        chosen = select_nodes(view.inventory, names=names, selector=body.selector)
+        result = as_json(draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name))
+    except SelectorError as exc:
+        raise BadRequest(redact_text(str(exc), all_names) if redact else str(exc)) from None
+    if redact:
+        result = _redact_draft(result, all_names)
+    return _json(dumps({**result, "observedAt": observed(view)}))
+
+
+def _redact_draft(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    return {
+        **result,
+        "nodes": [redact_name(n) for n in result["nodes"]],
+        "alsoMatches": [redact_name(n) for n in result["alsoMatches"]],
+        "warnings": [redact_text(w, names) for w in result["warnings"]],
+    }
+
+
+async def estimates(request: web.Request) -> web.Response:
+    ctx, view = _view(request)
+    visible = await _visible(request, ctx, view)
+    data = await read_json(request)
+    try:
+        result = estimate(parse_estimate_request(data), view.parsed, visible=visible)
+    except EstimateInputError as exc:
+        errors = [e.model_dump() for e in exc.errors]
+        return _json(dumps({"error": f"invalid estimate request: {exc}", "errors": errors}), status=400)
+    return _json(dumps(result.model_dump(mode="json", by_alias=True)))
+
+
+def _parse(model: type[DraftRequest], data: dict[str, Any]) -> DraftRequest:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors())
+        raise BadRequest(f"invalid draft request: {problems}") from None

@@ -1,0 +1,101 @@
+"""Rendering for the API: JSON bodies, node redaction and the per-generation response cache.
+
+Rules:
+1. Everything a GET answers is a function of (state generation, readiness, the caller's
+   visibility set); rendered bytes are cached under exactly that key and the cache is dropped
+   when the generation moves, so 100 clients asking the same question cost one render.
+2. Redaction (settings.api.redactNodeNames) replaces each node name by `node-<10 hex>` (SHA-256 of
+   the name: stable across restarts and replicas, so a selection made on the page survives a
+   reload) and strips labels. Hashes of guessable names can be reversed by trying names; the
+   rule hides names from casual view, it is not a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from accel.availability import ProfileSummary, profile_summaries
+from accel.nodeview import NodeRow
+from serving.cluster_state import StateView
+
+CACHE_MAX_ENTRIES = 256
+
+
+def redact_name(name: str) -> str:
+    return "node-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+
+
+def camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def node_json(row: NodeRow, *, redact: bool) -> dict[str, Any]:
+    data = {camel(k): v for k, v in row.model_dump(mode="json").items()}
+    if redact:
+        data["name"] = redact_name(row.name)
+        data["labels"] = {}
+    return data
+
+
+def redact_text(text: str, names: Iterable[str]) -> str:
+    """Replace every node name in free text (longest first, so `gpu-1` never eats `gpu-10`)."""
+    for name in sorted(names, key=len, reverse=True):
+        text = text.replace(name, redact_name(name))
+    return text
+
+
+def observed(view: StateView) -> str:
+    return iso(view.observed_at)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data)
+
+
+class ProfileCache:
+    """Summaries computed once per generation; rendered bodies cached per (generation, ready, visibility)."""
+
+    def __init__(self) -> None:
+        self._generation = -1
+        self._summaries: dict[str, ProfileSummary] = {}
+        self._items: dict[str, dict[str, Any]] = {}
+        self._bodies: dict[tuple[bool, frozenset[str] | None], bytes] = {}
+
+    def _refresh(self, view: StateView) -> None:
+        if view.generation == self._generation:
+            return
+        summaries = profile_summaries(view.parsed, view.inventory)
+        self._summaries = {s.name: s for s in summaries}
+        self._items = {s.name: s.model_dump(mode="json", by_alias=True) for s in summaries}
+        self._bodies = {}
+        self._generation = view.generation
+
+    def summaries(self, view: StateView) -> Mapping[str, ProfileSummary]:
+        self._refresh(view)
+        return self._summaries
+
+    def item(self, view: StateView, name: str) -> dict[str, Any] | None:
+        self._refresh(view)
+        return self._items.get(name)
+
+    def list_body(self, view: StateView, visible: frozenset[str], *, fresh: bool) -> bytes:
+        self._refresh(view)
+        key = (fresh, visible)
+        body = self._bodies.get(key)
+        if body is None:
+            if len(self._bodies) >= CACHE_MAX_ENTRIES:
+                self._bodies.clear()
+            items = [item for name, item in self._items.items() if name in visible]
+            body = dumps({"profiles": items, "observedAt": observed(view), "stale": not fresh})
+            self._bodies[key] = body
+        return body
