@@ -33,7 +33,14 @@ from accel.vendors import NodeFacts, VendorPart, detect_vendors, safe_count
 DEFAULT_TOPOLOGY_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("region", ("topology.kubernetes.io/region",)),
     ("zone", ("topology.kubernetes.io/zone",)),
-    ("core", ("network.topology.nvidia.com/core", "topology.k8s.aws/network-node-layer-1")),
+    (
+        "core",
+        (
+            "network.topology.nvidia.com/core",
+            "network.topology.nvidia.com/datacenter",  # older Topograph label set
+            "topology.k8s.aws/network-node-layer-1",
+        ),
+    ),
     (
         "spine",
         (
@@ -270,10 +277,11 @@ def read_topology(
     chosen: dict[str, tuple[str, ...]] = dict(EXTRA_TOPOLOGY_KEYS)
     for entry in topology_keys if isinstance(topology_keys, Sequence) else ():
         if isinstance(entry, tuple | list) and len(entry) == 2 and entry[0] in levels:
-            keys = entry[1]
-            chosen[entry[0]] = (
-                (keys,) if isinstance(keys, str) else tuple(k for k in keys if isinstance(k, str))
-            )
+            keys: object = entry[1]
+            if isinstance(keys, str):
+                chosen[entry[0]] = (keys,)
+            elif isinstance(keys, tuple | list):
+                chosen[entry[0]] = tuple(k for k in keys if isinstance(k, str))
     values = {level: next((labels[k] for k in keys if labels.get(k)), None) for level, keys in chosen.items()}
     return Topology(**values, rdma=has_rdma(labels, resources))
 

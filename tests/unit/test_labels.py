@@ -667,3 +667,8 @@ def test_normalise_node_never_raises(labels, capacity, allocatable):
 @given(st.text(max_size=80))
 def test_normalise_product_never_raises(value):
     assert normalise_product(value, CATALOG).accelerator_type in CATALOG
+
+
+def test_non_mapping_inputs_are_treated_as_empty():
+    node = normalise_node(None, None, ["nvidia.com/gpu"], CATALOG, topology_keys=[("zone", 5), "leaf"])  # type: ignore[arg-type]
+    assert (node.types, node.gpu_count, node.resources) == ((), 0, {})
