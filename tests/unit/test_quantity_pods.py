@@ -22,7 +22,7 @@ def test_quantities_parse_exactly(text: Any, expected: Decimal) -> None:
 
 @pytest.mark.parametrize("bad", ["", "abc", "1.2.3", "5 Gi", True, None, [1]], ids=str)
 def test_bad_quantities_raise_a_clear_error(bad: Any) -> None:
-    with pytest.raises(QuantityError, match="quantity|Kubernetes"):
+    with pytest.raises(QuantityError, match=r"quantity|Kubernetes"):
         parse_quantity(bad)
 
 
