@@ -1,0 +1,224 @@
+"""Admission decisions for pods: `mutate` (plan the patch) and the mode rules shared with validation.
+
+The mutating step turns "I want profile X" into a concrete pod (design.md, "Decisions the webhook
+makes"); `accel.admission_validate` checks the result. Both are pure: state comes in as an
+`AdmissionContext`, decisions go out; the webhook only renders them.
+
+Rules of `mutate`:
+1. Pass through untouched, without reading any state: excluded namespaces; pods that ask for no
+   accelerator and name no profile.
+2. Unknown/disabled profile, a profile the team may use no type of, and a pod node constraint that
+   contradicts the profile are denied (with the fix); no profile at all leaves the pod as it is.
+3. Multi-type quota (documented choice): when the team has a per-type quota on any of the
+   profile's types, the pod is charged to ONE type, chosen at mutation as the first type in
+   preference order with quota room and free devices (else with quota room, else the first); it is
+   written to `accel.dev/quota-type` and the required affinity is restricted to exactly that type,
+   so the per-type quota stays exact after binding. Without per-type quotas the affinity allows
+   every type of the profile, preferred in order, and only the "*" quota applies.
+4. Every GPU pod with a team gets `accel.dev/reservation` (the mutating request's uid): the id the
+   quota ledger uses to match a reservation to the pod in the watch.
+5. A second pass over the mutated pod yields no ops (every step is "make it so", never "append").
+
+Modes (settings.mode): `enforce` denies; `warn` admits with the denial as a warning, still
+mutates, and never writes the ledger; `dry-run` admits everything, sends no patch, and records the
+would-be decision only in audit annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from accel import admission_messages as msg
+from accel.admission_context import AdmissionContext, gpu_equivalents, usd, wants_accelerators
+from accel.admission_messages import Finding
+from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
+from accel.inventory import QUOTA_TYPE_ANNOTATION
+from accel.patches import Op, PatchBuilder
+from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
+from accel.policy import Mode, Profile, Team
+from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
+from accel.quota import RESERVATION_ANNOTATION, Ledger, choose_quota_type, has_type_quota, team_usage_now
+from accel.resources_rename import add_default_count, ensure_limits, rename_resources, target_resource
+
+TEAM_ANNOTATION = "accel.dev/team"
+PRICE_ANNOTATION = "accel.dev/gpu-hour-price"
+COST_ANNOTATION = "accel.dev/cost-per-hour"
+NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One admission answer before rendering. `reason` is a stable code; `finding` explains a denial."""
+
+    allowed: bool
+    reason: str
+    profile: str = ""
+    team: str = ""
+    finding: Finding | None = None
+    ops: tuple[Op, ...] = ()
+    document: Mapping[str, Any] | None = None  # the pod after `ops` (None when untouched)
+    warnings: tuple[str, ...] = ()
+    audit: Mapping[str, str] = field(default_factory=dict)
+    warned: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """`allowed`, `denied` or `warned` (the metric's decision label)."""
+        return "warned" if self.warned else ("allowed" if self.allowed else "denied")
+
+
+def passthrough(reason: str) -> Decision:
+    return Decision(True, reason)
+
+
+def deny(finding: Finding, *, profile: str = "", team: str = "") -> Decision:
+    return Decision(False, finding.reason, profile, team, finding)
+
+
+def apply_mode(decision: Decision, mode: Mode) -> Decision:
+    """Module docstring "Modes": turn a raw decision into what the mode answers."""
+    audit = {"decision": decision.reason}
+    if decision.profile:
+        audit["profile"] = decision.profile
+    if decision.team:
+        audit["team"] = decision.team
+    audit.update(decision.audit)
+    if mode is Mode.DRY_RUN:
+        audit["decision"] = f"would-{'allow' if decision.allowed else 'deny'}-{decision.reason}"
+        if decision.ops:
+            audit["would-patch-ops"] = str(len(decision.ops))
+        if decision.finding:
+            audit["message"] = decision.finding.message
+        return replace(decision, allowed=True, ops=(), finding=None, audit=audit, warned=not decision.allowed)
+    if mode is Mode.WARN and not decision.allowed and decision.finding is not None:
+        warning = msg.warning_text(decision.finding.message)
+        audit["decision"] = f"warned-{decision.reason}"
+        return replace(decision, allowed=True, finding=None, warnings=(*decision.warnings, warning), audit=audit, warned=True)
+    return replace(decision, audit=audit)
+
+
+def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        builder.set(["metadata", "annotations", key], value)
+
+
+def _price(profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Decimal | None:
+    if profile.cost_per_gpu_hour is not None:
+        return profile.cost_per_gpu_hour
+    found = ctx.catalog.get(types[0]) if types else None
+    return Decimal(str(found.price_per_gpu_hour)) if found and found.price_per_gpu_hour is not None else None
+
+
+def _quota_type(
+    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger, now: float
+) -> str:
+    """Rule 3: the single type this pod is charged to (kept when a first pass already chose)."""
+    current = (builder.get(["metadata", "annotations"]) or {}).get(QUOTA_TYPE_ANNOTATION)
+    if current in types:
+        return str(current)
+    view = parse_pod(builder.document)
+    amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
+    usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
+    units = sum(view.accelerators.values())
+    return choose_quota_type(team, types, amounts, usage, free_units=ctx.free_units, units=units)
+
+
+def _apply_affinity(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
+    try:
+        selector = ctx.selector(profile, types)
+    except AffinityError as exc:
+        return msg.profile_unusable(profile.name, str(exc))
+    plan = plan_affinity(builder.document.get("spec") or {}, selector)
+    if plan.conflict:
+        return msg.affinity_conflict(profile.name, types, plan.conflict)
+    if plan.required_terms is not None:
+        builder.set([*NODE_AFFINITY, REQUIRED, "nodeSelectorTerms"], plan.required_terms)
+    for term in plan.preferred_to_add:
+        builder.append([*NODE_AFFINITY, PREFERRED], term)
+    return None
+
+
+def _apply_placement(builder: PatchBuilder, profile: Profile, ctx: AdmissionContext) -> Finding | None:
+    existing = builder.get(["spec", "tolerations"]) or []
+    for toleration in ctx.tolerations(profile):
+        if toleration not in existing:
+            builder.append(["spec", "tolerations"], toleration)
+    selector = builder.get(["spec", "nodeSelector"]) or {}
+    for key, value in profile.node_selector.items():
+        if key in selector and selector[key] != value:
+            return msg.selector_conflict(profile.name, key, str(selector[key]), value)
+        builder.set(["spec", "nodeSelector", key], value)
+    if ctx.policy.settings.scheduler_name:
+        builder.set(["spec", "schedulerName"], ctx.policy.settings.scheduler_name)
+    return None
+
+
+def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: str | None,
+                 quota_type: str | None, reservation_id: str, ctx: AdmissionContext) -> None:
+    values = {PROFILE_ANNOTATION: profile.name}
+    if len(types) == 1:
+        values[TYPE_ANNOTATION] = types[0]
+    if quota_type:
+        values[QUOTA_TYPE_ANNOTATION] = quota_type
+    if (price := _price(profile, types, ctx)) is not None:
+        view = parse_pod(builder.document)
+        equivalents = gpu_equivalents(view, types[0], profile, ctx.catalog) if types else Fraction(sum(view.accelerators.values()))
+        values[PRICE_ANNOTATION] = usd(price)
+        values[COST_ANNOTATION] = usd(Fraction(price) * equivalents)
+    if team:
+        values[TEAM_ANNOTATION] = team
+        current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)
+        values[RESERVATION_ANNOTATION] = current or reservation_id
+    _annotate(builder, values)
+
+
+def mutate(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    ctx: AdmissionContext,
+    reservation_id: str,
+    ledger: Ledger | None = None,
+    now: float = 0.0,
+) -> Decision:
+    """Plan the patch for one pod CREATE (module rules); the result is before `apply_mode`.
+
+    `ledger` is the replica's last-seen quota ledger (no IO here): it only steers the choice of
+    the quota type; the binding check happens at validation against the fresh ledger.
+    """
+    if namespace in ctx.excluded:
+        return passthrough("excluded-namespace")
+    if not wants_accelerators(pod):
+        return passthrough("no-accelerator")
+    metadata = pod.get("metadata") or {}
+    team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
+    resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.team, policy=ctx.policy, inventory=ctx.inventory)
+    if resolved.finding:
+        return deny(resolved.finding, team=team.name or "")
+    profile = resolved.profile
+    if profile is None:
+        return Decision(True, "no-profile", team=team.name or "")
+    types = allowed_types(profile, team.team)
+    if profile.types and not types:
+        allowed = team.team.allowed_types or () if team.team else ()
+        return deny(msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed), profile=profile.name, team=team.name or "")
+    builder = PatchBuilder(pod)
+    target = target_resource(profile, types, ctx.catalog)
+    rename_resources(builder, target)
+    ensure_limits(builder, target)
+    add_default_count(builder, target, profile.gpus.default)
+    quota_type = None
+    if team.team is not None and len(types) > 1 and has_type_quota(team.team, types):
+        quota_type = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now)
+        types = (quota_type,)
+    finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
+    if finding:
+        return deny(finding, profile=profile.name, team=team.name or "")
+    _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
+    audit = {"quota-type": quota_type} if quota_type else {}
+    reason = "mutated" if builder else "unchanged"
+    return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document, audit=audit)

@@ -1,0 +1,130 @@
+"""What admission needs from the cluster state, computed once per state generation.
+
+The webhook's hot path must not walk every pod or node per request. `build_context` does that
+once per (policy, inventory) generation: team usage from the watch, the reservation ids the
+watch already shows, free devices per type, and a per-profile cache of affinity selectors. The
+context is immutable from the outside; the selector cache only memoises pure results.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import Any
+
+from accel.affinity import AffinityError, TypeSelector, build_selector
+from accel.catalog import Catalog
+from accel.inventory import Inventory, team_usage
+from accel.labels import is_accelerator_resource
+from accel.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION, PodView
+from accel.policy import ParsedPolicy, Policy, Profile, Sharing
+from accel.quota import RESERVATION_ANNOTATION
+from accel.usage import unit_fraction
+
+CONTAINER_LISTS = ("containers", "initContainers")
+
+
+@dataclass
+class AdmissionContext:
+    """Per-generation facts for admission (see module docstring)."""
+
+    parsed: ParsedPolicy
+    inventory: Inventory
+    generation: int = 0
+    usage: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
+    visible: frozenset[str] = frozenset()
+    free_units: Mapping[str, int] = field(default_factory=dict)
+    excluded: frozenset[str] = frozenset()
+    _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
+    _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Policy:
+        return self.parsed.policy
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.parsed.catalog
+
+    def selector(self, profile: Profile, types: tuple[str, ...]) -> TypeSelector:
+        """The profile's selector over `types`, memoised; raises AffinityError when inexpressible."""
+        key = (profile.name, types)
+        cached = self._selectors.get(key)
+        if cached is None:
+            try:
+                cached = build_selector(profile, types, catalog=self.catalog, inventory=self.inventory)
+            except AffinityError as exc:
+                cached = exc
+            self._selectors[key] = cached
+        if isinstance(cached, AffinityError):
+            raise cached
+        return cached
+
+    def tolerations(self, profile: Profile) -> list[dict[str, Any]]:
+        """The profile's tolerations as API dicts (camelCase, no nulls), memoised."""
+        found = self._tolerations.get(profile.name)
+        if found is None:
+            found = [t.model_dump(by_alias=True, exclude_none=True) for t in profile.tolerations]
+            self._tolerations[profile.name] = found
+        return found
+
+
+def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0) -> AdmissionContext:
+    """Walk the inventory once: usage per team, visible reservation ids, free units per type."""
+    policy, catalog = parsed.policy, parsed.catalog
+    free: dict[str, int] = defaultdict(int)
+    for node in inventory.nodes:
+        accel_type = catalog.get(node.accelerator_type or "")
+        if node.schedulable and accel_type is not None:
+            free[accel_type.name] += node.free.get(accel_type.resource_name, 0)
+    visible = frozenset(
+        rid for pod in inventory.pods if (rid := pod.annotations.get(RESERVATION_ANNOTATION))
+    )
+    return AdmissionContext(
+        parsed=parsed,
+        inventory=inventory,
+        generation=generation,
+        usage=team_usage(inventory, catalog=catalog, policy=policy),
+        visible=visible,
+        free_units=dict(free),
+        excluded=frozenset(policy.settings.excluded_namespaces),
+    )
+
+
+def wants_accelerators(pod: Mapping[str, Any]) -> bool:
+    """Fast check: a profile annotation or any accelerator resource in any container."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if PROFILE_ANNOTATION in annotations or ODH_PROFILE_ANNOTATION in annotations:
+        return True
+    spec = pod.get("spec") or {}
+    for list_name in CONTAINER_LISTS:
+        for container in spec.get(list_name) or ():
+            resources = container.get("resources") if isinstance(container, dict) else None
+            if not isinstance(resources, dict):
+                continue
+            for part in ("requests", "limits"):
+                amounts = resources.get(part)
+                if isinstance(amounts, dict) and any(is_accelerator_resource(str(k)) for k in amounts):
+                    return True
+    return False
+
+
+def gpu_equivalents(view: PodView, accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
+    """What a pending pod would count on `accel_type` (same rule as accel.inventory for pending pods)."""
+    replicas = (profile.replicas or 1) if profile and profile.sharing is Sharing.TIME_SLICED else 1
+    found = catalog.get(accel_type)
+    return sum(
+        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in view.accelerators.items()),
+        Fraction(0),
+    )
+
+
+def usd(amount: Decimal | Fraction | float) -> str:
+    """USD as a decimal string: at least 2 and at most 4 decimals (`6.20`, `0.2557`)."""
+    value = Decimal(amount.numerator) / Decimal(amount.denominator) if isinstance(amount, Fraction) else Decimal(str(amount))
+    text = str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+    whole, _, decimals = text.partition(".")
+    return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"

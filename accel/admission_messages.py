@@ -1,0 +1,162 @@
+"""Denial and warning texts of the admission webhook: what was asked, the limit, the usage, the fix.
+
+Users meet these as `admission webhook "..." denied the request: <message>` in `kubectl` output or
+in a ReplicaSet's FailedCreate event, far from any docs, so each names the object of the rule, the
+numbers, and one concrete way out. Reason codes (`Finding.reason`) are stable identifiers for
+metrics and audit annotations; the texts may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from accel.policy import ALL_TYPES
+from accel.quota import QuotaExcess
+from accel.usage import format_gpus
+
+MAX_WARNING_CHARS = 240  # the API server cuts warnings at 256 runes once their total passes 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One broken rule: a stable `reason` code, the HTTP-ish `code` and the user-facing message."""
+
+    reason: str
+    message: str
+    code: int = 403
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names) or "none"
+
+
+def unknown_profile(name: str, valid: Sequence[str]) -> Finding:
+    return Finding(
+        "unknown-profile",
+        f'hardware profile "{name}" does not exist; set annotation accel.dev/profile to one of: {_names(valid)}',
+        400,
+    )
+
+
+def disabled_profile(name: str, valid: Sequence[str]) -> Finding:
+    return Finding(
+        "disabled-profile",
+        f'hardware profile "{name}" is disabled by the admin; use one of: {_names(valid)}',
+        400,
+    )
+
+
+def affinity_conflict(profile: str, types: Sequence[str], conflict: str) -> Finding:
+    return Finding(
+        "affinity-conflict",
+        f'the pod\'s own node constraint ({conflict}) excludes every node of profile "{profile}" '
+        f"(allowed types: {', '.join(types)}); remove that constraint or pick a profile with the type you need",
+        400,
+    )
+
+
+def selector_conflict(profile: str, key: str, pod_value: str, profile_value: str) -> Finding:
+    return Finding(
+        "affinity-conflict",
+        f'nodeSelector {key}={pod_value} contradicts profile "{profile}", which needs {key}={profile_value}; '
+        "remove it from the pod",
+        400,
+    )
+
+
+def profile_unusable(profile: str, why: str) -> Finding:
+    return Finding("profile-unusable", f'profile "{profile}" cannot be applied: {why}', 400)
+
+
+def missing_labels(required: Sequence[str], missing: Sequence[str]) -> Finding:
+    return Finding(
+        "missing-labels",
+        f"GPU pods must carry the labels {', '.join(required)}; missing: {', '.join(missing)}; add them to "
+        "the pod template's metadata.labels",
+    )
+
+
+def team_mismatch(label: str, namespace: str, ns_team: str, pod_team: str) -> Finding:
+    return Finding(
+        "team-mismatch",
+        f'pod label {label}="{pod_team}" disagrees with namespace "{namespace}" which belongs to team '
+        f'"{ns_team}"; drop the pod label or set it to "{ns_team}"',
+    )
+
+
+def no_team(namespace: str, label: str) -> Finding:
+    return Finding(
+        "no-team",
+        f'namespace "{namespace}" has no {label} label, so its GPU quota is unknown; ask an admin to run '
+        f"kubectl label namespace {namespace} {label}=<team>",
+    )
+
+
+def unknown_team(team: str, known: Sequence[str]) -> Finding:
+    return Finding(
+        "unknown-team",
+        f'team "{team}" has no entry in the GPU policy (teams.yaml; known teams: {_names(known)}); ask an admin '
+        "to add it",
+    )
+
+
+def profile_not_allowed(team: str, profile: str, allowed: Sequence[str]) -> Finding:
+    return Finding(
+        "profile-not-allowed",
+        f'team "{team}" may not use profile "{profile}"; allowed profiles: {_names(allowed)}',
+    )
+
+
+def types_not_allowed(team: str, profile: str, types: Sequence[str], allowed: Sequence[str]) -> Finding:
+    return Finding(
+        "type-not-allowed",
+        f'team "{team}" may not use any type of profile "{profile}" ({", ".join(types)}); allowed types: '
+        f"{', '.join(allowed) or 'none'}; pick a profile with an allowed type",
+    )
+
+
+def too_many_gpus(requested: int, limit: int, source: str) -> Finding:
+    return Finding(
+        "too-many-gpus",
+        f"pod asks for {requested} GPUs but {source} allows at most {limit} per pod; lower the request or "
+        "split the job into more pods",
+    )
+
+
+def _excess_text(excess: QuotaExcess) -> str:
+    what = "GPUs across all types" if excess.key == ALL_TYPES else f"{excess.key} GPUs"
+    return (
+        f"would use {format_gpus(excess.would_use)} of {format_gpus(excess.limit)} {what} "
+        f"({format_gpus(excess.used)} in use, {format_gpus(excess.requested)} requested)"
+    )
+
+
+def quota_exceeded(excess: Sequence[QuotaExcess], suggestions: Sequence[str]) -> Finding:
+    """`team "nlp" would use 18 of 16 nvidia-a100-80gb GPUs (16 in use, 2 requested); ask for ...`."""
+    fix = f"ask for profile {_names(suggestions)} or free GPUs" if suggestions else "free GPUs or ask an admin for more quota"
+    text = " and ".join(_excess_text(e) for e in excess)
+    return Finding("quota-exceeded", f'team "{excess[0].team}" {text}; {fix}')
+
+
+def ledger_busy(attempts: int) -> Finding:
+    return Finding(
+        "quota-busy",
+        f"the quota ledger changed under {attempts} attempts in a row (many admissions at once); the pod was "
+        "not admitted; retry (controllers retry on their own)",
+        429,
+    )
+
+
+def ledger_unavailable(error: str) -> Finding:
+    return Finding(
+        "quota-unavailable",
+        f"cannot check GPU quota right now ({error}); the pod was not admitted; retry shortly",
+        503,
+    )
+
+
+def warning_text(message: str) -> str:
+    """A finding as a client warning, kept under the API server's per-warning cut."""
+    text = f"accel: {message}"
+    return text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."

@@ -1,0 +1,170 @@
+"""Validation of a (mutated) pod: labels, team, profile and type permissions, size, quota.
+
+Split in two so the quota step can run inside the ledger's compare-and-swap loop:
+1. `plan_validation` does every check that needs no ledger and, if they pass and the team has a
+   quota that applies, returns a `QuotaRequest` (who, which type, how many GPU-equivalents).
+2. `decide_quota(request, ledger, ...)` is the pure decision per CAS attempt
+   (`accel.quota.decide_reservation`); `finish_validation` turns its outcome into a `Decision`.
+
+Rules:
+1. Same pass-through as mutation (excluded namespace, no accelerator and no profile).
+2. Required pod labels (settings.requiredPodLabels), then the team (namespace label; the pod
+   label must agree), then the profile and whether the team may use it and any of its types.
+3. Size: units asked (effective request, accel.pods) <= profile `gpus.max` and <= settings
+   `maxGpusPerPod`.
+4. Quota per team per type and "*" (accel.quota). The charged type is what the inventory will
+   count for the pod (`accel.inventory.pod_accelerator_type`), the amount its GPU-equivalents, so
+   admission and usage never disagree. `dryRun` requests, warn and dry-run modes evaluate without
+   reserving (`commit=False`).
+5. All failed checks of step 2-3 are reported together; the first one names the reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from accel import admission_messages as msg
+from accel.admission import Decision, deny, passthrough
+from accel.admission_context import AdmissionContext, wants_accelerators
+from accel.admission_messages import Finding
+from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
+from accel.pods import PodView, parse_pod
+from accel.policy import ALL_TYPES, Mode, Profile, Team
+from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
+from accel.quota import (
+    RESERVATION_ANNOTATION,
+    Ledger,
+    Reservation,
+    ReservationOutcome,
+    check_quota,
+    decide_reservation,
+)
+
+MAX_SUGGESTIONS = 3
+
+
+@dataclass(frozen=True)
+class QuotaRequest:
+    """The quota step of one validation: reserve (or, with `commit=False`, only check)."""
+
+    reservation: Reservation
+    team: Team
+    commit: bool
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """`decision` is final when `quota` is None; otherwise it is the allow to give if quota fits."""
+
+    decision: Decision
+    quota: QuotaRequest | None = None
+    profile: Profile | None = None
+
+
+def _checks(view: PodView, namespace: str, ctx: AdmissionContext) -> tuple[list[Finding], Team | None, str, Profile | None]:
+    policy = ctx.policy
+    findings: list[Finding] = []
+    required = policy.settings.required_pod_labels
+    if missing := [label for label in required if not view.labels.get(label)]:
+        findings.append(msg.missing_labels(required, missing))
+    team = resolve_team(namespace, view.labels, policy=policy, inventory=ctx.inventory)
+    findings += [team.finding] if team.finding else []
+    resolved = resolve_profile(view.annotations, namespace, team.team, policy=policy, inventory=ctx.inventory)
+    findings += [resolved.finding] if resolved.finding else []
+    profile = resolved.profile
+    units = sum(view.accelerators.values())
+    if profile is not None and team.team is not None:
+        allowed = team.team.allowed_profiles
+        if allowed is not None and profile.name not in allowed:
+            findings.append(msg.profile_not_allowed(team.team.name, profile.name, allowed))
+        if profile.types and not allowed_types(profile, team.team):
+            findings.append(msg.types_not_allowed(team.team.name, profile.name, profile.types, team.team.allowed_types or ()))
+    if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
+        findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
+    cap = policy.settings.max_gpus_per_pod
+    if cap is not None and units > cap:
+        findings.append(msg.too_many_gpus(units, cap, "the cluster policy (maxGpusPerPod)"))
+    return findings, team.team, team.name or "", profile
+
+
+def plan_validation(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    ctx: AdmissionContext,
+    request_uid: str,
+    now: float,
+    dry_run: bool,
+) -> ValidationPlan:
+    """Rules 1-3 and the quota request of rule 4 (see module docstring)."""
+    if namespace in ctx.excluded:
+        return ValidationPlan(passthrough("excluded-namespace"))
+    if not wants_accelerators(pod):
+        return ValidationPlan(passthrough("no-accelerator"))
+    view = parse_pod(pod)
+    findings, team, team_name, profile = _checks(view, namespace, ctx)
+    profile_name = profile.name if profile else ""
+    if findings:
+        first = findings[0]
+        combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
+        return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
+    allowed = Decision(True, "allowed", profile_name, team_name)
+    if team is None or not team.quota:
+        return ValidationPlan(allowed, profile=profile)
+    accel_type = pod_accelerator_type(view, ctx.inventory, ctx.policy)
+    amount = pod_gpu_equivalents(view, ctx.inventory, ctx.catalog, ctx.policy)
+    if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota):
+        return ValidationPlan(allowed, profile=profile)
+    ttl = ctx.policy.settings.quota.reservation_ttl_seconds
+    reservation = Reservation(
+        id=view.annotations.get(RESERVATION_ANNOTATION) or request_uid,
+        team=team.name,
+        type=accel_type,
+        amount=amount,
+        namespace=namespace,
+        created=now,
+        expires=now + ttl,
+    )
+    commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
+    return ValidationPlan(allowed, QuotaRequest(reservation, team, commit), profile)
+
+
+def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext, now: float) -> ReservationOutcome:
+    """The pure decision of one compare-and-swap attempt."""
+    return decide_reservation(
+        ledger,
+        request.reservation,
+        team=request.team,
+        base=ctx.usage,
+        visible=ctx.visible,
+        now=now,
+        commit=request.commit,
+    )
+
+
+def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: str, ctx: AdmissionContext) -> list[str]:
+    """Other enabled profiles the team may use with a type that has room for the same amount."""
+    team, amount, found = request.team, request.reservation.amount, []
+    for profile in ctx.policy.profiles:
+        if not profile.enabled or not profile.types or profile.name == current:
+            continue
+        if team.allowed_profiles is not None and profile.name not in team.allowed_profiles:
+            continue
+        if any(not check_quota(team, t, amount, usage) for t in allowed_types(profile, team)):
+            found.append(profile.name)
+    return found[:MAX_SUGGESTIONS]
+
+
+def finish_validation(plan: ValidationPlan, outcome: ReservationOutcome | Finding, ctx: AdmissionContext) -> Decision:
+    """The final decision once the quota step ran (or failed with a ledger Finding)."""
+    base = plan.decision
+    if isinstance(outcome, Finding):
+        return deny(outcome, profile=base.profile, team=base.team)
+    if not outcome.excess or plan.quota is None:
+        audit = {"reserved": plan.quota.reservation.id} if plan.quota and plan.quota.commit else {}
+        return Decision(True, "allowed", base.profile, base.team, audit=audit)
+    suggestions = _suggestions(plan.quota, outcome.usage, base.profile, ctx)
+    return deny(msg.quota_exceeded(outcome.excess, suggestions), profile=base.profile, team=base.team)

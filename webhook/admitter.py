@@ -1,0 +1,164 @@
+"""One replica's admission service: cluster state + ledger + metrics around the pure core.
+
+`Admitter.mutate/validate(request)` return a core `Decision` after the mode rules; the HTTP layer
+only parses and renders. The admission context (usage, visible reservations, selectors) is
+rebuilt only when the cluster state's generation changes, so the hot path does no O(cluster) work.
+Metrics are recorded once per decision here: `accel_admission_decisions_total{decision,reason,
+profile,team}`, `accel_quota_used_gpus{team,type}` and `accel_quota_limit_gpus{team,type}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any, Protocol
+
+from accel.admission import Decision, apply_mode, mutate
+from accel.admission_context import AdmissionContext, build_context
+from accel.admission_validate import decide_quota, finish_validation, plan_validation
+from accel.inventory import Inventory
+from accel.policy import ALL_TYPES, ParsedPolicy
+from accel.quota import Ledger, ReservationOutcome, limit_of
+from serving.metrics import Metrics
+from webhook.ledger import LedgerClient
+from webhook.review import AdmissionRequest
+
+log = logging.getLogger(__name__)
+
+
+class StateView(Protocol):
+    """What admission reads from `serving.cluster_state.StateView`."""
+
+    @property
+    def parsed(self) -> ParsedPolicy: ...
+    @property
+    def inventory(self) -> Inventory: ...
+    @property
+    def generation(self) -> int: ...
+
+
+class StateSource(Protocol):
+    """What admission reads from `serving.cluster_state.ClusterState`."""
+
+    def view(self) -> Any: ...
+    def ready(self) -> tuple[bool, str]: ...
+
+
+class Admitter:
+    """Admission for one replica (see module docstring)."""
+
+    def __init__(
+        self,
+        state: StateSource,
+        *,
+        metrics: Metrics,
+        ledger: LedgerClient | None,
+        clock: Callable[[], float],
+        replica_id: str,
+    ) -> None:
+        self.state = state
+        self.ledger = ledger
+        self.clock = clock
+        self.replica_id = replica_id
+        self._ctx: AdmissionContext | None = None
+        self._ctx_key: tuple[int, int, int] | None = None
+        self.decisions = metrics.counter(
+            "accel_admission_decisions_total",
+            "Admission decisions by outcome (allowed, denied, warned), reason code, profile and team.",
+            ("decision", "reason", "profile", "team"),
+        )
+        self.quota_used = metrics.gauge(
+            "accel_quota_used_gpus", "GPU-equivalents a team uses per type ('*' = all types).", ("team", "type")
+        )
+        self.quota_limit = metrics.gauge(
+            "accel_quota_limit_gpus", "A team's quota in GPU-equivalents per type ('*' = all types).", ("team", "type")
+        )
+
+    def context(self) -> AdmissionContext:
+        """The admission context of the current state generation (built once per generation)."""
+        view = self.state.view()
+        key = (id(view.parsed), id(view.inventory), int(view.generation))
+        if self._ctx is None or key != self._ctx_key:
+            self._ctx = build_context(view.parsed, view.inventory, generation=key[2])
+            self._ctx_key = key
+            self._publish_quota(self._ctx)
+        return self._ctx
+
+    def _publish_quota(self, ctx: AdmissionContext) -> None:
+        for team in ctx.policy.teams:
+            usage = ctx.usage.get(team.name, {})
+            for key in team.quota:
+                limit = limit_of(team, key) or Fraction(0)
+                self.quota_limit.labels(team=team.name, type=key).set(float(limit))
+                used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
+                self.quota_used.labels(team=team.name, type=key).set(float(used))
+
+    def _record(self, kind: str, request: AdmissionRequest, decision: Decision) -> Decision:
+        self.decisions.labels(
+            decision=decision.outcome, reason=decision.reason, profile=decision.profile or "-", team=decision.team or "-"
+        ).inc()
+        log.info(
+            "admission",
+            extra={"uid": request.uid, "webhook": kind, "decision": decision.outcome, "reason": decision.reason,
+                   "profile": decision.profile, "team": decision.team, "namespace": request.pod_namespace},
+        )
+        return decision
+
+    async def mutate(self, request: AdmissionRequest) -> Decision:
+        if not request.is_pod_create or request.object is None:
+            return self._record("mutate", request, Decision(True, "not-a-pod-create"))
+        ctx = self.context()
+        raw = mutate(
+            request.object,
+            namespace=request.pod_namespace,
+            ctx=ctx,
+            reservation_id=request.uid,
+            ledger=self.ledger.last if self.ledger else None,
+            now=self.clock(),
+        )
+        return self._record("mutate", request, apply_mode(raw, ctx.policy.settings.mode))
+
+    async def validate(self, request: AdmissionRequest) -> Decision:
+        if not request.is_pod_create or request.object is None:
+            return self._record("validate", request, Decision(True, "not-a-pod-create"))
+        ctx = self.context()
+        now = self.clock()
+        plan = plan_validation(
+            request.object, namespace=request.pod_namespace, ctx=ctx, request_uid=request.uid, now=now,
+            dry_run=request.dry_run,
+        )
+        decision = plan.decision
+        if plan.quota is not None:
+            quota = plan.quota
+            outcome: Any
+            if self.ledger is None:
+                outcome = decide_quota(quota, Ledger(), ctx=ctx, now=now)
+            elif quota.commit:
+                outcome = await self.ledger.run(lambda ledger: decide_quota(quota, ledger, ctx=ctx, now=now))
+            else:
+                outcome = decide_quota(quota, await self._read_ledger(), ctx=ctx, now=now)
+            decision = finish_validation(plan, outcome, ctx)
+            if isinstance(outcome, ReservationOutcome):
+                self._publish_team(quota.team.name, quota.reservation.type, outcome, decision.allowed and quota.commit,
+                                   quota.reservation.amount, ctx)
+        decision = apply_mode(decision, ctx.policy.settings.mode)
+        return self._record("validate", request, decision)
+
+    async def _read_ledger(self) -> Ledger:
+        assert self.ledger is not None
+        try:
+            return await self.ledger.read()
+        except Exception as exc:  # a read-only evaluation falls back to the last ledger seen
+            log.warning("quota ledger read failed; using the last one seen", extra={"error": str(exc)})
+            return self.ledger.last
+
+    def _publish_team(self, team: str, accel_type: str, outcome: ReservationOutcome, reserved: bool,
+                      amount: Fraction, ctx: AdmissionContext) -> None:
+        usage = dict(outcome.usage)
+        if reserved:
+            usage[accel_type] = usage.get(accel_type, Fraction(0)) + amount
+        found = ctx.policy.team(team)
+        for key in found.quota if found else ():
+            used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
+            self.quota_used.labels(team=team, type=key).set(float(used))

@@ -1,0 +1,72 @@
+"""The admission webhook app: `POST /mutate`, `POST /validate` (+ /healthz, /readyz, /metrics).
+
+Served only over HTTPS by `serving.run` (the app is named "webhook", which refuses plaintext).
+Handlers are thin: read the JSON body (serving.body: size/depth limits, 400 on garbage), parse the
+AdmissionReview (400 naming the bad field), ask the `Admitter`, render with `build_response`.
+A malformed review is a 400 with a reason, never a 5xx or a traceback.
+
+Without a `ledger_store` (single replica, local runs) quota is checked against the watch only,
+with no reservation for admissions in flight; production wiring always passes one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from kube.protocol import CasStore
+from serving.app import make_base_app
+from serving.body import read_json
+from serving.metrics import Metrics
+from webhook.admitter import Admitter, StateSource
+from webhook.ledger import LedgerClient
+from webhook.review import build_response, parse_review
+
+ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/healthz", "/readyz", "/metrics")
+ADMITTER = web.AppKey("accel_admitter", Admitter)
+MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server caps objects at ~1.5 MiB; a review holds one pod
+MAX_CONCURRENCY = 256
+
+
+def _json(payload: object) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+async def handle_mutate(request: web.Request) -> web.Response:
+    review = parse_review(await read_json(request))
+    decision = await request.app[ADMITTER].mutate(review.request)
+    return _json(build_response(review.request.uid, decision, mutating=True))
+
+
+async def handle_validate(request: web.Request) -> web.Response:
+    review = parse_review(await read_json(request))
+    decision = await request.app[ADMITTER].validate(review.request)
+    return _json(build_response(review.request.uid, decision, mutating=False))
+
+
+def make_app(
+    state: StateSource,
+    *,
+    metrics: Metrics,
+    ledger_store: CasStore | None = None,
+    clock: Callable[[], float] = time.time,
+    replica_id: str = "",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> web.Application:
+    """The webhook Application for one replica; `state` is a `serving.cluster_state.ClusterState`."""
+    app = make_base_app(
+        name="webhook",
+        metrics=metrics,
+        max_body_bytes=max_body_bytes,
+        max_concurrency=max_concurrency,
+        ready=state.ready,
+    )
+    ledger = LedgerClient(ledger_store) if ledger_store is not None else None
+    app[ADMITTER] = Admitter(state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id)
+    app.router.add_post("/mutate", handle_mutate)
+    app.router.add_post("/validate", handle_validate)
+    return app

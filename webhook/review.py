@@ -1,0 +1,114 @@
+"""The AdmissionReview wire format (admission.k8s.io/v1), typed once, and its one renderer.
+
+Request: frozen pydantic models with the exact API spellings as aliases (protocols.md 2.1).
+Response: `build_response` is the one pure function that turns a core `Decision` into the
+AdmissionReview the API server accepts (protocols.md 2.2, `VerifyAdmissionResponse`):
+1. `apiVersion`/`kind` are `admission.k8s.io/v1`/`AdmissionReview`; `response.uid` echoes the request.
+2. `patch` (base64 of the JSON Patch text) and `patchType: JSONPatch` travel together, only from
+   the mutating endpoint, and only when there is at least one op.
+3. `status` (code >= 400, message, reason, `status: Failure`) only on a denial.
+4. `auditAnnotations` keys are at most 63 characters of `[A-Za-z0-9._-]`, start and end
+   alphanumeric, no `/` (the API server prefixes them with the webhook name); others are dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accel.admission import Decision
+from serving.body import BadRequest
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+AUDIT_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+STATUS_REASONS: dict[int, str] = {
+    400: "BadRequest",
+    403: "Forbidden",
+    409: "Conflict",
+    422: "Invalid",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+
+class GroupVersionKind(_Wire):
+    group: str = ""
+    version: str = ""
+    kind: str = ""
+
+
+class AdmissionRequest(_Wire):
+    uid: str = Field(min_length=1)
+    kind: GroupVersionKind
+    namespace: str = ""
+    name: str = ""
+    operation: str
+    sub_resource: str = Field(default="", alias="subResource")
+    object: dict[str, Any] | None = None
+    old_object: dict[str, Any] | None = Field(default=None, alias="oldObject")
+    dry_run: bool = Field(default=False, alias="dryRun")
+
+    @property
+    def is_pod_create(self) -> bool:
+        return self.kind.kind == "Pod" and self.kind.group == "" and self.operation == "CREATE" and not self.sub_resource
+
+    @property
+    def pod_namespace(self) -> str:
+        """The request namespace (copied into the object by the API server since 1.24), else the object's."""
+        meta = (self.object or {}).get("metadata") or {}
+        return self.namespace or str(meta.get("namespace") or "")
+
+
+class AdmissionReview(_Wire):
+    api_version: Literal["admission.k8s.io/v1"] = Field(alias="apiVersion")
+    kind: Literal["AdmissionReview"]
+    request: AdmissionRequest
+
+
+def parse_review(body: dict[str, Any]) -> AdmissionReview:
+    """The typed review, or `BadRequest` naming every wrong field (never a traceback)."""
+    try:
+        review = AdmissionReview.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise BadRequest(f"not an admission.k8s.io/v1 AdmissionReview request: {problems}") from None
+    request = review.request
+    if request.is_pod_create and request.object is None:
+        raise BadRequest("request.object: a Pod CREATE review must carry the pod; got null")
+    return review
+
+
+def _audit(values: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if AUDIT_KEY.match(k)}
+
+
+def build_response(uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:
+    """The AdmissionReview answer for `decision` (module rules 1-4)."""
+    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    if mutating and decision.ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(list(decision.ops))).decode()
+    if decision.warnings:
+        response["warnings"] = list(decision.warnings)
+    if decision.audit and (audit := _audit(dict(decision.audit))):
+        response["auditAnnotations"] = audit
+    if not decision.allowed and decision.finding is not None:
+        code = max(400, decision.finding.code)
+        response["status"] = {
+            "code": code,
+            "reason": STATUS_REASONS.get(code, "Forbidden"),
+            "message": decision.finding.message,
+            "status": "Failure",
+        }
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
