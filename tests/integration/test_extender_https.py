@@ -1,0 +1,85 @@
+"""The extender over real HTTPS on 127.0.0.1: filter -> prioritize -> bind, like kube-scheduler.
+
+Binds go to the in-memory FakeCluster (kube/fake.py); the second pod's filter runs before any
+watch update and must not get the GPU the first bind took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from extender.app import make_app
+from kube.fake import FakeCluster
+from kube.testing import ManualClock
+from serving.cluster_state import ClusterState
+from serving.metrics import Metrics
+from serving.run import serve
+from serving.tls import ReloadingTLS
+from tests.integration.tls_fixtures import client_context, make_cert_dir
+from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+
+
+@contextlib.asynccontextmanager
+async def running(app: web.Application, tls: ReloadingTLS) -> AsyncIterator[int]:
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(
+            app,
+            host="127.0.0.1",
+            port=0,
+            tls=tls,
+            stop=stop,
+            shutdown_timeout=5,
+            on_started=started.set_result,
+        )
+    )
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield started.result()
+    finally:
+        stop.set()
+        await task
+
+
+async def test_schedule_two_pods_over_https(tmp_path: Path) -> None:
+    certs = make_cert_dir(tmp_path)
+    cluster = FakeCluster()
+    first, second = gpu_pod("first", 1), gpu_pod("second", 1)
+    cluster.apply(first)
+    cluster.apply(second)
+    inv = inventory([gpu_node("big", gpus=2), gpu_node("small", gpus=1)])
+    app = make_app(
+        ClusterState.static(sample_policy(), inv), metrics=Metrics(), binder=cluster, clock=ManualClock()
+    )
+    async with running(app, ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
+        base = f"https://127.0.0.1:{port}"
+        ssl = client_context(certs.bundle)
+
+        async def call(verb: str, body: object) -> object:
+            async with session.post(f"{base}/{verb}", json=body, ssl=ssl) as resp:
+                assert resp.status == 200
+                return await resp.json()
+
+        names = ["big", "small"]
+        filtered = await call("filter", {"Pod": first, "Nodes": None, "NodeNames": names})
+        assert filtered["NodeNames"] == names  # type: ignore[index]
+        scores = await call("prioritize", {"Pod": first, "Nodes": None, "NodeNames": names})
+        best = max(scores, key=lambda h: h["Score"])["Host"]  # type: ignore[arg-type, call-overload]
+        assert best == "small"  # binpack: fill the node that leaves no GPU idle
+        bind = {"PodName": "first", "PodNamespace": "team-a", "PodUID": "uid-first", "Node": best}
+        assert await call("bind", bind) == {"Error": ""}
+        filtered = await call("filter", {"Pod": second, "Nodes": None, "NodeNames": names})
+        assert filtered["NodeNames"] == ["big"]  # type: ignore[index]
+        assert "small" in filtered["FailedNodes"]  # type: ignore[operator, index]
+        async with session.get(f"{base}/readyz", ssl=ssl) as resp:
+            assert resp.status == 200
+    bound = cluster.get("pods", "first", "team-a")
+    assert bound is not None and bound["spec"]["nodeName"] == "small"
