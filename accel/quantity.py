@@ -6,7 +6,7 @@ https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
@@ -26,6 +26,8 @@ _SUFFIXES: dict[str, Decimal] = {
     "Pi": Decimal(2**50),
     "Ei": Decimal(2**60),
 }
+# Kubernetes stores quantities as int64 milli-units at most; anything larger is input garbage.
+_MAX_QUANTITY = Decimal(2**63)
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
 
 
@@ -46,9 +48,12 @@ def parse_quantity(value: object) -> Decimal:
         raise QuantityError(f"{value!r} is not a Kubernetes quantity (examples: '2', '500m', '64Gi')")
     number, suffix = match.groups()
     try:
-        return Decimal(number) * _SUFFIXES[suffix]
-    except InvalidOperation as exc:  # pragma: no cover - regex guarantees a number
-        raise QuantityError(f"{value!r} is not a Kubernetes quantity") from exc
+        result = Decimal(number) * _SUFFIXES[suffix]
+    except ArithmeticError as exc:  # decimal.Overflow / InvalidOperation on absurd exponents
+        raise QuantityError(f"{value!r} is out of range for a Kubernetes quantity") from exc
+    if not result.is_finite() or abs(result) > _MAX_QUANTITY:
+        raise QuantityError(f"{value!r} is out of range for a Kubernetes quantity")
+    return result
 
 
 def parse_count(value: object) -> int:

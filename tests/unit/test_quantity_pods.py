@@ -71,3 +71,9 @@ def test_pod_view_reads_profile_node_and_phase() -> None:
         "status": {"phase": "Succeeded"},
     })
     assert (pod.requested_profile, pod.node_name, pod.terminal, pod.cpu_milli) == ("odh", "n1", True, 500)
+
+
+@pytest.mark.parametrize("huge", ["1e999999", "1e30", "99999999999999999999Ei"], ids=str)
+def test_absurd_quantities_are_errors_not_crashes(huge: str) -> None:
+    with pytest.raises(QuantityError, match="out of range"):
+        parse_quantity(huge)
