@@ -148,12 +148,22 @@ def parse_estimate_request(data: Mapping[str, Any]) -> EstimateRequest:
     return request
 
 
+FIELD_EXAMPLES: Mapping[str, str] = {
+    "params": "7e9", "activeParams": "12.9e9", "tokens": "2e12", "datasetTokens": "5e11", "epochs": "3",
+    "gpus": "8", "maxHours": "72", "maxCostPerHour": "40", "minTokensPerSecond": "50",
+    "precision": "bf16", "workload": "training", "rankBy": "time",
+}
+
+
 def _field_error(err: Mapping[str, Any]) -> FieldError:
-    path = ".".join(str(p) for p in err.get("loc", ())) or "(body)"
-    message = str(err.get("msg", "invalid"))
+    loc = tuple(str(p) for p in err.get("loc", ()))
+    path = ".".join(loc) or "(body)"
     if err.get("type") == "extra_forbidden":
-        message = f"unknown field; allowed: {', '.join(f.alias or n for n, f in EstimateRequest.model_fields.items())}"
-    return FieldError(field=path, message=message)
+        allowed = ", ".join(f.alias or n for n, f in EstimateRequest.model_fields.items())
+        return FieldError(field=path, message=f"unknown field; allowed: {allowed}")
+    message = f"{err.get('msg', 'invalid')}, got {err.get('input')!r}"
+    example = FIELD_EXAMPLES.get(loc[0] if loc else "")
+    return FieldError(field=path, message=f"{message}; e.g. {loc[0]}: {example}" if example else message)
 
 
 def assumptions_for(settings: EstimateSettings, precision: str) -> Assumptions:

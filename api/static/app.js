@@ -44,7 +44,7 @@ function showStatus(observedAt, stale) {
 }
 
 function profileCard(p) {
-  const unit = p.unit === "GPU" ? "" : ` × ${p.unit}`;
+  const unit = p.unit === "GPU" ? "" : ` ${p.unit}${p.availableUnits === 1 ? "" : "s"}`;
   let headline = `${p.availableUnits}${unit} available`;
   let cls = p.available ? "ok" : "none";
   if (!p.enabled) { headline = "disabled"; cls = "disabled"; }
@@ -59,7 +59,7 @@ function profileCard(p) {
   const list = el("dl");
   for (const [k, v] of facts) list.append(el("dt", {}, k), el("dd", {}, v));
   return el("article", { class: "card", "data-profile": p.name },
-    el("h3", {}, `${p.displayName} (${p.displayType})`),
+    el("h3", {}, p.displayName === p.displayType ? p.displayName : `${p.displayName} (${p.displayType})`),
     el("p", { class: "headline " + cls }, `${headline} · ${price}`),
     p.description ? el("p", { class: "muted" }, p.description) : "",
     list);
@@ -151,7 +151,7 @@ function estimateRow(e) {
     el("td", {}, e.rank ?? "–"), el("td", {}, e.displayName), el("td", { class: "num" }, `${e.gpus} × ${e.unit}`),
     el("td", { class: "num" }, num(e.hours)), el("td", { class: e.fits ? "good" : "bad" }, e.supported ? (e.fits ? "yes" : "no") : "–"),
     el("td", { class: "num" }, money(e.costPerHour)), el("td", { class: "num" }, money(e.totalCost)),
-    el("td", { class: "num" }, num(e.tokensPerSecond)), el("td", {}, notes));
+    el("td", { class: "num" }, num(e.tokensPerSecond)), el("td", { class: "notes" }, notes));
 }
 
 async function runEstimate(event) {
@@ -208,7 +208,8 @@ function wire() {
   document.getElementById("draft").addEventListener("click", draftProfile);
   document.getElementById("estimate-form").addEventListener("submit", runEstimate);
   document.getElementById("token").value = state.token;
-  document.getElementById("token-apply").addEventListener("click", () => {
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
     state.token = document.getElementById("token").value.trim();
     sessionStorage.setItem("accel-token", state.token);
     refresh();
