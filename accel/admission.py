@@ -202,6 +202,9 @@ def mutate(
     profile = resolved.profile
     if profile is None:
         return Decision(True, "no-profile", team=team.name or "")
+    if team.team is not None and team.team.allowed_profiles is not None and profile.name not in team.team.allowed_profiles:
+        finding = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
+        return deny(finding, profile=profile.name, team=team.team.name)
     types = allowed_types(profile, team.team)
     if profile.types and not types:
         allowed = team.team.allowed_types or () if team.team else ()

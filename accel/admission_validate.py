@@ -151,6 +151,8 @@ def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: 
     for profile in ctx.policy.profiles:
         if not profile.enabled or not profile.types or profile.name == current:
             continue
+        if profile.gpus.max is not None and profile.gpus.max < amount:
+            continue
         if team.allowed_profiles is not None and profile.name not in team.allowed_profiles:
             continue
         if any(not check_quota(team, t, amount, usage) for t in allowed_types(profile, team)):

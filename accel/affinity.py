@@ -20,7 +20,7 @@ Merging into the pod (protocols.md 2.5 item 4; nodeSelectorTerms are ORed, expre
 3. A combined term that cannot match (user `In` disjoint from ours, `NotIn` covering ours,
    `DoesNotExist`, or a nodeSelector value outside ours) is a contradiction; when every
    combination contradicts, the pod is denied with the user's own constraint quoted.
-4. Preferred terms: one per type in preference order, weights 100, 100-step, ... (>= 1), only for
+4. Preferred terms: one per type in preference order, weights 100*(n-i)//n (100, 66, 33), only for
    profiles with two or more types, appended when not already present.
 """
 
@@ -111,10 +111,10 @@ def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, 
     expressions = tuple({"key": k, "operator": "In", "values": v} for k, v in values.items())
     preferred: tuple[dict[str, Any], ...] = ()
     if len(types) > 1:
-        step = MAX_WEIGHT // len(types)
+        count = len(types)
         preferred = tuple(
             {
-                "weight": max(1, MAX_WEIGHT - index * step),
+                "weight": max(1, MAX_WEIGHT * (count - index) // count),
                 "preference": {"matchExpressions": [{"key": key, "operator": "In", "values": vals}]},
             }
             for index, (key, vals) in enumerate(per_type)

@@ -1,0 +1,197 @@
+"""Write the golden webhook cases: `python -m tests.golden.webhook.make_cases [--update-expected]`.
+
+Requests and setups are defined here; `expected.json` is written from the current code only for
+new cases (or with --update-expected) and must then be reviewed by a human in the diff: the test
+(tests/unit/test_webhook_golden.py) compares against the committed JSON, not against this script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tests.unit.admission_fixtures import gpu_pod, review
+from tests.unit.webhook_harness import GOLDEN_DIR, run_case
+
+Pod = dict[str, Any]
+Case = tuple[dict[str, Any], dict[str, Any]]  # (request, setup)
+
+
+def _edit(pod: Pod, change: Callable[[Pod], None]) -> Pod:
+    pod = copy.deepcopy(pod)
+    change(pod)
+    return pod
+
+
+def _owner(kind: str, name: str, api: str = "apps/v1") -> list[dict[str, Any]]:
+    return [{"apiVersion": api, "kind": kind, "name": name, "uid": f"owner-{name}", "controller": True,
+             "blockOwnerDeletion": True}]
+
+
+def _bound(node: str, count: int, *, namespace: str = "nlp", profile: str = "a100-80gb", i: int = 0, **kw: Any) -> Pod:
+    pod = gpu_pod(namespace=namespace, profile=profile, gpus=str(count), name=f"running-{node}-{i}", node=node, **kw)
+    pod["status"]["phase"] = "Running"
+    return pod
+
+
+def deployment_pod() -> Pod:
+    pod = gpu_pod(profile="a100-80gb", gpus="2", labels={"app": "train-llm", "pod-template-hash": "7d9f8c6b5"})
+    pod["metadata"]["ownerReferences"] = _owner("ReplicaSet", "train-llm-7d9f8c6b5")
+    pod["spec"]["tolerations"] = [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+                                   "tolerationSeconds": 300}]
+    return pod
+
+
+def job_pod() -> Pod:
+    pod = gpu_pod(profile="legacy-v100", namespace="vision", gpus="1",
+                  labels={"batch.kubernetes.io/job-name": "eval", "job-name": "eval"})
+    pod["metadata"]["generateName"] = "eval-"
+    pod["metadata"]["ownerReferences"] = _owner("Job", "eval", "batch/v1")
+    pod["spec"]["restartPolicy"] = "Never"
+    return pod
+
+
+def pytorchjob_pod() -> Pod:
+    pod = gpu_pod(profile="large-any", gpus="8", name="llama-worker-0",
+                  labels={"training.kubeflow.org/job-name": "llama", "training.kubeflow.org/replica-type": "worker",
+                          "training.kubeflow.org/replica-index": "0"})
+    pod["metadata"]["ownerReferences"] = _owner("PyTorchJob", "llama", "kubeflow.org/v1")
+    pod["spec"]["containers"][0]["name"] = "pytorch"
+    return pod
+
+
+def ray_pod() -> Pod:
+    pod = gpu_pod(profile="premium-h200", gpus="2",
+                  labels={"ray.io/node-type": "worker", "ray.io/cluster": "rl", "ray.io/group": "gpu-group"})
+    pod["metadata"]["generateName"] = "rl-gpu-group-worker-"
+    pod["metadata"]["ownerReferences"] = _owner("RayCluster", "rl", "ray.io/v1")
+    return pod
+
+
+def with_affinity(pod: Pod) -> None:
+    pod["spec"]["affinity"] = {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-1a"]}]},
+            {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["eu-1b"]}]},
+        ]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}],
+    }, "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+
+
+def two_containers(pod: Pod) -> None:
+    second = copy.deepcopy(pod["spec"]["containers"][0])
+    second["name"] = "helper"
+    pod["spec"]["containers"].append(second)
+
+
+def init_gpu(pod: Pod, *, sidecar: bool = False) -> None:
+    init = {"name": "warmup", "image": "tool:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    if sidecar:
+        init["restartPolicy"] = "Always"
+    pod["spec"]["initContainers"] = [init]
+
+
+def requests_only(pod: Pod) -> None:
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"nvidia.com/gpu": "1", "cpu": "2"}}
+
+
+def no_gpu(pod: Pod) -> None:
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}
+
+
+def tricky_annotations(pod: Pod) -> None:
+    pod["metadata"]["annotations"]["example.com/a~b"] = "x"
+    pod["metadata"]["annotations"]["example.com/c/d"] = "y"
+
+
+def mk(name: str, pod: Pod, setup: dict[str, Any] | None = None, **kw: Any) -> tuple[str, Case]:
+    return name, (review(pod, uid=f"uid-{name}", **kw), setup or {})
+
+
+FULL_A100 = [_bound("a100-1", 8, i=0), _bound("a100-1", 8, i=1)]
+STAR_ONLY_TEAM = [{"name": "nlp", "quota": {"*": 64}}]
+
+
+def cases() -> dict[str, Case]:
+    p = gpu_pod
+    listed = [
+        mk("deployment-a100-two-gpus", deployment_pod()),
+        mk("job-legacy-v100-custom-price", job_pod()),
+        mk("pytorchjob-worker-large-any-quota-type-h200", pytorchjob_pod()),
+        mk("ray-worker-premium-h200", ray_pod()),
+        mk("own-affinity-anded-into-every-term", _edit(p(), with_affinity)),
+        mk("own-gpu-toleration-not-duplicated", _edit(p(), lambda x: x["spec"].__setitem__(
+            "tolerations", [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]))),
+        mk("multi-container-mig-both-renamed", _edit(p(profile="inference-mig"), two_containers)),
+        mk("multi-container-time-sliced-over-profile-max-denied",
+           _edit(p(profile="notebook-shared", namespace="vision"), two_containers)),
+        mk("init-container-gpu-mig-renamed", _edit(p(profile="inference-mig"), init_gpu)),
+        mk("sidecar-gpu-counted-and-renamed", _edit(p(profile="inference-mig", namespace="platform"),
+                                                     lambda x: init_gpu(x, sidecar=True))),
+        mk("time-sliced-notebook-quarter-gpu", p(profile="notebook-shared", namespace="vision")),
+        mk("mig-inference-slice", p(profile="inference-mig", namespace="platform")),
+        mk("generic-profile-like-plain-gpu", p(profile="gpu-any", gpus="2")),
+        mk("plain-gpu-gets-default-profile", p(profile=None, gpus="1")),
+        mk("profile-without-gpu-request-gets-default-count", p(profile="a100-80gb", gpus=None)),
+        mk("large-any-default-eight-gpus", p(profile="large-any", gpus=None, namespace="research")),
+        mk("unknown-profile-denied", p(profile="h300-dreams")),
+        mk("missing-required-labels-denied", _edit(p(), lambda x: x["metadata"]["labels"].pop("user"))),
+        mk("over-quota-per-type-denied", p(gpus="2"), {"pods": FULL_A100}),
+        mk("over-quota-total-denied", p(profile="premium-h200", gpus="8", namespace="platform"),
+           {"teams": [{"name": "platform", "quota": {"*": 4}}], "settings": {"maxGpusPerPod": 16}}),
+        mk("contradictory-affinity-denied", _edit(p(profile="premium-h200"), lambda x: x["spec"].__setitem__(
+            "affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["Tesla-T4"]}]}]}}}))),
+        mk("contradictory-node-selector-denied", _edit(p(profile="premium-h200"), lambda x: x["spec"].__setitem__(
+            "nodeSelector", {"nvidia.com/gpu.product": "NVIDIA-L4"}))),
+        mk("excluded-namespace-passthrough", p(namespace="kube-system")),
+        mk("non-gpu-pod-passthrough", _edit(p(profile=None), no_gpu)),
+        mk("dry-run-request-evaluates-without-reserving", p(gpus="2"), dry_run=True),
+        mk("dry-run-request-over-quota-still-denied", p(gpus="2"), {"pods": FULL_A100}, dry_run=True),
+        mk("warn-mode-over-quota-admitted-with-warning", p(gpus="2"), {"pods": FULL_A100, "settings": {"mode": "warn"}}),
+        mk("warn-mode-unknown-profile-admitted-with-warning", p(profile="nope"), {"settings": {"mode": "warn"}}),
+        mk("dry-run-mode-no-patch-audit-only", p(gpus="2"), {"settings": {"mode": "dry-run"}}),
+        mk("dry-run-mode-would-deny-in-audit", p(gpus="2"), {"pods": FULL_A100, "settings": {"mode": "dry-run"}}),
+        mk("team-label-mismatch-denied", p(labels={"team": "vision"})),
+        mk("profile-not-allowed-for-team-denied", p(profile="premium-h200", namespace="vision")),
+        mk("too-many-gpus-for-profile-denied", p(profile="a100-80gb", gpus="9")),
+        mk("multi-type-falls-back-to-next-type-with-room", p(profile="large-any", gpus="8"),
+           {"pods": [_bound("h200-1", 8, profile="premium-h200", i=0), _bound("h200-1", 8, profile="premium-h200", i=1)]}),
+        mk("multi-type-star-quota-preferred-affinity", p(profile="large-any", gpus="8"), {"teams": STAR_ONLY_TEAM}),
+        mk("amd-profile-renames-to-amd-resource", p(profile="amd-mi300x", namespace="research", gpus="4")),
+        mk("namespace-without-team-denied", p(namespace="unlabelled", labels={"team": ""})),
+        mk("odh-profile-annotation-accepted", p(profile=None, annotations={"opendatahub.io/hardware-profile-name": "a100-80gb"})),
+        mk("annotation-keys-escaped", _edit(p(), tricky_annotations)),
+        mk("request-without-limit-gets-limit", _edit(p(profile="notebook-shared", namespace="vision"), requests_only)),
+        mk("namespace-default-profile-annotation", p(profile=None, namespace="vision"),
+           {"namespaceAnnotations": {"vision": {"accel.dev/default-profile": "legacy-v100"}}}),
+        mk("delete-operation-passthrough", p(), operation="DELETE"),
+    ]
+    return dict(listed)
+
+
+def main(argv: list[str]) -> int:
+    update = "--update-expected" in argv
+    for name, (request, setup) in cases().items():
+        folder = GOLDEN_DIR / name
+        folder.mkdir(parents=True, exist_ok=True)
+        if request["request"]["operation"] == "DELETE":
+            request["request"]["oldObject"], request["request"]["object"] = request["request"]["object"], None
+        (folder / "request.json").write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
+        if setup:
+            (folder / "setup.json").write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")
+        expected = folder / "expected.json"
+        if update or not expected.exists():
+            result = asyncio.run(run_case(request, setup))
+            expected.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"{len(cases())} cases in {GOLDEN_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
