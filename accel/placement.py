@@ -32,20 +32,19 @@ from accel.devices import (
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory, NodeInventory
-from accel.labels import Topology
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import Policy
 from accel.scoring import (
     ShapedRequest,
     Strategy,
     choose_assignment,
-    combine,
+    clamp,
     fragmentation_raw,
     normalise,
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import JobKey, job_key, topology_raw
+from accel.topology_score import JobKey, Paths, job_key, paths, raw_from_groups
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
@@ -87,7 +86,8 @@ class ClusterIndex:
     class_rep: list[tuple[NodeInventory, NodeDevices]] = field(default_factory=list)
     class_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
     topo_of: dict[str, int] = field(default_factory=dict)
-    topo_rep: list[Topology] = field(default_factory=list)
+    topo_rep: list[tuple[Paths, bool]] = field(default_factory=list)
+    key_of: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (class, topo class)
     pods_by_uid: dict[str, PodView] = field(default_factory=dict)
     bound_uids: frozenset[str] = frozenset()
     job_nodes: dict[JobKey, list[tuple[str, str]]] = field(default_factory=dict)  # job -> (uid, node)
@@ -120,11 +120,12 @@ def build_index(generation: int, policy: Policy, inventory: Inventory) -> Cluste
     for name, node in nodes.items():
         index.class_of[name] = index.intern(node, devices[name])
         topo = node.accelerators.topology
-        tkey = (topo.path("leaf"), topo.rdma)
+        tkey = (paths(topo), topo.rdma)
         if tkey not in topo_ids:
             topo_ids[tkey] = len(index.topo_rep)
-            index.topo_rep.append(topo)
+            index.topo_rep.append(tkey)
         index.topo_of[name] = topo_ids[tkey]
+        index.key_of[name] = (index.class_of[name], index.topo_of[name])
         for pool in devices[name].pools.values():
             slots[pool.resource] = max(slots.get(pool.resource, 1), pool.slots)
     index.pods_by_uid = {p.uid: p for p in inventory.pods if p.uid}
@@ -200,20 +201,9 @@ class ExtenderCore:
                     continue  # the watch moved on; the assumption no longer fits and will expire
         return devices
 
-    def _classes(self, index: ClusterIndex, names: Sequence[str]) -> list[int]:
-        """Class id per name (-1 = unknown node); assumed-on nodes are re-interned."""
-        class_of = index.class_of
-        ids = [class_of.get(n, -1) for n in names]
-        dirty = self.assumptions.nodes()
-        if dirty:
-            for i, name in enumerate(names):
-                if name in dirty and (devices := self.effective(index, name)) is not None:
-                    ids[i] = index.intern(index.nodes[name], devices)
-        return ids
-
     # ---- filter ------------------------------------------------------------------------------
     def filter(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
-        ids = self._classes(index, names)
+        ids = [c for c, _ in self._keys(index, names)]
         sig = req.signature
         verdicts: dict[int, Verdict] = {}
         for cid in set(ids):
@@ -246,54 +236,77 @@ class ExtenderCore:
             self._frag[key] = value
         return value
 
-    def _peers(self, index: ClusterIndex, req: PodRequest) -> list[tuple[str, Topology]]:
+    def _peers(self, index: ClusterIndex, req: PodRequest) -> tuple[dict[Paths, int], dict[str, int]]:
+        """Placed peers of the pod's job: count per topology path, and per node."""
         if req.job is None:
-            return []
-        placed = [n for uid, n in index.job_nodes.get(req.job, ()) if uid != req.pod.uid]
-        placed += [
-            a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != req.pod.uid
-        ]
-        return [(n, index.nodes[n].accelerators.topology) for n in placed if n in index.nodes]
+            return {}, {}
+        uid = req.pod.uid
+        placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid]
+        placed += [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
+        groups: dict[Paths, int] = {}
+        per_node: dict[str, int] = {}
+        for name in placed:
+            tid = index.topo_of.get(name)
+            if tid is not None:
+                key = index.topo_rep[tid][0]
+                groups[key] = groups.get(key, 0) + 1
+                per_node[name] = per_node.get(name, 0) + 1
+        return groups, per_node
+
+    def _keys(self, index: ClusterIndex, names: Sequence[str]) -> list[tuple[int, int]]:
+        """(class, topo class) per name; (-1, -1) = unknown node; assumed-on nodes re-interned."""
+        unknown = (-1, -1)
+        keys = [index.key_of.get(n, unknown) for n in names]
+        dirty = self.assumptions.nodes()
+        if dirty:
+            for i, name in enumerate(names):
+                if name in dirty and (devices := self.effective(index, name)) is not None:
+                    keys[i] = (index.intern(index.nodes[name], devices), keys[i][1])
+        return keys
 
     def prioritize(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> list[tuple[str, int]]:
-        """(host, 0..10) for every candidate, in the order given."""
+        """(host, 0..10) for every candidate, in the order given; unknown nodes get 0."""
         settings = index.policy.settings.scoring
-        weights = settings.weights
-        ids = self._classes(index, names)
-        known = sorted({c for c in ids if c >= 0})
+        keys = self._keys(index, names)
+        distinct = set(keys)
+        distinct.discard((-1, -1))
+        classes = {c for c, _ in distinct}
         shaped = self.shaped(req, index)
         pref = normalise(
-            {c: preference_raw(index.class_rep[c][1].gpu_type, req.profile_types) for c in known}
+            {c: preference_raw(index.class_rep[c][1].gpu_type, req.profile_types) for c in classes}
         )
-        frag = normalise(
-            {c: self._frag_raw(index, c, shaped, settings.strategy) for c in known} if shaped.units else {}
+        frag_raw = (
+            {c: self._frag_raw(index, c, shaped, settings.strategy) for c in classes} if shaped.units else {}
         )
-        peers = self._peers(index, req)
+        frag = normalise(frag_raw)
+        groups, per_node = self._peers(index, req)
         topo_raw: dict[object, float] = {}
         if req.job is not None:
-            for name, cid in zip(names, ids, strict=True):
-                if cid >= 0:
-                    tid = index.topo_of[name]
-                    key: object = name if any(p == name for p, _ in peers) else tid
-                    if key not in topo_raw:
-                        topo_raw[key] = topology_raw(name, index.topo_rep[tid], peers, in_job=True)
+            for tid in {t for _, t in distinct}:
+                node_paths, rdma = index.topo_rep[tid]
+                topo_raw[tid] = raw_from_groups(node_paths, rdma, groups, in_job=True)
+            for name, count in per_node.items():
+                if (peer_tid := index.topo_of.get(name)) is not None:
+                    node_paths, rdma = index.topo_rep[peer_tid]
+                    topo_raw[name] = raw_from_groups(node_paths, rdma, groups, same_node=count, in_job=True)
         topo = normalise(topo_raw)
-        memo: dict[tuple[int, object], int] = {}
-        out: list[tuple[str, int]] = []
-        for name, cid in zip(names, ids, strict=True):
-            if cid < 0:
-                out.append((name, 0))
-                continue
-            tkey: object = name if name in topo else index.topo_of[name]
-            score = memo.get((cid, tkey))
-            if score is None:
-                parts = (
-                    (weights.preference, pref[cid]),
-                    (weights.fragmentation, frag.get(cid, 0.0)),
-                    (weights.topology, topo.get(tkey, 0.0)),
-                )
-                score = memo[(cid, tkey)] = combine(parts)
-            out.append((name, score))
+        w = settings.weights
+        total = w.preference + w.fragmentation + w.topology
+        # combine() inlined: same weighted mean, split into a class part and a topology part
+        class_part = {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
+        topo_part = {k: w.topology * v for k, v in topo.items()}
+
+        def score(cid: int, tkey: object) -> int:
+            return clamp((class_part[cid] + topo_part.get(tkey, 0.0)) / total) if total > 0 else 0
+
+        by_key = {(c, t): score(c, t) for c, t in distinct}
+        by_key[(-1, -1)] = 0
+        out = [(name, by_key[k]) for name, k in zip(names, keys, strict=True)]
+        if per_node:
+            out = [
+                (n, score(k[0], n)) if n in per_node and k[0] >= 0 else (n, s)
+                for (n, s), k in zip(out, keys, strict=True)
+            ]
         return out
 
     # ---- bind --------------------------------------------------------------------------------

@@ -41,28 +41,58 @@ def job_key(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
     return None
 
 
-def _same(a: Topology, b: Topology, level: str) -> bool:
-    pa, pb = a.path(level), b.path(level)
-    return pa[-1] is not None and pa == pb
+Paths = tuple[tuple[str | None, ...], ...]  # (leaf path, spine path, zone path)
+
+
+def paths(topo: Topology) -> Paths:
+    """The full paths compared by rule 2, computed once per node (Topology.path is not free)."""
+    return (topo.path("leaf"), topo.path("spine"), topo.path("zone"))
+
+
+_LEVEL_SCORES = (SAME_LEAF, SAME_SPINE, SAME_ZONE)
+
+
+def closeness_paths(node: Paths, peer: Paths, *, same_node: bool = False) -> float:
+    """Rule 2 on precomputed paths."""
+    if same_node:
+        return SAME_LEAF
+    for mine, theirs, score in zip(node, peer, _LEVEL_SCORES, strict=True):
+        if mine[-1] is not None and mine == theirs:
+            return score
+    return 0.0
 
 
 def closeness(node: Topology, peer: Topology, *, same_node: bool = False) -> float:
     """Rule 2 for one peer."""
-    if same_node or _same(node, peer, "leaf"):
-        return SAME_LEAF
-    if _same(node, peer, "spine"):
-        return SAME_SPINE
-    if _same(node, peer, "zone"):
-        return SAME_ZONE
-    return 0.0
+    return closeness_paths(paths(node), paths(peer), same_node=same_node)
+
+
+def raw_from_groups(
+    node: Paths, rdma: bool, groups: Mapping[Paths, int], *, same_node: int = 0, in_job: bool
+) -> float:
+    """Rule 3 with peers grouped by path (count per distinct path); `same_node` peers on this node."""
+    total = sum(groups.values())
+    near = 0.0
+    if total:
+        same = same_node * SAME_LEAF
+        rest = sum(n * closeness_paths(node, p) for p, n in groups.items())
+        rest -= same_node * closeness_paths(node, node) if same_node else 0.0
+        near = (same + rest) / total
+    bonus = RDMA_BONUS if in_job and rdma else 0.0
+    return CLOSENESS_SHARE * near + bonus
+
+
+def group_peers(peers: Sequence[tuple[str, Topology]]) -> dict[Paths, int]:
+    groups: dict[Paths, int] = {}
+    for _, topo in peers:
+        key = paths(topo)
+        groups[key] = groups.get(key, 0) + 1
+    return groups
 
 
 def topology_raw(
     node_name: str, node: Topology, peers: Sequence[tuple[str, Topology]], *, in_job: bool
 ) -> float:
     """Rule 3: raw 0..10 for one candidate node; `peers` are (node name, topology) of placed peers."""
-    near = 0.0
-    if peers:
-        near = sum(closeness(node, topo, same_node=name == node_name) for name, topo in peers) / len(peers)
-    bonus = RDMA_BONUS if in_job and node.rdma else 0.0
-    return CLOSENESS_SHARE * near + bonus
+    same = sum(1 for name, _ in peers if name == node_name)
+    return raw_from_groups(paths(node), node.rdma, group_peers(peers), same_node=same, in_job=in_job)
