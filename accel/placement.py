@@ -301,13 +301,10 @@ class ExtenderCore:
 
         by_key = {(c, t): score(c, t) for c, t in distinct}
         by_key[(-1, -1)] = 0
-        out = [(name, by_key[k]) for name, k in zip(names, keys, strict=True)]
-        if per_node:
-            out = [
-                (n, score(k[0], n)) if n in per_node and k[0] >= 0 else (n, s)
-                for (n, s), k in zip(out, keys, strict=True)
-            ]
-        return out
+        if not per_node:
+            return [(name, by_key[k]) for name, k in zip(names, keys, strict=True)]
+        near = {n: score(k[0], n) for n, k in zip(names, keys, strict=True) if n in per_node and k[0] >= 0}
+        return [(n, near[n]) if n in near else (n, by_key[k]) for n, k in zip(names, keys, strict=True)]
 
     # ---- bind --------------------------------------------------------------------------------
     def plan_bind(

@@ -40,8 +40,11 @@ def gpu_node(
     ready: bool = True,
     cordoned: bool = False,
 ) -> dict[str, Any]:
-    labels = {"nvidia.com/gpu.product": PRODUCT[gpu_type], "nvidia.com/gpu.count": str(gpus),
-              "topology.kubernetes.io/zone": zone}
+    labels = {
+        "nvidia.com/gpu.product": PRODUCT[gpu_type],
+        "nvidia.com/gpu.count": str(gpus),
+        "topology.kubernetes.io/zone": zone,
+    }
     if spine:
         labels["network.topology.nvidia.com/spine"] = spine
     if leaf:
@@ -55,27 +58,48 @@ def gpu_node(
 
 
 def shared_node(name: str, gpus: int = 2, replicas: int = 4) -> dict[str, Any]:
-    labels = {"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.count": str(gpus),
-              "nvidia.com/gpu.replicas": str(replicas), "nvidia.com/gpu.sharing-strategy": "time-slicing"}
-    return make_node(name, labels=labels, allocatable={"nvidia.com/gpu.shared": str(gpus * replicas), "cpu": "16"})
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-L4",
+        "nvidia.com/gpu.count": str(gpus),
+        "nvidia.com/gpu.replicas": str(replicas),
+        "nvidia.com/gpu.sharing-strategy": "time-slicing",
+    }
+    return make_node(
+        name, labels=labels, allocatable={"nvidia.com/gpu.shared": str(gpus * replicas), "cpu": "16"}
+    )
 
 
 def mig_node(name: str, slices: int = 14) -> dict[str, Any]:
-    labels = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "2",
-              "nvidia.com/mig.strategy": "mixed", "nvidia.com/mig-1g.10gb.count": str(slices)}
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+        "nvidia.com/gpu.count": "2",
+        "nvidia.com/mig.strategy": "mixed",
+        "nvidia.com/mig-1g.10gb.count": str(slices),
+    }
     return make_node(name, labels=labels, allocatable={"nvidia.com/mig-1g.10gb": str(slices), "cpu": "16"})
 
 
-def gpu_pod(name: str, gpus: int = 1, *, profile: str | None = "a100-80gb", node: str | None = None,
-            resource: str = "nvidia.com/gpu", ns: str = "team-a", labels: dict[str, str] | None = None,
-            annotations: dict[str, str] | None = None, cpu: str | None = None) -> dict[str, Any]:
+def gpu_pod(
+    name: str,
+    gpus: int = 1,
+    *,
+    profile: str | None = "a100-80gb",
+    node: str | None = None,
+    resource: str = "nvidia.com/gpu",
+    ns: str = "team-a",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    cpu: str | None = None,
+) -> dict[str, Any]:
     notes = dict(annotations or {})
     if profile:
         notes["accel.dev/profile"] = profile
     requests = {resource: str(gpus)}
     if cpu:
         requests["cpu"] = cpu
-    return make_pod(name, ns, node=node, requests=requests, labels=labels, annotations=notes, uid=f"uid-{name}")
+    return make_pod(
+        name, ns, node=node, requests=requests, labels=labels, annotations=notes, uid=f"uid-{name}"
+    )
 
 
 def inventory(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> Inventory:  # type: ignore[assignment]

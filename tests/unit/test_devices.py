@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from accel.devices import (
     AssumedBinds,
     Assumption,
     DeviceError,
+    NodeDevices,
     Pool,
     build_node_devices,
     format_assignment,
@@ -43,7 +46,7 @@ def test_bad_annotations_are_refused(text: str, requested: dict[str, int], match
         parse_assignment(text, requested)
 
 
-def _devices(node: dict, pods: list[dict]):  # type: ignore[no-untyped-def]
+def _devices(node: dict[str, Any], pods: list[dict[str, Any]]) -> NodeDevices:
     inv = inventory([node], pods)
     return build_node_devices(inv.nodes[0], inv.pods)
 
@@ -69,8 +72,16 @@ def test_time_sliced_node_has_replica_slots_per_gpu() -> None:
 
 
 def test_mig_node_has_one_device_per_slice() -> None:
-    pods = [gpu_pod("m", 1, profile="inference-mig", resource="nvidia.com/mig-1g.10gb", node="n1",
-                    annotations={"accel.dev/devices": "mig-1g.10gb:5"})]
+    pods = [
+        gpu_pod(
+            "m",
+            1,
+            profile="inference-mig",
+            resource="nvidia.com/mig-1g.10gb",
+            node="n1",
+            annotations={"accel.dev/devices": "mig-1g.10gb:5"},
+        )
+    ]
     pool = _devices(mig_node("n1", slices=7), pods).pools["nvidia.com/mig-1g.10gb"]
     assert pool.used == (0, 0, 0, 0, 0, 1, 0)
 

@@ -23,13 +23,15 @@ def args(pod: Json, names: list[str]) -> Json:
     return {"Pod": pod, "Nodes": None, "NodeNames": names}
 
 
-async def client_for(aiohttp_client: Any, inv: Inventory, *, binder: Any = None, clock: Any = None) -> TestClient:
+async def client_for(
+    aiohttp_client: Any, inv: Inventory, *, binder: Any = None, clock: Any = None
+) -> TestClient[Any, Any]:
     state = ClusterState.static(sample_policy(), inv)
     app = make_app(state, metrics=Metrics(), binder=binder, clock=clock or ManualClock())
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
-async def post(client: TestClient, path: str, body: Json) -> Any:
+async def post(client: TestClient[Any, Any], path: str, body: Json) -> Any:
     resp = await client.post(path, json=body)
     assert resp.status == 200, await resp.text()
     return await resp.json()
@@ -109,7 +111,11 @@ async def test_unknown_profile_fails_every_node_unresolvably(aiohttp_client: Any
 async def test_full_node_objects_answer_with_nodes(aiohttp_client: Any) -> None:
     nodes = [gpu_node("a"), gpu_node("b", "nvidia-h100-80gb")]
     client = await client_for(aiohttp_client, inventory(nodes))
-    body = await post(client, "/filter", {"Pod": gpu_pod("p", 1), "Nodes": {"metadata": {}, "items": nodes}, "NodeNames": None})
+    body = await post(
+        client,
+        "/filter",
+        {"Pod": gpu_pod("p", 1), "Nodes": {"metadata": {}, "items": nodes}, "NodeNames": None},
+    )
     assert body["NodeNames"] is None
     assert [i["metadata"]["name"] for i in body["Nodes"]["items"]] == ["a"]
 
@@ -132,7 +138,9 @@ async def test_malformed_args_are_400_with_reason(aiohttp_client: Any, body: Jso
 async def test_preference_order_ranks_h200_over_h100_over_a100(aiohttp_client: Any) -> None:
     nodes = [gpu_node("a100"), gpu_node("h100", "nvidia-h100-80gb"), gpu_node("h200", "nvidia-h200-141gb")]
     client = await client_for(aiohttp_client, inventory(nodes))
-    body = await post(client, "/prioritize", args(gpu_pod("p", 8, profile="large-any"), ["a100", "h100", "h200"]))
+    body = await post(
+        client, "/prioritize", args(gpu_pod("p", 8, profile="large-any"), ["a100", "h100", "h200"])
+    )
     scores = {HostPriority.model_validate(h).host: h["Score"] for h in body}
     assert scores["h200"] > scores["h100"] > scores["a100"]
     assert all(0 <= s <= 10 for s in scores.values())
@@ -184,7 +192,9 @@ async def test_bind_conflict_returns_error_and_drops_the_assumption(aiohttp_clie
     cluster.apply(pod)
     client = await client_for(aiohttp_client, inventory([gpu_node("n", gpus=1)]), binder=cluster)
     await post(client, "/filter", args(gpu_pod("p", 1), ["n"]))
-    body = await post(client, "/bind", {"PodName": "p", "PodNamespace": "team-a", "PodUID": "uid-p", "Node": "n"})
+    body = await post(
+        client, "/bind", {"PodName": "p", "PodNamespace": "team-a", "PodUID": "uid-p", "Node": "n"}
+    )
     assert "conflict" in body["Error"]
     assert (await post(client, "/filter", args(gpu_pod("q", 1), ["n"])))["NodeNames"] == ["n"]
     metrics = await (await client.get("/metrics")).text()

@@ -73,7 +73,9 @@ def topo(zone: str | None, spine: str | None, leaf: str | None, rdma: bool = Fal
     [
         pytest.param(topo("z1", "s1", "l1"), topo("z1", "s1", "l1"), 10.0, id="same-leaf-path"),
         pytest.param(topo("z1", "s1", "l2"), topo("z1", "s1", "l1"), 6.0, id="same-spine-other-leaf"),
-        pytest.param(topo("z1", "s2", "l1"), topo("z1", "s1", "l1"), 3.0, id="same-leaf-value-other-spine-is-zone"),
+        pytest.param(
+            topo("z1", "s2", "l1"), topo("z1", "s1", "l1"), 3.0, id="same-leaf-value-other-spine-is-zone"
+        ),
         pytest.param(topo("z2", "s1", "l1"), topo("z1", "s1", "l1"), 0.0, id="other-zone-same-names"),
         pytest.param(topo(None, None, None), topo(None, None, None), 0.0, id="unknown-never-matches"),
     ],
