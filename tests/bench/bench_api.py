@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from accel.inventory import build_inventory
 from kube.testing import make_namespace, make_node, make_pod
@@ -33,7 +34,7 @@ GENERATION_EVERY = 500
 PRODUCTS = (
     ("NVIDIA-H200", "8"), ("NVIDIA-H100-80GB-HBM3", "8"), ("NVIDIA-A100-SXM4-80GB", "8"), ("NVIDIA-L4", "4"),
 )
-HEADERS = (
+HEADERS: tuple[dict[str, str], ...] = (
     {}, {"X-Forwarded-Groups": "team:nlp"}, {"X-Forwarded-Groups": "team:vision,devs"},
     {"X-Forwarded-Groups": "system:serviceaccounts:team-research"},
 )
@@ -74,7 +75,7 @@ def _serve_api(port: int, ready: Any) -> None:
     counter = {"n": 0}
 
     @web.middleware
-    async def churn(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def churn(request: web.Request, handler: Handler) -> web.StreamResponse:
         counter["n"] += 1
         if counter["n"] % GENERATION_EVERY == 0:  # a watch event: the next request re-renders
             state.update_static(inventory=inventories[(counter["n"] // GENERATION_EVERY) % 2])
