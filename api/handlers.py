@@ -47,8 +47,12 @@ def _view(request: web.Request) -> tuple[ApiContext, StateView]:
 async def _visible(request: web.Request, ctx: ApiContext, view: StateView) -> frozenset[str]:
     header = view.parsed.policy.settings.api.trusted_proxy_header
     caller = await ctx.resolver.resolve(request, proxy_header=header)
-    teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory)
-    return visible_profiles(view.parsed.policy, teams)
+
+    def compute() -> frozenset[str]:
+        teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory)
+        return visible_profiles(view.parsed.policy, teams)
+
+    return ctx.profiles.visibility(view, caller, compute)
 
 
 async def list_profiles(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,7 @@ class ProfileCache:
         self._summaries: dict[str, ProfileSummary] = {}
         self._items: dict[str, dict[str, Any]] = {}
         self._bodies: dict[tuple[bool, frozenset[str] | None], bytes] = {}
+        self._visibility: dict[Hashable, frozenset[str]] = {}
 
     def _refresh(self, view: StateView) -> None:
         if view.generation == self._generation:
@@ -78,7 +79,18 @@ class ProfileCache:
         self._summaries = {s.name: s for s in summaries}
         self._items = {s.name: s.model_dump(mode="json", by_alias=True) for s in summaries}
         self._bodies = {}
+        self._visibility = {}
         self._generation = view.generation
+
+    def visibility(self, view: StateView, caller: Hashable, compute: Callable[[], frozenset[str]]) -> frozenset[str]:
+        """The caller's visible profile names, computed once per generation and caller identity."""
+        self._refresh(view)
+        found = self._visibility.get(caller)
+        if found is None:
+            if len(self._visibility) >= CACHE_MAX_ENTRIES:
+                self._visibility.clear()
+            found = self._visibility[caller] = compute()
+        return found
 
     def summaries(self, view: StateView) -> Mapping[str, ProfileSummary]:
         self._refresh(view)
