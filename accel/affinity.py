@@ -125,8 +125,9 @@ def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, 
 def _restricts(term: Mapping[str, Any], selector: TypeSelector) -> bool:
     for expr in term.get("matchExpressions") or ():
         allowed = selector.values_by_key.get(expr.get("key"))
-        if allowed is not None and expr.get("operator") == "In" and set(expr.get("values") or ()) <= allowed:
-            return bool(expr.get("values"))
+        values = expr.get("values") or ()
+        if allowed is not None and expr.get("operator") == "In" and values and set(values) <= allowed:
+            return True
     return False
 
 
