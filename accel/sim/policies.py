@@ -134,13 +134,14 @@ class FgdPolicy(Policy):
 class AccelPolicy(Policy):
     """accel's scorer with a mix learned online from the pods seen so far (no advance knowledge).
 
-    The compiled mix is refreshed after 1, 2, 4, ... observations, then every `refresh_every`, so
-    score caches stay useful; the extender does the same with its own histogram.
+    The compiled mix is refreshed after 1, 2, 4, ... observations (doubling), then every
+    `refresh_every`. A refresh empties the score caches, so refreshing geometrically keeps early
+    learning fast while the run stays cheap: about a dozen refreshes for 8k pods instead of 32.
     """
 
     name = "accel"
 
-    def __init__(self, *, half_life: float = 4000.0, refresh_every: int = 256) -> None:
+    def __init__(self, *, half_life: float = 4000.0, refresh_every: int = 2048) -> None:
         self.histogram = WorkloadHistogram(half_life=half_life)
         self.refresh_every = refresh_every
         self.mix = TypicalMix(())
