@@ -1,0 +1,102 @@
+"""`accel demo` (what `make run` runs): a simulated day on a sample cluster, through the real servers.
+
+Starts the admission webhook, the scheduler extender and the hardware-profile API in this process
+over HTTPS on 127.0.0.1 (random free ports, a throw-away CA), loads the sample policy and cluster,
+drives a seeded day of pod creations as kube-apiserver and kube-scheduler would (cli.demo_driver),
+then prints a summary and writes `report.md`, `allocation.png` and `chargeback.png` to `--out`.
+See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from cli.demo_driver import DemoOptions, DemoResult, Progress, run_day
+from cli.state import CliError
+
+DEFAULT_PODS = 500
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BAR_WIDTH = 30
+
+
+def _default(relative: str) -> Path:
+    """Sample files relative to the working directory, else to the source checkout."""
+    here = Path(relative)
+    return here if here.exists() else REPO_ROOT / relative
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("demo", help="simulated day on a sample cluster through the real webhook, extender and API")
+    parser.add_argument("--pods", type=int, default=DEFAULT_PODS, help="pods to submit over the day (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="workload and tie-break seed (default: %(default)s)")
+    parser.add_argument("--policy", metavar="DIR", help="policy directory (default: examples/policy)")
+    parser.add_argument("--snapshot", metavar="FILE", help="cluster snapshot (default: examples/cluster.yaml)")
+    parser.add_argument("--out", metavar="DIR", default="accel-demo", help="report directory (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(func=_run)
+
+
+class ProgressBar:
+    """A plain `\\r` bar on a stream: pods done / total, admitted, denied, rate."""
+
+    def __init__(self, stream: TextIO, *, width: int = BAR_WIDTH) -> None:
+        self.stream, self.width = stream, width
+
+    def __call__(self, p: Progress) -> None:
+        filled = self.width * p.done // max(p.total, 1)
+        rate = p.done / max(time.monotonic() - p.started, 1e-9)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done}/{p.total} pods"
+                          f"  admitted {p.admitted}  denied {p.denied}  {rate:.0f} pods/s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def options_from(args: argparse.Namespace) -> DemoOptions:
+    if args.pods < 1:
+        raise CliError(f"--pods must be at least 1, got {args.pods}")
+    policy = Path(args.policy) if args.policy else _default("examples/policy")
+    snapshot = Path(args.snapshot) if args.snapshot else _default("examples/cluster.yaml")
+    for what, path in (("--policy", policy), ("--snapshot", snapshot)):
+        if not path.exists():
+            raise CliError(f"{what} {path} does not exist")
+    return DemoOptions(pods=args.pods, seed=args.seed, policy_dir=policy, snapshot=snapshot)
+
+
+async def run_demo(options: DemoOptions, *, progress: ProgressBar | None = None) -> DemoResult:
+    """Start the servers in a temp dir, drive the day, stop the servers."""
+    from cli.demo_servers import run_servers
+
+    with tempfile.TemporaryDirectory(prefix="accel-demo-") as tmp:
+        async with run_servers(policy_dir=options.policy_dir, snapshot=options.snapshot, workdir=Path(tmp)) as servers:
+            return await run_day(servers, options, on_progress=progress)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cli.demo_report import summary_text, write_report
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("accel.audit.policy").setLevel(logging.ERROR)
+    try:
+        options = options_from(args)
+        bar = None if args.no_progress else ProgressBar(sys.stderr)
+        result = asyncio.run(run_demo(options, progress=bar))
+        if bar is not None:
+            bar.close()
+    except CliError as exc:
+        print(f"accel: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    files = write_report(result, out)
+    sys.stdout.write(summary_text(result))
+    sys.stdout.write("\nwrote " + ", ".join(str(f) for f in files) + "\n")
+    return 0

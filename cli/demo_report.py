@@ -1,0 +1,146 @@
+"""The demo's outputs: the stdout summary, `report.md`, `allocation.png` and `chargeback.png`.
+
+All numbers come from `accel.demo_summary` over the driver's records; this module only formats
+them. Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+
+from accel.demo_summary import (
+    ADMITTED,
+    Chargeback,
+    chargeback,
+    decision_counts,
+    placements_per_type,
+    preference_rates,
+    time_weighted_mean,
+)
+from cli.demo_driver import DemoResult
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    head = list(header)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${amount.quantize(Decimal('0.01')):,}"
+
+
+def _sections(result: DemoResult) -> dict[str, list[str]]:
+    """Every section of the report as Markdown lines (the stdout summary uses the same)."""
+    outcomes = result.outcomes
+    decisions = decision_counts(outcomes)
+    placed = [o for o in outcomes if o.node]
+    bill: Chargeback = chargeback(outcomes)
+    samples = result.samples
+    peak = max(samples, key=lambda s: s.allocated_total) if samples else None
+    out: dict[str, list[str]] = {}
+    admitted = sum(n for (d, _), n in decisions.items() if d == ADMITTED)
+    out["Run"] = [
+        f"- {len(outcomes)} pods submitted over {result.options.day_hours:.0f} simulated hours (seed {result.options.seed});"
+        f" {admitted} admitted, {len(outcomes) - admitted} denied, {len(placed)} started,"
+        f" {len(result.gave_up)} gave up waiting for a node.",
+        f"- {sum(result.http_calls.values())} HTTPS calls in {result.wall_s:.1f} s wall time: "
+        + ", ".join(f"{path} {n}" for path, n in sorted(result.http_calls.items())) + ".",
+    ]
+    out["Admission decisions"] = _table(
+        ["decision", "reason", "pods"],
+        [(d, r or "-", n) for (d, r), n in sorted(decisions.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1]))],
+    )
+    out["Placements per accelerator type"] = _table(["type", "pods"], placements_per_type(outcomes).items())
+    out["Preference hits (multi-type profiles)"] = _table(
+        ["profile", "placed", "first choice", "fallback", "hit rate", "by type"],
+        [(p, r.placed, r.hits, r.fallbacks, f"{r.hit_rate:.0%}", ", ".join(f"{t}: {n}" for t, n in sorted(r.by_type.items())))
+         for p, r in preference_rates(outcomes).items()],
+    )
+    if samples and peak is not None:
+        out["GPU allocation and fragmentation"] = [
+            f"- mean allocation {time_weighted_mean(samples, 'allocated_total'):.1f} of {samples[0].capacity_total:.1f} GPUs;"
+            f" peak {peak.allocated_total:.1f} at hour {peak.t_h:.2f}.",
+            f"- mean free GPUs {time_weighted_mean(samples, 'free'):.1f}, of which fragmented (FGD, observed mix)"
+            f" {time_weighted_mean(samples, 'fragmented'):.1f} ({time_weighted_mean(samples, 'fragmented_share'):.0%} of free).",
+        ]
+    rows = []
+    for team, types in bill.by_team_type.items():
+        for kind, amount in sorted(types.items()):
+            rows.append((team, kind, f"{bill.gpu_hours[team][kind]:.1f}", _usd(amount)))
+        rows.append((f"**{team}**", "all", f"{sum(bill.gpu_hours[team].values()):.1f}", f"**{_usd(bill.team_total(team))}**"))
+    rows.append(("**total**", "", f"{sum(sum(v.values()) for v in bill.gpu_hours.values()):.1f}", f"**{_usd(bill.total)}**"))
+    out["Chargeback (GPU-hours x accel.dev/cost-per-hour)"] = _table(["team", "type", "GPU-hours", "cost"], rows)
+    out["What each team sees in GET /api/hardware-profiles"] = [f"- {team}: {', '.join(names) or '(nothing)'}" for team, names in result.api_views.items()]
+    return out
+
+
+def summary_text(result: DemoResult) -> str:
+    lines = ["accel demo summary", "=================="]
+    for title, body in _sections(result).items():
+        lines += ["", title, *body]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: DemoResult, out_dir: Path) -> list[Path]:
+    """Write report.md and the two PNGs into `out_dir` (created); return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / "report.md"
+    lines = ["# accel demo report", "", "![GPU allocation](allocation.png)", "", "![Chargeback](chargeback.png)"]
+    for title, body in _sections(result).items():
+        lines += ["", f"## {title}", "", *body]
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [report, _plot_allocation(result, out_dir / "allocation.png"), _plot_chargeback(result, out_dir / "chargeback.png")]
+
+
+def _plot_allocation(result: DemoResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result.samples
+    types = sorted({t for s in samples for t in s.capacity})
+    times = [s.t_h for s in samples]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=(3, 1))
+    top.stackplot(times, [[s.allocated.get(t, 0.0) for s in samples] for t in types], labels=types, step="post")
+    top.step(times, [s.capacity_total for s in samples], where="post", color="black", linewidth=1, label="schedulable GPUs")
+    top.set_ylabel("GPUs allocated")
+    top.legend(loc="upper left", fontsize=7, ncol=2)
+    top.set_title("GPU allocation per type over the simulated day")
+    bottom.step(times, [s.free for s in samples], where="post", label="free GPUs")
+    bottom.step(times, [s.fragmented for s in samples], where="post", label="fragmented (FGD)")
+    bottom.set_xlabel("simulated hour")
+    bottom.set_ylabel("GPUs")
+    bottom.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_chargeback(result: DemoResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bill = chargeback(result.outcomes)
+    teams = list(bill.by_team_type)
+    types = sorted({t for v in bill.by_team_type.values() for t in v})
+    fig, ax = plt.subplots(figsize=(8, 5))
+    bottom = [0.0] * len(teams)
+    for kind in types:
+        values = [float(bill.by_team_type[team].get(kind, 0)) for team in teams]
+        ax.bar(teams, values, bottom=bottom, label=kind)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("USD")
+    ax.set_title(f"Chargeback per team and type (total {_usd(bill.total)})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
