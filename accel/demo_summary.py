@@ -48,11 +48,17 @@ class PodOutcome:
     message: str = ""
     node: str | None = None
     accel_type: str | None = None  # `accelerator.opendatahub.io/type` on the bound pod
+    node_type: str | None = None  # the type the node's labels say it has
     profile_types: tuple[str, ...] = ()  # the profile's types in preference order
     gpus: Fraction = Fraction(0)  # GPU-equivalents held while running
     cost_per_hour: Decimal | None = None
     started_h: float | None = None
     finished_h: float | None = None
+
+    @property
+    def placed_type(self) -> str:
+        """The type the pod ran on: its type annotation, else its node's type."""
+        return self.accel_type or self.node_type or "unknown"
 
     @property
     def hours(self) -> float:
@@ -98,7 +104,7 @@ def decision_counts(outcomes: Iterable[PodOutcome]) -> Counter[tuple[str, str]]:
 
 
 def placements_per_type(outcomes: Iterable[PodOutcome]) -> dict[str, int]:
-    counts = Counter(o.accel_type or "unknown" for o in outcomes if o.node and o.gpus)
+    counts = Counter(o.placed_type for o in outcomes if o.node and o.gpus)
     return dict(sorted(counts.items()))
 
 
@@ -123,10 +129,10 @@ def preference_rates(outcomes: Iterable[PodOutcome]) -> dict[str, PreferenceRate
     falls: Counter[str] = Counter()
     types: dict[str, Counter[str]] = defaultdict(Counter)
     for o in outcomes:
-        if not o.node or not o.profile or len(o.profile_types) < 2 or not o.accel_type:
+        if not o.node or not o.profile or len(o.profile_types) < 2:
             continue
-        (hits if o.accel_type == o.profile_types[0] else falls)[o.profile] += 1
-        types[o.profile][o.accel_type] += 1
+        (hits if o.placed_type == o.profile_types[0] else falls)[o.profile] += 1
+        types[o.profile][o.placed_type] += 1
     return {p: PreferenceRate(hits[p], falls[p], dict(types[p])) for p in sorted(set(hits) | set(falls))}
 
 
@@ -150,7 +156,7 @@ def chargeback(outcomes: Iterable[PodOutcome]) -> Chargeback:
     for o in outcomes:
         if not o.node or not o.gpus or not o.hours:
             continue
-        kind = o.accel_type or "unknown"
+        kind = o.placed_type
         money[o.team][kind] += o.charge
         hours[o.team][kind] += float(o.gpus) * o.hours
     return Chargeback({t: dict(v) for t, v in sorted(money.items())}, {t: dict(v) for t, v in sorted(hours.items())})

@@ -98,6 +98,7 @@ class _Record:
     profile: str | None = None
     node: str | None = None
     accel_type: str | None = None
+    node_type: str | None = None
     gpus: Fraction = Fraction(0)
     cost_per_hour: Decimal | None = None
     started_h: float | None = None
@@ -108,7 +109,7 @@ class _Record:
         return PodOutcome(
             name=self.pod.name, team=self.pod.team, kind=self.pod.kind, profile=self.profile,
             admitted=self.admitted, reason=self.reason, message=self.message, node=self.node,
-            accel_type=self.accel_type, profile_types=profile.types if profile else (), gpus=self.gpus,
+            accel_type=self.accel_type, node_type=self.node_type, profile_types=profile.types if profile else (), gpus=self.gpus,
             cost_per_hour=self.cost_per_hour, started_h=self.started_h, finished_h=self.finished_h,
         )
 
@@ -352,7 +353,8 @@ class Driver:
         view = parse_pod(stored)
         node_inv = inventory.node(node)
         record.node, record.started_h = node, self.now_h
-        record.accel_type = annotations.get(TYPE_ANNOTATION) or (node_inv.accelerator_type if node_inv else None)
+        record.node_type = node_inv.accelerator_type if node_inv else None
+        record.accel_type = annotations.get(TYPE_ANNOTATION)
         record.gpus = pod_gpu_equivalents(view, inventory, self.parsed.catalog, self.parsed.policy) if view.wants_accelerators else Fraction(0)
         record.cost_per_hour = _decimal(annotations.get(COST_ANNOTATION))
         if node_inv is not None and view.wants_accelerators:
