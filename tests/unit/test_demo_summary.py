@@ -1,0 +1,116 @@
+"""The demo's summary math: decisions, placements, preference hits, chargeback, fragmentation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from accel.catalog import load_builtin_catalog
+from accel.demo_summary import (
+    ClusterSample,
+    PodOutcome,
+    chargeback,
+    decision_counts,
+    observe_shape,
+    placements_per_type,
+    preference_rates,
+    sample_cluster,
+    time_weighted_mean,
+)
+from accel.fragmentation import WorkloadHistogram
+from accel.inventory import build_inventory
+from accel.pods import parse_pod
+from kube.testing import make_node, make_pod
+
+CATALOG = load_builtin_catalog()
+LARGE = ("nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb")
+
+
+def ran(name: str, team: str, accel_type: str, *, gpus: int = 8, price: str | None = "10", hours: float = 2.0,
+        profile: str = "large-any", types: tuple[str, ...] = LARGE) -> PodOutcome:
+    return PodOutcome(name=name, team=team, kind="training", profile=profile, admitted=True, node=f"node-{accel_type}",
+                      accel_type=accel_type, node_type=accel_type, profile_types=types, gpus=Fraction(gpus),
+                      cost_per_hour=Decimal(price) if price else None, started_h=1.0, finished_h=1.0 + hours)
+
+
+def denied(name: str, reason: str) -> PodOutcome:
+    return PodOutcome(name=name, team="nlp", kind="over-quota", profile=None, admitted=False, reason=reason, message="why")
+
+
+OUTCOMES = [
+    ran("a", "nlp", "nvidia-h200-141gb"),
+    ran("b", "nlp", "nvidia-h100-80gb", price="7.5", hours=4.0),
+    ran("c", "research", "nvidia-a100-80gb", price="3.3333", hours=1.5),
+    ran("d", "vision", "nvidia-a100-80gb", gpus=2, price="5", profile="a100-80gb", types=("nvidia-a100-80gb",)),
+    PodOutcome(name="e", team="nlp", kind="training", profile="large-any", admitted=True, profile_types=LARGE),  # gave up
+    denied("f", "quota-exceeded"),
+    denied("g", "quota-exceeded"),
+    denied("h", "missing-labels"),
+]
+
+
+def test_decision_counts_by_reason() -> None:
+    assert decision_counts(OUTCOMES) == {("admitted", ""): 5, ("denied", "quota-exceeded"): 2, ("denied", "missing-labels"): 1}
+
+
+def test_placements_count_only_pods_that_ran_gpus() -> None:
+    assert placements_per_type(OUTCOMES) == {"nvidia-a100-80gb": 2, "nvidia-h100-80gb": 1, "nvidia-h200-141gb": 1}
+
+
+def test_preference_rates_rate_multi_type_profiles_only() -> None:
+    rates = preference_rates(OUTCOMES)
+    assert set(rates) == {"large-any"}
+    rate = rates["large-any"]
+    assert (rate.hits, rate.fallbacks, rate.placed) == (1, 2, 3)
+    assert rate.hit_rate == pytest.approx(1 / 3)
+    assert rate.by_type == {"nvidia-h200-141gb": 1, "nvidia-h100-80gb": 1, "nvidia-a100-80gb": 1}
+
+
+def test_chargeback_is_cost_per_hour_times_hours_and_sums_exactly() -> None:
+    bill = chargeback(OUTCOMES)
+    assert bill.by_team_type["nlp"] == {"nvidia-h200-141gb": Decimal("20.0"), "nvidia-h100-80gb": Decimal("30.0")}
+    assert bill.by_team_type["research"] == {"nvidia-a100-80gb": Decimal("4.99995")}
+    assert bill.team_total("nlp") == Decimal(50)
+    assert bill.total == Decimal("20") + Decimal("30") + Decimal("4.99995") + Decimal("10")
+    assert bill.gpu_hours["nlp"]["nvidia-h100-80gb"] == pytest.approx(32.0)
+    assert "e" not in {o.name for o in OUTCOMES if o.charge}
+
+
+def test_unpriced_or_unstarted_pods_cost_nothing() -> None:
+    assert ran("x", "nlp", "unknown", price=None).charge == 0
+    assert PodOutcome(name="y", team="t", kind="k", profile=None, admitted=True, cost_per_hour=Decimal(3)).charge == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([], 0.0), ([4.0], 4.0), ([2.0, 6.0, 100.0], 4.0)],
+    ids=["no-samples", "one-sample", "step-function-ignores-last-value"],
+)
+def test_time_weighted_mean(values: list[float], expected: float) -> None:
+    samples = [ClusterSample(t_h=float(i), allocated={}, capacity={}, free=v, fragmented=0.0) for i, v in enumerate(values)]
+    assert time_weighted_mean(samples, "free") == pytest.approx(expected)
+
+
+def h100(name: str) -> dict[str, Any]:
+    return make_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8"},
+                     allocatable={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"})
+
+
+def test_sample_counts_allocation_free_and_fragmentation_against_the_observed_mix() -> None:
+    pods = [make_pod("p1", node="n1", requests={"nvidia.com/gpu": "6", "cpu": "4"}),
+            make_pod("p2", node="n2", requests={"nvidia.com/gpu": "8", "cpu": "4"})]
+    inventory = build_inventory([h100("n1"), h100("n2"), h100("n3")], pods, catalog=CATALOG)
+    histogram = WorkloadHistogram()
+    for pod in pods:  # the observed mix: 8-GPU and 6-GPU pods; n1's 2 free GPUs fit neither
+        node = inventory.node(pod["spec"]["nodeName"])
+        assert node is not None
+        observe_shape(histogram, node, parse_pod(pod))
+    sample = sample_cluster(3.0, inventory, CATALOG, histogram.mix())
+    assert sample.allocated == {"nvidia-h100-80gb": 14.0} and sample.capacity == {"nvidia-h100-80gb": 24.0}
+    assert sample.free == pytest.approx(10.0)
+    assert sample.fragmented == pytest.approx(2.0)
+    assert sample.fragmented_share == pytest.approx(0.2)
+    assert sample_cluster(3.0, inventory, CATALOG, None).fragmented == 0.0
