@@ -31,7 +31,7 @@ def test_sorted_by_arrival_within_the_day() -> None:
     pods = generate_workload(seed=9, count=300, day_hours=10.0)
     arrivals = [p.arrival_h for p in pods]
     assert arrivals == sorted(arrivals)
-    assert 0.0 <= arrivals[0] and arrivals[-1] <= 10.0
+    assert arrivals[0] >= 0.0 and arrivals[-1] <= 10.0
     assert all(p.duration_h > 0 for p in pods)
 
 
