@@ -21,9 +21,14 @@ from accel.labels import Sharing as NodeSharing
 from accel.policy import AcceleratorRef, GpuCounts, Profile, Sharing, Toleration
 
 # Labels that identify a single node or change on their own; never useful in a shared selector.
+# Labels that identify a single node, change on their own, or count things (GPU count, replicas,
+# slices: a pool of one type often mixes 4- and 8-GPU nodes); never useful in a shared selector.
 _VOLATILE = re.compile(
     r"^(kubernetes\.io/hostname|nvidia\.com/gfd\.timestamp|nvidia\.com/cuda\..*|nvidia\.com/gpu\.memory"
+    r"|nvidia\.com/gpu\.(count|replicas|family|compute\..*|machine|mode|multiprocessors|slices\..*|engines\..*)"
+    r"|nvidia\.com/mig-.*\.(count|memory|multiprocessors|slices\..*|engines\..*)"
     r"|nvidia\.com/mig\.config\.state|feature\.node\.kubernetes\.io/.*|beta\.kubernetes\.io/.*"
+    r"|amd\.com/gpu\.(cu-count|simd-count|driver-version|firmware)|gpu\.intel\.com/(millicores|memory\.max|gpu-numbers.*|tiles|numa-gpu-map)"
     r"|node\.kubernetes\.io/exclude.*|node-role\.kubernetes\.io/.*)$"
 )
 _SELECTOR_TERM = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)?\s*([A-Za-z0-9._-]*)\s*$")
