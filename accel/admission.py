@@ -33,12 +33,12 @@ from fractions import Fraction
 from typing import Any
 
 from accel import admission_messages as msg
-from accel.admission_context import AdmissionContext, gpu_equivalents, usd, wants_accelerators
+from accel.admission_context import AdmissionContext, gpu_equivalents, light_view, usd, wants_accelerators
 from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
 from accel.inventory import QUOTA_TYPE_ANNOTATION
 from accel.patches import Op, PatchBuilder
-from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
+from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy import Mode, Profile, Team
 from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
 from accel.quota import RESERVATION_ANNOTATION, Ledger, choose_quota_type, has_type_quota, team_usage_now
@@ -120,7 +120,7 @@ def _quota_type(
     current = (builder.get(["metadata", "annotations"]) or {}).get(QUOTA_TYPE_ANNOTATION)
     if current in types:
         return str(current)
-    view = parse_pod(builder.document)
+    view = light_view(builder.document)
     amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
     usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
     units = sum(view.accelerators.values())
@@ -165,7 +165,7 @@ def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...]
     if quota_type:
         values[QUOTA_TYPE_ANNOTATION] = quota_type
     if (price := _price(profile, types, ctx)) is not None:
-        view = parse_pod(builder.document)
+        view = light_view(builder.document)
         equivalents = gpu_equivalents(view, types[0], profile, ctx.catalog) if types else Fraction(sum(view.accelerators.values()))
         values[PRICE_ANNOTATION] = usd(price)
         values[COST_ANNOTATION] = usd(Fraction(price) * equivalents)
@@ -203,8 +203,8 @@ def mutate(
     if profile is None:
         return Decision(True, "no-profile", team=team.name or "")
     if team.team is not None and team.team.allowed_profiles is not None and profile.name not in team.team.allowed_profiles:
-        finding = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
-        return deny(finding, profile=profile.name, team=team.team.name)
+        refused = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
+        return deny(refused, profile=profile.name, team=team.team.name)
     types = allowed_types(profile, team.team)
     if profile.types and not types:
         allowed = team.team.allowed_types or () if team.team else ()

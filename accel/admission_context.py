@@ -19,8 +19,15 @@ from accel.affinity import AffinityError, TypeSelector, build_selector
 from accel.catalog import Catalog
 from accel.inventory import Inventory, team_usage
 from accel.labels import is_accelerator_resource
-from accel.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION, PodView
+from accel.pods import (
+    ODH_PROFILE_ANNOTATION,
+    PROFILE_ANNOTATION,
+    PodView,
+    effective_request,
+    requested_resource_names,
+)
 from accel.policy import ParsedPolicy, Policy, Profile, Sharing
+from accel.quantity import parse_count
 from accel.quota import RESERVATION_ANNOTATION
 from accel.usage import unit_fraction
 
@@ -110,6 +117,25 @@ def wants_accelerators(pod: Mapping[str, Any]) -> bool:
                 if isinstance(amounts, dict) and any(is_accelerator_resource(str(k)) for k in amounts):
                     return True
     return False
+
+
+def light_view(pod: Mapping[str, Any]) -> PodView:
+    """A PodView with what admission reads (labels, annotations, accelerator requests), skipping
+    the CPU/memory sums `accel.pods.parse_pod` also does; same effective-request rule."""
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    accelerators = {
+        name: count
+        for name in sorted(requested_resource_names(spec))
+        if is_accelerator_resource(name) and (count := effective_request(spec, name, parse_count)) > 0
+    }
+    return PodView(
+        name=str(metadata.get("name") or metadata.get("generateName") or ""),
+        namespace=str(metadata.get("namespace") or ""),
+        labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
+        annotations={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
+        accelerators=accelerators,
+    )
 
 
 def gpu_equivalents(view: PodView, accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:

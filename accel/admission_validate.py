@@ -28,10 +28,10 @@ from typing import Any
 
 from accel import admission_messages as msg
 from accel.admission import Decision, deny, passthrough
-from accel.admission_context import AdmissionContext, wants_accelerators
+from accel.admission_context import AdmissionContext, light_view, wants_accelerators
 from accel.admission_messages import Finding
 from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
-from accel.pods import PodView, parse_pod
+from accel.pods import PodView
 from accel.policy import ALL_TYPES, Mode, Profile, Team
 from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
 from accel.quota import (
@@ -104,7 +104,7 @@ def plan_validation(
         return ValidationPlan(passthrough("excluded-namespace"))
     if not wants_accelerators(pod):
         return ValidationPlan(passthrough("no-accelerator"))
-    view = parse_pod(pod)
+    view = light_view(pod)
     findings, team, team_name, profile = _checks(view, namespace, ctx)
     profile_name = profile.name if profile else ""
     if findings:

@@ -20,12 +20,22 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 Token = str | int
 Op = dict[str, Any]
 
 
 class PatchError(ValueError):
     """An op that cannot apply to the document (e.g. stepping into a scalar)."""
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data (a C-level round trip; much faster than copy.deepcopy)."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:  # not plain JSON data (never from the API server); fall back
+        return copy.deepcopy(value)
 
 
 def escape(token: Token) -> str:
@@ -60,7 +70,7 @@ class PatchBuilder:
     __slots__ = ("_ops", "document")
 
     def __init__(self, document: Mapping[str, Any]) -> None:
-        self.document: dict[str, Any] = copy.deepcopy(dict(document))
+        self.document: dict[str, Any] = _copy(document)
         self._ops: list[Op] = []
 
     @property
@@ -93,7 +103,7 @@ class PatchBuilder:
         for depth, token in enumerate(tokens[:-1]):
             found, child = _child(node, token)
             if not found or not isinstance(child, dict | list):
-                nested: Any = copy.deepcopy(value)
+                nested: Any = _copy(value)
                 for inner in reversed(tokens[depth + 1 :]):
                     if not isinstance(inner, str):
                         raise PatchError(f"cannot create array index {inner!r} under missing {pointer(tokens[: depth + 1])}")
@@ -105,7 +115,7 @@ class PatchBuilder:
         found, current = _child(node, last)
         if found and current == value:
             return
-        self._record("replace" if found else "add", tokens, copy.deepcopy(value), node, last)
+        self._record("replace" if found else "add", tokens, _copy(value), node, last)
 
     def append(self, tokens: Sequence[Token], value: Any) -> None:
         """Append `value` to the array at `tokens` (created with just `value` when missing)."""
@@ -113,8 +123,8 @@ class PatchBuilder:
         if not isinstance(current, list):
             self.set(tokens, [value])
             return
-        self._ops.append({"op": "add", "path": pointer(tokens) + "/-", "value": copy.deepcopy(value)})
-        current.append(copy.deepcopy(value))
+        self._ops.append({"op": "add", "path": pointer(tokens) + "/-", "value": _copy(value)})
+        current.append(_copy(value))
 
     def remove(self, tokens: Sequence[Token]) -> None:
         """Remove the member at `tokens` if it exists (nothing recorded otherwise)."""
@@ -130,8 +140,8 @@ class PatchBuilder:
             if not isinstance(key, int) or key > len(parent):
                 raise PatchError(f"index {key!r} is past the end of {pointer(tokens[:-1])}")
             if op == "add":
-                parent.insert(key, copy.deepcopy(value))
+                parent.insert(key, _copy(value))
             else:
-                parent[key] = copy.deepcopy(value)
+                parent[key] = _copy(value)
         else:
-            parent[key] = copy.deepcopy(value)
+            parent[key] = _copy(value)

@@ -23,7 +23,7 @@ What counts as used (invariants):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -78,10 +78,15 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Ledger:
-    """All live reservations by id; `corrupt` marks a stored document we could not read."""
+    """All live reservations by id; `corrupt` marks a stored document we could not read.
+
+    `raw` keeps each reservation's JSON form so writing a ledger back costs one C-level dump,
+    not one Python dict per reservation (the hot path writes it on every admission).
+    """
 
     reservations: Mapping[str, Reservation] = field(default_factory=dict)
     corrupt: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_data(cls, data: Mapping[str, str]) -> Ledger:
@@ -94,23 +99,29 @@ class Ledger:
         if not raw:
             return cls()
         try:
-            document = orjson.loads(raw)
-            entries = document["reservations"]
-            return cls({rid: Reservation.from_json(rid, entry) for rid, entry in entries.items()})
+            entries = orjson.loads(raw)["reservations"]
+            return cls({rid: Reservation.from_json(rid, entry) for rid, entry in entries.items()}, raw=entries)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
             return cls(corrupt=True)
 
+    def _raw_of(self, rid: str) -> Any:
+        found = self.raw.get(rid)
+        return found if found is not None else self.reservations[rid].to_json()
+
     def to_data(self) -> dict[str, str]:
-        document = {"reservations": {rid: r.to_json() for rid, r in sorted(self.reservations.items())}}
+        document = {"reservations": {rid: self._raw_of(rid) for rid in self.reservations}}
         return {LEDGER_KEY: orjson.dumps(document).decode()}
 
     def pruned(self, *, now: float, visible: frozenset[str]) -> Ledger:
         """Without expired reservations and those whose pod the watch already shows (invariant 2)."""
         kept = {rid: r for rid, r in self.reservations.items() if r.expires > now and rid not in visible}
-        return self if len(kept) == len(self.reservations) and not self.corrupt else Ledger(kept)
+        if len(kept) == len(self.reservations) and not self.corrupt:
+            return self
+        return Ledger(kept, raw={rid: self.raw[rid] for rid in kept if rid in self.raw})
 
     def with_reservation(self, reservation: Reservation) -> Ledger:
-        return replace(self, reservations={**self.reservations, reservation.id: reservation}, corrupt=False)
+        raw = {**self.raw, reservation.id: reservation.to_json()}
+        return Ledger({**self.reservations, reservation.id: reservation}, raw=raw)
 
 
 def team_usage_now(
@@ -124,9 +135,14 @@ def team_usage_now(
 ) -> dict[str, Fraction]:
     """One team's usage per type: the watch plus live, not-yet-visible reservations (invariant 1)."""
     usage = dict(base.get(team, {}))
+    # Sum numerators per (type, denominator) with ints: Fraction additions are slow in a hot loop.
+    partial: dict[tuple[str, int], int] = {}
     for rid, reservation in ledger.reservations.items():
-        if reservation.team == team and rid != exclude and rid not in visible and reservation.expires > now:
-            usage[reservation.type] = usage.get(reservation.type, Fraction(0)) + reservation.amount
+        if reservation.team == team and rid != exclude and reservation.expires > now and rid not in visible:
+            key = (reservation.type, reservation.amount.denominator)
+            partial[key] = partial.get(key, 0) + reservation.amount.numerator
+    for (accel_type, denominator), numerator in partial.items():
+        usage[accel_type] = usage.get(accel_type, Fraction(0)) + Fraction(numerator, denominator)
     return usage
 
 

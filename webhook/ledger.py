@@ -33,7 +33,15 @@ Decide = Callable[[Ledger], ReservationOutcome]
 
 
 class LedgerClient:
-    """CAS access to the ledger for one webhook replica; `last` is the last ledger it saw."""
+    """CAS access to the ledger for one webhook replica; `last` is the last ledger it saw.
+
+    Group commit: decisions that arrive while a write is in flight are queued and then decided
+    together, in arrival order, against one read of the ledger (each sees the reservations of
+    those before it) and persisted with one CAS write. Within a replica nothing contends; across
+    replicas the CAS version check keeps the result exact. A lost race re-decides the whole batch.
+    The first attempt decides against the ledger this replica last read or wrote (no read round
+    trip); if another replica wrote since, the CAS write fails and the retry reads afresh.
+    """
 
     def __init__(
         self,
@@ -51,32 +59,81 @@ class LedgerClient:
         self.attempts = attempts
         self.last = Ledger()
         self.conflicts = 0
+        self.writes = 0
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._pending: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]] = []
+        self._flushing = False
+        self._cached: tuple[str | None, Ledger] | None = None
 
     async def read(self) -> Ledger:
         """The current ledger (also remembered as `last`)."""
-        data, _version = await self.store.read(self.name)
-        self.last = Ledger.from_data(data)
+        data, version = await self.store.read(self.name)
+        return self._parse(data, version)
+
+    def _parse(self, data: dict[str, str], version: str | None) -> Ledger:
+        if self._cached is None or self._cached[0] != version or version is None:
+            self._cached = (version, Ledger.from_data(data))
+        self.last = self._cached[1]
         return self.last
 
     async def run(self, decide: Decide) -> ReservationOutcome | Finding:
-        """Decide against the current ledger and persist the result with CAS (see module docstring)."""
+        """Decide against the current ledger and persist the result with CAS (see class docstring)."""
+        future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
+        self._pending.append((decide, future))
+        if not self._flushing:
+            self._flushing = True
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    await self._settle(batch)
+            finally:
+                self._flushing = False
+        return await future
+
+    async def _settle(self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]) -> None:
         try:
-            for attempt in range(self.attempts):
-                data, version = await self.store.read(self.name)
-                ledger = Ledger.from_data(data)
-                self.last = ledger
-                outcome = decide(ledger)
-                if outcome.ledger is None:
-                    return outcome
-                if await self.store.write(self.name, outcome.ledger.to_data(), version) is not None:
-                    self.last = outcome.ledger
-                    return outcome
+            results = await self._commit([decide for decide, _ in batch])
+        except Exception as exc:
+            for _, future in batch:  # every waiter gets the error; later batches still run
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+    async def _commit(self, batch: list[Decide]) -> list[ReservationOutcome | Finding]:
+        """Decide the batch and CAS-write it; only a successful write trusts the cached ledger."""
+        optimistic = self._cached is not None and self._cached[0] is not None
+        attempt = 0
+        try:
+            while attempt < self.attempts:
+                if optimistic and self._cached is not None:
+                    version, ledger = self._cached
+                else:
+                    data, version = await self.store.read(self.name)
+                    ledger = self._parse(data, version)
+                start = ledger
+                outcomes: list[ReservationOutcome | Finding] = []
+                for decide in batch:
+                    outcome = decide(ledger)
+                    ledger = outcome.ledger if outcome.ledger is not None else ledger
+                    outcomes.append(outcome)
+                if ledger is start:
+                    if optimistic:  # a denial from a possibly stale ledger: decide again on a fresh read
+                        optimistic = False
+                        continue
+                    return outcomes
+                new_version = await self.store.write(self.name, ledger.to_data(), version)
+                if new_version is not None:
+                    self.writes += 1
+                    self._cached = (new_version, ledger)
+                    self.last = ledger
+                    return outcomes
+                optimistic = False
                 self.conflicts += 1
-                pause = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)
-                await self._sleep(self._rng.uniform(0, pause))
+                await self._sleep(self._rng.uniform(0, min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)))
+                attempt += 1
         except KubeError as exc:
             log.warning("quota ledger unavailable", extra={"error": str(exc), "ledger": self.name})
-            return msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))
-        return msg.ledger_busy(self.attempts)
+            return [msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))] * len(batch)
+        return [msg.ledger_busy(self.attempts)] * len(batch)

@@ -36,12 +36,15 @@ TEAM_NAMESPACES: dict[str, dict[str, str]] = {
 }
 
 
-def example_policy(**settings: Any) -> ParsedPolicy:
-    """The example policy with `settings.yaml` keys overridden (camelCase keys, as in the file)."""
+def example_policy(*, teams: list[dict[str, Any]] | None = None, **settings: Any) -> ParsedPolicy:
+    """The example policy with `settings.yaml` keys overridden (camelCase keys, as in the file)
+    and, when given, `teams.yaml` replaced by `teams`."""
     files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
     document = yaml.safe_load(files["settings.yaml"])
     document.update(settings)
     files["settings.yaml"] = yaml.safe_dump(document)
+    if teams is not None:
+        files["teams.yaml"] = yaml.safe_dump({"teams": teams})
     return parse_policy(files, load_builtin_catalog())
 
 
