@@ -11,14 +11,17 @@ Rules:
 2. Preference: for a profile with 2+ types, a placement on the profile's first type is a *hit*,
    on any later type a *fallback*; generic and single-type profiles are not rated.
 3. Fragmentation of a node pool is FGD's F(n) (accel.fragmentation.node_fragmentation) against
-   the mix of pod shapes observed so far, converted from device milli to GPU-equivalents (a MIG
-   slice device is g/max_g of a GPU). Only schedulable nodes count.
+   the mix of pod shapes observed so far *that can use that pool* (its type and resource; the
+   shares renormalised), converted from device milli to GPU-equivalents (a MIG slice device is
+   g/max_g of a GPU). Against the whole mix, every free H100 would count as fragmented for the
+   notebook pods that may only use L4s; restricted, it counts what the pods that want this
+   hardware cannot use. A pool no observed pod can use counts 0. Only schedulable nodes count.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -179,8 +182,24 @@ def _device_gpus(node: NodeInventory, pool: Pool, catalog: Catalog) -> Fraction:
     return unit_fraction(pool.resource, accel_type=accel_type, replicas=pool.slots) * pool.slots
 
 
-def sample_cluster(t_h: float, inventory: Inventory, catalog: Catalog, mix: TypicalMix | None) -> ClusterSample:
+def _mixes(histogram: WorkloadHistogram | None) -> Callable[[str], TypicalMix | None]:
+    """Rule 3: the observed mix restricted to one device class, memoised per class."""
+    typical = histogram.typical() if histogram is not None and histogram.observations else ()
+    memo: dict[str, TypicalMix | None] = {}
+
+    def mix_for(device: str) -> TypicalMix | None:
+        if device not in memo:
+            usable = [(m, p) for m, p in typical if not m.gpu_types or device in m.gpu_types]
+            total = sum(p for _, p in usable)
+            memo[device] = TypicalMix(tuple((m, p / total) for m, p in usable)) if total > 0 else None
+        return memo[device]
+
+    return mix_for
+
+
+def sample_cluster(t_h: float, inventory: Inventory, catalog: Catalog, histogram: WorkloadHistogram | None) -> ClusterSample:
     """Allocation per type, free and fragmented GPUs now (rule 3)."""
+    mix_for = _mixes(histogram)
     allocated: dict[str, float] = defaultdict(float)
     capacity: dict[str, float] = defaultdict(float)
     free = fragmented = 0.0
@@ -199,8 +218,10 @@ def sample_cluster(t_h: float, inventory: Inventory, catalog: Catalog, mix: Typi
             idle = sum(pool.free_milli()) / MILLI * scale
             allocated[kind] += len(pool.capacity) * scale - idle
             free += idle
-            if mix is not None and mix.typical:
-                fragmented += node_fragmentation(node_shape(devices, pool), mix) / MILLI * scale
+            shape = node_shape(devices, pool)
+            mix = mix_for(shape.gpu_type)
+            if mix is not None:
+                fragmented += node_fragmentation(shape, mix) / MILLI * scale
     return ClusterSample(t_h, dict(sorted(allocated.items())), dict(sorted(capacity.items())), free, fragmented)
 
 

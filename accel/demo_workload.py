@@ -36,9 +36,9 @@ USERS: Mapping[str, tuple[str, ...]] = {
 
 # kind -> relative weight in the day's mix (rule 2)
 MIX: Mapping[str, float] = {
-    "training": 0.22,
+    "training": 0.225,
     "fallback": 0.05,
-    "gang": 0.02,
+    "gang": 0.015,
     "notebook": 0.20,
     "inference": 0.16,
     "generic": 0.11,
@@ -99,7 +99,7 @@ def _draft(rng: random.Random, kind: str) -> _Draft:
                                          ("nlp", "a100-80gb", rng.choice((2, 4)))))
         return _Draft(team, kind, profile, gpus, rng.uniform(1.0, 5.0), "training")
     if kind == "fallback":
-        return _Draft(rng.choice(("nlp", "nlp", "research")), kind, "large-any", 8, rng.uniform(1.5, 5.0), "training")
+        return _Draft(rng.choice(("nlp", "research")), kind, "large-any", 8, rng.uniform(1.5, 5.0), "training")
     if kind == "gang":
         return _Draft(rng.choice(("nlp", "research")), kind, "large-any", 8, rng.uniform(2.0, 6.0), "training", width=rng.choice((2, 2, 3, 4)))
     if kind == "notebook":

@@ -362,8 +362,7 @@ class Driver:
         self._push(self.now_h + record.pod.duration_h, "finish", record.pod.key)
 
     async def _sample(self, t_h: float) -> ClusterSample:
-        mix = self.histogram.mix() if self.histogram.observations else None
-        return sample_cluster(t_h, await self._inventory(), self.parsed.catalog, mix)
+        return sample_cluster(t_h, await self._inventory(), self.parsed.catalog, self.histogram)
 
     # --- the API, as each team's users see it ----------------------------------------------------
     async def team_views(self) -> dict[str, list[str]]:

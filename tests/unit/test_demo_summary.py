@@ -108,9 +108,27 @@ def test_sample_counts_allocation_free_and_fragmentation_against_the_observed_mi
         node = inventory.node(pod["spec"]["nodeName"])
         assert node is not None
         observe_shape(histogram, node, parse_pod(pod))
-    sample = sample_cluster(3.0, inventory, CATALOG, histogram.mix())
+    sample = sample_cluster(3.0, inventory, CATALOG, histogram)
     assert sample.allocated == {"nvidia-h100-80gb": 14.0} and sample.capacity == {"nvidia-h100-80gb": 24.0}
     assert sample.free == pytest.approx(10.0)
     assert sample.fragmented == pytest.approx(2.0)
     assert sample.fragmented_share == pytest.approx(0.2)
     assert sample_cluster(3.0, inventory, CATALOG, None).fragmented == 0.0
+
+
+def test_pools_are_fragmented_only_for_pods_that_can_use_them() -> None:
+    l4 = make_node("l4", labels={"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.count": "4"},
+                   allocatable={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "4"})
+    pods = [make_pod("big", node="n1", requests={"nvidia.com/gpu": "8", "cpu": "4"}),
+            make_pod("small", node="l4", requests={"nvidia.com/gpu": "1", "cpu": "4"})]
+    inventory = build_inventory([h100("n1"), h100("n2"), l4], pods, catalog=CATALOG)
+    histogram = WorkloadHistogram()
+    for pod in pods:
+        node = inventory.node(pod["spec"]["nodeName"])
+        assert node is not None
+        observe_shape(histogram, node, parse_pod(pod))
+    sample = sample_cluster(0.0, inventory, CATALOG, histogram)
+    # n2's 8 free H100s fit the observed 8-GPU H100 pod; the L4's 3 free fit the 1-GPU L4 pod:
+    # neither is fragmented, although neither fits the other type's pods.
+    assert sample.free == pytest.approx(11.0)
+    assert sample.fragmented == pytest.approx(0.0)
