@@ -31,8 +31,35 @@ from serving.metrics import REJECT_BODY_TOO_LARGE, REJECT_OVERLOADED, Metrics, m
 
 log = logging.getLogger(__name__)
 
+class InFlight:
+    """Requests inside the handler chain right now; `serve` waits for zero before closing connections.
+
+    aiohttp's own shutdown stops reading from every connection first, so a request whose body is
+    still arriving when SIGTERM lands would hang until the shutdown timeout; draining on this
+    count (with the listener already closed) lets such requests finish.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 APP_NAME = web.AppKey("accel_app_name", str)
 METRICS = web.AppKey("accel_metrics", Metrics)
+INFLIGHT = web.AppKey("accel_inflight", InFlight)
 UNLIMITED_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_SECONDS = 1
 
@@ -52,7 +79,7 @@ def _handler_label(request: web.Request) -> str:
     return resource.canonical
 
 
-def _observe_middleware(name: str, metrics: Metrics) -> Middleware:
+def _observe_middleware(name: str, metrics: Metrics, tracker: InFlight) -> Middleware:
     inflight = metrics.http_inflight.labels(app=name)
 
     @web.middleware
@@ -60,12 +87,14 @@ def _observe_middleware(name: str, metrics: Metrics) -> Middleware:
         started = time.perf_counter()
         code = 500
         inflight.inc()
+        tracker.enter()
         try:
             response = await handler(request)
             code = response.status
             return response
         finally:
             inflight.dec()
+            tracker.leave()
             label = _handler_label(request)
             metrics.http_requests.labels(app=name, handler=label, code=str(code)).inc()
             metrics.http_duration.labels(app=name, handler=label).observe(time.perf_counter() - started)
@@ -145,10 +174,11 @@ def make_base_app(
     """
     if max_body_bytes <= 0 or max_concurrency <= 0:
         raise ValueError("max_body_bytes and max_concurrency must be positive")
+    tracker = InFlight()
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
-            _observe_middleware(name, metrics),
+            _observe_middleware(name, metrics, tracker),
             _error_middleware(name, metrics),
             _limit_middleware(
                 name,
@@ -161,6 +191,7 @@ def make_base_app(
     )
     app[APP_NAME] = name
     app[METRICS] = metrics
+    app[INFLIGHT] = tracker
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -175,7 +206,7 @@ def make_base_app(
     return app
 
 
-__all__ = ["APP_NAME", "METRICS", "json_error", "make_base_app"]
+__all__ = ["APP_NAME", "INFLIGHT", "METRICS", "InFlight", "json_error", "make_base_app"]
 
 
 def __getattr__(name: str) -> object:

@@ -2,8 +2,10 @@
 
 `serve(...)` is the async core (tests drive it with a `stop` event); `run_https(...)` wraps it in
 `asyncio.run` with SIGTERM/SIGINT setting that event. On stop: the listening socket closes (new
-connections are refused), in-flight requests get up to `shutdown_timeout` seconds to finish, then
-the app's cleanup contexts run (the TLS poller among them) and the call returns.
+connections are refused), in-flight requests get up to `shutdown_timeout` seconds to finish (counted
+by `serving.app.InFlight` while connections still read, so a request whose body is still arriving
+completes too; aiohttp's own shutdown stops reading first), then connections close, the app's
+cleanup contexts run (the TLS poller among them) and the call returns.
 
 Plaintext is refused unless `allow_plaintext=True`, and always for an app named "webhook": the API
 server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
@@ -18,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from serving.app import APP_NAME, METRICS
+from serving.app import APP_NAME, INFLIGHT, METRICS
 from serving.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,23 @@ async def serve(
         log.info(
             "shutting down: draining in-flight requests", extra={"app": name, "timeout": shutdown_timeout}
         )
+        await _drain(app, runner, shutdown_timeout)
     finally:
         await runner.cleanup()
     log.info("stopped", extra={"app": name})
+
+
+async def _drain(app: web.Application, runner: web.AppRunner, timeout: float) -> None:
+    """Close the listeners, then wait (bounded) until no request is inside the handler chain."""
+    for site in list(runner.sites):
+        await site.stop()
+    tracker = app.get(INFLIGHT)
+    if tracker is None:
+        return
+    try:
+        await asyncio.wait_for(tracker.wait_idle(), timeout)
+    except TimeoutError:
+        log.warning("drain timed out with requests in flight", extra={"in_flight": tracker.count})
 
 
 def run_https(
