@@ -1,9 +1,11 @@
 """The extender's decision engine: filter, prioritize and bind plans over one cluster snapshot.
 
-Per state generation it precomputes a `ClusterIndex` (device model per node, node classes, job
-placements), so a request costs a few dict lookups per node; verdicts and fragmentation scores
-are memoised per (node class, request) until the generation changes. Nodes with assumed binds
-are the only ones recomputed per request.
+Per state generation it keeps an `accel.extender_index.ClusterIndex` (device model, node class
+and topology class per node, as numpy columns by node position), rebuilt incrementally. A
+request is then: node names -> positions (one dict lookup per name), positions -> class ids
+(vectorised), one verdict or component score per *distinct* class (memoised per class id, valid
+across generations), and a vectorised gather back to the names. Nodes with assumed binds are the
+only ones re-classed per request.
 
 Rules:
 1. Every pod seen at filter/prioritize is counted once (by uid) in the learned workload
@@ -12,42 +14,47 @@ Rules:
 2. Assumed binds (accel.devices rule 3) are pruned on every call: expired, or shown bound by the
    watch. A node with assumptions is evaluated on its model *plus* those assignments.
 3. The engine is pure: the caller passes the snapshot and `now`; IO (binding) stays outside.
+4. Everything here (learned mix, assumed binds, caches) is per process. That is sound because the
+   scheduler talks to exactly one extender replica: the manifests pin it (one replica, Service
+   `sessionAffinity: ClientIP`). Two replicas would each assume only their own binds.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import compress
 
-from accel.devices import (
-    AssumedBinds,
-    Assumption,
-    DeviceError,
-    NodeDevices,
-    build_node_devices,
-    format_assignment,
-)
+import numpy as np
+
+from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
+from accel.extender_index import Classes, ClusterIndex, IntColumn, build_index
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import TypicalMix, WorkloadHistogram
-from accel.inventory import Inventory, NodeInventory
+from accel.inventory import Inventory
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import Policy
 from accel.scoring import (
+    MAX_EXTENDER_PRIORITY,
+    MIN_EXTENDER_PRIORITY,
     ShapedRequest,
     Strategy,
     choose_assignment,
-    clamp,
     fragmentation_raw,
     normalise,
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import JobKey, Paths, job_key, paths, raw_from_groups
+from accel.topology_score import raw_by_level_counts
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
+MEMO_LIMIT = 200_000  # verdict / fragmentation memo entries before they are dropped and refilled
+OK, FAILED, UNRESOLVABLE = 0, 1, 2
+
+__all__ = ["BindPlan", "BindRefused", "ClusterIndex", "ExtenderCore", "FilterOutcome", "Scores"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,27 @@ class FilterOutcome:
     passed: list[str]
     failed: dict[str, str]
     unresolvable: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Prioritize result: `scores[i]` (0..10) for `names[i]`, in request order.
+
+    `positions[i]` is the position of `names[i]` in `index_names` (== len(index_names) when the
+    node is unknown), so a renderer can reuse per-node output cached by position.
+    """
+
+    names: Sequence[str]
+    positions: IntColumn
+    scores: IntColumn
+    index_names: tuple[str, ...]
+
+    def pairs(self) -> list[tuple[str, int]]:
+        return list(zip(self.names, self.scores.tolist(), strict=True))
+
+    @property
+    def all_known(self) -> bool:
+        return not len(self.positions) or int(self.positions.max()) < len(self.index_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,70 +97,26 @@ class BindRefused(Exception):
     """The bind cannot be done as asked; the message says why (sent back as `Error`)."""
 
 
-def _class_key(node: NodeInventory, devices: NodeDevices) -> tuple[object, ...]:
-    pools = tuple((p.resource, p.slots, p.capacity, p.used) for p in devices.pools.values())
-    return (devices.gpu_type, node.ready, node.cordoned, pools, devices.cpu_left_milli // 1000)
+def _present(ids: IntColumn) -> list[int]:
+    """The distinct ids in a class/topology column, without the UNKNOWN sentinel (-1)."""
+    if not len(ids):
+        return []
+    counts = np.bincount(ids + 1)
+    return (np.flatnonzero(counts[1:])).tolist()
 
 
-@dataclass
-class ClusterIndex:
-    """Everything precomputed for one state generation (see module docstring)."""
-
-    generation: int
-    policy: Policy
-    nodes: dict[str, NodeInventory]
-    devices: dict[str, NodeDevices]
-    class_of: dict[str, int] = field(default_factory=dict)
-    class_rep: list[tuple[NodeInventory, NodeDevices]] = field(default_factory=list)
-    class_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
-    topo_of: dict[str, int] = field(default_factory=dict)
-    topo_rep: list[tuple[Paths, bool]] = field(default_factory=list)
-    key_of: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (class, topo class)
-    pods_by_uid: dict[str, PodView] = field(default_factory=dict)
-    bound_uids: frozenset[str] = frozenset()
-    job_nodes: dict[JobKey, list[tuple[str, str]]] = field(default_factory=dict)  # job -> (uid, node)
-    known_types: tuple[str, ...] = ()
-    slots_of: dict[str, int] = field(default_factory=dict)
-
-    def intern(self, node: NodeInventory, devices: NodeDevices) -> int:
-        key = _class_key(node, devices)
-        cid = self.class_ids.get(key)
-        if cid is None:
-            cid = self.class_ids[key] = len(self.class_rep)
-            self.class_rep.append((node, devices))
-        return cid
+def _lookup(values: dict[int, float], size: int) -> np.ndarray:
+    """A float column indexed by id + 1 (slot 0 = UNKNOWN), 0.0 where `values` has no entry."""
+    out = np.zeros(size + 1)
+    if values:
+        out[np.fromiter(values, dtype=np.intp, count=len(values)) + 1] = list(values.values())
+    return out
 
 
-def build_index(generation: int, policy: Policy, inventory: Inventory) -> ClusterIndex:
-    """Precompute the per-generation index (O(nodes + accelerator pods))."""
-    by_node: dict[str, list[PodView]] = defaultdict(list)
-    jobs: dict[JobKey, list[tuple[str, str]]] = defaultdict(list)
-    for pod in inventory.pods:
-        if pod.node_name:
-            by_node[pod.node_name].append(pod)
-            if job := job_key(pod.namespace, pod.labels):
-                jobs[job].append((pod.uid, pod.node_name))
-    nodes = {n.name: n for n in inventory.nodes}
-    devices = {name: build_node_devices(n, by_node.get(name, ())) for name, n in nodes.items()}
-    index = ClusterIndex(generation, policy, nodes, devices, job_nodes=dict(jobs))
-    topo_ids: dict[tuple[object, ...], int] = {}
-    slots: dict[str, int] = {}
-    for name, node in nodes.items():
-        index.class_of[name] = index.intern(node, devices[name])
-        topo = node.accelerators.topology
-        tkey = (paths(topo), topo.rdma)
-        if tkey not in topo_ids:
-            topo_ids[tkey] = len(index.topo_rep)
-            index.topo_rep.append(tkey)
-        index.topo_of[name] = topo_ids[tkey]
-        index.key_of[name] = (index.class_of[name], index.topo_of[name])
-        for pool in devices[name].pools.values():
-            slots[pool.resource] = max(slots.get(pool.resource, 1), pool.slots)
-    index.pods_by_uid = {p.uid: p for p in inventory.pods if p.uid}
-    index.bound_uids = frozenset(p.uid for p in inventory.pods if p.uid and p.node_name)
-    index.known_types = tuple(sorted({d.gpu_type for d in devices.values() if d.pools}))
-    index.slots_of = slots
-    return index
+def _round_clamp(raw: np.ndarray) -> IntColumn:
+    """accel.scoring.clamp, vectorised: round half up, clamp to 0..MAX_EXTENDER_PRIORITY."""
+    rounded = np.floor(raw + 0.5)
+    return np.clip(rounded, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY).astype(np.intp)
 
 
 class ExtenderCore:
@@ -148,15 +132,19 @@ class ExtenderCore:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._pods: OrderedDict[str, PodView] = OrderedDict()
         self._index: ClusterIndex | None = None
+        self.classes = Classes()
         self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
 
     # ---- snapshot and bookkeeping ------------------------------------------------------------
     def index(self, generation: int, policy: Policy, inventory: Inventory) -> ClusterIndex:
+        """The index of this generation, rebuilt incrementally from the last one when it changed."""
         if self._index is None or self._index.generation != generation or self._index.policy is not policy:
-            self._index = build_index(generation, policy, inventory)
-            self._verdicts.clear()
-            self._frag.clear()
+            if self.classes.full:
+                self.classes, self._index = Classes(), None
+                self._verdicts.clear()
+                self._frag.clear()
+            self._index = build_index(generation, policy, inventory, classes=self.classes, previous=self._index)
         return self._index
 
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
@@ -190,7 +178,7 @@ class ExtenderCore:
 
     def effective(self, index: ClusterIndex, name: str, *, exclude_uid: str = "") -> NodeDevices | None:
         """The node's devices with its assumed binds applied (rule 2)."""
-        devices = index.devices.get(name)
+        devices = index.devices(name)
         if devices is None:
             return None
         for item in self.assumptions.on_node(name):
@@ -201,110 +189,155 @@ class ExtenderCore:
                     continue  # the watch moved on; the assumption no longer fits and will expire
         return devices
 
+    def _columns(self, index: ClusterIndex, names: Sequence[str]) -> tuple[IntColumn, IntColumn, IntColumn]:
+        """(position, class id, topology class id) per name; nodes with assumed binds re-classed."""
+        pos = index.positions(names, len(names))
+        class_col = index.class_col
+        dirty = self.assumptions.nodes()
+        if dirty:
+            class_col = class_col.copy()
+            for name in dirty:
+                at = index.position.get(name)
+                if at is not None and (devices := self.effective(index, name)) is not None:
+                    class_col[at] = self.classes.intern(index.records[name].node, devices)
+        return pos, class_col[pos], index.topo_col[pos]
+
+    def _memo_room(self) -> None:
+        if len(self._verdicts) > MEMO_LIMIT:
+            self._verdicts.clear()
+        if len(self._frag) > MEMO_LIMIT:
+            self._frag.clear()
+
     # ---- filter ------------------------------------------------------------------------------
+    def _verdict(self, cid: int, req: PodRequest) -> Verdict:
+        key = (cid, req.signature)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            node, devices = self.classes.class_rep[cid]
+            verdict = self._verdicts[key] = check_node(req, "", node, devices)
+        return verdict
+
     def filter(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
-        ids = [c for c, _ in self._keys(index, names)]
-        sig = req.signature
-        verdicts: dict[int, Verdict] = {}
-        for cid in set(ids):
-            key = (cid, sig)
-            verdict = self._verdicts.get(key)
-            if verdict is None:
-                node, devices = index.class_rep[cid] if cid >= 0 else (None, None)
-                verdict = check_node(req, "", node, devices) if cid >= 0 else Verdict(False)
-                self._verdicts[key] = verdict
-            verdicts[cid] = verdict
-        passed: list[str] = []
+        """Which candidates pass, and why the others fail (accel.filtering rules), in request order."""
+        self._memo_room()
+        _, cids, _ = self._columns(index, names)
+        verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in _present(cids)}
+        kind_of = np.full(len(self.classes.class_rep) + 1, FAILED, dtype=np.int8)  # slot 0: unknown
+        for cid, verdict in verdicts.items():
+            kind_of[cid + 1] = OK if verdict.ok else UNRESOLVABLE if verdict.unresolvable else FAILED
+        kinds = kind_of[cids + 1]
+        passing = kinds == OK
+        passed = list(compress(names, passing.tolist()))
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
-        for name, cid in zip(names, ids, strict=True):
-            verdict = verdicts[cid]
-            if verdict.ok:
-                passed.append(name)
-            elif cid < 0:
-                failed[name] = check_node(req, name, None, None).reason
-            else:
-                (unresolvable if verdict.unresolvable else failed)[name] = verdict.reason
+        if len(passed) == len(names):
+            return FilterOutcome(passed, failed, unresolvable)
+        if (cids < 0).any():  # unknown nodes: a reason naming each one, in request order
+            for i in np.flatnonzero(~passing).tolist():
+                name, cid = names[i], int(cids[i])
+                if cid < 0:
+                    failed[name] = check_node(req, name, None, None).reason
+                else:
+                    verdict = verdicts[cid]
+                    (unresolvable if verdict.unresolvable else failed)[name] = verdict.reason
+            return FilterOutcome(passed, failed, unresolvable)
+        reason_of = np.empty(len(kind_of), dtype=object)
+        for cid, verdict in verdicts.items():
+            reason_of[cid + 1] = verdict.reason
+        for kind, target in ((FAILED, failed), (UNRESOLVABLE, unresolvable)):
+            mask = kinds == kind
+            if mask.any():
+                target.update(zip(compress(names, mask.tolist()), reason_of[cids[mask] + 1].tolist(), strict=True))
         return FilterOutcome(passed, failed, unresolvable)
 
     # ---- prioritize --------------------------------------------------------------------------
-    def _frag_raw(self, index: ClusterIndex, cid: int, shaped: ShapedRequest, strategy: Strategy) -> float:
+    def _frag_raw(self, cid: int, shaped: ShapedRequest, strategy: Strategy) -> float:
         key = (cid, shaped, self.mix_version, strategy)
         value = self._frag.get(key)
         if value is None:
-            value = fragmentation_raw(index.class_rep[cid][1], shaped, self.mix, strategy=strategy)[0]
+            value = fragmentation_raw(self.classes.class_rep[cid][1], shaped, self.mix, strategy=strategy)[0]
             self._frag[key] = value
         return value
 
-    def _peers(self, index: ClusterIndex, req: PodRequest) -> tuple[dict[Paths, int], dict[str, int]]:
-        """Placed peers of the pod's job: count per topology path, and per node."""
+    def _peers(self, index: ClusterIndex, req: PodRequest) -> tuple[list[int], dict[str, int]]:
+        """Topology class of every placed peer of the pod's job (bound or assumed), and count per node."""
         if req.job is None:
-            return {}, {}
+            return [], {}
         uid = req.pod.uid
         placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid]
         placed += [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
-        groups: dict[Paths, int] = {}
+        tids: list[int] = []  # one entry per peer
         per_node: dict[str, int] = {}
         for name in placed:
-            tid = index.topo_of.get(name)
-            if tid is not None:
-                key = index.topo_rep[tid][0]
-                groups[key] = groups.get(key, 0) + 1
+            at = index.position.get(name)
+            if at is not None:
+                tids.append(int(index.topo_col[at]))
                 per_node[name] = per_node.get(name, 0) + 1
-        return groups, per_node
+        return tids, per_node
 
-    def _keys(self, index: ClusterIndex, names: Sequence[str]) -> list[tuple[int, int]]:
-        """(class, topo class) per name; (-1, -1) = unknown node; assumed-on nodes re-interned."""
-        unknown = (-1, -1)
-        keys = [index.key_of.get(n, unknown) for n in names]
-        dirty = self.assumptions.nodes()
-        if dirty:
-            for i, name in enumerate(names):
-                if name in dirty and (devices := self.effective(index, name)) is not None:
-                    keys[i] = (index.intern(index.nodes[name], devices), keys[i][1])
-        return keys
+    def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[int, float]:
+        """Weighted preference + fragmentation per class, normalised over the candidates' classes."""
+        settings = index.policy.settings.scoring
+        rep = self.classes.class_rep
+        shaped = self.shaped(req, index)
+        pref = normalise({c: preference_raw(rep[c][1].gpu_type, req.profile_types) for c in classes})
+        frag_raw = {c: self._frag_raw(c, shaped, settings.strategy) for c in classes} if shaped.units else {}
+        frag = normalise(frag_raw)
+        w = settings.weights
+        return {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
+
+    def _topo_parts(
+        self, index: ClusterIndex, req: PodRequest, tids: list[int]
+    ) -> tuple[dict[int, float], dict[str, float]]:
+        """Weighted topology part per topology class, and per node for nodes hosting peers."""
+        if req.job is None:
+            return {}, {}
+        peer_tids, per_node = self._peers(index, req)
+        levels, rdma = self.classes.topo_columns()
+        peers_on = np.zeros(len(self.classes.level_ids) + 1)
+        np.add.at(peers_on, levels[peer_tids].ravel() + 1, 1.0)
+        peers_on[0] = 0.0  # unknown levels never match
+        at = np.array(tids, dtype=np.intp)
+        raw_t = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids))
+        raw: dict[int | str, float] = dict(zip(tids, raw_t.tolist(), strict=True))
+        if per_node:
+            hosts = np.array([index.topo_col[index.position[n]] for n in per_node], dtype=np.intp)
+            same = np.array(list(per_node.values()), dtype=np.float64)
+            raw_n = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same)
+            raw.update(zip(per_node, raw_n.tolist(), strict=True))
+        weight = index.policy.settings.scoring.weights.topology
+        scaled = {k: weight * v for k, v in normalise(raw).items()}
+        by_tid = {k: v for k, v in scaled.items() if isinstance(k, int)}
+        by_node = {k: v for k, v in scaled.items() if isinstance(k, str)}
+        return by_tid, by_node
+
+    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> Scores:
+        """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
+
+        The weighted mean of accel.scoring rule 2, split into a class part and a topology part
+        and evaluated for all candidates at once (same float operations, same rounding).
+        """
+        self._memo_room()
+        pos, cids, tids = self._columns(index, names)
+        out = np.zeros(len(names), dtype=np.intp)
+        w = index.policy.settings.scoring.weights
+        total = w.preference + w.fragmentation + w.topology
+        if total > 0 and len(names):
+            class_part = _lookup(self._class_parts(index, req, _present(cids)), len(self.classes.class_rep))[cids + 1]
+            by_tid, by_node = self._topo_parts(index, req, _present(tids))
+            out = _round_clamp((class_part + _lookup(by_tid, len(self.classes.topo_rep))[tids + 1]) / total)
+            if by_node:  # nodes hosting peers: their own topology part instead of their class's
+                own = np.full(len(index.names) + 1, np.nan)
+                own[[index.position[n] for n in by_node]] = list(by_node.values())
+                mine = own[pos]
+                near = ~np.isnan(mine)
+                out[near] = _round_clamp((class_part[near] + mine[near]) / total)
+            out[cids < 0] = 0
+        return Scores(names, pos, out, index.names)
 
     def prioritize(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> list[tuple[str, int]]:
         """(host, 0..10) for every candidate, in the order given; unknown nodes get 0."""
-        settings = index.policy.settings.scoring
-        keys = self._keys(index, names)
-        distinct = set(keys)
-        distinct.discard((-1, -1))
-        classes = {c for c, _ in distinct}
-        shaped = self.shaped(req, index)
-        pref = normalise(
-            {c: preference_raw(index.class_rep[c][1].gpu_type, req.profile_types) for c in classes}
-        )
-        frag_raw = (
-            {c: self._frag_raw(index, c, shaped, settings.strategy) for c in classes} if shaped.units else {}
-        )
-        frag = normalise(frag_raw)
-        groups, per_node = self._peers(index, req)
-        topo_raw: dict[object, float] = {}
-        if req.job is not None:
-            for tid in {t for _, t in distinct}:
-                node_paths, rdma = index.topo_rep[tid]
-                topo_raw[tid] = raw_from_groups(node_paths, rdma, groups, in_job=True)
-            for name, count in per_node.items():
-                if (peer_tid := index.topo_of.get(name)) is not None:
-                    node_paths, rdma = index.topo_rep[peer_tid]
-                    topo_raw[name] = raw_from_groups(node_paths, rdma, groups, same_node=count, in_job=True)
-        topo = normalise(topo_raw)
-        w = settings.weights
-        total = w.preference + w.fragmentation + w.topology
-        # combine() inlined: same weighted mean, split into a class part and a topology part
-        class_part = {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
-        topo_part = {k: w.topology * v for k, v in topo.items()}
-
-        def score(cid: int, tkey: object) -> int:
-            return clamp((class_part[cid] + topo_part.get(tkey, 0.0)) / total) if total > 0 else 0
-
-        by_key = {(c, t): score(c, t) for c, t in distinct}
-        by_key[(-1, -1)] = 0
-        if not per_node:
-            return [(name, by_key[k]) for name, k in zip(names, keys, strict=True)]
-        near = {n: score(k[0], n) for n, k in zip(names, keys, strict=True) if n in per_node and k[0] >= 0}
-        return [(n, near[n]) if n in near else (n, by_key[k]) for n, k in zip(names, keys, strict=True)]
+        return self.scores(index, req, names).pairs()
 
     # ---- bind --------------------------------------------------------------------------------
     def plan_bind(
@@ -319,7 +352,7 @@ class ExtenderCore:
             )
         req = resolve_request(pod, index.policy)
         devices = self.effective(index, node, exclude_uid=uid)
-        verdict = check_node(req, node, index.nodes.get(node), devices)
+        verdict = check_node(req, node, index.node(node), devices)
         if not verdict.ok or devices is None:
             raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {verdict.reason}")
         annotations: dict[str, str] = {}

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from accel.labels import Topology
 
 JOB_LABELS: tuple[str, ...] = (
@@ -96,3 +99,34 @@ def topology_raw(
     """Rule 3: raw 0..10 for one candidate node; `peers` are (node name, topology) of placed peers."""
     same = sum(1 for name, _ in peers if name == node_name)
     return raw_from_groups(paths(node), node.rdma, group_peers(peers), same_node=same, in_job=in_job)
+
+
+def raw_by_level_counts(
+    levels: npt.NDArray[np.intp],
+    rdma: npt.NDArray[np.bool_],
+    peers_on: npt.NDArray[np.float64],
+    total: int,
+    same_node: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Rule 3 (`raw_from_groups(..., in_job=True)`) for many nodes at once.
+
+    `levels[i]` holds node i's interned (leaf, spine, zone) path ids, -1 where the level's value
+    is unknown; `peers_on[id + 1]` is how many placed peers sit on path `id` (slot 0 is 0);
+    `total` is the number of placed peers; `same_node[i]` how many of them are on node i itself
+    (default none). Full paths nest (an equal leaf path means equal spine and zone paths), so the
+    peers closest at each level follow from three counts. The sums are integers, exact in floating
+    point, so the result equals `raw_from_groups` bit for bit.
+    """
+    known = levels >= 0
+    leaf, spine, zone = (peers_on[levels[:, k] + 1] for k in range(3))
+    spine_only = spine - leaf * known[:, 1]
+    zone_only = zone - (leaf + spine_only) * known[:, 2]
+    near = np.zeros(len(levels))
+    if total:
+        score = SAME_LEAF * leaf + SAME_SPINE * spine_only + SAME_ZONE * zone_only
+        if same_node is not None:  # those count SAME_LEAF instead of their closeness to the node itself
+            itself = np.select([known[:, 0], known[:, 1], known[:, 2]], [SAME_LEAF, SAME_SPINE, SAME_ZONE], 0.0)
+            score = score + same_node * (SAME_LEAF - itself)
+        near = score / total
+    bonus: npt.NDArray[np.float64] = np.where(rdma, RDMA_BONUS, 0.0)
+    return CLOSENESS_SHARE * near + bonus

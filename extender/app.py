@@ -25,16 +25,16 @@ from accel.placement import BindRefused, ClusterIndex, ExtenderCore
 from accel.pods import parse_pod
 from extender.wire import (
     ExtenderArgs,
-    parse_args,
+    PriorityRenderer,
+    parse_args_json,
     parse_binding,
     render_binding,
     render_filter,
-    render_priorities,
 )
 from kube.errors import Conflict, KubeError, NotFound
 from kube.protocol import Binder
 from serving.app import make_base_app
-from serving.body import read_json
+from serving.body import BadRequest, BodyTooLarge, read_json
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 
@@ -59,6 +59,7 @@ class Extender:
     binder: Binder | None
     clock: Callable[[], float]
     core: ExtenderCore | None = None
+    renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
     requests: Counter = field(init=False)
     binds: Counter = field(init=False)
 
@@ -93,6 +94,18 @@ def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type=JSON)
 
 
+async def _read_args(request: web.Request) -> ExtenderArgs:
+    """serving.body.read_json's content-type and size rules, then wire.parse_args_json."""
+    content_type = request.content_type
+    if content_type and content_type not in ("application/json", "application/octet-stream", "text/plain"):
+        raise BadRequest(f"Content-Type {content_type!r} is not JSON; send application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BodyTooLarge(f"body larger than {request.client_max_size} bytes") from exc
+    return parse_args_json(raw)
+
+
 def _internal(verb: str, exc: Exception) -> str:
     request_id = uuid.uuid4().hex[:16]
     log.error("extender %s failed", verb, exc_info=exc, extra={"request_id": request_id})
@@ -102,7 +115,7 @@ def _internal(verb: str, exc: Exception) -> str:
 async def _filter(ext: Extender, request: web.Request) -> web.Response:
     result = "error"
     try:
-        args: ExtenderArgs = parse_args(await read_json(request))
+        args = await _read_args(request)
         try:
             core, index, _ = ext.index()
             req = core.request(parse_pod(args.pod), index, ext.clock())
@@ -120,13 +133,13 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
 async def _prioritize(ext: Extender, request: web.Request) -> web.Response:
     result = "error"
     try:
-        args = parse_args(await read_json(request))
+        args = await _read_args(request)
         try:
             core, index, _ = ext.index()
         except NotReady as exc:
             raise web.HTTPServiceUnavailable(reason=str(exc)) from None
         req = core.request(parse_pod(args.pod), index, ext.clock())
-        body = render_priorities(core.prioritize(index, req, args.names))
+        body = ext.renderer.render(core.scores(index, req, args.names))
         result = "ok"
         return _json(body)
     finally:

@@ -7,19 +7,29 @@ names as aliases. Replies always carry every key, and the node list the schedule
 
 Rendering of the two large replies (filter, prioritize) goes straight to orjson from plain
 dicts keyed by these aliases: building 5000 pydantic objects per request would cost more than
-the decision itself. Tests validate every rendered body against the models below.
+the decision itself. The prioritize reply is a bytes join of per-node fragments rendered once per
+node list (`PriorityRenderer`). Tests validate every rendered body against the models below.
+
+Parsing (`parse_args_json`) applies serving.body's rules (non-empty, valid JSON, an object, at
+most MAX_JSON_DEPTH levels) with the same messages, but does not walk a `NodeNames` list of plain
+strings for depth (it is two levels deep by construction): at 5000 nodes that walk cost more than
+the decision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from accel.placement import FilterOutcome
-from serving.body import BadRequest
+from accel.placement import FilterOutcome, Scores
+from accel.scoring import MAX_EXTENDER_PRIORITY
+from serving.body import MAX_JSON_DEPTH, BadRequest, json_depth_exceeds
+
+SCORE_SLOTS = MAX_EXTENDER_PRIORITY + 1
 
 
 class _Wire(BaseModel):
@@ -94,6 +104,36 @@ def parse_args(body: dict[str, Any]) -> ExtenderArgs:
         raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
 
 
+def parse_args_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ExtenderArgs:
+    """Raw filter/prioritize body -> ExtenderArgs; BadRequest with serving.body's messages.
+
+    Same checks in the same order as `parse_args(serving.body.parse_json_object(raw))`. The depth
+    walk skips `NodeNames` once the model accepted it: a validated list of strings (the alias
+    wins over the field name when both are sent) is two levels deep.
+    """
+    if not raw.strip():
+        raise BadRequest("empty body: send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(value).__name__}")
+    too_deep = BadRequest(f"JSON nests deeper than {max_depth} levels")
+    try:
+        args = ExtenderArgs.model_validate(value)
+    except ValidationError as exc:
+        if json_depth_exceeds(value, max_depth):
+            raise too_deep from None
+        raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
+    walk = value
+    if isinstance(value.get("NodeNames"), list):
+        walk = {k: v for k, v in value.items() if k != "NodeNames"}
+    if json_depth_exceeds(walk, max_depth):
+        raise too_deep
+    return args
+
+
 def parse_binding(body: dict[str, Any]) -> ExtenderBindingArgs:
     try:
         return ExtenderBindingArgs.model_validate(body)
@@ -124,6 +164,46 @@ def render_filter(args: ExtenderArgs, outcome: FilterOutcome | None, error: str 
 def render_priorities(scores: Sequence[tuple[str, int]]) -> bytes:
     """HostPriorityList: a top-level JSON array of {"Host", "Score"}."""
     return orjson.dumps([{"Host": host, "Score": score} for host, score in scores])
+
+
+def host_fragment(host: str, score: int) -> bytes:
+    """One HostPriority as JSON, byte for byte what render_priorities writes for it."""
+    return b'{"Host":' + orjson.dumps(host) + b',"Score":%d}' % score
+
+
+class PriorityRenderer:
+    """Renders `Scores` as a HostPriorityList by joining cached per-node fragments.
+
+    For every node of the index the SCORE_SLOTS possible fragments are rendered once and kept flat
+    at `position * SCORE_SLOTS + score`; they are re-gathered only when the index's node list
+    changes (a node added or removed), reusing the fragments of names seen before. A reply is then
+    one vectorised index computation, one gather and one bytes join. Replies that name a node the
+    index does not know fall back to render_priorities.
+    """
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] | None = None
+        self._flat: list[bytes] = []
+        self._by_name: dict[str, tuple[bytes, ...]] = {}
+
+    def render(self, scores: Scores) -> bytes:
+        if not scores.all_known:
+            return render_priorities(scores.pairs())
+        flat = self._fragments(scores.index_names)
+        at = (scores.positions * SCORE_SLOTS + scores.scores).tolist()
+        return b"[" + b",".join(map(flat.__getitem__, at)) + b"]"
+
+    def _fragments(self, names: tuple[str, ...]) -> list[bytes]:
+        if names is self._names:
+            return self._flat
+        if names != self._names:
+            old = self._by_name
+            self._by_name = {
+                n: old.get(n) or tuple(host_fragment(n, s) for s in range(SCORE_SLOTS)) for n in names
+            }
+            self._flat = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
+        self._names = names
+        return self._flat
 
 
 def render_binding(error: str = "") -> bytes:

@@ -1,0 +1,229 @@
+"""The extender's per-generation cluster index, built incrementally from the previous generation.
+
+A request must cost a few vectorised passes over its node names, so everything that depends
+only on the cluster snapshot is computed here once per state generation: the device model of
+every node, its *node class* (everything a verdict or a fragmentation score depends on) and its
+*topology class* (full leaf/spine/zone paths + RDMA), as numpy columns indexed by node position.
+
+Rules:
+1. Class ids are interned in `Classes`, which lives as long as the `ExtenderCore`: a class id
+   means the same thing in every generation, so caches keyed by class id (verdicts,
+   fragmentation scores) stay valid across generation changes. `Classes` is reset (and the caches
+   with it) only when it grows past CLASS_LIMIT, e.g. under heavy CPU-request churn.
+2. A node is rebuilt only when its `NodeInventory` or the accelerator pods bound to it differ
+   (by value) from the previous generation; otherwise its device model and class ids are reused.
+   A pod event therefore costs O(nodes) cheap comparisons plus the rebuild of one or two nodes,
+   not O(nodes) device models.
+3. Position `len(names)` of every column is a sentinel for "not in this index" (class id -1).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import repeat
+
+import numpy as np
+import numpy.typing as npt
+
+from accel.devices import NodeDevices, build_node_devices
+from accel.inventory import Inventory, NodeInventory
+from accel.pods import PodView
+from accel.policy import Policy
+from accel.topology_score import JobKey, Paths, job_key, paths
+
+CLASS_LIMIT = 50_000
+UNKNOWN = -1
+
+IntColumn = npt.NDArray[np.intp]
+BoolColumn = npt.NDArray[np.bool_]
+TopoKey = tuple[Paths, bool]
+
+
+def class_key(node: NodeInventory, devices: NodeDevices) -> tuple[object, ...]:
+    """Everything a verdict or a fragmentation score of this node depends on (rule 1)."""
+    pools = tuple((p.resource, p.slots, p.capacity, p.used) for p in devices.pools.values())
+    return (devices.gpu_type, node.ready, node.cordoned, pools, devices.cpu_left_milli // 1000)
+
+
+@dataclass
+class Classes:
+    """Interned node classes and topology classes; ids are never reused until `reset` (rule 1)."""
+
+    class_ids: dict[tuple[object, ...], int] = field(default_factory=dict)
+    class_rep: list[tuple[NodeInventory, NodeDevices]] = field(default_factory=list)
+    topo_ids: dict[TopoKey, int] = field(default_factory=dict)
+    topo_rep: list[TopoKey] = field(default_factory=list)
+    level_ids: dict[tuple[str | None, ...], int] = field(default_factory=dict)  # leaf/spine/zone path
+    topo_levels: list[tuple[int, int, int]] = field(default_factory=list)  # tid -> level ids (-1 unknown)
+    _topo_columns: tuple[IntColumn, BoolColumn] | None = None
+
+    def intern(self, node: NodeInventory, devices: NodeDevices) -> int:
+        key = class_key(node, devices)
+        cid = self.class_ids.get(key)
+        if cid is None:
+            cid = self.class_ids[key] = len(self.class_rep)
+            self.class_rep.append((node, devices))
+        return cid
+
+    def intern_topo(self, node: NodeInventory) -> int:
+        topo = node.accelerators.topology
+        key = (paths(topo), topo.rdma)
+        tid = self.topo_ids.get(key)
+        if tid is None:
+            tid = self.topo_ids[key] = len(self.topo_rep)
+            self.topo_rep.append(key)
+            leaf, spine, zone = (self._level(p) for p in key[0])
+            self.topo_levels.append((leaf, spine, zone))
+            self._topo_columns = None
+        return tid
+
+    def _level(self, path: tuple[str | None, ...]) -> int:
+        """Interned id of one full path; UNKNOWN when its last value is unknown (never matches)."""
+        if path[-1] is None:
+            return UNKNOWN
+        return self.level_ids.setdefault(path, len(self.level_ids))
+
+    def topo_columns(self) -> tuple[IntColumn, BoolColumn]:
+        """(tid -> (leaf, spine, zone) level ids as an (n, 3) array, tid -> RDMA), cached."""
+        if self._topo_columns is None or len(self._topo_columns[1]) != len(self.topo_rep):
+            levels = np.array(self.topo_levels, dtype=np.intp).reshape(len(self.topo_levels), 3)
+            rdma = np.array([rdma for _, rdma in self.topo_rep], dtype=bool)
+            self._topo_columns = (levels, rdma)
+        return self._topo_columns
+
+    @property
+    def full(self) -> bool:
+        return len(self.class_rep) > CLASS_LIMIT or len(self.topo_rep) > CLASS_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node of one generation; reused as is while node and pods compare equal (rule 2)."""
+
+    node: NodeInventory
+    pods: tuple[PodView, ...]
+    devices: NodeDevices
+    cid: int
+    tid: int
+
+
+@dataclass
+class ClusterIndex:
+    """Everything precomputed for one state generation (see module docstring)."""
+
+    generation: int
+    policy: Policy
+    classes: Classes
+    records: dict[str, NodeRecord]
+    names: tuple[str, ...]  # node names in position order
+    position: dict[str, int]  # node name -> position in `names` and in the columns
+    class_col: IntColumn  # position -> class id (sentinel UNKNOWN at len(names))
+    topo_col: IntColumn  # position -> topology class id (sentinel UNKNOWN)
+    pods_by_uid: dict[str, PodView] = field(default_factory=dict)
+    bound_uids: frozenset[str] = frozenset()
+    job_nodes: dict[JobKey, list[tuple[str, str]]] = field(default_factory=dict)  # job -> (uid, node)
+    known_types: tuple[str, ...] = ()
+    slots_of: dict[str, int] = field(default_factory=dict)
+    rebuilt_nodes: int = 0  # how many nodes this generation had to rebuild (rule 2), for benchmarks
+
+    @property
+    def nodes(self) -> dict[str, NodeInventory]:
+        return {name: rec.node for name, rec in self.records.items()}
+
+    def node(self, name: str) -> NodeInventory | None:
+        rec = self.records.get(name)
+        return rec.node if rec else None
+
+    def devices(self, name: str) -> NodeDevices | None:
+        rec = self.records.get(name)
+        return rec.devices if rec else None
+
+    def positions(self, names: Iterable[str], count: int) -> IntColumn:
+        """Position of each name; unknown names get the sentinel position len(self.names)."""
+        return np.fromiter(
+            map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count
+        )
+
+
+def _record(
+    classes: Classes, node: NodeInventory, pods: tuple[PodView, ...], previous: NodeRecord | None
+) -> tuple[NodeRecord, bool]:
+    """(record, rebuilt?) for one node (rule 2)."""
+    if previous is not None and previous.pods == pods and previous.node == node:
+        return previous, False
+    devices = build_node_devices(node, pods)
+    return NodeRecord(node, pods, devices, classes.intern(node, devices), classes.intern_topo(node)), True
+
+
+def _group_pods(pods: Iterable[PodView]) -> tuple[dict[str, list[PodView]], dict[JobKey, list[tuple[str, str]]]]:
+    by_node: dict[str, list[PodView]] = defaultdict(list)
+    jobs: dict[JobKey, list[tuple[str, str]]] = defaultdict(list)
+    for pod in pods:
+        if pod.node_name:
+            by_node[pod.node_name].append(pod)
+            if job := job_key(pod.namespace, pod.labels):
+                jobs[job].append((pod.uid, pod.node_name))
+    return by_node, dict(jobs)
+
+
+def build_index(
+    generation: int,
+    policy: Policy,
+    inventory: Inventory,
+    *,
+    classes: Classes | None = None,
+    previous: ClusterIndex | None = None,
+) -> ClusterIndex:
+    """The index of `inventory`, reusing unchanged nodes of `previous` (rule 2).
+
+    `previous` must have been built with the same `classes` (its class ids are reused as is).
+    """
+    classes = classes if classes is not None else Classes()
+    old = previous.records if previous is not None and previous.classes is classes else {}
+    by_node, jobs = _group_pods(inventory.pods)
+    records: dict[str, NodeRecord] = {}
+    rebuilt = 0
+    empty: tuple[PodView, ...] = ()
+    for node in inventory.nodes:
+        pods = tuple(by_node[node.name]) if node.name in by_node else empty
+        records[node.name], changed = _record(classes, node, pods, old.get(node.name))
+        rebuilt += changed
+    names = tuple(records)
+    if previous is not None and previous.names == names:
+        names, position = previous.names, previous.position
+    else:
+        position = dict(zip(names, range(len(names)), strict=True))
+    cids = [rec.cid for rec in records.values()]
+    count = len(names) + 1
+    index = ClusterIndex(
+        generation=generation,
+        policy=policy,
+        classes=classes,
+        records=records,
+        names=names,
+        position=position,
+        class_col=np.fromiter([*cids, UNKNOWN], dtype=np.intp, count=count),
+        topo_col=np.fromiter([*(r.tid for r in records.values()), UNKNOWN], dtype=np.intp, count=count),
+        pods_by_uid={p.uid: p for p in inventory.pods if p.uid},
+        bound_uids=frozenset(p.uid for p in inventory.pods if p.uid and p.node_name),
+        job_nodes=jobs,
+        rebuilt_nodes=rebuilt,
+    )
+    _summarise(index, set(cids))
+    return index
+
+
+def _summarise(index: ClusterIndex, cids: set[int]) -> None:
+    """Known accelerator types and the slots per device of each resource, from the classes present."""
+    types: set[str] = set()
+    slots: dict[str, int] = {}
+    for cid in cids:
+        devices = index.classes.class_rep[cid][1]
+        if devices.pools:
+            types.add(devices.gpu_type)
+        for pool in devices.pools.values():
+            slots[pool.resource] = max(slots.get(pool.resource, 1), pool.slots)
+    index.known_types = tuple(sorted(types))
+    index.slots_of = slots
