@@ -24,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 MILLI = 1000
 MAX_SPEC_GPU_MILLI = 8000
 #: Default share of observed pods that the typical mix must cover (FGD: 95 %).
@@ -103,11 +106,18 @@ class TypicalMix:
     the mix has no GPU pod); the stranding term of `fragmentation_score` uses it.
     """
 
-    __slots__ = ("_memo", "cpu_per_gpu_milli", "typical")
+    __slots__ = ("_count", "_cpu", "_inverse", "_memo", "_milli", "_prob", "_type_ok", "_unique_milli",
+                 "cpu_per_gpu_milli", "typical")
 
     def __init__(self, typical: Typical) -> None:
         self.typical = typical
         self._memo: dict[tuple[str, tuple[int, ...], int], float] = {}
+        self._prob = np.array([p for _, p in typical], dtype=np.float64)
+        self._cpu = np.array([m.cpu_milli for m, _ in typical], dtype=np.int64)
+        self._milli = np.array([m.gpu_milli for m, _ in typical], dtype=np.int64)
+        self._count = np.array([m.gpu_count for m, _ in typical], dtype=np.int64)
+        self._unique_milli, self._inverse = np.unique(self._milli, return_inverse=True)
+        self._type_ok: dict[str, npt.NDArray[np.bool_]] = {}
         gpu = math.fsum(p * m.total_gpu_milli for m, p in typical if m.gpu_milli > 0)
         cpu = math.fsum(p * m.cpu_milli for m, p in typical if m.gpu_milli > 0)
         self.cpu_per_gpu_milli: float | None = cpu / gpu if gpu > 0 and cpu > 0 else None
@@ -116,9 +126,26 @@ class TypicalMix:
         key = (gpu_type, tuple(sorted(free)), cpu_left)
         value = self._memo.get(key)
         if value is None:
-            value = math.fsum(p * _shape_frag(free, cpu_left, gpu_type, m) for m, p in self.typical)
+            value = self._compute(gpu_type, free, cpu_left) if self.typical else 0.0
             self._memo[key] = value
         return value
+
+    def _types_ok(self, gpu_type: str) -> npt.NDArray[np.bool_]:
+        ok = self._type_ok.get(gpu_type)
+        if ok is None:
+            ok = np.array([m.gpu_milli > 0 and (not m.gpu_types or gpu_type in m.gpu_types) for m, _ in self.typical])
+            self._type_ok[gpu_type] = ok
+        return ok
+
+    def _compute(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
+        """Rule 1 summed over the mix, vectorised; the terms p_m * frag_m equal `_shape_frag`'s."""
+        idle = sum(free)
+        devices = np.array(free, dtype=np.int64)[None, :]
+        below = devices < self._unique_milli[:, None]
+        fitting = (~below).sum(axis=1)[self._inverse]
+        small = np.where(below, devices, 0).sum(axis=1)[self._inverse]
+        fits = self._types_ok(gpu_type) & (self._cpu <= cpu_left) & (fitting >= self._count)
+        return math.fsum(self._prob * np.where(fits, small, idle))
 
 
 def as_mix(typical: Typical | TypicalMix | WorkloadHistogram) -> TypicalMix:

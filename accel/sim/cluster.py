@@ -6,6 +6,8 @@ Invariants:
 2. A state id (sid) names one (node shape, GPU-pod tags) value for the whole run; any cache keyed
    by (sid, pod) stays valid as long as the policy's own parameters do not change.
 3. `used_gpu_milli` is the allocated GPU milli over all nodes (the allocation-ratio numerator).
+4. `events` lists, in order, every sid whose group appeared or vanished; a reader that remembers
+   how far it has read can update a per-pod candidate set without rescanning all groups.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class ClusterState:
         self.state_by_sid: list[NodeState] = []
         self.node_sid: list[int] = []
         self.groups: dict[int, _Group] = {}
+        self.events: list[int] = []
         self.capacity_milli = sum(len(s.free_milli) for s in shapes) * MILLI
         self.used_gpu_milli = 0
         for node, shape in enumerate(shapes):
@@ -77,6 +80,7 @@ class ClusterState:
         group = self.groups.get(sid)
         if group is None:
             group = self.groups[sid] = _Group()
+            self.events.append(sid)
         group.members.add(node)
         heapq.heappush(group.heap, (self.priority[node], node))
         self.node_sid[node] = sid
@@ -88,6 +92,7 @@ class ClusterState:
         group.members.discard(node)
         if not group.members:
             del self.groups[self.node_sid[node]]
+            self.events.append(self.node_sid[node])
         free = list(old.shape.free_milli)
         for i in devices:
             if free[i] < pod.gpu_milli:

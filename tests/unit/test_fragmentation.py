@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -11,10 +12,12 @@ from accel.fragmentation import (
     PodShape,
     TypicalMix,
     WorkloadHistogram,
+    _shape_frag,
     fgd_score,
     fragmentation_score,
     node_fragmentation,
     pod_fits,
+    stranded_gpu_milli,
 )
 
 HALF = PodShape(cpu_milli=1000, gpu_milli=500, gpu_count=1)
@@ -77,7 +80,9 @@ def test_pod_fits(pod: PodShape, fits: bool) -> None:
 
 def test_histogram_keeps_top_shapes_until_threshold_and_renormalises() -> None:
     hist = WorkloadHistogram.from_shapes([HALF] * 6 + [WHOLE] * 3 + [CPU_ONLY])
-    assert hist.typical(0.9) == ((HALF, pytest.approx(6 / 9)), (WHOLE, pytest.approx(3 / 9)))
+    typical = hist.typical(0.9)
+    assert [s for s, _ in typical] == [HALF, WHOLE]
+    assert [p for _, p in typical] == pytest.approx([6 / 9, 3 / 9])
     assert [s for s, _ in hist.typical(1.0)] == [HALF, WHOLE, CPU_ONLY]
 
 
@@ -136,3 +141,46 @@ def test_accel_score_is_fgd_delta_on_a_coarser_scale() -> None:
 def test_accel_score_accepts_a_histogram() -> None:
     hist = WorkloadHistogram.from_shapes([HALF, HALF, WHOLE])
     assert fragmentation_score(NODE, HALF, hist)[1] == (1,)
+
+
+@pytest.mark.parametrize(
+    ("idle", "cpu_left", "ratio", "stranded"),
+    [
+        pytest.param(2000, 40000, 12.0, 0.0, id="cpu-feeds-all-idle-gpus"),
+        pytest.param(2000, 12000, 12.0, 1000.0, id="cpu-feeds-one-of-two-gpus"),
+        pytest.param(8000, 0, 12.0, 8000.0, id="no-cpu-strands-everything"),
+        pytest.param(0, 0, 12.0, 0.0, id="no-idle-gpu-nothing-stranded"),
+    ],
+)
+def test_stranded_gpu_milli(idle: int, cpu_left: int, ratio: float, stranded: float) -> None:
+    assert stranded_gpu_milli(idle, cpu_left, ratio) == pytest.approx(stranded)
+
+
+def test_mix_cpu_per_gpu_ratio_counts_gpu_pods_only() -> None:
+    # HALF: 0.5 * 1000 cpu per 0.5 * 500 milli; WHOLE: 0.3 * 2000 per 0.3 * 1000 -> 1100 / 550
+    assert TypicalMix(TYPICAL).cpu_per_gpu_milli == pytest.approx(2.0)
+    assert TypicalMix(((CPU_ONLY, 1.0),)).cpu_per_gpu_milli is None
+
+
+def test_stranding_term_sends_cpu_pods_to_cpu_rich_nodes() -> None:
+    mix = TypicalMix(((WHOLE, 1.0),))  # 2 cpu milli per GPU milli
+    balanced = NodeShape(gpu_type="A", free_milli=(1000, 1000), cpu_left_milli=4000)
+    cpu_rich = NodeShape(gpu_type="A", free_milli=(1000, 1000), cpu_left_milli=64000)
+    # FGD sees no change on either node (WHOLE still fits); the CPU pod strands 500 milli on the
+    # balanced node: int(50 * sigmoid(-0.5)) = 18 vs int(50 * sigmoid(0)) = 25.
+    assert fragmentation_score(balanced, CPU_ONLY, mix) == (18.0, ())
+    assert fragmentation_score(cpu_rich, CPU_ONLY, mix) == (25.0, ())
+    assert fragmentation_score(balanced, CPU_ONLY, mix, strand_weight=0.0) == (25.0, ())
+    assert fgd_score(balanced, CPU_ONLY, mix) == fgd_score(cpu_rich, CPU_ONLY, mix)
+
+
+def test_vectorised_fragmentation_equals_the_rule_term_by_term() -> None:
+    spec = PodShape(cpu_milli=4000, gpu_milli=1000, gpu_count=2, gpu_types=frozenset({"B"}))
+    typical = ((HALF, 0.4), (WHOLE, 0.25), (CPU_ONLY, 0.15), (spec, 0.1), (PodShape(500, 190, 1), 0.1))
+    mix = TypicalMix(typical)
+    rng = random.Random(7)
+    for _ in range(500):
+        free = tuple(rng.choice((0, 10, 190, 500, 810, 1000)) for _ in range(rng.choice((1, 2, 4, 8))))
+        cpu, gpu_type = rng.randrange(0, 6000), rng.choice("AB")
+        expected = math.fsum(p * _shape_frag(free, cpu, gpu_type, m) for m, p in typical)
+        assert mix.fragmentation(gpu_type, free, cpu) == expected

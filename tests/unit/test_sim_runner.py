@@ -19,7 +19,7 @@ from accel.sim.policies import (
     best_devices,
     make_policy,
 )
-from accel.sim.runner import _pick, allocation_curve, run
+from accel.sim.runner import _Candidates, _pick, _pick_incremental, allocation_curve, run
 from accel.sim.trace import NODE_FILE, load_nodes, load_pods, pod_file
 from accel.sim.workload import build_run_input
 from tests.unit.test_sim_trace import write_synthetic_trace
@@ -161,3 +161,27 @@ def test_fragmentation_aware_policies_beat_random_on_the_synthetic_trace(synthet
     mean = {p: np.mean([r.result.unallocated_gpu_pct for r in records if r.result.policy == p])
             for p in ("random", "fgd", "accel")}
     assert mean["fgd"] < mean["random"] and mean["accel"] < mean["random"]
+
+
+@pytest.mark.parametrize("policy_name", ["fgd", "accel", "packing", "clustering", "dotprod"])
+def test_incremental_pick_matches_the_full_scan_every_step(synthetic: Path, policy_name: str) -> None:
+    pods = load_pods(pod_file(synthetic, "default"))
+    nodes = load_nodes(synthetic / NODE_FILE)
+    ri = build_run_input(pods, total_gpus=140, node_count=len(nodes), seed=3)
+    policy = make_policy(policy_name, [p.shape for p in pods])
+    cluster = ClusterState([n.shape for n in nodes], ri.node_priority)
+    cands: dict[PodShape, tuple[dict[int, bool], dict[int, tuple[float, tuple[int, ...]]], _Candidates]] = {}
+    placed = 0
+    for idx in ri.arrivals:
+        pod = ri.pods[idx].shape
+        policy.observe(pod)
+        full = _pick(cluster, policy, pod, {}, {})
+        version, cache = policy.version, cands.setdefault(pod, ({}, {}, _Candidates()))
+        if cache[2].version != version:
+            cache[1].clear()  # the runner drops scores when the policy's mix changes
+        fast = _pick_incremental(cluster, policy, pod, *cache)
+        assert fast == full
+        if full is not None:
+            cluster.place(full[0], pod, full[1])
+            placed += 1
+    assert 0 < placed < len(ri.arrivals)  # the trace fills the cluster and then overflows it
