@@ -39,7 +39,7 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
     decisions = decision_counts(outcomes)
     placed = [o for o in outcomes if o.node]
     bill: Chargeback = chargeback(outcomes)
-    samples = result.samples
+    samples = [s for s in result.samples if s.t_h <= result.options.day_hours]  # the day, not the drain after it
     peak = max(samples, key=lambda s: s.allocated_total) if samples else None
     out: dict[str, list[str]] = {}
     admitted = sum(n for (d, _), n in decisions.items() if d == ADMITTED)
@@ -62,7 +62,8 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
     )
     if samples and peak is not None:
         out["GPU allocation and fragmentation"] = [
-            f"- mean allocation {time_weighted_mean(samples, 'allocated_total'):.1f} of {samples[0].capacity_total:.1f} GPUs;"
+            f"- over the {result.options.day_hours:.0f} h day: mean allocation {time_weighted_mean(samples, 'allocated_total'):.1f}"
+            f" of {samples[0].capacity_total:.1f} schedulable GPUs;"
             f" peak {peak.allocated_total:.1f} at hour {peak.t_h:.2f}.",
             f"- mean free GPUs {time_weighted_mean(samples, 'free'):.1f}, of which fragmented (FGD, observed mix)"
             f" {time_weighted_mean(samples, 'fragmented'):.1f} ({time_weighted_mean(samples, 'fragmented_share'):.0%} of free).",

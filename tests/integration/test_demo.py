@@ -58,6 +58,13 @@ def test_every_placement_is_on_an_allowed_type_and_annotated_with_it(result: Dem
             assert o.node_type in o.profile_types, f"{o.name} ({o.profile}) on {o.node_type}"
 
 
+def test_every_placement_respects_the_team_allowed_types(result: DemoResult) -> None:
+    for o in result.outcomes:
+        team = result.parsed.policy.team(o.team)
+        if o.node and o.gpus and team is not None and team.allowed_types is not None:
+            assert o.placed_type in team.allowed_types, f"{o.name} ({o.team}, {o.profile}) ran on {o.placed_type}"
+
+
 def test_chargeback_adds_up(result: DemoResult) -> None:
     bill = chargeback(result.outcomes)
     assert bill.total > 0
