@@ -3,8 +3,10 @@
 Default: workload `default`, 10 seeds, all 7 policies, 2 worker processes (about a minute or two
 on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (about half an hour).
 Targets: fgd within 0.3 pp of published, baselines within 0.5 pp; accel below fgd on every
-workload and <= 4.3 % on default; one policy x seed on default <= 10 s. Ratios are against fgd
-(and the published means) measured in the same run.
+workload and <= 4.3 % on default (at least 10 % below fgd); one policy x seed on default <= 10 s,
+timed alone in this process after the matrix (the matrix's own per-run seconds are shown too but
+depend on what else the 2 cores are doing). Ratios are against fgd (and the published means)
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 import time
 
-from accel.sim.matrix import make_tasks, run_matrix
+from accel.sim.matrix import Task, make_tasks, run_matrix, run_task
 from accel.sim.policies import POLICY_NAMES
 from accel.sim.report import PUBLISHED_FILE, pods_per_second, read_published, render_table, summarise
 from cli.simulate import DEFAULT_TRACE_DIR
@@ -25,6 +27,16 @@ PUBLISHED_WORKLOADS = (
 )
 TOLERANCE_PP = {"fgd": 0.3}
 BASELINE_TOLERANCE_PP = 0.5
+
+
+def _speed() -> list[str]:
+    """Time one run of `default` (seed 42) per policy alone in this process; accel must take <= 10 s."""
+    secs = {}
+    for policy in ("fgd", "accel"):
+        secs[policy] = run_task(Task(str(DEFAULT_TRACE_DIR), "default", policy, 42)).result.seconds
+    print(f"speed, one run of default alone: accel {secs['accel']:.1f} s, fgd {secs['fgd']:.1f} s "
+          f"(accel/fgd time ratio {secs['accel'] / secs['fgd']:.2f}; target accel <= 10 s)")
+    return [f"speed accel: {secs['accel']:.1f} s per run on default > 10 s"] if secs["accel"] > 10 else []
 
 
 def main() -> int:
@@ -51,12 +63,10 @@ def main() -> int:
         print(f"accel/fgd unallocated ratio {workload}: {accel / fgd:.3f} ({accel:.2f} vs {fgd:.2f})")
         if accel >= fgd:
             failures.append(f"moonshot {workload}: accel {accel:.2f} >= fgd {fgd:.2f}")
-    if summary["default", "accel"][0] > 4.3:
-        failures.append(f"moonshot default: accel {summary['default', 'accel'][0]:.2f} > 4.3")
-    default_secs = {r.result.policy: r.result.seconds for r in records if r.workload == "default"}
-    for policy, secs in default_secs.items():
-        if secs > 10:
-            failures.append(f"speed {policy}: {secs:.1f} s per run on default > 10 s")
+    accel, fgd = summary["default", "accel"][0], summary["default", "fgd"][0]
+    if accel > 4.3 or accel > 0.9 * fgd:
+        failures.append(f"moonshot default: accel {accel:.2f} > min(4.3, 0.9 x fgd {fgd:.2f})")
+    failures += _speed()
     rates = pods_per_second(records)
     print("pods/s ratio vs fgd: " + ", ".join(f"{p} {rates[p] / rates['fgd']:.2f}" for p in rates))
     print(f"wall time {wall:.0f} s for {len(records)} runs with --jobs 2")
