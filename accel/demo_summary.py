@@ -57,6 +57,7 @@ class PodOutcome:
     cost_per_hour: Decimal | None = None
     started_h: float | None = None
     finished_h: float | None = None
+    waiting: str = ""  # admitted but never started: why its last scheduling attempt failed
 
     @property
     def placed_type(self) -> str:
@@ -109,6 +110,12 @@ def decision_counts(outcomes: Iterable[PodOutcome]) -> Counter[tuple[str, str]]:
 def placements_per_type(outcomes: Iterable[PodOutcome]) -> dict[str, int]:
     counts = Counter(o.placed_type for o in outcomes if o.node and o.gpus)
     return dict(sorted(counts.items()))
+
+
+def never_started(outcomes: Iterable[PodOutcome]) -> dict[tuple[str, str], int]:
+    """(profile, why) -> admitted GPU pods that never got a node."""
+    counts = Counter((o.profile or "-", o.waiting or "never scheduled") for o in outcomes if o.admitted and not o.node)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from accel.fragmentation import WorkloadHistogram
 from accel.inventory import Inventory, pod_gpu_equivalents, team_usage
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
 from accel.policy import ALL_TYPES, ParsedPolicy
-from cli.demo_scheduler import SchedulerCache, feasible_nodes, select_host
+from cli.demo_scheduler import SchedulerCache, feasible_nodes, select_host, unschedulable_message
 from cli.demo_servers import Servers
 from cli.state import CliError
 from kube.informer import ClusterWatcher
@@ -103,6 +103,7 @@ class _Record:
     cost_per_hour: Decimal | None = None
     started_h: float | None = None
     finished_h: float | None = None
+    waiting: str = ""  # why the last scheduling attempt failed
 
     def outcome(self, parsed: ParsedPolicy) -> PodOutcome:
         profile = parsed.policy.profile(self.profile) if self.profile else None
@@ -111,6 +112,7 @@ class _Record:
             admitted=self.admitted, reason=self.reason, message=self.message, node=self.node,
             accel_type=self.accel_type, node_type=self.node_type, profile_types=profile.types if profile else (), gpus=self.gpus,
             cost_per_hour=self.cost_per_hour, started_h=self.started_h, finished_h=self.finished_h,
+            waiting=self.waiting if self.node is None else "",
         )
 
 
@@ -324,12 +326,16 @@ class Driver:
         obj = self.cluster.get("pods", name, namespace)
         if obj is None:
             return False
-        candidates = feasible_nodes(obj, parse_pod(obj), await self._inventory())
+        view, inventory = parse_pod(obj), await self._inventory()
+        candidates = feasible_nodes(obj, view, inventory)
+        record = self.records[key]
         if not candidates:
+            record.waiting = unschedulable_message(obj, view, inventory)
             return False
         passed = await self._post("extender", "/filter", {"Pod": obj, "Nodes": None, "NodeNames": candidates})
         names = [n for n in passed.get("NodeNames") or [] if n in candidates]
         if passed.get("Error") or not names:
+            record.waiting = _extender_message(passed, len(candidates))
             return False
         node = names[0]
         if len(names) > 1:
@@ -339,9 +345,11 @@ class Driver:
         bound = await self._post("extender", "/bind", {"PodName": name, "PodNamespace": namespace,
                                                          "PodUID": obj["metadata"]["uid"], "Node": node})
         if bound.get("Error"):
+            record.waiting = f"bind failed: {bound['Error']}"
             return False
         self.pending.remove(key)
-        await self._started(self.records[key], node)
+        record.waiting = ""
+        await self._started(record, node)
         return True
 
     async def _started(self, record: _Record, node: str) -> None:
@@ -379,6 +387,15 @@ class Driver:
                 body = await resp.json()
             views[team.name] = [_profile_name(item) for item in body.get("profiles", [])]
         return views
+
+
+def _extender_message(reply: dict[str, Any], offered: int) -> str:
+    """The extender's filter answer as one line: its error, or its most common node reason."""
+    if reply.get("Error"):
+        return f"extender error: {reply['Error']}"
+    reasons = Counter({**(reply.get("FailedNodes") or {}), **(reply.get("FailedAndUnresolvableNodes") or {})}.values())
+    common = ", ".join(f"{n} {why}" for why, n in reasons.most_common(2))
+    return f"extender filtered all {offered} candidate node(s): {common or 'no reason given'}"
 
 
 def _profile_name(item: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from accel.demo_summary import (
     Chargeback,
     chargeback,
     decision_counts,
+    never_started,
     placements_per_type,
     preference_rates,
     time_weighted_mean,
@@ -54,6 +55,10 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
         ["decision", "reason", "pods"],
         [(d, r or "-", n) for (d, r), n in sorted(decisions.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1]))],
     )
+    stuck = never_started(outcomes)
+    if stuck:
+        out[f"Admitted but never started (deleted after {result.options.patience_h:g} h Pending)"] = _table(
+            ["profile", "pods", "last scheduling failure"], [(p, n, why) for (p, why), n in stuck.items()])
     out["Placements per accelerator type"] = _table(["type", "pods"], placements_per_type(outcomes).items())
     out["Preference hits (multi-type profiles)"] = _table(
         ["profile", "placed", "first choice", "fallback", "hit rate", "by type"],

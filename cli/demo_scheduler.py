@@ -98,20 +98,39 @@ def resources_fit(pod: PodView, node: NodeInventory) -> bool:
     return all(free.get(resource, 0) >= units for resource, units in pod.accelerators.items())
 
 
+def node_verdict(spec: Obj, pod: PodView, node: NodeInventory) -> str:
+    """"" when the node passes rules 1-4, else kube-scheduler's phrase for the first failing one."""
+    if not node.ready:
+        return "node(s) were not ready"
+    if node.cordoned:
+        return "node(s) were unschedulable"
+    tolerations = list(spec.get("tolerations") or ())
+    for taint in node.taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+            return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    if not affinity_allows(spec, node):
+        return "node(s) didn't match Pod's node affinity/selector"
+    if not resources_fit(pod, node):
+        return "node(s) had insufficient resources"
+    return ""
+
+
 def feasible_nodes(pod_obj: Obj, pod: PodView, inventory: Inventory) -> list[str]:
     """Names of the nodes passing rules 1-4, in inventory (name) order."""
     spec = pod_obj.get("spec") or {}
-    tolerations = list(spec.get("tolerations") or ())
-    out = []
+    return [node.name for node in inventory.nodes if not node_verdict(spec, pod, node)]
+
+
+def unschedulable_message(pod_obj: Obj, pod: PodView, inventory: Inventory) -> str:
+    """kube-scheduler's FailedScheduling summary: `0/18 nodes are available: 3 node(s) ...`."""
+    spec = pod_obj.get("spec") or {}
+    counts: dict[str, int] = {}
     for node in inventory.nodes:
-        if not node.schedulable:
-            continue
-        hard = [t for t in node.taints if t.get("effect") in ("NoSchedule", "NoExecute")]
-        if not all(tolerates(tolerations, t) for t in hard):
-            continue
-        if affinity_allows(spec, node) and resources_fit(pod, node):
-            out.append(node.name)
-    return out
+        verdict = node_verdict(spec, pod, node)
+        if verdict:
+            counts[verdict] = counts.get(verdict, 0) + 1
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"0/{len(inventory.nodes)} nodes are available: {parts}."
 
 
 def select_host(scores: Mapping[str, int], rng: random.Random) -> str:
