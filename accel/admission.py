@@ -33,7 +33,14 @@ from fractions import Fraction
 from typing import Any
 
 from accel import admission_messages as msg
-from accel.admission_context import AdmissionContext, gpu_equivalents, light_view, usd, wants_accelerators
+from accel.admission_context import (
+    AdmissionContext,
+    gpu_equivalents,
+    light_view,
+    shape_errors,
+    usd,
+    wants_accelerators,
+)
 from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
 from accel.inventory import QUOTA_TYPE_ANNOTATION
@@ -194,6 +201,8 @@ def mutate(
         return passthrough("excluded-namespace")
     if not wants_accelerators(pod):
         return passthrough("no-accelerator")
+    if errors := shape_errors(pod):
+        return deny(msg.malformed_pod(errors))
     metadata = pod.get("metadata") or {}
     team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
     resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.team, policy=ctx.policy, inventory=ctx.inventory)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
@@ -103,12 +103,14 @@ def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int
 
 def wants_accelerators(pod: Mapping[str, Any]) -> bool:
     """Fast check: a profile annotation or any accelerator resource in any container."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if PROFILE_ANNOTATION in annotations or ODH_PROFILE_ANNOTATION in annotations:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if isinstance(annotations, Mapping) and (PROFILE_ANNOTATION in annotations or ODH_PROFILE_ANNOTATION in annotations):
         return True
-    spec = pod.get("spec") or {}
+    spec = pod.get("spec")
     for list_name in CONTAINER_LISTS:
-        for container in spec.get(list_name) or ():
+        containers = spec.get(list_name) if isinstance(spec, Mapping) else None
+        for container in containers if isinstance(containers, list) else ():
             resources = container.get("resources") if isinstance(container, dict) else None
             if not isinstance(resources, dict):
                 continue
@@ -150,7 +152,55 @@ def gpu_equivalents(view: PodView, accel_type: str, profile: Profile | None, cat
 
 def usd(amount: Decimal | Fraction | float) -> str:
     """USD as a decimal string: at least 2 and at most 4 decimals (`6.20`, `0.2557`)."""
-    value = Decimal(amount.numerator) / Decimal(amount.denominator) if isinstance(amount, Fraction) else Decimal(str(amount))
-    text = str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+    with localcontext() as exact:
+        exact.prec = 80  # absurd GPU counts must still format, not raise
+        value = Decimal(amount.numerator) / Decimal(amount.denominator) if isinstance(amount, Fraction) else Decimal(str(amount))
+        text = str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
     whole, _, decimals = text.partition(".")
     return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"
+
+
+_MAPS = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),
+         ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"),
+         ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"))
+_LISTS = (("spec", "tolerations"), ("spec", "containers"), ("spec", "initContainers"),
+          ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"),
+          ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"))
+
+
+def _at(pod: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = pod
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def shape_errors(pod: Mapping[str, Any]) -> list[str]:
+    """Where a pod object does not have the shape of a v1 Pod in the fields admission reads.
+
+    The API server only sends decoded, typed pods; anything else is a malformed request, reported
+    with its field path instead of failing deep inside the planner.
+    """
+    errors = [".".join(p) + " must be an object" for p in _MAPS if _at(pod, p) is not None and not isinstance(_at(pod, p), Mapping)]
+    errors += [".".join(p) + " must be a list" for p in _LISTS if _at(pod, p) is not None and not isinstance(_at(pod, p), list)]
+    for path in _LISTS:
+        items = _at(pod, path)
+        if isinstance(items, list) and not all(isinstance(item, Mapping) for item in items):
+            errors.append(".".join(path) + " must hold objects")
+    terms = _at(pod, _LISTS[3])
+    for term in terms if isinstance(terms, list) else ():
+        exprs = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        if exprs is not None and not (isinstance(exprs, list) and all(isinstance(e, Mapping) for e in exprs)):
+            errors.append(".".join(_LISTS[3]) + "[].matchExpressions must be a list of objects")
+    for list_name in CONTAINER_LISTS:
+        for container in _at(pod, ("spec", list_name)) or ():
+            resources = container.get("resources") if isinstance(container, Mapping) else None
+            if resources is None:
+                continue
+            if not isinstance(resources, Mapping) or not all(
+                isinstance(resources.get(part) or {}, Mapping) for part in ("requests", "limits")
+            ):
+                errors.append(f"spec.{list_name}[].resources must map requests/limits to objects")
+    return errors

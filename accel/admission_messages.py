@@ -156,6 +156,10 @@ def ledger_unavailable(error: str) -> Finding:
     )
 
 
+def malformed_pod(errors: Sequence[str]) -> Finding:
+    return Finding("malformed-pod", f"the pod object is not a valid v1 Pod: {'; '.join(errors[:5])}", 400)
+
+
 def warning_text(message: str) -> str:
     """A finding as a client warning, kept under the API server's per-warning cut."""
     text = f"accel: {message}"

@@ -28,7 +28,7 @@ from typing import Any
 
 from accel import admission_messages as msg
 from accel.admission import Decision, deny, passthrough
-from accel.admission_context import AdmissionContext, light_view, wants_accelerators
+from accel.admission_context import AdmissionContext, light_view, shape_errors, wants_accelerators
 from accel.admission_messages import Finding
 from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
 from accel.pods import PodView
@@ -104,6 +104,8 @@ def plan_validation(
         return ValidationPlan(passthrough("excluded-namespace"))
     if not wants_accelerators(pod):
         return ValidationPlan(passthrough("no-accelerator"))
+    if errors := shape_errors(pod):
+        return ValidationPlan(deny(msg.malformed_pod(errors)))
     view = light_view(pod)
     findings, team, team_name, profile = _checks(view, namespace, ctx)
     profile_name = profile.name if profile else ""
