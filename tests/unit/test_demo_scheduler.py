@@ -12,7 +12,14 @@ from accel.catalog import load_builtin_catalog
 from accel.inventory import build_inventory
 from accel.pods import parse_pod
 from accel.policy import ParsedPolicy, Policy
-from cli.demo_scheduler import SchedulerCache, affinity_allows, feasible_nodes, select_host, tolerates
+from cli.demo_scheduler import (
+    SchedulerCache,
+    affinity_allows,
+    feasible_nodes,
+    select_host,
+    tolerates,
+    unschedulable_message,
+)
 from kube.fake import FakeCluster
 from kube.informer import ClusterWatcher
 from kube.testing import make_namespace, make_node, make_pod, until
@@ -119,3 +126,13 @@ def test_scheduler_cache_equals_build_inventory_after_changes() -> None:
         assert second.node("n2") is first.node("n2")  # untouched node not rebuilt
 
     asyncio.run(scenario())
+
+
+def test_unschedulable_message_counts_nodes_per_first_failing_filter() -> None:
+    nodes = [gpu_node("tainted"), gpu_node("full", taint=False, gpus=1), gpu_node("cordoned", taint=False, unschedulable=True)]
+    inventory = build_inventory(nodes, [], catalog=CATALOG)
+    pod = make_pod("p", requests={"nvidia.com/gpu": "2"})
+    assert unschedulable_message(pod, parse_pod(pod), inventory) == (
+        "0/3 nodes are available: 1 node(s) had insufficient resources, "
+        "1 node(s) had untolerated taint {nvidia.com/gpu: present}, 1 node(s) were unschedulable."
+    )

@@ -14,6 +14,7 @@ from accel.demo_summary import (
     PodOutcome,
     chargeback,
     decision_counts,
+    never_started,
     observe_shape,
     placements_per_type,
     preference_rates,
@@ -132,3 +133,12 @@ def test_pools_are_fragmented_only_for_pods_that_can_use_them() -> None:
     # neither is fragmented, although neither fits the other type's pods.
     assert sample.free == pytest.approx(11.0)
     assert sample.fragmented == pytest.approx(0.0)
+
+
+def test_never_started_groups_admitted_unplaced_pods_by_profile_and_reason() -> None:
+    stuck = [PodOutcome(name=n, team="nlp", kind="notebook", profile="notebook-shared", admitted=True, waiting=why)
+             for n, why in (("a", "taint"), ("b", "taint"), ("c", ""))]
+    assert never_started([*OUTCOMES[:4], *stuck, denied("x", "quota-exceeded")]) == {
+        ("notebook-shared", "taint"): 2,
+        ("notebook-shared", "never scheduled"): 1,
+    }
