@@ -195,7 +195,8 @@ def shape_errors(pod: Mapping[str, Any]) -> list[str]:
         if exprs is not None and not (isinstance(exprs, list) and all(isinstance(e, Mapping) for e in exprs)):
             errors.append(".".join(_LISTS[3]) + "[].matchExpressions must be a list of objects")
     for list_name in CONTAINER_LISTS:
-        for container in _at(pod, ("spec", list_name)) or ():
+        containers = _at(pod, ("spec", list_name))
+        for container in containers if isinstance(containers, list) else ():
             resources = container.get("resources") if isinstance(container, Mapping) else None
             if resources is None:
                 continue

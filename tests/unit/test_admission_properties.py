@@ -138,3 +138,27 @@ def test_handlers_never_answer_5xx(batch: list[bytes]) -> None:
         return codes
 
     assert all(code == 200 or 400 <= code < 500 for code in asyncio.run(run()))
+
+
+@st.composite
+def mangled_pods(draw: Any) -> dict[str, Any]:
+    """A GPU pod with one field the planner reads replaced by junk of any JSON type."""
+    pod = draw(pods())
+    pod["metadata"].setdefault("annotations", {})["accel.dev/profile"] = "a100-80gb"
+    target = draw(st.sampled_from([
+        ("metadata", "labels"), ("metadata", "annotations"), ("spec", "tolerations"), ("spec", "nodeSelector"),
+        ("spec", "affinity"), ("spec", "containers"), ("spec", "initContainers"), ("spec",), ("metadata",),
+    ]))
+    node = pod
+    for key in target[:-1]:
+        node = node[key]
+    node[target[-1]] = draw(junk)
+    return pod
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pod=mangled_pods())
+def test_mangled_pods_get_a_decision_never_an_exception(pod: dict[str, Any]) -> None:
+    decision = mutate(pod, namespace="nlp", ctx=CTX, reservation_id="r1")
+    assert decision.allowed or decision.finding is not None
+    plan_validation(pod, namespace="nlp", ctx=CTX, request_uid="v", now=0.0, dry_run=False)
