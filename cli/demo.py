@@ -69,7 +69,21 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
     for what, path in (("--policy", policy), ("--snapshot", snapshot)):
         if not path.exists():
             raise CliError(f"{what} {path} does not exist")
+    _check_policy(policy)
     return DemoOptions(pods=args.pods, seed=args.seed, policy_dir=policy, snapshot=snapshot)
+
+
+def _check_policy(path: Path) -> None:
+    """Fail now, with every error, rather than after the servers waited for a policy in force."""
+    from accel.catalog import load_builtin_catalog
+    from accel.policy import PolicyInvalid
+    from accel.policy_load import parse_policy
+    from cli.state import read_policy_files
+
+    try:
+        parse_policy(read_policy_files(path), load_builtin_catalog())
+    except PolicyInvalid as exc:
+        raise CliError(f"--policy {path} is invalid:\n  " + "\n  ".join(str(e) for e in exc.errors)) from exc
 
 
 async def run_demo(options: DemoOptions, *, progress: ProgressBar | None = None) -> DemoResult:
