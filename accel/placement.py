@@ -30,7 +30,7 @@ from itertools import compress
 import numpy as np
 
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
-from accel.extender_index import Classes, ClusterIndex, IntColumn, build_index
+from accel.extender_index import Classes, ClusterIndex, FloatColumn, IntColumn, build_index
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
@@ -44,6 +44,7 @@ from accel.scoring import (
     choose_assignment,
     fragmentation_raw,
     normalise,
+    normalise_array,
     pod_shape,
     preference_raw,
 )
@@ -105,7 +106,7 @@ def _present(ids: IntColumn) -> list[int]:
     return (np.flatnonzero(counts[1:])).tolist()
 
 
-def _lookup(values: dict[int, float], size: int) -> np.ndarray:
+def _lookup(values: dict[int, float], size: int) -> FloatColumn:
     """A float column indexed by id + 1 (slot 0 = UNKNOWN), 0.0 where `values` has no entry."""
     out = np.zeros(size + 1)
     if values:
@@ -113,7 +114,7 @@ def _lookup(values: dict[int, float], size: int) -> np.ndarray:
     return out
 
 
-def _round_clamp(raw: np.ndarray) -> IntColumn:
+def _round_clamp(raw: FloatColumn) -> IntColumn:
     """accel.scoring.clamp, vectorised: round half up, clamp to 0..MAX_EXTENDER_PRIORITY."""
     rounded = np.floor(raw + 0.5)
     return np.clip(rounded, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY).astype(np.intp)
@@ -288,28 +289,29 @@ class ExtenderCore:
 
     def _topo_parts(
         self, index: ClusterIndex, req: PodRequest, tids: list[int]
-    ) -> tuple[dict[int, float], dict[str, float]]:
-        """Weighted topology part per topology class, and per node for nodes hosting peers."""
+    ) -> tuple[FloatColumn, dict[str, float]]:
+        """Weighted topology part per topology class (column by tid + 1), and per node hosting peers.
+
+        Raw values of the classes and of the peer-hosting nodes are normalised together (rule 1
+        of accel.scoring), exactly as one `normalise` over both would.
+        """
+        column = np.zeros(len(self.classes.topo_rep) + 1)
         if req.job is None:
-            return {}, {}
+            return column, {}
         peer_tids, per_node = self._peers(index, req)
         levels, rdma = self.classes.topo_columns()
         peers_on = np.zeros(len(self.classes.level_ids) + 1)
         np.add.at(peers_on, levels[peer_tids].ravel() + 1, 1.0)
         peers_on[0] = 0.0  # unknown levels never match
         at = np.array(tids, dtype=np.intp)
-        raw_t = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids))
-        raw: dict[int | str, float] = dict(zip(tids, raw_t.tolist(), strict=True))
+        raw = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids))
         if per_node:
             hosts = np.array([index.topo_col[index.position[n]] for n in per_node], dtype=np.intp)
             same = np.array(list(per_node.values()), dtype=np.float64)
-            raw_n = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same)
-            raw.update(zip(per_node, raw_n.tolist(), strict=True))
-        weight = index.policy.settings.scoring.weights.topology
-        scaled = {k: weight * v for k, v in normalise(raw).items()}
-        by_tid = {k: v for k, v in scaled.items() if isinstance(k, int)}
-        by_node = {k: v for k, v in scaled.items() if isinstance(k, str)}
-        return by_tid, by_node
+            raw = np.concatenate([raw, raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same)])
+        scaled = index.policy.settings.scoring.weights.topology * normalise_array(raw)
+        column[at + 1] = scaled[: len(tids)]
+        return column, dict(zip(per_node, scaled[len(tids) :].tolist(), strict=True))
 
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
@@ -324,8 +326,8 @@ class ExtenderCore:
         total = w.preference + w.fragmentation + w.topology
         if total > 0 and len(names):
             class_part = _lookup(self._class_parts(index, req, _present(cids)), len(self.classes.class_rep))[cids + 1]
-            by_tid, by_node = self._topo_parts(index, req, _present(tids))
-            out = _round_clamp((class_part + _lookup(by_tid, len(self.classes.topo_rep))[tids + 1]) / total)
+            topo_column, by_node = self._topo_parts(index, req, _present(tids))
+            out = _round_clamp((class_part + topo_column[tids + 1]) / total)
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
                 own = np.full(len(index.names) + 1, np.nan)
                 own[[index.position[n] for n in by_node]] = list(by_node.values())

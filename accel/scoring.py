@@ -25,6 +25,9 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from accel.devices import DeviceError, NodeDevices, Pool
 from accel.fragmentation import MILLI, NodeShape, PodShape, TypicalMix, fragmentation_score, pod_fits
 
@@ -57,6 +60,17 @@ def normalise(raw: Mapping[K, float]) -> dict[K, float]:
         return {k: flat for k in raw}
     span = high - low
     return {k: MAX_EXTENDER_PRIORITY * (v - low) / span for k, v in raw.items()}
+
+
+def normalise_array(raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Rule 1 on an array, with the same float operations as `normalise` (equal bit for bit)."""
+    if not len(raw):
+        return raw.copy()
+    low, high = float(raw.min()), float(raw.max())
+    if high - low <= 1e-12:
+        return np.full(len(raw), float(MAX_EXTENDER_PRIORITY) if high > 0 else 0.0)
+    out: npt.NDArray[np.float64] = MAX_EXTENDER_PRIORITY * (raw - low) / (high - low)
+    return out
 
 
 def clamp(score: float) -> int:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -183,17 +185,17 @@ class PriorityRenderer:
 
     def __init__(self) -> None:
         self._names: tuple[str, ...] | None = None
-        self._flat: list[bytes] = []
+        self._flat: npt.NDArray[np.object_] = np.empty(0, dtype=object)
         self._by_name: dict[str, tuple[bytes, ...]] = {}
 
     def render(self, scores: Scores) -> bytes:
         if not scores.all_known:
             return render_priorities(scores.pairs())
         flat = self._fragments(scores.index_names)
-        at = (scores.positions * SCORE_SLOTS + scores.scores).tolist()
-        return b"[" + b",".join(map(flat.__getitem__, at)) + b"]"
+        parts: list[bytes] = flat[scores.positions * SCORE_SLOTS + scores.scores].tolist()
+        return b"[" + b",".join(parts) + b"]"
 
-    def _fragments(self, names: tuple[str, ...]) -> list[bytes]:
+    def _fragments(self, names: tuple[str, ...]) -> npt.NDArray[np.object_]:
         if names is self._names:
             return self._flat
         if names != self._names:
@@ -201,7 +203,9 @@ class PriorityRenderer:
             self._by_name = {
                 n: old.get(n) or tuple(host_fragment(n, s) for s in range(SCORE_SLOTS)) for n in names
             }
-            self._flat = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
+            flat = np.empty(len(names) * SCORE_SLOTS, dtype=object)
+            flat[:] = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
+            self._flat = flat
         self._names = names
         return self._flat
 
