@@ -160,10 +160,10 @@ def usd(amount: Decimal | Fraction | float) -> str:
     return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"
 
 
-_MAPS = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),
+_MAPS: tuple[tuple[str, ...], ...] = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),
          ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"),
          ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"))
-_LISTS = (("spec", "tolerations"), ("spec", "containers"), ("spec", "initContainers"),
+_LISTS: tuple[tuple[str, ...], ...] = (("spec", "tolerations"), ("spec", "containers"), ("spec", "initContainers"),
           ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"),
           ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"))
 
@@ -171,37 +171,45 @@ _LISTS = (("spec", "tolerations"), ("spec", "containers"), ("spec", "initContain
 def _at(pod: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = pod
     for key in path:
-        if not isinstance(node, Mapping):
+        if type(node) is not dict:
             return None
         node = node.get(key)
     return node
+
+
+def _objects(items: Any) -> bool:
+    return all(type(item) is dict for item in items)
 
 
 def shape_errors(pod: Mapping[str, Any]) -> list[str]:
     """Where a pod object does not have the shape of a v1 Pod in the fields admission reads.
 
     The API server only sends decoded, typed pods; anything else is a malformed request, reported
-    with its field path instead of failing deep inside the planner.
+    with its field path instead of failing deep inside the planner. (Exact `dict`/`list` checks:
+    the input is parsed JSON, and abstract-class checks would cost more than the whole planner.)
     """
-    errors = [".".join(p) + " must be an object" for p in _MAPS if _at(pod, p) is not None and not isinstance(_at(pod, p), Mapping)]
-    errors += [".".join(p) + " must be a list" for p in _LISTS if _at(pod, p) is not None and not isinstance(_at(pod, p), list)]
-    for path in _LISTS:
-        items = _at(pod, path)
-        if isinstance(items, list) and not all(isinstance(item, Mapping) for item in items):
-            errors.append(".".join(path) + " must hold objects")
+    errors: list[str] = []
+    for path in _MAPS:
+        value = _at(pod, path)
+        if value is not None and type(value) is not dict:
+            errors.append(".".join(path) + " must be an object")
+    for list_path in _LISTS:
+        items = _at(pod, list_path)
+        if items is not None and (type(items) is not list or not _objects(items)):
+            errors.append(".".join(list_path) + " must be a list of objects")
     terms = _at(pod, _LISTS[3])
-    for term in terms if isinstance(terms, list) else ():
-        exprs = term.get("matchExpressions") if isinstance(term, Mapping) else None
-        if exprs is not None and not (isinstance(exprs, list) and all(isinstance(e, Mapping) for e in exprs)):
+    for term in terms if type(terms) is list else ():
+        exprs = term.get("matchExpressions") if type(term) is dict else None
+        if exprs is not None and not (type(exprs) is list and _objects(exprs)):
             errors.append(".".join(_LISTS[3]) + "[].matchExpressions must be a list of objects")
     for list_name in CONTAINER_LISTS:
         containers = _at(pod, ("spec", list_name))
-        for container in containers if isinstance(containers, list) else ():
-            resources = container.get("resources") if isinstance(container, Mapping) else None
+        for container in containers if type(containers) is list else ():
+            resources = container.get("resources") if type(container) is dict else None
             if resources is None:
                 continue
-            if not isinstance(resources, Mapping) or not all(
-                isinstance(resources.get(part) or {}, Mapping) for part in ("requests", "limits")
+            if type(resources) is not dict or any(
+                resources.get(part) is not None and type(resources.get(part)) is not dict for part in ("requests", "limits")
             ):
                 errors.append(f"spec.{list_name}[].resources must map requests/limits to objects")
     return errors
