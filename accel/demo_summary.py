@@ -58,6 +58,8 @@ class PodOutcome:
     started_h: float | None = None
     finished_h: float | None = None
     waiting: str = ""  # admitted but never started: why its last scheduling attempt failed
+    job: str | None = None  # multi-node job id (`accel.dev/job`)
+    leaf: str | None = None  # network leaf (full path, `/`-joined) of the node it ran on
 
     @property
     def placed_type(self) -> str:
@@ -116,6 +118,26 @@ def never_started(outcomes: Iterable[PodOutcome]) -> dict[tuple[str, str], int]:
     """(profile, why) -> admitted GPU pods that never got a node."""
     counts = Counter((o.profile or "-", o.waiting or "never scheduled") for o in outcomes if o.admitted and not o.node)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlacement:
+    job: str
+    pods: int  # pods of the job that ran
+    leaves: tuple[str, ...]  # distinct leaves they ran on
+
+    @property
+    def one_leaf(self) -> bool:
+        return len(self.leaves) == 1
+
+
+def job_placements(outcomes: Iterable[PodOutcome]) -> list[JobPlacement]:
+    """Multi-node jobs with 2+ pods that ran: how many leaves they were spread over."""
+    leaves: dict[str, list[str]] = defaultdict(list)
+    for o in outcomes:
+        if o.job and o.node:
+            leaves[o.job].append(o.leaf or "?")
+    return [JobPlacement(job, len(found), tuple(sorted(set(found)))) for job, found in sorted(leaves.items()) if len(found) > 1]
 
 
 @dataclass(frozen=True, slots=True)

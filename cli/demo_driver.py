@@ -104,6 +104,7 @@ class _Record:
     started_h: float | None = None
     finished_h: float | None = None
     waiting: str = ""  # why the last scheduling attempt failed
+    leaf: str | None = None
 
     def outcome(self, parsed: ParsedPolicy) -> PodOutcome:
         profile = parsed.policy.profile(self.profile) if self.profile else None
@@ -112,7 +113,7 @@ class _Record:
             admitted=self.admitted, reason=self.reason, message=self.message, node=self.node,
             accel_type=self.accel_type, node_type=self.node_type, profile_types=profile.types if profile else (), gpus=self.gpus,
             cost_per_hour=self.cost_per_hour, started_h=self.started_h, finished_h=self.finished_h,
-            waiting=self.waiting if self.node is None else "",
+            waiting=self.waiting if self.node is None else "", job=self.pod.job, leaf=self.leaf,
         )
 
 
@@ -362,6 +363,8 @@ class Driver:
         node_inv = inventory.node(node)
         record.node, record.started_h = node, self.now_h
         record.node_type = node_inv.accelerator_type if node_inv else None
+        path = node_inv.accelerators.topology.path("leaf") if node_inv else ()
+        record.leaf = "/".join(p for p in path if p) if path and path[-1] else None
         record.accel_type = annotations.get(TYPE_ANNOTATION)
         record.gpus = pod_gpu_equivalents(view, inventory, self.parsed.catalog, self.parsed.policy) if view.wants_accelerators else Fraction(0)
         record.cost_per_hour = _decimal(annotations.get(COST_ANNOTATION))

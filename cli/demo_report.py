@@ -15,6 +15,7 @@ from accel.demo_summary import (
     Chargeback,
     chargeback,
     decision_counts,
+    job_placements,
     never_started,
     placements_per_type,
     preference_rates,
@@ -65,6 +66,13 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
         [(p, r.placed, r.hits, r.fallbacks, f"{r.hit_rate:.0%}", ", ".join(f"{t}: {n}" for t, n in sorted(r.by_type.items())))
          for p, r in preference_rates(outcomes).items()],
     )
+    jobs = job_placements(outcomes)
+    if jobs:
+        together = sum(1 for j in jobs if j.one_leaf)
+        out["Multi-node jobs (topology co-location)"] = [
+            f"- {together} of {len(jobs)} multi-node jobs ran with all their pods on one network leaf.", "",
+            *_table(["job", "pods", "leaves"], [(j.job, j.pods, ", ".join(j.leaves)) for j in jobs]),
+        ]
     if samples and peak is not None:
         out["GPU allocation and fragmentation"] = [
             f"- over the {result.options.day_hours:.0f} h day: mean allocation {time_weighted_mean(samples, 'allocated_total'):.1f}"

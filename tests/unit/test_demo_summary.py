@@ -14,6 +14,7 @@ from accel.demo_summary import (
     PodOutcome,
     chargeback,
     decision_counts,
+    job_placements,
     never_started,
     observe_shape,
     placements_per_type,
@@ -142,3 +143,16 @@ def test_never_started_groups_admitted_unplaced_pods_by_profile_and_reason() -> 
         ("notebook-shared", "taint"): 2,
         ("notebook-shared", "never scheduled"): 1,
     }
+
+
+def test_job_placements_count_leaves_of_jobs_with_two_or_more_running_pods() -> None:
+    def member(name: str, job: str, leaf: str | None, node: str | None = "n") -> PodOutcome:
+        return PodOutcome(name=name, team="nlp", kind="gang", profile="large-any", admitted=True, node=node, job=job, leaf=leaf)
+
+    jobs = job_placements([member("a0", "a", "s1/l1"), member("a1", "a", "s1/l1"),
+                           member("b0", "b", "s1/l1"), member("b1", "b", "s2/l2"), member("b2", "b", None),
+                           member("c0", "c", "s1/l1"), member("c1", "c", None, node=None)])
+    assert [(j.job, j.pods, j.leaves, j.one_leaf) for j in jobs] == [
+        ("a", 2, ("s1/l1",), True),
+        ("b", 3, ("?", "s1/l1", "s2/l2"), False),
+    ]
