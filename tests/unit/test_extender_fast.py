@@ -17,7 +17,8 @@ import pytest
 from accel.inventory import Inventory
 from accel.placement import BindRefused, ClusterIndex, ExtenderCore
 from accel.pods import parse_pod
-from extender.wire import PriorityRenderer, render_priorities
+from extender.wire import PriorityRenderer, parse_args, parse_args_json, render_priorities
+from serving.body import BadRequest, parse_json_object
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 from tests.unit.extender_reference import reference_filter, reference_prioritize
 
@@ -199,3 +200,40 @@ def test_cached_reply_bytes_follow_generation_and_node_list_changes() -> None:
     )
     body = orjson.loads(reply(3, grown, ["n6", "n0"]))  # a node added: fragments re-gathered
     assert [h["Host"] for h in body] == ["n6", "n0"]
+
+
+# ---- request parsing ---------------------------------------------------------------------------
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"{", id="not-json"),
+        pytest.param(b"[1]", id="not-an-object"),
+        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": ["a", "b"]}), id="names"),
+        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": ["a", 1]}), id="names-not-strings"),
+        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": _deep(70)}), id="names-nested-too-deep"),
+        pytest.param(orjson.dumps({"Pod": {"a": _deep(70)}, "NodeNames": ["a"]}), id="pod-nested-too-deep"),
+        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": ["a"], "x": _deep(70)}), id="extra-key-too-deep"),
+        pytest.param(orjson.dumps({"Pod": {"a": _deep(60)}, "NodeNames": ["a"]}), id="pod-deep-but-allowed"),
+        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": None, "node_names": _deep(70)}), id="field-name-deep"),
+        pytest.param(orjson.dumps({"Pod": {}, "Nodes": {"items": [{"a": _deep(70)}]}}), id="nodes-too-deep"),
+        pytest.param(orjson.dumps({"Pod": {}, "Nodes": None, "NodeNames": None}), id="no-node-form"),
+    ],
+)
+def test_parse_args_json_answers_like_the_generic_reader(raw: bytes) -> None:
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(raw).model_dump()
+        except BadRequest as exc:
+            return ("400", exc.reason)
+
+    assert outcome(parse_args_json) == outcome(lambda body: parse_args(parse_json_object(body)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from accel.devices import NodeDevices, Pool
@@ -16,10 +19,19 @@ from accel.scoring import (
     fragmentation_raw,
     node_shape,
     normalise,
+    normalise_array,
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import closeness, job_key, topology_raw
+from accel.topology_score import (
+    closeness,
+    group_peers,
+    job_key,
+    paths,
+    raw_by_level_counts,
+    raw_from_groups,
+    topology_raw,
+)
 
 LARGE_ANY = ("nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb")
 
@@ -150,3 +162,61 @@ def test_whole_gpu_pod_gets_lowest_free_devices() -> None:
     node = NodeDevices("n", "a", {"nvidia.com/gpu": Pool("nvidia.com/gpu", (1, 1, 1, 1), (1, 0, 0, 0))})
     req = ShapedRequest(resource="nvidia.com/gpu", units=2, cpu_milli=0, types=("a",))
     assert choose_assignment(node, {"nvidia.com/gpu": 2}, req, TypicalMix(())) == {"nvidia.com/gpu": (1, 2)}
+
+
+# ---- vectorised forms: equal bit for bit to the scalar rules -----------------------------------
+
+
+def _random_topology(rng: random.Random) -> Topology:
+    def pick(*values: str | None) -> str | None:
+        return rng.choice(values)
+
+    return Topology(
+        region=pick("r1", None),
+        zone=pick("z1", "z2", None),
+        spine=pick("s1", "s2", None),
+        leaf=pick("l1", "l2", None),
+        rdma=rng.random() < 0.5,
+    )
+
+
+@pytest.mark.parametrize("seed", range(30), ids=lambda s: f"seed-{s}")
+def test_raw_by_level_counts_equals_raw_from_groups(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = [_random_topology(rng) for _ in range(rng.randint(1, 12))]
+    peers = [rng.choice(nodes) for _ in range(rng.randint(0, 10))]
+    level_ids: dict[tuple[str | None, ...], int] = {}
+
+    def level(path: tuple[str | None, ...]) -> int:
+        return -1 if path[-1] is None else level_ids.setdefault(path, len(level_ids))
+
+    levels = np.array([[level(p) for p in paths(t)] for t in nodes], dtype=np.intp).reshape(len(nodes), 3)
+    peer_levels = [[level(p) for p in paths(t)] for t in peers]
+    peers_on = np.zeros(len(level_ids) + 1)
+    for row in peer_levels:
+        for lid in row:
+            peers_on[lid + 1] += lid >= 0
+    groups = group_peers([("", t) for t in peers])
+    same = np.array([rng.randint(0, 2) if peers else 0 for _ in nodes], dtype=np.float64)
+    rdma = np.array([t.rdma for t in nodes])
+    plain = raw_by_level_counts(levels, rdma, peers_on, len(peers)).tolist()
+    with_same = raw_by_level_counts(levels, rdma, peers_on, len(peers), same).tolist()
+    for i, topo in enumerate(nodes):
+        assert plain[i] == raw_from_groups(paths(topo), topo.rdma, groups, in_job=True)
+        expected = raw_from_groups(paths(topo), topo.rdma, groups, same_node=int(same[i]), in_job=True)
+        assert with_same[i] == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param([2.0, 4.0, 3.0], id="min-max"),
+        pytest.param([7.0, 7.0], id="zero-range-positive"),
+        pytest.param([0.0, 0.0], id="zero-range-zero"),
+        pytest.param([], id="empty"),
+        pytest.param([0.1, 0.7, 1e-13 + 0.1, 9.3], id="awkward-floats"),
+    ],
+)
+def test_normalise_array_equals_normalise(raw: list[float]) -> None:
+    expected = normalise(dict(enumerate(raw)))
+    assert normalise_array(np.array(raw, dtype=np.float64)).tolist() == [expected[i] for i in range(len(raw))]
