@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
-import numpy.typing as npt
 
+from accel.columns import BoolColumn, IntColumn
 from accel.devices import NodeDevices, build_node_devices
 from accel.inventory import Inventory, NodeInventory
 from accel.pods import PodView
@@ -39,9 +39,6 @@ CLASS_LIMIT = 50_000
 RECENT_LISTS = 8
 UNKNOWN = -1
 
-IntColumn = npt.NDArray[np.intp]
-BoolColumn = npt.NDArray[np.bool_]
-FloatColumn = npt.NDArray[np.float64]
 TopoKey = tuple[Paths, bool]
 
 

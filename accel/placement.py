@@ -29,16 +29,15 @@ from itertools import compress
 
 import numpy as np
 
+from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_clamp
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
-from accel.extender_index import Classes, ClusterIndex, FloatColumn, IntColumn, build_index
+from accel.extender_index import Classes, ClusterIndex, build_index
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import Policy
 from accel.scoring import (
-    MAX_EXTENDER_PRIORITY,
-    MIN_EXTENDER_PRIORITY,
     ShapedRequest,
     Strategy,
     choose_assignment,
@@ -96,28 +95,6 @@ class BindPlan:
 
 class BindRefused(Exception):
     """The bind cannot be done as asked; the message says why (sent back as `Error`)."""
-
-
-def _present(ids: IntColumn) -> list[int]:
-    """The distinct ids in a class/topology column, without the UNKNOWN sentinel (-1)."""
-    if not len(ids):
-        return []
-    counts = np.bincount(ids + 1)
-    return (np.flatnonzero(counts[1:])).tolist()
-
-
-def _lookup(values: dict[int, float], size: int) -> FloatColumn:
-    """A float column indexed by id + 1 (slot 0 = UNKNOWN), 0.0 where `values` has no entry."""
-    out = np.zeros(size + 1)
-    if values:
-        out[np.fromiter(values, dtype=np.intp, count=len(values)) + 1] = list(values.values())
-    return out
-
-
-def _round_clamp(raw: FloatColumn) -> IntColumn:
-    """accel.scoring.clamp, vectorised: round half up, clamp to 0..MAX_EXTENDER_PRIORITY."""
-    rounded = np.floor(raw + 0.5)
-    return np.clip(rounded, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY).astype(np.intp)
 
 
 class ExtenderCore:
@@ -222,7 +199,7 @@ class ExtenderCore:
         """Which candidates pass, and why the others fail (accel.filtering rules), in request order."""
         self._memo_room()
         _, cids, _ = self._columns(index, names)
-        verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in _present(cids)}
+        verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
         kind_of = np.full(len(self.classes.class_rep) + 1, FAILED, dtype=np.int8)  # slot 0: unknown
         for cid, verdict in verdicts.items():
             kind_of[cid + 1] = OK if verdict.ok else UNRESOLVABLE if verdict.unresolvable else FAILED
@@ -325,15 +302,15 @@ class ExtenderCore:
         w = index.policy.settings.scoring.weights
         total = w.preference + w.fragmentation + w.topology
         if total > 0 and len(names):
-            class_part = _lookup(self._class_parts(index, req, _present(cids)), len(self.classes.class_rep))[cids + 1]
-            topo_column, by_node = self._topo_parts(index, req, _present(tids))
-            out = _round_clamp((class_part + topo_column[tids + 1]) / total)
+            class_part = id_column(self._class_parts(index, req, present_ids(cids)), len(self.classes.class_rep))[cids + 1]
+            topo_column, by_node = self._topo_parts(index, req, present_ids(tids))
+            out = round_clamp((class_part + topo_column[tids + 1]) / total)
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
                 own = np.full(len(index.names) + 1, np.nan)
                 own[[index.position[n] for n in by_node]] = list(by_node.values())
                 mine = own[pos]
                 near = ~np.isnan(mine)
-                out[near] = _round_clamp((class_part[near] + mine[near]) / total)
+                out[near] = round_clamp((class_part[near] + mine[near]) / total)
             out[cids < 0] = 0
         return Scores(names, pos, out, index.names)
 

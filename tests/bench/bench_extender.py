@@ -33,8 +33,8 @@ from serving.metrics import Metrics
 from tests.unit.extender_builders import gpu_node, gpu_pod, sample_policy
 
 SIZES = (1000, 5000)
-REQUESTS = 300
-WARMUP = 30
+REQUESTS = 1000
+WARMUP = 50
 REBUILDS = 5
 TYPES = ("nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200-141gb")
 
