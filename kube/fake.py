@@ -62,12 +62,16 @@ class FakeCluster:
         *,
         controller_namespace: str = DEFAULT_CONTROLLER_NAMESPACE,
         history_limit: int = 10_000,
+        call_log_limit: int = 10_000,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.controller_namespace = controller_namespace
-        self.events: list[JsonObject] = []  # every Event recorded, in order
-        self.calls: list[tuple[str, str]] = []  # (operation, kind) of every Protocol call that got through
+        self.events: deque[JsonObject] = deque(maxlen=call_log_limit)  # Events recorded, oldest dropped first
+        # (operation, kind) of the latest Protocol calls that got through, oldest dropped first:
+        # `accel serve --snapshot` and the demo run on this fake for hours, so nothing here may grow
+        # without bound.
+        self.calls: deque[tuple[str, str]] = deque(maxlen=call_log_limit)
         self._history_limit = history_limit
         self._sleep = sleep
         self._now = now

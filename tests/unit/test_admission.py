@@ -108,7 +108,7 @@ async def test_fast_path_does_no_ledger_io(pod: dict[str, Any]) -> None:
     adm = await admitter(store)
     request = parse_review(review(pod)).request
     assert (await adm.mutate(request)).allowed and (await adm.validate(request)).allowed
-    assert store.calls == []
+    assert not store.calls
 
 
 async def test_warn_mode_never_writes_the_ledger() -> None:

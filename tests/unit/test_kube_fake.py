@@ -156,7 +156,7 @@ async def test_faults_unreachable_and_fail_next() -> None:
         with pytest.raises(Unreachable):
             await call
     await cluster.record(make_node("n"), "R", "m")  # best effort: swallowed
-    assert cluster.events == []
+    assert list(cluster.events) == []
 
 
 async def test_bookmark_carries_current_version() -> None:
