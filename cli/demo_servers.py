@@ -55,16 +55,6 @@ def make_certificates(cert_dir: Path) -> bytes:
     return ca.cert_pem
 
 
-def exact_views(state: ClusterState) -> None:
-    """Rebuild the inventory on every change instead of at most every 0.2 s.
-
-    The demo changes the cluster between requests a few milliseconds apart; with the production
-    debounce, which node a pod lands on would depend on wall-clock timing and runs would not
-    reproduce. `build_state` has no parameter for it, hence the attribute.
-    """
-    state._min_rebuild = 0.0  # see docstring; ask: expose min_rebuild_interval_s in build_state
-
-
 async def _wait_ready(session: aiohttp.ClientSession, urls: dict[str, str]) -> None:
     """Poll every `/readyz` until 200, with a deadline (these are real servers)."""
     deadline = time.monotonic() + READY_DEADLINE_S
@@ -118,8 +108,9 @@ async def run_servers(*, policy_dir: Path, snapshot: Path, workdir: Path, namesp
     try:
         for component in COMPONENTS:
             metrics = Metrics()
-            state = build_state(deps, namespace=namespace, policy_files=files, metrics=metrics, app_name=component)
-            exact_views(state)
+            # Rebuild on every change, not at most every 0.2 s: the demo changes the cluster a few
+            # milliseconds apart, and with the production debounce runs would not reproduce.
+            state = build_state(deps, namespace=namespace, policy_files=files, metrics=metrics, app_name=component, min_rebuild_interval_s=0.0)
             app = make_component_app(component, state, deps, metrics)
             task, port = await _start(component, app, cert_dir, stop)
             tasks.append(task)

@@ -83,9 +83,27 @@ async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
     return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close)
 
 
-def build_state(deps: ClusterDeps, *, namespace: str, policy_files: dict[str, str] | None, metrics: Metrics, app_name: str) -> ClusterState:
+def build_state(
+    deps: ClusterDeps,
+    *,
+    namespace: str,
+    policy_files: dict[str, str] | None,
+    metrics: Metrics,
+    app_name: str,
+    min_rebuild_interval_s: float = 0.2,
+) -> ClusterState:
+    """Watches + last good policy for one server; `min_rebuild_interval_s=0` rebuilds on every change
+    (the demo uses it so a run is reproducible event by event)."""
     watcher = ClusterWatcher(deps.source, controller_namespace=namespace)
-    state = ClusterState(catalog=load_builtin_catalog(), namespace=namespace, watcher=watcher, fixed_policy=policy_files, metrics=metrics, app_name=app_name)
+    state = ClusterState(
+        catalog=load_builtin_catalog(),
+        namespace=namespace,
+        watcher=watcher,
+        fixed_policy=policy_files,
+        metrics=metrics,
+        app_name=app_name,
+        min_rebuild_interval_s=min_rebuild_interval_s,
+    )
     if policy_files is None:
         state.policy_source = PolicySource(watcher.policy, state.on_policy, events=deps.events)
     return state

@@ -39,8 +39,7 @@ def cluster() -> FakeCluster:
 
 async def test_view_follows_the_watch_and_policy_from_the_configmap(cluster: FakeCluster) -> None:
     cluster.apply(make_configmap("accel-policy", NS, POLICY))
-    state = build_state(deps(cluster), namespace=NS, policy_files=None, metrics=Metrics(), app_name="test")
-    state._min_rebuild = 0.0
+    state = build_state(deps(cluster), namespace=NS, policy_files=None, metrics=Metrics(), app_name="test", min_rebuild_interval_s=0.0)
     task = asyncio.create_task(state.run())
     try:
         await until(lambda: state.ready()[0])
