@@ -1,9 +1,11 @@
 """The scheduler extender app: POST /filter, /prioritize, /bind (nodeCacheCapable first).
 
-Handlers are adapters: parse (400 on malformed args), call `accel.placement.ExtenderCore`,
-render. Decisions that cannot be made (state not ready, internal failure, bind conflict) answer
-HTTP 200 with `Error` set, which kube-scheduler treats as a failed attempt and retries
-(protocols.md 1.3, 1.7). `accel_extender_requests_total{verb,result}` is recorded once per
+Handlers are adapters: parse (400 on malformed args; `wire.parse_args_json`, which skips the
+depth walk over a validated NodeNames list), call `accel.placement.ExtenderCore`, render (the
+prioritize reply is joined from per-node fragments cached by `wire.PriorityRenderer`).
+Decisions that cannot be made (state not ready, internal failure, bind conflict) answer HTTP 200
+with `Error` set, which kube-scheduler treats as a failed attempt and retries (protocols.md 1.3,
+1.7). `accel_extender_requests_total{verb,result}` is recorded once per
 request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
 Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
