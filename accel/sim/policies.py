@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from accel.fragmentation import (
     MAX_SPEC_GPU_MILLI,
     MILLI,
+    ClusterContext,
     NodeShape,
     PodShape,
     TypicalMix,
@@ -137,12 +138,16 @@ class AccelPolicy(Policy):
     The compiled mix is refreshed after 1, 2, 4, ... observations (doubling), then every
     `refresh_every`. A refresh empties the score caches, so refreshing geometrically keeps early
     learning fast while the run stays cheap: about a dozen refreshes for 8k pods instead of 32.
+    `context` is the cluster's static GPU inventory (models and counts), which any scheduler knows;
+    it is not workload knowledge.
     """
 
     name = "accel"
 
-    def __init__(self, *, half_life: float = 4000.0, refresh_every: int = 2048) -> None:
+    def __init__(self, *, half_life: float = 4000.0, refresh_every: int = 2048,
+                 context: ClusterContext | None = None) -> None:
         self.histogram = WorkloadHistogram(half_life=half_life)
+        self.context = context
         self.refresh_every = refresh_every
         self.mix = TypicalMix(())
         self._next_refresh = 1
@@ -156,21 +161,23 @@ class AccelPolicy(Policy):
             self._next_refresh += step
 
     def score(self, state: NodeState, pod: PodShape) -> tuple[float, tuple[int, ...]]:
-        return fragmentation_score(state.shape, pod, self.mix)
+        return fragmentation_score(state.shape, pod, self.mix, context=self.context)
 
 
-def make_policy(name: str, all_pods: Iterable[PodShape]) -> Policy:
-    """A fresh policy by name (see POLICY_NAMES); `all_pods` is only used by `fgd`."""
+def make_policy(name: str, all_pods: Iterable[PodShape], nodes: Iterable[NodeShape] = ()) -> Policy:
+    """A fresh policy by name (see POLICY_NAMES); `all_pods` is only used by `fgd`, `nodes` (the
+    cluster inventory) only by `accel`."""
     simple: dict[str, type[Policy]] = {
         "random": RandomPolicy,
         "dotprod": DotProdPolicy,
         "clustering": ClusteringPolicy,
         "packing": PackingPolicy,
         "bestfit": BestFitPolicy,
-        "accel": AccelPolicy,
     }
     if name == "fgd":
         return FgdPolicy(all_pods)
+    if name == "accel":
+        return AccelPolicy(context=ClusterContext.from_nodes(nodes))
     if name not in simple:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICY_NAMES)}")
     return simple[name]()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from accel.fragmentation import (
+    ClusterContext,
     NodeShape,
     PodShape,
     TypicalMix,
@@ -184,3 +185,31 @@ def test_vectorised_fragmentation_equals_the_rule_term_by_term() -> None:
         cpu, gpu_type = rng.randrange(0, 6000), rng.choice("AB")
         expected = math.fsum(p * _shape_frag(free, cpu, gpu_type, m) for m, p in typical)
         assert mix.fragmentation(gpu_type, free, cpu) == expected
+
+
+def test_cluster_context_shares_gpu_devices_by_model() -> None:
+    nodes = [NodeShape("A", (1000,) * 8, 1), NodeShape("B", (0, 500), 1), NodeShape("C", (), 1)]
+    assert ClusterContext.from_nodes(nodes).gpu_share == (("A", 0.8), ("B", 0.2))
+    assert ClusterContext.from_nodes([]).gpu_share == ()
+
+
+def test_type_pressure_is_constrained_demand_over_capacity_share_capped_at_one() -> None:
+    only_b = PodShape(cpu_milli=1000, gpu_milli=1000, gpu_count=1, gpu_types=frozenset({"B"}))
+    a_or_b = PodShape(cpu_milli=1000, gpu_milli=1000, gpu_count=2, gpu_types=frozenset({"A", "B"}))
+    mix = TypicalMix(((WHOLE, 0.5), (only_b, 0.25), (a_or_b, 0.25)))
+    # GPU demand: WHOLE 500, only_b 250, a_or_b 500 (split 250/250) -> A 0.2, B 0.4 of 1250
+    assert mix.type_demand == pytest.approx({"A": 0.2, "B": 0.4})
+    context = ClusterContext((("A", 0.9), ("B", 0.1)))
+    assert mix.type_pressure(context) == pytest.approx({"A": 0.2 / 0.9, "B": 1.0})
+
+
+def test_scarcity_term_keeps_scarce_models_for_constrained_pods() -> None:
+    only_b = PodShape(cpu_milli=1000, gpu_milli=1000, gpu_count=1, gpu_types=frozenset({"B"}))
+    mix = TypicalMix(((WHOLE, 0.5), (only_b, 0.5)))
+    context = ClusterContext((("A", 0.9), ("B", 0.1)))  # B: pressure min(1, 0.5 / 0.1) = 1
+    node_a = NodeShape(gpu_type="A", free_milli=(1000, 1000), cpu_left_milli=64000)
+    node_b = NodeShape(gpu_type="B", free_milli=(1000, 1000), cpu_left_milli=64000)
+    plain_a, plain_b = (fragmentation_score(n, WHOLE, mix)[0] for n in (node_a, node_b))
+    aware_a, aware_b = (fragmentation_score(n, WHOLE, mix, context=context)[0] for n in (node_a, node_b))
+    # A: pressure 0 (no pod needs A) -> unchanged; B: -0.3 * 1000 milli -> lower score
+    assert aware_a == plain_a and aware_b < plain_b
