@@ -17,6 +17,8 @@ Rules:
 3. Position `len(names)` of every column is a sentinel for "not in this index" (class id -1).
 4. The positions of the last RECENT_LISTS candidate lists are remembered (compared by value) and
    carried to the next generation while the node list is unchanged (positions are the same).
+   Filter also remembers the list it passed: kube-scheduler sends prioritize exactly those nodes
+   when no other filter removed any.
 """
 
 from __future__ import annotations
@@ -149,15 +151,28 @@ class ClusterIndex:
         last RECENT_LISTS answers are kept: a repeat costs one string comparison per name
         instead of one hash and dict lookup per name (rule 4).
         """
-        for seen, found in self.recent:
+        found = self._recall(names, count)
+        if found is None:
+            found = np.fromiter(map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count)
+            self.remember(list(names), found)
+        return found
+
+    def _recall(self, names: Sequence[str], count: int) -> IntColumn | None:
+        """The remembered positions of an equal list, moved to the front (least recently used goes)."""
+        for i, (seen, found) in enumerate(self.recent):
             cheap_match = len(seen) == count and (not count or (seen[0] == names[0] and seen[-1] == names[-1]))
             if cheap_match and seen == names:
+                if i:
+                    self.recent.insert(0, self.recent.pop(i))
                 return found
-        found = np.fromiter(map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count)
-        found.flags.writeable = False
-        self.recent.insert(0, (list(names), found))
-        del self.recent[RECENT_LISTS:]
-        return found
+        return None
+
+    def remember(self, names: list[str], positions: IntColumn) -> None:
+        """Record the positions of a list the scheduler is likely to send next (rule 4)."""
+        if self._recall(names, len(names)) is None:
+            positions.flags.writeable = False
+            self.recent.insert(0, (names, positions))
+            del self.recent[RECENT_LISTS:]
 
 
 def _record(

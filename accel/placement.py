@@ -198,7 +198,7 @@ class ExtenderCore:
     def filter(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
         """Which candidates pass, and why the others fail (accel.filtering rules), in request order."""
         self._memo_room()
-        _, cids, _ = self._columns(index, names)
+        pos, cids, _ = self._columns(index, names)
         verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
         kind_of = np.full(len(self.classes.class_rep) + 1, FAILED, dtype=np.int8)  # slot 0: unknown
         for cid, verdict in verdicts.items():
@@ -206,6 +206,8 @@ class ExtenderCore:
         kinds = kind_of[cids + 1]
         passing = kinds == OK
         passed = list(compress(names, passing.tolist()))
+        if passed and len(passed) < len(names):
+            index.remember(passed, pos[passing])  # prioritize likely gets exactly these
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         if len(passed) == len(names):
@@ -280,14 +282,13 @@ class ExtenderCore:
         peers_on = np.zeros(len(self.classes.level_ids) + 1)
         np.add.at(peers_on, levels[peer_tids].ravel() + 1, 1.0)
         peers_on[0] = 0.0  # unknown levels never match
-        at = np.array(tids, dtype=np.intp)
-        raw = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids))
-        if per_node:
-            hosts = np.array([index.topo_col[index.position[n]] for n in per_node], dtype=np.intp)
-            same = np.array(list(per_node.values()), dtype=np.float64)
-            raw = np.concatenate([raw, raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same)])
+        hosts = [int(index.topo_col[index.position[n]]) for n in per_node]
+        at = np.array(tids + hosts, dtype=np.intp)  # topology classes, then peer-hosting nodes
+        same = np.zeros(len(at))
+        same[len(tids) :] = list(per_node.values())
+        raw = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids), same if per_node else None)
         scaled = index.policy.settings.scoring.weights.topology * normalise_array(raw)
-        column[at + 1] = scaled[: len(tids)]
+        column[at[: len(tids)] + 1] = scaled[: len(tids)]
         return column, dict(zip(per_node, scaled[len(tids) :].tolist(), strict=True))
 
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> Scores:
