@@ -18,6 +18,16 @@ Rules of `mutate`:
 4. Every GPU pod with a team gets `accel.dev/reservation` (the mutating request's uid): the id the
    quota ledger uses to match a reservation to the pod in the watch.
 5. A second pass over the mutated pod yields no ops (every step is "make it so", never "append").
+6. Generic profiles (`accelerators: []`; accel.admission_generic): for an unknown team, or a team
+   with neither `allowedTypes` nor a per-type quota (only "*" or nothing), the pod stays exactly a
+   plain GPU request (AC-011). Otherwise it is narrowed to candidate types: the types present on
+   cluster nodes (never `unknown`: unlabeled GPUs cannot be matched by node affinity, so a
+   restricted team never lands on them) whose catalog resourceName is the device the pod asks for,
+   filtered by `allowedTypes`, ordered by free units (most first, then name); no candidate is a
+   denial. Then exactly rule 3 over the candidates: with a per-type quota on any candidate, one
+   quota type (annotations, affinity, price); else required affinity over all candidates,
+   preferred in that order, priced as the first. Validation charges the pod to that type and
+   denies a generic pod of a restricted team that lacks the narrowing (bypassed mutation).
 
 Modes (settings.mode): `enforce` denies; `warn` admits with the denial as a warning, still
 mutates, and never writes the ledger; `dry-run` admits everything, sends no patch, and records the
@@ -41,6 +51,7 @@ from accel.admission_context import (
     usd,
     wants_accelerators,
 )
+from accel.admission_generic import generic_candidates, is_restricted, no_candidates
 from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
 from accel.inventory import QUOTA_TYPE_ANNOTATION
@@ -223,8 +234,14 @@ def mutate(
     rename_resources(builder, target)
     ensure_limits(builder, target)
     add_default_count(builder, target, profile.gpus.default)
+    narrowed = not profile.types and is_restricted(team.team)
+    if narrowed and team.team is not None:
+        resources = light_view(builder.document).accelerators
+        types = generic_candidates(resources, team.team, ctx)
+        if not types:
+            return deny(no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
     quota_type = None
-    if team.team is not None and len(types) > 1 and has_type_quota(team.team, types):
+    if team.team is not None and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
         quota_type = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now)
         types = (quota_type,)
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)

@@ -44,6 +44,7 @@ class AdmissionContext:
     usage: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
     visible: frozenset[str] = frozenset()
     free_units: Mapping[str, int] = field(default_factory=dict)
+    present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     excluded: frozenset[str] = frozenset()
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -80,10 +81,12 @@ class AdmissionContext:
 
 
 def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0) -> AdmissionContext:
-    """Walk the inventory once: usage per team, visible reservation ids, free units per type."""
+    """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type."""
     policy, catalog = parsed.policy, parsed.catalog
     free: dict[str, int] = defaultdict(int)
+    present: set[str] = set()
     for node in inventory.nodes:
+        present.update(node.accelerators.types)
         accel_type = catalog.get(node.accelerator_type or "")
         if node.schedulable and accel_type is not None:
             free[accel_type.name] += node.free.get(accel_type.resource_name, 0)
@@ -97,6 +100,7 @@ def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int
         usage=team_usage(inventory, catalog=catalog, policy=policy),
         visible=visible,
         free_units=dict(free),
+        present_types=tuple(t for t in catalog.names() if t in present),
         excluded=frozenset(policy.settings.excluded_namespaces),
     )
 

@@ -116,6 +116,34 @@ def types_not_allowed(team: str, profile: str, types: Sequence[str], allowed: Se
     )
 
 
+def no_generic_candidates(team: str, profile: str, resources: Sequence[str], allowed: Sequence[str] | None) -> Finding:
+    """A generic profile for a restricted team with no node type it may use (admission rule 6)."""
+    allowed_text = f"allowed types: {', '.join(allowed) or 'none'}" if allowed is not None else "any type"
+    return Finding(
+        "no-allowed-type",
+        f'profile "{profile}" asks for any GPU ({", ".join(resources) or "none"}), but no node in the cluster has a '
+        f'type team "{team}" may use for it ({allowed_text}); GPUs of type "unknown" cannot be targeted by node '
+        "affinity, so a team with allowedTypes or a per-type quota never runs on them; pick a profile with a "
+        "specific type, or ask an admin to label the GPU nodes (GPU operator) or extend the team's allowedTypes",
+    )
+
+
+def not_narrowed(team: str, profile: str, why: str) -> Finding:
+    """A generic pod of a restricted team that validation sees without the mutating webhook's narrowing."""
+    return Finding(
+        "not-narrowed",
+        f'pod with generic profile "{profile}" of team "{team}" was not narrowed to the team\'s GPU types by the '
+        f"mutating webhook ({why}); the mutation was skipped or undone: recreate the pod, and check that "
+        "no other webhook rewrites accel's node affinity or annotations",
+        400,
+    )
+
+
+def job_split(job: str, earlier: str, chosen: str, why: str) -> str:
+    """Warning: a multi-node job's pod is charged to another type than the job's earlier pods."""
+    return warning_text(f'job "{job}" is split across types: earlier pods use {earlier}, this one {chosen} ({why})')
+
+
 def too_many_gpus(requested: int, limit: int, source: str) -> Finding:
     return Finding(
         "too-many-gpus",

@@ -9,7 +9,9 @@ Split in two so the quota step can run inside the ledger's compare-and-swap loop
 Rules:
 1. Same pass-through as mutation (excluded namespace, no accelerator and no profile).
 2. Required pod labels (settings.requiredPodLabels), then the team (namespace label; the pod
-   label must agree), then the profile and whether the team may use it and any of its types.
+   label must agree), then the profile and whether the team may use it and any of its types; a
+   generic-profile pod of a restricted team must carry the narrowing of accel.admission rule 6
+   (accel.admission_generic rule 4), else it is denied as a bypassed mutation.
 3. Size: units asked (effective request, accel.pods) <= profile `gpus.max` and <= settings
    `maxGpusPerPod`.
 4. Quota per team per type and "*" (accel.quota). The charged type is what the inventory will
@@ -29,6 +31,7 @@ from typing import Any
 from accel import admission_messages as msg
 from accel.admission import Decision, deny, passthrough
 from accel.admission_context import AdmissionContext, light_view, shape_errors, wants_accelerators
+from accel.admission_generic import is_restricted, narrowing_finding
 from accel.admission_messages import Finding
 from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
 from accel.pods import PodView
@@ -64,7 +67,9 @@ class ValidationPlan:
     profile: Profile | None = None
 
 
-def _checks(view: PodView, namespace: str, ctx: AdmissionContext) -> tuple[list[Finding], Team | None, str, Profile | None]:
+def _checks(
+    pod: Mapping[str, Any], view: PodView, namespace: str, ctx: AdmissionContext
+) -> tuple[list[Finding], Team | None, str, Profile | None]:
     policy = ctx.policy
     findings: list[Finding] = []
     required = policy.settings.required_pod_labels
@@ -82,6 +87,9 @@ def _checks(view: PodView, namespace: str, ctx: AdmissionContext) -> tuple[list[
             findings.append(msg.profile_not_allowed(team.team.name, profile.name, allowed))
         if profile.types and not allowed_types(profile, team.team):
             findings.append(msg.types_not_allowed(team.team.name, profile.name, profile.types, team.team.allowed_types or ()))
+        if not profile.types and is_restricted(team.team):
+            narrowing = narrowing_finding(pod, view, profile=profile, team=team.team, ctx=ctx)
+            findings += [narrowing] if narrowing else []
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
         findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
     cap = policy.settings.max_gpus_per_pod
@@ -107,7 +115,7 @@ def plan_validation(
     if errors := shape_errors(pod):
         return ValidationPlan(deny(msg.malformed_pod(errors)))
     view = light_view(pod)
-    findings, team, team_name, profile = _checks(view, namespace, ctx)
+    findings, team, team_name, profile = _checks(pod, view, namespace, ctx)
     profile_name = profile.name if profile else ""
     if findings:
         first = findings[0]

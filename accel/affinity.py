@@ -122,7 +122,8 @@ def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, 
     return TypeSelector(expressions, preferred, {k: frozenset(v) for k, v in values.items()})
 
 
-def _restricts(term: Mapping[str, Any], selector: TypeSelector) -> bool:
+def restricts(term: Mapping[str, Any], selector: TypeSelector) -> bool:
+    """Rule 2: the term holds an `In` on one of the selector's keys with values inside the selector's."""
     for expr in term.get("matchExpressions") or ():
         allowed = selector.values_by_key.get(expr.get("key"))
         values = expr.get("values") or ()
@@ -166,7 +167,7 @@ def plan_affinity(spec: Mapping[str, Any], selector: TypeSelector) -> AffinityPl
     conflicts: list[str] = []
     satisfiable = 0
     for term in terms:
-        if _restricts(term, selector):
+        if restricts(term, selector):
             out.append(dict(term))
             reason = next(
                 (r for k, v in selector.values_by_key.items() if (r := _contradicts({}, k, v, node_selector))), None
