@@ -227,6 +227,10 @@ def _deep(levels: int) -> Any:
         pytest.param(orjson.dumps({"Pod": {}, "NodeNames": None, "node_names": _deep(70)}), id="field-name-deep"),
         pytest.param(orjson.dumps({"Pod": {}, "Nodes": {"items": [{"a": _deep(70)}]}}), id="nodes-too-deep"),
         pytest.param(orjson.dumps({"Pod": {}, "Nodes": None, "NodeNames": None}), id="no-node-form"),
+        pytest.param(orjson.dumps({"Pod": [], "NodeNames": ["a"]}), id="pod-not-an-object"),
+        pytest.param(orjson.dumps({"Pod": {"x": 1}, "NodeNames": []}), id="no-names"),
+        pytest.param(orjson.dumps({"pod": {}, "node_names": ["a"]}), id="field-names-not-aliases"),
+        pytest.param(orjson.dumps({"Pod": {}, "Nodes": {"items": []}, "NodeNames": ["a"]}), id="both-forms"),
     ],
 )
 def test_parse_args_json_answers_like_the_generic_reader(raw: bytes) -> None:
