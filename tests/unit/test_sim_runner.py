@@ -12,6 +12,7 @@ from accel.sim.cluster import TAG_SHARE, TAG_WHOLE, ClusterState, NodeState
 from accel.sim.matrix import make_tasks, run_matrix
 from accel.sim.policies import (
     POLICY_NAMES,
+    AccelPolicy,
     BestFitPolicy,
     ClusteringPolicy,
     DotProdPolicy,
@@ -185,3 +186,23 @@ def test_incremental_pick_matches_the_full_scan_every_step(synthetic: Path, poli
             cluster.place(full[0], pod, full[1])
             placed += 1
     assert 0 < placed < len(ri.arrivals)  # the trace fills the cluster and then overflows it
+
+
+def test_accel_refreshes_its_learned_mix_geometrically_then_every_refresh_every() -> None:
+    policy = AccelPolicy(refresh_every=4)
+    refreshed_at = []
+    for seen in range(1, 21):
+        before = policy.version
+        policy.observe(SHARE if seen % 2 else WHOLE1)
+        if policy.version != before:
+            refreshed_at.append(seen)
+    assert refreshed_at == [1, 2, 4, 8, 12, 16, 20]
+    assert {shape for shape, _ in policy.mix.typical} == {SHARE, WHOLE1}
+
+
+def test_make_policy_gives_accel_the_cluster_inventory_only() -> None:
+    nodes = [NodeShape("A", (1000,) * 6, 8000, 1000), NodeShape("B", (1000,) * 2, 8000, 1000)]
+    policy = make_policy("accel", [SHARE], nodes)
+    assert isinstance(policy, AccelPolicy) and policy.context is not None
+    assert policy.context.gpu_share == (("A", 0.75), ("B", 0.25))
+    assert policy.histogram.observations == 0  # no advance knowledge of the workload
