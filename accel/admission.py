@@ -28,6 +28,9 @@ Rules of `mutate`:
    quota type (annotations, affinity, price); else required affinity over all candidates,
    preferred in that order, priced as the first. Validation charges the pod to that type and
    denies a generic pod of a restricted team that lacks the narrowing (bypassed mutation).
+7. Jobs (accel.admission_jobs): in rule 3, pods of one job (namespace + first JOB_LABELS label)
+   are charged to the type the job already uses (watch, else ledger) while it has quota room;
+   otherwise the normal choice, with a warning that the job is split across types.
 
 Modes (settings.mode): `enforce` denies; `warn` admits with the denial as a warning, still
 mutates, and never writes the ledger; `dry-run` admits everything, sends no patch, and records the
@@ -52,6 +55,7 @@ from accel.admission_context import (
     wants_accelerators,
 )
 from accel.admission_generic import generic_candidates, is_restricted, no_candidates
+from accel.admission_jobs import job_of, job_type
 from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
 from accel.inventory import QUOTA_TYPE_ANNOTATION
@@ -59,7 +63,14 @@ from accel.patches import Op, PatchBuilder
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy import Mode, Profile, Team
 from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
-from accel.quota import RESERVATION_ANNOTATION, Ledger, choose_quota_type, has_type_quota, team_usage_now
+from accel.quota import (
+    RESERVATION_ANNOTATION,
+    Ledger,
+    check_quota,
+    choose_quota_type,
+    has_type_quota,
+    team_usage_now,
+)
 from accel.resources_rename import add_default_count, ensure_limits, rename_resources, target_resource
 
 TEAM_ANNOTATION = "accel.dev/team"
@@ -132,17 +143,27 @@ def _price(profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> D
 
 
 def _quota_type(
-    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger, now: float
-) -> str:
-    """Rule 3: the single type this pod is charged to (kept when a first pass already chose)."""
+    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger,
+    now: float, namespace: str,
+) -> tuple[str, str | None]:
+    """Rules 3 and 7: the single type this pod is charged to (kept when a first pass already chose)
+    and, when it splits the pod's job across types, the warning saying so."""
     current = (builder.get(["metadata", "annotations"]) or {}).get(QUOTA_TYPE_ANNOTATION)
     if current in types:
-        return str(current)
+        return str(current), None
     view = light_view(builder.document)
     amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
     usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
+    job = job_of(namespace, view.labels)
+    earlier = job_type(job, ctx.job_types, ledger, now=now) if job else None
+    if earlier in amounts and not check_quota(team, earlier, amounts[earlier], usage):
+        return str(earlier), None
     units = sum(view.accelerators.values())
-    return choose_quota_type(team, types, amounts, usage, free_units=ctx.free_units, units=units)
+    chosen = choose_quota_type(team, types, amounts, usage, free_units=ctx.free_units, units=units)
+    if job is None or earlier is None or earlier == chosen:
+        return chosen, None
+    why = f"no {earlier} quota left" if earlier in amounts else f"{earlier} is not allowed for this pod"
+    return chosen, msg.job_split(job[1], earlier, chosen, why)
 
 
 def _apply_affinity(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
@@ -240,9 +261,11 @@ def mutate(
         types = generic_candidates(resources, team.team, ctx)
         if not types:
             return deny(no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
-    quota_type = None
+    quota_type: str | None = None
+    warnings: tuple[str, ...] = ()
     if team.team is not None and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
-        quota_type = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now)
+        quota_type, split = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now, namespace)
+        warnings += (split,) if split else ()
         types = (quota_type,)
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
     if finding:
@@ -250,4 +273,5 @@ def mutate(
     _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
     audit = {"quota-type": quota_type} if quota_type else {}
     reason = "mutated" if builder else "unchanged"
-    return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document, audit=audit)
+    return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document,
+                    warnings=warnings, audit=audit)

@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
+from accel.admission_jobs import job_types
 from accel.affinity import AffinityError, TypeSelector, build_selector
 from accel.catalog import Catalog
 from accel.inventory import Inventory, team_usage
@@ -29,6 +30,7 @@ from accel.pods import (
 from accel.policy import ParsedPolicy, Policy, Profile, Sharing
 from accel.quantity import parse_count
 from accel.quota import RESERVATION_ANNOTATION
+from accel.topology_score import JobKey
 from accel.usage import unit_fraction
 
 CONTAINER_LISTS = ("containers", "initContainers")
@@ -45,6 +47,7 @@ class AdmissionContext:
     visible: frozenset[str] = frozenset()
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
+    job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission_jobs rule 2 (watch)
     excluded: frozenset[str] = frozenset()
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -101,6 +104,7 @@ def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int
         visible=visible,
         free_units=dict(free),
         present_types=tuple(t for t in catalog.names() if t in present),
+        job_types=job_types(inventory),
         excluded=frozenset(policy.settings.excluded_namespaces),
     )
 

@@ -17,7 +17,8 @@ Rules:
 4. Quota per team per type and "*" (accel.quota). The charged type is what the inventory will
    count for the pod (`accel.inventory.pod_accelerator_type`), the amount its GPU-equivalents, so
    admission and usage never disagree. `dryRun` requests, warn and dry-run modes evaluate without
-   reserving (`commit=False`).
+   reserving (`commit=False`). The reservation records the pod's job (accel.admission_jobs), so
+   later pods of the job find its type before the watch shows this one.
 5. All failed checks of step 2-3 are reported together; the first one names the reason code.
 """
 
@@ -32,6 +33,7 @@ from accel import admission_messages as msg
 from accel.admission import Decision, deny, passthrough
 from accel.admission_context import AdmissionContext, light_view, shape_errors, wants_accelerators
 from accel.admission_generic import is_restricted, narrowing_finding
+from accel.admission_jobs import job_of
 from accel.admission_messages import Finding
 from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
 from accel.pods import PodView
@@ -137,6 +139,7 @@ def plan_validation(
         namespace=namespace,
         created=now,
         expires=now + ttl,
+        job=job[1] if (job := job_of(namespace, view.labels)) else "",
     )
     commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
     return ValidationPlan(allowed, QuotaRequest(reservation, team, commit), profile)

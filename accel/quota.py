@@ -50,9 +50,10 @@ class Reservation:
     created: float = 0.0
     expires: float = 0.0
     replica: str = ""
+    job: str = ""  # the pod's job label value (accel.admission_jobs), "" = none
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "team": self.team,
             "type": self.type,
             "amount": str(self.amount),
@@ -61,6 +62,9 @@ class Reservation:
             "expires": self.expires,
             "replica": self.replica,
         }
+        if self.job:
+            data["job"] = self.job
+        return data
 
     @classmethod
     def from_json(cls, rid: str, data: Mapping[str, Any]) -> Reservation:
@@ -73,6 +77,7 @@ class Reservation:
             created=float(data.get("created", 0.0)),
             expires=float(data.get("expires", 0.0)),
             replica=str(data.get("replica", "")),
+            job=str(data.get("job", "")),  # absent in documents written before jobs were recorded
         )
 
 

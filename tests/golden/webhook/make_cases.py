@@ -168,6 +168,8 @@ def cases() -> dict[str, Case]:
         mk("too-many-gpus-for-profile-denied", p(profile="a100-80gb", gpus="9")),
         mk("multi-type-falls-back-to-next-type-with-room", p(profile="large-any", gpus="8"),
            {"pods": [_bound("h200-1", 8, profile="premium-h200", i=0), _bound("h200-1", 8, profile="premium-h200", i=1)]}),
+        mk("pytorchjob-worker-follows-its-jobs-type", pytorchjob_pod(),
+           {"pods": [_bound("h100-1", 8, profile="large-any", labels={"training.kubeflow.org/job-name": "llama"})]}),
         mk("multi-type-star-quota-preferred-affinity", p(profile="large-any", gpus="8"), {"teams": STAR_ONLY_TEAM}),
         mk("amd-profile-renames-to-amd-resource", p(profile="amd-mi300x", namespace="research", gpus="4")),
         mk("namespace-without-team-denied", p(namespace="unlabelled", labels={"team": ""})),
