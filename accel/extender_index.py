@@ -15,7 +15,7 @@ Rules:
    A pod event therefore costs O(nodes) cheap comparisons plus the rebuild of one or two nodes,
    not O(nodes) device models.
 3. Position `len(names)` of every column is a sentinel for "not in this index" (class id -1).
-4. The positions of the last RECENT_LISTS candidate lists are remembered (compared by value) and
+4. The positions of the last RECENT_LISTS candidate lists are remembered (keyed by value) and
    carried to the next generation while the node list is unchanged (positions are the same).
    Filter also remembers the list it passed: kube-scheduler sends prioritize exactly those nodes
    when no other filter removed any.
@@ -23,12 +23,13 @@ Rules:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
+import orjson
 
 from accel.columns import BoolColumn, IntColumn
 from accel.devices import NodeDevices, build_node_devices
@@ -130,7 +131,7 @@ class ClusterIndex:
     known_types: tuple[str, ...] = ()
     slots_of: dict[str, int] = field(default_factory=dict)
     rebuilt_nodes: int = 0  # how many nodes this generation had to rebuild (rule 2), for benchmarks
-    recent: list[tuple[list[str], IntColumn]] = field(default_factory=list)  # rule 4
+    recent: OrderedDict[bytes, IntColumn] = field(default_factory=OrderedDict)  # rule 4
 
     @property
     def nodes(self) -> dict[str, NodeInventory]:
@@ -147,32 +148,34 @@ class ClusterIndex:
     def positions(self, names: Sequence[str], count: int) -> IntColumn:
         """Position of each name (read-only); unknown names get the sentinel position len(self.names).
 
-        kube-scheduler sends the same node list again and again (its snapshot order), so the
-        last RECENT_LISTS answers are kept: a repeat costs one string comparison per name
-        instead of one hash and dict lookup per name (rule 4).
+        kube-scheduler sends the same node lists again and again (its snapshot order), so the
+        answers for the last RECENT_LISTS lists are kept, keyed by the list's JSON encoding (one
+        C-speed encode and hash instead of one hash and dict lookup per name; rule 4).
         """
-        found = self._recall(names, count)
-        if found is None:
-            found = np.fromiter(map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count)
-            self.remember(list(names), found)
+        key = list_key(names)
+        if key is not None and (found := self.recent.get(key)) is not None:
+            self.recent.move_to_end(key)
+            return found
+        found = np.fromiter(map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count)
+        if key is not None:
+            self.remember(key, found)
         return found
 
-    def _recall(self, names: Sequence[str], count: int) -> IntColumn | None:
-        """The remembered positions of an equal list, moved to the front (least recently used goes)."""
-        for i, (seen, found) in enumerate(self.recent):
-            cheap_match = len(seen) == count and (not count or (seen[0] == names[0] and seen[-1] == names[-1]))
-            if cheap_match and seen == names:
-                if i:
-                    self.recent.insert(0, self.recent.pop(i))
-                return found
-        return None
+    def remember(self, key: bytes, positions: IntColumn) -> None:
+        """Record the positions of a list (by `list_key`) the scheduler is likely to send (rule 4)."""
+        positions.flags.writeable = False
+        self.recent[key] = positions
+        self.recent.move_to_end(key)
+        while len(self.recent) > RECENT_LISTS:
+            self.recent.popitem(last=False)
 
-    def remember(self, names: list[str], positions: IntColumn) -> None:
-        """Record the positions of a list the scheduler is likely to send next (rule 4)."""
-        if self._recall(names, len(names)) is None:
-            positions.flags.writeable = False
-            self.recent.insert(0, (names, positions))
-            del self.recent[RECENT_LISTS:]
+
+def list_key(names: Sequence[str]) -> bytes | None:
+    """The JSON encoding of a list of names (equal lists, equal keys); None if it has no such form."""
+    try:
+        return orjson.dumps(names if isinstance(names, list) else list(names))
+    except TypeError:
+        return None
 
 
 def _record(
@@ -219,7 +222,7 @@ def build_index(
         records[node.name], changed = _record(classes, node, pods, old.get(node.name))
         rebuilt += changed
     names = tuple(records)
-    recent: list[tuple[list[str], IntColumn]] = []
+    recent: OrderedDict[bytes, IntColumn] = OrderedDict()
     if previous is not None and previous.names == names:
         names, position, recent = previous.names, previous.position, previous.recent
     else:

@@ -31,7 +31,7 @@ import numpy as np
 
 from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_clamp
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
-from accel.extender_index import Classes, ClusterIndex, build_index
+from accel.extender_index import Classes, ClusterIndex, build_index, list_key
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
@@ -206,8 +206,8 @@ class ExtenderCore:
         kinds = kind_of[cids + 1]
         passing = kinds == OK
         passed = list(compress(names, passing.tolist()))
-        if passed and len(passed) < len(names):
-            index.remember(passed, pos[passing])  # prioritize likely gets exactly these
+        if passed and len(passed) < len(names) and (key := list_key(passed)) is not None:
+            index.remember(key, pos[passing])  # prioritize likely gets exactly these
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         if len(passed) == len(names):
