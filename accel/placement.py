@@ -248,10 +248,11 @@ class ExtenderCore:
         placed += [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
         tids: list[int] = []  # one entry per peer
         per_node: dict[str, int] = {}
+        records = index.records
         for name in placed:
-            at = index.position.get(name)
-            if at is not None:
-                tids.append(int(index.topo_col[at]))
+            rec = records.get(name)
+            if rec is not None:
+                tids.append(rec.tid)
                 per_node[name] = per_node.get(name, 0) + 1
         return tids, per_node
 
@@ -279,10 +280,10 @@ class ExtenderCore:
             return column, {}
         peer_tids, per_node = self._peers(index, req)
         levels, rdma = self.classes.topo_columns()
-        peers_on = np.zeros(len(self.classes.level_ids) + 1)
-        np.add.at(peers_on, levels[peer_tids].ravel() + 1, 1.0)
+        size = len(self.classes.level_ids) + 1
+        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=size).astype(np.float64)
         peers_on[0] = 0.0  # unknown levels never match
-        hosts = [int(index.topo_col[index.position[n]]) for n in per_node]
+        hosts = [index.records[n].tid for n in per_node]
         at = np.array(tids + hosts, dtype=np.intp)  # topology classes, then peer-hosting nodes
         same = np.zeros(len(at))
         same[len(tids) :] = list(per_node.values())

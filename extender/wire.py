@@ -7,8 +7,8 @@ names as aliases. Replies always carry every key, and the node list the schedule
 
 Rendering of the two large replies (filter, prioritize) goes straight to orjson from plain
 dicts keyed by these aliases: building 5000 pydantic objects per request would cost more than
-the decision itself. The prioritize reply is a bytes join of per-node fragments rendered once per
-node list (`PriorityRenderer`). Tests validate every rendered body against the models below.
+the decision itself. The prioritize reply is gathered from per-node fragments rendered once per
+node list (`PriorityRenderer`; padded with JSON whitespace, so equal as JSON, not byte for byte). Tests validate every rendered body against the models below.
 
 Parsing (`parse_args_json`) applies serving.body's rules (non-empty, valid JSON, an object, at
 most MAX_JSON_DEPTH levels) with the same messages, but does not walk a `NodeNames` list of plain
@@ -32,6 +32,7 @@ from accel.scoring import MAX_EXTENDER_PRIORITY
 from serving.body import MAX_JSON_DEPTH, BadRequest, json_depth_exceeds
 
 SCORE_SLOTS = MAX_EXTENDER_PRIORITY + 1
+MAX_ROW_BYTES = 96  # padded prioritize rows up to this width (names up to ~60 characters)
 
 
 class _Wire(BaseModel):
@@ -192,40 +193,57 @@ def host_fragment(host: str, score: int) -> bytes:
 
 
 class PriorityRenderer:
-    """Renders `Scores` as a HostPriorityList by joining cached per-node fragments.
+    """Renders `Scores` as a HostPriorityList from fragments rendered once per node list.
 
-    For every node of the index the SCORE_SLOTS possible fragments are rendered once and kept flat
-    at `position * SCORE_SLOTS + score`; they are re-gathered only when the index's node list
-    changes (a node added or removed), reusing the fragments of names seen before. A reply is then
-    one vectorised index computation, one gather and one bytes join. Replies that name a node the
-    index does not know fall back to render_priorities.
+    For every node of the index the SCORE_SLOTS possible `,{"Host":..,"Score":s}` fragments are
+    rendered once, when the index's node list changes (a node added or removed; fragments of
+    names seen before are reused), and kept at row `position * SCORE_SLOTS + score`. Rows are
+    padded with spaces to one width (JSON whitespace, which every decoder skips), so a reply is
+    one vectorised gather of rows and one copy: no per-node Python work at all. When the longest
+    name would make rows wider than MAX_ROW_BYTES, rows are joined unpadded instead (exact
+    `render_priorities` bytes). Replies naming a node the index does not know use
+    render_priorities.
     """
 
     def __init__(self) -> None:
         self._names: tuple[str, ...] | None = None
-        self._flat: npt.NDArray[np.object_] = np.empty(0, dtype=object)
         self._by_name: dict[str, tuple[bytes, ...]] = {}
+        self._rows: npt.NDArray[np.uint8] | None = None  # padded rows, or None: use _flat
+        self._flat: npt.NDArray[np.object_] = np.empty(0, dtype=object)
 
     def render(self, scores: Scores) -> bytes:
         if not scores.all_known:
             return render_priorities(scores.pairs())
-        flat = self._fragments(scores.index_names)
-        parts: list[bytes] = flat[scores.positions * SCORE_SLOTS + scores.scores].tolist()
-        return b"[" + b",".join(parts) + b"]"
+        self._prepare(scores.index_names)
+        at = scores.positions * SCORE_SLOTS + scores.scores
+        if self._rows is not None:
+            rows: bytes = self._rows[at].tobytes()
+            return b"[" + rows[1:] + b"]"  # [1:] drops the first row's comma
+        parts: list[bytes] = self._flat[at].tolist()
+        return b"[" + b"".join(parts)[1:] + b"]"
 
-    def _fragments(self, names: tuple[str, ...]) -> npt.NDArray[np.object_]:
+    def _prepare(self, names: tuple[str, ...]) -> None:
         if names is self._names:
-            return self._flat
+            return
         if names != self._names:
             old = self._by_name
             self._by_name = {
-                n: old.get(n) or tuple(host_fragment(n, s) for s in range(SCORE_SLOTS)) for n in names
+                n: old.get(n) or tuple(b"," + host_fragment(n, s) for s in range(SCORE_SLOTS)) for n in names
             }
-            flat = np.empty(len(names) * SCORE_SLOTS, dtype=object)
-            flat[:] = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
-            self._flat = flat
+            fragments = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
+            width = max(map(len, fragments), default=1)
+            self._rows = _padded_rows(fragments, width) if width <= MAX_ROW_BYTES else None
+            self._flat = np.empty(len(fragments), dtype=object)
+            self._flat[:] = fragments
         self._names = names
-        return self._flat
+
+
+def _padded_rows(fragments: list[bytes], width: int) -> npt.NDArray[np.uint8]:
+    """One row of `width` bytes per fragment, right-padded with spaces."""
+    buffer = bytearray(b" " * (len(fragments) * width))
+    for i, fragment in enumerate(fragments):
+        buffer[i * width : i * width + len(fragment)] = fragment
+    return np.frombuffer(bytes(buffer), dtype=np.uint8).reshape(len(fragments), width)
 
 
 def render_binding(error: str = "") -> bytes:

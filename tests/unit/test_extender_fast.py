@@ -94,9 +94,9 @@ def test_fast_path_matches_the_per_node_reference(seed: int) -> None:
         expected = reference_prioritize(core, index, req, names)
         scores = core.scores(index, req, names)
         assert scores.pairs() == expected
-        assert renderer.render(scores) == render_priorities(expected) == orjson.dumps(
-            [{"Host": h, "Score": s} for h, s in expected]
-        )
+        body = renderer.render(scores)
+        assert orjson.loads(body) == [{"Host": h, "Score": s} for h, s in expected]
+        assert body.replace(b" ", b"") == render_priorities(expected)  # only JSON whitespace added
 
 
 # ---- per-generation index: incremental rebuild ----------------------------------------------------
@@ -241,3 +241,19 @@ def test_parse_args_json_answers_like_the_generic_reader(raw: bytes) -> None:
             return ("400", exc.reason)
 
     assert outcome(parse_args_json) == outcome(lambda body: parse_args(parse_json_object(body)))
+
+
+@pytest.mark.parametrize("row_limit", [0, 96], ids=["unpadded-join", "padded-rows"])
+def test_renderer_output_is_the_plain_rendering_up_to_whitespace(
+    monkeypatch: pytest.MonkeyPatch, row_limit: int
+) -> None:
+    monkeypatch.setattr("extender.wire.MAX_ROW_BYTES", row_limit)
+    core = ExtenderCore()
+    index = core.index(1, sample_policy().policy, _cluster())
+    req = core.request(parse_pod(gpu_pod("p", 1, profile="large-any", labels={JOB: "j"})), index, 0.0)
+    for names in (["n3", "n0", "n5", "n0"], [], ["n2"], list(index.names)):
+        scores = core.scores(index, req, names)
+        body = PriorityRenderer().render(scores)
+        plain = render_priorities(scores.pairs())
+        assert body == plain if row_limit == 0 else body.replace(b" ", b"") == plain
+        assert orjson.loads(body) == orjson.loads(plain)
