@@ -12,6 +12,14 @@ nodes of that type in the inventory:
 - time-sliced: plain (renameByDefault=true keeps the plain product) and `-SHARED`.
 - mig: plain (mixed strategy keeps the parent product), `-MIG-<profile>` and `-MIG-<profile>-SHARED`.
 
+Rule 0, which keys identify a type (alternatives, ORed): the product label above when it has
+values; `cloud.google.com/gke-accelerator` In the catalog's `gkeAccelerators` (+ observed values)
+when there is no product value, or when a node of the type carries no matching product label but
+a GKE one; `node.kubernetes.io/instance-type` In the values OBSERVED on inventory nodes of the type
+(the catalog's `instanceTypes` are shell patterns, affinity needs concrete values), under the
+same condition. This is how Gaudi (no label names its generation) is targeted. A type nothing
+identifies raises AffinityError (the pod is denied with that message).
+
 Merging into the pod (protocols.md 2.5 item 4; nodeSelectorTerms are ORed, expressions ANDed):
 1. One selector expression per label key (`key In values`); with several keys the selector is an OR
    of terms, so it is distributed: every existing term t becomes one term `t AND e` per key.
@@ -20,8 +28,8 @@ Merging into the pod (protocols.md 2.5 item 4; nodeSelectorTerms are ORed, expre
 3. A combined term that cannot match (user `In` disjoint from ours, `NotIn` covering ours,
    `DoesNotExist`, or a nodeSelector value outside ours) is a contradiction; when every
    combination contradicts, the pod is denied with the user's own constraint quoted.
-4. Preferred terms: one per type in preference order, weights 100*(n-i)//n (100, 66, 33), only for
-   profiles with two or more types, appended when not already present.
+4. Preferred terms: one per type (per key of the type) in preference order, weights 100*(n-i)//n
+   (100, 66, 33), only for two or more types, appended when not already present.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from accel.catalog import AcceleratorType, Catalog
-from accel.inventory import Inventory
+from accel.inventory import Inventory, NodeInventory
 from accel.policy import Profile, Sharing
 
 NVIDIA_PRODUCT_KEY = "nvidia.com/gpu.product"
@@ -42,6 +50,8 @@ _KEY_BY_RESOURCE_PREFIX: tuple[tuple[str, str], ...] = (
     ("amd.com/", AMD_PRODUCT_KEY),
     ("gpu.intel.com/", INTEL_PRODUCT_KEY),
 )
+GKE_ACCELERATOR_KEY = "cloud.google.com/gke-accelerator"
+INSTANCE_TYPE_KEY = "node.kubernetes.io/instance-type"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 MAX_WEIGHT = 100
@@ -74,10 +84,46 @@ def _fits_sharing(value: str, profile: Profile) -> bool:
     return "-MIG-" not in upper or (profile.mig_profile or "").upper() in upper
 
 
-def _observed(accel_type: str, key: str, inventory: Inventory) -> Iterable[str]:
-    for node in inventory.nodes:
-        if accel_type in node.accelerators.types and (value := node.labels.get(key)):
+def _observed(nodes: Sequence[NodeInventory], key: str) -> Iterable[str]:
+    for node in nodes:
+        if value := node.labels.get(key):
             yield value
+
+
+def _product_values(accel_type: AcceleratorType, key: str, profile: Profile, nodes: Sequence[NodeInventory]) -> list[str]:
+    mine = [v for label in accel_type.product_labels for v in _variants(label, profile)]
+    mine += [v for v in _observed(nodes, key) if _fits_sharing(v, profile)]
+    return list(dict.fromkeys(mine))
+
+
+def _uncovered(nodes: Sequence[NodeInventory], found: Sequence[tuple[str, list[str]]]) -> list[NodeInventory]:
+    return [n for n in nodes if not any(n.labels.get(key) in values for key, values in found)]
+
+
+def type_expressions(name: str, profile: Profile, *, catalog: Catalog, inventory: Inventory) -> list[tuple[str, list[str]]]:
+    """Rule 0: the `(key, values)` alternatives that identify nodes of type `name` (ORed)."""
+    accel_type = catalog.get(name)
+    if accel_type is None:
+        raise AffinityError(f"type {name!r} is not in the accelerator catalog; add it to accelerators.yaml")
+    nodes = [n for n in inventory.nodes if name in n.accelerators.types]
+    found: list[tuple[str, list[str]]] = []
+    key = product_key(accel_type)
+    if key and (values := _product_values(accel_type, key, profile, nodes)):
+        found.append((key, values))
+    gke = list(dict.fromkeys([*accel_type.gke_accelerators, *_observed(nodes, GKE_ACCELERATOR_KEY)]))
+    if gke and (not found or any(n.labels.get(GKE_ACCELERATOR_KEY) for n in _uncovered(nodes, found))):
+        found.append((GKE_ACCELERATOR_KEY, gke))
+    instances = list(dict.fromkeys(_observed(nodes, INSTANCE_TYPE_KEY)))
+    if instances and (not found or any(n.labels.get(INSTANCE_TYPE_KEY) for n in _uncovered(nodes, found))):
+        found.append((INSTANCE_TYPE_KEY, instances))
+    if not found:
+        patterns = f"instanceTypes {list(accel_type.instance_types)}" if accel_type.instance_types else "no instanceTypes"
+        raise AffinityError(
+            f"type {name!r} cannot be matched by node affinity: the catalog has no productLabels or gkeAccelerators "
+            f"for it and no node of this type with a {INSTANCE_TYPE_KEY} label is in the cluster ({patterns}); add "
+            "productLabels or gkeAccelerators for it in accelerators.yaml, or retry once its nodes have joined"
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -92,22 +138,12 @@ class TypeSelector:
 def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, inventory: Inventory) -> TypeSelector:
     """Selector over `types` (a non-empty subset of the profile's, in preference order)."""
     values: dict[str, list[str]] = {}
-    per_type: list[tuple[str, list[str]]] = []
+    per_type: list[list[tuple[str, list[str]]]] = []
     for name in types:
-        accel_type = catalog.get(name)
-        key = product_key(accel_type) if accel_type else None
-        if accel_type is None or key is None:
-            raise AffinityError(f"type {name!r} has no product label key known to accel; add it to the catalog")
-        mine = [v for label in accel_type.product_labels for v in _variants(label, profile)]
-        mine += [v for v in _observed(name, key, inventory) if _fits_sharing(v, profile)]
-        if not mine:
-            raise AffinityError(
-                f"type {name!r} has no known {key} values; add productLabels for it in accelerators.yaml"
-            )
-        mine = list(dict.fromkeys(mine))
-        values.setdefault(key, [])
-        values[key] = list(dict.fromkeys(values[key] + mine))
-        per_type.append((key, mine))
+        alternatives = type_expressions(name, profile, catalog=catalog, inventory=inventory)
+        for key, mine in alternatives:
+            values[key] = list(dict.fromkeys(values.get(key, []) + mine))
+        per_type.append(alternatives)
     expressions = tuple({"key": k, "operator": "In", "values": v} for k, v in values.items())
     preferred: tuple[dict[str, Any], ...] = ()
     if len(types) > 1:
@@ -117,7 +153,8 @@ def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, 
                 "weight": max(1, MAX_WEIGHT * (count - index) // count),
                 "preference": {"matchExpressions": [{"key": key, "operator": "In", "values": vals}]},
             }
-            for index, (key, vals) in enumerate(per_type)
+            for index, alternatives in enumerate(per_type)
+            for key, vals in alternatives
         )
     return TypeSelector(expressions, preferred, {k: frozenset(v) for k, v in values.items()})
 
