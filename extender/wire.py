@@ -233,8 +233,9 @@ class PriorityRenderer:
             fragments = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
             width = max(map(len, fragments), default=1)
             self._rows = _padded_rows(fragments, width) if width <= MAX_ROW_BYTES else None
-            self._flat = np.empty(len(fragments), dtype=object)
-            self._flat[:] = fragments
+            self._flat = np.empty(0 if self._rows is not None else len(fragments), dtype=object)
+            if self._rows is None:
+                self._flat[:] = fragments
         self._names = names
 
 
