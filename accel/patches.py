@@ -30,8 +30,14 @@ class PatchError(ValueError):
     """An op that cannot apply to the document (e.g. stepping into a scalar)."""
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
 def _copy(value: Any) -> Any:
-    """A deep copy of JSON data (a C-level round trip; much faster than copy.deepcopy)."""
+    """A deep copy of JSON data (a C-level round trip; much faster than copy.deepcopy); scalars
+    are immutable and returned as they are (most values a webhook sets are strings)."""
+    if type(value) in _IMMUTABLE:
+        return value
     try:
         return orjson.loads(orjson.dumps(value))
     except TypeError:  # not plain JSON data (never from the API server); fall back

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Protocol
 
-from accel.admission import Decision, apply_mode, mutate
+from accel.admission import Decision, apply_mode, mutate, passthrough
 from accel.admission_context import AdmissionContext, build_context
 from accel.admission_validate import decide_quota, finish_validation, plan_validation
 from accel.inventory import Inventory
-from accel.policy import ALL_TYPES, ParsedPolicy
+from accel.policy import ALL_TYPES, Mode, ParsedPolicy
 from accel.quota import Ledger, ReservationOutcome, limit_of
 from serving.metrics import Metrics
 from webhook.ledger import LedgerClient
-from webhook.review import AdmissionRequest
+from webhook.review import AdmissionRequest, build_response, plain_pod_create
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class Admitter:
         self.replica_id = replica_id
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
+        self._plain: dict[tuple[str, Mode], Decision] = {}
         self.decisions = metrics.counter(
             "accel_admission_decisions_total",
             "Admission decisions by outcome (allowed, denied, warned), reason code, profile and team.",
@@ -94,16 +96,44 @@ class Admitter:
                 used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
                 self.quota_used.labels(team=team.name, type=key).set(float(used))
 
+    def _count(self, decision: Decision) -> None:
+        """One decision in the counter; label children are cached (a `labels()` lookup per request
+        costs more than the whole non-GPU fast path)."""
+        key = (decision.outcome, decision.reason, decision.profile or "-", decision.team or "-")
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.decisions.labels(decision=key[0], reason=key[1], profile=key[2], team=key[3])
+        child.inc()
+
+    def _log(self, kind: str, uid: str, namespace: str, decision: Decision) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "admission",
+                extra={"uid": uid, "webhook": kind, "decision": decision.outcome, "reason": decision.reason,
+                       "profile": decision.profile, "team": decision.team, "namespace": namespace},
+            )
+
     def _record(self, kind: str, request: AdmissionRequest, decision: Decision) -> Decision:
-        self.decisions.labels(
-            decision=decision.outcome, reason=decision.reason, profile=decision.profile or "-", team=decision.team or "-"
-        ).inc()
-        log.info(
-            "admission",
-            extra={"uid": request.uid, "webhook": kind, "decision": decision.outcome, "reason": decision.reason,
-                   "profile": decision.profile, "team": decision.team, "namespace": request.pod_namespace},
-        )
+        self._count(decision)
+        self._log(kind, request.uid, request.pod_namespace, decision)
         return decision
+
+    def answer_plain(self, body: Any, *, mutating: bool) -> dict[str, Any] | None:
+        """The answer to a review of a pod asking for no accelerator, decided on the raw JSON
+        (`webhook.review.plain_pod_create`), or None to take the full path. Same decision, audit,
+        metric and log as the full path (mutate/validate rule 1), without building any model."""
+        found = plain_pod_create(body)
+        if found is None:
+            return None
+        uid, namespace = found
+        ctx = self.context()
+        key = ("excluded-namespace" if namespace in ctx.excluded else "no-accelerator", ctx.policy.settings.mode)
+        decision = self._plain.get(key)
+        if decision is None:  # a pure function of (reason, mode): decided once
+            decision = self._plain[key] = apply_mode(passthrough(key[0]), key[1])
+        self._count(decision)
+        self._log("mutate" if mutating else "validate", uid, namespace, decision)
+        return build_response(uid, decision, mutating=mutating)
 
     async def mutate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:

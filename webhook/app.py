@@ -1,8 +1,10 @@
 """The admission webhook app: `POST /mutate`, `POST /validate` (+ /healthz, /readyz, /metrics).
 
 Served only over HTTPS by `serving.run` (the app is named "webhook", which refuses plaintext).
-Handlers are thin: read the JSON body (serving.body: size/depth limits, 400 on garbage), parse the
-AdmissionReview (400 naming the bad field), ask the `Admitter`, render with `build_response`.
+Handlers are thin: read the JSON body (serving.body: size/depth limits, 400 on garbage), answer a
+pod that asks for no accelerator straight from the raw JSON (`Admitter.answer_plain`: most pods,
+no models built), else parse the AdmissionReview (400 naming the bad field), ask the `Admitter`,
+render with `build_response`.
 A malformed review is a 400 with a reason, never a 5xx or a traceback.
 
 Without a `ledger_store` (single replica, local runs) quota is checked against the watch only,
@@ -36,14 +38,20 @@ def _json(payload: object) -> web.Response:
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
-    review = parse_review(await read_json(request))
-    decision = await request.app[ADMITTER].mutate(review.request)
+    body, admitter = await read_json(request), request.app[ADMITTER]
+    if (plain := admitter.answer_plain(body, mutating=True)) is not None:
+        return _json(plain)
+    review = parse_review(body)
+    decision = await admitter.mutate(review.request)
     return _json(build_response(review.request.uid, decision, mutating=True))
 
 
 async def handle_validate(request: web.Request) -> web.Response:
-    review = parse_review(await read_json(request))
-    decision = await request.app[ADMITTER].validate(review.request)
+    body, admitter = await read_json(request), request.app[ADMITTER]
+    if (plain := admitter.answer_plain(body, mutating=False)) is not None:
+        return _json(plain)
+    review = parse_review(body)
+    decision = await admitter.validate(review.request)
     return _json(build_response(review.request.uid, decision, mutating=False))
 
 

@@ -9,6 +9,10 @@ AdmissionReview the API server accepts (protocols.md 2.2, `VerifyAdmissionRespon
 3. `status` (code >= 400, message, reason, `status: Failure`) only on a denial.
 4. `auditAnnotations` keys are at most 63 characters of `[A-Za-z0-9._-]`, start and end
    alphanumeric, no `/` (the API server prefixes them with the webhook name); others are dropped.
+
+Fast path: `plain_pod_create` recognises, on the raw JSON and without building models, the
+review most requests are (a well-formed Pod CREATE whose pod asks for no accelerator and names
+no profile). It accepts only bodies `parse_review` would accept; anything else goes the full way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from accel.admission import Decision
+from accel.admission_context import wants_accelerators
 from serving.body import BadRequest
 
 API_VERSION = "admission.k8s.io/v1"
@@ -87,6 +92,39 @@ def parse_review(body: dict[str, Any]) -> AdmissionReview:
     if request.is_pod_create and request.object is None:
         raise BadRequest("request.object: a Pod CREATE review must carry the pod; got null")
     return review
+
+
+_OPTIONAL_STR = ("namespace", "name", "subResource")
+
+
+def plain_pod_create(body: Any) -> tuple[str, str] | None:
+    """(uid, namespace) when `body` is a valid v1 review of a Pod CREATE asking for no accelerator.
+
+    Checks every field `AdmissionRequest` types (so a body the model would refuse with a 400 is
+    never answered here) plus `wants_accelerators` on the pod; None = take the full path.
+    """
+    if type(body) is not dict or body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
+        return None
+    request = body.get("request")
+    if type(request) is not dict:
+        return None
+    uid, kind, pod = request.get("uid"), request.get("kind"), request.get("object")
+    if type(uid) is not str or not uid or type(kind) is not dict or type(pod) is not dict:
+        return None
+    if kind.get("kind") != "Pod" or kind.get("group", "") != "" or type(kind.get("version", "")) is not str:
+        return None
+    if request.get("operation") != "CREATE" or request.get("subResource"):
+        return None
+    if any(type(request.get(key, "")) is not str for key in _OPTIONAL_STR):
+        return None
+    old = request.get("oldObject")
+    if type(request.get("dryRun", False)) is not bool or (old is not None and type(old) is not dict):
+        return None
+    if wants_accelerators(pod):
+        return None
+    metadata = pod.get("metadata")
+    namespace = request.get("namespace") or (metadata.get("namespace") if type(metadata) is dict else "") or ""
+    return uid, str(namespace)
 
 
 def _audit(values: dict[str, str]) -> dict[str, str]:
