@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -113,13 +114,26 @@ def _node_ready(status: Mapping[str, Any]) -> bool:
     return not ready or ready[0].get("status") == "True"
 
 
-def build_node(obj: Mapping[str, Any], catalog: Catalog, bound: Iterable[PodView], policy: Policy | None = None) -> NodeInventory:
+def _topology_keys(policy: Policy | None) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    return tuple(policy.settings.topology_keys.items()) if policy and policy.settings.topology_keys else None
+
+
+def build_node(
+    obj: Mapping[str, Any],
+    catalog: Catalog,
+    bound: Iterable[PodView],
+    policy: Policy | None = None,
+    *,
+    accelerators: NodeAccelerators | None = None,
+) -> NodeInventory:
+    """One node's inventory; `accelerators` skips label normalisation when already known."""
     metadata, spec, status = _mapping(obj.get("metadata")), _mapping(obj.get("spec")), _mapping(obj.get("status"))
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
     capacity, allocatable = _mapping(status.get("capacity")), _mapping(status.get("allocatable"))
-    topology_keys = tuple(policy.settings.topology_keys.items()) if policy and policy.settings.topology_keys else None
-    kwargs = {"topology_keys": topology_keys} if topology_keys else {}
-    accelerators = normalise_node(labels, capacity, allocatable or capacity, catalog, **kwargs)
+    if accelerators is None:
+        topology_keys = _topology_keys(policy)
+        kwargs = {"topology_keys": topology_keys} if topology_keys else {}
+        accelerators = normalise_node(labels, capacity, allocatable or capacity, catalog, **kwargs)
     allocated: dict[str, int] = defaultdict(int)
     cpu = memory = 0
     keys = []
@@ -147,14 +161,44 @@ def build_node(obj: Mapping[str, Any], catalog: Catalog, bound: Iterable[PodView
     )
 
 
-class ParseCache:
-    """Memo of parsed pods by (uid, resourceVersion): a watch cache re-parses only what changed.
+@dataclass(frozen=True, slots=True)
+class _NodeEntry:
+    version: str
+    catalog: Catalog
+    topology: tuple[tuple[str, tuple[str, ...]], ...] | None
+    bound: tuple[PodView, ...]
+    node: NodeInventory
 
-    Objects without a resourceVersion (hand-written snapshots) are never cached.
+
+class ParseCache:
+    """Memo of parsed pods by (uid, resourceVersion) and of built nodes by (name, resourceVersion),
+    so rebuilding the inventory after a watch event redoes only what changed.
+
+    A node entry is reused while its resourceVersion, the catalog object and the topology keys
+    are the same; when only its bound pods changed, its label normalisation (the expensive part:
+    about 0.25 ms a node) is reused and just the allocation is recounted. Objects without a
+    resourceVersion (hand-written snapshots) are never cached.
     """
 
     def __init__(self) -> None:
         self._pods: dict[tuple[str, str], PodView] = {}
+        self._nodes: dict[str, _NodeEntry] = {}
+
+    def node(self, obj: Mapping[str, Any], catalog: Catalog, bound: tuple[PodView, ...], policy: Policy | None) -> NodeInventory:
+        meta = _mapping(obj.get("metadata"))
+        version = str(meta.get("resourceVersion") or "")
+        if not version:
+            return build_node(obj, catalog, bound, policy)
+        name, topology = str(meta.get("name") or ""), _topology_keys(policy)
+        entry = self._nodes.get(name)
+        if entry is not None and entry.version == version and entry.catalog is catalog and entry.topology == topology:
+            if len(entry.bound) == len(bound) and all(a is b for a, b in zip(entry.bound, bound, strict=True)):
+                return entry.node
+            node = build_node(obj, catalog, bound, policy, accelerators=entry.node.accelerators)
+        else:
+            node = build_node(obj, catalog, bound, policy)
+        self._nodes[name] = _NodeEntry(version, catalog, topology, bound, node)
+        return node
 
     def pod(self, obj: Mapping[str, Any]) -> PodView:
         meta = _mapping(obj.get("metadata"))
@@ -167,9 +211,11 @@ class ParseCache:
             found = self._pods[key] = parse_pod(obj)
         return found
 
-    def retain(self, live_keys: set[tuple[str, str]]) -> None:
-        """Forget entries not in `live_keys` so the memo never grows past the watched set."""
+    def retain(self, live_keys: set[tuple[str, str]], live_nodes: set[str] | None = None) -> None:
+        """Forget entries not in the live sets so the memo never grows past the watched set."""
         self._pods = {k: v for k, v in self._pods.items() if k in live_keys}
+        if live_nodes is not None:
+            self._nodes = {k: v for k, v in self._nodes.items() if k in live_nodes}
 
 
 def build_inventory(
@@ -188,12 +234,12 @@ def build_inventory(
     for pod in live:
         if pod.node_name:
             by_node[pod.node_name].append(pod)
-    built = tuple(
-        sorted(
-            (build_node(obj, catalog, by_node.get(_node_name(obj), ()), policy) for obj in nodes),
-            key=lambda n: n.name,
-        )
-    )
+
+    def node_of(obj: Mapping[str, Any]) -> NodeInventory:
+        bound = tuple(by_node.get(_node_name(obj), ()))
+        return cache.node(obj, catalog, bound, policy) if cache else build_node(obj, catalog, bound, policy)
+
+    built = tuple(sorted((node_of(obj) for obj in nodes), key=lambda n: n.name))
     ns_labels: dict[str, Mapping[str, str]] = {}
     ns_annotations: dict[str, Mapping[str, str]] = {}
     for ns in namespaces:

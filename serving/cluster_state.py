@@ -187,7 +187,7 @@ class ClusterState:
         pods = w.pods.items()
         inventory = build_inventory(w.nodes.items(), pods, w.namespaces.items(), catalog=parsed.catalog, policy=parsed.policy, cache=self._parse_cache)
         live = {(str(p["metadata"].get("uid") or p["metadata"].get("name")), str(p["metadata"].get("resourceVersion") or "")) for p in pods}
-        self._parse_cache.retain(live)
+        self._parse_cache.retain(live, {str(n["metadata"].get("name")) for n in w.nodes.items()})
         return inventory
 
     def ready(self, max_staleness_s: float | None = None) -> tuple[bool, str]:
