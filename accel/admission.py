@@ -41,17 +41,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from accel import admission_messages as msg
 from accel.admission_context import (
     AdmissionContext,
+    accelerator_requests,
     gpu_equivalents,
     light_view,
     shape_errors,
-    usd,
     wants_accelerators,
 )
 from accel.admission_generic import generic_candidates, is_restricted, no_candidates
@@ -74,8 +73,6 @@ from accel.quota import (
 from accel.resources_rename import add_default_count, ensure_limits, rename_resources, target_resource
 
 TEAM_ANNOTATION = "accel.dev/team"
-PRICE_ANNOTATION = "accel.dev/gpu-hour-price"
-COST_ANNOTATION = "accel.dev/cost-per-hour"
 NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")
 
 
@@ -133,13 +130,6 @@ def apply_mode(decision: Decision, mode: Mode) -> Decision:
 def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
     for key, value in values.items():
         builder.set(["metadata", "annotations", key], value)
-
-
-def _price(profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Decimal | None:
-    if profile.cost_per_gpu_hour is not None:
-        return profile.cost_per_gpu_hour
-    found = ctx.catalog.get(types[0]) if types else None
-    return Decimal(str(found.price_per_gpu_hour)) if found and found.price_per_gpu_hour is not None else None
 
 
 def _quota_type(
@@ -203,11 +193,9 @@ def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...]
         values[TYPE_ANNOTATION] = types[0]
     if quota_type:
         values[QUOTA_TYPE_ANNOTATION] = quota_type
-    if (price := _price(profile, types, ctx)) is not None:
-        view = light_view(builder.document)
-        equivalents = gpu_equivalents(view, types[0], profile, ctx.catalog) if types else Fraction(sum(view.accelerators.values()))
-        values[PRICE_ANNOTATION] = usd(price)
-        values[COST_ANNOTATION] = usd(Fraction(price) * equivalents)
+    requests = accelerator_requests(builder.document)
+    equivalents = gpu_equivalents(requests, types[0], profile, ctx.catalog) if types else Fraction(sum(requests.values()))
+    values.update(ctx.price_annotations(profile, types[0] if types else "", equivalents))
     if team:
         values[TEAM_ANNOTATION] = team
         current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)

@@ -34,6 +34,8 @@ from accel.topology_score import JobKey
 from accel.usage import unit_fraction
 
 CONTAINER_LISTS = ("containers", "initContainers")
+PRICE_ANNOTATION = "accel.dev/gpu-hour-price"
+COST_ANNOTATION = "accel.dev/cost-per-hour"
 
 
 @dataclass
@@ -51,6 +53,7 @@ class AdmissionContext:
     excluded: frozenset[str] = frozenset()
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _prices: dict[tuple[str, str, Fraction], dict[str, str]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -73,6 +76,20 @@ class AdmissionContext:
         if isinstance(cached, AffinityError):
             raise cached
         return cached
+
+    def price_annotations(self, profile: Profile, accel_type: str, equivalents: Fraction) -> dict[str, str]:
+        """{gpu-hour-price, cost-per-hour} for `equivalents` GPUs of `accel_type` under `profile`
+        (the profile's costPerGpuHour, else the catalog price; {} when neither), memoised."""
+        key = (profile.name, accel_type, equivalents)
+        found = self._prices.get(key)
+        if found is None:
+            price = profile.cost_per_gpu_hour
+            listed = self.catalog.get(accel_type) if price is None and accel_type else None
+            if listed is not None and listed.price_per_gpu_hour is not None:
+                price = Decimal(str(listed.price_per_gpu_hour))
+            found = {} if price is None else {PRICE_ANNOTATION: usd(price), COST_ANNOTATION: usd(Fraction(price) * equivalents)}
+            self._prices[key] = found
+        return found
 
     def tolerations(self, profile: Profile) -> list[dict[str, Any]]:
         """The profile's tolerations as API dicts (camelCase, no nulls), memoised."""
@@ -129,16 +146,21 @@ def wants_accelerators(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def light_view(pod: Mapping[str, Any]) -> PodView:
-    """A PodView with what admission reads (labels, annotations, accelerator requests), skipping
-    the CPU/memory sums `accel.pods.parse_pod` also does; same effective-request rule."""
-    metadata = pod.get("metadata") or {}
+def accelerator_requests(pod: Mapping[str, Any]) -> dict[str, int]:
+    """{accelerator resource: effective request} of a pod, the requests > 0 only (accel.pods rule)."""
     spec = pod.get("spec") or {}
-    accelerators = {
+    return {
         name: count
         for name in sorted(requested_resource_names(spec))
         if is_accelerator_resource(name) and (count := effective_request(spec, name, parse_count)) > 0
     }
+
+
+def light_view(pod: Mapping[str, Any]) -> PodView:
+    """A PodView with what admission reads (labels, annotations, accelerator requests), skipping
+    the CPU/memory sums `accel.pods.parse_pod` also does; same effective-request rule."""
+    metadata = pod.get("metadata") or {}
+    accelerators = accelerator_requests(pod)
     return PodView(
         name=str(metadata.get("name") or metadata.get("generateName") or ""),
         namespace=str(metadata.get("namespace") or ""),
@@ -148,12 +170,14 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
     )
 
 
-def gpu_equivalents(view: PodView, accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
-    """What a pending pod would count on `accel_type` (same rule as accel.inventory for pending pods)."""
+def gpu_equivalents(view: PodView | Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
+    """What a pending pod (its view, or just its accelerator requests) would count on `accel_type`
+    (same rule as accel.inventory for pending pods)."""
     replicas = (profile.replicas or 1) if profile and profile.sharing is Sharing.TIME_SLICED else 1
     found = catalog.get(accel_type)
+    requests = view.accelerators if isinstance(view, PodView) else view
     return sum(
-        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in view.accelerators.items()),
+        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()),
         Fraction(0),
     )
 
