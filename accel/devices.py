@@ -240,6 +240,11 @@ class AssumedBinds:
             if item.expires_at <= now or uid in bound_uids:
                 del self.by_uid[uid]
 
+    def drop(self, uids: Iterable[str]) -> None:
+        """Forget the assumptions of pods that are gone (terminal or deleted in the watch)."""
+        for uid in uids:
+            self.by_uid.pop(uid, None)
+
     def on_node(self, node: str) -> list[Assumption]:
         return [a for a in self.by_uid.values() if a.node == node]
 

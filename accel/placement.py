@@ -25,10 +25,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import compress
 
 import numpy as np
 
+from accel.catalog import Catalog
 from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_clamp
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
 from accel.extender_index import Classes, ClusterIndex, build_index, list_key
@@ -37,6 +39,7 @@ from accel.fragmentation import TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import Policy
+from accel.pricing import PRICE_ANNOTATION, gpu_hour_price, price_annotations
 from accel.scoring import (
     ShapedRequest,
     Strategy,
@@ -122,7 +125,12 @@ class ExtenderCore:
                 self.classes, self._index = Classes(), None
                 self._verdicts.clear()
                 self._frag.clear()
-            self._index = build_index(generation, policy, inventory, classes=self.classes, previous=self._index)
+            previous = self._index
+            self._index = build_index(generation, policy, inventory, classes=self.classes, previous=previous)
+            if previous is not None:
+                # Pods the watch showed before and no longer shows (finished, failed, deleted) free
+                # their devices now, not when their assumption's TTL runs out.
+                self.assumptions.drop(previous.pods_by_uid.keys() - self._index.pods_by_uid.keys())
         return self._index
 
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
@@ -322,9 +330,23 @@ class ExtenderCore:
 
     # ---- bind --------------------------------------------------------------------------------
     def plan_bind(
-        self, index: ClusterIndex, *, namespace: str, name: str, uid: str, node: str, now: float, ttl: float
+        self,
+        index: ClusterIndex,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        now: float,
+        ttl: float,
+        catalog: Catalog | None = None,
     ) -> BindPlan:
-        """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot."""
+        """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot.
+
+        A pod whose type was only decided here (generic or multi-type profile without a quota
+        type) has no price yet: with a `catalog`, the bind also writes its cost annotations for
+        the type it actually got (accel.pricing), so chargeback never misses a placed pod.
+        """
         self.assumptions.prune(now, index.bound_uids)
         pod = self._pods.get(uid) or index.pods_by_uid.get(uid)
         if pod is None or (pod.namespace, pod.name) != (namespace, name):
@@ -353,6 +375,21 @@ class ExtenderCore:
                 TYPE_ANNOTATION: devices.gpu_type,
                 DEVICES_ANNOTATION: format_assignment(assignment),
             }
+            if catalog is not None and PRICE_ANNOTATION not in pod.annotations:
+                annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog)
         expires = now + ttl if math.isfinite(ttl) else math.inf
         assumption = Assumption(uid, pod.key, node, assignment, expires, req.job)
         return BindPlan(pod, node, annotations, assumption)
+
+
+def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:
+    """Cost annotations for the type the pod got at bind (see `ExtenderCore.plan_bind`)."""
+    inventory_node = index.node(node)
+    if inventory_node is None:
+        return {}
+    profile = index.policy.profile(pod.requested_profile or "")
+    equivalents = sum(
+        (inventory_node.gpu_equivalents(resource, units, catalog) for resource, units in pod.accelerators.items()),
+        Fraction(0),
+    )
+    return price_annotations(gpu_hour_price(profile, accel_type, catalog), equivalents)

@@ -173,7 +173,8 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
     try:
         core, index, ttl = ext.index()
         plan = core.plan_bind(
-            index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl
+            index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl,
+            catalog=ext.state.view().parsed.catalog,
         )
     except (NotReady, BindRefused) as exc:
         return str(exc), "refused"
