@@ -35,7 +35,7 @@ from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
 from accel.extender_index import Classes, ClusterIndex, build_index, list_key
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
-from accel.fragmentation import TypicalMix, WorkloadHistogram
+from accel.fragmentation import ClusterContext, TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import Policy
@@ -44,6 +44,7 @@ from accel.scoring import (
     ShapedRequest,
     Strategy,
     choose_assignment,
+    cluster_context,
     fragmentation_raw,
     normalise,
     normalise_array,
@@ -116,6 +117,7 @@ class ExtenderCore:
         self.classes = Classes()
         self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
+        self.context: ClusterContext | None = None  # device share per class, for the scarcity term
 
     # ---- snapshot and bookkeeping ------------------------------------------------------------
     def index(self, generation: int, policy: Policy, inventory: Inventory) -> ClusterIndex:
@@ -131,7 +133,18 @@ class ExtenderCore:
                 # Pods the watch showed before and no longer shows (finished, failed, deleted) free
                 # their devices now, not when their assumption's TTL runs out.
                 self.assumptions.drop(previous.pods_by_uid.keys() - self._index.pods_by_uid.keys())
+            self._refresh_context(self._index)
         return self._index
+
+    def _refresh_context(self, index: ClusterIndex) -> None:
+        """The scorer's cluster context (device share per class; static inventory). Counted per
+        node class with one bincount, so it costs O(classes) per generation; the fragmentation
+        memo is only dropped when the shares really changed (nodes added or removed)."""
+        counts = np.bincount(index.class_col[:-1], minlength=len(self.classes.class_rep))
+        context = cluster_context([(int(n), self.classes.class_rep[c][1]) for c, n in enumerate(counts.tolist()) if n])
+        if context != self.context:
+            self.context = context
+            self._frag.clear()
 
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
         """Resolve the pod, remember it for bind, count it once (rule 1), prune assumptions."""
@@ -243,7 +256,7 @@ class ExtenderCore:
         key = (cid, shaped, self.mix_version, strategy)
         value = self._frag.get(key)
         if value is None:
-            value = fragmentation_raw(self.classes.class_rep[cid][1], shaped, self.mix, strategy=strategy)[0]
+            value = fragmentation_raw(self.classes.class_rep[cid][1], shaped, self.mix, strategy=strategy, context=self.context)[0]
             self._frag[key] = value
         return value
 
@@ -368,6 +381,7 @@ class ExtenderCore:
                     self.shaped(req, index),
                     self.mix,
                     strategy=index.policy.settings.scoring.strategy,
+                    context=self.context,
                 )
             except DeviceError as exc:
                 raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {exc}") from None

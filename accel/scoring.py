@@ -21,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -29,7 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from accel.devices import DeviceError, NodeDevices, Pool
-from accel.fragmentation import MILLI, NodeShape, PodShape, TypicalMix, fragmentation_score, pod_fits
+from accel.fragmentation import (
+    MILLI,
+    ClusterContext,
+    NodeShape,
+    PodShape,
+    TypicalMix,
+    fragmentation_score,
+    pod_fits,
+)
 
 MAX_EXTENDER_PRIORITY = 10
 MIN_EXTENDER_PRIORITY = 0
@@ -126,16 +134,24 @@ def node_shape(node: NodeDevices, pool: Pool) -> NodeShape:
 
 
 def fragmentation_raw(
-    node: NodeDevices, request: ShapedRequest, mix: TypicalMix, *, strategy: Strategy = "binpack"
+    node: NodeDevices,
+    request: ShapedRequest,
+    mix: TypicalMix,
+    *,
+    strategy: Strategy = "binpack",
+    context: ClusterContext | None = None,
 ) -> tuple[float, tuple[int, ...]]:
-    """Raw fragmentation score (higher = better, about 0..100) and the devices of the main pool."""
+    """Raw fragmentation score (higher = better, about 0..100) and the devices of the main pool.
+
+    `context` (each device class's share of all devices) enables the scorer's model-scarcity term,
+    exactly as the simulator's `accel` policy runs it."""
     pool = node.pools.get(request.resource)
     if pool is None:
         return 0.0, ()
     shape, pod = node_shape(node, pool), pod_shape(request, slots=pool.slots)
     if not pod_fits(shape, pod):
         return 0.0, ()
-    score, devices = fragmentation_score(shape, pod, mix)
+    score, devices = fragmentation_score(shape, pod, mix, context=context)
     capacity = pool.total_units * MILLI // max(pool.slots, 1)
     idle_after = (sum(shape.free_milli) - pod.total_gpu_milli) / (capacity + 1)
     tie = 1.0 - idle_after if strategy == "binpack" else idle_after
@@ -149,6 +165,7 @@ def choose_assignment(
     mix: TypicalMix,
     *,
     strategy: Strategy = "binpack",
+    context: ClusterContext | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Rule 3: the devices to bind; main pool from the fragmentation choice, others lowest-fill.
 
@@ -156,10 +173,21 @@ def choose_assignment(
     Raises DeviceError when the request does not fit the node.
     """
     assignment = node.fill(request)
-    _, devices = fragmentation_raw(node, shaped, mix, strategy=strategy)
+    _, devices = fragmentation_raw(node, shaped, mix, strategy=strategy, context=context)
     if len(devices) == shaped.units and shaped.resource in assignment:
         node.pools[shaped.resource].take(devices)  # validates
         assignment[shaped.resource] = tuple(devices)
     elif shaped.resource in request and not devices and node.free_units(shaped.resource) < shaped.units:
         raise DeviceError(f"{shaped.resource}: does not fit node {node.node}")
     return assignment
+
+
+def cluster_context(devices_by_class: Sequence[tuple[int, NodeDevices]]) -> ClusterContext:
+    """Each device class's share of all devices, from (node count, representative) pairs."""
+    counts: dict[str, int] = {}
+    for nodes, devices in devices_by_class:
+        for resource, pool in devices.pools.items():
+            key = device_class(devices.gpu_type, resource)
+            counts[key] = counts.get(key, 0) + nodes * len(pool.free_milli())
+    total = sum(counts.values())
+    return ClusterContext(tuple(sorted((k, c / total) for k, c in counts.items())) if total else ())

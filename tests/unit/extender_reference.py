@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from accel.filtering import PodRequest, check_node
 from accel.labels import Topology
 from accel.placement import ClusterIndex, ExtenderCore, FilterOutcome
-from accel.scoring import clamp, fragmentation_raw, normalise, preference_raw
+from accel.scoring import clamp, cluster_context, fragmentation_raw, normalise, preference_raw
 from accel.topology_score import topology_raw
 
 
@@ -73,7 +73,9 @@ def reference_prioritize(
     frag: dict[str, float] = {}
     if shaped.units:
         strategy = settings.strategy
-        frag = normalise({n: fragmentation_raw(d, shaped, core.mix, strategy=strategy)[0] for n, d in devices.items() if d})
+        every = [(1, d) for n in index.names if (d := index.devices(n)) is not None]  # node by node
+        context = cluster_context(every)
+        frag = normalise({n: fragmentation_raw(d, shaped, core.mix, strategy=strategy, context=context)[0] for n, d in devices.items() if d})
     topo = _topology(core, index, req, known)
     w = settings.weights
     total = w.preference + w.fragmentation + w.topology

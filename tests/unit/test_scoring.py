@@ -220,3 +220,15 @@ def test_raw_by_level_counts_equals_raw_from_groups(seed: int) -> None:
 def test_normalise_array_equals_normalise(raw: list[float]) -> None:
     expected = normalise(dict(enumerate(raw)))
     assert normalise_array(np.array(raw, dtype=np.float64)).tolist() == [expected[i] for i in range(len(raw))]
+
+
+def test_cluster_context_counts_devices_per_class_for_the_scarcity_term() -> None:
+    from accel.devices import build_node_devices
+    from accel.scoring import cluster_context
+    from tests.unit.extender_builders import gpu_node, inventory
+
+    inv = inventory([gpu_node("a1"), gpu_node("a2"), gpu_node("h1", "nvidia-h100-80gb", gpus=4)])
+    reps = [(1, build_node_devices(n, ())) for n in inv.nodes]
+    shares = dict(cluster_context(reps).gpu_share)
+    assert shares == {"nvidia-a100-80gb|nvidia.com/gpu": 0.8, "nvidia-h100-80gb|nvidia.com/gpu": 0.2}
+    assert cluster_context([(2, reps[0][1]), (1, reps[2][1])]) == cluster_context(reps)
