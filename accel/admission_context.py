@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from typing import Any
 
@@ -28,14 +27,13 @@ from accel.pods import (
     requested_resource_names,
 )
 from accel.policy import ParsedPolicy, Policy, Profile, Sharing
+from accel.pricing import gpu_hour_price, price_annotations
 from accel.quantity import parse_count
 from accel.quota import RESERVATION_ANNOTATION
 from accel.topology_score import JobKey
 from accel.usage import unit_fraction
 
 CONTAINER_LISTS = ("containers", "initContainers")
-PRICE_ANNOTATION = "accel.dev/gpu-hour-price"
-COST_ANNOTATION = "accel.dev/cost-per-hour"
 
 
 @dataclass
@@ -83,11 +81,7 @@ class AdmissionContext:
         key = (profile.name, accel_type, equivalents)
         found = self._prices.get(key)
         if found is None:
-            price = profile.cost_per_gpu_hour
-            listed = self.catalog.get(accel_type) if price is None and accel_type else None
-            if listed is not None and listed.price_per_gpu_hour is not None:
-                price = Decimal(str(listed.price_per_gpu_hour))
-            found = {} if price is None else {PRICE_ANNOTATION: usd(price), COST_ANNOTATION: usd(Fraction(price) * equivalents)}
+            found = price_annotations(gpu_hour_price(profile, accel_type, self.catalog), equivalents)
             self._prices[key] = found
         return found
 
@@ -180,16 +174,6 @@ def gpu_equivalents(view: PodView | Mapping[str, int], accel_type: str, profile:
         (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()),
         Fraction(0),
     )
-
-
-def usd(amount: Decimal | Fraction | float) -> str:
-    """USD as a decimal string: at least 2 and at most 4 decimals (`6.20`, `0.2557`)."""
-    with localcontext() as exact:
-        exact.prec = 80  # absurd GPU counts must still format, not raise
-        value = Decimal(amount.numerator) / Decimal(amount.denominator) if isinstance(amount, Fraction) else Decimal(str(amount))
-        text = str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
-    whole, _, decimals = text.partition(".")
-    return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"
 
 
 _MAPS: tuple[tuple[str, ...], ...] = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),

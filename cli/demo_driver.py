@@ -49,12 +49,12 @@ from accel.fragmentation import WorkloadHistogram
 from accel.inventory import Inventory, pod_gpu_equivalents, team_usage
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
 from accel.policy import ALL_TYPES, ParsedPolicy
+from accel.pricing import COST_ANNOTATION
 from cli.demo_scheduler import SchedulerCache, feasible_nodes, select_host, unschedulable_message
 from cli.demo_servers import Servers
 from cli.state import CliError
 from kube.informer import ClusterWatcher
 
-COST_ANNOTATION = "accel.dev/cost-per-hour"
 SYNC_DEADLINE_S = 10.0
 
 

@@ -9,11 +9,12 @@ import pytest
 import yaml
 
 from accel.admission import apply_mode, mutate
-from accel.admission_context import build_context, usd
+from accel.admission_context import build_context
 from accel.affinity import plan_affinity
 from accel.catalog import load_builtin_catalog
 from accel.policy import Mode
 from accel.policy_load import parse_policy
+from accel.pricing import usd
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
