@@ -13,11 +13,11 @@ from accel.fragmentation import (
     PodShape,
     TypicalMix,
     WorkloadHistogram,
-    _shape_frag,
     fgd_score,
     fragmentation_score,
     node_fragmentation,
     pod_fits,
+    shape_frag,
     stranded_gpu_milli,
 )
 
@@ -183,7 +183,7 @@ def test_vectorised_fragmentation_equals_the_rule_term_by_term() -> None:
     for _ in range(500):
         free = tuple(rng.choice((0, 10, 190, 500, 810, 1000)) for _ in range(rng.choice((1, 2, 4, 8))))
         cpu, gpu_type = rng.randrange(0, 6000), rng.choice("AB")
-        expected = math.fsum(p * _shape_frag(free, cpu, gpu_type, m) for m, p in typical)
+        expected = math.fsum(p * shape_frag(free, cpu, gpu_type, m) for m, p in typical)
         assert mix.fragmentation(gpu_type, free, cpu) == expected
 
 
