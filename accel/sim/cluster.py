@@ -17,21 +17,35 @@ from dataclasses import dataclass, field
 
 from accel.fragmentation import MILLI, NodeShape, PodShape
 
-TAG_SHARE = 1  # a pod using part of one GPU
-TAG_WHOLE = 2  # a pod using whole GPUs
+TAG_SHARE = 1  # "share-gpu": a pod using part of one GPU
+
+
+def whole_gpu_tag(gpu_count: int) -> int:
+    """The tag of a pod using `gpu_count` whole GPUs ("1-gpu", "2-gpu", ... in the simulator)."""
+    if gpu_count < 1:
+        raise ValueError(f"whole-GPU tag needs gpu_count >= 1, got {gpu_count}")
+    return 1 << gpu_count
 
 
 def pod_tag(pod: PodShape) -> int:
-    """GpuClustering's pod affinity tag (0 = no GPU)."""
+    """GpuClustering's pod affinity tag as one bit (0 = no GPU).
+
+    The FGD simulator (`GetGpuAffinityFromPodAnnotation`) tags a shared pod "share-gpu" and a
+    whole-GPU pod "<count>-gpu": a 1-GPU and an 8-GPU pod have *different* tags, so a node holding
+    both has two affinities. (The simulator panics on multi-GPU pods with partial GPUs; they are
+    tagged by count here.)
+    """
     if pod.gpu_milli <= 0:
         return 0
-    return TAG_SHARE if pod.gpu_count == 1 and pod.gpu_milli < MILLI else TAG_WHOLE
+    if pod.gpu_count == 1 and pod.gpu_milli < MILLI:
+        return TAG_SHARE
+    return whole_gpu_tag(pod.gpu_count)
 
 
 @dataclass(frozen=True, slots=True)
 class NodeState:
     shape: NodeShape
-    tags: int  # bitmask of GPU-pod tags present on the node
+    tags: int  # bitmask of GPU-pod tags present on the node (see pod_tag)
 
 
 @dataclass(slots=True)

@@ -69,6 +69,9 @@ class DotProdPolicy(Policy):
 
 
 class ClusteringPolicy(Policy):
+    """GpuClusteringScore: prefer nodes whose GPU pods all carry this pod's tag (see `pod_tag`:
+    whole-GPU pods are tagged per GPU count), then mixed nodes holding it, then idle nodes."""
+
     name = "clustering"
 
     def score(self, state: NodeState, pod: PodShape) -> tuple[float, tuple[int, ...]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from accel.fragmentation import NodeShape, PodShape
-from accel.sim.cluster import TAG_SHARE, TAG_WHOLE, ClusterState, NodeState
+from accel.sim.cluster import TAG_SHARE, ClusterState, NodeState, pod_tag, whole_gpu_tag
 from accel.sim.matrix import make_tasks, run_matrix
 from accel.sim.policies import (
     POLICY_NAMES,
@@ -29,6 +29,7 @@ SHARE = PodShape(2000, 300, 1)
 WHOLE1 = PodShape(2000, 1000, 1)
 WHOLE2 = PodShape(2000, 1000, 2)
 CPU = PodShape(2000, 0, 0)
+W1, W2 = whole_gpu_tag(1), whole_gpu_tag(2)
 
 
 def _state(free: tuple[int, ...], tags: int = 0, cpu: int = 64000) -> NodeState:
@@ -54,14 +55,47 @@ def test_packing_score(free: tuple[int, ...], pod: PodShape, expected: int) -> N
     ("tags", "free", "pod", "expected"),
     [
         pytest.param(TAG_SHARE, (500, 1000), SHARE, 20 + 75, id="same-tag-only"),
-        pytest.param(TAG_SHARE | TAG_WHOLE, (500, 1000), SHARE, 20 + 50, id="mixed-tags-incl-pod"),
+        pytest.param(TAG_SHARE | W1, (500, 1000), SHARE, 20 + 50, id="mixed-tags-incl-pod"),
         pytest.param(0, (1000, 1000), SHARE, 18 + 25, id="idle-node"),
-        pytest.param(TAG_WHOLE, (0, 1000), SHARE, 21, id="only-other-tag"),
+        pytest.param(W1, (0, 1000), SHARE, 21, id="only-other-tag"),
         pytest.param(TAG_SHARE, (500, 1000), CPU, 0, id="cpu-pod-zero"),
+        # whole-GPU pods are tagged per GPU count ("1-gpu" != "2-gpu"), as in the FGD simulator
+        pytest.param(W1, (0, 1000, 1000, 1000), WHOLE2, 25 * 5000 // 8000, id="1-gpu-node-is-other-tag-for-2-gpu-pod"),
+        pytest.param(W2, (0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 75, id="2-gpu-node-same-tag-for-2-gpu-pod"),
+        pytest.param(W1 | W2, (0, 0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 50, id="1-and-2-gpu-node-mixed"),
+        pytest.param(W2, (0, 0, 1000), WHOLE1, 25 * 7000 // 8000, id="2-gpu-node-is-other-tag-for-1-gpu-pod"),
     ],
 )
 def test_clustering_score(tags: int, free: tuple[int, ...], pod: PodShape, expected: int) -> None:
     assert ClusteringPolicy().score(_state(free, tags), pod)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("pod", "tag"),
+    [
+        pytest.param(CPU, 0, id="cpu-only-no-tag"),
+        pytest.param(SHARE, TAG_SHARE, id="share-gpu"),
+        pytest.param(WHOLE1, W1, id="1-gpu"),
+        pytest.param(WHOLE2, W2, id="2-gpu"),
+        pytest.param(PodShape(2000, 1000, 8), whole_gpu_tag(8), id="8-gpu"),
+    ],
+)
+def test_pod_tags_are_distinct_per_gpu_count(pod: PodShape, tag: int) -> None:
+    assert pod_tag(pod) == tag
+
+
+def test_placing_pods_accumulates_one_tag_per_gpu_count() -> None:
+    cluster = ClusterState([NodeShape("A", (1000,) * 4, 64000, 1 << 20)], (0,))
+    cluster.place(0, WHOLE1, (0,))
+    cluster.place(0, WHOLE2, (1, 2))
+    cluster.place(0, CPU, ())
+    assert cluster.states[0].tags == W1 | W2
+    assert ClusteringPolicy().score(cluster.states[0], WHOLE1)[0] == 25 * 7000 // 8000 + 50
+
+
+def test_whole_gpu_tag_rejects_zero_gpus() -> None:
+    with pytest.raises(ValueError, match="gpu_count >= 1"):
+        whole_gpu_tag(0)
 
 
 def test_dotprod_prefers_the_emptier_node_for_the_same_pod() -> None:
