@@ -145,14 +145,17 @@ class ClusterIndex:
         rec = self.records.get(name)
         return rec.devices if rec else None
 
-    def positions(self, names: Sequence[str], count: int) -> IntColumn:
+    def positions(self, names: Sequence[str], count: int, key: bytes | None = None) -> IntColumn:
         """Position of each name (read-only); unknown names get the sentinel position len(self.names).
 
         kube-scheduler sends the same node lists again and again (its snapshot order), so the
         answers for the last RECENT_LISTS lists are kept, keyed by the list's JSON encoding (one
-        C-speed encode and hash instead of one hash and dict lookup per name; rule 4).
+        C-speed encode and hash instead of one hash and dict lookup per name; rule 4). `key`, when
+        given, must be a JSON encoding of `names` (e.g. the raw bytes the list was decoded from:
+        JSON text determines its value, so equal keys still mean equal lists); a remembered bytes
+        object has its hash cached, which saves the encode and the hash.
         """
-        key = list_key(names)
+        key = key if key is not None else list_key(names)
         if key is not None and (found := self.recent.get(key)) is not None:
             self.recent.move_to_end(key)
             return found

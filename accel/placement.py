@@ -188,9 +188,12 @@ class ExtenderCore:
                     continue  # the watch moved on; the assumption no longer fits and will expire
         return devices
 
-    def _columns(self, index: ClusterIndex, names: Sequence[str]) -> tuple[IntColumn, IntColumn, IntColumn]:
-        """(position, class id, topology class id) per name; nodes with assumed binds re-classed."""
-        pos = index.positions(names, len(names))
+    def _columns(
+        self, index: ClusterIndex, names: Sequence[str], key: bytes | None
+    ) -> tuple[IntColumn, IntColumn, IntColumn]:
+        """(position, class id, topology class id) per name; nodes with assumed binds re-classed.
+        `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions)."""
+        pos = index.positions(names, len(names), key)
         class_col = index.class_col
         dirty = self.assumptions.nodes()
         if dirty:
@@ -216,10 +219,13 @@ class ExtenderCore:
             verdict = self._verdicts[key] = check_node(req, "", node, devices)
         return verdict
 
-    def filter(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
-        """Which candidates pass, and why the others fail (accel.filtering rules), in request order."""
+    def filter(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
+    ) -> FilterOutcome:
+        """Which candidates pass, and why the others fail (accel.filtering rules), in request order.
+        `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions)."""
         self._memo_room()
-        pos, cids, _ = self._columns(index, names)
+        pos, cids, _ = self._columns(index, names, key)
         verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
         kind_of = np.full(len(self.classes.class_rep) + 1, FAILED, dtype=np.int8)  # slot 0: unknown
         for cid, verdict in verdicts.items():
@@ -313,14 +319,15 @@ class ExtenderCore:
         column[at[: len(tids)] + 1] = scaled[: len(tids)]
         return column, dict(zip(per_node, scaled[len(tids) :].tolist(), strict=True))
 
-    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> Scores:
+    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
 
         The weighted mean of accel.scoring rule 2, split into a class part and a topology part
-        and evaluated for all candidates at once (same float operations, same rounding).
+        and evaluated for all candidates at once (same float operations, same rounding). `key` as
+        in `filter`.
         """
         self._memo_room()
-        pos, cids, tids = self._columns(index, names)
+        pos, cids, tids = self._columns(index, names, key)
         out = np.zeros(len(names), dtype=np.intp)
         w = index.policy.settings.scoring.weights
         total = w.preference + w.fragmentation + w.topology

@@ -1,7 +1,8 @@
 """The scheduler extender app: POST /filter, /prioritize, /bind (nodeCacheCapable first).
 
-Handlers are adapters: parse (400 on malformed args; `wire.parse_args_json`, which skips the
-depth walk over a validated NodeNames list), call `accel.placement.ExtenderCore`, render (the
+Handlers are adapters: parse (400 on malformed args; `raw_args.ArgsReader`, which answers as
+`wire.parse_args_json` but decodes a node list it has seen before only once, and parses the
+pod of a filter+prioritize pair once), call `accel.placement.ExtenderCore`, render (the
 prioritize reply is joined from per-node fragments cached by `wire.PriorityRenderer`).
 Decisions that cannot be made (state not ready, internal failure, bind conflict) answer HTTP 200
 with `Error` set, which kube-scheduler treats as a failed attempt and retries (protocols.md 1.3,
@@ -24,11 +25,9 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from accel.placement import BindRefused, ClusterIndex, ExtenderCore
-from accel.pods import parse_pod
+from extender.raw_args import ArgsReader, ReadArgs
 from extender.wire import (
-    ExtenderArgs,
     PriorityRenderer,
-    parse_args_json,
     parse_binding,
     render_binding,
     render_filter,
@@ -62,6 +61,7 @@ class Extender:
     clock: Callable[[], float]
     core: ExtenderCore | None = None
     renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
+    reader: ArgsReader = field(default_factory=ArgsReader)
     requests: Counter = field(init=False)
     binds: Counter = field(init=False)
 
@@ -96,8 +96,9 @@ def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type=JSON)
 
 
-async def _read_args(request: web.Request) -> ExtenderArgs:
-    """serving.body.read_json's content-type and size rules, then wire.parse_args_json."""
+async def _read_args(ext: Extender, request: web.Request) -> ReadArgs:
+    """serving.body.read_json's content-type and size rules, then `ArgsReader.read`
+    (wire.parse_args_json's answers, remembered node lists decoded once)."""
     content_type = request.content_type
     if content_type and content_type not in ("application/json", "application/octet-stream", "text/plain"):
         raise BadRequest(f"Content-Type {content_type!r} is not JSON; send application/json")
@@ -105,7 +106,7 @@ async def _read_args(request: web.Request) -> ExtenderArgs:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge(f"body larger than {request.client_max_size} bytes") from exc
-    return parse_args_json(raw)
+    return ext.reader.read(raw)
 
 
 def _internal(verb: str, exc: Exception) -> str:
@@ -117,11 +118,12 @@ def _internal(verb: str, exc: Exception) -> str:
 async def _filter(ext: Extender, request: web.Request) -> web.Response:
     result = "error"
     try:
-        args = await _read_args(request)
+        read = await _read_args(ext, request)
+        args = read.args
         try:
             core, index, _ = ext.index()
-            req = core.request(parse_pod(args.pod), index, ext.clock())
-            outcome = core.filter(index, req, args.names)
+            req = core.request(ext.reader.pod(read), index, ext.clock())
+            outcome = core.filter(index, req, args.names, read.names_key)
         except NotReady as exc:
             return _json(render_filter(args, None, str(exc)))
         except Exception as exc:  # a failed decision is an Error reply, never a passed node
@@ -135,13 +137,13 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
 async def _prioritize(ext: Extender, request: web.Request) -> web.Response:
     result = "error"
     try:
-        args = await _read_args(request)
+        read = await _read_args(ext, request)
         try:
             core, index, _ = ext.index()
         except NotReady as exc:
             raise web.HTTPServiceUnavailable(reason=str(exc)) from None
-        req = core.request(parse_pod(args.pod), index, ext.clock())
-        body = ext.renderer.render(core.scores(index, req, args.names))
+        req = core.request(ext.reader.pod(read), index, ext.clock())
+        body = ext.renderer.render(core.scores(index, req, read.args.names, read.names_key))
         result = "ok"
         return _json(body)
     finally:
