@@ -1,4 +1,4 @@
-"""Team quota: pure math over GPU-equivalents plus the reservation ledger model.
+"""Team quota: pure math over GPU-equivalents; the reservation ledger model is accel.quota_ledger.
 
 Quota is written per team in GPU-equivalents per canonical type and for all types together ("*")
 (design.md, "Policy"). Amounts are exact `Fraction`s: a time-sliced replica is 1/replicas, a MIG
@@ -25,108 +25,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
-
-import orjson
 
 from accel.policy import ALL_TYPES, Team
+from accel.quota_ledger import LEDGER_KEY as LEDGER_KEY  # re-exported: the ledger model lives there
+from accel.quota_ledger import Ledger as Ledger
+from accel.quota_ledger import Reservation as Reservation
 
 RESERVATION_ANNOTATION = "accel.dev/reservation"
 LEDGER_NAME = "accel-quota-ledger"
-LEDGER_KEY = "ledger.json"
 
 Usage = Mapping[str, Fraction]  # canonical type -> GPU-equivalents
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """GPU-equivalents held for one admitted pod until the watch shows it."""
-
-    id: str
-    team: str
-    type: str
-    amount: Fraction
-    namespace: str = ""
-    created: float = 0.0
-    expires: float = 0.0
-    replica: str = ""
-    job: str = ""  # the pod's job label value (accel.admission_jobs), "" = none
-
-    def to_json(self) -> dict[str, Any]:
-        data = {
-            "team": self.team,
-            "type": self.type,
-            "amount": str(self.amount),
-            "namespace": self.namespace,
-            "created": self.created,
-            "expires": self.expires,
-            "replica": self.replica,
-        }
-        if self.job:
-            data["job"] = self.job
-        return data
-
-    @classmethod
-    def from_json(cls, rid: str, data: Mapping[str, Any]) -> Reservation:
-        return cls(
-            id=rid,
-            team=str(data["team"]),
-            type=str(data["type"]),
-            amount=Fraction(str(data["amount"])),
-            namespace=str(data.get("namespace", "")),
-            created=float(data.get("created", 0.0)),
-            expires=float(data.get("expires", 0.0)),
-            replica=str(data.get("replica", "")),
-            job=str(data.get("job", "")),  # absent in documents written before jobs were recorded
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Ledger:
-    """All live reservations by id; `corrupt` marks a stored document we could not read.
-
-    `raw` keeps each reservation's JSON form so writing a ledger back costs one C-level dump,
-    not one Python dict per reservation (the hot path writes it on every admission).
-    """
-
-    reservations: Mapping[str, Reservation] = field(default_factory=dict)
-    corrupt: bool = False
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, str]) -> Ledger:
-        """Parse the ConfigMap data; an unreadable document becomes an empty ledger marked corrupt.
-
-        Reservations are short-lived and the watch still counts every real pod, so starting over
-        loses at most one TTL of in-flight admissions instead of blocking all admissions.
-        """
-        raw = data.get(LEDGER_KEY)
-        if not raw:
-            return cls()
-        try:
-            entries = orjson.loads(raw)["reservations"]
-            return cls({rid: Reservation.from_json(rid, entry) for rid, entry in entries.items()}, raw=entries)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError):
-            return cls(corrupt=True)
-
-    def _raw_of(self, rid: str) -> Any:
-        found = self.raw.get(rid)
-        return found if found is not None else self.reservations[rid].to_json()
-
-    def to_data(self) -> dict[str, str]:
-        document = {"reservations": {rid: self._raw_of(rid) for rid in self.reservations}}
-        return {LEDGER_KEY: orjson.dumps(document).decode()}
-
-    def pruned(self, *, now: float, visible: frozenset[str]) -> Ledger:
-        """Without expired reservations and those whose pod the watch already shows (invariant 2)."""
-        kept = {rid: r for rid, r in self.reservations.items() if r.expires > now and rid not in visible}
-        if len(kept) == len(self.reservations) and not self.corrupt:
-            return self
-        return Ledger(kept, raw={rid: self.raw[rid] for rid in kept if rid in self.raw})
-
-    def with_reservation(self, reservation: Reservation) -> Ledger:
-        raw = {**self.raw, reservation.id: reservation.to_json()}
-        return Ledger({**self.reservations, reservation.id: reservation}, raw=raw)
 
 
 def team_usage_now(
@@ -138,17 +46,39 @@ def team_usage_now(
     now: float,
     exclude: str | None = None,
 ) -> dict[str, Fraction]:
-    """One team's usage per type: the watch plus live, not-yet-visible reservations (invariant 1)."""
+    """One team's usage per type: the watch plus live, not-yet-visible reservations (invariant 1).
+
+    Over a ledger already clean for (`now`, `visible`) this reads the ledger's per-team totals
+    (accel.quota_ledger rule 3) instead of walking every reservation; the result is the same.
+    """
     usage = dict(base.get(team, {}))
     # Sum numerators per (type, denominator) with ints: Fraction additions are slow in a hot loop.
-    partial: dict[tuple[str, int], int] = {}
-    for rid, reservation in ledger.reservations.items():
-        if reservation.team == team and rid != exclude and reservation.expires > now and rid not in visible:
-            key = (reservation.type, reservation.amount.denominator)
-            partial[key] = partial.get(key, 0) + reservation.amount.numerator
-    for (accel_type, denominator), numerator in partial.items():
+    partial: dict[tuple[str, int], tuple[int, int]]
+    if ledger.is_clean(now=now, visible=visible) and ledger.totals is not None:
+        partial = dict(ledger.totals.get(team, {}))
+        own = ledger.reservations.get(exclude) if exclude is not None else None
+        if own is not None and own.team == team:
+            _discount(partial, own)
+    else:
+        partial = {}
+        for rid, reservation in ledger.reservations.items():
+            if reservation.team == team and rid != exclude and reservation.expires > now and rid not in visible:
+                key = (reservation.type, reservation.amount.denominator)
+                count, numerator = partial.get(key, (0, 0))
+                partial[key] = (count + 1, numerator + reservation.amount.numerator)
+    for (accel_type, denominator), (_, numerator) in partial.items():
         usage[accel_type] = usage.get(accel_type, Fraction(0)) + Fraction(numerator, denominator)
     return usage
+
+
+def _discount(partial: dict[tuple[str, int], tuple[int, int]], reservation: Reservation) -> None:
+    """Take one reservation out of (type, denominator) -> (count, numerator) sums."""
+    key = (reservation.type, reservation.amount.denominator)
+    count, numerator = partial[key]
+    if count > 1:
+        partial[key] = (count - 1, numerator - reservation.amount.numerator)
+    else:
+        del partial[key]
 
 
 @dataclass(frozen=True, slots=True)

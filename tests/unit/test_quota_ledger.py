@@ -1,0 +1,118 @@
+"""accel.quota_ledger: the memoised ledger gives exactly what a full walk gives (rules 1-3)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accel.quota import LEDGER_KEY, Ledger, Reservation, decide_reservation, team_usage_now
+from tests.unit.test_quota import NLP
+
+VISIBLE_SETS = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
+
+
+def walked_usage(team: str, ledger: Ledger, *, visible: frozenset[str], now: float, exclude: str | None) -> dict[str, Fraction]:
+    """The definition (accel.quota invariant 1), one reservation at a time."""
+    usage: dict[str, Fraction] = {}
+    for rid, r in ledger.reservations.items():
+        if r.team == team and rid != exclude and r.expires > now and rid not in visible:
+            usage[r.type] = usage.get(r.type, Fraction(0)) + r.amount
+    return usage
+
+
+def encoded(ledger: Ledger) -> str:
+    return orjson.dumps({"reservations": {rid: r.to_json() for rid, r in ledger.reservations.items()}}).decode()
+
+
+reservations = st.builds(
+    Reservation,
+    id=st.sampled_from(["r1", "r2", "r3", "r4", "r5"]),
+    team=st.sampled_from(["nlp", "vision"]),
+    type=st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb"]),
+    amount=st.sampled_from([Fraction(1), Fraction(2), Fraction(1, 4), Fraction(3, 7)]),
+    expires=st.sampled_from([10.0, 20.0, 30.0]),
+    job=st.sampled_from(["", "train"]),
+)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), reservations),
+        st.tuples(st.just("prune"), st.sampled_from([0.0, 15.0, 25.0]), st.sampled_from(range(len(VISIBLE_SETS)))),
+        st.tuples(st.just("reparse")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=steps, now=st.sampled_from([0.0, 15.0]), visible=st.sampled_from(range(len(VISIBLE_SETS))),
+       exclude=st.sampled_from([None, "r1", "r2"]))
+def test_memoised_ledger_agrees_with_a_full_walk(steps: list[tuple[Any, ...]], now: float, visible: int, exclude: str | None) -> None:
+    ledger = Ledger()
+    for step in steps:
+        if step[0] == "add":
+            ledger = ledger.with_reservation(step[1])
+        elif step[0] == "prune":
+            before = dict(ledger.reservations)
+            ledger = ledger.pruned(now=step[1], visible=VISIBLE_SETS[step[2]])
+            assert dict(ledger.reservations) == {
+                rid: r for rid, r in before.items() if r.expires > step[1] and rid not in VISIBLE_SETS[step[2]]
+            }
+        else:
+            ledger = Ledger.from_data(ledger.to_data())
+        assert ledger.to_data() == {LEDGER_KEY: encoded(ledger)}
+        for team in ("nlp", "vision"):
+            shown = VISIBLE_SETS[visible]
+            got = team_usage_now(team, {}, ledger, visible=shown, now=now, exclude=exclude)
+            assert got == walked_usage(team, ledger, visible=shown, now=now, exclude=exclude)
+
+
+def test_unknown_fields_of_a_newer_writer_survive_a_rewrite() -> None:
+    document = '{"reservations":{"r1":{"team":"nlp","type":"t","amount":"1","future":{"x":[1]}}}}'
+    assert Ledger.from_data({LEDGER_KEY: document}).to_data() == {LEDGER_KEY: document}
+
+
+def res(rid: str, *, expires: float = 100.0, team: str = "nlp") -> Reservation:
+    return Reservation(id=rid, team=team, type="nvidia-a100-80gb", amount=Fraction(1), expires=expires)
+
+
+SHOWN = frozenset({"x"})
+
+
+@pytest.mark.parametrize(
+    ("visible", "now", "clean"),
+    [(SHOWN, 0.0, True), (SHOWN, 100.0, False), (frozenset({"x"}).union(), 0.0, False)],
+    ids=["same-visible-set-before-expiry-is-clean", "at-earliest-expiry-is-not-clean", "an-equal-but-other-set-is-not-known-clean"],
+)
+def test_clean_only_for_the_set_it_was_pruned_against_and_before_expiry(visible: frozenset[str], now: float, clean: bool) -> None:
+    ledger = Ledger({"a": res("a")}).pruned(now=0.0, visible=SHOWN)
+    assert ledger.is_clean(now=now, visible=visible) is clean
+
+
+def test_adding_a_reservation_the_watch_already_shows_is_pruned_next_time() -> None:
+    shown = frozenset({"b"})
+    ledger = Ledger({"a": res("a")}).pruned(now=0.0, visible=shown).with_reservation(res("b"))
+    assert not ledger.is_clean(now=0.0, visible=shown)
+    assert set(ledger.pruned(now=0.0, visible=shown).reservations) == {"a"}
+
+
+def test_upsert_moves_the_amount_between_teams() -> None:
+    shown: frozenset[str] = frozenset()
+    ledger = Ledger().pruned(now=0.0, visible=shown).with_reservation(res("a")).with_reservation(res("a", team="vision"))
+    assert team_usage_now("nlp", {}, ledger, visible=shown, now=0.0) == {}
+    assert team_usage_now("vision", {}, ledger, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
+
+
+def test_decisions_in_a_row_stay_clean_so_no_step_walks_the_ledger() -> None:
+    shown = frozenset({"gone"})
+    ledger = Ledger({"gone": res("gone"), "kept": res("kept")})
+    for i in range(3):
+        outcome = decide_reservation(ledger, res(f"new{i}"), team=NLP, base={}, visible=shown, now=1.0)
+        assert outcome.ledger is not None
+        ledger = outcome.ledger
+        assert ledger.is_clean(now=1.0, visible=shown)
+    assert set(ledger.reservations) == {"kept", "new0", "new1", "new2"}
