@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from accel.quota import LEDGER_KEY, Ledger, Reservation, decide_reservation, team_usage_now
 from tests.unit.test_quota import NLP
 
-VISIBLE_SETS = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
+VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
 
 
 def walked_usage(team: str, ledger: Ledger, *, visible: frozenset[str], now: float, exclude: str | None) -> dict[str, Fraction]:
