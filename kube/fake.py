@@ -16,7 +16,10 @@ that the code above relies on:
    (server-side watch timeout), `bookmark()` (BOOKMARK to every open watch).
 
 The harness methods `apply`, `delete`, `get` act as other API clients (kubectl, kubelet): they are
-never subject to injected faults. Objects handed out are deep copies.
+never subject to injected faults. Objects handed out are deep copies. Stored objects are never
+changed in place (every change stores a new object), so the watch history shares them instead of
+copying each one: the quota ledger ConfigMap is rewritten on every admission, and a copy per write
+into the history would cost more than the write itself.
 """
 
 from __future__ import annotations
@@ -144,15 +147,21 @@ class FakeCluster:
             raise ValueError(f"FakeCluster.apply: unsupported kind {obj.get('kind')!r}; use one of "
                              f"{sorted(KIND_BY_OBJECT_KIND)}")
         stored = copy.deepcopy(obj)
-        meta = stored.setdefault("metadata", {})
-        if not meta.get("name"):
+        if not stored.setdefault("metadata", {}).get("name"):
             raise ValueError("FakeCluster.apply: metadata.name is required")
+        return copy.deepcopy(self._put(kind, stored))
+
+    def _put(self, kind: Kind, stored: JsonObject) -> JsonObject:
+        """Store `stored` (owned by the fake from now on, never changed again) as a create or replace."""
+        meta = stored["metadata"]
         key = object_key(stored)
         previous = self._objects[kind].get(key)
-        meta.setdefault("uid", previous["metadata"]["uid"] if previous else str(uuid.uuid4()))
-        meta.setdefault("creationTimestamp", self._now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if "uid" not in meta:
+            meta["uid"] = previous["metadata"]["uid"] if previous else str(uuid.uuid4())
+        if "creationTimestamp" not in meta:
+            meta["creationTimestamp"] = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
         self._store(kind, key, stored, "MODIFIED" if previous else "ADDED")
-        return copy.deepcopy(stored)
+        return stored
 
     def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
         key = f"{namespace}/{name}" if namespace else name
@@ -160,7 +169,7 @@ class FakeCluster:
         if obj is None:
             raise NotFound(f"{kind} {key!r} not found")
         self._rv += 1
-        obj["metadata"]["resourceVersion"] = str(self._rv)
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._rv)}}  # history keeps the old one
         self._publish(kind, WatchEvent("DELETED", obj))
 
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> JsonObject | None:
@@ -226,7 +235,7 @@ class FakeCluster:
             current is None or current["metadata"]["resourceVersion"] != expected_version
         ):
             return None  # 409 Conflict (or 404: deleted meanwhile; the caller re-reads either way)
-        stored = self.apply({
+        stored = self._put("configmaps", {  # built fresh here: no defensive copy needed
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {**(current or {}).get("metadata", {}), "name": name,
@@ -247,11 +256,11 @@ class FakeCluster:
             raise NotFound(f'pods "{pod_name}" not found in namespace {namespace!r}')
         if pod_uid and pod["metadata"].get("uid") != pod_uid:
             raise Conflict(f"pod {key}: uid precondition failed (want {pod_uid}, have {pod['metadata'].get('uid')})")
-        spec = pod.setdefault("spec", {})
+        spec = pod.get("spec") or {}
         if spec.get("nodeName"):
             raise Conflict(f'pod {pod_name} is already assigned to node "{spec["nodeName"]}"')
         pod = copy.deepcopy(pod)
-        pod["spec"]["nodeName"] = node
+        pod.setdefault("spec", {})["nodeName"] = node
         pod["metadata"]["annotations"] = {**(pod["metadata"].get("annotations") or {}), **annotations}
         status = pod.setdefault("status", {})
         conditions = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
@@ -296,7 +305,7 @@ class FakeCluster:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._objects[kind][key] = obj
-        self._publish(kind, WatchEvent(event_type, copy.deepcopy(obj)))
+        self._publish(kind, WatchEvent(event_type, obj))
 
     def _publish(self, kind: Kind, event: WatchEvent) -> None:
         self._history.append((self._rv, kind, event))

@@ -124,6 +124,26 @@ async def _take(stream: object, n: int):  # type: ignore[no-untyped-def]
     await it.aclose()
 
 
+async def test_history_replays_each_version_as_it_was_and_hands_out_private_copies() -> None:
+    """The history shares stored objects (no copy per write), so nothing may change them later."""
+    cluster = FakeCluster()
+    _, rv = await cluster.list("configmaps")
+    first = await cluster.write("ledger", {"k": "1"}, None)
+    await cluster.write("ledger", {"k": "2"}, first)
+    cluster.apply(make_pod("p", "ns", uid="u"))
+    await cluster.bind("ns", "p", "u", "n1", {"a": "b"})
+    cluster.delete("configmaps", "ledger", cluster.controller_namespace)
+    replay = [e async for e in _take(cluster.watch("configmaps", rv), 3)]
+    seen = [(e.type, e.object["metadata"]["resourceVersion"], (e.object.get("data") or {}).get("k")) for e in replay]
+    assert seen[:2] == [("ADDED", first, "1"), ("MODIFIED", str(int(first) + 1), "2")]
+    assert seen[2][0] == "DELETED" and int(seen[2][1]) > int(first) + 1
+    replay[0].object["data"]["k"] = "tampered"
+    again = [e async for e in _take(cluster.watch("configmaps", rv), 1)]
+    assert again[0].object["data"]["k"] == "1"
+    pods = [e async for e in _take(cluster.watch("pods", rv), 2)]
+    assert "nodeName" not in pods[0].object["spec"] and pods[1].object["spec"]["nodeName"] == "n1"
+
+
 async def test_watch_from_compacted_version_is_gone_and_history_limit_compacts() -> None:
     cluster = FakeCluster(history_limit=2)
     _, rv = await cluster.list("nodes")
