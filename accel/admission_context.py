@@ -15,9 +15,10 @@ from fractions import Fraction
 from typing import Any
 
 from accel.admission_jobs import job_types
+from accel.admission_usage import UsageMemo
 from accel.affinity import AffinityError, TypeSelector, build_selector
 from accel.catalog import Catalog
-from accel.inventory import Inventory, team_usage
+from accel.inventory import Inventory
 from accel.labels import is_accelerator_resource
 from accel.pods import (
     ODH_PROFILE_ANNOTATION,
@@ -94,8 +95,14 @@ class AdmissionContext:
         return found
 
 
-def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0) -> AdmissionContext:
-    """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type."""
+def build_context(
+    parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, usage_memo: UsageMemo | None = None
+) -> AdmissionContext:
+    """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type.
+
+    `usage_memo` (one per replica, kept across generations) makes team usage cost a lookup per
+    unchanged pod (accel.admission_usage); without it usage is computed from scratch.
+    """
     policy, catalog = parsed.policy, parsed.catalog
     free: dict[str, int] = defaultdict(int)
     present: set[str] = set()
@@ -111,7 +118,7 @@ def build_context(parsed: ParsedPolicy, inventory: Inventory, *, generation: int
         parsed=parsed,
         inventory=inventory,
         generation=generation,
-        usage=team_usage(inventory, catalog=catalog, policy=policy),
+        usage=(usage_memo or UsageMemo()).usage(parsed, inventory),
         visible=visible,
         free_units=dict(free),
         present_types=tuple(t for t in catalog.names() if t in present),
