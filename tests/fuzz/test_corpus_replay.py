@@ -24,14 +24,7 @@ PER_REQUEST_TIMEOUT_S = 10.0
 # Crashes the corpus found in code owned by other engineers, reported to them (see docs/reliability.md).
 # A case listed here may fail; every other case must pass, and a listed case that passes is reported
 # so the entry can be dropped. Remove entries as the owners fix them.
-KNOWN_CRASHES: dict[str, frozenset[str]] = {
-    "webhook": frozenset({
-        "any-affinity-garbage.json",  # accel/admission.py: spec.affinity.nodeAffinity not a dict
-        "any-gpu-huge-integer.json",  # a 10**40 JSON integer quantity
-        "any-labels-is-list.json",  # accel/profiles_resolve.py: metadata.labels is a list
-        "any-tolerations-not-list.json",  # accel/admission.py: spec.tolerations is a dict
-    }),
-}  # fmt: skip
+KNOWN_CRASHES: dict[str, frozenset[str]] = {}  # all reported webhook crashes are fixed (shape check in the core)
 
 
 def corpus_files(app: str) -> list[Path]:
