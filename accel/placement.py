@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from itertools import compress
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from accel.catalog import Catalog
 from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_clamp
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
 from accel.extender_index import Classes, ClusterIndex, build_index, list_key
+from accel.filter_columns import FilterColumns, FilterOutcome, kinds_of, outcome
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import ClusterContext, TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
@@ -56,16 +56,8 @@ from accel.topology_score import raw_by_level_counts
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
 MEMO_LIMIT = 200_000  # verdict / fragmentation memo entries before they are dropped and refilled
-OK, FAILED, UNRESOLVABLE = 0, 1, 2
 
-__all__ = ["BindPlan", "BindRefused", "ClusterIndex", "ExtenderCore", "FilterOutcome", "Scores"]
-
-
-@dataclass(frozen=True, slots=True)
-class FilterOutcome:
-    passed: list[str]
-    failed: dict[str, str]
-    unresolvable: dict[str, str]
+__all__ = ["BindPlan", "BindRefused", "ClusterIndex", "ExtenderCore", "FilterColumns", "FilterOutcome", "Scores"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,43 +211,35 @@ class ExtenderCore:
             verdict = self._verdicts[key] = check_node(req, "", node, devices)
         return verdict
 
-    def filter(
+    def filter_columns(
         self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
-    ) -> FilterOutcome:
-        """Which candidates pass, and why the others fail (accel.filtering rules), in request order.
+    ) -> FilterColumns:
+        """The filter decision as columns (accel.filter_columns): one verdict per class present.
         `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions)."""
         self._memo_room()
         pos, cids, _ = self._columns(index, names, key)
         verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
-        kind_of = np.full(len(self.classes.class_rep) + 1, FAILED, dtype=np.int8)  # slot 0: unknown
-        for cid, verdict in verdicts.items():
-            kind_of[cid + 1] = OK if verdict.ok else UNRESOLVABLE if verdict.unresolvable else FAILED
-        kinds = kind_of[cids + 1]
-        passing = kinds == OK
-        passed = list(compress(names, passing.tolist()))
-        if passed and len(passed) < len(names) and (key := list_key(passed)) is not None:
-            index.remember(key, pos[passing])  # prioritize likely gets exactly these
-        failed: dict[str, str] = {}
-        unresolvable: dict[str, str] = {}
-        if len(passed) == len(names):
-            return FilterOutcome(passed, failed, unresolvable)
-        if (cids < 0).any():  # unknown nodes: a reason naming each one, in request order
-            for i in np.flatnonzero(~passing).tolist():
-                name, cid = names[i], int(cids[i])
-                if cid < 0:
-                    failed[name] = check_node(req, name, None, None).reason
-                else:
-                    verdict = verdicts[cid]
-                    (unresolvable if verdict.unresolvable else failed)[name] = verdict.reason
-            return FilterOutcome(passed, failed, unresolvable)
-        reason_of = np.empty(len(kind_of), dtype=object)
-        for cid, verdict in verdicts.items():
-            reason_of[cid + 1] = verdict.reason
-        for kind, target in ((FAILED, failed), (UNRESOLVABLE, unresolvable)):
-            mask = kinds == kind
-            if mask.any():
-                target.update(zip(compress(names, mask.tolist()), reason_of[cids[mask] + 1].tolist(), strict=True))
-        return FilterOutcome(passed, failed, unresolvable)
+        kinds = kinds_of(cids, verdicts, len(self.classes.class_rep))
+
+        def unknown_reason(name: str) -> str:
+            return check_node(req, name, None, None).reason
+
+        return FilterColumns(names, pos, cids, kinds, verdicts, index.names, unknown_reason)
+
+    def filter(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
+    ) -> FilterOutcome:
+        """Which candidates pass, and why the others fail (accel.filtering rules), in request order.
+        Remembers the positions of the passed list: prioritize likely gets exactly these."""
+        return self.outcome(index, self.filter_columns(index, req, names, key))
+
+    def outcome(self, index: ClusterIndex, cols: FilterColumns) -> FilterOutcome:
+        """`cols` as a FilterOutcome; remembers the positions of the passed list (see `filter`)."""
+        result = outcome(cols)
+        passed = result.passed
+        if passed and len(passed) < len(cols.names) and (passed_key := list_key(passed)) is not None:
+            index.remember(passed_key, cols.positions[cols.passing])
+        return result
 
     # ---- prioritize --------------------------------------------------------------------------
     def _frag_raw(self, cid: int, shaped: ShapedRequest, strategy: Strategy) -> float:

@@ -2,8 +2,8 @@
 
 Handlers are adapters: parse (400 on malformed args; `raw_args.ArgsReader`, which answers as
 `wire.parse_args_json` but decodes a node list it has seen before only once, and parses the
-pod of a filter+prioritize pair once), call `accel.placement.ExtenderCore`, render (the
-prioritize reply is joined from per-node fragments cached by `wire.PriorityRenderer`).
+pod of a filter+prioritize pair once), call `accel.placement.ExtenderCore`, render (both big
+replies are joined from per-node fragments: `filter_reply.FilterRenderer`, `wire.PriorityRenderer`).
 Decisions that cannot be made (state not ready, internal failure, bind conflict) answer HTTP 200
 with `Error` set, which kube-scheduler treats as a failed attempt and retries (protocols.md 1.3,
 1.7). `accel_extender_requests_total{verb,result}` is recorded once per
@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from accel.placement import BindRefused, ClusterIndex, ExtenderCore
+from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader, ReadArgs
 from extender.wire import (
     PriorityRenderer,
@@ -62,6 +63,7 @@ class Extender:
     core: ExtenderCore | None = None
     renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
     reader: ArgsReader = field(default_factory=ArgsReader)
+    filter_renderer: FilterRenderer = field(default_factory=FilterRenderer)
     requests: Counter = field(init=False)
     binds: Counter = field(init=False)
 
@@ -123,13 +125,18 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
         try:
             core, index, _ = ext.index()
             req = core.request(ext.reader.pod(read), index, ext.clock())
-            outcome = core.filter(index, req, args.names, read.names_key)
+            cols = core.filter_columns(index, req, args.names, read.names_key)
+            fast = ext.filter_renderer.render(cols) if args.node_names is not None else None
+            body = render_filter(args, core.outcome(index, cols)) if fast is None else fast.body
         except NotReady as exc:
             return _json(render_filter(args, None, str(exc)))
         except Exception as exc:  # a failed decision is an Error reply, never a passed node
             return _json(render_filter(args, None, _internal("filter", exc)))
+        if fast is not None and (passed := fast.passed) is not None:  # prioritize likely gets exactly these
+            index.remember(passed.key, passed.positions)
+            ext.reader.learn(passed.key, passed.names)
         result = "ok"
-        return _json(render_filter(args, outcome))
+        return _json(body)
     finally:
         ext.count("filter", result)
 

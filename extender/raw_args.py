@@ -64,6 +64,14 @@ class ArgsReader:
         fast = self._fast(raw)
         return fast if fast is not None else ReadArgs(parse_args_json(raw, max_depth=self.max_depth))
 
+    def learn(self, key: bytes, names: list[str]) -> None:
+        """Remember that the JSON `key` decodes to `names` (filter's passed list, which prioritize
+        gets next): that body then needs no decode either. `key` must be a JSON encoding of `names`."""
+        self._lists[key] = names
+        self._lists.move_to_end(key)
+        while len(self._lists) > LISTS_KEPT:
+            self._lists.popitem(last=False)
+
     def pod(self, read: ReadArgs) -> PodView:
         """`parse_pod(read.args.pod)`, remembered by the body around the names (rule 4)."""
         if read.pod_key is None:
@@ -113,9 +121,7 @@ class ArgsReader:
             return None
         if not _is_str_list(decoded):
             return None
-        self._lists[cut] = decoded
-        while len(self._lists) > LISTS_KEPT:
-            self._lists.popitem(last=False)
+        self.learn(cut, decoded)
         return cut, decoded
 
 

@@ -1,0 +1,116 @@
+"""The NodeNames-form filter reply joined from cached per-node JSON fragments.
+
+At 5000 nodes, spelling the filter decision as a Python list and two dicts and encoding them cost
+more than the decision. `FilterRenderer` keeps, per node of the index, its JSON fragments
+`,"name"` (a NodeNames item) and `,"name":` (a FailedNodes key), rebuilt only when the index's node
+list changes, and gathers them by position with numpy: a reply is a few gathers and one
+`bytes.join`, with no per-name Python work.
+
+The reply is byte for byte `wire.render_filter(args, outcome(cols))` (same keys in the same order,
+orjson's encoding of every string). It is produced only when every candidate is in the index and
+none is repeated (a repeated name collapses in the reply's dicts); otherwise `render` answers None
+and the caller renders the generic way.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from accel.columns import IntColumn
+from accel.filter_columns import FAILED, UNRESOLVABLE, FilterColumns
+
+ObjectColumn = npt.NDArray[np.object_]
+PLAIN_LISTS_KEPT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """The passed names as JSON (as the scheduler will send them to prioritize), list, positions."""
+
+    key: bytes
+    names: list[str]
+    positions: IntColumn
+
+
+@dataclass(frozen=True, slots=True)
+class FilterReply:
+    """A rendered reply; `passed` is None when every candidate or none passed (prioritize then
+    gets the filter's own list, or is not called)."""
+
+    body: bytes
+    passed: Passed | None = None
+
+
+def _joined(parts: ObjectColumn, open_: bytes, close: bytes) -> bytes:
+    """open_ + the parts joined, less the first part's leading comma + close."""
+    return open_ + b"".join(parts.tolist())[1:] + close
+
+
+class FilterRenderer:
+    """Renders `FilterColumns` as the filter reply (module docstring)."""
+
+    def __init__(self) -> None:
+        self._names: tuple[str, ...] | None = None
+        self._items: ObjectColumn = np.empty(0, dtype=object)  # ,"name"
+        self._keys: ObjectColumn = np.empty(0, dtype=object)  # ,"name":
+        self._objects: ObjectColumn = np.empty(0, dtype=object)  # name
+        self._plain: OrderedDict[int, tuple[IntColumn, int, bool]] = OrderedDict()
+
+    def render(self, cols: FilterColumns) -> FilterReply | None:
+        """The reply, or None when a candidate is unknown or repeated (render_filter's case)."""
+        if not self._plain_list(cols):
+            return None
+        self._prepare(cols.index_names)
+        pos, cids, kinds = cols.positions, cols.cids, cols.kinds
+        passing = cols.passing
+        at = pos[passing]
+        names_json = _joined(self._items[at], b"[", b"]")
+        parts = [b'{"Nodes":null,"NodeNames":', names_json]
+        reason_of = np.empty(int(cids.max(initial=-1)) + 2, dtype=object)
+        for cid, verdict in cols.verdicts.items():
+            reason_of[cid + 1] = orjson.dumps(verdict.reason)
+        for label, kind in ((b',"FailedNodes":', FAILED), (b',"FailedAndUnresolvableNodes":', UNRESOLVABLE)):
+            mask = kinds == kind
+            count = int(np.count_nonzero(mask))
+            pairs = np.empty(2 * count, dtype=object)
+            pairs[0::2] = self._keys[pos[mask]]
+            pairs[1::2] = reason_of[cids[mask] + 1]
+            parts += (label, _joined(pairs, b"{", b"}") if count else b"{}")
+        parts.append(b',"Error":""}')
+        body = b"".join(parts)
+        if not len(at) or len(at) == len(pos):
+            return FilterReply(body)
+        return FilterReply(body, Passed(names_json, self._objects[at].tolist(), at))
+
+    def _plain_list(self, cols: FilterColumns) -> bool:
+        """Every candidate known and none repeated; cached per positions array (remembered lists
+        come back as the same array object, which the cache holds so its id stays unique)."""
+        pos, size = cols.positions, len(cols.index_names)
+        found = self._plain.get(id(pos))
+        if found is not None and found[0] is pos and found[1] == size:
+            return found[2]
+        plain = not len(pos) or (int(pos.max()) < size and int(np.bincount(pos, minlength=size).max()) <= 1)
+        self._plain[id(pos)] = (pos, size, plain)
+        while len(self._plain) > PLAIN_LISTS_KEPT:
+            self._plain.popitem(last=False)
+        return plain
+
+    def _prepare(self, names: tuple[str, ...]) -> None:
+        if names is self._names:
+            return
+        encoded = [orjson.dumps(name) for name in names]
+        self._items = _objects([b"," + e for e in encoded])
+        self._keys = _objects([b"," + e + b":" for e in encoded])
+        self._objects = _objects(list(names))
+        self._names = names
+
+
+def _objects(values: list[object]) -> ObjectColumn:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out

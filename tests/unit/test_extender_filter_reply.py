@@ -1,0 +1,88 @@
+"""The fragment-joined filter reply is byte for byte the generic rendering, and the passed list it
+hands to prioritize is keyed, decoded and positioned exactly as the scheduler will send it."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from accel.placement import ExtenderCore
+from accel.pods import parse_pod
+from extender.filter_reply import FilterRenderer
+from extender.raw_args import ArgsReader
+from extender.wire import ExtenderArgs, ExtenderFilterResult, render_filter
+from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.unit.test_extender_fast import assume_some, random_cluster, random_names, random_pod
+
+
+def _args(names: list[str]) -> ExtenderArgs:
+    return ExtenderArgs.model_construct(pod={}, nodes=None, node_names=names)
+
+
+@pytest.mark.parametrize("seed", range(40), ids=lambda s: f"seed-{s}")
+def test_joined_reply_is_the_generic_rendering_byte_for_byte(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes, pods = random_cluster(rng, rng.randint(1, 40))
+    core = ExtenderCore()
+    index = core.index(1, sample_policy().policy, inventory(nodes, pods))
+    assume_some(rng, core, index, rng.randint(0, 4))
+    renderer = FilterRenderer()
+    for i in range(6):
+        req = core.request(parse_pod(random_pod(rng, i)), index, 0.0)
+        for names in (random_names(rng, index), rng.sample(list(index.names), len(index.names))):
+            cols = core.filter_columns(index, req, names)
+            expected = render_filter(_args(names), core.outcome(index, cols))
+            reply = renderer.render(cols)
+            plain = len(set(names)) == len(names) and set(names) <= set(index.names)
+            assert (reply is not None) == plain
+            if reply is not None:
+                assert reply.body == expected
+                ExtenderFilterResult.model_validate_json(reply.body)
+
+
+def _index_and_request(gpus: int) -> tuple[ExtenderCore, Any, Any]:
+    nodes = [gpu_node(f"n{i}", gpus=8) for i in range(6)]
+    busy = [gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # n1, n3: two GPUs left
+    core = ExtenderCore()
+    index = core.index(1, sample_policy().policy, inventory(nodes, busy))
+    return core, index, core.request(parse_pod(gpu_pod("p", gpus, profile="large-any")), index, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("gpus", "passed"),
+    [
+        pytest.param(4, ["n5", "n0", "n2", "n4"], id="some-pass-list-handed-on"),
+        pytest.param(1, None, id="all-pass-nothing-new-to-hand-on"),
+        pytest.param(9, None, id="none-pass"),
+    ],
+)
+def test_passed_list_is_what_the_scheduler_sends_to_prioritize(gpus: int, passed: list[str] | None) -> None:
+    core, index, req = _index_and_request(gpus)
+    names = ["n5", "n0", "n1", "n2", "n3", "n4"]
+    reply = FilterRenderer().render(core.filter_columns(index, req, names))
+    assert reply is not None
+    if passed is None:
+        assert reply.passed is None
+        return
+    assert reply.passed is not None
+    assert orjson.loads(reply.body)["NodeNames"] == passed == reply.passed.names
+    assert reply.passed.key == orjson.dumps(passed)  # what Go's encoder writes for these names
+    assert [index.names[p] for p in reply.passed.positions.tolist()] == passed
+    reader = ArgsReader()
+    reader.learn(reply.passed.key, reply.passed.names)
+    read = reader.read(orjson.dumps({"Pod": {}, "Nodes": None, "NodeNames": passed}))
+    assert read.args.names is reply.passed.names and read.names_key is reply.passed.key
+
+
+def test_fragments_follow_a_changed_node_list() -> None:
+    core, index, req = _index_and_request(1)
+    renderer = FilterRenderer()
+    renderer.render(core.filter_columns(index, req, ["n0"]))
+    grown = inventory([gpu_node(f"n{i}", gpus=8) for i in range(7)])
+    index = core.index(2, sample_policy().policy, grown)
+    cols = core.filter_columns(index, req, ["n6", "n0"])
+    reply = renderer.render(cols)
+    assert reply is not None and reply.body == render_filter(_args(["n6", "n0"]), core.outcome(index, cols))
