@@ -24,12 +24,10 @@ from accel.pods import (
     ODH_PROFILE_ANNOTATION,
     PROFILE_ANNOTATION,
     PodView,
-    effective_request,
-    requested_resource_names,
 )
+from accel.pods import accelerator_requests as pod_accelerator_requests
 from accel.policy import ParsedPolicy, Policy, Profile, Sharing
 from accel.pricing import gpu_hour_price, price_annotations
-from accel.quantity import parse_count
 from accel.quota import RESERVATION_ANNOTATION
 from accel.topology_score import JobKey
 from accel.usage import unit_fraction
@@ -149,12 +147,7 @@ def wants_accelerators(pod: Mapping[str, Any]) -> bool:
 
 def accelerator_requests(pod: Mapping[str, Any]) -> dict[str, int]:
     """{accelerator resource: effective request} of a pod, the requests > 0 only (accel.pods rule)."""
-    spec = pod.get("spec") or {}
-    return {
-        name: count
-        for name in sorted(requested_resource_names(spec))
-        if is_accelerator_resource(name) and (count := effective_request(spec, name, parse_count)) > 0
-    }
+    return pod_accelerator_requests(pod.get("spec") or {})
 
 
 def light_view(pod: Mapping[str, Any]) -> PodView:

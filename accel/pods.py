@@ -74,33 +74,64 @@ def container_requests(container: Mapping[str, Any]) -> dict[str, str]:
     return merged
 
 
-def _containers(spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(app containers + sidecars, regular init containers), each as its merged requests."""
-    init = [_mapping(c) for c in _list(spec.get("initContainers"))]
-    running = [_mapping(c) for c in _list(spec.get("containers"))]
-    running += [c for c in init if c.get("restartPolicy") == "Always"]
-    regular_init = [c for c in init if c.get("restartPolicy") != "Always"]
-    return [container_requests(c) for c in running], [container_requests(c) for c in regular_init]
+Parser = Callable[[Any], int]
 
 
-def effective_request(spec: Mapping[str, Any], resource: str, parse: Callable[[Any], int]) -> int:
+def _amount(parse: Parser, value: Any) -> int:
+    try:
+        return max(0, parse(value))
+    except QuantityError:
+        return 0
+
+
+def effective_requests(spec: Mapping[str, Any], parser_for: Callable[[str], Parser | None]) -> dict[str, int]:
+    """{resource: effective request} (module docstring rule) of every resource some container asks
+    for and `parser_for` returns a parser for; one walk over the containers. Bad values count 0.
+
+    `parser_for` picks the resources (None = skip) so a caller that needs only accelerators or
+    only CPU/memory does not parse the rest.
+    """
+    running: dict[str, int] = {}
+    regular_init: dict[str, int] = {}
+    for container in _list(spec.get("containers")):
+        _add_requests(running, _mapping(container), parser_for, summed=True)
+    for container in _list(spec.get("initContainers")):
+        sidecar = _mapping(container).get("restartPolicy") == "Always"
+        _add_requests(running if sidecar else regular_init, _mapping(container), parser_for, summed=sidecar)
+    return {name: max(running.get(name, 0), regular_init.get(name, 0)) for name in {**running, **regular_init}}
+
+
+def _add_requests(
+    totals: dict[str, int], container: Mapping[str, Any], parser_for: Callable[[str], Parser | None], *, summed: bool
+) -> None:
+    """Add one container's requests to `totals`: summed (app containers, sidecars) or max (init)."""
+    for name, value in container_requests(container).items():
+        parse = parser_for(name)
+        if parse is not None:
+            amount = _amount(parse, value)
+            totals[name] = totals.get(name, 0) + amount if summed else max(totals.get(name, 0), amount)
+
+
+def effective_request(spec: Mapping[str, Any], resource: str, parse: Parser) -> int:
     """The pod's effective request of one resource (see module docstring); bad values count 0."""
-    running, regular_init = _containers(spec)
-
-    def amount(requests: Mapping[str, Any]) -> int:
-        if resource not in requests:
-            return 0
-        try:
-            return max(0, parse(requests[resource]))
-        except QuantityError:
-            return 0
-
-    return max([sum(amount(r) for r in running), *(amount(r) for r in regular_init)])
+    return effective_requests(spec, lambda name: parse if name == resource else None).get(resource, 0)
 
 
-def requested_resource_names(spec: Mapping[str, Any]) -> set[str]:
-    running, regular_init = _containers(spec)
-    return {name for requests in (*running, *regular_init) for name in requests}
+def _accelerator_parser(name: str) -> Parser | None:
+    return parse_count if is_accelerator_resource(name) else None
+
+
+def accelerator_requests(spec: Mapping[str, Any]) -> dict[str, int]:
+    """{accelerator resource: effective request}, the requests > 0 only, sorted by name."""
+    found = effective_requests(spec, _accelerator_parser)
+    return {name: found[name] for name in sorted(found) if found[name] > 0}
+
+
+_POD_PARSERS: dict[str, Parser] = {"cpu": parse_milli, "memory": parse_bytes}
+
+
+def _pod_parser(name: str) -> Parser | None:
+    return _POD_PARSERS.get(name) or _accelerator_parser(name)
 
 
 def parse_pod(obj: Mapping[str, Any]) -> PodView:
@@ -108,10 +139,9 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
     metadata = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
     status = _mapping(obj.get("status"))
+    requests = effective_requests(spec, _pod_parser)
     accelerators = {
-        name: count
-        for name in sorted(requested_resource_names(spec))
-        if is_accelerator_resource(name) and (count := effective_request(spec, name, parse_count)) > 0
+        name: requests[name] for name in sorted(requests) if is_accelerator_resource(name) and requests[name] > 0
     }
     return PodView(
         name=str(metadata.get("name") or metadata.get("generateName") or ""),
@@ -124,6 +154,6 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         scheduler_name=str(spec["schedulerName"]) if spec.get("schedulerName") else None,
         deleting=bool(metadata.get("deletionTimestamp")),
         accelerators=accelerators,
-        cpu_milli=effective_request(spec, "cpu", parse_milli),
-        memory_bytes=effective_request(spec, "memory", parse_bytes),
+        cpu_milli=requests.get("cpu", 0),
+        memory_bytes=requests.get("memory", 0),
     )
