@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 
 from accel.policy import ALL_TYPES, Team
@@ -98,7 +99,9 @@ class QuotaExcess:
 
 def limit_of(team: Team, key: str) -> Fraction | None:
     amount = team.quota.get(key)
-    return None if amount is None else Fraction(str(amount))
+    if amount is None:
+        return None
+    return Fraction(amount) if isinstance(amount, Decimal) else Fraction(str(amount))  # Decimal: exact, no text round trip
 
 
 def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> list[QuotaExcess]:

@@ -66,6 +66,7 @@ class Admitter:
         self._ctx_key: tuple[int, int, int] | None = None
         self._usage = UsageMemo()
         self._counted: dict[tuple[str, str, str, str], Any] = {}
+        self._used_gauges: dict[tuple[str, str], Any] = {}
         self._plain: dict[tuple[str, Mode], Decision] = {}
         self.decisions = metrics.counter(
             "accel_admission_decisions_total",
@@ -193,4 +194,7 @@ class Admitter:
         found = ctx.policy.team(team)
         for key in found.quota if found else ():
             used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
-            self.quota_used.labels(team=team, type=key).set(float(used))
+            gauge = self._used_gauges.get((team, key))
+            if gauge is None:  # label children cached, as in `_count`
+                gauge = self._used_gauges[(team, key)] = self.quota_used.labels(team=team, type=key)
+            gauge.set(float(used))
