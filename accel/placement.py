@@ -55,6 +55,7 @@ from accel.topology_score import raw_by_level_counts
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
+FILTER_MEMO_LIMIT = 16  # (candidate list, pod signature) filter decisions kept as columns
 MEMO_LIMIT = 200_000  # verdict / fragmentation memo entries before they are dropped and refilled
 
 __all__ = ["BindPlan", "BindRefused", "ClusterIndex", "ExtenderCore", "FilterColumns", "FilterOutcome", "Scores"]
@@ -109,6 +110,7 @@ class ExtenderCore:
         self.classes = Classes()
         self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
+        self._filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
 
     # ---- snapshot and bookkeeping ------------------------------------------------------------
@@ -215,16 +217,38 @@ class ExtenderCore:
         self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
     ) -> FilterColumns:
         """The filter decision as columns (accel.filter_columns): one verdict per class present.
-        `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions)."""
+        `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions).
+
+        Pods of one shape come in runs (a Job's or ReplicaSet's pods), so the columns of the last
+        FILTER_MEMO_LIMIT (remembered list, request signature) pairs are kept and returned as the
+        same object while the candidates' class ids (assumed binds included) are unchanged:
+        verdicts depend on nothing else (rule 2 of accel.extender_index's class ids).
+        """
         self._memo_room()
         pos, cids, _ = self._columns(index, names, key)
+        memo_key = (id(pos), req.signature)
+        found = self._filter_memo.get(memo_key)
+        if (
+            found is not None
+            and found[0] is self.classes
+            and found[1].positions is pos
+            and found[1].index_names is index.names
+            and np.array_equal(found[1].cids, cids)
+        ):
+            self._filter_memo.move_to_end(memo_key)
+            return found[1]
         verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
         kinds = kinds_of(cids, verdicts, len(self.classes.class_rep))
 
         def unknown_reason(name: str) -> str:
             return check_node(req, name, None, None).reason
 
-        return FilterColumns(names, pos, cids, kinds, verdicts, index.names, unknown_reason)
+        cols = FilterColumns(names, pos, cids, kinds, verdicts, index.names, unknown_reason)
+        if not pos.flags.writeable and (not len(cids) or cids.min() >= 0):  # a remembered list
+            self._filter_memo[memo_key] = (self.classes, cols)
+            while len(self._filter_memo) > FILTER_MEMO_LIMIT:
+                self._filter_memo.popitem(last=False)
+        return cols
 
     def filter(
         self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None

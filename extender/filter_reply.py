@@ -26,6 +26,7 @@ from accel.filter_columns import FAILED, UNRESOLVABLE, FilterColumns
 
 ObjectColumn = npt.NDArray[np.object_]
 PLAIN_LISTS_KEPT = 16
+REPLIES_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,23 @@ class FilterRenderer:
         self._keys: ObjectColumn = np.empty(0, dtype=object)  # ,"name":
         self._objects: ObjectColumn = np.empty(0, dtype=object)  # name
         self._plain: OrderedDict[int, tuple[IntColumn, int, bool]] = OrderedDict()
+        self._replies: OrderedDict[int, tuple[FilterColumns, FilterReply]] = OrderedDict()
 
     def render(self, cols: FilterColumns) -> FilterReply | None:
-        """The reply, or None when a candidate is unknown or repeated (render_filter's case)."""
+        """The reply, or None when a candidate is unknown or repeated (render_filter's case).
+        The same columns object (ExtenderCore.filter_columns memo) gets the same reply object."""
+        found = self._replies.get(id(cols))
+        if found is not None and found[0] is cols:
+            self._replies.move_to_end(id(cols))
+            return found[1]
+        reply = self._render(cols)
+        if reply is not None:
+            self._replies[id(cols)] = (cols, reply)
+            while len(self._replies) > REPLIES_KEPT:
+                self._replies.popitem(last=False)
+        return reply
+
+    def _render(self, cols: FilterColumns) -> FilterReply | None:
         if not self._plain_list(cols):
             return None
         self._prepare(cols.index_names)

@@ -15,6 +15,7 @@ from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader
 from extender.wire import ExtenderArgs, ExtenderFilterResult, render_filter
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.unit.extender_reference import reference_filter
 from tests.unit.test_extender_fast import assume_some, random_cluster, random_names, random_pod
 
 
@@ -86,3 +87,26 @@ def test_fragments_follow_a_changed_node_list() -> None:
     cols = core.filter_columns(index, req, ["n6", "n0"])
     reply = renderer.render(cols)
     assert reply is not None and reply.body == render_filter(_args(["n6", "n0"]), core.outcome(index, cols))
+
+
+def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_class() -> None:
+    core, index, req = _index_and_request(4)
+    names = ["n5", "n0", "n1", "n2", "n3", "n4"]
+    renderer = FilterRenderer()
+    first = core.filter_columns(index, req, names)
+    same_shape = core.request(parse_pod(gpu_pod("q", 4, profile="large-any")), index, 0.0)
+    again = core.filter_columns(index, same_shape, list(names))
+    assert again is first and renderer.render(again) is renderer.render(first)
+    other_shape = core.request(parse_pod(gpu_pod("r", 1, profile="large-any")), index, 0.0)
+    assert core.filter_columns(index, other_shape, names) is not first
+    plan = core.plan_bind(index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0)
+    core.assumptions.assume(plan.assumption)
+    assert core.filter_columns(index, same_shape, names) is not first  # n0 re-classed, still fits
+    second = core.request(parse_pod(gpu_pod("s", 4, profile="large-any")), index, 0.0)
+    plan = core.plan_bind(index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0)
+    core.assumptions.assume(plan.assumption)  # n0: no GPU left
+    changed = core.filter_columns(index, same_shape, names)
+    assert changed is not first and "n0" in core.outcome(index, changed).failed
+    assert core.outcome(index, changed) == reference_filter(core, index, same_shape, names)
+    reply = renderer.render(changed)
+    assert reply is not None and reply.body == render_filter(_args(names), core.outcome(index, changed))
