@@ -14,9 +14,10 @@ server only calls webhooks over HTTPS, so a plaintext webhook is a misconfigurat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -94,6 +95,36 @@ async def _drain(app: web.Application, runner: web.AppRunner, timeout: float) ->
         await asyncio.wait_for(tracker.wait_idle(), timeout)
     except TimeoutError:
         log.warning("drain timed out with requests in flight", extra={"in_flight": tracker.count})
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: ReloadingTLS | None,
+    shutdown_timeout: float = 5.0,
+    allow_plaintext: bool = False,
+) -> AsyncIterator[int]:
+    """Serve `app` for the duration of the block and yield the bound port (tests, benchmarks).
+
+    If the server fails before it listens (bad TLS, plaintext refused, port taken) its own error
+    is raised here instead of a hang; leaving the block drains it like SIGTERM does.
+    """
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(app, host=host, port=port, tls=tls, stop=stop, shutdown_timeout=shutdown_timeout,
+              allow_plaintext=allow_plaintext, on_started=started.set_result)
+    )
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield started.result()
+    finally:
+        stop.set()
+        await task
 
 
 def run_https(

@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,39 +21,16 @@ from certs.issue import load_certificate
 from certs.state import TLS_CERT_FILE, TLS_KEY_FILE, write_atomic
 from serving.app import make_base_app
 from serving.metrics import Metrics
-from serving.run import PlaintextRefused, serve
+from serving.run import PlaintextRefused, serving
 from serving.tls import ReloadingTLS
 from tests.integration.tls_fixtures import client_context, make_cert_dir, reissue
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@contextlib.asynccontextmanager
-async def running(
-    app: web.Application, tls: ReloadingTLS | None, *, allow_plaintext: bool = False
-) -> AsyncIterator[int]:
+def running(app: web.Application, tls: ReloadingTLS | None, *, allow_plaintext: bool = False) -> contextlib.AbstractAsyncContextManager[int]:
     """Serve `app` on a free loopback port for the block; yields the port."""
-    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(
-            app,
-            host="127.0.0.1",
-            port=0,
-            tls=tls,
-            stop=stop,
-            shutdown_timeout=5,
-            on_started=started.set_result,
-            allow_plaintext=allow_plaintext,
-        )
-    )
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await task
+    return serving(app, tls=tls, allow_plaintext=allow_plaintext)
 
 
 def _app(metrics: Metrics | None = None) -> web.Application:
