@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("webhook", "extender", "api")
+READY_POLL_S = 0.5
 
 
 @dataclass
@@ -111,20 +114,59 @@ def build_state(
 
 def make_component_app(component: str, state: ClusterState, deps: ClusterDeps, metrics: Metrics) -> web.Application:
     """The aiohttp app for one component, with the cluster watches running for its lifetime."""
+    warm: Callable[[], object] = _nothing_to_warm
     if component == "webhook":
         from webhook.app import make_app as make_webhook
 
         app: web.Application = make_webhook(state, metrics=metrics, ledger_store=deps.cas, replica_id=socket.gethostname())
     elif component == "extender":
         from extender.app import make_app as make_extender
+        from extender.app import warm_up
 
         app = make_extender(state, metrics=metrics, binder=deps.binder)
+        warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api
 
         app = make_api(state, metrics=metrics, token_reviewer=deps.tokens)
     app.cleanup_ctx.append(_run_state(state))
+    app.cleanup_ctx.append(_freeze_when_ready(state, warm))
     return app
+
+
+def _nothing_to_warm() -> None:
+    """The webhook and the API build nothing beyond the state before their first request."""
+
+
+def freeze_heap() -> None:
+    """Move every object alive now into the collector's permanent generation (`gc.freeze`).
+
+    Called once the cluster state and the caches built from it are loaded: at 5000 nodes that is
+    millions of long-lived objects, and every full collection would walk them all again (100+ ms
+    pauses, one in a few hundred requests). Frozen objects are still freed by reference counting;
+    only garbage cycles among them would stay, and they are built once, at start-up.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _freeze_when_ready(state: ClusterState, warm: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Once the state is ready: `warm()` (the extender builds its index), then `freeze_heap`."""
+
+    async def wait_and_freeze() -> None:
+        while not state.ready()[0]:
+            await asyncio.sleep(READY_POLL_S)
+        warm()
+        freeze_heap()
+        log.info("state loaded; %d objects moved out of the collector's reach", gc.get_freeze_count())
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(wait_and_freeze(), name="freeze-heap")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return context
 
 
 def _run_state(state: ClusterState) -> Callable[[web.Application], AsyncIterator[None]]:

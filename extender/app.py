@@ -206,6 +206,19 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
 EXTENDER = web.AppKey("accel_extender", Extender)
 
 
+def warm_up(app: web.Application) -> bool:
+    """Build the extender's index now, so the first filter does not pay for it: True if built,
+    False when `app` is not the extender or its state is not ready yet."""
+    ext = app.get(EXTENDER)
+    if ext is None:
+        return False
+    try:
+        ext.index()
+    except NotReady:
+        return False
+    return True
+
+
 def make_app(
     state: ClusterState,
     *,
