@@ -128,8 +128,7 @@ def apply_mode(decision: Decision, mode: Mode) -> Decision:
 
 
 def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
-    for key, value in values.items():
-        builder.set(["metadata", "annotations", key], value)
+    builder.set_members(["metadata", "annotations"], values)
 
 
 def _quota_type(

@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ class PatchError(ValueError):
 
 
 _IMMUTABLE = (str, int, float, bool, type(None))
+_MISSING: Any = object()
 
 
 def _copy(value: Any) -> Any:
@@ -56,6 +58,11 @@ def unescape(token: str) -> str:
 
 def pointer(tokens: Sequence[Token]) -> str:
     """A JSON Pointer from raw tokens: `("metadata", "annotations", "a/b")` -> `/metadata/annotations/a~1b`."""
+    return _pointer(tuple(tokens))
+
+
+@functools.lru_cache(maxsize=4096)  # the webhook writes the same few dozen paths on every pod
+def _pointer(tokens: tuple[Token, ...]) -> str:
     return "".join("/" + escape(token) for token in tokens)
 
 
@@ -107,7 +114,11 @@ class PatchBuilder:
             raise PatchError("cannot replace the whole document")
         node: Any = self.document
         for depth, token in enumerate(tokens[:-1]):
-            found, child = _child(node, token)
+            if type(node) is dict and type(token) is str:  # the common step, without a call
+                child = node.get(token, _MISSING)
+                found = child is not _MISSING
+            else:
+                found, child = _child(node, token)
             if not found or not isinstance(child, dict | list):
                 nested: Any = _copy(value)
                 for inner in reversed(tokens[depth + 1 :]):
@@ -122,6 +133,23 @@ class PatchBuilder:
         if found and current == value:
             return
         self._record("replace" if found else "add", tokens, _copy(value), node, last)
+
+    def set_members(self, tokens: Sequence[Token], values: Mapping[str, Any]) -> None:
+        """`set([*tokens, key], value)` for each item in order (the same ops), walking to the
+        object at `tokens` once instead of once per key."""
+        parent = self.get(tokens)
+        prefix = pointer(tokens)
+        for key, value in values.items():
+            if type(parent) is not dict:  # missing or not an object: `set` adds or reports it
+                self.set([*tokens, key], value)
+                parent = self.get(tokens)
+                continue
+            current = parent.get(key, _MISSING)
+            if current is not _MISSING and current == value:
+                continue
+            op = "add" if current is _MISSING else "replace"
+            self._ops.append({"op": op, "path": prefix + "/" + escape(key), "value": _copy(value)})
+            parent[key] = _copy(value)
 
     def append(self, tokens: Sequence[Token], value: Any) -> None:
         """Append `value` to the array at `tokens` (created with just `value` when missing)."""

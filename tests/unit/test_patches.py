@@ -153,3 +153,29 @@ def test_any_sequence_of_sets_applies_cleanly_and_is_idempotent(doc: dict[str, A
         if again.get(tokens, object()) == value:
             again.set(tokens, value)
     assert again.ops == []
+
+
+def _outcome(builder: PatchBuilder, action: Any) -> tuple[Any, ...]:
+    try:
+        action()
+    except PatchError as exc:
+        return ("error", str(exc))
+    return (builder.ops, builder.document)
+
+
+parents = st.one_of(st.none(), st.just("scalar"), st.just(["x"]), st.dictionaries(keys, values, max_size=3))
+
+
+@given(
+    meta=st.one_of(st.none(), st.dictionaries(st.sampled_from(["annotations", "labels"]), parents, max_size=2)),
+    members=st.dictionaries(keys, values, max_size=4),
+)
+def test_set_members_records_exactly_what_one_set_per_key_records(meta: Any, members: dict[str, Any]) -> None:
+    doc: dict[str, Any] = {} if meta is None else {"metadata": meta}
+    one_by_one, batched = PatchBuilder(doc), PatchBuilder(doc)
+
+    def each() -> None:
+        for key, value in members.items():
+            one_by_one.set(["metadata", "annotations", key], value)
+
+    assert _outcome(batched, lambda: batched.set_members(["metadata", "annotations"], members)) == _outcome(one_by_one, each)
