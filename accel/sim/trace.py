@@ -1,8 +1,8 @@
 """Reading the Alibaba cluster-trace-gpu-v2023 ("openb") CSVs into plain records.
 
 Pod files: `name,cpu_milli,memory_mib,num_gpu[,gpu_milli,gpu_spec,...]` (multigpu* files have no
-gpu_spec: any model; a missing
-gpu_milli column would mean whole GPUs). Node file: `sn,cpu_milli,memory_mib,gpu,model`.
+gpu_spec: any model; a missing gpu_milli column would mean whole GPUs). Node file:
+`sn,cpu_milli,memory_mib,gpu,model`.
 Conversion follows the FGD simulator's `pod_csv_to_yaml.py`: a GPU pod's milli is clamped to
 (0, 1000]; a CPU-only pod has milli 0 and count 0. The trace is never copied into this repo.
 """
