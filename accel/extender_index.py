@@ -113,6 +113,16 @@ class NodeRecord:
     tid: int
 
 
+@dataclass(frozen=True, slots=True)
+class JobPeers:
+    """A job's pods bound in one generation: their uids, the topology class of each one on a known
+    node, and how many sit on each known node."""
+
+    uids: frozenset[str]
+    tids: list[int]
+    per_node: dict[str, int]
+
+
 @dataclass
 class ClusterIndex:
     """Everything precomputed for one state generation (see module docstring)."""
@@ -132,6 +142,7 @@ class ClusterIndex:
     slots_of: dict[str, int] = field(default_factory=dict)
     rebuilt_nodes: int = 0  # how many nodes this generation had to rebuild (rule 2), for benchmarks
     recent: OrderedDict[bytes, IntColumn] = field(default_factory=OrderedDict)  # rule 4
+    _jobs: dict[JobKey, JobPeers] = field(default_factory=dict)  # job_peers, filled on demand
 
     @property
     def nodes(self) -> dict[str, NodeInventory]:
@@ -144,6 +155,21 @@ class ClusterIndex:
     def devices(self, name: str) -> NodeDevices | None:
         rec = self.records.get(name)
         return rec.devices if rec else None
+
+    def job_peers(self, job: JobKey) -> JobPeers:
+        """The job's pods bound in this generation (shared: do not mutate), computed once per job."""
+        found = self._jobs.get(job)
+        if found is None:
+            tids: list[int] = []
+            per_node: dict[str, int] = {}
+            uids: set[str] = set()
+            for uid, name in self.job_nodes.get(job, ()):
+                uids.add(uid)
+                if (rec := self.records.get(name)) is not None:
+                    tids.append(rec.tid)
+                    per_node[name] = per_node.get(name, 0) + 1
+            found = self._jobs[job] = JobPeers(frozenset(uids), tids, per_node)
+        return found
 
     def positions(self, names: Sequence[str], count: int, key: bytes | None = None) -> IntColumn:
         """Position of each name (read-only); unknown names get the sentinel position len(self.names).

@@ -275,12 +275,16 @@ class ExtenderCore:
         return value
 
     def _peers(self, index: ClusterIndex, req: PodRequest) -> tuple[list[int], dict[str, int]]:
-        """Topology class of every placed peer of the pod's job (bound or assumed), and count per node."""
+        """Topology class of every placed peer of the pod's job (bound or assumed), and count per node
+        (read-only: they may be the index's shared `job_peers`)."""
         if req.job is None:
             return [], {}
         uid = req.pod.uid
-        placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid]
-        placed += [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
+        assumed = [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
+        bound = index.job_peers(req.job)
+        if not assumed and uid not in bound.uids:
+            return bound.tids, bound.per_node  # the common case, computed once per generation
+        placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid] + assumed
         tids: list[int] = []  # one entry per peer
         per_node: dict[str, int] = {}
         records = index.records

@@ -17,8 +17,9 @@ Rules:
    not cut. So the decoded top-level `NodeNames` equals the sentinel only if the cut was that
    value (JSON is context-free: the original body is valid iff the rest and the cut are).
 3. Lists handed out are shared between requests and must not be mutated.
-4. The decoded pod (`PodView`) is remembered by the rest of the body (pod and all, minus the
-   names): filter and prioritize of one pod parse it once.
+4. The decoded and checked `Pod` object and its `PodView` are remembered by the rest of the body
+   (pod and all, minus the names): filter and prioritize of one pod decode it once. Like the
+   lists, the pod dicts handed out are shared and must not be mutated.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ArgsReader:
         self.max_depth = max_depth
         self._lists: OrderedDict[bytes, list[str]] = OrderedDict()
         self._pods: OrderedDict[bytes, PodView] = OrderedDict()
+        self._rests: OrderedDict[bytes, dict[str, Any]] = OrderedDict()  # body less names -> its Pod
 
     def read(self, raw: bytes) -> ReadArgs:
         """The body as ReadArgs; BadRequest exactly as `parse_args_json` (rule 1)."""
@@ -90,6 +92,23 @@ class ArgsReader:
             return None
         start += len(NAMES_OPEN) - 1
         rest = raw[:start] + SENTINEL + raw[end:]
+        pod = self._rests.get(rest)
+        if pod is None:
+            pod = self._pod_of(rest)
+            if pod is None:
+                return None
+            self._rests[rest] = pod
+            while len(self._rests) > PODS_KEPT:
+                self._rests.popitem(last=False)
+        found = self._names(raw[start:end])
+        if found is None:
+            return None
+        key, names = found
+        args = ExtenderArgs.model_construct(pod=pod, nodes=None, node_names=names)
+        return ReadArgs(args, key, rest)
+
+    def _pod_of(self, rest: bytes) -> dict[str, Any] | None:
+        """The `Pod` of the body with the names cut out, if that body is in the fast form (rule 2)."""
         try:
             value = orjson.loads(rest)
         except orjson.JSONDecodeError:
@@ -102,12 +121,7 @@ class ArgsReader:
         del value["NodeNames"]
         if json_depth_exceeds(value, self.max_depth):
             return None  # parse_args_json words the 400
-        found = self._names(raw[start:end])
-        if found is None:
-            return None
-        key, names = found
-        args = ExtenderArgs.model_construct(pod=pod, nodes=None, node_names=names)
-        return ReadArgs(args, key, rest)
+        return pod
 
     def _names(self, cut: bytes) -> tuple[bytes, list[str]] | None:
         """(remembered key, list) for the raw NodeNames array; None if it is not a list of strings."""

@@ -82,6 +82,7 @@ def test_the_pod_of_a_filter_prioritize_pair_is_parsed_once() -> None:
     reader = ArgsReader()
     filter_read = reader.read(_body(NodeNames=["n0", "n1", "n2"]))
     prioritize_read = reader.read(_body(NodeNames=["n1"]))
+    assert prioritize_read.args.pod is filter_read.args.pod  # decoded once
     view = reader.pod(filter_read)
     assert view == parse_pod(POD)
     assert reader.pod(prioritize_read) is view
