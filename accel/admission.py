@@ -124,7 +124,9 @@ def apply_mode(decision: Decision, mode: Mode) -> Decision:
         warning = msg.warning_text(decision.finding.message)
         audit["decision"] = f"warned-{decision.reason}"
         return replace(decision, allowed=True, finding=None, warnings=(*decision.warnings, warning), audit=audit, warned=True)
-    return replace(decision, audit=audit)
+    d = decision  # every admission passes here: the constructor is several times faster than `replace`
+    return Decision(allowed=d.allowed, reason=d.reason, profile=d.profile, team=d.team, finding=d.finding, ops=d.ops,
+                    document=d.document, warnings=d.warnings, audit=audit, warned=d.warned)
 
 
 def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:

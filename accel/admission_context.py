@@ -184,13 +184,20 @@ _LISTS: tuple[tuple[str, ...], ...] = (("spec", "tolerations"), ("spec", "contai
           ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"))
 
 
-def _at(pod: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = pod
-    for key in path:
-        if type(node) is not dict:
-            return None
-        node = node.get(key)
-    return node
+# Every path above and each of its prefixes, parents first, as (path, parent path, key).
+_STEPS: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = tuple(
+    (path, path[:-1], path[-1])
+    for path in sorted({p[:i] for p in (*_MAPS, *_LISTS) for i in range(1, len(p) + 1)}, key=len)
+)
+
+
+def _resolve(pod: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """The value at every checked path (None below a missing or non-object step), one step each."""
+    found: dict[tuple[str, ...], Any] = {(): pod}
+    for path, parent_path, key in _STEPS:
+        parent = found[parent_path]
+        found[path] = parent.get(key) if type(parent) is dict else None
+    return found
 
 
 def _objects(items: Any) -> bool:
@@ -205,21 +212,22 @@ def shape_errors(pod: Mapping[str, Any]) -> list[str]:
     the input is parsed JSON, and abstract-class checks would cost more than the whole planner.)
     """
     errors: list[str] = []
+    at = _resolve(pod)
     for path in _MAPS:
-        value = _at(pod, path)
+        value = at[path]
         if value is not None and type(value) is not dict:
             errors.append(".".join(path) + " must be an object")
     for list_path in _LISTS:
-        items = _at(pod, list_path)
+        items = at[list_path]
         if items is not None and (type(items) is not list or not _objects(items)):
             errors.append(".".join(list_path) + " must be a list of objects")
-    terms = _at(pod, _LISTS[3])
+    terms = at[_LISTS[3]]
     for term in terms if type(terms) is list else ():
         exprs = term.get("matchExpressions") if type(term) is dict else None
         if exprs is not None and not (type(exprs) is list and _objects(exprs)):
             errors.append(".".join(_LISTS[3]) + "[].matchExpressions must be a list of objects")
     for list_name in CONTAINER_LISTS:
-        containers = _at(pod, ("spec", list_name))
+        containers = at[("spec", list_name)]
         for container in containers if type(containers) is list else ():
             resources = container.get("resources") if type(container) is dict else None
             if resources is None:

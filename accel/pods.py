@@ -9,6 +9,7 @@ https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#resource-sha
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,7 +60,7 @@ class PodView(BaseModel):
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: ABC checks are slow
 
 
 def _list(value: Any) -> list[Any]:
@@ -79,9 +80,14 @@ Parser = Callable[[Any], int]
 
 def _amount(parse: Parser, value: Any) -> int:
     try:
-        return max(0, parse(value))
+        return max(0, _parse_text(parse, value) if type(value) is str else parse(value))
     except QuantityError:
         return 0
+
+
+@functools.lru_cache(maxsize=1024)  # pods repeat the same few quantities ("1", "8", "16Gi"); errors are not cached
+def _parse_text(parse: Parser, text: str) -> int:
+    return parse(text)
 
 
 def effective_requests(spec: Mapping[str, Any], parser_for: Callable[[str], Parser | None]) -> dict[str, int]:
