@@ -51,7 +51,7 @@ from accel.scoring import (
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import raw_by_level_counts
+from accel.topology_score import JobKey, raw_by_level_counts
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
@@ -110,6 +110,8 @@ class ExtenderCore:
         self.classes = Classes()
         self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
+        self._topo_memo: dict[JobKey, tuple[FloatColumn, list[str], FloatColumn]] = {}
+        self._topo_memo_of: ClusterIndex | None = None
         self._filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
 
@@ -306,6 +308,34 @@ class ExtenderCore:
         w = settings.weights
         return {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
 
+    def _topo_raw(self, index: ClusterIndex, req: PodRequest) -> tuple[FloatColumn, list[str], FloatColumn]:
+        """Raw topology value (accel.topology_score rule 3) of every topology class, and of every
+        node hosting peers (names, values). Rows are independent, so computing all classes and
+        picking the candidates' later is bit for bit the per-candidate computation. Kept per job
+        while the peers are the index's shared `job_peers` (a job's pods come in runs)."""
+        assert req.job is not None
+        peer_tids, per_node = self._peers(index, req)
+        shared = per_node is index.job_peers(req.job).per_node
+        if self._topo_memo_of is not index:  # per index: old indexes are not kept alive
+            self._topo_memo.clear()
+            self._topo_memo_of = index
+        if shared and (found := self._topo_memo.get(req.job)) is not None:
+            return found
+        levels, rdma = self.classes.topo_columns()
+        size = len(self.classes.level_ids) + 1
+        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=size).astype(np.float64)
+        peers_on[0] = 0.0  # unknown levels never match
+        raw_all = raw_by_level_counts(levels, rdma, peers_on, len(peer_tids))
+        hosts = [index.records[n].tid for n in per_node]
+        same = np.array(list(per_node.values()), dtype=np.float64)
+        raw_hosts = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same) if hosts else same
+        result = (raw_all, list(per_node), raw_hosts)
+        if shared:
+            if len(self._topo_memo) > MEMO_LIMIT:
+                self._topo_memo.clear()
+            self._topo_memo[req.job] = result
+        return result
+
     def _topo_parts(
         self, index: ClusterIndex, req: PodRequest, tids: list[int]
     ) -> tuple[FloatColumn, dict[str, float]]:
@@ -317,19 +347,12 @@ class ExtenderCore:
         column = np.zeros(len(self.classes.topo_rep) + 1)
         if req.job is None:
             return column, {}
-        peer_tids, per_node = self._peers(index, req)
-        levels, rdma = self.classes.topo_columns()
-        size = len(self.classes.level_ids) + 1
-        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=size).astype(np.float64)
-        peers_on[0] = 0.0  # unknown levels never match
-        hosts = [index.records[n].tid for n in per_node]
-        at = np.array(tids + hosts, dtype=np.intp)  # topology classes, then peer-hosting nodes
-        same = np.zeros(len(at))
-        same[len(tids) :] = list(per_node.values())
-        raw = raw_by_level_counts(levels[at], rdma[at], peers_on, len(peer_tids), same if per_node else None)
+        raw_all, host_names, raw_hosts = self._topo_raw(index, req)
+        at = np.array(tids, dtype=np.intp)
+        raw = np.concatenate((raw_all[at], raw_hosts))  # topology classes, then peer-hosting nodes
         scaled = index.policy.settings.scoring.weights.topology * normalise_array(raw)
-        column[at[: len(tids)] + 1] = scaled[: len(tids)]
-        return column, dict(zip(per_node, scaled[len(tids) :].tolist(), strict=True))
+        column[at + 1] = scaled[: len(tids)]
+        return column, dict(zip(host_names, scaled[len(tids) :].tolist(), strict=True))
 
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
@@ -346,13 +369,13 @@ class ExtenderCore:
         if total > 0 and len(names):
             class_part = id_column(self._class_parts(index, req, present_ids(cids)), len(self.classes.class_rep))[cids + 1]
             topo_column, by_node = self._topo_parts(index, req, present_ids(tids))
-            out = round_clamp((class_part + topo_column[tids + 1]) / total)
+            topo = topo_column[tids + 1]
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
                 own = np.full(len(index.names) + 1, np.nan)
                 own[[index.position[n] for n in by_node]] = list(by_node.values())
                 mine = own[pos]
-                near = ~np.isnan(mine)
-                out[near] = round_clamp((class_part[near] + mine[near]) / total)
+                topo = np.where(np.isnan(mine), topo, mine)
+            out = round_clamp((class_part + topo) / total)
             out[cids < 0] = 0
         return Scores(names, pos, out, index.names)
 
