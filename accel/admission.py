@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Any
 
 from accel import admission_messages as msg
@@ -194,9 +193,7 @@ def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...]
         values[TYPE_ANNOTATION] = types[0]
     if quota_type:
         values[QUOTA_TYPE_ANNOTATION] = quota_type
-    requests = accelerator_requests(builder.document)
-    equivalents = gpu_equivalents(requests, types[0], profile, ctx.catalog) if types else Fraction(sum(requests.values()))
-    values.update(ctx.price_annotations(profile, types[0] if types else "", equivalents))
+    values.update(ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document)))
     if team:
         values[TEAM_ANNOTATION] = team
         current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)

@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from accel.admission_jobs import job_types
-from accel.admission_usage import UsageMemo
+from accel.admission_usage import ChargeMemo
 from accel.affinity import AffinityError, TypeSelector, build_selector
 from accel.catalog import Catalog
 from accel.inventory import Inventory
@@ -48,9 +48,11 @@ class AdmissionContext:
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission_jobs rule 2 (watch)
     excluded: frozenset[str] = frozenset()
+    charges: ChargeMemo = field(default_factory=ChargeMemo)
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _prices: dict[tuple[str, str, Fraction], dict[str, str]] = field(default_factory=dict)
+    _request_prices: dict[tuple[str, str, tuple[tuple[str, int], ...]], dict[str, str]] = field(default_factory=dict)
 
     @property
     def policy(self) -> Policy:
@@ -74,6 +76,10 @@ class AdmissionContext:
             raise cached
         return cached
 
+    def charge(self, pod: PodView) -> tuple[str, Fraction]:
+        """(type, GPU-equivalents) the pod uses or will use, as the inventory counts it (memoised)."""
+        return self.charges.charge(pod, self.inventory, self.parsed)
+
     def price_annotations(self, profile: Profile, accel_type: str, equivalents: Fraction) -> dict[str, str]:
         """{gpu-hour-price, cost-per-hour} for `equivalents` GPUs of `accel_type` under `profile`
         (the profile's costPerGpuHour, else the catalog price; {} when neither), memoised."""
@@ -82,6 +88,19 @@ class AdmissionContext:
         if found is None:
             found = price_annotations(gpu_hour_price(profile, accel_type, self.catalog), equivalents)
             self._prices[key] = found
+        return found
+
+    def request_prices(self, profile: Profile, accel_type: str, requests: Mapping[str, int]) -> dict[str, str]:
+        """`price_annotations` for a pod asking `requests`, charged as `accel_type` (its GPU-equivalents)
+        or, with "" (no type chosen), as whole units; memoised per request shape."""
+        key = (profile.name, accel_type, tuple(requests.items()))
+        found = self._request_prices.get(key)
+        if found is None:
+            if accel_type:
+                equivalents = gpu_equivalents(requests, accel_type, profile, self.catalog)
+            else:
+                equivalents = Fraction(sum(requests.values()))
+            found = self._request_prices[key] = self.price_annotations(profile, accel_type, equivalents)
         return found
 
     def tolerations(self, profile: Profile) -> list[dict[str, Any]]:
@@ -94,13 +113,14 @@ class AdmissionContext:
 
 
 def build_context(
-    parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, usage_memo: UsageMemo | None = None
+    parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, charges: ChargeMemo | None = None
 ) -> AdmissionContext:
     """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type.
 
-    `usage_memo` (one per replica, kept across generations) makes team usage cost a lookup per
-    unchanged pod (accel.admission_usage); without it usage is computed from scratch.
+    `charges` (one per replica, kept across generations) makes each pod's charge a lookup once
+    a pod of the same shape was charged (accel.admission_usage); without it a fresh memo is used.
     """
+    charges = charges or ChargeMemo()
     policy, catalog = parsed.policy, parsed.catalog
     free: dict[str, int] = defaultdict(int)
     present: set[str] = set()
@@ -116,7 +136,8 @@ def build_context(
         parsed=parsed,
         inventory=inventory,
         generation=generation,
-        usage=(usage_memo or UsageMemo()).usage(parsed, inventory),
+        usage=charges.usage(parsed, inventory),
+        charges=charges,
         visible=visible,
         free_units=dict(free),
         present_types=tuple(t for t in catalog.names() if t in present),

@@ -1,66 +1,79 @@
-"""Team usage from the watch for each state generation, memoised per pod (accel.quota invariant 1).
+"""What each pod is charged (type, GPU-equivalents), memoised by what the charge depends on.
 
-`accel.inventory.team_usage` walks every accelerator pod with exact `Fraction` sums (about 3 ms
-at 300 pods, 10 ms on a loaded box). The webhook needs it on every state generation (every 0.2 s
-while pods churn), and the walk blocks the event loop: it set the webhook's p99. Rules:
-1. `UsageMemo.usage(parsed, inventory)` equals `team_usage(inventory, catalog=, policy=)`,
-   key for key (a team with pods on a type has that key, even at 0).
-2. A pod's (type, GPU-equivalents) depends only on its view, its node and the policy; it is
-   reused while all three are the same objects as in the previous generation (`PodView` and
-   `NodeInventory` are frozen, and the inventory keeps unchanged ones across generations), so a
-   generation costs a dict lookup per unchanged pod. The team is looked up afresh (namespace
-   labels change without the pod changing).
-3. Sums are integer numerators per (team, type, denominator), one `Fraction` per key at the end.
-4. Entries of pods gone from the inventory are dropped at each call (the memo never grows).
+`accel.inventory.team_usage` walks every accelerator pod with exact `Fraction` arithmetic (about
+3 ms at 300 pods, 10 ms on a loaded box), and validation charges every GPU pod the same way. The
+webhook needs team usage on every state generation (every 0.2 s while pods churn), and that walk
+blocked the event loop long enough to set the webhook's p99. Rules:
+1. A pod's charge is `accel.inventory.pod_accelerator_type` and `pod_gpu_equivalents`, which read
+   only: the policy (and its catalog), the pod's node when it is bound to one the inventory has,
+   its type, quota-type and profile annotations, and its accelerator requests. `ChargeMemo.charge`
+   keys the result on exactly those (the node and policy by identity: both are frozen, and the
+   inventory keeps unchanged nodes across generations), so pods of one Deployment or Job, and a
+   pod validated now and seen in the watch later, are charged once.
+2. `ChargeMemo.usage(parsed, inventory)` equals `team_usage(inventory, catalog=, policy=)` key for
+   key (a team with pods on a type has that key, even at 0). The team is looked up per pod each
+   time (namespace labels change without the pod changing); sums are integer numerators per
+   (team, type, denominator), one `Fraction` per key at the end.
+3. The memo is cleared when the policy object changes or it holds MAX_ENTRIES keys, so it never
+   grows without bound nor keeps old nodes alive for long.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
-from accel.inventory import Inventory, NodeInventory, pod_accelerator_type, pod_gpu_equivalents
-from accel.pods import PodView
+from accel.inventory import (
+    QUOTA_TYPE_ANNOTATION,
+    Inventory,
+    NodeInventory,
+    pod_accelerator_type,
+    pod_gpu_equivalents,
+)
+from accel.pods import TYPE_ANNOTATION, PodView
 from accel.policy import ParsedPolicy
 
+MAX_ENTRIES = 4096
 
-@dataclass(frozen=True, slots=True)
-class _Charge:
-    pod: PodView  # held so id(pod) cannot be reused while the entry exists
-    node: NodeInventory | None
-    parsed: ParsedPolicy
-    type: str
-    amount: Fraction
+ChargeKey = tuple[int, str | None, str | None, str | None, tuple[tuple[str, int], ...]]  # node by id
 
 
-class UsageMemo:
-    """Per-pod charges kept between calls (module rules); one per webhook replica."""
+class ChargeMemo:
+    """Pod charges kept across state generations (module rules); one per webhook replica."""
 
     def __init__(self) -> None:
-        self._charges: dict[int, _Charge] = {}
-        self.computed = 0  # pods whose charge was (re)computed, over the memo's life
+        self._parsed: ParsedPolicy | None = None
+        self._charges: dict[ChargeKey, tuple[NodeInventory | None, str, Fraction]] = {}
+        self.computed = 0  # charges computed (memo misses) over the memo's life
+
+    def charge(self, pod: PodView, inventory: Inventory, parsed: ParsedPolicy) -> tuple[str, Fraction]:
+        """(type, GPU-equivalents) the pod uses or will use (rule 1)."""
+        if parsed is not self._parsed or len(self._charges) >= MAX_ENTRIES:
+            self._parsed, self._charges = parsed, {}
+        notes = pod.annotations
+        node = inventory.node(pod.node_name) if pod.node_name else None
+        key = (id(node), notes.get(TYPE_ANNOTATION), notes.get(QUOTA_TYPE_ANNOTATION), pod.requested_profile,
+               tuple(pod.accelerators.items()))
+        found = self._charges.get(key)
+        if found is None or found[0] is not node:  # the entry holds its node, so its id is not reused meanwhile
+            policy = parsed.policy
+            accel_type = pod_accelerator_type(pod, inventory, policy)
+            found = (node, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))
+            self._charges[key] = found
+            self.computed += 1
+        return found[1], found[2]
 
     def usage(self, parsed: ParsedPolicy, inventory: Inventory) -> dict[str, dict[str, Fraction]]:
-        """team -> type -> GPU-equivalents of bound and pending non-terminal pods (rule 1)."""
-        policy, label = parsed.policy, parsed.policy.settings.team_label
-        previous, charges = self._charges, {}
+        """team -> type -> GPU-equivalents of bound and pending non-terminal pods (rule 2)."""
+        label = parsed.policy.settings.team_label
         sums: dict[str, dict[tuple[str, int], int]] = {}
         for pod in inventory.pods:
             team = inventory.team_of(pod.namespace, label) or pod.labels.get(label)
             if not team:
                 continue
-            node = inventory.node(pod.node_name) if pod.node_name else None
-            charge = previous.get(id(pod))
-            if charge is None or charge.pod is not pod or charge.node is not node or charge.parsed is not parsed:
-                accel_type = pod_accelerator_type(pod, inventory, policy)
-                amount = pod_gpu_equivalents(pod, inventory, parsed.catalog, policy)
-                charge = _Charge(pod, node, parsed, accel_type, amount)
-                self.computed += 1
-            charges[id(pod)] = charge
+            accel_type, amount = self.charge(pod, inventory, parsed)
             per_team = sums.setdefault(team, {})
-            key = (charge.type, charge.amount.denominator)
-            per_team[key] = per_team.get(key, 0) + charge.amount.numerator
-        self._charges = charges
+            key = (accel_type, amount.denominator)
+            per_team[key] = per_team.get(key, 0) + amount.numerator
         usage: dict[str, dict[str, Fraction]] = {}
         for team, per_key in sums.items():
             types = usage[team] = {}

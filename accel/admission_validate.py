@@ -35,7 +35,6 @@ from accel.admission_context import AdmissionContext, light_view, shape_errors, 
 from accel.admission_generic import is_restricted, narrowing_finding
 from accel.admission_jobs import job_of
 from accel.admission_messages import Finding
-from accel.inventory import pod_accelerator_type, pod_gpu_equivalents
 from accel.pods import PodView
 from accel.policy import ALL_TYPES, Mode, Profile, Team
 from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
@@ -126,8 +125,7 @@ def plan_validation(
     allowed = Decision(True, "allowed", profile_name, team_name)
     if team is None or not team.quota:
         return ValidationPlan(allowed, profile=profile)
-    accel_type = pod_accelerator_type(view, ctx.inventory, ctx.policy)
-    amount = pod_gpu_equivalents(view, ctx.inventory, ctx.catalog, ctx.policy)
+    accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
     if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota):
         return ValidationPlan(allowed, profile=profile)
     ttl = ctx.policy.settings.quota.reservation_ttl_seconds

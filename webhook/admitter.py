@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from accel.admission import Decision, apply_mode, mutate, passthrough
 from accel.admission_context import AdmissionContext, build_context
-from accel.admission_usage import UsageMemo
+from accel.admission_usage import ChargeMemo
 from accel.admission_validate import decide_quota, finish_validation, plan_validation
 from accel.inventory import Inventory
 from accel.policy import ALL_TYPES, Mode, ParsedPolicy
@@ -64,7 +64,7 @@ class Admitter:
         self.replica_id = replica_id
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
-        self._usage = UsageMemo()
+        self._charges = ChargeMemo()
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
         self._plain: dict[tuple[str, Mode], Decision] = {}
@@ -85,7 +85,7 @@ class Admitter:
         view = self.state.view()
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if self._ctx is None or key != self._ctx_key:
-            self._ctx = build_context(view.parsed, view.inventory, generation=key[2], usage_memo=self._usage)
+            self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges)
             self._ctx_key = key
             self._publish_quota(self._ctx)
         return self._ctx

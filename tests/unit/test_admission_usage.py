@@ -1,4 +1,4 @@
-"""accel.admission_usage: the per-pod memo gives exactly `accel.inventory.team_usage`, generation after generation."""
+"""accel.admission_usage: memoised charges give exactly `accel.inventory`'s, generation after generation."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from accel.admission_usage import UsageMemo
-from accel.inventory import Inventory, team_usage
+from accel.admission_usage import MAX_ENTRIES, ChargeMemo
+from accel.inventory import Inventory, pod_accelerator_type, pod_gpu_equivalents, team_usage
 from accel.policy import ParsedPolicy
 from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory
 
@@ -23,6 +23,9 @@ PODS: dict[str, dict[str, Any]] = {
     "team-from-pod-label": gpu_pod(name="p6", namespace="unlabelled", labels={"team": "platform"}),
     "no-team": gpu_pod(name="p7", namespace="kube-system", labels={"team": ""}),
     "zero-gpus": gpu_pod(name="p8", gpus="0"),
+    "type-annotation": gpu_pod(name="p9", profile="large-any", annotations={"accelerator.opendatahub.io/type": "nvidia-h100-80gb"}),
+    "quota-type-annotation": gpu_pod(name="p10", profile="large-any", annotations={"accel.dev/quota-type": "nvidia-a100-80gb"}),
+    "bound-to-unknown-node": gpu_pod(name="p11", node="gone-1"),
 }
 
 
@@ -32,27 +35,43 @@ def reference(parsed: ParsedPolicy, inventory: Inventory) -> dict[str, dict[str,
 
 @pytest.mark.parametrize("names", [[], list(PODS), ["pending-a100", "pending-time-sliced"], ["bound-mig", "no-team"]],
                          ids=["empty-cluster", "every-kind-of-pod", "pending-only", "bound-and-teamless"])
-def test_first_generation_equals_a_full_walk(names: list[str]) -> None:
+def test_usage_equals_a_full_walk(names: list[str]) -> None:
     inventory = make_inventory([PODS[n] for n in names])
-    assert UsageMemo().usage(POLICY, inventory) == reference(POLICY, inventory)
+    assert ChargeMemo().usage(POLICY, inventory) == reference(POLICY, inventory)
 
 
-def test_later_generations_reuse_unchanged_pods_and_recompute_what_changed() -> None:
-    memo = UsageMemo()
+def test_each_charge_equals_the_inventory_functions_even_from_a_shared_memo() -> None:
+    memo = ChargeMemo()
+    inventory = make_inventory(list(PODS.values()))
+    for _ in range(2):  # second round: every answer from the memo
+        for pod in inventory.pods:
+            expected = (pod_accelerator_type(pod, inventory, POLICY.policy),
+                        pod_gpu_equivalents(pod, inventory, POLICY.catalog, POLICY.policy))
+            assert memo.charge(pod, inventory, POLICY) == expected, pod.name
+
+
+def test_pods_of_one_shape_are_charged_once_and_what_changed_is_recharged() -> None:
+    memo = ChargeMemo()
+    replicas = make_inventory([gpu_pod(name=f"r{i}", annotations={"accel.dev/reservation": f"id-{i}"}) for i in range(5)])
+    memo.usage(POLICY, replicas)
+    assert memo.computed == 1  # five replicas, one shape
+
     first = make_inventory(list(PODS.values()))
     memo.usage(POLICY, first)
     counted = memo.computed
-    keep = tuple(p for p in first.pods if p.name != "p1")  # p1 finished; the rest are the same objects
-    second = first.model_copy(update={"pods": keep})
-    assert memo.usage(POLICY, second) == reference(POLICY, second)
-    assert memo.computed == counted  # nothing recomputed
-
-    nodes = tuple(n.model_copy() if n.name == "l4-1" else n for n in second.nodes)  # l4-1 rebuilt by the watch
-    third = Inventory(nodes=nodes, pods=keep, namespace_labels={**second.namespace_labels, "vision": {"team": "nlp"}})
-    assert memo.usage(POLICY, third) == reference(POLICY, third)  # vision's pod now counts for nlp
+    nodes = tuple(n.model_copy() if n.name == "l4-1" else n for n in first.nodes)  # l4-1 rebuilt by the watch
+    second = Inventory(nodes=nodes, pods=first.pods, namespace_labels={**first.namespace_labels, "vision": {"team": "nlp"}})
+    assert memo.usage(POLICY, second) == reference(POLICY, second)  # vision's pod now counts for nlp
     assert memo.computed == counted + 1  # only the pod bound to the rebuilt node
 
-    other_policy = example_policy()
-    assert memo.usage(other_policy, third) == reference(other_policy, third)
-    teamed = [p for p in keep if third.team_of(p.namespace, "team") or p.labels.get("team")]
-    assert memo.computed == counted + 1 + len(teamed)  # a new policy recomputes every charged pod
+    other = example_policy()
+    assert memo.usage(other, second) == reference(other, second)
+    assert memo.computed > counted + 1  # a new policy object starts the memo afresh
+
+
+def test_memo_is_bounded() -> None:
+    memo = ChargeMemo()
+    pods = [gpu_pod(name=f"p{i}", gpus=str(i + 1)) for i in range(MAX_ENTRIES + 5)]
+    inventory = make_inventory(pods)
+    assert memo.usage(POLICY, inventory) == reference(POLICY, inventory)
+    assert len(memo._charges) <= MAX_ENTRIES
