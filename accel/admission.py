@@ -233,7 +233,7 @@ def mutate(
         refused = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
         return deny(refused, profile=profile.name, team=team.team.name)
     types = allowed_types(profile, team.team)
-    if profile.types and not types:
+    if profile.accelerators and not types:  # (`profile.types` builds a tuple on every read)
         allowed = team.team.allowed_types or () if team.team else ()
         return deny(msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed), profile=profile.name, team=team.name or "")
     builder = PatchBuilder(pod)
@@ -241,7 +241,7 @@ def mutate(
     rename_resources(builder, target)
     ensure_limits(builder, target)
     add_default_count(builder, target, profile.gpus.default)
-    narrowed = not profile.types and is_restricted(team.team)
+    narrowed = profile.is_generic and is_restricted(team.team)
     if narrowed and team.team is not None:
         resources = light_view(builder.document).accelerators
         types = generic_candidates(resources, team.team, ctx)

@@ -86,9 +86,9 @@ def _checks(
         allowed = team.team.allowed_profiles
         if allowed is not None and profile.name not in allowed:
             findings.append(msg.profile_not_allowed(team.team.name, profile.name, allowed))
-        if profile.types and not allowed_types(profile, team.team):
+        if profile.accelerators and not allowed_types(profile, team.team):
             findings.append(msg.types_not_allowed(team.team.name, profile.name, profile.types, team.team.allowed_types or ()))
-        if not profile.types and is_restricted(team.team):
+        if profile.is_generic and is_restricted(team.team):
             narrowing = narrowing_finding(pod, view, profile=profile, team=team.team, ctx=ctx)
             findings += [narrowing] if narrowing else []
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:

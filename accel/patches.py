@@ -97,6 +97,11 @@ class PatchBuilder:
         """The current value at `tokens`, or `default` when any part of the path is missing."""
         node: Any = self.document
         for token in tokens:
+            if type(node) is dict and type(token) is str:  # the common step, without a call
+                node = node.get(token, _MISSING)
+                if node is _MISSING:
+                    return default
+                continue
             if not isinstance(node, dict | list):
                 return default
             found, node = _child(node, token)
