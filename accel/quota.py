@@ -22,6 +22,7 @@ What counts as used (invariants):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -99,9 +100,21 @@ class QuotaExcess:
 
 def limit_of(team: Team, key: str) -> Fraction | None:
     amount = team.quota.get(key)
-    if amount is None:
-        return None
+    return None if amount is None else _exact(amount)
+
+
+@functools.lru_cache(maxsize=1024)  # a policy has a few dozen distinct quota numbers
+def _exact(amount: Decimal | int | str) -> Fraction:
     return Fraction(amount) if isinstance(amount, Decimal) else Fraction(str(amount))  # Decimal: exact, no text round trip
+
+
+def _ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
+    """(numerator, denominator) of the sum, unreduced: integer products instead of Fraction adds."""
+    numerator, denominator = 0, 1
+    for value in values:
+        numerator = numerator * value.denominator + value.numerator * denominator
+        denominator *= value.denominator
+    return numerator, denominator
 
 
 def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> list[QuotaExcess]:
@@ -111,9 +124,10 @@ def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> 
         limit = limit_of(team, key)
         if limit is None or (key == ALL_TYPES and key == accel_type):
             continue
-        used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
-        if used + amount > limit:
-            excess.append(QuotaExcess(team.name, key, limit, used, amount))
+        num, den = _ratio_sum(usage.values() if key == ALL_TYPES else (usage.get(key, Fraction(0)),))
+        # used + amount > limit, cross-multiplied (all denominators are positive): exact, no Fraction math
+        if (num * amount.denominator + amount.numerator * den) * limit.denominator > limit.numerator * den * amount.denominator:
+            excess.append(QuotaExcess(team.name, key, limit, Fraction(num, den), amount))
     return excess
 
 

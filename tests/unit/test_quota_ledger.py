@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.quota import LEDGER_KEY, Ledger, Reservation, decide_reservation, team_usage_now
+from accel.policy import Team
+from accel.quota import LEDGER_KEY, Ledger, Reservation, check_quota, decide_reservation, team_usage_now
 from tests.unit.test_quota import NLP
 
 VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
@@ -116,3 +118,23 @@ def test_decisions_in_a_row_stay_clean_so_no_step_walks_the_ledger() -> None:
         ledger = outcome.ledger
         assert ledger.is_clean(now=1.0, visible=shown)
     assert set(ledger.reservations) == {"kept", "new0", "new1", "new2"}
+
+
+fractions = st.builds(Fraction, st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(usage=st.dictionaries(st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb"]), fractions, max_size=2),
+       amount=fractions, limit=st.sampled_from(["0", "1", "2.5", "7", "0.25"]), total=st.sampled_from(["1", "3", "3.75"]),
+       accel_type=st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb", "*"]))
+def test_check_quota_equals_fraction_arithmetic(usage: dict[str, Fraction], amount: Fraction, limit: str, total: str,
+                                                accel_type: str) -> None:
+    team = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(limit), "*": Decimal(total)})
+    want = []
+    for key in (accel_type, "*"):
+        if key not in team.quota or (key == "*" and accel_type == "*"):
+            continue
+        used = sum(usage.values(), Fraction(0)) if key == "*" else usage.get(key, Fraction(0))
+        if used + amount > Fraction(Decimal(team.quota[key])):
+            want.append((key, used, Fraction(Decimal(team.quota[key]))))
+    assert [(e.key, e.used, e.limit) for e in check_quota(team, accel_type, amount, usage)] == want
