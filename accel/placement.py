@@ -97,7 +97,11 @@ class BindRefused(Exception):
 class ExtenderCore:
     """Learned workload, assumed binds and per-generation caches; one per extender process."""
 
-    def __init__(self, *, half_life: float = 2000.0, refresh_every: int = 256) -> None:
+    def __init__(
+        self, *, half_life: float = 2000.0, refresh_every: int = 256, filter_memo_limit: int = FILTER_MEMO_LIMIT
+    ) -> None:
+        """`filter_memo_limit`: filter decisions kept for reuse (see `filter_columns`; 0: none)."""
+        self.filter_memo_limit = filter_memo_limit
         self.histogram = WorkloadHistogram(half_life=half_life)
         self.mix = TypicalMix(())
         self.mix_version = 0
@@ -222,7 +226,7 @@ class ExtenderCore:
         `key`: a JSON encoding of `names`, if the caller has one (see ClusterIndex.positions).
 
         Pods of one shape come in runs (a Job's or ReplicaSet's pods), so the columns of the last
-        FILTER_MEMO_LIMIT (remembered list, request signature) pairs are kept and returned as the
+        `filter_memo_limit` (remembered list, request signature) pairs are kept and returned as the
         same object while the candidates' class ids (assumed binds included) are unchanged:
         verdicts depend on nothing else (rule 2 of accel.extender_index's class ids).
         """
@@ -248,7 +252,7 @@ class ExtenderCore:
         cols = FilterColumns(names, pos, cids, kinds, verdicts, index.names, unknown_reason)
         if not pos.flags.writeable and (not len(cids) or cids.min() >= 0):  # a remembered list
             self._filter_memo[memo_key] = (self.classes, cols)
-            while len(self._filter_memo) > FILTER_MEMO_LIMIT:
+            while len(self._filter_memo) > self.filter_memo_limit:
                 self._filter_memo.popitem(last=False)
         return cols
 

@@ -55,7 +55,9 @@ def _joined(parts: ObjectColumn, open_: bytes, close: bytes) -> bytes:
 class FilterRenderer:
     """Renders `FilterColumns` as the filter reply (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, replies_kept: int = REPLIES_KEPT) -> None:
+        """`replies_kept`: rendered replies kept per columns object (0: none)."""
+        self.replies_kept = replies_kept
         self._names: tuple[str, ...] | None = None
         self._items: ObjectColumn = np.empty(0, dtype=object)  # ,"name"
         self._keys: ObjectColumn = np.empty(0, dtype=object)  # ,"name":
@@ -73,7 +75,7 @@ class FilterRenderer:
         reply = self._render(cols)
         if reply is not None:
             self._replies[id(cols)] = (cols, reply)
-            while len(self._replies) > REPLIES_KEPT:
+            while len(self._replies) > self.replies_kept:
                 self._replies.popitem(last=False)
         return reply
 

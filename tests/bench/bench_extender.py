@@ -14,8 +14,10 @@ on its own (per-request latency), and the growth from 1000 to 5000 nodes (slope 
 per node, also net of the bare handler's own growth, and the growth over 5x nodes; <= 1.0 means
 no worse than linear).
 
-A separate line gives the cost of a new state generation at 5000 nodes: the extender index built
-from nothing, and rebuilt after one pod event (the incremental path every watch event takes).
+Separate lines give the filter's in-process cost at 5000 nodes when its decision is not reused
+(the HTTP pods come in four shapes and nothing binds, so there it always is), and the cost of a
+new state generation at 5000 nodes: the extender index built from nothing, and rebuilt after one
+pod event (the incremental path every watch event takes).
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ import orjson
 from aiohttp import web
 
 from accel.inventory import Inventory, build_inventory
-from accel.placement import ExtenderCore
+from accel.placement import FILTER_MEMO_LIMIT, ExtenderCore
+from accel.pods import parse_pod
 from cli.serve import freeze_heap
 from extender.app import make_app, warm_up
+from extender.filter_reply import FilterRenderer
+from extender.wire import ExtenderArgs, render_filter
 from serving.app import make_base_app
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
@@ -42,6 +47,7 @@ SIZES = (1000, 5000)
 REQUESTS = 1000
 WARMUP = 50
 ROUNDS = 3
+FILTER_CALLS = 200
 REBUILDS = 5
 TYPES = ("nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200-141gb")
 
@@ -168,6 +174,35 @@ def rebuild_cost(n: int) -> dict[str, float]:
     return {"full": statistics.median(full) * 1000, "incremental": statistics.median(incremental) * 1000}
 
 
+def filter_cost(n: int) -> dict[str, float]:
+    """us per filter decision + reply at `n` nodes, in-process (medians of FILTER_CALLS calls over
+    four pod shapes): reused (a run of same-shape pods, what the HTTP rounds above measure), not
+    reused (as after a bind re-classed a candidate), and spelled as lists and dicts and encoded
+    by orjson (`render_filter`, the path before the fragment renderer)."""
+    view = cluster(n).view()
+    names = [f"gpu-{i:05d}" for i in range(n)]
+    key = orjson.dumps(names)  # one bytes object, as the app's ArgsReader hands out
+    args = ExtenderArgs.model_construct(pod={}, nodes=None, node_names=names)
+    out: dict[str, float] = {}
+    for label, kept in (("reused", FILTER_MEMO_LIMIT), ("not_reused", 0), ("generic", 0)):
+        core = ExtenderCore(filter_memo_limit=kept)
+        renderer = FilterRenderer(replies_kept=kept)
+        index = core.index(view.generation, view.parsed.policy, view.inventory)
+        reqs = [core.request(parse_pod(gpu_pod(f"f{g}", g, profile="large-any")), index, 0.0) for g in (1, 2, 4, 8)]
+        times = []
+        for i in range(FILTER_CALLS + 8):
+            started = time.perf_counter()
+            cols = core.filter_columns(index, reqs[i % 4], names, key)
+            if label == "generic":
+                render_filter(args, core.outcome(index, cols))
+            else:
+                renderer.render(cols)
+            if i >= 8:  # verdict memo and fragments warm
+                times.append(time.perf_counter() - started)
+        out[label] = statistics.median(times) * 1e6
+    return out
+
+
 async def run() -> dict[int, list[dict[str, float]]]:
     """ROUNDS rounds over every size (sizes interleaved), servers started once per size; the heap is
     frozen after the states load and the indexes are built, as `accel serve` does."""
@@ -225,6 +260,11 @@ def main() -> int:
         f"(linear-normalised {growth:.2f}, <= 1.0 is no worse than linear)"
     )
     n = SIZES[-1]
+    filters = filter_cost(n)
+    print(
+        f"  filter at {n} nodes in-process (decision + reply, median us): reused {filters['reused']:.0f}, "
+        f"not reused (e.g. after a bind) {filters['not_reused']:.0f}, as lists+dicts+orjson {filters['generic']:.0f}"
+    )
     cost = rebuild_cost(n)
     print(
         f"  index per generation at {n} nodes: {cost['full']:.1f} ms from nothing, "
