@@ -6,15 +6,20 @@ more than the decision. `FilterRenderer` keeps, per node of the index, its JSON 
 list changes, and gathers them by position with numpy: a reply is a few gathers and one
 `bytes.join`, with no per-name Python work.
 
-The reply is byte for byte `wire.render_filter(args, outcome(cols))` (same keys in the same order,
-orjson's encoding of every string). It is produced only when every candidate is in the index and
-none is repeated (a repeated name collapses in the reply's dicts); otherwise `render` answers None
-and the caller renders the generic way.
+The reply is `wire.render_filter(args, outcome(cols))` up to JSON whitespace: same keys in the same
+order, orjson's encoding of every string. With one name length, NodeNames is a gather of exact
+fixed-width rows (byte for byte, so it is also the key prioritize's body is matched against);
+FailedNodes rows are padded with spaces to one width (two gathers instead of a join of 2 x 4000
+fragments) when that adds at most PAD_SHARE, and are byte for byte equal when names and reasons
+each have one length. The reply is produced only when every candidate is in the index and none
+is repeated (a repeated name collapses in the reply's dicts); otherwise `render` answers None and
+the caller renders the generic way.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +27,14 @@ import numpy.typing as npt
 import orjson
 
 from accel.columns import IntColumn
-from accel.filter_columns import FAILED, UNRESOLVABLE, FilterColumns
+from accel.filter_columns import FAILED, OK, UNRESOLVABLE, FilterColumns
+from accel.filtering import Verdict
+from extender.wire import padded_rows
 
 ObjectColumn = npt.NDArray[np.object_]
 PLAIN_LISTS_KEPT = 16
 REPLIES_KEPT = 16
+PAD_SHARE = 0.125  # FailedNodes as fixed-width rows when padding adds at most this share of a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,10 @@ class FilterRenderer:
         self.replies_kept = replies_kept
         self._names: tuple[str, ...] | None = None
         self._items: ObjectColumn = np.empty(0, dtype=object)  # ,"name"
+        self._item_rows: npt.NDArray[np.void] | None = None  # the same as rows, when all one width
         self._keys: ObjectColumn = np.empty(0, dtype=object)  # ,"name":
+        self._key_rows: npt.NDArray[np.void] = padded_rows([], 1)  # the same, padded to one width
+        self._key_min = 0
         self._objects: ObjectColumn = np.empty(0, dtype=object)  # name
         self._plain: OrderedDict[int, tuple[IntColumn, int, bool]] = OrderedDict()
         self._replies: OrderedDict[int, tuple[FilterColumns, FilterReply]] = OrderedDict()
@@ -86,23 +97,43 @@ class FilterRenderer:
         pos, cids, kinds = cols.positions, cols.cids, cols.kinds
         passing = cols.passing
         at = pos[passing]
-        names_json = _joined(self._items[at], b"[", b"]")
+        if self._item_rows is not None:  # one name length: the rows are the exact fragments
+            names_json = b"[" + self._item_rows.take(at).tobytes()[1:] + b"]"
+        else:
+            names_json = _joined(self._items[at], b"[", b"]")
         parts = [b'{"Nodes":null,"NodeNames":', names_json]
-        reason_of = np.empty(int(cids.max(initial=-1)) + 2, dtype=object)
-        for cid, verdict in cols.verdicts.items():
-            reason_of[cid + 1] = orjson.dumps(verdict.reason)
         for label, kind in ((b',"FailedNodes":', FAILED), (b',"FailedAndUnresolvableNodes":', UNRESOLVABLE)):
             mask = kinds == kind
-            count = int(np.count_nonzero(mask))
-            pairs = np.empty(2 * count, dtype=object)
-            pairs[0::2] = self._keys[pos[mask]]
-            pairs[1::2] = reason_of[cids[mask] + 1]
-            parts += (label, _joined(pairs, b"{", b"}") if count else b"{}")
+            reasons = {c: orjson.dumps(v.reason) for c, v in cols.verdicts.items() if _kind(v) == kind}
+            parts += (label, self._failed(pos[mask], cids[mask], reasons) if mask.any() else b"{}")
         parts.append(b',"Error":""}')
         body = b"".join(parts)
         if not len(at) or len(at) == len(pos):
             return FilterReply(body)
         return FilterReply(body, Passed(names_json, self._objects[at].tolist(), at))
+
+    def _failed(self, at: IntColumn, cids: IntColumn, reasons: dict[int, bytes]) -> bytes:
+        """The `{"name":"reason",..}` object of the failed candidates at positions `at`.
+
+        Rows of one width (a key padded after its colon, a reason after its closing quote: JSON
+        whitespace), gathered with two takes, when padding adds at most PAD_SHARE to the shortest
+        row; otherwise the exact fragments interleaved and joined."""
+        widths = [len(r) for r in reasons.values()]
+        shortest = self._key_min + min(widths)
+        key_width, reason_width = self._key_rows.itemsize, max(widths)
+        if key_width + reason_width - shortest > shortest * PAD_SHARE:
+            pairs = np.empty(2 * len(at), dtype=object)
+            pairs[0::2] = self._keys[at]
+            reason_of = np.empty(int(cids.max()) + 1, dtype=object)
+            reason_of[list(reasons)] = list(reasons.values())
+            pairs[1::2] = reason_of[cids]
+            return _joined(pairs, b"{", b"}")
+        slot = np.zeros(int(cids.max()) + 1, dtype=np.intp)
+        slot[list(reasons)] = range(len(reasons))
+        rows = np.empty(len(at), dtype=[("key", np.void, key_width), ("reason", np.void, reason_width)])
+        rows["key"] = self._key_rows.take(at)
+        rows["reason"] = padded_rows(list(reasons.values()), reason_width).take(slot[cids])
+        return b"{" + rows.tobytes()[1:] + b"}"
 
     def _plain_list(self, cols: FilterColumns) -> bool:
         """Every candidate known and none repeated; cached per positions array (remembered lists
@@ -121,13 +152,23 @@ class FilterRenderer:
         if names is self._names:
             return
         encoded = [orjson.dumps(name) for name in names]
-        self._items = _objects([b"," + e for e in encoded])
-        self._keys = _objects([b"," + e + b":" for e in encoded])
+        items = [b"," + e for e in encoded]
+        self._items = _objects(items)
+        width = max(map(len, items), default=1)
+        self._item_rows = padded_rows(items, width) if min(map(len, items), default=width) == width else None
+        keys = [b"," + e + b":" for e in encoded]
+        self._keys = _objects(keys)
+        self._key_min = min(map(len, keys), default=0)
+        self._key_rows = padded_rows(keys, max(map(len, keys), default=1))
         self._objects = _objects(list(names))
         self._names = names
 
 
-def _objects(values: list[object]) -> ObjectColumn:
+def _kind(verdict: Verdict) -> int:
+    return OK if verdict.ok else UNRESOLVABLE if verdict.unresolvable else FAILED
+
+
+def _objects(values: Sequence[object]) -> ObjectColumn:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out

@@ -232,14 +232,14 @@ class PriorityRenderer:
             }
             fragments = list(chain.from_iterable(map(self._by_name.__getitem__, names)))
             width = max(map(len, fragments), default=1)
-            self._rows = _padded_rows(fragments, width) if width <= MAX_ROW_BYTES else None
+            self._rows = padded_rows(fragments, width) if width <= MAX_ROW_BYTES else None
             self._flat = np.empty(0 if self._rows is not None else len(fragments), dtype=object)
             if self._rows is None:
                 self._flat[:] = fragments
         self._names = names
 
 
-def _padded_rows(fragments: list[bytes], width: int) -> npt.NDArray[np.void]:
+def padded_rows(fragments: list[bytes], width: int) -> npt.NDArray[np.void]:
     """One `width`-byte item per fragment, right-padded with spaces (a 1-D array: `take` copies
     whole items, several times faster than gathering rows of a 2-D byte array)."""
     buffer = bytearray(b" " * (len(fragments) * width))

@@ -19,6 +19,11 @@ from tests.unit.extender_reference import reference_filter
 from tests.unit.test_extender_fast import assume_some, random_cluster, random_names, random_pod
 
 
+def _same_json(body: bytes, expected: bytes) -> bool:
+    """Equal up to JSON whitespace, keys in the same order (orjson keeps the order it read)."""
+    return orjson.dumps(orjson.loads(body)) == expected
+
+
 def _args(names: list[str]) -> ExtenderArgs:
     return ExtenderArgs.model_construct(pod={}, nodes=None, node_names=names)
 
@@ -40,7 +45,7 @@ def test_joined_reply_is_the_generic_rendering_byte_for_byte(seed: int) -> None:
             plain = len(set(names)) == len(names) and set(names) <= set(index.names)
             assert (reply is not None) == plain
             if reply is not None:
-                assert reply.body == expected
+                assert _same_json(reply.body, expected)
                 ExtenderFilterResult.model_validate_json(reply.body)
 
 
@@ -86,7 +91,7 @@ def test_fragments_follow_a_changed_node_list() -> None:
     index = core.index(2, sample_policy().policy, grown)
     cols = core.filter_columns(index, req, ["n6", "n0"])
     reply = renderer.render(cols)
-    assert reply is not None and reply.body == render_filter(_args(["n6", "n0"]), core.outcome(index, cols))
+    assert reply is not None and _same_json(reply.body, render_filter(_args(["n6", "n0"]), core.outcome(index, cols)))
 
 
 def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_class() -> None:
@@ -109,4 +114,30 @@ def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_
     assert changed is not first and "n0" in core.outcome(index, changed).failed
     assert core.outcome(index, changed) == reference_filter(core, index, same_shape, names)
     reply = renderer.render(changed)
-    assert reply is not None and reply.body == render_filter(_args(names), core.outcome(index, changed))
+    assert reply is not None and _same_json(reply.body, render_filter(_args(names), core.outcome(index, changed)))
+
+
+@pytest.mark.parametrize(
+    ("size", "pad_share", "exact"),
+    [
+        pytest.param(10, 0.125, True, id="one-name-length-one-reason-rows-are-exact"),
+        pytest.param(11, 0.125, False, id="a-longer-name-padded-rows"),
+        pytest.param(11, 0.0, True, id="no-padding-allowed-exact-join"),
+    ],
+)
+def test_failed_rows_are_padded_only_within_the_share(
+    monkeypatch: pytest.MonkeyPatch, size: int, pad_share: float, exact: bool
+) -> None:
+    monkeypatch.setattr("extender.filter_reply.PAD_SHARE", pad_share)
+    nodes = [gpu_node(f"n{i}", gpus=8) for i in range(size)]
+    busy = [gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # two GPUs left: fail a 4-GPU pod
+    names = ["n0", "n1", "n2", "n3"]
+    core = ExtenderCore()
+    index = core.index(1, sample_policy().policy, inventory(nodes, busy))
+    req = core.request(parse_pod(gpu_pod("p", 4, profile="large-any")), index, 0.0)
+    cols = core.filter_columns(index, req, names)
+    reply = FilterRenderer().render(cols)
+    expected = render_filter(_args(names), core.outcome(index, cols))
+    assert reply is not None and _same_json(reply.body, expected)
+    assert (reply.body == expected) is exact
+    assert reply.passed is not None and reply.passed.key == orjson.dumps(["n0", "n2"])  # always exact
