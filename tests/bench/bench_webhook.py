@@ -1,12 +1,18 @@
 """Webhook throughput and p99 of /mutate + /validate versus a bare aiohttp echo, same TLS, same client.
 
-Baseline, measured in the same run and interleaved with the webhook (bare, webhook, bare, ...,
-ROUNDS times, after a warm-up on each), so load drift on a shared machine hits both alike; the
-reported numbers are medians of the per-round ratios. Each server runs for the whole benchmark
-and has its own keep-alive client (same aiohttp client code, same connection reuse). Bare: an
-app from the same `make_base_app` (same middlewares) whose /mutate and /validate read the body
-with the same strict JSON reader, parse it and echo an allowed AdmissionReview with the uid. Both are served with `serving.run.serve` over HTTPS
-(TLS >= 1.2, one test CA) on 127.0.0.1 and driven by CONCURRENCY workers on keep-alive connections.
+Baseline, measured in the same run and interleaved with the webhook: after a warm-up on each,
+ROUNDS rounds of PAIRS pairs per server, each round run as SLICES slices that alternate between
+the servers (bare then webhook, then webhook then bare, ...; a slice is ~0.1 s), so load bursts
+from other processes on a shared machine hit both alike; a round's throughput is its pairs over
+the summed time of its slices, its p99 over all its requests, and the reported numbers are medians
+of the per-round ratios. Each server runs for the whole benchmark and has its
+own keep-alive client (same aiohttp client code, same connection reuse). Bare: an app from the
+same `make_base_app` (same middlewares) whose /mutate and /validate do exactly the webhook's parse
+step, no more and no less: the same strict JSON reader (`serving.body.read_json`: size and depth
+limits), then the review checked as the webhook checks it (`webhook.review.plain_pod_create` on the
+raw JSON, else the typed `parse_review`), and echo an allowed AdmissionReview with the uid. Both
+are served with `serving.run.serve` over HTTPS (TLS >= 1.2, one test CA) on 127.0.0.1 and driven
+by CONCURRENCY workers on keep-alive connections.
 
 Workloads: a realistic GPU pod (ReplicaSet-created, profile a100-80gb, team nlp with quota, the
 quota ledger in a FakeCluster with real CAS writes; each pod has its own reservation id, and
@@ -44,10 +50,12 @@ from serving.tls import ReloadingTLS
 from tests.integration.tls_fixtures import client_context, make_cert_dir
 from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
 from webhook.app import make_app
+from webhook.review import parse_review, plain_pod_create
 
 CONCURRENCY = 8
 PAIRS = 500  # per round: p99 of 1000 requests is the 10th worst
 ROUNDS = 9  # odd: the median is one round's ratio
+SLICES = 5  # per round and server, alternating
 WARMUP = 100
 RESERVATION_TTL_S = 120.0  # the default: pods are released by the watch, not by expiry
 WATCH_PERIOD_S = 0.2  # ClusterState rebuilds the inventory at most every 0.2 s
@@ -62,7 +70,8 @@ def bare_app() -> web.Application:
 
     async def echo(request: web.Request) -> web.Response:
         body = await read_json(request)
-        uid = (body.get("request") or {}).get("uid", "")
+        found = plain_pod_create(body)
+        uid = found[0] if found is not None else parse_review(body).request.uid
         answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": True}}
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
@@ -116,7 +125,7 @@ class Server:
         await self.task
 
     async def drive(self, work: list[tuple[int, tuple[bytes, bytes]]], done: list[int]) -> tuple[float, list[float]]:
-        """Pairs/s and per-request latencies over `work`; each admitted pod's index goes to `done`."""
+        """Seconds taken and per-request latencies over `work`; each admitted pod's index goes to `done`."""
         assert self.session is not None
         session, latencies, queue = self.session, [], list(work)
         headers = {"Content-Type": "application/json"}
@@ -136,7 +145,7 @@ class Server:
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return len(work) / (time.perf_counter() - started), latencies
+        return time.perf_counter() - started, latencies
 
 
 async def watch(state: ClusterState, work: list[tuple[bytes, bytes]], done: list[int]) -> None:
@@ -172,8 +181,24 @@ class Round:
     bare_p99: float
 
 
+async def interleaved(bare: Server, hook: Server, chunk: list[tuple[int, tuple[bytes, bytes]]], done: list[int], *,
+                      first_bare: bool) -> Round:
+    """One round: the chunk in SLICES slices, each driven on both servers in alternating order."""
+    spent = {bare: 0.0, hook: 0.0}
+    latencies: dict[Server, list[float]] = {bare: [], hook: []}
+    step = -(-len(chunk) // SLICES)
+    for index in range(SLICES):
+        part = chunk[index * step:(index + 1) * step]
+        order = (bare, hook) if (index % 2 == 0) == first_bare else (hook, bare)
+        for server in order:
+            seconds, lat = await server.drive(part, done if server is hook else [])
+            spent[server] += seconds
+            latencies[server] += lat
+    return Round(len(chunk) / spent[hook], p99(latencies[hook]), len(chunk) / spent[bare], p99(latencies[bare]))
+
+
 async def run_workload(gpu: bool, cert_dir: Path, ssl: Any) -> list[Round]:
-    """WARMUP pairs on each server, then ROUNDS x (bare, webhook) interleaved on fresh pods."""
+    """WARMUP pairs on each server, then ROUNDS rounds of interleaved slices on fresh pods."""
     work = bodies(gpu, WARMUP + ROUNDS * PAIRS)
     app, state = webhook_app()
     done: list[int] = []
@@ -182,13 +207,11 @@ async def run_workload(gpu: bool, cert_dir: Path, ssl: Any) -> list[Round]:
         watcher = asyncio.create_task(watch(state, work, done))
         try:
             warm = list(enumerate(work[:WARMUP]))
-            await bare.drive(warm, [])
+            await bare.drive(warm, [])  # warm-up: both servers and clients, then the measured rounds
             await hook.drive(warm, done)
             for r in range(ROUNDS):
                 chunk = list(enumerate(work))[WARMUP + r * PAIRS: WARMUP + (r + 1) * PAIRS]
-                bare_tput, bare_lat = await bare.drive(chunk, [])
-                hook_tput, hook_lat = await hook.drive(chunk, done)
-                rounds.append(Round(hook_tput, p99(hook_lat), bare_tput, p99(bare_lat)))
+                rounds.append(await interleaved(bare, hook, chunk, done, first_bare=r % 2 == 0))
         finally:
             watcher.cancel()
     return rounds
@@ -204,7 +227,7 @@ async def run() -> dict[str, list[Round]]:
 def main() -> int:
     results = asyncio.run(run())
     ok = True
-    print(f"webhook /mutate+/validate over HTTPS vs bare echo, {ROUNDS} interleaved rounds x {PAIRS} pairs "
+    print(f"webhook /mutate+/validate over HTTPS vs bare echo, {ROUNDS} rounds x {PAIRS} pairs in {SLICES} alternating slices "
           f"(after {WARMUP} warm-up), {CONCURRENCY} concurrent clients; medians of per-round ratios:")
     for name, rounds in results.items():
         ratio = statistics.median(r.hook_tput / r.bare_tput for r in rounds)
