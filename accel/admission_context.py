@@ -176,7 +176,9 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
     the CPU/memory sums `accel.pods.parse_pod` also does; same effective-request rule."""
     metadata = pod.get("metadata") or {}
     accelerators = accelerator_requests(pod)
-    return PodView(
+    # Every value is built here with its declared type, so validation would only re-check it:
+    # `model_construct` (defaults filled in, no validation) is several times faster per request.
+    return PodView.model_construct(
         name=str(metadata.get("name") or metadata.get("generateName") or ""),
         namespace=str(metadata.get("namespace") or ""),
         labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accel.admission import Decision, apply_mode
-from accel.admission_context import shape_errors
+from accel.admission_context import light_view, shape_errors
 from accel.admission_messages import Finding
+from accel.pods import PodView
 from accel.policy import Mode
 from tests.unit.admission_fixtures import gpu_pod
 
@@ -96,3 +97,12 @@ def test_enforce_mode_keeps_every_field_of_the_decision_but_the_audit() -> None:
     decision = Decision(**values)  # type: ignore[arg-type]
     audit = {"decision": "r", "profile": "p", "team": "t", "x": "y"}
     assert apply_mode(decision, Mode.ENFORCE) == dataclasses.replace(decision, audit=audit)
+
+
+@pytest.mark.parametrize("pod", [gpu_pod(), gpu_pod(name="n", labels={"x": "1"}, annotations={"a/b": "c"}), {"metadata": {}, "spec": {}}],
+                         ids=["replica-pod", "named-pod-with-notes", "empty-pod"])
+def test_light_view_is_what_validation_would_build(pod: dict[str, Any]) -> None:
+    """light_view skips pydantic validation (speed); its fields must be exactly what validation gives."""
+    view = light_view(pod)
+    assert view == PodView.model_validate(view.model_dump())
+    assert {k: type(v) for k, v in view.model_dump().items()} == {k: type(v) for k, v in PodView.model_validate(view.model_dump()).model_dump().items()}
