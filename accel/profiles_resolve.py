@@ -76,12 +76,12 @@ def resolve_profile(
     if name is None:
         return ProfileResolution(None)
     profile = policy.profile(name)
-    enabled = [p.name for p in policy.profiles if p.enabled]
+    if profile is not None and profile.enabled:
+        return ProfileResolution(profile)
+    enabled = [p.name for p in policy.profiles if p.enabled]  # only for the message
     if profile is None:
         return ProfileResolution(None, msg.unknown_profile(name, enabled))
-    if not profile.enabled:
-        return ProfileResolution(None, msg.disabled_profile(name, enabled))
-    return ProfileResolution(profile)
+    return ProfileResolution(None, msg.disabled_profile(name, enabled))
 
 
 def allowed_types(profile: Profile, team: Team | None) -> tuple[str, ...]:
