@@ -30,9 +30,10 @@ from fractions import Fraction
 import numpy as np
 
 from accel.catalog import Catalog
-from accel.columns import FloatColumn, IntColumn, id_column, present_ids, round_clamp
+from accel.columns import IntColumn, id_column, present_ids, round_clamp
 from accel.devices import AssumedBinds, Assumption, DeviceError, NodeDevices, format_assignment
 from accel.extender_index import Classes, ClusterIndex, build_index, list_key
+from accel.extender_topology import JobTopology
 from accel.filter_columns import FilterColumns, FilterOutcome, kinds_of, outcome
 from accel.filtering import PodRequest, Verdict, check_node, resolve_request
 from accel.fragmentation import ClusterContext, TypicalMix, WorkloadHistogram
@@ -47,11 +48,9 @@ from accel.scoring import (
     cluster_context,
     fragmentation_raw,
     normalise,
-    normalise_array,
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import JobKey, raw_by_level_counts
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
@@ -114,8 +113,7 @@ class ExtenderCore:
         self.classes = Classes()
         self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
-        self._topo_memo: dict[JobKey, tuple[FloatColumn, list[str], FloatColumn]] = {}
-        self._topo_memo_of: ClusterIndex | None = None
+        self.topology = JobTopology()
         self._filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
 
@@ -280,27 +278,6 @@ class ExtenderCore:
             self._frag[key] = value
         return value
 
-    def _peers(self, index: ClusterIndex, req: PodRequest) -> tuple[list[int], dict[str, int]]:
-        """Topology class of every placed peer of the pod's job (bound or assumed), and count per node
-        (read-only: they may be the index's shared `job_peers`)."""
-        if req.job is None:
-            return [], {}
-        uid = req.pod.uid
-        assumed = [a.node for a in self.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
-        bound = index.job_peers(req.job)
-        if not assumed and uid not in bound.uids:
-            return bound.tids, bound.per_node  # the common case, computed once per generation
-        placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid] + assumed
-        tids: list[int] = []  # one entry per peer
-        per_node: dict[str, int] = {}
-        records = index.records
-        for name in placed:
-            rec = records.get(name)
-            if rec is not None:
-                tids.append(rec.tid)
-                per_node[name] = per_node.get(name, 0) + 1
-        return tids, per_node
-
     def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[int, float]:
         """Weighted preference + fragmentation per class, normalised over the candidates' classes."""
         settings = index.policy.settings.scoring
@@ -311,52 +288,6 @@ class ExtenderCore:
         frag = normalise(frag_raw)
         w = settings.weights
         return {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
-
-    def _topo_raw(self, index: ClusterIndex, req: PodRequest) -> tuple[FloatColumn, list[str], FloatColumn]:
-        """Raw topology value (accel.topology_score rule 3) of every topology class, and of every
-        node hosting peers (names, values). Rows are independent, so computing all classes and
-        picking the candidates' later is bit for bit the per-candidate computation. Kept per job
-        while the peers are the index's shared `job_peers` (a job's pods come in runs)."""
-        assert req.job is not None
-        peer_tids, per_node = self._peers(index, req)
-        shared = per_node is index.job_peers(req.job).per_node
-        if self._topo_memo_of is not index:  # per index: old indexes are not kept alive
-            self._topo_memo.clear()
-            self._topo_memo_of = index
-        if shared and (found := self._topo_memo.get(req.job)) is not None:
-            return found
-        levels, rdma = self.classes.topo_columns()
-        size = len(self.classes.level_ids) + 1
-        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=size).astype(np.float64)
-        peers_on[0] = 0.0  # unknown levels never match
-        raw_all = raw_by_level_counts(levels, rdma, peers_on, len(peer_tids))
-        hosts = [index.records[n].tid for n in per_node]
-        same = np.array(list(per_node.values()), dtype=np.float64)
-        raw_hosts = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same) if hosts else same
-        result = (raw_all, list(per_node), raw_hosts)
-        if shared:
-            if len(self._topo_memo) > MEMO_LIMIT:
-                self._topo_memo.clear()
-            self._topo_memo[req.job] = result
-        return result
-
-    def _topo_parts(
-        self, index: ClusterIndex, req: PodRequest, tids: list[int]
-    ) -> tuple[FloatColumn, dict[str, float]]:
-        """Weighted topology part per topology class (column by tid + 1), and per node hosting peers.
-
-        Raw values of the classes and of the peer-hosting nodes are normalised together (rule 1
-        of accel.scoring), exactly as one `normalise` over both would.
-        """
-        column = np.zeros(len(self.classes.topo_rep) + 1)
-        if req.job is None:
-            return column, {}
-        raw_all, host_names, raw_hosts = self._topo_raw(index, req)
-        at = np.array(tids, dtype=np.intp)
-        raw = np.concatenate((raw_all[at], raw_hosts))  # topology classes, then peer-hosting nodes
-        scaled = index.policy.settings.scoring.weights.topology * normalise_array(raw)
-        column[at + 1] = scaled[: len(tids)]
-        return column, dict(zip(host_names, scaled[len(tids) :].tolist(), strict=True))
 
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
@@ -372,7 +303,7 @@ class ExtenderCore:
         total = w.preference + w.fragmentation + w.topology
         if total > 0 and len(names):
             class_part = id_column(self._class_parts(index, req, present_ids(cids)), len(self.classes.class_rep))[cids + 1]
-            topo_column, by_node = self._topo_parts(index, req, present_ids(tids))
+            topo_column, by_node = self.topology.parts(index, req, present_ids(tids), self.classes, self.assumptions)
             topo = topo_column[tids + 1]
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
                 own = np.full(len(index.names) + 1, np.nan)
