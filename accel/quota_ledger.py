@@ -3,7 +3,7 @@
 The webhook writes the ledger on every GPU admission, so each step an admission takes on it
 must not walk every reservation (the ledger holds every pod admitted in the last watch period):
 1. `to_data` joins each reservation's pre-encoded JSON member (`"id":{...}`, encoded once when
-   the reservation is added or the document parsed) into the exact bytes
+   the reservation is added or the document parsed) into the exact text
    `orjson.dumps({"reservations": {id: entry, ...}})` would give, without re-encoding.
 2. `pruned(now=, visible=)` is O(1) when the ledger is already known clean for that `visible`
    set (the same frozenset object: one per state generation) and nothing can have expired
@@ -73,9 +73,10 @@ class Reservation:
         )
 
 
-def _member(rid: str, entry: Mapping[str, Any]) -> bytes:
-    """One member of the reservations object, as orjson writes it inside the whole document."""
-    return orjson.dumps(rid) + b":" + orjson.dumps(entry)
+def _member(rid: str, entry: Mapping[str, Any]) -> str:
+    """One member of the reservations object, as orjson writes it inside the whole document (as
+    text: the ConfigMap value is a str, so the join needs no decode of the whole document)."""
+    return (orjson.dumps(rid) + b":" + orjson.dumps(entry)).decode()
 
 
 def _add(totals: dict[tuple[str, int], tuple[int, int]], reservation: Reservation, sign: int) -> None:
@@ -101,7 +102,7 @@ class Ledger:
 
     reservations: Mapping[str, Reservation] = field(default_factory=dict)
     corrupt: bool = False
-    members: Mapping[str, bytes] | None = field(default=None, compare=False, repr=False)
+    members: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
     totals: Totals | None = field(default=None, compare=False, repr=False)
     clean_for: frozenset[str] | None = field(default=None, compare=False, repr=False)
     earliest_expiry: float | None = field(default=None, compare=False, repr=False)
@@ -136,8 +137,7 @@ class Ledger:
     def to_data(self) -> dict[str, str]:
         """The ConfigMap data (rule 1: one join of the encoded members)."""
         assert self.members is not None
-        document = b'{"reservations":{' + b",".join(self.members.values()) + b"}}"
-        return {LEDGER_KEY: document.decode()}
+        return {LEDGER_KEY: "".join(('{"reservations":{', ",".join(self.members.values()), "}}"))}
 
     def is_clean(self, *, now: float, visible: frozenset[str]) -> bool:
         """True when nothing is expired at `now` nor shown by `visible` (rule 2, no walk)."""

@@ -78,18 +78,26 @@ class LedgerClient:
         return self.last
 
     async def run(self, decide: Decide) -> ReservationOutcome | Finding:
-        """Decide against the current ledger and persist the result with CAS (see class docstring)."""
-        future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
-        self._pending.append((decide, future))
-        if not self._flushing:
-            self._flushing = True
+        """Decide against the current ledger and persist the result with CAS (see class docstring).
+
+        The caller that finds no write in flight commits its own decision directly (no future:
+        the common case of one admission at a time), then flushes whatever queued meanwhile.
+        """
+        if self._flushing:
+            future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
+            self._pending.append((decide, future))
+            return await future
+        self._flushing = True
+        try:
+            (result,) = await self._commit([decide])
+        finally:
             try:
                 while self._pending:
                     batch, self._pending = self._pending, []
                     await self._settle(batch)
             finally:
                 self._flushing = False
-        return await future
+        return result
 
     async def _settle(self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]) -> None:
         try:

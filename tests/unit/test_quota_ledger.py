@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -11,9 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accel.admission_messages import Finding
 from accel.policy import Team
-from accel.quota import LEDGER_KEY, Ledger, Reservation, check_quota, decide_reservation, team_usage_now
+from accel.quota import (
+    LEDGER_KEY,
+    LEDGER_NAME,
+    Ledger,
+    Reservation,
+    check_quota,
+    decide_reservation,
+    team_usage_now,
+)
+from kube.fake import FakeCluster
+from kube.testing import RecordingSleep
 from tests.unit.test_quota import NLP
+from webhook.ledger import LedgerClient
 
 VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
 
@@ -138,3 +151,37 @@ def test_check_quota_equals_fraction_arithmetic(usage: dict[str, Fraction], amou
         if used + amount > Fraction(Decimal(team.quota[key])):
             want.append((key, used, Fraction(Decimal(team.quota[key]))))
     assert [(e.key, e.used, e.limit) for e in check_quota(team, accel_type, amount, usage)] == want
+
+
+async def test_decisions_arriving_during_a_write_are_committed_together_in_order() -> None:
+    """Group commit: the first caller writes alone; the four queued meanwhile share one write."""
+    store = FakeCluster(sleep=RecordingSleep())
+    store.set_latency(0.01)  # every store call yields, so the later callers queue behind the first write
+    client = LedgerClient(store, sleep=RecordingSleep())
+    nlp = Team(name="nlp", quota={"*": Decimal(4)})
+
+    def decide(rid: str) -> Any:
+        return lambda ledger: decide_reservation(ledger, res(rid), team=nlp, base={}, visible=frozenset(), now=0.0)
+
+    outcomes = await asyncio.gather(*(client.run(decide(f"r{i}")) for i in range(5)))
+    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [False, False, False, False, True]
+    assert client.writes == 2
+    data, _ = await store.read(LEDGER_NAME)
+    assert list(Ledger.from_data(data).reservations) == ["r0", "r1", "r2", "r3"]
+
+
+async def test_a_failed_write_reaches_every_waiter_and_later_callers_still_commit() -> None:
+    store = FakeCluster(sleep=RecordingSleep())
+    store.set_latency(0.01)
+    client = LedgerClient(store, sleep=RecordingSleep())
+
+    def decide(rid: str) -> Any:
+        return lambda ledger: decide_reservation(ledger, res(rid), team=NLP, base={}, visible=frozenset(), now=0.0)
+
+    def boom(_ledger: Ledger) -> Any:
+        raise RuntimeError("decision failed")
+
+    results = await asyncio.gather(client.run(boom), client.run(decide("a")), return_exceptions=True)
+    assert isinstance(results[0], RuntimeError) and not isinstance(results[1], BaseException)
+    data, _ = await store.read(LEDGER_NAME)
+    assert list(Ledger.from_data(data).reservations) == ["a"]
