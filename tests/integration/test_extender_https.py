@@ -6,47 +6,19 @@ watch update and must not get the GPU the first bind took.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from extender.app import make_app
 from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from serving.run import serve
+from serving.run import serving
 from serving.tls import ReloadingTLS
 from tests.integration.tls_fixtures import client_context, make_cert_dir
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
-
-
-@contextlib.asynccontextmanager
-async def running(app: web.Application, tls: ReloadingTLS) -> AsyncIterator[int]:
-    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(
-            app,
-            host="127.0.0.1",
-            port=0,
-            tls=tls,
-            stop=stop,
-            shutdown_timeout=5,
-            on_started=started.set_result,
-        )
-    )
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await task
 
 
 async def test_schedule_two_pods_over_https(tmp_path: Path) -> None:
@@ -59,7 +31,7 @@ async def test_schedule_two_pods_over_https(tmp_path: Path) -> None:
     app = make_app(
         ClusterState.static(sample_policy(), inv), metrics=Metrics(), binder=cluster, clock=ManualClock()
     )
-    async with running(app, ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
+    async with serving(app, tls=ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
         base = f"https://127.0.0.1:{port}"
         ssl = client_context(certs.bundle)
 
