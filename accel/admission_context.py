@@ -113,12 +113,14 @@ class AdmissionContext:
 
 
 def build_context(
-    parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, charges: ChargeMemo | None = None
+    parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, charges: ChargeMemo | None = None,
+    previous: AdmissionContext | None = None,
 ) -> AdmissionContext:
     """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type.
 
     `charges` (one per replica, kept across generations) makes each pod's charge a lookup once
     a pod of the same shape was charged (accel.admission_usage); without it a fresh memo is used.
+    `previous` (the last generation's context) hands over the memos that are still valid.
     """
     charges = charges or ChargeMemo()
     policy, catalog = parsed.policy, parsed.catalog
@@ -132,7 +134,7 @@ def build_context(
     visible = frozenset(
         rid for pod in inventory.pods if (rid := pod.annotations.get(RESERVATION_ANNOTATION))
     )
-    return AdmissionContext(
+    context = AdmissionContext(
         parsed=parsed,
         inventory=inventory,
         generation=generation,
@@ -144,6 +146,27 @@ def build_context(
         job_types=job_types(inventory),
         excluded=frozenset(policy.settings.excluded_namespaces),
     )
+    if previous is not None:
+        _inherit_memos(context, previous)
+    return context
+
+
+MAX_MEMO = 4096
+
+
+def _inherit_memos(context: AdmissionContext, previous: AdmissionContext) -> None:
+    """Keep the previous generation's memos that the change cannot have touched: tolerations and
+    prices depend only on the policy (and its catalog), selectors also on the nodes (the same node
+    objects: the inventory keeps unchanged ones). A new generation then starts warm instead of
+    rebuilding them on its first requests, while those wait (the p99). Oversized memos start over."""
+    if previous.parsed is not context.parsed:
+        return
+    if len(previous._prices) + len(previous._request_prices) < MAX_MEMO:
+        context._tolerations, context._prices = previous._tolerations, previous._prices
+        context._request_prices = previous._request_prices
+    old, new = previous.inventory.nodes, context.inventory.nodes
+    if len(previous._selectors) < MAX_MEMO and len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True)):
+        context._selectors = previous._selectors
 
 
 def wants_accelerators(pod: Mapping[str, Any]) -> bool:

@@ -16,6 +16,8 @@ blocked the event loop long enough to set the webhook's p99. Rules:
    (team, type, denominator), one `Fraction` per key at the end.
 3. The memo is cleared when the policy object changes or it holds MAX_ENTRIES keys, so it never
    grows without bound nor keeps old nodes alive for long.
+4. `usage` also remembers each pod object's charge until its next call (only pods still in the
+   inventory), so a generation costs one dict lookup per unchanged pod, not a key built per pod.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ChargeMemo:
     def __init__(self) -> None:
         self._parsed: ParsedPolicy | None = None
         self._charges: dict[ChargeKey, tuple[NodeInventory | None, str, Fraction]] = {}
+        # Rule 4: by pod object, from the previous `usage` call (pod and node held: ids stay theirs).
+        self._by_pod: dict[int, tuple[PodView, NodeInventory | None, ParsedPolicy, str, Fraction]] = {}
         self.computed = 0  # charges computed (memo misses) over the memo's life
 
     def charge(self, pod: PodView, inventory: Inventory, parsed: ParsedPolicy) -> tuple[str, Fraction]:
@@ -66,11 +70,17 @@ class ChargeMemo:
         """team -> type -> GPU-equivalents of bound and pending non-terminal pods (rule 2)."""
         label = parsed.policy.settings.team_label
         sums: dict[str, dict[tuple[str, int], int]] = {}
+        previous, current = self._by_pod, {}
         for pod in inventory.pods:
             team = inventory.team_of(pod.namespace, label) or pod.labels.get(label)
             if not team:
                 continue
-            accel_type, amount = self.charge(pod, inventory, parsed)
+            node = inventory.node(pod.node_name) if pod.node_name else None
+            seen = previous.get(id(pod))
+            if seen is None or seen[0] is not pod or seen[1] is not node or seen[2] is not parsed:
+                seen = (pod, node, parsed, *self.charge(pod, inventory, parsed))
+            current[id(pod)] = seen
+            accel_type, amount = seen[3], seen[4]
             per_team = sums.setdefault(team, {})
             key = (accel_type, amount.denominator)
             per_team[key] = per_team.get(key, 0) + amount.numerator
@@ -79,4 +89,5 @@ class ChargeMemo:
             types = usage[team] = {}
             for (accel_type, denominator), numerator in per_key.items():
                 types[accel_type] = types.get(accel_type, Fraction(0)) + Fraction(numerator, denominator)
+        self._by_pod = current
         return usage

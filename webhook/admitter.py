@@ -85,7 +85,8 @@ class Admitter:
         view = self.state.view()
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if self._ctx is None or key != self._ctx_key:
-            self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges)
+            self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges,
+                                      previous=self._ctx)
             self._ctx_key = key
             self._publish_quota(self._ctx)
         return self._ctx

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from accel.admission_context import build_context
 from accel.admission_usage import MAX_ENTRIES, ChargeMemo
 from accel.inventory import Inventory, pod_accelerator_type, pod_gpu_equivalents, team_usage
 from accel.policy import ParsedPolicy
@@ -75,3 +76,28 @@ def test_memo_is_bounded() -> None:
     inventory = make_inventory(pods)
     assert memo.usage(POLICY, inventory) == reference(POLICY, inventory)
     assert len(memo._charges) <= MAX_ENTRIES
+
+
+def test_next_generation_keeps_memos_only_while_their_inputs_are_the_same() -> None:
+    inventory = make_inventory(list(PODS.values()))
+    profile = POLICY.policy.profile("a100-80gb")
+    assert profile is not None
+    first = build_context(POLICY, inventory)
+    selector = first.selector(profile, ("nvidia-a100-80gb",))
+    prices = first.request_prices(profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1})
+
+    pods_changed = build_context(POLICY, inventory.model_copy(update={"pods": inventory.pods[:2]}), previous=first)
+    assert pods_changed.selector(profile, ("nvidia-a100-80gb",)) is selector
+    assert pods_changed.request_prices(profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is prices
+
+    nodes = tuple(n.model_copy() for n in inventory.nodes)
+    nodes_changed = build_context(POLICY, inventory.model_copy(update={"nodes": nodes}), previous=first)
+    assert nodes_changed.selector(profile, ("nvidia-a100-80gb",)) is not selector
+    assert nodes_changed.selector(profile, ("nvidia-a100-80gb",)) == selector
+    assert nodes_changed.request_prices(profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is prices
+
+    other = example_policy()
+    other_profile = other.policy.profile("a100-80gb")
+    assert other_profile is not None
+    policy_changed = build_context(other, inventory, previous=first)
+    assert policy_changed.request_prices(other_profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is not prices
