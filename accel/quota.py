@@ -108,7 +108,7 @@ def _exact(amount: Decimal | int | str) -> Fraction:
     return Fraction(amount) if isinstance(amount, Decimal) else Fraction(str(amount))  # Decimal: exact, no text round trip
 
 
-def _ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
+def ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
     """(numerator, denominator) of the sum, unreduced: integer products instead of Fraction adds."""
     numerator, denominator = 0, 1
     for value in values:
@@ -124,7 +124,7 @@ def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> 
         limit = limit_of(team, key)
         if limit is None or (key == ALL_TYPES and key == accel_type):
             continue
-        num, den = _ratio_sum(usage.values() if key == ALL_TYPES else (usage.get(key, Fraction(0)),))
+        num, den = ratio_sum(usage.values() if key == ALL_TYPES else (usage.get(key, Fraction(0)),))
         # used + amount > limit, cross-multiplied (all denominators are positive): exact, no Fraction math
         if (num * amount.denominator + amount.numerator * den) * limit.denominator > limit.numerator * den * amount.denominator:
             excess.append(QuotaExcess(team.name, key, limit, Fraction(num, den), amount))

@@ -20,7 +20,7 @@ from accel.admission_usage import ChargeMemo
 from accel.admission_validate import decide_quota, finish_validation, plan_validation
 from accel.inventory import Inventory
 from accel.policy import ALL_TYPES, Mode, ParsedPolicy
-from accel.quota import Ledger, ReservationOutcome, limit_of
+from accel.quota import Ledger, ReservationOutcome, limit_of, ratio_sum
 from serving.metrics import Metrics
 from webhook.ledger import LedgerClient
 from webhook.review import AdmissionRequest, build_response, plain_pod_create
@@ -189,13 +189,14 @@ class Admitter:
 
     def _publish_team(self, team: str, accel_type: str, outcome: ReservationOutcome, reserved: bool,
                       amount: Fraction, ctx: AdmissionContext) -> None:
-        usage = dict(outcome.usage)
-        if reserved:
-            usage[accel_type] = usage.get(accel_type, Fraction(0)) + amount
+        usage = outcome.usage
         found = ctx.policy.team(team)
         for key in found.quota if found else ():
-            used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
+            parts = list(usage.values()) if key == ALL_TYPES else [usage.get(key, Fraction(0))]
+            if reserved and key in (ALL_TYPES, accel_type):
+                parts.append(amount)
+            numerator, denominator = ratio_sum(parts)  # exact sum, one division: = float(Fraction sum)
             gauge = self._used_gauges.get((team, key))
             if gauge is None:  # label children cached, as in `_count`
                 gauge = self._used_gauges[(team, key)] = self.quota_used.labels(team=team, type=key)
-            gauge.set(float(used))
+            gauge.set(numerator / denominator)
