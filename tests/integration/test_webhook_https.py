@@ -8,7 +8,6 @@ import base64
 import contextlib
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,28 +23,16 @@ from accel.quota import LEDGER_NAME, Ledger
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from serving.run import serve
+from serving.run import serving
 from serving.tls import ReloadingTLS
 from tests.integration.tls_fixtures import client_context, make_cert_dir
 from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
 from webhook.app import ROUTES, make_app
 
 
-@contextlib.asynccontextmanager
-async def running(app: web.Application, tls: ReloadingTLS) -> AsyncIterator[int]:
+def running(app: web.Application, tls: ReloadingTLS) -> contextlib.AbstractAsyncContextManager[int]:
     """Serve `app` over HTTPS on a free loopback port for the block; yields the port."""
-    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(app, host="127.0.0.1", port=0, tls=tls, stop=stop, shutdown_timeout=5, on_started=started.set_result)
-    )
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        stop.set()
-        await task
+    return serving(app, tls=tls)
 
 
 @pytest.fixture
