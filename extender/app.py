@@ -36,7 +36,7 @@ from extender.wire import (
 from kube.errors import Conflict, KubeError, NotFound
 from kube.protocol import Binder
 from serving.app import make_base_app
-from serving.body import BadRequest, BodyTooLarge, read_json
+from serving.body import read_body, read_json
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 
@@ -101,14 +101,7 @@ def _json(body: bytes) -> web.Response:
 async def _read_args(ext: Extender, request: web.Request) -> ReadArgs:
     """serving.body.read_json's content-type and size rules, then `ArgsReader.read`
     (wire.parse_args_json's answers, remembered node lists decoded once)."""
-    content_type = request.content_type
-    if content_type and content_type not in ("application/json", "application/octet-stream", "text/plain"):
-        raise BadRequest(f"Content-Type {content_type!r} is not JSON; send application/json")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise BodyTooLarge(f"body larger than {request.client_max_size} bytes") from exc
-    return ext.reader.read(raw)
+    return ext.reader.read(await read_body(request))
 
 
 def _internal(verb: str, exc: Exception) -> str:

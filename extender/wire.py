@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from accel.placement import FilterOutcome, Scores
 from accel.scoring import MAX_EXTENDER_PRIORITY
-from serving.body import MAX_JSON_DEPTH, BadRequest, json_depth_exceeds
+from serving.body import MAX_JSON_DEPTH, BadRequest, decode_object, json_depth_exceeds
 
 SCORE_SLOTS = MAX_EXTENDER_PRIORITY + 1
 MAX_ROW_BYTES = 96  # padded prioritize rows up to this width (names up to ~60 characters)
@@ -130,14 +130,7 @@ def parse_args_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ExtenderA
     walk skips `NodeNames` once the model accepted it: a validated list of strings (the alias
     wins over the field name when both are sent) is two levels deep.
     """
-    if not raw.strip():
-        raise BadRequest("empty body: send a JSON object")
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"body must be a JSON object, got {type(value).__name__}")
+    value = decode_object(raw)
     too_deep = BadRequest(f"JSON nests deeper than {max_depth} levels")
     args = _common_form(value)
     if args is None:

@@ -55,8 +55,8 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
-    """Parse bytes into a JSON object with the same rules as `read_json` (usable without HTTP)."""
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """Bytes to a JSON object (no depth check): 400 for empty, invalid or non-object bodies."""
     if not raw.strip():
         raise BadRequest("empty body: send a JSON object")
     try:
@@ -65,18 +65,28 @@ def parse_json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[st
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadRequest(f"body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Parse bytes into a JSON object with the same rules as `read_json` (usable without HTTP)."""
+    value = decode_object(raw)
     if json_depth_exceeds(value, max_depth):
         raise BadRequest(f"JSON nests deeper than {max_depth} levels")
     return value
 
 
-async def read_json(request: web.Request, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
-    """The request body as a JSON object; size is capped by the app's `client_max_size`."""
+async def read_body(request: web.Request) -> bytes:
+    """The raw body of a JSON request: 400 for a non-JSON Content-Type, 413 past `client_max_size`."""
     content_type = request.content_type
     if content_type and content_type not in ("application/json", "application/octet-stream", "text/plain"):
         raise BadRequest(f"Content-Type {content_type!r} is not JSON; send application/json")
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise BodyTooLarge(f"body larger than {request.client_max_size} bytes") from exc
-    return parse_json_object(raw, max_depth=max_depth)
+
+
+async def read_json(request: web.Request, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The request body as a JSON object; size is capped by the app's `client_max_size`."""
+    return parse_json_object(await read_body(request), max_depth=max_depth)
