@@ -63,20 +63,29 @@ def allocation_curve(arrived: np.ndarray, used: np.ndarray, total_gpus: int) -> 
     return tuple(out)
 
 
+def _feasible_score(cluster: ClusterState, policy: Policy, pod: PodShape, sid: int, feas: dict[int, bool],
+                    scores: dict[int, tuple[float, tuple[int, ...]]]) -> float | None:
+    """The policy's score of node group `sid` for `pod`, None when it cannot host it (both memoised
+    per pod shape and group state: that memo is what makes a run take seconds, not hours)."""
+    ok = feas.get(sid)
+    if ok is None:
+        ok = feas[sid] = pod_fits(cluster.state_by_sid[sid].shape, pod)
+    if not ok:
+        return None
+    entry = scores.get(sid)
+    if entry is None:
+        entry = scores[sid] = policy.score(cluster.state_by_sid[sid], pod)
+    return entry[0]
+
+
 def _pick(cluster: ClusterState, policy: Policy, pod: PodShape, feas: dict[int, bool],
           scores: dict[int, tuple[float, tuple[int, ...]]]) -> tuple[int, tuple[int, ...]] | None:
     """Best feasible node and its devices, or None; ties go to the smaller priority rank."""
-    states = cluster.state_by_sid
     candidates: list[tuple[int, float]] = []
     for sid in cluster.groups:
-        ok = feas.get(sid)
-        if ok is None:
-            ok = feas[sid] = pod_fits(states[sid].shape, pod)
-        if ok:
-            entry = scores.get(sid)
-            if entry is None:
-                entry = scores[sid] = policy.score(states[sid], pod)
-            candidates.append((sid, entry[0]))
+        score = _feasible_score(cluster, policy, pod, sid, feas, scores)
+        if score is not None:
+            candidates.append((sid, score))
     if not candidates:
         return None
     if policy.normalise:
@@ -121,7 +130,6 @@ def _pick_incremental(cluster: ClusterState, policy: Policy, pod: PodShape, feas
     The candidate set of this pod shape is replayed from `cluster.events` since its last use (or
     rebuilt when the policy version changed or more groups changed than exist).
     """
-    states = cluster.state_by_sid
     if cand.version != policy.version or len(cluster.events) - cand.seen > len(cluster.groups):
         cand.reset()
         changed: Iterable[int] = cluster.groups
@@ -133,14 +141,9 @@ def _pick_incremental(cluster: ClusterState, policy: Policy, pod: PodShape, feas
             cand.remove(sid)
         if sid not in cluster.groups:
             continue
-        ok = feas.get(sid)
-        if ok is None:
-            ok = feas[sid] = pod_fits(states[sid].shape, pod)
-        if ok:
-            entry = scores.get(sid)
-            if entry is None:
-                entry = scores[sid] = policy.score(states[sid], pod)
-            cand.add(sid, entry[0])
+        score = _feasible_score(cluster, policy, pod, sid, feas, scores)
+        if score is not None:
+            cand.add(sid, score)
     if not cand.by_score:
         return None
     _rank, node = min(cluster.groups[sid].best() for sid in cand.by_score[max(cand.by_score)])
