@@ -2,129 +2,51 @@
 
 One `ProfileSummary` per profile feeds `accel profiles`, `GET /api/hardware-profiles` and the web
 page's profile cards, so the three never disagree. Pure: built from a `ParsedPolicy` and an
-`Inventory`.
+`Inventory`. Which nodes serve a profile and what a unit is (rules there) live in
+accel.profile_units; the models in accel.profile_summary; the table in accel.profile_table (all
+re-exported here).
 
 Rules:
-1. A node serves a profile when it is schedulable (Ready, not cordoned), carries one of the
-   profile's types (any accelerator type for a generic profile), matches the profile's
-   nodeSelector, and is set up for the profile's sharing mode: exclusive profiles use nodes that
-   hand out whole devices, time-sliced profiles use time-sliced (or MPS) nodes, MIG profiles use
-   nodes that advertise the profile's MIG slice.
-2. A "unit" is what one pod asks for per GPU request: a whole device, a time-sliced replica or a
-   MIG slice. `availableUnits` counts free units; `availableGpus`/`totalGpus` are GPU-equivalents
-   (a replica is 1/replicas, a slice g/max_g), the same measure quota uses.
-3. `available` is true when one node alone has room for a pod of the profile's default size
+1. `available` is true when one node alone has room for a pod of the profile's default size
    (so "available" means "a default pod could start now", not "some scattered units are free").
-4. Prices: the profile's `costPerGpuHour` overrides the catalog price of its first-preference
+   `availableUnits` counts free units; `availableGpus`/`totalGpus` are GPU-equivalents
+   (accel.profile_units rule 2).
+2. Prices: the profile's `costPerGpuHour` overrides the catalog price of its first-preference
    type; a unit costs the price times its GPU-equivalent fraction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 from fractions import Fraction
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from accel.catalog import UNKNOWN_TYPE, Catalog
-from accel.inventory import Inventory, NodeInventory
-from accel.labels import Sharing as NodeSharing
-from accel.nodeview import render_table
+from accel.catalog import Catalog
+from accel.inventory import Inventory
 from accel.policy import ParsedPolicy, Policy, Profile, Sharing
-from accel.usage import format_gpus, mig_slices
+from accel.profile_summary import GpuLimits, ProfileSummary, TypeAvailability
+from accel.profile_table import PROFILE_TABLE_HEADERS, profile_table_cells, render_profiles_table
+from accel.profile_units import NodeGroup, group_nodes, profile_resource, tally_nodes
+from accel.usage import mig_slices
+
+__all__ = [
+    "GENERIC_DISPLAY",
+    "PROFILE_TABLE_HEADERS",
+    "GpuLimits",
+    "ProfileSummary",
+    "TypeAvailability",
+    "group_nodes",
+    "profile_price",
+    "profile_resource",
+    "profile_summaries",
+    "profile_table_cells",
+    "render_profiles_table",
+    "summarise_profile",
+    "unit_price_fraction",
+    "visible_profiles",
+]
 
 GENERIC_DISPLAY = "Any GPU"
-
-
-class GpuLimits(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    default: int
-    max: int | None
-
-
-class TypeAvailability(BaseModel):
-    """Availability of one accelerator type within a profile."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
-
-    type: str
-    display_name: str = Field(alias="displayName")
-    total_gpus: float = Field(alias="totalGpus")
-    available_gpus: float = Field(alias="availableGpus")
-    available_units: int = Field(alias="availableUnits")
-    nodes: int
-
-
-class ProfileSummary(BaseModel):
-    """The public description of one hardware profile (the `GET /api/hardware-profiles` item)."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
-
-    name: str
-    display_name: str = Field(alias="displayName")
-    description: str
-    accelerator_type: str | None = Field(alias="acceleratorType")  # first preference; None = generic
-    accelerator_types: tuple[str, ...] = Field(alias="acceleratorTypes")
-    display_type: str = Field(alias="displayType")  # "NVIDIA H200 141GB"
-    memory: str | None  # "141GB" per device (MIG: the slice's memory)
-    architecture: str | None
-    sharing: str
-    mig_profile: str | None = Field(alias="migProfile")
-    replicas: int | None
-    unit: str  # "GPU", "replica", "1g.10gb slice"
-    gpus: GpuLimits
-    enabled: bool
-    available: bool
-    available_gpus: float = Field(alias="availableGpus")
-    available_units: int = Field(alias="availableUnits")
-    largest_free_block: int = Field(alias="largestFreeBlock")  # most free units on one node
-    total_gpus: float = Field(alias="totalGpus")
-    pending_pods: int = Field(alias="pendingPods")
-    price_per_gpu_hour: float | None = Field(alias="pricePerGpuHour")
-    price_per_unit_hour: float | None = Field(alias="pricePerUnitHour")
-    cost_per_hour_default: float | None = Field(alias="costPerHourDefault")
-    price_source: str | None = Field(alias="priceSource")
-    by_type: tuple[TypeAvailability, ...] = Field(alias="byType")
-
-
-def profile_resource(profile: Profile, node: NodeInventory, catalog: Catalog) -> str | None:
-    """The extended resource a pod of `profile` consumes on `node`, or None when it cannot run there."""
-    accel = node.accelerators
-    if not accel.types or (profile.accelerators and not any(ref.type in accel.types for ref in profile.accelerators)):
-        return None
-    if profile.node_selector and any(node.labels.get(k) != v for k, v in profile.node_selector.items()):
-        return None
-    if profile.sharing is Sharing.MIG:
-        return _mig_resource(profile, node)
-    if profile.sharing is Sharing.TIME_SLICED:
-        if accel.sharing not in (NodeSharing.TIME_SLICED, NodeSharing.MPS):
-            return None
-        if profile.shared_resource_name in accel.resources:
-            return profile.shared_resource_name
-        return _device_resource(node, catalog)
-    if accel.sharing is not NodeSharing.EXCLUSIVE:
-        return None
-    return _device_resource(node, catalog)
-
-
-def _mig_resource(profile: Profile, node: NodeInventory) -> str | None:
-    mig = node.accelerators.mig
-    if mig is None or not profile.mig_profile or profile.mig_profile not in mig.slices:
-        return None
-    if mig.strategy == "single":
-        return next((r for r in node.accelerators.resources if r.startswith("nvidia.com/gpu")), None)
-    return f"nvidia.com/mig-{profile.mig_profile}"
-
-
-def _device_resource(node: NodeInventory, catalog: Catalog) -> str | None:
-    accel_type = catalog.get(node.accelerator_type or UNKNOWN_TYPE)
-    resources = node.accelerators.resources
-    if accel_type is not None and accel_type.resource_name in resources:
-        return accel_type.resource_name
-    whole = [r for r in resources if "/mig-" not in r and not r.endswith(".shared")]
-    return whole[0] if whole else None
 
 
 def _unit_name(profile: Profile) -> str:
@@ -160,84 +82,13 @@ def profile_price(profile: Profile, catalog: Catalog) -> tuple[float | None, str
     return first.price.usd_per_gpu_hour, first.price.source or None
 
 
-class _Tally:
-    """Running totals for one accelerator type within one profile (units as ints; GPU-equivalents exact)."""
-
-    def __init__(self) -> None:
-        self.total = Fraction(0)
-        self.free = Fraction(0)
-        self.units = 0
-        self.nodes = 0
-        self.largest = 0
-
-
-class _NodeGroup:
-    """Schedulable nodes alike in everything `profile_resource` reads, with their units summed."""
-
-    def __init__(self, sample: NodeInventory) -> None:
-        self.sample = sample
-        self.nodes = 0
-        self.total: dict[str, int] = {}
-        self.free: dict[str, int] = {}
-        self.largest: dict[str, int] = {}
-
-    def add(self, node: NodeInventory) -> None:
-        self.nodes += 1
-        free = node.free
-        for resource, total in node.accelerators.resources.items():
-            units = free.get(resource, 0)
-            self.total[resource] = self.total.get(resource, 0) + total
-            self.free[resource] = self.free.get(resource, 0) + units
-            self.largest[resource] = max(self.largest.get(resource, 0), units)
-
-
-def group_nodes(inventory: Inventory, selector_keys: Iterable[str]) -> list[_NodeGroup]:
-    """One pass over the nodes for all profiles: a render costs O(nodes + profiles x groups)."""
-    keys = tuple(sorted(set(selector_keys)))
-    groups: dict[tuple[object, ...], _NodeGroup] = {}
-    for node in inventory.nodes:
-        accel = node.accelerators
-        if not node.schedulable or not accel.types:
-            continue
-        mig = accel.mig
-        signature = (
-            accel.types, accel.sharing, accel.replicas, mig.strategy if mig else None,
-            tuple(sorted(mig.slices)) if mig else (), tuple(sorted(accel.resources)),
-            tuple(node.labels.get(k) for k in keys),
-        )
-        group = groups.get(signature)
-        if group is None:
-            group = groups[signature] = _NodeGroup(node)
-        group.add(node)
-    return list(groups.values())
-
-
-def _tally_nodes(profile: Profile, groups: Iterable[_NodeGroup], catalog: Catalog) -> dict[str, _Tally]:
-    tallies: dict[str, _Tally] = {}
-    for group in groups:
-        resource = profile_resource(profile, group.sample, catalog)
-        if resource is None:
-            continue
-        unit = group.sample.gpu_equivalents(resource, 1, catalog)
-        accel_type = group.sample.accelerator_type or UNKNOWN_TYPE
-        tally = tallies.get(accel_type)
-        if tally is None:
-            tally = tallies[accel_type] = _Tally()
-        tally.total += unit * group.total.get(resource, 0)
-        tally.free += unit * group.free.get(resource, 0)
-        tally.units += group.free.get(resource, 0)
-        tally.nodes += group.nodes
-        tally.largest = max(tally.largest, group.largest.get(resource, 0))
-    return tallies
-
-
 def summarise_profile(
-    profile: Profile, inventory: Inventory, catalog: Catalog, *, groups: list[_NodeGroup] | None = None
+    profile: Profile, inventory: Inventory, catalog: Catalog, *, groups: list[NodeGroup] | None = None
 ) -> ProfileSummary:
-    """The summary of one profile against the current inventory (rules 1-4 above)."""
+    """The summary of one profile against the current inventory (rules 1-2 above and accel.profile_units rules 1-2)."""
     if groups is None:
         groups = group_nodes(inventory, profile.node_selector)
-    tallies = _tally_nodes(profile, groups, catalog)
+    tallies = tally_nodes(profile, groups, catalog)
     order = list(profile.types) or sorted(tallies, key=lambda t: (-tallies[t].free, t))
     by_type = tuple(
         TypeAvailability(
@@ -322,26 +173,3 @@ def profile_summaries(
         for p in parsed.policy.profiles
         if visible is None or p.name in visible
     ]
-
-
-PROFILE_TABLE_HEADERS = ("PROFILE", "TYPE", "SHARING", "FREE", "TOTAL GPUS", "PENDING", "$/GPU-H", "STATUS")
-
-
-def profile_table_cells(summary: ProfileSummary) -> list[str]:
-    free = str(summary.available_units) + ("" if summary.unit == "GPU" else f" x {summary.unit}")
-    status = "disabled" if not summary.enabled else ("available" if summary.available else "full")
-    return [
-        summary.name,
-        summary.display_type,
-        summary.sharing if not summary.replicas else f"{summary.sharing} x{summary.replicas}",
-        free,
-        format_gpus(Fraction(summary.total_gpus).limit_denominator(100)),
-        str(summary.pending_pods),
-        f"{summary.price_per_gpu_hour:.2f}" if summary.price_per_gpu_hour is not None else "-",
-        status,
-    ]
-
-
-def render_profiles_table(summaries: Sequence[ProfileSummary]) -> str:
-    """The `accel profiles` table: one line per profile, kubectl-style columns."""
-    return render_table(PROFILE_TABLE_HEADERS, [profile_table_cells(s) for s in summaries])
