@@ -184,9 +184,11 @@ def _run(args: argparse.Namespace) -> int:
     from serving.run import PlaintextRefused
 
     setup_logging(args.log_level)
+    from certs.issue import CertificateError
+
     try:
         asyncio.run(_serve(args))
-    except (CliError, PlaintextRefused) as exc:
+    except (CliError, PlaintextRefused, CertificateError) as exc:
         print(f"accel: {exc}")
         return 1
     return 0
@@ -196,16 +198,18 @@ async def _serve(args: argparse.Namespace) -> None:
     """Build everything inside the serving loop (the API client is bound to it), then serve."""
     import signal
 
-    from serving.run import serve
+    from serving.run import require_tls, serve
     from serving.tls import ReloadingTLS
 
+    # TLS first: a webhook without certificates must fail before it loads or watches anything.
+    tls = ReloadingTLS(args.cert_dir) if args.cert_dir else None
+    require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
     deps = snapshot_cluster(args.snapshot, args.namespace) if args.snapshot else await real_cluster(args.kubeconfig, args.namespace)
     try:
         metrics = Metrics()
         state = build_state(deps, namespace=args.namespace, policy_files=policy_files, metrics=metrics, app_name=args.component)
         app = make_component_app(args.component, state, deps, metrics)
-        tls = ReloadingTLS(args.cert_dir) if args.cert_dir else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

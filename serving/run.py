@@ -33,8 +33,8 @@ class PlaintextRefused(ValueError):
     """Asked to serve without TLS where that is not allowed."""
 
 
-def _check_tls(app: web.Application, tls: ReloadingTLS | None, allow_plaintext: bool) -> str:
-    name = app.get(APP_NAME, "app")
+def require_tls(name: str, tls: ReloadingTLS | None, allow_plaintext: bool) -> None:
+    """Raise PlaintextRefused when `name` would be served without TLS where that is not allowed."""
     if tls is None and (name in TLS_REQUIRED_APPS or not allow_plaintext):
         hint = (
             "the API server only calls webhooks over HTTPS"
@@ -44,6 +44,11 @@ def _check_tls(app: web.Application, tls: ReloadingTLS | None, allow_plaintext: 
         raise PlaintextRefused(
             f"refusing to serve {name!r} without TLS: give --cert-dir with tls.crt/tls.key; {hint}"
         )
+
+
+def _check_tls(app: web.Application, tls: ReloadingTLS | None, allow_plaintext: bool) -> str:
+    name: str = app.get(APP_NAME, "app")
+    require_tls(name, tls, allow_plaintext)
     return name
 
 
