@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -189,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(args))
     except (CliError, PlaintextRefused, CertificateError) as exc:
-        print(f"accel: {exc}")
+        print(f"accel: {exc}", file=sys.stderr)
         return 1
     return 0
 
