@@ -1,4 +1,4 @@
-"""The scheduler extender app: POST /filter, /prioritize, /bind (nodeCacheCapable first).
+"""The scheduler extender app: POST /filter, /prioritize, /bind, /preempt (nodeCacheCapable first).
 
 Handlers are adapters: parse (400 on malformed args; `raw_args.ArgsReader`, which answers as
 `wire.parse_args_json` but decodes a node list it has seen before only once, and parses the
@@ -6,7 +6,10 @@ pod of a filter+prioritize pair once), call `accel.placement.ExtenderCore`, rend
 replies are joined from per-node fragments: `filter_reply.FilterRenderer`, `wire.PriorityRenderer`).
 Decisions that cannot be made (state not ready, internal failure, bind conflict) answer HTTP 200
 with `Error` set, which kube-scheduler treats as a failed attempt and retries (protocols.md 1.3,
-1.7). `accel_extender_requests_total{verb,result}` is recorded once per
+1.7). Preempt has no `Error` field: malformed args answer 400; otherwise the reply is always 200
+with the candidates where evicting the proposed victims really makes the pod fit
+(accel.extender_preempt), and an empty map when the state is not ready or the decision failed
+(no eviction on a guess: evictions are not undone by a retry, a skipped preemption is). `accel_extender_requests_total{verb,result}` is recorded once per
 request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
 Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
@@ -25,13 +28,16 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from accel.placement import BindRefused, ClusterIndex, ExtenderCore
+from accel.pods import parse_pod
 from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader, ReadArgs
 from extender.wire import (
     PriorityRenderer,
     parse_binding,
+    parse_preemption,
     render_binding,
     render_filter,
+    render_preemption,
 )
 from kube.errors import Conflict, KubeError, NotFound
 from kube.protocol import Binder
@@ -42,7 +48,7 @@ from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-ROUTES: tuple[str, ...] = ("/filter", "/prioritize", "/bind", "/healthz", "/readyz", "/metrics")
+ROUTES: tuple[str, ...] = ("/filter", "/prioritize", "/bind", "/preempt", "/healthz", "/readyz", "/metrics")
 MAX_BODY_BYTES = 64 * 1024 * 1024  # full-Node mode at 5000 nodes is tens of MB
 MAX_CONCURRENCY = 64
 JSON = "application/json"
@@ -165,6 +171,28 @@ async def _bind(ext: Extender, request: web.Request) -> web.Response:
         ext.binds.labels(result=outcome).inc()
 
 
+async def _preempt(ext: Extender, request: web.Request) -> web.Response:
+    result = "error"
+    try:
+        args = parse_preemption(await read_json(request))
+        candidates = args.meta_victims()
+        try:
+            core, index, _ = ext.index()
+            req = core.request(parse_pod(args.pod), index, ext.clock())
+            uids = {node: [p.uid for p in v.pods] for node, v in candidates.items()}
+            kept = {node: candidates[node] for node in core.preempt(index, req, uids)}
+        except NotReady as exc:
+            log.warning("extender preempt skipped: %s", exc)
+            return _json(render_preemption({}))
+        except Exception as exc:  # no eviction on a failed decision (module docstring)
+            _internal("preempt", exc)
+            return _json(render_preemption({}))
+        result = "ok"
+        return _json(render_preemption(kept))
+    finally:
+        ext.count("preempt", result)
+
+
 async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str) -> tuple[str, str]:
     """(error text or "", bind metric result)."""
     if ext.binder is None:
@@ -244,5 +272,9 @@ def make_app(
 
     app.router.add_post("/filter", filter_route)
     app.router.add_post("/prioritize", prioritize_route)
+    async def preempt_route(request: web.Request) -> web.Response:
+        return await _preempt(ext, request)
+
     app.router.add_post("/bind", bind_route)
+    app.router.add_post("/preempt", preempt_route)
     return app

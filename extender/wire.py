@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from accel.placement import FilterOutcome, Scores
 from accel.scoring import MAX_EXTENDER_PRIORITY
@@ -91,6 +91,69 @@ class ExtenderBindingArgs(_Wire):
 
 class ExtenderBindingResult(_Wire):
     error: str = Field(default="", alias="Error")
+
+
+class MetaPod(_Wire):
+    uid: str = Field(alias="UID", min_length=1)
+
+
+class MetaVictims(_Wire):
+    pods: list[MetaPod] = Field(default_factory=list, alias="Pods")
+    num_pdb_violations: int = Field(default=0, alias="NumPDBViolations")
+
+    @field_validator("pods", mode="before")
+    @classmethod
+    def _null_pods(cls, value: Any) -> Any:
+        return [] if value is None else value  # Go marshals a nil slice as null
+
+
+class Victims(_Wire):
+    """Full-pod victims (nodeCacheCapable: false); only each pod's `metadata.uid` is used."""
+
+    pods: list[dict[str, Any]] = Field(default_factory=list, alias="Pods")
+    num_pdb_violations: int = Field(default=0, alias="NumPDBViolations")
+
+    @field_validator("pods", mode="before")
+    @classmethod
+    def _null_pods(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def meta(self) -> MetaVictims:
+        """The Meta form the reply needs; a victim pod without `metadata.uid` is a BadRequest."""
+        uids = []
+        for i, pod in enumerate(self.pods):
+            uid = (pod.get("metadata") or {}).get("uid")
+            if not isinstance(uid, str) or not uid:
+                raise BadRequest(f"malformed ExtenderPreemptionArgs: victim pod {i} has no metadata.uid")
+            uids.append(MetaPod(uid=uid))
+        return MetaVictims(pods=uids, num_pdb_violations=self.num_pdb_violations)
+
+
+class ExtenderPreemptionArgs(_Wire):
+    """Preempt request: `Pod` plus `NodeNameToMetaVictims` (nodeCacheCapable) or `NodeNameToVictims`."""
+
+    pod: dict[str, Any] = Field(alias="Pod")
+    node_name_to_victims: dict[str, Victims] | None = Field(default=None, alias="NodeNameToVictims")
+    node_name_to_meta_victims: dict[str, MetaVictims] | None = Field(default=None, alias="NodeNameToMetaVictims")
+
+    @model_validator(mode="after")
+    def _one_victims_form(self) -> ExtenderPreemptionArgs:
+        if self.node_name_to_victims is None and self.node_name_to_meta_victims is None:
+            raise ValueError(
+                "send NodeNameToMetaVictims (nodeCacheCapable: true) or NodeNameToVictims; both are null"
+            )
+        return self
+
+    def meta_victims(self) -> dict[str, MetaVictims]:
+        """Candidates in the Meta form, in the order sent (the Meta map wins when both are sent)."""
+        if self.node_name_to_meta_victims is not None:
+            return dict(self.node_name_to_meta_victims)
+        assert self.node_name_to_victims is not None
+        return {node: victims.meta() for node, victims in self.node_name_to_victims.items()}
+
+
+class ExtenderPreemptionResult(_Wire):
+    node_name_to_meta_victims: dict[str, MetaVictims] = Field(default_factory=dict, alias="NodeNameToMetaVictims")
 
 
 def _validation_message(exc: ValidationError, what: str) -> str:
@@ -239,6 +302,21 @@ def padded_rows(fragments: list[bytes], width: int) -> npt.NDArray[np.void]:
     for i, fragment in enumerate(fragments):
         buffer[i * width : i * width + len(fragment)] = fragment
     return np.frombuffer(bytes(buffer), dtype=np.dtype((np.void, width)))
+
+
+def parse_preemption(body: dict[str, Any]) -> ExtenderPreemptionArgs:
+    """The preempt body as ExtenderPreemptionArgs; BadRequest (HTTP 400) saying what is wrong."""
+    try:
+        return ExtenderPreemptionArgs.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(_validation_message(exc, "ExtenderPreemptionArgs")) from None
+
+
+def render_preemption(victims: dict[str, MetaVictims]) -> bytes:
+    """ExtenderPreemptionResult: always `NodeNameToMetaVictims`, PascalCase keys (protocols.md 1.6)."""
+    return orjson.dumps(
+        {"NodeNameToMetaVictims": {node: v.model_dump(by_alias=True) for node, v in victims.items()}}
+    )
 
 
 def render_binding(error: str = "") -> bytes:

@@ -346,7 +346,7 @@ def test_webhook_path_is_served_by_the_webhook_app(objects: list[Obj], kind: str
 def test_extender_verbs_are_served_by_the_extender_app(objects: list[Obj]) -> None:
     routes = _routes("extender.app")
     extender = _scheduler_config(objects)["extenders"][0]
-    for verb in ("filterVerb", "prioritizeVerb", "bindVerb"):
+    for verb in ("filterVerb", "prioritizeVerb", "bindVerb", "preemptVerb"):
         assert "/" + extender[verb] in routes, f"/{extender[verb]} not in extender.app.ROUTES {routes}"
 
 
@@ -396,7 +396,8 @@ def test_scheduler_config_wires_the_extender(objects: list[Obj]) -> None:
     )
     (ext,) = config["extenders"]
     assert ext["urlPrefix"] == "https://accel-extender.accel-system.svc:443/"
-    assert (ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"]) == ("filter", "prioritize", "bind")
+    verbs = (ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"], ext["preemptVerb"])
+    assert verbs == ("filter", "prioritize", "bind", "preempt")
     assert ext["weight"] > 0 and ext["nodeCacheCapable"] is True and ext["enableHTTPS"] is True
     assert ext["ignorable"] is False and re.fullmatch(r"\d+s", ext["httpTimeout"])
     deployment = find(objects, "Deployment", "accel-scheduler")

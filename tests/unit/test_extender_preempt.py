@@ -1,0 +1,211 @@
+"""POST /preempt: keep only candidates where evicting the proposed victims really makes the pod fit.
+
+Both argument forms (Meta victims for nodeCacheCapable, full pods otherwise) answer in the Meta
+form with the scheduler's victims unchanged (protocols.md 1.6); the core step is checked directly
+for assumed binds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from accel.devices import Assumption
+from accel.inventory import Inventory
+from accel.placement import ExtenderCore
+from accel.pods import parse_pod
+from extender.app import ROUTES, make_app
+from extender.wire import ExtenderPreemptionResult
+from kube.testing import ManualClock, make_node
+from serving.cluster_state import ClusterState
+from serving.metrics import Metrics
+from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+
+Json = dict[str, Any]
+
+
+def mixed_node(name: str) -> Json:
+    """An A100 node with 4 whole GPUs and 7 MIG 1g.10gb slices (mixed strategy)."""
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+        "nvidia.com/gpu.count": "5",
+        "nvidia.com/mig.strategy": "mixed",
+        "nvidia.com/mig-1g.10gb.count": "7",
+    }
+    allocatable = {"nvidia.com/gpu": "4", "nvidia.com/mig-1g.10gb": "7", "cpu": "64"}
+    return make_node(name, labels=labels, allocatable=allocatable)
+
+
+# Pods bound in the cluster: (name, node, units, resource).
+BOUND = [
+    ("big", "a100-full", 6, "nvidia.com/gpu"),
+    ("small", "a100-full", 2, "nvidia.com/gpu"),
+    ("whole", "mixed", 4, "nvidia.com/gpu"),
+    ("slices", "mixed", 4, "nvidia.com/mig-1g.10gb"),
+    ("h100-user", "h100", 8, "nvidia.com/gpu"),
+    ("cordoned-user", "a100-cordoned", 8, "nvidia.com/gpu"),
+]
+
+
+def cluster() -> Inventory:
+    nodes = [
+        gpu_node("a100-full"),
+        mixed_node("mixed"),
+        gpu_node("h100", "nvidia-h100-80gb"),
+        gpu_node("a100-cordoned", cordoned=True),
+    ]
+    pods = [
+        gpu_pod(name, units, node=node, resource=resource, profile=None) for name, node, units, resource in BOUND
+    ]
+    return inventory(nodes, pods)
+
+
+PREEMPTOR = gpu_pod("wants-3", 3)
+
+# Candidate node -> victim UIDs the scheduler proposes; the map as kube-scheduler might send it.
+CANDIDATES: dict[str, list[str]] = {
+    "a100-full": ["uid-big"],  # frees 6 whole A100s: kept
+    "mixed": ["uid-slices"],  # frees MIG slices, whole GPUs stay full: dropped
+    "h100": ["uid-h100-user"],  # frees 8 GPUs of a type the profile does not allow: dropped
+    "a100-cordoned": ["uid-cordoned-user"],  # cordoned: dropped
+}
+KEPT = ["a100-full"]
+
+
+def meta_args(pod: Json, victims: dict[str, list[str]], pdb: int = 0) -> Json:
+    meta = {n: {"Pods": [{"UID": u} for u in uids], "NumPDBViolations": pdb} for n, uids in victims.items()}
+    return {"Pod": pod, "NodeNameToVictims": None, "NodeNameToMetaVictims": meta}
+
+
+def full_args(pod: Json, victims: dict[str, list[str]]) -> Json:
+    by_uid = {f"uid-{name}": gpu_pod(name, units, node=node, resource=resource) for name, node, units, resource in BOUND}
+    full = {
+        n: {"Pods": [by_uid.get(u) or {"metadata": {"uid": u}} for u in uids], "NumPDBViolations": 1}
+        for n, uids in victims.items()
+    }
+    return {"Pod": pod, "NodeNameToVictims": full, "NodeNameToMetaVictims": None}
+
+
+def meta_reply(victims: dict[str, list[str]], pdb: int = 0) -> Json:
+    return {
+        "NodeNameToMetaVictims": {
+            n: {"Pods": [{"UID": u} for u in uids], "NumPDBViolations": pdb} for n, uids in victims.items()
+        }
+    }
+
+
+async def client_for(aiohttp_client: Any, state: ClusterState | None = None) -> TestClient[Any, Any]:
+    app = make_app(state or ClusterState.static(sample_policy(), cluster()), metrics=Metrics(), clock=ManualClock())
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+async def preempt(client: TestClient[Any, Any], body: Json) -> Json:
+    resp = await client.post("/preempt", json=body)
+    assert resp.status == 200, await resp.text()
+    reply: Json = await resp.json()
+    ExtenderPreemptionResult.model_validate(reply)
+    assert list(reply) == ["NodeNameToMetaVictims"]
+    return reply
+
+
+def test_preempt_is_a_route() -> None:
+    assert "/preempt" in ROUTES
+
+
+@pytest.mark.parametrize(
+    ("victims", "kept"),
+    [
+        pytest.param(CANDIDATES, KEPT, id="only-the-node-freeing-whole-a100s"),
+        pytest.param({"a100-full": ["uid-small"]}, [], id="victims-free-too-little"),
+        pytest.param({"a100-full": ["uid-small", "uid-big"]}, ["a100-full"], id="two-victims-kept-in-order"),
+        pytest.param({"mixed": ["uid-whole"]}, ["mixed"], id="mixed-node-whole-gpus-freed"),
+        pytest.param({"mixed": ["uid-slices", "uid-whole"]}, ["mixed"], id="mixed-node-both-pools-freed"),
+        pytest.param({"a100-full": ["uid-ghost", "uid-big"]}, ["a100-full"], id="unknown-uid-returned-unchanged"),
+        pytest.param({"a100-full": ["uid-ghost"]}, [], id="unknown-uid-frees-nothing"),
+        pytest.param({"a100-full": ["uid-whole"]}, [], id="another-nodes-victim-frees-nothing-here"),
+        pytest.param({"a100-full": []}, [], id="no-victims-dropped"),
+        pytest.param({"not-in-cache": ["uid-big"]}, [], id="unknown-node-dropped"),
+        pytest.param({"h100": ["uid-h100-user"], "a100-full": ["uid-big"]}, ["a100-full"], id="order-kept"),
+    ],
+)
+async def test_meta_form_keeps_nodes_where_victims_make_room(
+    aiohttp_client: Any, victims: dict[str, list[str]], kept: list[str]
+) -> None:
+    client = await client_for(aiohttp_client)
+    reply = await preempt(client, meta_args(PREEMPTOR, victims, pdb=2))
+    assert reply == meta_reply({n: victims[n] for n in kept}, pdb=2)
+    assert list(reply["NodeNameToMetaVictims"]) == kept
+
+
+async def test_full_pod_form_answers_in_meta_form(aiohttp_client: Any) -> None:
+    client = await client_for(aiohttp_client)
+    victims = {**CANDIDATES, "a100-full": ["uid-small", "uid-ghost", "uid-big"]}
+    reply = await preempt(client, full_args(PREEMPTOR, victims))
+    assert reply == meta_reply({"a100-full": ["uid-small", "uid-ghost", "uid-big"]}, pdb=1)
+
+
+async def test_time_sliced_pod_is_not_helped_by_whole_gpu_victims(aiohttp_client: Any) -> None:
+    client = await client_for(aiohttp_client)
+    mig_pod = gpu_pod("wants-slices", 5, resource="nvidia.com/mig-1g.10gb", profile=None)
+    reply = await preempt(client, meta_args(mig_pod, {"mixed": ["uid-whole"]}))
+    assert reply == meta_reply({})
+    reply = await preempt(client, meta_args(mig_pod, {"mixed": ["uid-slices"]}))
+    assert reply == meta_reply({"mixed": ["uid-slices"]})
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        pytest.param({"Pod": {}, "NodeNameToVictims": None, "NodeNameToMetaVictims": None}, "both are null", id="no-victims-map"),
+        pytest.param({"NodeNameToMetaVictims": {}}, "Pod", id="no-pod"),
+        pytest.param({"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": [{}]}}}, "UID", id="meta-pod-without-uid"),
+        pytest.param({"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": "x"}}}, "Pods", id="pods-not-a-list"),
+        pytest.param({"Pod": {}, "NodeNameToVictims": {"n": {"Pods": [{"metadata": {}}]}}}, "metadata.uid", id="full-pod-without-uid"),
+    ],
+)  # fmt: skip
+async def test_malformed_args_answer_400_with_reason(aiohttp_client: Any, body: Json, needle: str) -> None:
+    client = await client_for(aiohttp_client)
+    resp = await client.post("/preempt", json=body)
+    assert resp.status == 400
+    assert needle in (resp.reason or "") + await resp.text()
+
+
+async def test_not_json_answers_400(aiohttp_client: Any) -> None:
+    client = await client_for(aiohttp_client)
+    resp = await client.post("/preempt", data=b"{nope", headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+
+
+async def test_not_ready_answers_an_empty_map_and_counts_an_error(aiohttp_client: Any) -> None:
+    state = ClusterState(catalog=sample_policy().catalog, namespace="accel-system")
+    client = await client_for(aiohttp_client, state)
+    assert await preempt(client, meta_args(PREEMPTOR, CANDIDATES)) == meta_reply({})
+    metrics = await (await client.get("/metrics")).text()
+    assert 'accel_extender_requests_total{result="error",verb="preempt"} 1.0' in metrics
+
+
+async def test_requests_are_counted_by_verb(aiohttp_client: Any) -> None:
+    client = await client_for(aiohttp_client)
+    await preempt(client, meta_args(PREEMPTOR, CANDIDATES))
+    await client.post("/preempt", json={"Pod": {}})
+    metrics = await (await client.get("/metrics")).text()
+    assert 'accel_extender_requests_total{result="ok",verb="preempt"} 1.0' in metrics
+    assert 'accel_extender_requests_total{result="error",verb="preempt"} 1.0' in metrics
+
+
+def test_assumed_binds_count_unless_they_are_victims_or_the_preemptor() -> None:
+    core = ExtenderCore()
+    policy = sample_policy().policy
+    index = core.index(1, policy, cluster())
+    req = core.request(parse_pod(PREEMPTOR), index, 0.0)
+    # 6 GPUs freed by "big", but an in-flight bind holds 5 of them: the pod (3) no longer fits.
+    core.assumptions.assume(Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == []
+    assert "only 1 of 8" in core.preempt_verdict(index, req, "a100-full", ["uid-big"]).reason
+    # The same bind is ignored when it is a victim's, or the preemptor's own.
+    assert core.preempt(index, req, {"a100-full": ["uid-big", "uid-other"]}) == ["a100-full"]
+    core.assumptions.forget("uid-other")
+    core.assumptions.assume(Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == ["a100-full"]
