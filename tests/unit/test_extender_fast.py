@@ -247,7 +247,7 @@ def test_parse_args_json_answers_like_the_generic_reader(raw: bytes) -> None:
 def test_renderer_output_is_the_plain_rendering_up_to_whitespace(
     monkeypatch: pytest.MonkeyPatch, row_limit: int
 ) -> None:
-    monkeypatch.setattr("extender.wire.MAX_ROW_BYTES", row_limit)
+    monkeypatch.setattr("extender.priority_reply.MAX_ROW_BYTES", row_limit)
     core = ExtenderCore()
     index = core.index(1, sample_policy().policy, _cluster())
     req = core.request(parse_pod(gpu_pod("p", 1, profile="large-any", labels={JOB: "j"})), index, 0.0)
