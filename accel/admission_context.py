@@ -18,7 +18,7 @@ from accel.admission_jobs import job_types
 from accel.admission_usage import ChargeMemo
 from accel.affinity import AffinityError, TypeSelector, build_selector
 from accel.catalog import Catalog
-from accel.inventory import Inventory
+from accel.inventory import Inventory, requested_gpu_equivalents
 from accel.labels import is_accelerator_resource
 from accel.pods import (
     ODH_PROFILE_ANNOTATION,
@@ -26,11 +26,10 @@ from accel.pods import (
     PodView,
 )
 from accel.pods import accelerator_requests as pod_accelerator_requests
-from accel.policy import ParsedPolicy, Policy, Profile, Sharing
+from accel.policy import ParsedPolicy, Policy, Profile
 from accel.pricing import gpu_hour_price, price_annotations
 from accel.quota import RESERVATION_ANNOTATION
 from accel.topology_score import JobKey
-from accel.usage import unit_fraction
 
 CONTAINER_LISTS = ("containers", "initContainers")
 
@@ -211,15 +210,8 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
 
 
 def gpu_equivalents(view: PodView | Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
-    """What a pending pod (its view, or just its accelerator requests) would count on `accel_type`
-    (same rule as accel.inventory for pending pods)."""
-    replicas = (profile.replicas or 1) if profile and profile.sharing is Sharing.TIME_SLICED else 1
-    found = catalog.get(accel_type)
-    requests = view.accelerators if isinstance(view, PodView) else view
-    return sum(
-        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()),
-        Fraction(0),
-    )
+    """What a pending pod (its view, or just its accelerator requests) would count on `accel_type`."""
+    return requested_gpu_equivalents(view.accelerators if isinstance(view, PodView) else view, accel_type, profile, catalog)
 
 
 _MAPS: tuple[tuple[str, ...], ...] = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from accel.catalog import UNKNOWN_TYPE, Catalog
 from accel.labels import NodeAccelerators, Sharing, normalise_node
 from accel.pods import TYPE_ANNOTATION, PodView, parse_pod
-from accel.policy import Policy
+from accel.policy import Policy, Profile
+from accel.policy import Sharing as ProfileSharing
 from accel.quantity import QuantityError, parse_bytes, parse_milli
 from accel.usage import unit_fraction
 
@@ -276,12 +277,15 @@ def pod_gpu_equivalents(pod: PodView, inventory: Inventory, catalog: Catalog, po
     if pod.node_name and (node := inventory.node(pod.node_name)):
         return sum((node.gpu_equivalents(r, n, catalog) for r, n in pod.accelerators.items()), Fraction(0))
     profile = policy.profile(pod.requested_profile or "") if policy else None
-    accel_type = catalog.get(pod_accelerator_type(pod, inventory, policy))
-    replicas = profile.replicas or 1 if profile and profile.sharing.value == "time-sliced" else 1
-    return sum(
-        (n * unit_fraction(r, accel_type=accel_type, replicas=replicas) for r, n in pod.accelerators.items()),
-        Fraction(0),
-    )
+    return requested_gpu_equivalents(pod.accelerators, pod_accelerator_type(pod, inventory, policy), profile, catalog)
+
+
+def requested_gpu_equivalents(requests: Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
+    """What accelerator `requests` not yet on a node would count as on `accel_type`: a time-sliced
+    profile's units are 1/replicas of a GPU, MIG slices their compute fraction (accel.usage)."""
+    replicas = (profile.replicas or 1) if profile and profile.sharing is ProfileSharing.TIME_SLICED else 1
+    found = catalog.get(accel_type)
+    return sum((n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()), Fraction(0))
 
 
 def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dict[str, dict[str, Fraction]]:
