@@ -14,8 +14,18 @@ from pathlib import Path
 
 from accel.sim.matrix import Record, make_tasks, run_matrix
 from accel.sim.policies import POLICY_NAMES
-from accel.sim.report import PUBLISHED_FILE, plot, read_published, render_table, to_json_records
+from accel.sim.report import (
+    PUBLISHED_CURVES_FILE,
+    PUBLISHED_FILE,
+    curves_by_run,
+    plot,
+    read_published,
+    read_published_curves,
+    render_table,
+    to_json_records,
+)
 from accel.sim.trace import NODE_FILE, TraceError, available_workloads, pod_file
+from accel.sim.validation import per_seed_verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_DIR = REPO_ROOT.parent / "shared" / "data" / "alibaba-gpu-v2023" / "csv"
@@ -90,6 +100,11 @@ def main(args: argparse.Namespace) -> int:
         except TraceError:
             published = {}
         print(render_table(records, published))
+        try:
+            published_runs = read_published_curves(published_path.parent / PUBLISHED_CURVES_FILE)
+        except TraceError:
+            published_runs = {}
+        print("\n".join(per_seed_verdict(curves_by_run(records), published_runs)[0]))
     if args.plot:
         plot(records, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

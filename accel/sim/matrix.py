@@ -44,7 +44,8 @@ def run_task(task: Task) -> Record:
     """Replay one task (top-level so a process pool can pickle it)."""
     pods, nodes = _load(task.trace_dir, task.workload)
     total_gpus = sum(len(n.shape.free_milli) for n in nodes)
-    run_input = build_run_input(pods, total_gpus=total_gpus, node_count=len(nodes), seed=task.seed)
+    run_input = build_run_input(pods, total_gpus=total_gpus, node_count=len(nodes), seed=task.seed,
+                                node_names=[n.name for n in nodes])
     policy = make_policy(task.policy, (p.shape for p in pods), (n.shape for n in nodes))
     return Record(workload=task.workload, result=run(nodes, run_input, policy, seed=task.seed))
 

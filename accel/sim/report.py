@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from accel.sim.matrix import Record
+from accel.sim.runner import ARRIVAL_COLUMNS
 from accel.sim.trace import POD_FILE_PREFIX, TraceError
 
 #: Row keys of `derived_unalloc_gpu_pct_at_arrival100.csv` -> our policy names.
@@ -22,6 +23,8 @@ PUBLISHED_POLICY = {
     "06-FGD": "fgd",
 }
 PUBLISHED_FILE = "derived_unalloc_gpu_pct_at_arrival100.csv"
+#: Per-run allocation curves behind those means, relative to the same folder.
+PUBLISHED_CURVES_FILE = "fgd-simulator-expected-results/analysis_allo_discrete.csv"
 
 Published = dict[tuple[str, str], tuple[float, float]]
 
@@ -38,6 +41,29 @@ def read_published(path: Path) -> Published:
                 workload = row["workload"].removeprefix(POD_FILE_PREFIX)
                 out[workload, policy] = (float(row["unalloc_gpu_pct_mean"]), float(row["unalloc_gpu_pct_sd"]))
     return out
+
+
+def read_published_curves(path: Path) -> dict[tuple[str, str, int], tuple[float, ...]]:
+    """(workload stem, policy, seed) -> the published run's allocation curve, columns 0..130."""
+    if not path.is_file():
+        raise TraceError(f"{path}: published per-run curves not found")
+    out: dict[tuple[str, str, int], tuple[float, ...]] = {}
+    with path.open(newline="") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            policy = PUBLISHED_POLICY.get(row.get("sc_policy", ""))
+            if not policy:
+                continue
+            try:
+                curve = tuple(float(row[str(k)]) for k in range(ARRIVAL_COLUMNS))
+                seed = int(row["seed"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise TraceError(f"{path}:{line}: bad or missing seed/column value ({e})") from None
+            out[row["workload"].removeprefix(POD_FILE_PREFIX), policy, seed] = curve
+    return out
+
+
+def curves_by_run(records: Sequence[Record]) -> dict[tuple[str, str, int], tuple[float, ...]]:
+    return {(r.workload, r.result.policy, r.result.seed): r.result.allocation_curve for r in records}
 
 
 def summarise(records: Sequence[Record]) -> dict[tuple[str, str], tuple[float, float, int]]:

@@ -9,7 +9,6 @@ column-k window averages of `analysis_allo_discrete.csv`.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 
 from accel.fragmentation import PodShape, pod_fits
 from accel.sim.cluster import ClusterState
+from accel.sim.gorand import GoRand
 from accel.sim.policies import Policy, RandomPolicy, best_devices
 from accel.sim.trace import TraceNode
 from accel.sim.workload import RunInput
@@ -151,8 +151,15 @@ def _pick_incremental(cluster: ClusterState, policy: Policy, pod: PodShape, feas
 
 
 def _pick_random(cluster: ClusterState, pod: PodShape, feas: dict[int, bool],
-                 rng: random.Random) -> tuple[int, tuple[int, ...]] | None:
-    """Uniform feasible node, uniform fitting device for shared pods (RandomScore + gpuSel random)."""
+                 rng: GoRand) -> tuple[int, tuple[int, ...]] | None:
+    """RandomScore + gpuSel `random`, drawing from the simulator's global source as it does.
+
+    PreScore draws Intn(#feasible) only when there is more than one feasible node (kube-scheduler
+    skips scoring for a single one); a shared pod then reservoir-samples its GPU with one Intn per
+    fitting device. Go's feasible list comes from a parallel filter and its order varies from run
+    to run, so no replay (not even Go's own) reproduces Random per seed; here it is the order of
+    the state groups, which is as uniform.
+    """
     states = cluster.state_by_sid
     fits = []
     for sid, group in cluster.groups.items():
@@ -164,7 +171,7 @@ def _pick_random(cluster: ClusterState, pod: PodShape, feas: dict[int, bool],
     total = sum(len(g.members) for g in fits)
     if total == 0:
         return None
-    r = rng.randrange(total)
+    r = rng.intn(total) if total > 1 else 0
     for group in fits:
         if r < len(group.members):
             node = sorted(group.members)[r]
@@ -172,8 +179,13 @@ def _pick_random(cluster: ClusterState, pod: PodShape, feas: dict[int, bool],
         r -= len(group.members)
     shape = cluster.states[node].shape
     if pod.is_shared:
-        fitting = [i for i, f in enumerate(shape.free_milli) if f >= pod.gpu_milli]
-        return node, (rng.choice(fitting),)
+        chosen, count = -1, 0
+        for i, free in enumerate(shape.free_milli):
+            if free >= pod.gpu_milli:
+                count += 1
+                if rng.intn(count) == 0:
+                    chosen = i
+        return node, (chosen,)
     return node, best_devices(shape, pod)
 
 
@@ -181,7 +193,7 @@ def run(nodes: list[TraceNode], run_input: RunInput, policy: Policy, *, seed: in
     """Replay `run_input` under `policy`; deterministic for a given seed."""
     start = time.perf_counter()
     cluster = ClusterState([n.shape for n in nodes], run_input.node_priority)
-    rng = random.Random(seed * 7919 + 17)  # policy randomness, separate from the workload stream
+    rng = run_input.placement_source()
     pid_of: dict[PodShape, int] = {}
     feas: list[dict[int, bool]] = []
     cands: list[_Candidates] = []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from accel.sim.report import read_published_curves
+from accel.sim.trace import TraceError
 from accel.sim.validation import (
     Check,
+    per_seed_verdict,
     render_validation_markdown,
     validation_checks,
     validation_verdict,
@@ -69,3 +73,35 @@ def test_markdown_table_marks_misses_and_missing_cells() -> None:
         "| default | 13.71 (13.70, +0.01) | 4.74 (4.77, -0.03) | 4.17 |",
         "| multigpu50 | 19.84 (18.72, **+1.12**) | - | - |",
     ]
+
+
+def _curve(level: float) -> list[float]:
+    return [min(k, level) for k in range(131)]
+
+
+def test_per_seed_deterministic_policy_must_match_every_column() -> None:
+    published = {("default", "fgd", 42): _curve(95.0), ("default", "fgd", 43): _curve(95.0),
+                 ("default", "random", 42): _curve(86.0)}
+    ours = {("default", "fgd", 42): _curve(95.004), ("default", "fgd", 43): _curve(95.2),
+            ("default", "random", 42): _curve(85.0), ("default", "accel", 42): _curve(96.0)}
+    lines, failures = per_seed_verdict(ours, published)
+    assert lines[0].startswith("per seed fgd: 1/2 runs match") and "worst 0.200 pp (default seed 43)" in lines[0]
+    assert "not reproducible per seed" in lines[1]  # random: reported, never a failure
+    assert failures == ["per-seed fgd: 1 run(s) off the published curve, worst 0.200 pp (default seed 43)"]
+    assert per_seed_verdict({("default", "fgd", 42): _curve(95.0)}, published) == (
+        ["per seed fgd: 1/1 runs match the published curve within 0.01 pp; worst 0.000 pp (default seed 42)"], [])
+
+
+def test_published_curves_reader_keys_by_workload_policy_seed(tmp_path: Path) -> None:
+    header = "workload,sc_policy,tune,seed,total_gpus," + ",".join(str(k) for k in range(131))
+    row = "openb_pod_list_default,06-FGD,1.3,42,6212," + ",".join(str(float(k)) for k in range(131))
+    other = "openb_pod_list_default,99-Other,1.3,42,6212," + ",".join("0" for _ in range(131))
+    path = tmp_path / "curves.csv"
+    path.write_text("\n".join([header, row, other]) + "\n")
+    curves = read_published_curves(path)
+    assert list(curves) == [("default", "fgd", 42)] and curves["default", "fgd", 42][100] == 100.0
+    path.write_text("\n".join([header, row.replace(",42,", ",x,")]) + "\n")
+    with pytest.raises(TraceError, match=r"curves.csv:2: bad or missing seed/column value"):
+        read_published_curves(path)
+    with pytest.raises(TraceError, match="not found"):
+        read_published_curves(tmp_path / "absent.csv")

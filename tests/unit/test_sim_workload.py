@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from accel.fragmentation import PodShape
 from accel.sim.trace import TracePod
 from accel.sim.workload import build_run_input, fgd_key
@@ -59,3 +61,20 @@ def test_pods_are_indexed_in_name_order_regardless_of_file_order() -> None:
 def test_fgd_key_drops_memory_and_counts_zero_cpu_as_100m() -> None:
     shape = PodShape(0, 500, 1, frozenset({"A"}), memory_mib=4096)
     assert fgd_key(shape) == PodShape(100, 500, 1, frozenset({"A"}))
+
+
+def test_node_priority_is_drawn_over_name_order_not_file_order() -> None:
+    pods = _pods(20)
+    names = ["n3", "n1", "n2", "n0"]  # file order != name order
+    by_index = build_run_input(pods, total_gpus=40, node_count=4, seed=9)
+    by_name = build_run_input(pods, total_gpus=40, node_count=4, seed=9, node_names=names)
+    # the i-th node by name gets the i-th drawn rank, wherever it sits in the file
+    assert [by_name.node_priority[names.index(f"n{i}")] for i in range(4)] == list(by_index.node_priority)
+    with pytest.raises(ValueError, match="3 node names for 4 nodes"):
+        build_run_input(pods, total_gpus=40, node_count=4, seed=9, node_names=names[:3])
+
+
+def test_placement_source_starts_fresh_each_time_after_the_workload_draws() -> None:
+    ri = build_run_input(_pods(20), total_gpus=40, node_count=4, seed=9)
+    first, second = ri.placement_source(), ri.placement_source()
+    assert [first.intn(1000) for _ in range(5)] == [second.intn(1000) for _ in range(5)]
