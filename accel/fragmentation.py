@@ -95,8 +95,9 @@ def stranded_gpu_milli(idle_milli: int, cpu_left_milli: int, cpu_per_gpu_milli: 
 
 
 def _sigmoid_score(delta: float) -> int:
-    """Rule 3: int(sigmoid(delta / 1000) * 100), with Go's truncation toward zero."""
-    return int(100.0 / (1.0 + math.exp(-delta / MILLI)))
+    """Rule 3: int(sigmoid(delta / 1000) * 100), with Go's truncation toward zero and its order of
+    operations (1 / (1 + e^-x), then x 100): near delta = 0 rounding decides 49 or 50."""
+    return int(1.0 / (1.0 + math.exp(-(delta / MILLI))) * 100.0)
 
 
 def _fill_least_idle(free: tuple[int, ...], pod: PodShape) -> tuple[int, ...]:

@@ -46,7 +46,7 @@ def run_task(task: Task) -> Record:
     total_gpus = sum(len(n.shape.free_milli) for n in nodes)
     run_input = build_run_input(pods, total_gpus=total_gpus, node_count=len(nodes), seed=task.seed,
                                 node_names=[n.name for n in nodes])
-    policy = make_policy(task.policy, (p.shape for p in pods), (n.shape for n in nodes))
+    policy = make_policy(task.policy, pods, (n.shape for n in nodes))
     return Record(workload=task.workload, result=run(nodes, run_input, policy, seed=task.seed))
 
 

@@ -23,6 +23,8 @@ from accel.fragmentation import (
     lowest_free_devices,
 )
 from accel.sim.cluster import NodeState, pod_tag
+from accel.sim.fgd_exact import GoExactMix, go_typical_pods
+from accel.sim.trace import TracePod
 from accel.sim.workload import fgd_key
 
 MAX_SPEC_CPU_MILLI = 128000
@@ -123,12 +125,18 @@ class BestFitPolicy(Policy):
 
 
 class FgdPolicy(Policy):
-    """Published FGD: the typical mix of the whole original file, known in advance."""
+    """Published FGD: the typical mix of the whole original file, known in advance, with the Go
+    simulator's keys and arithmetic (`fgd_exact`) so that its published runs replay exactly. A bare
+    `PodShape` stands for a pod whose gpu_spec lists its models once each, in sorted order."""
 
     name = "fgd"
 
-    def __init__(self, all_pods: Iterable[PodShape]) -> None:
-        self.mix = WorkloadHistogram.from_shapes(fgd_key(p) for p in all_pods).mix()
+    def __init__(self, all_pods: Iterable[PodShape | TracePod]) -> None:
+        keyed = (
+            (fgd_key(p.shape), p.gpu_spec) if isinstance(p, TracePod) else (fgd_key(p), "|".join(sorted(p.gpu_types)))
+            for p in all_pods
+        )
+        self.mix = GoExactMix(go_typical_pods(keyed))
 
     def score(self, state: NodeState, pod: PodShape) -> tuple[float, tuple[int, ...]]:
         score, devices = fgd_score(state.shape, pod, self.mix)
@@ -167,7 +175,7 @@ class AccelPolicy(Policy):
         return fragmentation_score(state.shape, pod, self.mix, context=self.context)
 
 
-def make_policy(name: str, all_pods: Iterable[PodShape], nodes: Iterable[NodeShape] = ()) -> Policy:
+def make_policy(name: str, all_pods: Iterable[PodShape | TracePod], nodes: Iterable[NodeShape] = ()) -> Policy:
     """A fresh policy by name (see POLICY_NAMES); `all_pods` is only used by `fgd`, `nodes` (the
     cluster inventory) only by `accel`."""
     simple: dict[str, type[Policy]] = {

@@ -29,6 +29,7 @@ class TraceError(ValueError):
 class TracePod:
     name: str
     shape: PodShape  # with memory, as the filter needs it
+    gpu_spec: str = ""  # as written in the file: FGD keys its typical pods by this string
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ def load_pods(path: Path) -> list[TracePod]:
             gpu_types=frozenset(t for t in spec.split("|") if t),
             memory_mib=_int(path, line, row, "memory_mib"),
         )
-        pods.append(TracePod(name=row["name"], shape=shape))
+        pods.append(TracePod(name=row["name"], shape=shape, gpu_spec=spec))
     if not pods:
         raise TraceError(f"{path}: no pod rows")
     return pods
