@@ -1,7 +1,7 @@
 """Simulator benchmark: validation vs the published FGD-simulator means, accel vs fgd, speed.
 
 Default: workload `default`, 10 seeds, all 7 policies, 2 worker processes (about a minute or two
-on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (half an hour to an hour, load permitting).
+on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (about 11 minutes on an idle 2-core machine).
 Targets: fgd within 0.3 pp of published, baselines within 0.5 pp (accel/sim/validation.py; each
 miss is printed with its z, the gap in standard errors of the two seed means); every deterministic
 policy's run matches the published run of the same seed on every column (Go's RNG is emulated); accel below fgd on every
