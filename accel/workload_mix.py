@@ -71,15 +71,20 @@ class TypicalMix:
             self._type_ok[gpu_type] = ok
         return ok
 
-    def _compute(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
-        """Rule 1 summed over the mix, vectorised; the terms p_m * frag_m equal `shape_frag`'s."""
-        idle = sum(free)
+    def _device_fit(self, free: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per typical pod: how many devices have its per-GPU milli, and the milli on those that
+        do not (its fragment when it fits), computed once per distinct milli."""
         devices = np.array(free, dtype=np.int64)[None, :]
         below = devices < self._unique_milli[:, None]
         fitting = (~below).sum(axis=1)[self._inverse]
         small = np.where(below, devices, 0).sum(axis=1)[self._inverse]
+        return fitting, small
+
+    def _compute(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
+        """Rule 1 summed over the mix, vectorised; the terms p_m * frag_m equal `shape_frag`'s."""
+        fitting, small = self._device_fit(free)
         fits = self._types_ok(gpu_type) & (self._cpu <= cpu_left) & (fitting >= self._count)
-        return math.fsum(self._prob * np.where(fits, small, idle))
+        return math.fsum(self._prob * np.where(fits, small, sum(free)))
 
 
 class WorkloadHistogram:

@@ -67,10 +67,7 @@ class GoExactMix(TypicalMix):
 
     def _compute(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
         idle = sum(free)
-        devices = np.array(free, dtype=np.int64)[None, :]
-        below = devices < self._unique_milli[:, None]
-        fitting = (~below).sum(axis=1)[self._inverse]
-        small = np.where(below, devices, 0).sum(axis=1)[self._inverse]
+        fitting, small = self._device_fit(free)
         cpu_ok = self._cpu <= cpu_left
         # _types_ok is "GPU pod whose spec admits this model"; a GPU pod outside it has no access
         access = self._types_ok(gpu_type)
