@@ -37,22 +37,24 @@ def _json(payload: object) -> web.Response:
     return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
 
-async def handle_mutate(request: web.Request) -> web.Response:
+async def _admit(request: web.Request, *, mutating: bool) -> web.Response:
+    """One AdmissionReview in, its answer out: pods asking for no accelerator on the raw-JSON
+    fast path, everything else through the admitter's full mutate or validate path."""
     body, admitter = await read_json(request), request.app[ADMITTER]
-    if (plain := admitter.answer_plain(body, mutating=True)) is not None:
+    if (plain := admitter.answer_plain(body, mutating=mutating)) is not None:
         return _json(plain)
     review = parse_review(body)
-    decision = await admitter.mutate(review.request)
-    return _json(build_response(review.request.uid, decision, mutating=True))
+    decide = admitter.mutate if mutating else admitter.validate
+    decision = await decide(review.request)
+    return _json(build_response(review.request.uid, decision, mutating=mutating))
+
+
+async def handle_mutate(request: web.Request) -> web.Response:
+    return await _admit(request, mutating=True)
 
 
 async def handle_validate(request: web.Request) -> web.Response:
-    body, admitter = await read_json(request), request.app[ADMITTER]
-    if (plain := admitter.answer_plain(body, mutating=False)) is not None:
-        return _json(plain)
-    review = parse_review(body)
-    decision = await admitter.validate(review.request)
-    return _json(build_response(review.request.uid, decision, mutating=False))
+    return await _admit(request, mutating=False)
 
 
 def make_app(
