@@ -111,9 +111,7 @@ def build_and_load_image() -> None:
 
 def render_manifests(kubectl: Kubectl) -> list[Obj]:
     """The kind overlay, minus prometheus-operator kinds when their CRDs are absent."""
-    text = kubectl.run(
-        "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "manifests/overlays/kind")
-    )
+    text = kubectl.run("kustomize", str(ROOT / "manifests/overlays/kind"))
     objects = [o for o in yaml.safe_load_all(text) if o]
     have_monitoring = "servicemonitors" in kubectl.run(
         "api-resources", "--api-group=monitoring.coreos.com", "-o", "name"

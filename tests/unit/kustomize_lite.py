@@ -13,7 +13,9 @@ Supported (anything else in a kustomization.yaml is an error naming the key, not
 4. `patches` (`path` or inline `patch`) and `patchesStrategicMerge`: strategic-merge patches
    matched by kind + name (+ namespace); lists of containers, volumes, env, ports, volumeMounts
    merge by their key, other lists are replaced, `null` deletes a key.
-5. Load restrictions are off (like `--load-restrictor LoadRestrictionsNone`).
+5. kustomize's default load restrictor: a file (resource, patch, generator source) must lie in or
+   below its kustomization's directory, symlinks resolved; only other kustomization directories
+   (bases) may be elsewhere. So whatever builds here builds with plain `kubectl apply -k`.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def build(directory: Path) -> list[Obj]:
         )
     objects: list[Obj] = []
     for entry in spec.get("resources", []):
-        objects.extend(_load_resource(directory / entry))
+        objects.extend(_load_resource(directory, directory / entry, where=f"{kfile}: resources"))
     for index, generator in enumerate(spec.get("configMapGenerator", [])):
         objects.append(
             _generate_configmap(directory, generator, where=f"{kfile}: configMapGenerator[{index}]")
@@ -80,12 +82,20 @@ def load_documents(path: Path) -> list[Obj]:
     return docs
 
 
-def _load_resource(path: Path) -> list[Obj]:
+def _within_root(directory: Path, path: Path, *, where: str) -> Path:
+    """Rule 5: the file, or an error naming it and the root it escapes."""
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise KustomizeError(f"{where}: {path} is not in or below {directory}; kustomize's default "
+                             "load restrictor refuses it (move the file under the kustomization)")
+    return path
+
+
+def _load_resource(directory: Path, path: Path, *, where: str) -> list[Obj]:
     if path.is_dir():
         return build(path)
     if not path.is_file():
-        raise KustomizeError(f"resource {path} does not exist")
-    return load_documents(path)
+        raise KustomizeError(f"{where}: resource {path} does not exist")
+    return load_documents(_within_root(directory, path, where=where))
 
 
 def _generate_configmap(directory: Path, generator: Obj, *, where: str) -> Obj:
@@ -100,6 +110,7 @@ def _generate_configmap(directory: Path, generator: Obj, *, where: str) -> Obj:
         source = directory / rel
         if not source.is_file():
             raise KustomizeError(f"{where}: file {source} does not exist")
+        _within_root(directory, source, where=where)
         data[key] = source.read_text()
     for literal in generator.get("literals", []):
         key, _, value = literal.partition("=")
@@ -154,13 +165,13 @@ def _patches(directory: Path, spec: Obj, kfile: Path) -> Iterator[Obj]:
                 f"{kfile}: patches[{index}].target is not supported; name the object in the patch"
             )
         if "path" in entry:
-            yield from load_documents(directory / entry["path"])
+            yield from load_documents(_within_root(directory, directory / entry["path"], where=f"{kfile}: patches"))
         elif "patch" in entry:
             yield from (doc for doc in yaml.safe_load_all(entry["patch"]) if doc)
         else:
             raise KustomizeError(f"{kfile}: patches[{index}] needs `path` or `patch`")
     for rel in spec.get("patchesStrategicMerge", []):
-        yield from load_documents(directory / rel)
+        yield from load_documents(_within_root(directory, directory / rel, where=f"{kfile}: patchesStrategicMerge"))
 
 
 def _apply_patch(objects: list[Obj], patch: Obj, *, where: str) -> None:

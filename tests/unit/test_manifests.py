@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.unit import rbac_model
-from tests.unit.kustomize_lite import build, load_documents, pod_specs
+from tests.unit.kustomize_lite import KustomizeError, build, load_documents, pod_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -96,7 +96,8 @@ def containers(obj: Obj) -> Iterator[Obj]:
 
 # --- parsing and assembly -----------------------------------------------------------------------
 
-YAML_FILES = sorted(MANIFESTS.rglob("*.yaml"))
+POLICY_DIR = MANIFESTS / "base" / "policy"  # the sample accel policy, not Kubernetes objects
+YAML_FILES = sorted(p for p in MANIFESTS.rglob("*.yaml") if POLICY_DIR not in p.parents)
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=[str(p.relative_to(MANIFESTS)) for p in YAML_FILES])
@@ -133,7 +134,7 @@ def _kubectl_kustomize_works() -> bool:
 @pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY], ids=["base", "kind"])
 def test_lite_assembly_equals_real_kustomize(overlay: Path) -> None:
     out = subprocess.run(
-        ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+        ["kubectl", "kustomize", str(overlay)],  # default load restrictor, as `kubectl apply -k`
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     real = {_key(o): o for o in yaml.safe_load_all(out.stdout) if o}
@@ -579,3 +580,20 @@ def _pyproject() -> Obj:
     import tomllib
 
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_the_sample_policy_lives_in_the_base_and_examples_link_to_it() -> None:
+    for name in ("settings.yaml", "profiles.yaml", "teams.yaml"):
+        assert (ROOT / "examples" / "policy" / name).resolve() == (POLICY_DIR / name).resolve()
+
+
+def test_lite_refuses_files_outside_the_kustomization_like_kustomize(tmp_path: Path) -> None:
+    (tmp_path / "outside.yaml").write_text("a: 1\n")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "kustomization.yaml").write_text(
+        "configMapGenerator:\n- name: x\n  files: [outside.yaml=../outside.yaml]\n"
+        "  options: {disableNameSuffixHash: true}\n"
+    )
+    with pytest.raises(KustomizeError, match=r"not in or below .*default load restrictor"):
+        build(base)
