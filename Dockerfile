@@ -3,8 +3,8 @@
 #
 #   docker build -t accel:e2e .
 #
-# Builder: resolve and build wheels for accel and all its dependencies (no compiler needed: every
-# dependency ships manylinux wheels), then install them into /install (a --prefix tree).
+# Builder: wheels for the dependencies (their own cached layer), then for accel (no compiler
+# needed: every dependency ships manylinux wheels), installed into /install (a --prefix tree).
 # Final: the same slim Python, the /install tree copied over /usr/local, a fixed non-root user,
 # nothing written at runtime outside /tmp (the manifests mount an emptyDir there and set
 # readOnlyRootFilesystem).
@@ -15,8 +15,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Metadata first so the dependency layer is cached across source-only changes.
+# Dependencies first, built from the metadata alone (a stub package stands in for the source), so
+# this layer survives source-only changes.
 COPY pyproject.toml README.md ./
+RUN mkdir accel && touch accel/__init__.py \
+ && pip wheel --wheel-dir /wheels . \
+ && rm -rf /wheels/accel-*.whl accel build accel.egg-info
 COPY accel accel
 COPY webhook webhook
 COPY extender extender
@@ -25,7 +29,8 @@ COPY serving serving
 COPY certs certs
 COPY cli cli
 COPY kube kube
-RUN pip wheel --wheel-dir /wheels . \
+# No extras: matplotlib (accel[plot], for simulate --plot and the demo) stays out of the image.
+RUN pip wheel --no-deps --wheel-dir /wheels . \
  && pip install --no-index --find-links /wheels --prefix /install accel \
  && python -m compileall -q /install
 

@@ -21,6 +21,7 @@ from accel.demo_summary import (
     preference_rates,
     time_weighted_mean,
 )
+from accel.plotting import PLOT_HINT, plotting_available, pyplot
 from cli.demo_driver import DemoResult
 
 
@@ -100,22 +101,23 @@ def summary_text(result: DemoResult) -> str:
 
 
 def write_report(result: DemoResult, out_dir: Path) -> list[Path]:
-    """Write report.md and the two PNGs into `out_dir` (created); return the paths."""
+    """Write report.md and, where matplotlib is installed, the two PNGs into `out_dir` (created);
+    return the paths. Without matplotlib the report says how to get the plots instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / "report.md"
-    lines = ["# accel demo report", "", "![GPU allocation](allocation.png)", "", "![Chargeback](chargeback.png)"]
+    plots = plotting_available()
+    figures = ["![GPU allocation](allocation.png)", "", "![Chargeback](chargeback.png)"] if plots else [f"(No plots: {PLOT_HINT}.)"]
+    lines = ["# accel demo report", "", *figures]
     for title, body in _sections(result).items():
         lines += ["", f"## {title}", "", *body]
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if not plots:
+        return [report]
     return [report, _plot_allocation(result, out_dir / "allocation.png"), _plot_chargeback(result, out_dir / "chargeback.png")]
 
 
 def _plot_allocation(result: DemoResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     samples = result.samples
     types = sorted({t for s in samples for t in s.capacity})
     times = [s.t_h for s in samples]
@@ -137,11 +139,7 @@ def _plot_allocation(result: DemoResult, path: Path) -> Path:
 
 
 def _plot_chargeback(result: DemoResult, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     bill = chargeback(result.outcomes)
     teams = list(bill.by_team_type)
     types = sorted({t for v in bill.by_team_type.values() for t in v})

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from accel.plotting import PLOT_HINT, plotting_available
 from accel.sim.matrix import Record, make_tasks, run_matrix
 from accel.sim.policies import POLICY_NAMES
 from accel.sim.report import (
@@ -68,6 +69,8 @@ def _validate(args: argparse.Namespace, trace_dir: Path) -> list[str]:
             errors.append(f"--policies: unknown {p!r}; choose from {', '.join(POLICY_NAMES)}")
     if args.seeds < 1 or args.jobs < 1:
         errors.append("--seeds and --jobs must be >= 1")
+    if args.plot and not plotting_available():
+        errors.append(f"--plot: {PLOT_HINT}")  # before the runs, not after them
     return errors
 
 

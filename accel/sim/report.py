@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from accel.plotting import pyplot
 from accel.sim.matrix import Record
 from accel.sim.runner import ARRIVAL_COLUMNS
 from accel.sim.trace import POD_FILE_PREFIX, TraceError
@@ -120,11 +121,7 @@ def to_json_records(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 def plot(records: Sequence[Record], path: Path) -> None:
     """Allocation % vs arrived % per policy (seed mean), one panel per workload, like the paper."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     workloads = list(dict.fromkeys(r.workload for r in records))
     cols = min(len(workloads), 3)
     rows = math.ceil(len(workloads) / cols)

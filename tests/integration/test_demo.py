@@ -103,6 +103,16 @@ def test_report_files_and_summary(result: DemoResult, tmp_path: Path) -> None:
     assert "premium-h200" in result.api_views["nlp"] and "premium-h200" not in result.api_views["vision"]
 
 
+def test_without_matplotlib_the_report_says_how_to_get_the_plots(
+    result: DemoResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.demo_report.plotting_available", lambda: False)
+    (report,) = write_report(result, tmp_path)
+    text = report.read_text()
+    assert "pip install 'accel[plot]'" in text and ".png" not in text
+    assert "## Chargeback" in text
+
+
 def test_a_seed_reproduces_the_same_day() -> None:
     small = DemoOptions(pods=25, seed=3, policy_dir=OPTIONS.policy_dir, snapshot=OPTIONS.snapshot, day_hours=4.0)
     first, second = (asyncio.run(run_demo(small)) for _ in range(2))

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -574,6 +575,21 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_every_package() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY source {source} does not exist"
         assert source not in ignored, f"COPY source {source} is excluded by .dockerignore"
+
+
+def test_the_image_runs_without_the_plot_extra() -> None:
+    """The Dockerfile installs accel without extras: no server or CLI path may import matplotlib
+    at import time (a fresh interpreter where `import matplotlib` fails)."""
+    assert "matplotlib" not in " ".join(_pyproject()["project"]["dependencies"])
+    assert "matplotlib" in " ".join(_pyproject()["project"]["optional-dependencies"]["plot"])
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import webhook.app, extender.app, api.app, certs.issue, kube.real, cli.serve, cli.certs_cmd\n"
+        "from cli.main import main\n"
+        "main(['serve', '--help'])\n"  # argparse exits 0 after printing
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def _pyproject() -> Obj:

@@ -54,6 +54,17 @@ def test_bad_arguments_exit_2_with_the_flag_named(
     assert message in capsys.readouterr().err
 
 
+def test_plot_without_matplotlib_is_refused_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = write_synthetic_trace(tmp_path / "csv", pods=50)
+    monkeypatch.setattr("cli.simulate.plotting_available", lambda: False)
+    assert main(["simulate", "--trace-dir", str(trace), "--plot", str(tmp_path / "a.png")]) == 2
+    captured = capsys.readouterr()
+    assert "--plot: plots need matplotlib" in captured.err and "seed=" not in captured.err
+    assert not (tmp_path / "a.png").exists()
+
+
 def test_missing_trace_says_how_to_obtain_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--trace-dir", str(tmp_path)]) == 2
     assert "kubernetes-scheduler-simulator" in capsys.readouterr().err
