@@ -107,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
             published_runs = read_published_curves(published_path.parent / PUBLISHED_CURVES_FILE)
         except TraceError:
             published_runs = {}
-        print("\n".join(per_seed_verdict(curves_by_run(records), published_runs)[0]))
+        for line in per_seed_verdict(curves_by_run(records), published_runs)[0]:
+            print(line)
     if args.plot:
         plot(records, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
