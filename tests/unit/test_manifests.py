@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
@@ -542,6 +543,18 @@ def test_alerts_and_dashboard_use_only_contract_metrics(objects: list[Obj]) -> N
     assert (ROOT / "docs" / "deploy.md").is_file()
     docs = (ROOT / "docs" / "deploy.md").read_text()
     assert not [a for a in alerts if a not in docs], "every alert is explained in docs/deploy.md"
+
+
+def test_every_alert_and_panel_query_is_valid_promql(objects: list[Obj]) -> None:
+    """A rule whose expression does not parse never fires, silently; Grafana's $__rate_interval
+    is substituted as Grafana would before the query reaches Prometheus."""
+    exprs = _promql(objects)
+    assert len(exprs) > 10
+    for expr in exprs:
+        try:
+            promql_parser.parse(expr.replace("$__rate_interval", "5m"))
+        except Exception as exc:  # the parser raises its own error types
+            pytest.fail(f"invalid PromQL: {expr!r}: {exc}")
 
 
 def test_dashboard_and_service_monitor_are_discoverable(objects: list[Obj]) -> None:
