@@ -1,8 +1,9 @@
 """The workload distribution the fragmentation score is measured against.
 
 `WorkloadHistogram` learns it online (an exponentially decaying histogram of observed pod shapes;
-FGD's published "advance knowledge" is `WorkloadHistogram.from_shapes`); `TypicalMix` is one
-compiled snapshot of it (FGD's typical pods) with F(n) memoised per node state.
+`from_shapes` counts a fixed set once, with FGD's typical-pod rule on model sets); `TypicalMix` is
+one compiled snapshot of it (FGD's typical pods) with F(n) memoised per node state. The replay of
+the published FGD runs keys shapes by their raw gpu_spec string instead (`accel.sim.fgd_exact`).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class WorkloadHistogram:
     """Online, exponentially decaying histogram of the pod shapes seen so far.
 
     Each observation's weight halves every `half_life` later observations (math.inf = no decay,
-    which with `from_shapes` reproduces FGD's advance knowledge). Weights are stored scaled by a
+    as `from_shapes` uses for a fixed, fully known distribution). Weights are stored scaled by a
     growing factor so that `observe` is O(1); they are renormalised before they overflow.
     """
 
@@ -110,7 +111,7 @@ class WorkloadHistogram:
 
     @classmethod
     def from_shapes(cls, shapes: Iterable[PodShape]) -> WorkloadHistogram:
-        """Advance knowledge (published FGD): every shape counted once, no decay."""
+        """A fixed, fully known distribution: every shape counted once, no decay."""
         hist = cls(half_life=math.inf)
         for shape in shapes:
             hist.observe(shape)
