@@ -79,13 +79,19 @@ def assume_some(rng: random.Random, core: ExtenderCore, index: ClusterIndex, cou
         core.assumptions.assume(plan.assumption)
 
 
-@pytest.mark.parametrize("seed", range(40), ids=lambda s: f"seed-{s}")
-def test_fast_path_matches_the_per_node_reference(seed: int) -> None:
+def random_setup(seed: int) -> tuple[random.Random, ExtenderCore, ClusterIndex]:
+    """A random cluster of 1..40 nodes with a few assumed pods, indexed; the rng continues."""
     rng = random.Random(seed)
     nodes, pods = random_cluster(rng, rng.randint(1, 40))
     core = ExtenderCore()
     index = core.index(1, sample_policy().policy, inventory(nodes, pods))
     assume_some(rng, core, index, rng.randint(0, 4))
+    return rng, core, index
+
+
+@pytest.mark.parametrize("seed", range(40), ids=lambda s: f"seed-{s}")
+def test_fast_path_matches_the_per_node_reference(seed: int) -> None:
+    rng, core, index = random_setup(seed)
     renderer = PriorityRenderer()
     for i in range(6):
         req = core.request(parse_pod(random_pod(rng, i)), index, 0.0)

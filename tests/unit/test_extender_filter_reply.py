@@ -3,7 +3,6 @@ hands to prioritize is keyed, decoded and positioned exactly as the scheduler wi
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ from extender.raw_args import ArgsReader
 from extender.wire import ExtenderArgs, ExtenderFilterResult, render_filter
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 from tests.unit.extender_reference import reference_filter
-from tests.unit.test_extender_fast import assume_some, random_cluster, random_names, random_pod
+from tests.unit.test_extender_fast import random_names, random_pod, random_setup
 
 
 def _same_json(body: bytes, expected: bytes) -> bool:
@@ -30,11 +29,7 @@ def _args(names: list[str]) -> ExtenderArgs:
 
 @pytest.mark.parametrize("seed", range(40), ids=lambda s: f"seed-{s}")
 def test_joined_reply_is_the_generic_rendering_byte_for_byte(seed: int) -> None:
-    rng = random.Random(seed)
-    nodes, pods = random_cluster(rng, rng.randint(1, 40))
-    core = ExtenderCore()
-    index = core.index(1, sample_policy().policy, inventory(nodes, pods))
-    assume_some(rng, core, index, rng.randint(0, 4))
+    rng, core, index = random_setup(seed)
     renderer = FilterRenderer()
     for i in range(6):
         req = core.request(parse_pod(random_pod(rng, i)), index, 0.0)
