@@ -160,6 +160,9 @@ class Profile(_Model):
     node_selector: Mapping[str, str] = Field(default_factory=dict, alias="nodeSelector")
     cost_per_gpu_hour: Decimal | None = Field(default=None, alias="costPerGpuHour", ge=0)
     enabled: bool = True
+    # Kueue LocalQueue the profile's pods are queued in (ODH Queue-scheduled HardwareProfiles):
+    # Kueue owns their quota, accel does not charge it again (README "OpenDataHub and Kueue").
+    kueue_local_queue: str | None = Field(default=None, alias="kueueLocalQueue", min_length=1)
 
     @property
     def types(self) -> tuple[str, ...]:

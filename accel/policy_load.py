@@ -7,13 +7,14 @@ cross-reference problems are all reported together, each with its file and field
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from accel.catalog import UNKNOWN_TYPE, Catalog
+from accel.odh_profiles import clash_errors, profiles_from_objects
 from accel.policy import (
     ACCELERATORS_FILE,
     ALL_TYPES,
@@ -33,8 +34,12 @@ from accel.policy import (
 )
 
 
-def parse_policy(files: Mapping[str, str], catalog: Catalog) -> ParsedPolicy:
-    """Build a cross-validated policy or raise `PolicyInvalid` listing every problem."""
+def parse_policy(files: Mapping[str, str], catalog: Catalog, *, hardware_profiles: Sequence[Mapping[str, Any]] = ()) -> ParsedPolicy:
+    """Build a cross-validated policy or raise `PolicyInvalid` listing every problem.
+
+    `hardware_profiles`: OpenDataHub HardwareProfile objects, mapped by `accel.odh_profiles` and
+    added to profiles.yaml's profiles (one namespace of names; a clash is an error naming both).
+    """
     errors: list[PolicyError] = []
     for name in files:
         if name not in POLICY_FILES:
@@ -44,10 +49,30 @@ def parse_policy(files: Mapping[str, str], catalog: Catalog) -> ParsedPolicy:
     settings = _build(SETTINGS_FILE, "", Settings, documents[SETTINGS_FILE], errors) or Settings()
     profiles = _build_list(PROFILES_FILE, "profiles", Profile, documents[PROFILES_FILE], errors)
     teams = _build_list(TEAMS_FILE, "teams", Team, documents[TEAMS_FILE], errors)
+    profiles += _external_profiles(hardware_profiles, profiles, catalog, errors)
     errors.extend(_cross_check(settings, profiles, teams, catalog))
     if errors:
         raise PolicyInvalid(errors)
     return ParsedPolicy(policy=Policy(settings=settings, profiles=tuple(profiles), teams=tuple(teams)), catalog=catalog)
+
+
+def _external_profiles(objects: Sequence[Mapping[str, Any]], own: list[Profile], catalog: Catalog, errors: list[PolicyError]) -> list[Profile]:
+    """HardwareProfile objects as profiles; their errors are reported under the object's name."""
+    if not objects:
+        return []
+    external, problems = profiles_from_objects(objects, catalog)
+    errors.extend(problems)
+    errors.extend(clash_errors(external, [p.name for p in own], profiles_file=PROFILES_FILE))
+    for item in external:  # per-profile checks, reported against the object rather than profiles.yaml
+        errors.extend(e.model_copy(update={"file": item.source, "path": e.path.split(".", 1)[-1]})
+                      for e in _check_profile("profile", item.profile, catalog))
+    taken = {p.name for p in own}
+    kept: list[Profile] = []
+    for item in external:  # a clash was reported above; keep one profile per name for the checks below
+        if item.profile.name not in taken:
+            taken.add(item.profile.name)
+            kept.append(item.profile)
+    return kept
 
 
 def _load_yaml(name: str, text: str | None, errors: list[PolicyError]) -> Any:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from accel.catalog import load_builtin_catalog
 from cli.state import CliError, add_source_arguments, read_policy_files
+from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicySource
 from kube.protocol import Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer
@@ -110,6 +111,8 @@ def build_state(
     )
     if policy_files is None:
         state.policy_source = PolicySource(watcher.policy, state.on_policy, events=deps.events)
+    # HardwareProfiles join the policy from files or from the ConfigMap alike.
+    state.hardware_profile_source = HardwareProfileSource(watcher, state.on_hardware_profiles, events=deps.events)
     return state
 
 

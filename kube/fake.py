@@ -35,7 +35,15 @@ from typing import Literal
 
 from kube.errors import Conflict, Gone, NotFound, Unreachable
 from kube.events import build_event
-from kube.names import DEFAULT_CONTROLLER_NAMESPACE, KIND_BY_OBJECT_KIND, KINDS, RESOURCES, Kind, object_key
+from kube.names import (
+    DEFAULT_CONTROLLER_NAMESPACE,
+    KIND_BY_OBJECT_KIND,
+    KINDS,
+    RESOURCES,
+    Kind,
+    kind_of,
+    object_key,
+)
 from kube.protocol import EventType, JsonObject, ReviewedUser, WatchEvent
 
 _END = None  # queue sentinel: the server closed the watch stream cleanly
@@ -142,7 +150,7 @@ class FakeCluster:
 
     def apply(self, obj: JsonObject) -> JsonObject:
         """Create or replace `obj` (its `kind` picks the collection); returns the stored copy."""
-        kind = KIND_BY_OBJECT_KIND.get(str(obj.get("kind")))
+        kind = kind_of(obj)
         if kind is None:
             raise ValueError(f"FakeCluster.apply: unsupported kind {obj.get('kind')!r}; use one of "
                              f"{sorted(KIND_BY_OBJECT_KIND)}")

@@ -12,6 +12,11 @@ The extender and webhook answer from this store, never from a list call per requ
 5. `version` bumps on every change to the store, so consumers may cache derived state per version.
 6. `last_sync` is the monotonic time of the last successful list, event, bookmark or clean watch
    end; `fresh()` is false while a kind is failing and `last_sync` is older than `max_age_s`.
+7. An `optional` informer is for a custom resource whose CRD may not be installed: a list answered
+   404 empties the store, counts as synced (`absent` is true) and is retried every
+   `absent_recheck_s`, so installing the CRD later is picked up without a restart. Optional
+   informers hold back readiness only until their first answer (objects, 404 or an error such as
+   a missing RBAC grant: logged and kept in `last_error`, never blocking the server).
 Callback exceptions are logged and never stop the informer.
 """
 
@@ -24,8 +29,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kube.errors import Gone, error_for_status
-from kube.names import DEFAULT_CONTROLLER_NAMESPACE, POLICY_CONFIGMAP, Kind, object_key
+from kube.errors import Gone, NotFound, error_for_status
+from kube.names import (
+    DEFAULT_CONTROLLER_NAMESPACE,
+    HARDWARE_PROFILE_KINDS,
+    POLICY_CONFIGMAP,
+    Kind,
+    object_key,
+)
 from kube.protocol import EventType, JsonObject, ObjectSource, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -64,8 +75,13 @@ class Informer:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        optional: bool = False,
+        absent_recheck_s: float = 60.0,
     ) -> None:
         self.kind = kind
+        self.optional = optional
+        self.absent = False  # optional kind whose API is not served (CRD not installed)
+        self._absent_recheck_s = absent_recheck_s
         self.namespace = namespace
         self.name = name
         self.synced = False
@@ -111,6 +127,15 @@ class Informer:
                 await self._watch(resource_version)
             except asyncio.CancelledError:
                 raise
+            except NotFound as exc:
+                if not self.optional:
+                    self._gone_in_a_row = 0
+                    self._note_failure(exc)
+                    await self._sleep(self._backoff.delay(attempt, self._rand()))
+                    attempt += 1
+                    continue
+                self._mark_absent()
+                await self._sleep(self._absent_recheck_s)
             except Gone as exc:
                 self._gone_in_a_row += 1
                 self._note_failure(exc)
@@ -123,8 +148,26 @@ class Informer:
                 await self._sleep(self._backoff.delay(attempt, self._rand()))
                 attempt += 1
 
+    def _mark_absent(self) -> None:
+        """Rule 7: the kind is not served; behave as an empty, synced collection."""
+        if not self.absent:
+            log.info("informer %s: not served by the API server (CRD not installed); rechecking every %gs",
+                     self.kind, self._absent_recheck_s)
+        self.absent = True
+        gone = list(self._store.values())
+        self._store = {}
+        if gone:
+            self.version += 1
+        for obj in gone:
+            self._notify("DELETED", obj)
+        self._mark_alive()
+        if not self.synced:
+            self.synced = True
+            self._synced_event.set()
+
     async def _relist(self) -> str:
         items, resource_version = await self._source.list(self.kind, self.namespace, name=self.name)
+        self.absent = False
         fresh = {object_key(obj): obj for obj in items}
         changes: list[tuple[EventType, JsonObject]] = [
             ("DELETED", old) for key, old in self._store.items() if key not in fresh
@@ -212,19 +255,25 @@ class ClusterWatcher:
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        def make(kind: Kind, namespace: str | None = None, name: str | None = None) -> Informer:
+        def make(kind: Kind, namespace: str | None = None, name: str | None = None, optional: bool = False) -> Informer:
             return Informer(source, kind, namespace=namespace, name=name, backoff=backoff,
-                            clock=clock, sleep=sleep, rand=rand)
+                            clock=clock, sleep=sleep, rand=rand, optional=optional)
 
         self._clock = clock
         self.nodes = make("nodes")
         self.pods = make("pods")
         self.namespaces = make("namespaces")
         self.policy = make("configmaps", controller_namespace, policy_name)
+        # OpenDataHub HardwareProfiles, both API groups, all namespaces; absent CRD = no objects.
+        self.hardware_profiles = tuple(make(kind, optional=True) for kind in HARDWARE_PROFILE_KINDS)
 
     @property
     def informers(self) -> tuple[Informer, ...]:
-        return (self.nodes, self.pods, self.namespaces, self.policy)
+        return (self.nodes, self.pods, self.namespaces, self.policy, *self.hardware_profiles)
+
+    def hardware_profile_objects(self) -> list[JsonObject]:
+        """Every HardwareProfile currently known, of either API group."""
+        return [obj for informer in self.hardware_profiles for obj in informer.items()]
 
     async def run(self) -> None:
         """Run every informer until cancelled."""
@@ -234,7 +283,7 @@ class ClusterWatcher:
 
     async def wait_synced(self) -> None:
         """Return once every informer has listed once."""
-        await asyncio.gather(*(informer.wait_synced() for informer in self.informers))
+        await asyncio.gather(*(informer.wait_synced() for informer in self.informers if not informer.optional))
 
     def fresh(self, max_age_s: float) -> tuple[bool, str]:
         """(ready, reason) for /readyz: all synced, and none failing for longer than `max_age_s`."""
@@ -242,6 +291,10 @@ class ClusterWatcher:
         problems: list[str] = []
         for informer in self.informers:
             label = informer.kind if informer.name is None else f"{informer.kind}/{informer.name}"
+            if informer.optional:  # rule 7: only its first answer (objects, 404 or an error) is awaited
+                if not informer.synced and informer.last_error is None:
+                    problems.append(f"{label}: first list pending")
+                continue
             if not informer.synced:
                 problems.append(f"{label}: not synced yet (last error: {informer.last_error or 'none'})")
             elif informer.failing and informer.last_sync is not None and now - informer.last_sync > max_age_s:

@@ -16,8 +16,12 @@ LEDGER_KEY: Final = "ledger.json"
 WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
 EVENT_SOURCE_COMPONENT: Final = "accel"
 
-Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases"]
-KINDS: Final[tuple[Kind, ...]] = ("nodes", "pods", "namespaces", "configmaps", "leases")
+Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases",
+               "hardwareprofiles.infrastructure.opendatahub.io", "hardwareprofiles.dashboard.opendatahub.io"]
+# OpenDataHub HardwareProfiles (custom resources: watched only while their CRD is installed).
+HARDWARE_PROFILE_KINDS: Final[tuple[Kind, ...]] = (
+    "hardwareprofiles.infrastructure.opendatahub.io", "hardwareprofiles.dashboard.opendatahub.io")
+KINDS: Final[tuple[Kind, ...]] = ("nodes", "pods", "namespaces", "configmaps", "leases", *HARDWARE_PROFILE_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +47,23 @@ RESOURCES: Final[dict[Kind, ResourceInfo]] = {
     "namespaces": ResourceInfo("/api/v1", "", "namespaces", "Namespace", namespaced=False),
     "configmaps": ResourceInfo("/api/v1", "", "configmaps", "ConfigMap", namespaced=True),
     "leases": ResourceInfo("/apis/coordination.k8s.io/v1", "coordination.k8s.io", "leases", "Lease", True),
+    "hardwareprofiles.infrastructure.opendatahub.io": ResourceInfo(
+        "/apis/infrastructure.opendatahub.io/v1alpha1", "infrastructure.opendatahub.io", "hardwareprofiles",
+        "HardwareProfile", True),
+    "hardwareprofiles.dashboard.opendatahub.io": ResourceInfo(
+        "/apis/dashboard.opendatahub.io/v1", "dashboard.opendatahub.io", "hardwareprofiles", "HardwareProfile", True),
 }
 
-KIND_BY_OBJECT_KIND: Final[dict[str, Kind]] = {info.object_kind: kind for kind, info in RESOURCES.items()}
+KIND_BY_OBJECT_KIND: Final[dict[str, Kind]] = {
+    info.object_kind: kind for kind, info in RESOURCES.items() if kind not in HARDWARE_PROFILE_KINDS}
+
+
+def kind_of(obj: dict[str, object]) -> Kind | None:
+    """The Kind of an object by its `kind` and, for HardwareProfiles, the group of its apiVersion."""
+    if obj.get("kind") == "HardwareProfile":
+        group = str(obj.get("apiVersion", "")).split("/", 1)[0]
+        return next((k for k in HARDWARE_PROFILE_KINDS if RESOURCES[k].api_group == group), None)
+    return KIND_BY_OBJECT_KIND.get(str(obj.get("kind")))
 
 
 def object_key(obj: dict[str, object]) -> str:

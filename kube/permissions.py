@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from kube.names import LEDGER_CONFIGMAP, WEBHOOK_TLS_SECRET
+from kube.names import HARDWARE_PROFILE_KINDS, LEDGER_CONFIGMAP, RESOURCES, WEBHOOK_TLS_SECRET
+
+HARDWARE_PROFILE_GROUPS: Final = tuple(RESOURCES[kind].api_group for kind in HARDWARE_PROFILE_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,10 @@ def _watch(resource: str, *, controller_ns: bool = False, get: bool = False) -> 
 
 
 _INFORMERS: Final = [*_watch("nodes"), *_watch("pods"), *_watch("namespaces"),
-                     *_watch("configmaps", controller_ns=True, get=True)]
+                     *_watch("configmaps", controller_ns=True, get=True),
+                     # OpenDataHub HardwareProfiles (profiles from custom resources), both API groups
+                     *(ApiCall(group, "hardwareprofiles", verb)
+                       for group in HARDWARE_PROFILE_GROUPS for verb in ("list", "watch"))]
 _LEDGER: Final = [ApiCall("", "configmaps", verb, True, (LEDGER_CONFIGMAP,)) for verb in ("get", "update")] + [
     ApiCall("", "configmaps", "create", True)  # RBAC cannot restrict create by name
 ]

@@ -4,7 +4,8 @@ Accepted input, YAML or JSON (JSON is YAML, so one parser reads both):
 - a `v1 List` as `kubectl get nodes,namespaces,pods,configmaps -A -o yaml` prints,
 - a single object (`kubectl get node gpu-1 -o yaml`),
 - a multi-document YAML stream (`---`) of either.
-Items are grouped by kind (`nodes`, `pods`, `namespaces`, `configmaps`, `leases`); objects of other
+Items are grouped by kind (`nodes`, `pods`, `namespaces`, `configmaps`, `leases`, OpenDataHub
+`HardwareProfile`s of either API group); objects of other
 kinds (a `kubectl get all` dump) are counted in `Snapshot.skipped` and otherwise ignored.
 Malformed input raises `SnapshotError` naming the file, the document and the item index.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kube.names import KIND_BY_OBJECT_KIND, KINDS, Kind
+from kube.names import KINDS, RESOURCES, Kind, kind_of
 from kube.protocol import JsonObject, WatchEvent
 
 
@@ -88,11 +89,11 @@ def _add(item: Any, where: str, grouped: dict[Kind, list[JsonObject]], skipped: 
     meta = item.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
         raise SnapshotError(f"{where}: {object_kind} without metadata.name")
-    kind = KIND_BY_OBJECT_KIND.get(object_kind)
+    kind = kind_of(item)
     if kind is None:
         skipped[object_kind] = skipped.get(object_kind, 0) + 1
         return
-    if kind in ("pods", "configmaps", "leases") and not meta.get("namespace"):
+    if RESOURCES[kind].namespaced and not meta.get("namespace"):
         raise SnapshotError(f"{where}: {object_kind} {meta['name']!r} has no metadata.namespace; "
                             "export with `-A` so namespaced objects keep their namespace")
     grouped[kind].append(item)

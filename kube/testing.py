@@ -51,6 +51,29 @@ def make_configmap(name: str, namespace: str, data: dict[str, str]) -> JsonObjec
             "data": dict(data)}
 
 
+def make_hardware_profile(name: str, namespace: str = "opendatahub", *, gpu: str | None = "nvidia.com/gpu",
+                          default: int | str = 1, maximum: int | str | None = None,
+                          node_selector: dict[str, str] | None = None, queue: str | None = None,
+                          annotations: dict[str, str] | None = None, enabled: bool = True) -> JsonObject:
+    """An OpenDataHub `infrastructure.opendatahub.io/v1alpha1` HardwareProfile (schema in
+    tests/data/crds/): a CPU identifier plus, unless `gpu` is None, one Accelerator identifier;
+    Node scheduling with `node_selector`, or Queue scheduling in LocalQueue `queue`."""
+    identifiers: list[JsonObject] = [
+        {"identifier": "cpu", "displayName": "CPU", "resourceType": "CPU", "minCount": 1, "defaultCount": 2}]
+    if gpu is not None:
+        accelerator: JsonObject = {"identifier": gpu, "displayName": "GPU", "resourceType": "Accelerator",
+                                   "minCount": 1, "defaultCount": default}
+        if maximum is not None:
+            accelerator["maxCount"] = maximum
+        identifiers.append(accelerator)
+    scheduling: JsonObject = ({"type": "Queue", "kueue": {"localQueueName": queue}} if queue is not None
+                              else {"type": "Node", "node": {"nodeSelector": dict(node_selector or {})}})
+    return {"apiVersion": "infrastructure.opendatahub.io/v1alpha1", "kind": "HardwareProfile",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+            "spec": {"displayName": name.upper(), "enabled": enabled, "identifiers": identifiers,
+                     "scheduling": scheduling}}
+
+
 class ManualClock:
     """A monotonic clock that only moves when a test calls `advance`."""
 

@@ -29,6 +29,7 @@ from accel.catalog import Catalog
 from accel.inventory import Inventory, ParseCache, build_inventory
 from accel.policy import ParsedPolicy, PolicyInvalid
 from accel.policy_load import parse_policy
+from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicyMeta, PolicySource
 from serving.metrics import Metrics
@@ -99,6 +100,8 @@ class ClusterState:
         self._min_rebuild = min_rebuild_interval_s
         self._parse_cache = ParseCache()
         self._policy_files: dict[str, str] = {}
+        self._offered_files: dict[str, str] | None = None  # the latest ConfigMap data, accepted or not
+        self._hardware_profiles: list[dict[str, object]] = []  # OpenDataHub HardwareProfile objects
         self._parsed: ParsedPolicy | None = None
         self._policy_version = 0
         self._view: StateView | None = None
@@ -108,6 +111,7 @@ class ClusterState:
         self._static_inventory: Inventory | None = None
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
+        self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
         if fixed_policy is not None:
             self.apply_policy(dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace))
 
@@ -138,11 +142,21 @@ class ClusterState:
         """
         return self.apply_policy(files, meta).errors
 
+    def on_hardware_profiles(self, objects: list[dict[str, object]], meta: PolicyMeta) -> list[str]:
+        """`kube.hardware_profile_source` callback: re-validate the latest ConfigMap files with
+        `objects` (every HardwareProfile now known); the errors, [] when accepted."""
+        self._hardware_profiles = list(objects)
+        if self._offered_files is None:
+            return []  # no ConfigMap yet: the HardwareProfiles join it when it arrives
+        return self.apply_policy(self._offered_files, meta).errors
+
     def apply_policy(self, files: dict[str, str], meta: PolicyMeta) -> PolicyChange:
-        """Validate and, if valid, put `files` in force; always audit-log the attempt."""
+        """Validate and, if valid, put `files` (+ the known HardwareProfiles) in force; always
+        audit-log the attempt."""
+        self._offered_files = files
         change = PolicyChange(resource_version=meta.resource_version, manager=meta.changed_by, changed_at=meta.changed_at or "", accepted=False, diff=policy_diff(self._policy_files, files))
         try:
-            parsed = parse_policy(files, self.catalog)
+            parsed = parse_policy(files, self.catalog, hardware_profiles=self._hardware_profiles)
         except PolicyInvalid as exc:
             change.errors = [str(e) for e in exc.errors]
             self._count("invalid")
