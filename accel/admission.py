@@ -8,7 +8,10 @@ Rules of `mutate`:
 1. Pass through untouched, without reading any state: excluded namespaces; pods that ask for no
    accelerator and name no profile.
 2. Unknown/disabled profile, a profile the team may use no type of, and a pod node constraint that
-   contradicts the profile are denied (with the fix); no profile at all leaves the pod as it is.
+   contradicts the profile are denied (with the fix). A GPU pod that names no profile gets the
+   first default the team may use (accel.profiles_resolve) and is then governed like any other
+   (routed, narrowed, charged, annotated); with no usable default it is denied, listing the
+   profiles the team may use (only a policy without any profile leaves it a plain request).
 3. Multi-type quota (documented choice): when the team has a per-type quota on any of the
    profile's types, the pod is charged to ONE type, chosen at mutation as the first type in
    preference order with quota room and free devices (else with quota room, else the first); it is
@@ -31,6 +34,13 @@ Rules of `mutate`:
 7. Jobs (accel.admission_jobs): in rule 3, pods of one job (namespace + first JOB_LABELS label)
    are charged to the type the job already uses (watch, else ledger) while it has quota room;
    otherwise the normal choice, with a warning that the job is split across types.
+
+8. The webhook owns every `accel.dev/*` annotation and `accelerator.opendatahub.io/type` except
+   the author keys of accel.author_keys: each one the author set is overwritten with accel's value
+   or removed (also when the pod is denied, so warn mode admits it scrubbed). A second pass
+   recomputes the same values, so reinvocation adds no op.
+9. The pod's accelerator resources must be ones its profile gives (accel.resources_rename rule 4):
+   a plain `nvidia.com/gpu` is renamed to the profile's resource; anything else is denied.
 
 Modes (settings.mode): `enforce` denies; `warn` admits with the denial as a warning, still
 mutates, and never writes the ledger; `dry-run` admits everything, sends no patch, and records the
@@ -56,11 +66,12 @@ from accel.admission_generic import generic_candidates, is_restricted, no_candid
 from accel.admission_jobs import job_of, job_type
 from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
+from accel.author_keys import forged_keys
 from accel.inventory import QUOTA_TYPE_ANNOTATION
 from accel.patches import Op, PatchBuilder
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy import Mode, Profile, Team
-from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
+from accel.profiles_resolve import allowed_types, no_profile_finding, resolve_profile, resolve_team
 from accel.quota import (
     RESERVATION_ANNOTATION,
     Ledger,
@@ -69,7 +80,13 @@ from accel.quota import (
     has_type_quota,
     team_usage_now,
 )
-from accel.resources_rename import add_default_count, ensure_limits, rename_resources, target_resource
+from accel.resources_rename import (
+    add_default_count,
+    ensure_limits,
+    match_resources,
+    rename_resources,
+    target_resource,
+)
 
 TEAM_ANNOTATION = "accel.dev/team"
 NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")
@@ -199,6 +216,22 @@ def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...]
         current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)
         values[RESERVATION_ANNOTATION] = current or reservation_id
     _annotate(builder, values)
+    _scrub(builder, values)
+
+
+def _scrub(builder: PatchBuilder, written: Mapping[str, str]) -> None:
+    """Rule 8: remove every webhook-owned annotation the author set that accel does not write now."""
+    for key in forged_keys(builder.get(["metadata", "annotations"]), written):
+        builder.remove(["metadata", "annotations", key])
+
+
+def _denied(pod: Mapping[str, Any], finding: Finding, *, profile: str = "", team: str = "") -> Decision:
+    """A denial that still carries rule 8's scrub: warn mode admits the pod, and must not admit
+    the author's team, type or price with it (enforce mode sends no patch with a denial)."""
+    builder = PatchBuilder(pod)
+    _scrub(builder, {})
+    return Decision(False, finding.reason, profile, team, finding, ops=tuple(builder.ops),
+                    document=builder.document if builder else None)
 
 
 def mutate(
@@ -225,19 +258,28 @@ def mutate(
     team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
     resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.team, policy=ctx.policy, inventory=ctx.inventory)
     if resolved.finding:
-        return deny(resolved.finding, team=team.name or "")
+        return _denied(pod, resolved.finding, team=team.name or "")
     profile = resolved.profile
     if profile is None:
-        return Decision(True, "no-profile", team=team.name or "")
+        refused = no_profile_finding(namespace, team.team, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory)
+        if refused is not None:
+            return _denied(pod, refused, team=team.name or "")
+        scrubbed = PatchBuilder(pod)
+        _scrub(scrubbed, {})
+        return Decision(True, "no-profile", team=team.name or "", ops=tuple(scrubbed.ops),
+                        document=scrubbed.document if scrubbed else None)
     if team.team is not None and team.team.allowed_profiles is not None and profile.name not in team.team.allowed_profiles:
         refused = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
-        return deny(refused, profile=profile.name, team=team.team.name)
+        return _denied(pod, refused, profile=profile.name, team=team.team.name)
     types = allowed_types(profile, team.team)
     if profile.accelerators and not types:  # (`profile.types` builds a tuple on every read)
         allowed = team.team.allowed_types or () if team.team else ()
-        return deny(msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed), profile=profile.name, team=team.name or "")
+        refused = msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed)
+        return _denied(pod, refused, profile=profile.name, team=team.name or "")
     builder = PatchBuilder(pod)
     target = target_resource(profile, types, ctx.catalog)
+    if mismatch := match_resources(builder, profile, types, target, ctx.catalog):
+        return _denied(pod, mismatch, profile=profile.name, team=team.name or "")
     rename_resources(builder, target)
     ensure_limits(builder, target)
     add_default_count(builder, target, profile.gpus.default)
@@ -246,7 +288,7 @@ def mutate(
         resources = light_view(builder.document).accelerators
         types = generic_candidates(resources, team.team, ctx)
         if not types:
-            return deny(no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
+            return _denied(pod, no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
     quota_type: str | None = None
     warnings: tuple[str, ...] = ()
     if team.team is not None and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
@@ -255,7 +297,7 @@ def mutate(
         types = (quota_type,)
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
     if finding:
-        return deny(finding, profile=profile.name, team=team.name or "")
+        return _denied(pod, finding, profile=profile.name, team=team.name or "")
     _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
     audit = {"quota-type": quota_type} if quota_type else {}
     reason = "mutated" if builder else "unchanged"

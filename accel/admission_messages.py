@@ -85,11 +85,50 @@ def team_mismatch(label: str, namespace: str, ns_team: str, pod_team: str) -> Fi
     )
 
 
-def no_team(namespace: str, label: str) -> Finding:
+def no_team(namespace: str, label: str, pod_label: str | None = None) -> Finding:
+    """`pod_label`: the pod's own team label, which never decides the team (issue 21)."""
+    ignored = (
+        f' (the pod\'s own label {label}="{pod_label}" does not count: the team comes only from the namespace)'
+        if pod_label else ""
+    )
     return Finding(
         "no-team",
-        f'namespace "{namespace}" has no {label} label, so its GPU quota is unknown; ask an admin to run '
+        f'namespace "{namespace}" has no {label} label, so its GPU quota is unknown{ignored}; ask an admin to run '
         f"kubectl label namespace {namespace} {label}=<team>",
+    )
+
+
+def no_profile(team: str | None, resources: Sequence[str], allowed: Sequence[str], skipped: Sequence[str]) -> Finding:
+    """A GPU pod that names no hardware profile and gets no usable default (issue 14 section 1)."""
+    whose = f'team "{team}" may use' if team else "usable profiles"
+    why = (
+        f"the defaults ({_names(skipped)}) are not allowed for team \"{team}\""
+        if skipped and team else "no default profile applies"
+    )
+    return Finding(
+        "no-profile",
+        f"pod asks for {', '.join(resources) or 'GPUs'} but names no hardware profile and {why}; "
+        f"{whose}: {_names(allowed)}; set annotation accel.dev/profile to one of them (or ask an admin for a "
+        "namespace accel.dev/default-profile annotation or a defaultProfile in the policy)",
+    )
+
+
+def resource_mismatch(profile: str, container: str, asked: str, uses: str, why: str) -> Finding:
+    """A pod's accelerator resource that the profile cannot give it (issue 14 section 4)."""
+    return Finding(
+        "resource-mismatch",
+        f'container "{container}" asks for {asked}, but profile "{profile}" uses {uses} ({why}); request {uses} '
+        "instead, or pick a profile that gives what the pod asks for",
+    )
+
+
+def forged_annotation(key: str, value: str, expected: str | None) -> Finding:
+    """A webhook-owned annotation that validation's own recomputation disagrees with (issue 21)."""
+    should = f'accel computes "{expected}"' if expected else "accel does not set it on a new pod"
+    return Finding(
+        "forged-annotation",
+        f'annotation {key}="{value}" is set by accel only, and {should}; remove it from the pod '
+        "(pod authors may set only accel.dev/profile and the job keys), and check that the mutating webhook ran",
     )
 
 

@@ -72,7 +72,7 @@ class ChargeMemo:
         sums: dict[str, dict[tuple[str, int], int]] = {}
         previous, current = self._by_pod, {}
         for pod in inventory.pods:
-            team = inventory.team_of(pod.namespace, label) or pod.labels.get(label)
+            team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.profiles_resolve)
             if not team:
                 continue
             node = inventory.node(pod.node_name) if pod.node_name else None

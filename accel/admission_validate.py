@@ -20,6 +20,13 @@ Rules:
    reserving (`commit=False`). The reservation records the pod's job (accel.admission_jobs), so
    later pods of the job find its type before the watch shows this one.
 5. All failed checks of step 2-3 are reported together; the first one names the reason code.
+6. Nothing mutation wrote is trusted (issue 21; accel.author_keys rule 3): the team is the
+   namespace label, the profile is resolved again (a GPU pod with no usable profile is denied as
+   in mutation), a typed profile's pod must ask for exactly the profile's resource (mutation
+   renames it), and every webhook-owned annotation present must be one mutation computes: the
+   team, a type of the profile the team may use (the narrowing check covers generic profiles),
+   the price of such a type; any other owned key (devices, placement, unknown ones) is a denial.
+   The reservation id is the quota ledger's business (accel.quota).
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ from typing import Any
 from accel import admission_messages as msg
 from accel.admission import Decision, deny, passthrough
 from accel.admission_context import AdmissionContext, light_view, shape_errors, wants_accelerators
-from accel.admission_generic import is_restricted, narrowing_finding
+from accel.admission_generic import generic_candidates, is_restricted, narrowing_finding
 from accel.admission_jobs import job_of
 from accel.admission_messages import Finding
-from accel.pods import PodView
+from accel.author_keys import owned_keys
+from accel.inventory import QUOTA_TYPE_ANNOTATION
+from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import ALL_TYPES, Mode, Profile, Team
-from accel.profiles_resolve import allowed_types, resolve_profile, resolve_team
+from accel.pricing import COST_ANNOTATION, PRICE_ANNOTATION
+from accel.profiles_resolve import allowed_types, no_profile_finding, resolve_profile, resolve_team
 from accel.quota import (
     RESERVATION_ANNOTATION,
     Ledger,
@@ -46,6 +56,7 @@ from accel.quota import (
     check_quota,
     decide_reservation,
 )
+from accel.resources_rename import mixed_replicas, target_resource
 
 MAX_SUGGESTIONS = 3
 
@@ -81,6 +92,9 @@ def _checks(
     resolved = resolve_profile(view.annotations, namespace, team.team, policy=policy, inventory=ctx.inventory)
     findings += [resolved.finding] if resolved.finding else []
     profile = resolved.profile
+    if profile is None and resolved.finding is None and view.accelerators:
+        refused = no_profile_finding(namespace, team.team, view.accelerators, policy=policy, inventory=ctx.inventory)
+        findings += [refused] if refused else []
     units = sum(view.accelerators.values())
     if profile is not None and team.team is not None:
         allowed = team.team.allowed_profiles
@@ -91,12 +105,57 @@ def _checks(
         if profile.is_generic and is_restricted(team.team):
             narrowing = narrowing_finding(pod, view, profile=profile, team=team.team, ctx=ctx)
             findings += [narrowing] if narrowing else []
+    findings += _owned_findings(view, profile, team.team, team.name, ctx)
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
         findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
     cap = policy.settings.max_gpus_per_pod
     if cap is not None and units > cap:
         findings.append(msg.too_many_gpus(units, cap, "the cluster policy (maxGpusPerPod)"))
     return findings, team.team, team.name or "", profile
+
+
+TEAM_ANNOTATION = "accel.dev/team"
+PRICE_KEYS = (PRICE_ANNOTATION, COST_ANNOTATION)
+CHECKED_ELSEWHERE = frozenset({PROFILE_ANNOTATION, RESERVATION_ANNOTATION})
+
+
+def _owned_findings(view: PodView, profile: Profile | None, team: Team | None, team_name: str | None,
+                    ctx: AdmissionContext) -> list[Finding]:
+    """Rule 6: owned annotations that disagree with what validation recomputes, and a typed
+    profile's resource that mutation would have renamed."""
+    notes = view.annotations
+    present = [key for key in owned_keys(notes) if key not in CHECKED_ELSEWHERE]
+    types: tuple[str, ...] = ()
+    narrowed = profile is not None and profile.is_generic and is_restricted(team)
+    if profile is not None:
+        types = generic_candidates(view.accelerators, team, ctx) if narrowed and team else allowed_types(profile, team)
+    findings: list[Finding] = []
+    if profile is not None and profile.accelerators:
+        target = target_resource(profile, types, ctx.catalog)
+        if wrong := sorted(r for r in view.accelerators if r != target):
+            findings.append(msg.resource_mismatch(profile.name, "(pod)", wrong[0], target,
+                                                  "the mutating webhook renames or refuses it; it was skipped or undone"))
+    elif profile is not None and (mixed := mixed_replicas(profile, set(view.accelerators))):
+        findings.append(mixed)
+    if not present:
+        return findings
+    chosen = [notes[k] for k in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION) if notes.get(k)]
+    for key in present:
+        value = notes[key]
+        if key == TEAM_ANNOTATION:
+            if value != (team_name or ""):
+                findings.append(msg.forged_annotation(key, value, team_name))
+        elif key in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION):
+            if value not in types and not narrowed:  # narrowed: the narrowing check reports it
+                findings.append(msg.forged_annotation(key, value, " or ".join(types) or None))
+        elif key in PRICE_KEYS and profile is not None:
+            options = chosen[:1] or list(types) or [""]
+            expected = [ctx.request_prices(profile, t, view.accelerators).get(key) for t in options]
+            if value not in expected:
+                findings.append(msg.forged_annotation(key, value, next((e for e in expected if e), None)))
+        else:
+            findings.append(msg.forged_annotation(key, value, None))
+    return findings
 
 
 def plan_validation(

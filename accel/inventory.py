@@ -293,7 +293,7 @@ def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dic
     usage: dict[str, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
     label = policy.settings.team_label
     for pod in inventory.pods:
-        team = inventory.team_of(pod.namespace, label) or pod.labels.get(label)
+        team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.profiles_resolve)
         if not team:
             continue
         usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(pod, inventory, catalog, policy)

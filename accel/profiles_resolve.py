@@ -5,12 +5,16 @@ Profile resolution order (design.md "Decisions the webhook makes", step 2):
 2. the namespace's `accel.dev/default-profile` annotation;
 3. the team's `defaultProfile`;
 4. settings `defaultProfile`.
-A name that does not exist (or is disabled) is an error listing the valid ones; no name at all
-means "no profile": the pod is a plain GPU request and is left as it is.
+A name that does not exist (or is disabled) is an error listing the valid ones. A default (2-4)
+that the team may not use (`allowedProfiles`) is skipped for the next one, so a team-wide or
+cluster-wide default never denies a team that has its own usable one. No usable name at all is
+"no profile" (`ProfileResolution.profile is None`, no finding): admission denies such a GPU pod
+when the policy defines profiles (`no_profile_finding`), so every GPU pod is governed (issue 14
+section 1); with no profiles at all there is nothing to govern it by and it stays a plain request.
 
-Team: the namespace label `settings.team_label`; a pod label with the same key must agree. A
-namespace without the label falls back to the pod label (as `accel.inventory.team_usage` does,
-so admission and usage agree on who pays).
+Team: ONLY the namespace label `settings.team_label` (issue 21: a pod's author must not choose
+who pays). A pod label with the same key may only agree; in a namespace without the label the
+pod is team-less whatever its own labels say (`accel.inventory.team_usage` counts the same way).
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ def resolve_team(namespace: str, labels: Mapping[str, str], *, policy: Policy, i
     pod_team = labels.get(key)
     if ns_team and pod_team and ns_team != pod_team:
         return TeamResolution(ns_team, policy.team(ns_team), msg.team_mismatch(key, namespace, ns_team, pod_team))
-    name = ns_team or pod_team
+    name = ns_team
     if not name:
-        return TeamResolution(None, None, msg.no_team(namespace, key) if policy.teams else None)
+        return TeamResolution(None, None, msg.no_team(namespace, key, pod_team) if policy.teams else None)
     team = policy.team(name)
     if team is None and policy.teams:
         return TeamResolution(name, None, msg.unknown_team(name, [t.name for t in policy.teams]))
@@ -56,16 +60,39 @@ class ProfileResolution:
     finding: Finding | None = None
 
 
+def default_profile_names(namespace: str, team: Team | None, *, policy: Policy, inventory: Inventory) -> list[str]:
+    """Steps 2-4 of the module order: the defaults that name something, first first."""
+    found = (
+        inventory.namespace_annotations.get(namespace, {}).get(NAMESPACE_PROFILE_ANNOTATION),
+        team.default_profile if team else None,
+        policy.settings.default_profile,
+    )
+    return [name for name in found if name]
+
+
 def requested_profile_name(
     annotations: Mapping[str, str], namespace: str, team: Team | None, *, policy: Policy, inventory: Inventory
 ) -> str | None:
-    return (
-        annotations.get(PROFILE_ANNOTATION)
-        or annotations.get(ODH_PROFILE_ANNOTATION)
-        or inventory.namespace_annotations.get(namespace, {}).get(NAMESPACE_PROFILE_ANNOTATION)
-        or (team.default_profile if team else None)
-        or policy.settings.default_profile
-    )
+    """The pod's own profile (step 1), else the first default the team may use (steps 2-4)."""
+    own = annotations.get(PROFILE_ANNOTATION) or annotations.get(ODH_PROFILE_ANNOTATION)
+    if own:
+        return own
+    defaults = default_profile_names(namespace, team, policy=policy, inventory=inventory)
+    allowed = team.allowed_profiles if team is not None else None
+    usable = [name for name in defaults if allowed is None or name in allowed]
+    return usable[0] if usable else None
+
+
+def no_profile_finding(namespace: str, team: Team | None, resources: Mapping[str, int], *, policy: Policy,
+                       inventory: Inventory) -> Finding | None:
+    """The denial of a GPU pod that resolved to no profile (module docstring), None when the
+    policy has no profile to govern it by."""
+    enabled = [p.name for p in policy.profiles if p.enabled]
+    if not enabled:
+        return None
+    allowed = [name for name in enabled if team is None or team.allowed_profiles is None or name in team.allowed_profiles]
+    skipped = default_profile_names(namespace, team, policy=policy, inventory=inventory)
+    return msg.no_profile(team.name if team else None, sorted(resources), allowed, skipped)
 
 
 def resolve_profile(

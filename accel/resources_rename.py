@@ -10,19 +10,93 @@ Rules (protocols.md section 3, "No overcommit"):
 2. A pod that asks for no accelerator at all gets `profile.gpus.default` units of the target
    resource on its first container (requests and limits).
 3. Already-renamed pods produce no ops (second pass is a no-op).
+4. Every accelerator resource a typed profile's pod asks for must be the profile's target
+   (`match_resources`, checked before any rename). The plain `nvidia.com/gpu` is the unambiguous
+   "a GPU" spelling and is renamed by rule 1, unless the same container also asks for the target
+   (then "both" is ambiguous: one of them would be dropped or double-charged). Anything else is
+   denied, naming the resource the profile uses: another vendor's device (`amd.com/gpu` under an
+   NVIDIA profile), a MIG slice of another size or under a profile or types without MIG (L4), a
+   time-sliced replica (`*.shared`) under an exclusive profile, a whole device under a MIG
+   profile. A generic profile (any GPU) takes any resource, but not a device and its `.shared`
+   replica in one pod (whole GPUs and quarter GPUs cannot be one request).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from accel import admission_messages as msg
+from accel.admission_messages import Finding
 from accel.catalog import Catalog
 from accel.labels import is_accelerator_resource
 from accel.patches import PatchBuilder, Token
 from accel.policy import Profile, Sharing
 
 PLAIN_GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+SHARED_SUFFIX = ".shared"
 CONTAINER_LISTS = ("initContainers", "containers")
+
+
+def _container_resources(builder: PatchBuilder) -> list[tuple[str, set[str]]]:
+    """(container name, accelerator resources in its requests or limits) per container."""
+    found: list[tuple[str, set[str]]] = []
+    for list_name in CONTAINER_LISTS:
+        for index, container in enumerate(builder.get(["spec", list_name]) or ()):
+            resources = container.get("resources") if isinstance(container, dict) else None
+            names: set[str] = set()
+            for part in ("requests", "limits"):
+                amounts = resources.get(part) if isinstance(resources, dict) else None
+                names.update(str(k) for k in amounts or () if isinstance(amounts, dict) and is_accelerator_resource(str(k)))
+            label = str(container.get("name") or f"{list_name}[{index}]") if isinstance(container, dict) else f"{list_name}[{index}]"
+            found.append((label, names))
+    return found
+
+
+def _why(asked: str, profile: Profile, types: Sequence[str], catalog: Catalog) -> str:
+    """Rule 4: why `asked` is not what `profile` gives, in the user's terms."""
+    if asked.startswith(MIG_PREFIX):
+        if profile.sharing is Sharing.MIG:
+            return f"it gives {profile.mig_profile} MIG slices, not {asked.removeprefix(MIG_PREFIX)}"
+        without = [t for t in types if (found := catalog.get(t)) is not None and not found.mig_profiles]
+        if without:
+            return f"{', '.join(without)} has no MIG; the profile gives {profile.sharing.value} GPUs"
+        return f"it is a {profile.sharing.value} profile, not a MIG profile"
+    if asked.endswith(SHARED_SUFFIX) and profile.sharing is not Sharing.TIME_SLICED:
+        return f"it is a {profile.sharing.value} profile, not a time-sliced one"
+    if profile.sharing is Sharing.MIG:
+        return f"it gives {profile.mig_profile} MIG slices, not whole GPUs"
+    vendor = asked.split(".", 1)[0]
+    return f"its types ({', '.join(types)}) are not {vendor} devices"
+
+
+def mixed_replicas(profile: Profile, asked: set[str]) -> Finding | None:
+    """Rule 4, generic profiles: a device and its `.shared` replica in one pod is a denial."""
+    for name in sorted(asked):
+        if name.endswith(SHARED_SUFFIX) and name.removesuffix(SHARED_SUFFIX) in asked:
+            device = name.removesuffix(SHARED_SUFFIX)
+            return msg.resource_mismatch(profile.name, "(pod)", f"both {device} and {name}", f"{device} or {name}",
+                                         "whole GPUs and time-sliced replicas cannot be one request")
+    return None
+
+
+def match_resources(builder: PatchBuilder, profile: Profile, types: Sequence[str], target: str, catalog: Catalog) -> Finding | None:
+    """Rule 4: None when every accelerator resource of the pod fits `profile`, else the denial."""
+    containers = _container_resources(builder)
+    if profile.is_generic:
+        return mixed_replicas(profile, set().union(*(names for _, names in containers)) if containers else set())
+    for container, names in containers:
+        for name in sorted(names):
+            if name == target:
+                continue
+            if name == PLAIN_GPU:
+                if target in names:
+                    return msg.resource_mismatch(profile.name, container, f"both {PLAIN_GPU} and {target}", target,
+                                                 "one request per container; the two cannot be merged without dropping or "
+                                                 "double-charging a unit")
+                continue
+            return msg.resource_mismatch(profile.name, container, name, target, _why(name, profile, types, catalog))
+    return None
 
 
 def target_resource(profile: Profile, types: Sequence[str], catalog: Catalog) -> str:

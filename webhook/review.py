@@ -5,7 +5,7 @@ Response: `build_response` is the one pure function that turns a core `Decision`
 AdmissionReview the API server accepts (protocols.md 2.2, `VerifyAdmissionResponse`):
 1. `apiVersion`/`kind` are `admission.k8s.io/v1`/`AdmissionReview`; `response.uid` echoes the request.
 2. `patch` (base64 of the JSON Patch text) and `patchType: JSONPatch` travel together, only from
-   the mutating endpoint, and only when there is at least one op.
+   the mutating endpoint, only on an allowed answer, and only when there is at least one op.
 3. `status` (code >= 400, message, reason, `status: Failure`) only on a denial.
 4. `auditAnnotations` keys are at most 63 characters of `[A-Za-z0-9._-]`, start and end
    alphanumeric, no `/` (the API server prefixes them with the webhook name); others are dropped.
@@ -134,7 +134,7 @@ def _audit(values: dict[str, str]) -> dict[str, str]:
 def build_response(uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:
     """The AdmissionReview answer for `decision` (module rules 1-4)."""
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
-    if mutating and decision.ops:
+    if mutating and decision.allowed and decision.ops:  # a denial's ops (accel.admission rule 8) only count once admitted
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(list(decision.ops))).decode()
     if decision.warnings:

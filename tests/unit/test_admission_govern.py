@@ -1,0 +1,262 @@
+"""Every GPU pod is governed, its request matches its profile, and its author cannot forge accel's
+annotations (issue 14 sections 1 and 4, issue 21 "Pod authors are untrusted").
+
+Table tests per rule: each case names the rule, the pod, the expected reason code and, for
+mutations, the patch ops that matter (paths and op kinds), so a regression names the rule it broke.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from accel.admission import Decision, apply_mode, mutate
+from accel.admission_context import AdmissionContext
+from accel.admission_validate import decide_quota, finish_validation, plan_validation
+from accel.author_keys import AUTHOR_KEYS, is_webhook_owned
+from accel.inventory import team_usage
+from accel.policy import Mode
+from accel.quota import Ledger
+from tests.unit.admission_fixtures import example_policy, gpu_pod, make_context, make_inventory
+from webhook.review import build_response
+
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+A100_ONLY = [{"name": "vision", "quota": {"nvidia-a100-80gb": 2}, "allowedTypes": ["nvidia-a100-80gb"],
+              "allowedProfiles": ["a100-80gb", "gpu-any"]}]
+
+
+def admit(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> tuple[Decision, Decision, dict[str, Any]]:
+    namespace = pod["metadata"]["namespace"]
+    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id=uid)
+    patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops and mutated.allowed else pod
+    return mutated, validate(patched, ctx, uid=uid), patched
+
+
+def validate(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> Decision:
+    plan = plan_validation(pod, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid=uid, now=0.0, dry_run=False)
+    if plan.quota is None:
+        return plan.decision
+    return finish_validation(plan, decide_quota(plan.quota, Ledger(), ctx=ctx, now=0.0), ctx)
+
+
+def no_profile_pod(namespace: str, **kw: Any) -> dict[str, Any]:
+    return gpu_pod(namespace=namespace, profile=None, **kw)
+
+
+def required_types(pod: dict[str, Any]) -> set[str]:
+    terms = pod["spec"]["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
+    return {v for t in terms for e in t["matchExpressions"] for v in e["values"]}
+
+
+# ---- issue 14 section 1: a GPU pod without a profile is governed -------------------------------------------------
+
+
+def test_no_profile_gpu_pod_gets_the_policy_default_and_is_routed_narrowed_and_charged() -> None:
+    ctx = make_context(policy=example_policy(teams=A100_ONLY))
+    mutated, validated, patched = admit(no_profile_pod("vision", gpus="2"), ctx)
+    assert (mutated.reason, mutated.profile, validated.reason) == ("mutated", "gpu-any", "allowed")
+    notes = patched["metadata"]["annotations"]
+    assert notes["accel.dev/profile"] == "gpu-any" and notes["accel.dev/quota-type"] == "nvidia-a100-80gb"
+    assert patched["spec"]["schedulerName"] == "accel-scheduler"
+    assert "NVIDIA-A100-SXM4-80GB" in required_types(patched) and not any("H100" in v or "H200" in v for v in required_types(patched))
+    plan = plan_validation(patched, namespace="vision", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
+    assert plan.quota is not None and plan.quota.reservation.type == "nvidia-a100-80gb"
+    assert plan.quota.reservation.amount == 2
+
+
+def test_the_issue_case_three_8_gpu_pods_on_an_a100_quota_of_2_are_denied() -> None:
+    ctx = make_context(policy=example_policy(teams=A100_ONLY))
+    mutated = mutate(no_profile_pod("vision", gpus="8"), namespace="vision", ctx=ctx, reservation_id="u")
+    patched = jsonpatch.apply_patch(no_profile_pod("vision", gpus="8"), list(mutated.ops))
+    decision = validate(patched, ctx)
+    assert decision.allowed is False and decision.reason == "quota-exceeded", decision
+
+
+@pytest.mark.parametrize(
+    ("settings", "teams", "namespace_annotations", "reason", "profile", "words"),
+    [
+        pytest.param({"defaultProfile": None}, A100_ONLY, None, "no-profile", "",
+                     ['team "vision" may use: "a100-80gb", "gpu-any"', "accel.dev/profile"], id="no-default-denied"),
+        pytest.param({}, [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"]}], None, "no-profile", "",
+                     ['the defaults ("gpu-any") are not allowed for team "vision"', '"a100-80gb"'],
+                     id="default-not-allowed-for-team-denied"),
+        pytest.param({}, [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"], "defaultProfile": "a100-80gb"}], None,
+                     "mutated", "a100-80gb", [], id="team-default-used-when-policy-default-not-allowed"),
+        pytest.param({}, A100_ONLY, {"vision": {"accel.dev/default-profile": "a100-80gb"}}, "mutated", "a100-80gb", [],
+                     id="namespace-default-first"),
+        pytest.param({}, A100_ONLY, {"vision": {"accel.dev/default-profile": "premium-h200"}}, "mutated", "gpu-any", [],
+                     id="namespace-default-not-allowed-skipped"),
+    ],
+)
+def test_default_profile_rules(settings: dict[str, Any], teams: list[dict[str, Any]], namespace_annotations: Any,
+                               reason: str, profile: str, words: list[str]) -> None:
+    ctx = make_context(policy=example_policy(teams=teams, **settings), namespace_annotations=namespace_annotations)
+    pod = no_profile_pod("vision")
+    mutated = mutate(pod, namespace="vision", ctx=ctx, reservation_id="u")
+    assert (mutated.reason, mutated.profile) == (reason, profile), mutated.finding
+    if mutated.finding:
+        for word in words:
+            assert word in mutated.finding.message
+        again = validate(pod, ctx)  # validation on its own (mutation skipped) denies the same way
+        assert again.allowed is False and again.reason == reason
+
+
+def test_pod_without_accelerator_and_profile_passes_untouched_even_with_accel_annotations() -> None:
+    ctx = make_context()
+    pod = gpu_pod(profile=None, gpus=None, annotations={"accel.dev/team": "vision"})
+    decision = mutate(pod, namespace="nlp", ctx=ctx, reservation_id="u")
+    assert (decision.allowed, decision.reason, decision.ops) == (True, "no-accelerator", ())
+
+
+# ---- issue 14 section 4: the request must match the profile ------------------------------------------------------
+
+
+def two_containers(profile: str, first: dict[str, str], second: dict[str, str], namespace: str = "nlp") -> dict[str, Any]:
+    pod = gpu_pod(namespace=namespace, profile=profile, gpus=None)
+    base = pod["spec"]["containers"][0]
+    pod["spec"]["containers"] = [
+        {**copy.deepcopy(base), "name": "a", "resources": {"requests": dict(first), "limits": dict(first)}},
+        {**copy.deepcopy(base), "name": "b", "resources": {"requests": dict(second), "limits": dict(second)}},
+    ]
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("namespace", "profile", "resources", "reason", "words"),
+    [
+        pytest.param("nlp", "a100-80gb", {"amd.com/gpu": "1"}, "resource-mismatch",
+                     ["amd.com/gpu", "uses nvidia.com/gpu", "not amd devices"], id="amd-under-nvidia-profile"),
+        pytest.param("nlp", "inference-mig", {"nvidia.com/mig-3g.40gb": "1"}, "resource-mismatch",
+                     ["uses nvidia.com/mig-1g.10gb", "1g.10gb MIG slices, not 3g.40gb"], id="other-mig-size"),
+        pytest.param("nlp", "notebook-shared", {"nvidia.com/mig-1g.10gb": "1"}, "resource-mismatch",
+                     ["uses nvidia.com/gpu.shared", "nvidia-l4-24gb has no MIG"], id="mig-under-l4"),
+        pytest.param("nlp", "a100-80gb", {"nvidia.com/gpu.shared": "1"}, "resource-mismatch",
+                     ["uses nvidia.com/gpu", "not a time-sliced one"], id="shared-under-exclusive"),
+        pytest.param("nlp", "inference-mig", {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}, "resource-mismatch",
+                     ["both nvidia.com/gpu and nvidia.com/mig-1g.10gb"], id="plain-and-mig-in-one-container"),
+        pytest.param("nlp", "notebook-shared", {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"}, "resource-mismatch",
+                     ["both nvidia.com/gpu and nvidia.com/gpu.shared"], id="plain-and-shared-in-one-container"),
+        pytest.param("platform", "gpu-any", {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"}, "resource-mismatch",
+                     ["whole GPUs and time-sliced replicas"], id="generic-plain-and-shared"),
+        pytest.param("research", "amd-mi300x", {"nvidia.com/gpu": "2"}, "mutated", [], id="plain-renamed-to-amd"),
+        pytest.param("platform", "gpu-any", {"amd.com/gpu": "1"}, "mutated", [], id="generic-takes-any-vendor"),
+    ],
+)
+def test_resource_must_match_profile(namespace: str, profile: str, resources: dict[str, str], reason: str,
+                                     words: list[str]) -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace=namespace, profile=profile, gpus=None)
+    pod["spec"]["containers"][0]["resources"] = {"requests": dict(resources), "limits": dict(resources)}
+    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id="u")
+    assert mutated.reason == reason, mutated.finding
+    for word in words:
+        assert mutated.finding is not None and word in mutated.finding.message, mutated.finding
+    if reason != "mutated":
+        assert validate(pod, ctx).reason == reason  # validation alone (mutation bypassed) refuses it too
+
+
+def test_plain_and_shared_in_two_containers_of_a_time_sliced_pod_both_become_replicas() -> None:
+    ctx = make_context()
+    pod = two_containers("notebook-shared", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu.shared": "1"})
+    pod["spec"]["initContainers"] = [pod["spec"]["containers"].pop(0)]  # effective request: 1 (max of init, app)
+    mutated, validated, patched = admit(pod, ctx)
+    assert mutated.reason == "mutated" and validated.allowed, validated.finding
+    asked = [c["resources"]["limits"] for c in (*patched["spec"]["initContainers"], *patched["spec"]["containers"])]
+    assert asked == [{"nvidia.com/gpu.shared": "1"}, {"nvidia.com/gpu.shared": "1"}]
+    plan = plan_validation(patched, namespace="nlp", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
+    assert plan.quota is not None and plan.quota.reservation.amount * 4 == 1  # one quarter GPU, not a whole one
+
+
+def test_validation_refuses_a_plain_gpu_under_a_mig_profile_that_mutation_did_not_rename() -> None:
+    decision = validate(gpu_pod(profile="inference-mig"), make_context())
+    assert decision.reason == "resource-mismatch" and "nvidia.com/mig-1g.10gb" in (decision.finding.message if decision.finding else "")
+
+
+# ---- issue 21: pod authors are untrusted -------------------------------------------------------------------------
+
+FORGED = {
+    "accel.dev/team": "platform",
+    "accelerator.opendatahub.io/type": "nvidia-h200-141gb",
+    "accel.dev/quota-type": "nvidia-h200-141gb",
+    "accel.dev/gpu-hour-price": "0.01",
+    "accel.dev/cost-per-hour": "0.01",
+    "accel.dev/devices": "0,1,2,3",
+    "accel.dev/placement": "leaf-1",
+    "accel.dev/default-profile": "premium-h200",
+}
+
+
+def test_the_allowlist_is_small_and_everything_else_in_our_namespaces_is_owned() -> None:
+    assert {"accel.dev/profile", "opendatahub.io/hardware-profile-name", "accel.dev/job", "accel.dev/job-size"} == AUTHOR_KEYS
+    for key in FORGED:
+        assert is_webhook_owned(key), key
+    assert not is_webhook_owned("example.com/anything") and not is_webhook_owned("accel.dev/profile")
+
+
+@pytest.mark.parametrize("key", sorted(FORGED))
+def test_each_forged_annotation_is_overwritten_or_removed_on_create(key: str) -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace="vision", profile="a100-80gb", annotations={key: FORGED[key], "accel.dev/job": "j1"})
+    mutated, validated, patched = admit(pod, ctx)
+    assert mutated.allowed and validated.allowed, (mutated.finding, validated.finding)
+    notes = patched["metadata"]["annotations"]
+    clean = gpu_pod(namespace="vision", profile="a100-80gb")
+    expected = jsonpatch.apply_patch(clean, list(mutate(clean, namespace="vision", ctx=ctx, reservation_id="uid-1").ops))
+    assert notes.get(key) == expected["metadata"]["annotations"].get(key), notes
+    assert notes == {**expected["metadata"]["annotations"], "accel.dev/job": "j1"}
+    ops = {(op["op"], op["path"]) for op in mutated.ops}
+    escaped = "/metadata/annotations/" + key.replace("/", "~1")
+    assert ("remove", escaped) in ops or ("replace", escaped) in ops
+    assert notes["accel.dev/job"] == "j1"  # an author key stays
+
+
+@pytest.mark.parametrize("key", sorted(FORGED))
+def test_validation_alone_denies_each_forged_annotation(key: str) -> None:
+    pod = gpu_pod(namespace="vision", profile="a100-80gb", annotations={key: FORGED[key]})
+    decision = validate(pod, make_context())
+    assert decision.allowed is False and decision.reason == "forged-annotation", decision
+    assert key in (decision.finding.message if decision.finding else "")
+
+
+def test_reinvocation_over_our_own_patch_is_a_no_op() -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace="vision", profile="a100-80gb", annotations=FORGED)
+    first = mutate(pod, namespace="vision", ctx=ctx, reservation_id="uid-1")
+    patched = jsonpatch.apply_patch(pod, list(first.ops))
+    assert mutate(patched, namespace="vision", ctx=ctx, reservation_id="uid-2").ops == ()
+
+
+def test_warn_mode_admits_a_denied_pod_without_the_forged_annotations_and_enforce_sends_no_patch() -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace="vision", profile="premium-h200", annotations=FORGED)  # vision may not use premium-h200
+    raw = mutate(pod, namespace="vision", ctx=ctx, reservation_id="u")
+    assert raw.reason == "profile-not-allowed"
+    warned = apply_mode(raw, Mode.WARN)
+    patched = jsonpatch.apply_patch(pod, list(warned.ops))
+    assert warned.allowed and set(patched["metadata"]["annotations"]) == {"accel.dev/profile"}
+    enforced = build_response("u", apply_mode(raw, Mode.ENFORCE), mutating=True)["response"]
+    assert enforced["allowed"] is False and "patch" not in enforced
+
+
+def test_pod_label_team_in_an_unlabelled_namespace_is_team_less() -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace="unlabelled", profile="premium-h200", labels={"team": "nlp"})
+    mutated, validated, patched = admit(pod, ctx)
+    assert mutated.team == "" and "accel.dev/team" not in patched["metadata"].get("annotations", {})
+    assert validated.allowed is False and validated.reason == "no-team"
+    assert validated.finding is not None and 'label team="nlp" does not count' in validated.finding.message
+    running = copy.deepcopy(patched)
+    running["spec"]["nodeName"], running["status"]["phase"] = "h200-1", "Running"
+    policy = example_policy()
+    usage = team_usage(make_inventory([running]), catalog=policy.catalog, policy=policy.policy)
+    assert "nlp" not in usage  # nothing is charged to nlp
+
+
+def test_pod_label_that_agrees_with_the_namespace_is_fine_and_one_that_disagrees_is_denied() -> None:
+    ctx = make_context()
+    assert admit(gpu_pod(namespace="nlp", labels={"team": "nlp"}), ctx)[1].allowed
+    denied = admit(gpu_pod(namespace="vision", labels={"team": "nlp"}), ctx)[1]
+    assert denied.reason == "team-mismatch"
