@@ -6,6 +6,10 @@ Contract:
 2. `create_serving_cert` signs a leaf with the CA: CA:false, digitalSignature (+ keyEncipherment for
    RSA), ExtendedKeyUsage serverAuth, SubjectAltName = the given DNS names and IPs. Its not-after is
    clamped to the CA's, so a leaf never outlives its issuer.
+2a. `create_client_cert` signs a client leaf (kube-scheduler calling the extender, a proxy calling
+   the API): CN = the client's name, ExtendedKeyUsage clientAuth only, no SANs. A serving
+   certificate cannot stand in for it (OpenSSL checks the clientAuth purpose), nor it for a
+   serving certificate.
 3. Keys are ECDSA P-256 by default (small, fast handshakes) or RSA 2048 for old clients.
 4. Every time is timezone-aware UTC; the caller passes `now` so tests need no wall clock.
 
@@ -191,6 +195,47 @@ def create_serving_cert(
         .sign(ca_key, hashes.SHA256())
     )
     return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+
+
+def create_client_cert(
+    ca: KeyPair,
+    *,
+    common_name: str,
+    now: datetime,
+    validity: timedelta = DEFAULT_SERVING_VALIDITY,
+    algorithm: KeyAlgorithm = "ecdsa-p256",
+) -> KeyPair:
+    """A client certificate whose subject CN is `common_name` (the identity servers check), signed by `ca`."""
+    if not common_name or len(common_name) > 64:
+        raise CertificateError("a client certificate needs a common name of 1-64 characters (e.g. accel-scheduler)")
+    ca_cert = load_certificate(ca.cert_pem)
+    ca_key = load_private_key(ca.key_pem)
+    key = _new_key(algorithm)
+    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            _key_usage(cert_sign=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey)), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return KeyPair(cert_pem=_cert_pem(cert), key_pem=_key_pem(key))
+
+
+def common_name(cert_pem: bytes) -> str:
+    """The subject CN of the first certificate ("" when it has none)."""
+    attrs = load_certificate(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else ""
+    return value if isinstance(value, str) else value.decode()
 
 
 def load_certificate(cert_pem: bytes) -> x509.Certificate:

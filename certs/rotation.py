@@ -12,6 +12,9 @@ Rules (numbered so tests can cite them):
 5. The bundle is always: signing CA, next CA, then every other still-valid CA it held, deduplicated;
    expired CAs drop out.
 A run where nothing applies changes nothing (idempotent: `decision.changed` is False).
+6. Client certificates (`ClientSecret`: kube-scheduler's, for the extender) are re-issued from the
+   signing CA when missing, mismatched with their key, not issued by the signing CA, expiring
+   within `renew_before`, or carrying another CN (`client_reason` / `CertificateRotator.client`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from certs.issue import (
     KeyAlgorithm,
     KeyPair,
     SubjectAltNames,
+    common_name,
     create_ca,
+    create_client_cert,
     create_serving_cert,
     is_signed_by,
     load_certificate,
@@ -199,6 +204,29 @@ def _bundle_pems(state: CertState, now: datetime) -> list[bytes]:
     return out
 
 
+@dataclass(frozen=True)
+class ClientSecret:
+    """A client-certificate Secret to keep current: its name and the certificate's CN."""
+
+    secret: str
+    common_name: str
+
+
+def client_reason(
+    pair: KeyPair | None, *, name: str, signer: KeyPair, now: datetime, policy: RotationPolicy
+) -> str | None:
+    """Rule 6: why client certificate `pair` (CN `name`) must be re-issued from `signer`, or None."""
+    if pair is None or not _usable(pair):
+        return f"client certificate {name!r} missing or its key does not match"
+    if not is_signed_by(pair.cert_pem, signer.cert_pem):
+        return f"client certificate {name!r} is not issued by the signing CA"
+    if needs_rotation(pair.cert_pem, now, policy.renew_before):
+        return f"client certificate {name!r} expires within {policy.renew_before.days} days"
+    if common_name(pair.cert_pem) != name:
+        return f"client certificate CN is not {name!r}"
+    return None
+
+
 class CertificateRotator:
     """Rotation for one set of SANs under one policy, with an injected clock."""
 
@@ -217,3 +245,14 @@ class CertificateRotator:
         now = self.clock()
         decision = decide(state, sans=self.sans, now=now, policy=self.policy)
         return decision, apply(decision, state, sans=self.sans, now=now, policy=self.policy)
+
+    def client(self, pair: KeyPair | None, *, name: str, signer: KeyPair) -> tuple[str | None, KeyPair | None]:
+        """Rule 6 at one instant: (reason, new pair) when re-issued, (None, pair) when current."""
+        now = self.clock()
+        reason = client_reason(pair, name=name, signer=signer, now=now, policy=self.policy)
+        if reason is None:
+            return None, pair
+        issued = create_client_cert(
+            signer, common_name=name, now=now, validity=self.policy.serving_validity, algorithm=self.policy.algorithm
+        )
+        return reason, issued

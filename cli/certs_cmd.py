@@ -1,12 +1,15 @@
 """`accel certs ...`: create, store, inject and rotate the webhook/extender/API certificates.
 
 create     CA + serving cert into a directory (reuses the CA found there)
+client     a client certificate from that CA (kube-scheduler's for the extender, a proxy's for the
+           API) into a directory: tls.crt, tls.key and the ca.crt bundle
 secret     print the Secrets for a cert directory as YAML, or --apply them
 inject-ca  set caBundle on webhook configurations (and caData on a scheduler config) from -f FILE,
            or --apply to the named configurations in the cluster
 check      print a certificate's expiry; exit 1 when it is inside the renew window
-ensure     idempotent create-or-rotate of the Secrets in the cluster + caBundle injection
-           (the install Job and the daily CronJob run exactly this)
+ensure     idempotent create-or-rotate of the Secrets in the cluster + caBundle injection, and of
+           client-certificate Secrets given by --client SECRET=CN (the install Job and the daily
+           CronJob run exactly this)
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from certs.issue import (
     LOCAL_NAMES,
     CertificateError,
     create_ca,
+    create_client_cert,
     create_serving_cert,
     expiry,
     needs_rotation,
     serving_sans,
 )
-from certs.rotation import CertificateRotator, RotationPolicy
+from certs.rotation import CertificateRotator, ClientSecret, RotationPolicy
 from certs.state import (
     CertState,
     ca_secret_manifest,
@@ -46,6 +50,7 @@ from certs.state import (
 T = TypeVar("T")
 DEFAULT_SECRET = "accel-webhook-tls"
 DEFAULT_NAMESPACE = "accel-system"
+DEFAULT_CLIENT_NAME = "accel-scheduler"
 
 
 def _now() -> datetime:
@@ -94,6 +99,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--new-ca", action="store_true", help="make a new CA even if the directory has one")
     p.set_defaults(func=cmd_create)
 
+    p = sub.add_parser("client", help="a client certificate (e.g. kube-scheduler's) from the CA of a cert directory")
+    p.add_argument("--cert-dir", type=Path, required=True, help="directory written by `accel certs create` (its CA signs)")
+    p.add_argument("--name", default=DEFAULT_CLIENT_NAME, help="the client's identity, the certificate CN (default %(default)s)")
+    p.add_argument("--out-dir", type=Path, required=True, help="where tls.crt, tls.key and ca.crt are written")
+    p.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    p.add_argument("--key-type", choices=("ecdsa-p256", "rsa-2048"), default="ecdsa-p256")
+    p.set_defaults(func=cmd_client)
+
     p = sub.add_parser("secret", help="print (or --apply) the Secrets for a cert directory")
     p.add_argument("--cert-dir", type=Path, required=True)
     p.add_argument("--name", default=DEFAULT_SECRET, help="serving Secret name (CA Secret: NAME-ca)")
@@ -130,6 +143,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--renew-before-days", type=int, default=30)
     p.add_argument("--days", type=int, default=365, help="serving certificate validity")
+    p.add_argument(
+        "--client", action="append", default=[], metavar="SECRET=CN",
+        help="also keep a client-certificate Secret (tls.crt, tls.key, ca.crt) with this CN, e.g. "
+             "accel-scheduler-client=accel-scheduler (repeatable)",
+    )
     _add_cluster_args(p)
     p.set_defaults(func=cmd_ensure)
 
@@ -162,6 +180,28 @@ def cmd_create(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(
         f"wrote {args.out_dir}/{{ca.crt,tls.crt,tls.key}}; serving certificate expires {expiry(serving.cert_pem):%Y-%m-%d}"
+    )
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """Write tls.crt, tls.key (0600) and ca.crt (the trust bundle) into --out-dir."""
+    state = read_cert_dir(args.cert_dir)
+    if state.ca is None:
+        return _fail(
+            f"--cert-dir {args.cert_dir}: no CA (ca-signing.crt + ca.key); run "
+            f"`accel certs create --out-dir {args.cert_dir} ...` first"
+        )
+    try:
+        client = create_client_cert(
+            state.ca, common_name=args.name, now=_now(), validity=timedelta(days=args.days), algorithm=args.key_type
+        )
+        write_cert_dir(args.out_dir, CertState(bundle=state.bundle or state.ca.cert_pem, serving=client))
+    except (CertificateError, OSError) as exc:
+        return _fail(str(exc))
+    print(
+        f"wrote {args.out_dir}/{{tls.crt,tls.key,ca.crt}} for client {args.name!r}; "
+        f"expires {expiry(client.cert_pem):%Y-%m-%d}"
     )
     return 0
 
@@ -275,11 +315,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if due else 0
 
 
+def parse_client_spec(spec: str) -> ClientSecret:
+    """`SECRET=CN` -> ClientSecret; ValueError with the expected form otherwise."""
+    secret, sep, name = spec.partition("=")
+    if not sep or not secret.strip() or not name.strip():
+        raise ValueError(f"--client {spec!r}: expected SECRET=CN, e.g. accel-scheduler-client=accel-scheduler")
+    return ClientSecret(secret=secret.strip(), common_name=name.strip())
+
+
 def cmd_ensure(args: argparse.Namespace) -> int:
     from kube.certificates import KubeSecretStore, KubeWebhookConfigStore, ensure_certificates
     from kube.errors import KubeError
 
     try:
+        clients = [parse_client_spec(spec) for spec in args.client]
         policy = replace(
             RotationPolicy(),
             renew_before=timedelta(days=args.renew_before_days),
@@ -298,6 +347,7 @@ def cmd_ensure(args: argparse.Namespace) -> int:
             secret_name=args.secret,
             webhook_configs=args.webhook_config,
             rotator=rotator,
+            clients=clients,
         )
 
     try:

@@ -4,8 +4,9 @@ Wiring is `cli.serve`'s, reused (not copied): `snapshot_cluster` loads the sampl
 in-memory API server (`kube.fake.FakeCluster`) that all three apps share as quota-ledger store,
 binder, token reviewer and watch source; `build_state` + `make_component_app` build each app
 with its own `ClusterState` and watches, exactly like `accel serve --snapshot`. Certificates come
-from the `certs` package (a fresh CA and a serving pair for 127.0.0.1/localhost in a temp dir);
-clients trust that CA only.
+from the `certs` package (a fresh CA, a serving pair for 127.0.0.1/localhost and kube-scheduler's
+client certificate in a temp dir); clients trust that CA only, and the demo's scheduler calls the
+extender with the client certificate, as the extender requires.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from certs.issue import create_ca, create_serving_cert, serving_sans
-from certs.state import CertState, write_cert_dir
-from cli.serve import COMPONENTS, build_state, make_component_app, snapshot_cluster
+from certs.issue import create_ca, create_client_cert, create_serving_cert, serving_sans
+from certs.state import CertState, write_atomic, write_cert_dir
+from cli.serve import COMPONENTS, DEFAULT_SCHEDULER_CLIENT, build_state, make_component_app, snapshot_cluster
 from cli.state import DEFAULT_NAMESPACE, CliError, read_policy_files
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
@@ -46,12 +47,19 @@ class Servers:
     client_ssl: ssl.SSLContext
 
 
+SCHEDULER_CERT, SCHEDULER_KEY = "scheduler-client.crt", "scheduler-client.key"
+
+
 def make_certificates(cert_dir: Path) -> bytes:
-    """A new CA and a serving pair valid for 127.0.0.1/localhost in `cert_dir`; returns the CA PEM."""
+    """A new CA, a serving pair valid for 127.0.0.1/localhost and the scheduler's client pair
+    (SCHEDULER_CERT/SCHEDULER_KEY) in `cert_dir`; returns the CA PEM."""
     now = datetime.now(UTC)  # certificates must be valid for the real TLS stack
     ca = create_ca(now=now, common_name="accel-demo-ca")
     sans = serving_sans(["accel-webhook", "accel-extender", "accel-api"], DEFAULT_NAMESPACE, extra_dns=["localhost"], ips=[HOST])
     write_cert_dir(cert_dir, CertState(ca=ca, bundle=ca.cert_pem, serving=create_serving_cert(ca, sans=sans, now=now)))
+    client = create_client_cert(ca, common_name=DEFAULT_SCHEDULER_CLIENT, now=now)
+    write_atomic(cert_dir / SCHEDULER_KEY, client.key_pem, mode=0o600)
+    write_atomic(cert_dir / SCHEDULER_CERT, client.cert_pem)
     return ca.cert_pem
 
 
@@ -80,7 +88,7 @@ async def _start(component: str, app: web.Application, cert_dir: Path, stop: asy
     loop = asyncio.get_running_loop()
     port: asyncio.Future[int] = loop.create_future()
     task = asyncio.create_task(
-        serve(app, host=HOST, port=0, tls=ReloadingTLS(cert_dir), stop=stop, shutdown_timeout=5.0, on_started=port.set_result),
+        serve(app, host=HOST, port=0, tls=ReloadingTLS(cert_dir, client_ca=cert_dir / "ca.crt"), stop=stop, shutdown_timeout=5.0, on_started=port.set_result),
         name=f"demo-{component}",
     )
     waiters: list[asyncio.Future[object]] = [task, port]  # type: ignore[list-item]
@@ -101,6 +109,8 @@ async def run_servers(*, policy_dir: Path, snapshot: Path, workdir: Path, namesp
     cert_dir = workdir / "certs"
     ca_pem = make_certificates(cert_dir)
     client_ssl = ssl.create_default_context(cadata=ca_pem.decode())
+    # The demo's one client plays kube-scheduler too: it presents the scheduler's certificate.
+    client_ssl.load_cert_chain(cert_dir / SCHEDULER_CERT, cert_dir / SCHEDULER_KEY)
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     urls: dict[str, str] = {}

@@ -33,6 +33,7 @@ from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 COMPONENTS = ("webhook", "extender", "api")
+DEFAULT_SCHEDULER_CLIENT = "accel-scheduler"
 READY_POLL_S = 0.5
 
 
@@ -56,6 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)")
     parser.add_argument("--insecure-plaintext", action="store_true", help="serve HTTP without TLS (extender/api, local use only; never the webhook)")
+    parser.add_argument(
+        "--client-ca", metavar="FILE",
+        help="CA bundle that client certificates must chain to (extender: default CERT_DIR/ca.crt, the CA "
+             "`accel certs` issues the scheduler's certificate from; api: the trusted proxy's CA, none by default)",
+    )
+    parser.add_argument(
+        "--client-name", action="append", default=[], metavar="CN",
+        help=f"extender: client-certificate CN allowed to call /filter /prioritize /bind /preempt "
+             f"(repeatable; default {DEFAULT_SCHEDULER_CLIENT})",
+    )
+    parser.add_argument(
+        "--allow-unauthenticated", action="store_true",
+        help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port can bind pods)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("ACCEL_LOG_LEVEL", "INFO"))
     parser.set_defaults(func=_run)
 
@@ -116,8 +131,17 @@ def build_state(
     return state
 
 
-def make_component_app(component: str, state: ClusterState, deps: ClusterDeps, metrics: Metrics) -> web.Application:
-    """The aiohttp app for one component, with the cluster watches running for its lifetime."""
+def make_component_app(
+    component: str,
+    state: ClusterState,
+    deps: ClusterDeps,
+    metrics: Metrics,
+    *,
+    client_names: tuple[str, ...] | None = (DEFAULT_SCHEDULER_CLIENT,),
+) -> web.Application:
+    """The aiohttp app for one component, with the cluster watches running for its lifetime.
+
+    `client_names`: the extender's allowed client-certificate CNs (None: unauthenticated)."""
     warm: Callable[[], object] = _nothing_to_warm
     if component == "webhook":
         from webhook.app import make_app as make_webhook
@@ -127,7 +151,7 @@ def make_component_app(component: str, state: ClusterState, deps: ClusterDeps, m
         from extender.app import make_app as make_extender
         from extender.app import warm_up
 
-        app = make_extender(state, metrics=metrics, binder=deps.binder)
+        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=client_names)
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api
@@ -198,6 +222,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] | None]:
+    """(client CA file to verify against, extender client CNs or None) from the flags.
+
+    The extender authenticates kube-scheduler by client certificate unless told
+    `--allow-unauthenticated`; that needs TLS. The API verifies client certificates only when
+    `--client-ca` names its trusted proxy's CA (browsers are never asked for one otherwise)."""
+    given = Path(args.client_ca) if args.client_ca else None
+    if args.component != "extender":
+        if args.client_name or args.allow_unauthenticated:
+            raise CliError("--client-name and --allow-unauthenticated apply to `accel serve extender` only")
+        return given, None
+    if args.allow_unauthenticated:
+        log.warning("extender verbs are open to any caller (--allow-unauthenticated): anyone who reaches the port can bind pods")
+        return given, None
+    if not args.cert_dir:
+        raise CliError(
+            "the extender authenticates kube-scheduler by client certificate, which needs TLS: give --cert-dir "
+            "(and --client-ca), or --allow-unauthenticated for a local experiment"
+        )
+    ca = given or Path(args.cert_dir) / "ca.crt"
+    if not ca.is_file():
+        raise CliError(f"--client-ca {ca}: no such file; the extender needs the CA that issued kube-scheduler's client certificate")
+    return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     """Build everything inside the serving loop (the API client is bound to it), then serve."""
     import signal
@@ -206,14 +255,15 @@ async def _serve(args: argparse.Namespace) -> None:
     from serving.tls import ReloadingTLS
 
     # TLS first: a webhook without certificates must fail before it loads or watches anything.
-    tls = ReloadingTLS(args.cert_dir) if args.cert_dir else None
+    client_ca, client_names = client_auth(args)
+    tls = ReloadingTLS(args.cert_dir, client_ca=client_ca) if args.cert_dir else None
     require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
     deps = snapshot_cluster(args.snapshot, args.namespace) if args.snapshot else await real_cluster(args.kubeconfig, args.namespace)
     try:
         metrics = Metrics()
         state = build_state(deps, namespace=args.namespace, policy_files=policy_files, metrics=metrics, app_name=args.component)
-        app = make_component_app(args.component, state, deps, metrics)
+        app = make_component_app(args.component, state, deps, metrics, client_names=client_names)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

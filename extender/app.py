@@ -12,6 +12,11 @@ with the candidates where evicting the proposed victims really makes the pod fit
 (no eviction on a guess: evictions are not undone by a retry, a skipped preemption is). `accel_extender_requests_total{verb,result}` is recorded once per
 request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
+Callers: with `client_names` every verb needs a verified client certificate whose CN is one of
+them (kube-scheduler's `accel-scheduler`; serving/peers.py): 401 without one, 403 for another
+name, before the body is read. Probes and /metrics stay open. `accel serve extender` always
+passes it unless told `--allow-unauthenticated`.
+
 Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
 in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -45,6 +50,7 @@ from serving.app import make_base_app
 from serving.body import read_body, read_json
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
+from serving.peers import require_client_cert
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +255,18 @@ def make_app(
     core: ExtenderCore | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_concurrency: int = MAX_CONCURRENCY,
+    client_names: Iterable[str] | None = None,
 ) -> web.Application:
-    """The extender Application (routes in ROUTES). `clock` drives assumption expiry."""
+    """The extender Application (routes in ROUTES). `clock` drives assumption expiry;
+    `client_names` (module docstring) are the client-certificate CNs allowed to call the verbs."""
+    names = tuple(client_names) if client_names is not None else None
     app = make_base_app(
         name="extender",
         metrics=metrics,
         max_body_bytes=max_body_bytes,
         max_concurrency=max_concurrency,
         ready=state.ready,
+        authenticate=require_client_cert(names, app="extender", metrics=metrics) if names is not None else None,
     )
     ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core)
     app[EXTENDER] = ext

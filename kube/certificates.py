@@ -5,7 +5,9 @@ read both Secrets, let `CertificateRotator` decide, write, inject. Order matters
 1. the CA Secret first, so a CA key is never lost after a certificate it signed is published;
 2. then every webhook configuration's caBundle, so the API server trusts a new issuer before any
    pod can serve a certificate from it;
-3. then the serving Secret (tls.crt, tls.key, ca.crt) that the servers mount and hot-reload.
+3. then the serving Secret (tls.crt, tls.key, ca.crt) that the servers mount and hot-reload;
+4. then each client-certificate Secret (same three keys; kube-scheduler mounts
+   `accel-scheduler-client` to call the extender), re-issued from the signing CA when due.
 Every step is idempotent, so a run that fails half-way is completed by the next one. Writes use
 the read resourceVersion as a precondition; a concurrent writer makes this run fail with `Conflict`
 (the Job retries) rather than silently overwrite.
@@ -25,8 +27,14 @@ from typing import Any, Literal, Protocol
 import jsonpatch
 
 from certs.inject import ca_bundle_patch
-from certs.rotation import CertificateRotator, RotationDecision
-from certs.state import ca_secret_manifest, ca_secret_name, serving_secret_manifest, state_from_secrets
+from certs.rotation import CertificateRotator, ClientSecret, RotationDecision
+from certs.state import (
+    CertState,
+    ca_secret_manifest,
+    ca_secret_name,
+    serving_secret_manifest,
+    state_from_secrets,
+)
 from kube.errors import ApiError, Conflict, NotFound, error_for_status
 from kube.protocol import JsonObject
 from kube.rest import RestTransport
@@ -139,8 +147,10 @@ async def ensure_certificates(
     secret_name: str,
     webhook_configs: Sequence[str],
     rotator: CertificateRotator,
+    clients: Sequence[ClientSecret] = (),
 ) -> EnsureResult:
-    """Create or rotate the certificates in the cluster and inject the CA bundle (see module rules)."""
+    """Create or rotate the certificates in the cluster and inject the CA bundle (see module rules);
+    then each client-certificate Secret in `clients` (certs/rotation.py rule 6)."""
     ca_name = ca_secret_name(secret_name)
     serving_secret, ca_secret = await secrets.get(secret_name), await secrets.get(ca_name)
     decision, state = rotator.rotate(state_from_secrets(serving_secret, ca_secret))
@@ -157,6 +167,17 @@ async def ensure_certificates(
     if serving_secret is None or serving_secret.get("data") != desired["data"]:
         await _write(secrets, desired, serving_secret)
         written.append(secret_name)
+    assert state.ca is not None  # rotate() always leaves a signing CA
+    for client in clients:
+        existing = await secrets.get(client.secret)
+        current = state_from_secrets(existing, None).serving
+        why, pair = rotator.client(current, name=client.common_name, signer=state.ca)
+        if why is not None:
+            log.info("certificate rotation: %s", why, extra={"secret": client.secret})
+        desired = serving_secret_manifest(CertState(bundle=state.bundle, serving=pair), name=client.secret, namespace=namespace)
+        if existing is None or existing.get("data") != desired["data"]:
+            await _write(secrets, desired, existing)
+            written.append(client.secret)
     return EnsureResult(decision=decision, secrets_written=written, configs_patched=patched)
 
 

@@ -14,6 +14,7 @@ POLICY_CONFIGMAP: Final = "accel-policy"
 LEDGER_CONFIGMAP: Final = "accel-quota-ledger"
 LEDGER_KEY: Final = "ledger.json"
 WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
+SCHEDULER_CLIENT_SECRET: Final = "accel-scheduler-client"  # kube-scheduler's client certificate for the extender
 EVENT_SOURCE_COMPONENT: Final = "accel"
 
 Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases",

@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from kube.names import HARDWARE_PROFILE_KINDS, LEDGER_CONFIGMAP, RESOURCES, WEBHOOK_TLS_SECRET
+from kube.names import (
+    HARDWARE_PROFILE_KINDS,
+    LEDGER_CONFIGMAP,
+    RESOURCES,
+    SCHEDULER_CLIENT_SECRET,
+    WEBHOOK_TLS_SECRET,
+)
 
 HARDWARE_PROFILE_GROUPS: Final = tuple(RESOURCES[kind].api_group for kind in HARDWARE_PROFILE_KINDS)
 
@@ -55,8 +61,10 @@ API_CALLS: Final[dict[str, list[ApiCall]]] = {
     "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create")],
     "certs": [
         # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
-        # reaches the serving pods, which mount the serving Secret whole).
-        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca")) for verb in ("get", "update")),
+        # reaches the serving pods, which mount the serving Secret whole), and kube-scheduler's
+        # client certificate for the extender.
+        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca", SCHEDULER_CLIENT_SECRET))
+          for verb in ("get", "update")),
         ApiCall("", "secrets", "create", True),  # RBAC cannot restrict create by name
         *_WEBHOOK_CONFIGS,
     ],

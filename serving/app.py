@@ -7,6 +7,8 @@ middleware chain (outermost first):
 2. errors: `BadRequest` -> 400/413 `{"error": reason}`; aiohttp HTTP errors -> same status as JSON;
    any other exception -> 500 `{"error": "internal error", "request_id": ...}` with the traceback only
    in the log. A client never sees a stack trace.
+2a. authenticate (optional, e.g. serving.peers.require_client_cert): refuses a caller before any
+   slot is taken or any body is read.
 3. limits: a declared Content-Length over `max_body_bytes` -> 413 before reading; at most
    `max_concurrency` handlers run at once, a request waits at most `queue_timeout` for a slot and
    then gets 503 + Retry-After (back-pressure instead of an unbounded pile-up). Probes and /metrics
@@ -166,6 +168,7 @@ def make_base_app(
     max_concurrency: int,
     ready: ReadyFn,
     queue_timeout: float = 0.25,
+    authenticate: Middleware | None = None,
 ) -> web.Application:
     """An Application with probes, /metrics, limits, JSON errors and per-request metrics.
 
@@ -180,6 +183,7 @@ def make_base_app(
         middlewares=[
             _observe_middleware(name, metrics, tracker),
             _error_middleware(name, metrics),
+            *([authenticate] if authenticate is not None else []),
             _limit_middleware(
                 name,
                 metrics,

@@ -48,6 +48,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 REJECT_BODY_TOO_LARGE = "body_too_large"
 REJECT_OVERLOADED = "overloaded"
 REJECT_MALFORMED = "malformed"
+REJECT_UNAUTHENTICATED = "unauthenticated"  # no client certificate where one is required
+REJECT_FORBIDDEN = "forbidden"  # a verified client certificate that names someone else
 
 _C = TypeVar("_C", Counter, Gauge, Histogram)
 

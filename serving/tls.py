@@ -14,6 +14,11 @@ Invariants:
 2. The pair handed to OpenSSL is exactly the bytes that were validated (copied to a private temp
    file), so a write racing the reload cannot slip an unchecked file in.
 3. `on_expiry(not_after_unix)` is called after every successful load (feeds the expiry metric).
+4. With `client_ca` the context asks every client for a certificate but does not require one
+   (`CERT_OPTIONAL`: probes and scrapers connect without); a certificate that is sent must chain to
+   `client_ca` and carry the clientAuth purpose, else the handshake fails. Which routes need one is
+   decided per request (serving/peers.py). A changed CA file is loaded too; OpenSSL only adds
+   trust anchors, so a CA dropped from the file stays trusted until the process restarts.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class ReloadingTLS:
         cert_name: str = "tls.crt",
         key_name: str = "tls.key",
         on_expiry: Callable[[float], None] | None = None,
+        client_ca: Path | str | None = None,
     ) -> None:
         self.cert_path = Path(cert_dir) / cert_name
         self.key_path = Path(cert_dir) / key_name
@@ -58,6 +64,15 @@ class ReloadingTLS:
         self.not_after: datetime | None = None
         self.reloads = 0
         self._seen: Fingerprint | None = None
+        self.client_ca = Path(client_ca) if client_ca is not None else None
+        self._ca_seen: Fingerprint | None = None
+        if self.client_ca is not None:
+            self.context.verify_mode = ssl.CERT_OPTIONAL
+            if not self._reload_client_ca():
+                raise CertificateError(
+                    f"cannot verify client certificates: no readable CA bundle at {self.client_ca} "
+                    "(the ca.crt written by `accel certs create`)"
+                )
         if not self.check_and_reload():
             raise CertificateError(
                 f"cannot serve TLS: no valid certificate pair at {self.cert_path} and {self.key_path} "
@@ -71,8 +86,29 @@ class ReloadingTLS:
             return None
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
+    def _reload_client_ca(self) -> bool:
+        """Load the client CA bundle when it changed (invariant 4); True when it was loaded now."""
+        assert self.client_ca is not None
+        try:
+            stat = os.stat(self.client_ca)
+        except OSError:
+            return False
+        fingerprint = ((stat.st_mtime_ns, stat.st_size, stat.st_ino),)
+        if fingerprint == self._ca_seen:
+            return False
+        self._ca_seen = fingerprint
+        try:
+            self.context.load_verify_locations(cafile=str(self.client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            log.error("client CA rejected; keeping the trusted ones: %s", exc, extra={"ca": str(self.client_ca)})
+            return False
+        log.info("client CA loaded", extra={"ca": str(self.client_ca)})
+        return True
+
     def check_and_reload(self) -> bool:
         """Reload when the files changed since the last look; True when a new pair was loaded."""
+        if self.client_ca is not None:
+            self._reload_client_ca()
         fingerprint = self._fingerprint()
         if fingerprint is None or fingerprint == self._seen:
             if fingerprint is None and self._seen is not None:

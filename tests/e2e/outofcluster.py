@@ -49,6 +49,9 @@ def start(env: cluster.E2ECluster, workdir: Path) -> None:
     subprocess.run([_accel(), "certs", "create", "--out-dir", str(certs), "--service", "accel-webhook",
                     "--namespace", cluster.NS, "--ip", host, "--ip", "127.0.0.1", "--dns", "localhost"],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
+    # kube-scheduler's client certificate: the extender answers only CN accel-scheduler (issue 21).
+    subprocess.run([_accel(), "certs", "client", "--cert-dir", str(certs), "--name", "accel-scheduler",
+                    "--out-dir", str(workdir / "scheduler-client")], check=True, capture_output=True, timeout=60)  # fmt: skip
     kubeconfig = env.kubectl.kubeconfig or os.environ.get("KUBECONFIG", "")
     proc_env = os.environ | {"KUBECONFIG": kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
     env.kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.NS}})
@@ -61,7 +64,7 @@ def start(env: cluster.E2ECluster, workdir: Path) -> None:
         env.cleanup.append(lambda p=proc: _stop(p))
         wait_until(partial(_ready, port, certs / "ca.crt"), timeout_s=60, what=f"accel serve {name} ready")
     _apply_webhook_configs(env, host, ports["webhook"], (certs / "ca.crt").read_bytes())
-    env.scheduler_running = _start_scheduler(env, workdir, ports["extender"], certs / "ca.crt", kubeconfig)
+    env.scheduler_running = _start_scheduler(env, workdir, ports["extender"], workdir / "scheduler-client", kubeconfig)
 
 
 def _ready(port: int, ca: Path) -> bool:
@@ -93,7 +96,7 @@ def _apply_webhook_configs(env: cluster.E2ECluster, host: str, port: int, ca_pem
 
 
 def _start_scheduler(
-    env: cluster.E2ECluster, workdir: Path, extender_port: int, ca: Path, kubeconfig: str
+    env: cluster.E2ECluster, workdir: Path, extender_port: int, client_dir: Path, kubeconfig: str
 ) -> bool:
     binary = shutil.which("kube-scheduler")
     if binary is None:
@@ -106,7 +109,9 @@ def _start_scheduler(
     config["clientConnection"] = {"kubeconfig": kubeconfig}
     extender = config["extenders"][0]
     extender["urlPrefix"] = f"https://127.0.0.1:{extender_port}/"
-    extender["tlsConfig"] = {"caFile": str(ca)}
+    extender["tlsConfig"] = {
+        "caFile": str(client_dir / "ca.crt"), "certFile": str(client_dir / "tls.crt"), "keyFile": str(client_dir / "tls.key"),
+    }
     path = workdir / "scheduler.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (workdir / "scheduler.log").open("w")

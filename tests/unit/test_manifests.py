@@ -290,6 +290,7 @@ def test_cert_jobs_run_certs_ensure_as_accel_certs(objects: list[Obj], kind: str
         "certs", "ensure", "--namespace", NS, "--secret", "accel-webhook-tls",
         "--service", "accel-webhook", "--service", "accel-extender", "--service", "accel-api",
         "--webhook-config", "accel-mutate", "--webhook-config", "accel-validate",
+        "--client", "accel-scheduler-client=accel-scheduler",
     ]  # fmt: skip
 
 
@@ -462,7 +463,8 @@ def test_only_accel_certs_touches_secrets_and_only_its_own(objects: list[Obj]) -
             assert not secrets, f"{account} may access secrets: {secrets}"
             continue
         assert {g.namespace for g in secrets} == {NS}
-        assert {g.resource_name for g in secrets if g.verb != "create"} == {"accel-webhook-tls", "accel-webhook-tls-ca"}
+        assert {g.resource_name for g in secrets if g.verb != "create"} == {
+            "accel-webhook-tls", "accel-webhook-tls-ca", "accel-scheduler-client"}
 
 
 def _api_calls() -> dict[str, list[rbac_model.Call]]:
@@ -519,6 +521,45 @@ def test_network_policies_deny_by_default_and_open_only_serving_ports(objects: l
     for spec in policies.values():
         labels = spec["podSelector"].get("matchLabels", {}).items()
         assert any(labels <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments)
+
+
+def test_only_the_scheduler_and_prometheus_reach_the_extender(objects: list[Obj]) -> None:
+    """Issue 21: no namespaceSelector {} (any namespace) and no source without a podSelector."""
+    policy = find(objects, "NetworkPolicy", "accel-extender-ingress")["spec"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    scheduler, prometheus = rule["from"]
+    assert scheduler == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "accel-scheduler"}}}
+    assert prometheus["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+
+
+def test_apiserver_cidr_overlay_narrows_the_webhook_to_an_ip_block() -> None:
+    objects = build(MANIFESTS / "overlays" / "apiserver-cidr")
+    policy = find(objects, "NetworkPolicy", "accel-webhook-ingress")["spec"]
+    assert policy["ingress"] == [
+        {"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 8443, "protocol": "TCP"}]}
+    ]
+    assert find(objects, "NetworkPolicy", "accel-extender-ingress") == find(build(MANIFESTS / "base"), "NetworkPolicy", "accel-extender-ingress")
+
+
+def test_scheduler_authenticates_to_the_extender_with_the_cert_jobs_client_certificate(objects: list[Obj]) -> None:
+    """tlsConfig's certFile/keyFile/caFile lie on the mounted Secret the cert Job keeps, whose CN is the
+    one `accel serve extender` accepts by default; the extender verifies against its own ca.crt."""
+    from cli.serve import DEFAULT_SCHEDULER_CLIENT
+
+    tls = _scheduler_config(objects)["extenders"][0]["tlsConfig"]
+    (c,) = find(objects, "Deployment", "accel-scheduler")["spec"]["template"]["spec"]["containers"]
+    volumes = {v["name"]: v for v in find(objects, "Deployment", "accel-scheduler")["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    for key, file in (("certFile", "tls.crt"), ("keyFile", "tls.key"), ("caFile", "ca.crt")):
+        path = Path(tls[key])
+        assert path.name == file, key
+        assert volumes[mounts[str(path.parent)]]["secret"]["secretName"] == "accel-scheduler-client", key
+    job_args = pod_specs(find(objects, "Job", "accel-certs")).__next__()["containers"][0]["args"]
+    assert f"accel-scheduler-client={DEFAULT_SCHEDULER_CLIENT}" in job_args
+    (ext,) = find(objects, "Deployment", "accel-extender")["spec"]["template"]["spec"]["containers"]
+    assert "--allow-unauthenticated" not in ext["args"] and "--client-ca" not in ext["args"]  # default: CERT_DIR/ca.crt
 
 
 def _promql(objects: list[Obj]) -> list[str]:

@@ -1,0 +1,105 @@
+"""Issue 21, network peers: the extender's verbs answer only kube-scheduler (mTLS), over real TLS.
+
+Every call goes through a real TLS handshake on 127.0.0.1 to the real extender app, binding into
+the in-memory API server (kube/fake.py); the pod's nodeName is the proof that nothing was bound.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from extender.app import make_app
+from kube.fake import FakeCluster
+from kube.testing import ManualClock
+from serving.cluster_state import ClusterState
+from serving.metrics import Metrics
+from serving.run import serving
+from serving.tls import ReloadingTLS
+from tests.hostile.peer_fixtures import SCHEDULER, Pki, make_pki
+from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+
+BIND = {"PodName": "victim", "PodNamespace": "team-a", "PodUID": "uid-victim", "Node": "big"}
+VERBS: dict[str, Any] = {
+    "filter": {"Pod": gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
+    "prioritize": {"Pod": gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
+    "preempt": {"Pod": gpu_pod("victim", 1), "NodeNameToMetaVictims": {}},
+    "bind": BIND,
+}
+
+
+@asynccontextmanager
+async def extender(tmp_path: Path) -> AsyncIterator[tuple[str, Pki, FakeCluster]]:
+    pki = make_pki(tmp_path)
+    cluster = FakeCluster()
+    cluster.apply(gpu_pod("victim", 1))
+    app = make_app(
+        ClusterState.static(sample_policy(), inventory([gpu_node("big", gpus=2)])),
+        metrics=Metrics(), binder=cluster, clock=ManualClock(), client_names=(SCHEDULER,),
+    )
+    async with serving(app, tls=ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt")) as port:
+        yield f"https://127.0.0.1:{port}", pki, cluster
+
+
+def node_of(cluster: FakeCluster) -> str | None:
+    pod = cluster.get("pods", "victim", "team-a")
+    assert pod is not None
+    return pod["spec"].get("nodeName")
+
+
+async def post(base: str, verb: str, ctx: ssl.SSLContext) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.post(f"{base}/{verb}", json=VERBS[verb], ssl=ctx) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+@pytest.mark.parametrize("verb", ["bind", "filter", "prioritize", "preempt"])
+async def test_verbs_without_a_client_certificate_are_refused_with_401(tmp_path: Path, verb: str) -> None:
+    async with extender(tmp_path) as (base, pki, cluster):
+        status, body = await post(base, verb, pki.context())
+        assert status == 401
+        assert "client certificate required" in body["error"] and SCHEDULER in body["error"]
+        assert node_of(cluster) is None
+
+
+async def test_probes_and_metrics_stay_open_without_a_certificate(tmp_path: Path) -> None:
+    async with extender(tmp_path) as (base, pki, _cluster):
+        await post(base, "bind", pki.context())
+        async with aiohttp.ClientSession() as session:
+            for path in ("/healthz", "/readyz", "/metrics"):
+                async with session.get(f"{base}{path}", ssl=pki.context()) as resp:
+                    assert resp.status == 200, path
+                    text = await resp.text()
+    assert 'accel_http_rejected_total{app="extender",reason="unauthenticated"} 1.0' in text
+
+
+async def test_the_scheduler_certificate_binds(tmp_path: Path) -> None:
+    async with extender(tmp_path) as (base, pki, cluster):
+        for verb in ("filter", "prioritize", "preempt"):
+            status, _ = await post(base, verb, pki.context("scheduler"))
+            assert status == 200, verb
+        status, body = await post(base, "bind", pki.context("scheduler"))
+        assert (status, body) == (200, {"Error": ""})
+        assert node_of(cluster) == "big"
+
+
+async def test_a_certificate_for_someone_else_from_the_same_ca_gets_403(tmp_path: Path) -> None:
+    async with extender(tmp_path) as (base, pki, cluster):
+        for client in ("other", "proxy"):
+            status, body = await post(base, "bind", pki.context(client))
+            assert status == 403 and "may not call /bind" in body["error"], client
+        assert node_of(cluster) is None
+
+
+@pytest.mark.parametrize("client", ["stranger-scheduler", "serving"])
+async def test_a_foreign_or_server_only_certificate_fails_the_handshake(tmp_path: Path, client: str) -> None:
+    """A CN of accel-scheduler from another CA, or the server's own serverAuth-only pair, is no key."""
+    async with extender(tmp_path) as (base, pki, cluster):
+        with pytest.raises(aiohttp.ClientError):
+            await post(base, "bind", pki.context(client))
+        assert node_of(cluster) is None
