@@ -68,6 +68,7 @@ from accel.admission_messages import Finding
 from accel.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
 from accel.author_keys import forged_keys
 from accel.inventory import QUOTA_TYPE_ANNOTATION
+from accel.kueue import is_queued
 from accel.patches import Op, PatchBuilder
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy import Mode, Profile, Team
@@ -291,7 +292,8 @@ def mutate(
             return _denied(pod, no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
     quota_type: str | None = None
     warnings: tuple[str, ...] = ()
-    if team.team is not None and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
+    queued = is_queued(metadata.get("labels") or {}, profile)  # accel.kueue: Kueue owns its quota
+    if team.team is not None and not queued and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
         quota_type, split = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now, namespace)
         warnings += (split,) if split else ()
         types = (quota_type,)

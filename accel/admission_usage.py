@@ -31,6 +31,7 @@ from accel.inventory import (
     pod_accelerator_type,
     pod_gpu_equivalents,
 )
+from accel.kueue import pod_is_queued, queued_profiles
 from accel.pods import TYPE_ANNOTATION, PodView
 from accel.policy import ParsedPolicy
 
@@ -71,9 +72,10 @@ class ChargeMemo:
         label = parsed.policy.settings.team_label
         sums: dict[str, dict[tuple[str, int], int]] = {}
         previous, current = self._by_pod, {}
+        queued = queued_profiles(parsed.policy)
         for pod in inventory.pods:
             team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.profiles_resolve)
-            if not team:
+            if not team or pod_is_queued(pod, queued):  # accel.kueue rule 2: Kueue books queued pods
                 continue
             node = inventory.node(pod.node_name) if pod.node_name else None
             seen = previous.get(id(pod))

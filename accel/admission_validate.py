@@ -44,6 +44,7 @@ from accel.admission_jobs import job_of
 from accel.admission_messages import Finding
 from accel.author_keys import owned_keys
 from accel.inventory import QUOTA_TYPE_ANNOTATION
+from accel.kueue import is_queued
 from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.policy import ALL_TYPES, Mode, Profile, Team
 from accel.pricing import COST_ANNOTATION, PRICE_ANNOTATION
@@ -182,6 +183,8 @@ def plan_validation(
         combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
         return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
     allowed = Decision(True, "allowed", profile_name, team_name)
+    if is_queued(view.labels, profile):  # accel.kueue rule 1: Kueue owns this pod's quota
+        return ValidationPlan(Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile)
     if team is None or not team.quota:
         return ValidationPlan(allowed, profile=profile)
     accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from accel.catalog import UNKNOWN_TYPE, Catalog
+from accel.kueue import pod_is_queued, queued_profiles
 from accel.labels import NodeAccelerators, Sharing, normalise_node
 from accel.pods import TYPE_ANNOTATION, PodView, parse_pod
 from accel.policy import Policy, Profile
@@ -292,9 +293,10 @@ def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dic
     """team -> canonical type -> GPU-equivalents of bound and pending non-terminal pods."""
     usage: dict[str, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
     label = policy.settings.team_label
+    queued = queued_profiles(policy)
     for pod in inventory.pods:
         team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.profiles_resolve)
-        if not team:
+        if not team or pod_is_queued(pod, queued):  # accel.kueue rule 2: Kueue books queued pods
             continue
         usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(pod, inventory, catalog, policy)
     return {team: dict(types) for team, types in usage.items()}

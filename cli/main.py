@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.simulate",
     "cli.estimate",
     "cli.certs_cmd",
+    "cli.kueue_cmd",
 )
 
 

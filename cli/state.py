@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class ClusterObjects:
     pods: list[dict[str, Any]] = field(default_factory=list)
     namespaces: list[dict[str, Any]] = field(default_factory=list)
     configmaps: list[dict[str, Any]] = field(default_factory=list)
+    hardware_profiles: list[dict[str, Any]] = field(default_factory=list)  # OpenDataHub, both API groups
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -> None:
@@ -60,12 +62,18 @@ def load_objects(args: argparse.Namespace) -> ClusterObjects:
             snapshot = load_snapshot(args.snapshot)
         except SnapshotError as exc:
             raise CliError(str(exc)) from exc
-        return ClusterObjects(**{kind: list(snapshot.of(kind)) for kind in ("nodes", "pods", "namespaces", "configmaps")})
+        from kube.names import HARDWARE_PROFILE_KINDS
+
+        found = ClusterObjects(**{kind: list(snapshot.of(kind)) for kind in ("nodes", "pods", "namespaces", "configmaps")})
+        found.hardware_profiles = [obj for kind in HARDWARE_PROFILE_KINDS for obj in snapshot.of(kind)]
+        return found
     return asyncio.run(_list_from_cluster(args))
 
 
 async def _list_from_cluster(args: argparse.Namespace) -> ClusterObjects:
     from kube.client import ApiClientFactory, NoClusterError
+    from kube.errors import NotFound
+    from kube.names import HARDWARE_PROFILE_KINDS
     from kube.real import KubeCluster
 
     try:
@@ -79,6 +87,9 @@ async def _list_from_cluster(args: argparse.Namespace) -> ClusterObjects:
         found.pods, _ = await cluster.source.list("pods")
         found.namespaces, _ = await cluster.source.list("namespaces")
         found.configmaps, _ = await cluster.source.list("configmaps", namespace=args.namespace)
+        for kind in HARDWARE_PROFILE_KINDS:
+            with contextlib.suppress(NotFound):  # CRD not installed: no HardwareProfiles of this group
+                found.hardware_profiles += (await cluster.source.list(kind))[0]
         return found
     finally:
         await cluster.close()
@@ -118,7 +129,7 @@ def load_policy(args: argparse.Namespace, objects: ClusterObjects | None, catalo
         if not files:
             print(f"accel: no policy given and no ConfigMap {POLICY_CONFIGMAP} in {args.namespace}; using an empty policy (pass --policy DIR)", file=sys.stderr)
     try:
-        return parse_policy(files, catalog)
+        return parse_policy(files, catalog, hardware_profiles=objects.hardware_profiles if objects else ())
     except PolicyInvalid as exc:
         raise CliError("policy is invalid:\n  " + "\n  ".join(str(e) for e in exc.errors)) from exc
 

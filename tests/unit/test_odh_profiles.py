@@ -175,3 +175,21 @@ async def test_hardware_profile_changes_revalidate_and_a_rejection_is_an_event_o
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize("obj", [
+    make_hardware_profile("node", maximum="4", node_selector=dict(H100)),
+    make_hardware_profile("queued", queue="default"),
+    make_hardware_profile("cpu", gpu=None),
+], ids=["node-scheduled", "queue-scheduled", "cpu-only"])
+def test_the_builder_makes_objects_the_published_crd_accepts(obj: dict[str, Any]) -> None:
+    from tests.unit.crd_schema import load_schema, validate
+
+    assert validate(obj, load_schema("infrastructure.opendatahub.io_hardwareprofiles.yaml", "v1alpha1")) == []
+
+
+def test_the_published_status_schema_would_prune_anything_accel_wrote_there() -> None:
+    from tests.unit.crd_schema import load_schema
+
+    status = load_schema("infrastructure.opendatahub.io_hardwareprofiles.yaml", "v1alpha1")["properties"]["status"]
+    assert status == {"description": status["description"], "type": "object"}  # no fields, no preserve-unknown

@@ -1,0 +1,115 @@
+"""Kueue: queued pods are Kueue's to book (never charged or denied on accel quota); the export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from accel.admission import mutate
+from accel.admission_validate import decide_quota, finish_validation, plan_validation
+from accel.catalog import load_builtin_catalog
+from accel.inventory import team_usage
+from accel.kueue import QUEUE_LABEL
+from accel.kueue_export import export_objects
+from accel.policy_load import parse_policy
+from accel.quota import Ledger
+from kube.testing import make_hardware_profile
+from tests.unit.admission_fixtures import POLICY_DIR, example_policy, gpu_pod, make_context, make_inventory
+from tests.unit.crd_schema import load_schema, validate
+
+SCHEMAS = {
+    "ResourceFlavor": load_schema("kueue.x-k8s.io_resourceflavors.yaml", "v1beta1"),
+    "ClusterQueue": load_schema("kueue.x-k8s.io_clusterqueues.yaml", "v1beta1"),
+    "LocalQueue": load_schema("kueue.x-k8s.io_localqueues.yaml", "v1beta1"),
+}
+
+
+def admit(pod: dict[str, Any], ctx: Any) -> tuple[Any, Any]:
+    mutated = mutate(pod, namespace=pod["metadata"]["namespace"], ctx=ctx, reservation_id="r1")
+    assert mutated.allowed, mutated.finding
+    patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops else pod
+    plan = plan_validation(patched, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid="r1", now=0.0, dry_run=False)
+    if plan.quota is None:
+        return plan, plan.decision
+    return plan, finish_validation(plan, decide_quota(plan.quota, Ledger(), ctx=ctx, now=0.0), ctx)
+
+
+def full_a100_quota_of_vision() -> list[dict[str, Any]]:
+    """vision's whole nvidia-a100-80gb quota (12) in use by bound pods."""
+    return [gpu_pod(namespace="vision", name=f"busy-{i}", node="a100-1", gpus="1") for i in range(8)] + [
+        gpu_pod(namespace="vision", name=f"busy-b{i}", node="a100-2", gpus="1") for i in range(4)]
+
+
+def test_a_pod_with_the_queue_label_is_not_charged_nor_denied_when_accel_quota_is_full() -> None:
+    from tests.unit.admission_fixtures import DEFAULT_NODES, gpu_node
+    nodes = (*DEFAULT_NODES, gpu_node("a100-2", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"))
+    ctx = make_context(full_a100_quota_of_vision(), nodes=nodes)
+    _, plain = admit(gpu_pod(namespace="vision"), ctx)
+    assert not plain.allowed and plain.reason == plain.finding.reason  # over accel quota: denied
+    plan, queued = admit(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), ctx)
+    assert queued.allowed and plan.quota is None and queued.audit["quota"] == "kueue"
+
+
+def test_queued_pods_are_not_in_accel_usage_and_still_get_affinity() -> None:
+    running = [gpu_pod(namespace="vision", name="q", node="a100-1", gpus="4", labels={QUEUE_LABEL: "default"}),
+               gpu_pod(namespace="vision", name="p", node="a100-1", gpus="2")]
+    parsed = example_policy()
+    usage = team_usage(make_inventory(running), catalog=parsed.catalog, policy=parsed.policy)
+    assert usage["vision"]["nvidia-a100-80gb"] == 2
+    mutated = mutate(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), namespace="vision",
+                     ctx=make_context(), reservation_id="r")
+    assert any(op["path"].startswith("/spec/affinity") for op in (dict(o) for o in mutated.ops))
+
+
+def test_a_queue_scheduled_hardware_profile_makes_its_pods_queued() -> None:
+    files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
+    files["teams.yaml"] = "teams:\n- name: vision\n  quota: {nvidia-a100-80gb: 0}\n"
+    hwp = make_hardware_profile("queued-a100", queue="default",
+                                annotations={"accel.dev/accelerator-types": "nvidia-a100-80gb"})
+    parsed = parse_policy(files, load_builtin_catalog(), hardware_profiles=[hwp])
+    ctx = make_context(policy=parsed)
+    pod = gpu_pod(namespace="vision", profile=None, annotations={"opendatahub.io/hardware-profile-name": "queued-a100"})
+    plan, decision = admit(pod, ctx)
+    assert decision.allowed and plan.quota is None and decision.profile == "queued-a100"
+
+
+def test_export_is_valid_against_kueue_schemas_and_follows_the_policy() -> None:
+    parsed = example_policy()
+    inventory = make_inventory()
+    result = export_objects(parsed.policy, parsed.catalog, inventory)
+    problems = [f"{o['kind']} {o['metadata']['name']}: {p}" for o in result.objects for p in validate(o, SCHEMAS[o["kind"]])]
+    assert problems == []
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in result.objects:
+        by_kind.setdefault(obj["kind"], []).append(obj)
+    flavors = {f["metadata"]["name"]: f["spec"]["nodeLabels"] for f in by_kind["ResourceFlavor"]}
+    assert flavors["nvidia-h100-80gb"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert flavors["amd-mi300x-192gb"] == {"amd.com/gpu.product-name": "AMD_Instinct_MI300X_OAM"}
+    queues = {q["metadata"]["name"]: q["spec"] for q in by_kind["ClusterQueue"]}
+    nlp = queues["nlp"]["resourceGroups"][0]
+    # flavor order = preference order of nlp's profiles (premium-h200, then large-any's h200, h100, a100)
+    assert [f["name"] for f in nlp["flavors"]][:3] == ["nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb"]
+    assert nlp["flavors"][1]["resources"] == [{"name": "nvidia.com/gpu", "nominalQuota": 16}]
+    vision = {f["name"]: f["resources"][0]["nominalQuota"] for f in queues["vision"]["resourceGroups"][0]["flavors"]}
+    assert vision == {"nvidia-a100-80gb": 12, "nvidia-l4-24gb": 2, "nvidia-v100-32gb": 8}
+    assert queues["vision"]["namespaceSelector"] == {"matchLabels": {"team": "vision"}}
+    local = {(q["metadata"]["namespace"], q["spec"]["clusterQueue"]) for q in by_kind["LocalQueue"]}
+    assert ("nlp", "nlp") in local and ("vision", "vision") in local
+    assert any("Cohort" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(("obj", "fragment"), [
+    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"},
+      "spec": {"resourceGroups": [{"coveredResources": ["nvidia.com/gpu"],
+                                   "flavors": [{"name": "A_B", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 1}]}]}]}},
+     "does not match"),
+    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"},
+      "spec": {"resourceGroups": [{"coveredResources": ["nvidia.com/gpu"], "flavors": [{"name": "a", "resources": [{"name": "g"}]}]}]}},
+     "missing required field 'nominalQuota'"),
+    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"}, "spec": {"nominal": 1}},
+     "unknown field"),
+], ids=["bad-flavor-name", "missing-quota", "unknown-field"])
+def test_the_schema_check_catches_what_the_api_server_would_refuse(obj: dict[str, Any], fragment: str) -> None:
+    assert any(fragment in p for p in validate(obj, SCHEMAS["ClusterQueue"]))
