@@ -1,13 +1,18 @@
 """Bring up accel on a real cluster for the e2e tests, and describe that cluster to the tests.
 
-Modes (chosen by `detect()`):
+Modes (chosen by `detect()`, or forced with ACCEL_E2E_MODE=kind|kubeconfig|local):
 1. kind: `kind` and a working Docker are present -> create (or reuse) kind cluster `accel-e2e`,
    `docker build -t accel:e2e .`, `kind load docker-image`, apply `manifests/overlays/kind`.
 2. KUBECONFIG: any cluster; the image must be pullable there: set ACCEL_E2E_IMAGE.
-3. ACCEL_E2E_OUT_OF_CLUSTER=1 (with kind or KUBECONFIG): the three servers run on this host
-   (see outofcluster.py); the webhook configurations point at them by `url`.
-Otherwise every e2e test is skipped with NO_CLUSTER.
-GPU nodes are faked: GPU-operator labels plus `nvidia.com/gpu` capacity patched into node status.
+3. local: neither of those, but control-plane binaries are here (KUBEBUILDER_ASSETS, or the
+   kube-local bundle at ACCEL_KUBE_LOCAL, default ../shared/tools/kube-local): etcd +
+   kube-apiserver + kube-controller-manager start on 127.0.0.1 (controlplane.py), the GPU nodes
+   are API objects (`local_gpu_nodes`), and the servers run on this host (outofcluster.py).
+ACCEL_E2E_OUT_OF_CLUSTER=1 (with kind or KUBECONFIG): the three servers run on this host
+(see outofcluster.py); the webhook configurations point at them by `url`. local mode always does.
+Otherwise every e2e test is deselected and one line says why.
+kind/KUBECONFIG: GPU nodes are faked on the workers: GPU-operator labels plus `nvidia.com/gpu`
+capacity patched into node status.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from tests.e2e import controlplane
 from tests.e2e.kubectl import Kubectl, KubectlError, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +37,8 @@ NS = "accel-system"
 KIND_CLUSTER = "accel-e2e"
 KIND_NODE_IMAGE = "kindest/node:v1.31.4"
 IMAGE = "accel:e2e"
-NO_CLUSTER = "no cluster: install kind+docker or set KUBECONFIG"
+NO_CLUSTER = "no cluster: install kind+docker, set KUBECONFIG, or provide kube-local / KUBEBUILDER_ASSETS"
+MODES = ("kind", "kubeconfig", "local")
 # Fake GPU nodes: label values exactly as GPU Feature Discovery publishes them.
 FAKE_GPUS = {
     "nvidia-h100-80gb": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.memory": "81559"},
@@ -45,9 +52,19 @@ Obj = dict[str, Any]
 class Target:
     """Where the e2e tests run, or why they cannot (`skip_reason`)."""
 
-    mode: str  # "kind" | "kubeconfig" | "none"
+    mode: str  # "kind" | "kubeconfig" | "local" | "none"
     out_of_cluster: bool
     skip_reason: str = ""
+    assets: controlplane.Assets | None = None  # local mode: where the binaries come from
+
+    def describe(self) -> str:
+        """One line for the test report: the mode and where it runs, or why nothing runs."""
+        if self.skip_reason:
+            return f"e2e skipped: {self.skip_reason}"
+        where = {"kind": f"kind cluster {KIND_CLUSTER}", "kubeconfig": f"KUBECONFIG={os.environ.get('KUBECONFIG')}",
+                 "local": f"control plane on 127.0.0.1 from {self.assets.origin if self.assets else '?'}"}  # fmt: skip
+        servers = "servers on this host" if self.out_of_cluster else "servers in the cluster"
+        return f"e2e mode: {self.mode} ({where[self.mode]}; {servers})"
 
 
 @dataclass
@@ -57,20 +74,34 @@ class E2ECluster:
     gpu_nodes: dict[str, str] = field(default_factory=dict)  # canonical type -> node name
     scheduler_running: bool = False
     cleanup: list[Any] = field(default_factory=list)
+    # Out of cluster / local mode only (None otherwise); see outofcluster.Servers.
+    servers: Any = None
+    control_plane: controlplane.ControlPlane | None = None
+    server_minor: int = 0  # Kubernetes minor version of the API server (24 for kube-local)
 
 
 def detect() -> Target:
     """Pick the mode from the environment; cheap enough to run at collection time."""
     ooc = os.environ.get("ACCEL_E2E_OUT_OF_CLUSTER") == "1"
-    if shutil.which("kind") and shutil.which("docker") and _docker_works():
+    forced = os.environ.get("ACCEL_E2E_MODE", "")
+    if forced and forced not in MODES:
+        return Target("none", ooc, f"ACCEL_E2E_MODE={forced} is not one of {', '.join(MODES)}")
+    if forced in ("", "kind") and shutil.which("kind") and shutil.which("docker") and _docker_works():
         return Target("kind", ooc)
+    if forced == "kind":
+        return Target("none", ooc, "ACCEL_E2E_MODE=kind but kind or a working docker is missing")
     kubeconfig = os.environ.get("KUBECONFIG")
-    if kubeconfig and all(Path(p).is_file() for p in kubeconfig.split(os.pathsep)):
+    if forced in ("", "kubeconfig") and kubeconfig and all(Path(p).is_file() for p in kubeconfig.split(os.pathsep)):
         if not ooc and not os.environ.get("ACCEL_E2E_IMAGE"):
             return Target("none", ooc, "KUBECONFIG cluster: set ACCEL_E2E_IMAGE to a pullable accel image "
                                        "or ACCEL_E2E_OUT_OF_CLUSTER=1")  # fmt: skip
         return Target("kubeconfig", ooc)
-    return Target("none", ooc, NO_CLUSTER)
+    if forced == "kubeconfig":
+        return Target("none", ooc, "ACCEL_E2E_MODE=kubeconfig but KUBECONFIG names no readable file")
+    assets, why_not = controlplane.find_assets()
+    if assets is not None:
+        return Target("local", True, assets=assets)
+    return Target("none", ooc, NO_CLUSTER if not forced else f"ACCEL_E2E_MODE=local but {why_not}")
 
 
 def _docker_works() -> bool:
@@ -172,6 +203,86 @@ def fake_gpu_nodes(kubectl: Kubectl) -> dict[str, str]:
     return assigned
 
 
+TOPOLOGY = "network.topology.nvidia.com"
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """A GPU node of the local mode: labels as GPU Feature Discovery writes them, status capacity
+    as the device plugin advertises it."""
+
+    name: str
+    gpu_type: str  # canonical accel type, the key of E2ECluster.gpu_nodes
+    labels: dict[str, str]
+    gpus: dict[str, int]  # extended resource -> count (capacity == allocatable)
+
+
+def _gfd(product: str, count: int, memory_mib: int, spine: str, leaf: str, **extra: str) -> dict[str, str]:
+    return {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(count),
+            "nvidia.com/gpu.memory": str(memory_mib), "nvidia.com/gpu.replicas": "1",
+            "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/mig.strategy": "none",
+            "topology.kubernetes.io/zone": "e2e-zone-a", f"{TOPOLOGY}/spine": spine, f"{TOPOLOGY}/leaf": leaf,
+            **extra}  # fmt: skip
+
+
+# Several types, one time-sliced node (renameByDefault: nvidia.com/gpu.shared, 2 GPUs x 4
+# replicas) and one MIG node (mixed strategy), on two spines and four leaves.
+LOCAL_NODES = (
+    LocalNode("e2e-h100-1", "nvidia-h100-80gb", _gfd("NVIDIA-H100-80GB-HBM3", 8, 81559, "spine-1", "leaf-1a"),
+              {"nvidia.com/gpu": GPUS_PER_NODE}),
+    LocalNode("e2e-a100-1", "nvidia-a100-80gb", _gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-1", "leaf-1b"),
+              {"nvidia.com/gpu": GPUS_PER_NODE}),
+    LocalNode("e2e-l4-shared-1", "nvidia-l4-24gb",
+              _gfd("NVIDIA-L4", 2, 23034, "spine-2", "leaf-2a", **{"nvidia.com/gpu.replicas": "4",
+                   "nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/device-plugin.config": "l4-shared"}),
+              {"nvidia.com/gpu.shared": 8}),
+    LocalNode("e2e-a100-mig-1", "nvidia-a100-40gb",
+              _gfd("NVIDIA-A100-SXM4-40GB", 2, 40960, "spine-2", "leaf-2b", **{"nvidia.com/mig.strategy": "mixed",
+                   "nvidia.com/mig.capable": "true", "nvidia.com/mig.config": "custom-mixed",
+                   "nvidia.com/mig-1g.5gb.count": "7", "nvidia.com/mig-1g.5gb.memory": "4864",
+                   "nvidia.com/mig-3g.20gb.count": "2", "nvidia.com/mig-3g.20gb.memory": "19968"}),
+              {"nvidia.com/mig-1g.5gb": 7, "nvidia.com/mig-3g.20gb": 2}),
+)  # fmt: skip
+
+
+def local_node_object(node: LocalNode) -> Obj:
+    """The Node as a kubelet-less cluster needs it: no taints, Ready, room for pods."""
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110"} | {k: str(v) for k, v in node.gpus.items()}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
+                                                    "kubernetes.io/arch": "amd64", **node.labels}},
+        "status": {"capacity": resources, "allocatable": resources,
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                   "message": "accel e2e: a Node object without a kubelet"}]},
+    }  # fmt: skip
+
+
+def create_local_gpu_nodes(kubectl: Kubectl, nodes: tuple[LocalNode, ...] = LOCAL_NODES) -> dict[str, str]:
+    """Create the nodes; status goes through the status subresource (a create drops it).
+
+    The API server's TaintNodesByCondition admission taints new nodes `not-ready`; the node
+    lifecycle controller that would lift it once the kubelet reports Ready does not run here, so
+    the taint is removed by hand, as that controller would.
+    """
+    for node in nodes:
+        obj = local_node_object(node)
+        kubectl.apply({k: v for k, v in obj.items() if k != "status"})
+        current = kubectl.get("node", node.name)
+        current["spec"].pop("taints", None)
+        kubectl.run("replace", "-f", "-", stdin=json.dumps(current))
+        current = kubectl.get("node", node.name)
+        current["status"] = current.get("status", {}) | obj["status"]
+        kubectl.run("replace", "--raw", f"/api/v1/nodes/{node.name}/status", "-f", "-", stdin=json.dumps(current))
+    return {node.gpu_type: node.name for node in nodes}
+
+
+def server_minor_version(kubectl: Kubectl) -> int:
+    """The API server's Kubernetes minor version ("24+" from alpha builds counts as 24)."""
+    version = json.loads(kubectl.run("get", "--raw", "/version"))
+    return int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
+
+
 def e2e_policy() -> dict[str, str]:
     """The policy the e2e tests are written against (ConfigMap data: file name -> YAML)."""
     settings = {"mode": "enforce", "teamLabel": "team", "requiredPodLabels": ["team"], "defaultProfile": "gpu-any",
@@ -187,6 +298,7 @@ def e2e_policy() -> dict[str, str]:
     teams = [
         {"name": "e2e-mutate", "quota": {"*": 8}, "allowedProfiles": all_profiles},
         {"name": "e2e-quota", "quota": {"nvidia-h100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-dryrun", "quota": {"nvidia-h100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
         {"name": "e2e-sched", "quota": {"*": 32}, "allowedProfiles": all_profiles},
         {"name": "e2e-burst", "quota": {"*": 4}, "allowedProfiles": all_profiles},
         {"name": "e2e-reload", "quota": {"*": 8}, "allowedProfiles": all_profiles},

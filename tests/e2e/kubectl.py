@@ -34,9 +34,10 @@ class Kubectl:
     kubeconfig: str | None = None
     context: str | None = None
     timeout_s: float = 60.0
+    binary: str = "kubectl"
 
     def run(self, *args: str, stdin: str | None = None, timeout_s: float | None = None) -> str:
-        cmd = ["kubectl", *self._global_flags(), *args]
+        cmd = [self.binary, *self._global_flags(), *args]
         done = subprocess.run(
             cmd, input=stdin, capture_output=True, text=True, check=False, timeout=timeout_s or self.timeout_s
         )

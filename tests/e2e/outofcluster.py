@@ -1,13 +1,19 @@
-"""ACCEL_E2E_OUT_OF_CLUSTER=1: run webhook, extender and api on this host against the cluster.
+"""Run `accel serve webhook|extender|api` (and kube-scheduler) on this host against the cluster.
 
-What is possible this way:
-1. The webhooks: the configurations are applied with `clientConfig.url` pointing at
-   `https://$ACCEL_E2E_HOST_ADDRESS:<port>/...` and the caBundle of a CA from `accel certs create`.
-   The API server must be able to reach that address (for kind: the Docker bridge gateway,
-   usually 172.18.0.1; for a remote cluster: a routable address of this host).
-2. The scheduler only if `kube-scheduler` is on PATH: it runs on this host too, with the
-   extender at https://127.0.0.1:<port>/. Otherwise scheduling tests skip.
-3. No replica can be killed (one process per server), so the resilience test skips.
+Used by local mode always, and by kind/KUBECONFIG with ACCEL_E2E_OUT_OF_CLUSTER=1.
+1. Certificates come from `accel certs create` (one serving certificate for the three Services,
+   127.0.0.1 and localhost, and the host address).
+2. The webhook configurations are the shipped ones (`manifests/`), registered with
+   `clientConfig.url` = `https://$ACCEL_E2E_HOST_ADDRESS:<port>/...` and the CA bundle. The API
+   server must reach that address: 127.0.0.1 in local mode; for kind the Docker bridge gateway
+   (default 172.18.0.1); for a remote cluster a routable address of this host. Before Kubernetes
+   1.28 webhooks have no `matchConditions`: they are stripped, so every pod reaches the webhook,
+   which must pass pods without accelerators through untouched (test_admission proves it).
+3. kube-scheduler (from the control-plane assets or PATH) runs with the shipped scheduler
+   configuration, translated to `kubescheduler.config.k8s.io/v1beta3` before 1.25, calling the
+   extender over mTLS (its client certificate from `accel certs client`) with the shipped
+   `serverName`. Without kube-scheduler, scheduling tests skip.
+4. Every process is stopped by its PID (controlplane.Processes), also when start-up fails.
 """
 
 from __future__ import annotations
@@ -15,108 +21,186 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
-import urllib.request
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tests.e2e import cluster
-from tests.e2e.kubectl import wait_until
+from tests.e2e import cluster, controlplane
 
 SERVERS = ("webhook", "extender", "api")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SERVICES = ("accel-webhook", "accel-extender", "accel-api")
+SERVER_READY_S = 60.0
+# The first Kubernetes minor versions that have these (older servers need the translation).
+MATCH_CONDITIONS_SINCE = 28
+SCHEDULER_CONFIG_V1_SINCE = 25
 
 
 def _accel() -> str:
     return str(Path(sys.executable).with_name("accel"))
 
 
-def start(env: cluster.E2ECluster, workdir: Path) -> None:
-    """Start the servers (and kube-scheduler if present) and point the cluster at them."""
-    host = os.environ.get("ACCEL_E2E_HOST_ADDRESS", "172.18.0.1")
+@dataclass
+class Servers:
+    """The accel servers (and scheduler) this run started, and how to reach them."""
+
+    workdir: Path
+    host: str
+    certs: Path
+    kubeconfig: str
+    procs: controlplane.Processes
+    ports: dict[str, int] = field(default_factory=dict)  # server name -> port of the first one
+    running: dict[str, controlplane.Process] = field(default_factory=dict)
+    scheduler: controlplane.Process | None = None
+    extra: list[controlplane.Process] = field(default_factory=list)  # started by tests
+    match_conditions_stripped: bool = False
+
+    @property
+    def ca(self) -> Path:
+        return self.certs / "ca.crt"
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"https://127.0.0.1:{self.ports[name]}{path}"
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def is_ready(self, port: int) -> bool:
+        """GET /readyz == 200; a refused or reset connection just means "not yet"."""
+        return controlplane.https_ok(f"https://127.0.0.1:{port}/readyz", self.tls_context())
+
+    def start(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
+        """Start one `accel serve NAME` and wait until /readyz answers 200 (or it exits)."""
+        port = port or controlplane.free_port()
+        env = os.environ | {"KUBECONFIG": self.kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
+        process = self.procs.start(
+            f"accel serve {name}{log_suffix}",
+            [_accel(), "serve", name, "--host", "127.0.0.1" if self.host == "127.0.0.1" else "0.0.0.0",
+             "--port", str(port), "--cert-dir", str(self.certs)],
+            self.workdir / f"{name}{log_suffix}.log", env=env,
+        )  # fmt: skip
+        process.port = port
+        controlplane.wait_ready(partial(self.is_ready, port), process=process, timeout_s=SERVER_READY_S,
+                                what=f"accel serve {name} on port {port}")  # fmt: skip
+        return process
+
+
+def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) -> Servers:
+    """Start the servers (and kube-scheduler if present) and point the cluster at them.
+
+    Registers `Servers.procs.stop_all` in `env.cleanup` before the first start, so a failure
+    half-way still stops what was started.
+    """
+    host = host or os.environ.get("ACCEL_E2E_HOST_ADDRESS", "172.18.0.1")
     certs = workdir / "certs"
-    subprocess.run([_accel(), "certs", "create", "--out-dir", str(certs), "--service", "accel-webhook",
-                    "--namespace", cluster.NS, "--ip", host, "--ip", "127.0.0.1", "--dns", "localhost"],
+    subprocess.run([_accel(), "certs", "create", "--out-dir", str(certs), "--namespace", cluster.NS,
+                    *(arg for svc in SERVICES for arg in ("--service", svc)),
+                    "--ip", host, "--local"],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
-    # kube-scheduler's client certificate: the extender answers only CN accel-scheduler (issue 21).
-    subprocess.run([_accel(), "certs", "client", "--cert-dir", str(certs), "--name", "accel-scheduler",
-                    "--out-dir", str(workdir / "scheduler-client")], check=True, capture_output=True, timeout=60)  # fmt: skip
     kubeconfig = env.kubectl.kubeconfig or os.environ.get("KUBECONFIG", "")
-    proc_env = os.environ | {"KUBECONFIG": kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
+    servers = Servers(workdir=workdir, host=host, certs=certs, kubeconfig=kubeconfig, procs=controlplane.processes())
+    env.servers = servers
+    env.cleanup.append(_stopper(servers))
     env.kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.NS}})
     cluster.apply_policy(env.kubectl, cluster.e2e_policy())
-    ports = {name: _free_port() for name in SERVERS}
-    for name, port in ports.items():
-        log = (workdir / f"{name}.log").open("w")
-        proc = subprocess.Popen([_accel(), "serve", name, "--port", str(port), "--cert-dir", str(certs)],
-                                env=proc_env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        env.cleanup.append(lambda p=proc: _stop(p))
-        wait_until(partial(_ready, port, certs / "ca.crt"), timeout_s=60, what=f"accel serve {name} ready")
-    _apply_webhook_configs(env, host, ports["webhook"], (certs / "ca.crt").read_bytes())
-    env.scheduler_running = _start_scheduler(env, workdir, ports["extender"], workdir / "scheduler-client", kubeconfig)
+    for name in SERVERS:
+        servers.running[name] = servers.start(name)
+        servers.ports[name] = servers.running[name].port
+    servers.match_conditions_stripped = env.server_minor < MATCH_CONDITIONS_SINCE
+    apply_webhook_configs(env, servers, url_base=f"https://{host}:{servers.ports['webhook']}")
+    binary = _scheduler_binary(env)
+    if binary:
+        servers.scheduler = _start_scheduler(env, servers, binary)
+        env.scheduler_running = True
+    return servers
 
 
-def _ready(port: int, ca: Path) -> bool:
-    context = ssl.create_default_context(cafile=str(ca))
-    with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=context, timeout=2) as response:
-        return bool(response.status == 200)
+def _stopper(servers: Servers) -> Any:
+    def stop() -> None:
+        for process in [*servers.extra, *servers.running.values(), servers.scheduler]:
+            if process is not None:
+                servers.procs.stop(process)
+
+    return stop
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def _apply_webhook_configs(env: cluster.E2ECluster, host: str, port: int, ca_pem: bytes) -> None:
+def webhook_configs(env: cluster.E2ECluster, url_base: str, ca_pem: bytes, *, strip_match_conditions: bool) -> list[cluster.Obj]:
+    """The shipped webhook configurations, pointed at `url_base` by URL with the CA bundle."""
     ca_bundle = base64.b64encode(ca_pem).decode()
+    configs = []
     for obj in cluster.render_manifests(env.kubectl):
         if obj["kind"] not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
             continue
         for webhook in obj["webhooks"]:
             path = webhook["clientConfig"]["service"]["path"]
-            webhook["clientConfig"] = {"url": f"https://{host}:{port}{path}", "caBundle": ca_bundle}
+            webhook["clientConfig"] = {"url": f"{url_base}{path}", "caBundle": ca_bundle}
+            if strip_match_conditions:
+                # Kubernetes < 1.28 has no matchConditions (a strict server would refuse them;
+                # an old one drops them silently). Say so here instead of relying on either.
+                webhook.pop("matchConditions", None)
+        configs.append(obj)
+    return configs
+
+
+def apply_webhook_configs(env: cluster.E2ECluster, servers: Servers, *, url_base: str) -> None:
+    for obj in webhook_configs(env, url_base, servers.ca.read_bytes(),
+                               strip_match_conditions=servers.match_conditions_stripped):  # fmt: skip
         env.kubectl.apply(obj)
-        env.cleanup.append(
-            lambda o=obj: cluster.delete_quietly(env.kubectl, o["kind"], o["metadata"]["name"])
-        )
+        env.cleanup.append(partial(cluster.delete_quietly, env.kubectl, obj["kind"], obj["metadata"]["name"]))
 
 
-def _start_scheduler(
-    env: cluster.E2ECluster, workdir: Path, extender_port: int, client_dir: Path, kubeconfig: str
-) -> bool:
-    binary = shutil.which("kube-scheduler")
-    if binary is None:
-        return False
-    config_map = next(
-        o for o in cluster.render_manifests(env.kubectl) if o["metadata"]["name"] == "accel-scheduler-config"
-    )
-    config = yaml.safe_load(config_map["data"]["config.yaml"])
+def _scheduler_binary(env: cluster.E2ECluster) -> str | None:
+    if env.control_plane is not None:
+        return env.control_plane.binary("kube-scheduler")
+    return shutil.which("kube-scheduler")
+
+
+def scheduler_config(env: cluster.E2ECluster, servers: Servers) -> dict[str, Any]:
+    """The shipped KubeSchedulerConfiguration, run on this host against this run's extender."""
+    config_map = next(o for o in cluster.render_manifests(env.kubectl)
+                      if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "accel-scheduler-config")  # fmt: skip
+    config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    if env.server_minor < SCHEDULER_CONFIG_V1_SINCE:
+        # v1 came in 1.25; v1beta3 has the same extender fields, so only the version changes.
+        config["apiVersion"] = "kubescheduler.config.k8s.io/v1beta3"
+    # One scheduler on this host: no leader election (a lease would only slow start-up).
     config["leaderElection"] = {"leaderElect": False}
-    config["clientConnection"] = {"kubeconfig": kubeconfig}
+    config["clientConnection"] = {"kubeconfig": servers.kubeconfig}
     extender = config["extenders"][0]
-    extender["urlPrefix"] = f"https://127.0.0.1:{extender_port}/"
-    extender["tlsConfig"] = {
-        "caFile": str(client_dir / "ca.crt"), "certFile": str(client_dir / "tls.crt"), "keyFile": str(client_dir / "tls.key"),
-    }
-    path = workdir / "scheduler.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = (workdir / "scheduler.log").open("w")
-    proc = subprocess.Popen(
-        [binary, f"--config={path}", "--secure-port=0"], stdout=log, stderr=subprocess.STDOUT
+    extender["urlPrefix"] = f"https://127.0.0.1:{servers.ports['extender']}/"
+    # Keep the shipped serverName: the certificate covers the Service names, as in the cluster.
+    extender["tlsConfig"] = extender.get("tlsConfig", {}) | {"caFile": str(servers.ca)}
+    client = _scheduler_client_cert(servers)
+    extender["tlsConfig"] |= {"certFile": str(client / "tls.crt"), "keyFile": str(client / "tls.key")}
+    return config
+
+
+def _scheduler_client_cert(servers: Servers) -> Path:
+    """kube-scheduler's client certificate: the extender answers only CN accel-scheduler (mTLS)."""
+    out = servers.workdir / "scheduler-client"
+    if not (out / "tls.crt").is_file():
+        subprocess.run([_accel(), "certs", "client", "--cert-dir", str(servers.certs), "--name", "accel-scheduler",
+                        "--out-dir", str(out)], check=True, capture_output=True, timeout=60)  # fmt: skip
+    return out
+
+
+def _start_scheduler(env: cluster.E2ECluster, servers: Servers, binary: str) -> controlplane.Process:
+    path = servers.workdir / "scheduler.yaml"
+    path.write_text(yaml.safe_dump(scheduler_config(env, servers)))
+    health = controlplane.free_port()
+    process = servers.procs.start(
+        "kube-scheduler",
+        [binary, f"--config={path}", f"--secure-port={health}", "--bind-address=127.0.0.1", "--v=2"],
+        servers.workdir / "scheduler.log",
     )
-    env.cleanup.append(lambda: _stop(proc))
-    return True
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # the scheduler's self-signed health endpoint, loopback only
+    controlplane.wait_ready(partial(controlplane.https_ok, f"https://127.0.0.1:{health}/healthz", insecure),
+                            process=process, timeout_s=SERVER_READY_S, what="kube-scheduler")  # fmt: skip
+    return process

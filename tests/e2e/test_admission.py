@@ -87,18 +87,30 @@ def test_over_quota_pod_is_denied_with_a_clear_message(
 def test_dry_run_does_not_reserve_quota(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
 ) -> None:
-    ns = team_namespace("e2e-quota")
+    ns = team_namespace("e2e-dryrun")  # its own team: no other test's pods count against it
     for _ in range(3):  # three dry runs of the whole quota would exhaust it if they reserved
         e2e.kubectl.create(
-            _in(ns, cluster.gpu_pod("dry", team="e2e-quota", gpus=2, profile="h100-first")), dry_run=True
+            _in(ns, cluster.gpu_pod("dry", team="e2e-dryrun", gpus=2, profile="h100-first")), dry_run=True
         )
-    e2e.kubectl.create(_in(ns, cluster.gpu_pod("real", team="e2e-quota", gpus=2, profile="h100-first")))
+    e2e.kubectl.create(_in(ns, cluster.gpu_pod("real", team="e2e-dryrun", gpus=2, profile="h100-first")))
 
 
-def test_pods_without_accelerators_are_never_sent(
+def test_pods_without_accelerators_pass_untouched(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
 ) -> None:
+    """With matchConditions they are never sent; without (Kubernetes < 1.28, where the harness
+    strips them) they reach the webhook, which must let them through unchanged even when they
+    break rules that GPU pods must follow (here: no `team` label, which the policy requires)."""
     ns = team_namespace("e2e-mutate")
-    pod = e2e.kubectl.create(_in(ns, cluster.gpu_pod("cpu", team="e2e-mutate", gpus=0)))
-    assert not any(k.startswith("accel.dev/") for k in pod["metadata"].get("annotations") or {})
-    assert pod["spec"]["schedulerName"] == "default-scheduler"
+    plain = _in(ns, cluster.gpu_pod("cpu", team="e2e-mutate", gpus=0))
+    unlabelled = _in(ns, cluster.gpu_pod("cpu-no-team", team="e2e-mutate", gpus=0))
+    del unlabelled["metadata"]["labels"]
+    for sent in (plain, unlabelled):
+        pod = e2e.kubectl.create(sent)
+        assert not any(k.startswith("accel.dev/") for k in pod["metadata"].get("annotations") or {})
+        assert pod["spec"]["schedulerName"] == "default-scheduler"
+        assert "affinity" not in pod["spec"] and "tolerations" not in sent["spec"]
+        assert pod["spec"]["containers"][0]["resources"] == sent["spec"]["containers"][0]["resources"]
+    if e2e.servers is not None and e2e.servers.match_conditions_stripped:
+        webhooks = e2e.kubectl.get("validatingwebhookconfiguration", "accel-validate")["webhooks"]
+        assert not any(w.get("matchConditions") for w in webhooks), "these pods did reach the webhook"
