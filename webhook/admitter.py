@@ -9,6 +9,7 @@ profile,team}`, `accel_quota_used_gpus{team,type}` and `accel_quota_limit_gpus{t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from fractions import Fraction
@@ -67,6 +68,7 @@ class Admitter:
         self._charges = ChargeMemo()
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
+        self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
         self._plain: dict[tuple[str, Mode], Decision] = {}
         self.decisions = metrics.counter(
             "accel_admission_decisions_total",
@@ -92,13 +94,24 @@ class Admitter:
         return self._ctx
 
     def _publish_quota(self, ctx: AdmissionContext) -> None:
+        """Set the quota gauges of every (team, quota key) of the policy, and remove the series of
+        pairs the policy no longer has (a renamed or deleted team, a dropped quota key), so a
+        dashboard never shows a team that does not exist any more at its last value."""
+        current: set[tuple[str, str]] = set()
         for team in ctx.policy.teams:
             usage = ctx.usage.get(team.name, {})
             for key in team.quota:
+                current.add((team.name, key))
                 limit = limit_of(team, key) or Fraction(0)
                 self.quota_limit.labels(team=team.name, type=key).set(float(limit))
                 used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
                 self.quota_used.labels(team=team.name, type=key).set(float(used))
+        for team_name, key in self._published - current:
+            for gauge in (self.quota_limit, self.quota_used):
+                with contextlib.suppress(KeyError):  # never set on this replica
+                    gauge.remove(team_name, key)
+            self._used_gauges.pop((team_name, key), None)
+        self._published = current
 
     def _count(self, decision: Decision) -> None:
         """One decision in the counter; label children are cached (a `labels()` lookup per request

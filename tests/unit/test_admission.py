@@ -12,7 +12,7 @@ from accel.admission import apply_mode, mutate
 from accel.admission_context import build_context
 from accel.affinity import plan_affinity
 from accel.catalog import load_builtin_catalog
-from accel.policy import Mode
+from accel.policy import Mode, Profile
 from accel.policy_load import parse_policy
 from accel.pricing import usd
 from kube.fake import FakeCluster
@@ -35,12 +35,15 @@ MIXED_PROFILE = [{"name": "mixed", "accelerators": [{"type": "nvidia-h100-80gb"}
 
 
 def policy_with_mixed_profile() -> Any:
+    """A profile whose types carry two node label keys. `parse_policy` refuses such a mixed-vendor
+    profile (accel.policy_load rule 4), but the affinity planner must still AND every key term
+    correctly, so these tests build the policy object directly."""
     files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
-    profiles = yaml.safe_load(files["profiles.yaml"])
-    profiles["profiles"] += MIXED_PROFILE
-    files["profiles.yaml"] = yaml.safe_dump(profiles)
     files["teams.yaml"] = yaml.safe_dump({"teams": [{"name": "nlp", "quota": {"*": 100}}]})
-    return parse_policy(files, load_builtin_catalog())
+    parsed = parse_policy(files, load_builtin_catalog())
+    mixed = tuple(Profile.model_validate(item) for item in MIXED_PROFILE)
+    policy = parsed.policy.model_copy(update={"profiles": (*parsed.policy.profiles, *mixed)})
+    return parsed.model_copy(update={"policy": policy})
 
 
 def test_two_label_keys_give_one_term_per_key_anded_with_every_user_term() -> None:
