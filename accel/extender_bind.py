@@ -13,8 +13,10 @@ from fractions import Fraction
 from accel.catalog import Catalog
 from accel.devices import Assumption, DeviceError, format_assignment
 from accel.extender_index import ClusterIndex
-from accel.extender_state import ExtenderState
-from accel.filtering import check_node, resolve_request
+from accel.extender_scores import ExtenderScorer
+from accel.extender_state import JobHold
+from accel.filtering import PodRequest, check_node, resolve_request
+from accel.placement_score import PLACEMENT_ANNOTATION, Explanation, explain
 from accel.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.pricing import PRICE_ANNOTATION, gpu_hour_price, price_annotations
 from accel.scoring import choose_assignment
@@ -26,13 +28,15 @@ class BindPlan:
     node: str
     annotations: dict[str, str]
     assumption: Assumption
+    explanation: Explanation | None = None  # also in annotations[PLACEMENT_ANNOTATION]
+    hold: JobHold | None = None  # record with the assumption (accel.extender_state rule 3)
 
 
 class BindRefused(Exception):
     """The bind cannot be done as asked; the message says why (sent back as `Error`)."""
 
 
-class ExtenderBinder(ExtenderState):
+class ExtenderBinder(ExtenderScorer):
     """The bind step of `accel.placement.ExtenderCore` over the state it inherits."""
 
     def plan_bind(
@@ -84,9 +88,23 @@ class ExtenderBinder(ExtenderState):
             }
             if catalog is not None and PRICE_ANNOTATION not in pod.annotations:
                 annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog)
+        explanation = self.explain_bind(index, req, node, devices.gpu_type if req.wants_accelerators else "")
+        annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
         expires = now + ttl if math.isfinite(ttl) else math.inf
         assumption = Assumption(uid, pod.key, node, assignment, expires, req.job)
-        return BindPlan(pod, node, annotations, assumption)
+        hold = self.hold_after_bind(index, req, node, now)
+        return BindPlan(pod, node, annotations, assumption, explanation, hold)
+
+    def explain_bind(self, index: ClusterIndex, req: PodRequest, node: str, accel_type: str) -> Explanation:
+        """Why `node`: from the pod's last prioritize breakdown when it scored `node`, else (the
+        scheduler skips prioritize when one node passed its filters) from scoring `node` alone."""
+        job = f"{req.job[0]}/{req.job[1]}" if req.job else None
+        kept = self.breakdowns.get(req.pod.uid)
+        if kept is not None and node in kept.names:
+            return explain(kept.names, kept.combined, node, accel_type, job=job)
+        pos, cids, tids = self._columns(index, [node], None)
+        combined = self.combine_columns(index, req, [node], pos, cids, tids)
+        return explain([node], combined, node, accel_type, job=job)
 
 
 def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:

@@ -138,6 +138,7 @@ class ClusterIndex:
     pods_by_uid: dict[str, PodView] = field(default_factory=dict)
     bound_uids: frozenset[str] = frozenset()
     job_nodes: dict[JobKey, list[tuple[str, str]]] = field(default_factory=dict)  # job -> (uid, node)
+    job_pods: dict[JobKey, int] = field(default_factory=dict)  # job -> pods seen, pending included
     known_types: tuple[str, ...] = ()
     slots_of: dict[str, int] = field(default_factory=dict)
     rebuilt_nodes: int = 0  # how many nodes this generation had to rebuild (rule 2), for benchmarks
@@ -217,15 +218,22 @@ def _record(
     return NodeRecord(node, pods, devices, classes.intern(node, devices), classes.intern_topo(node)), True
 
 
-def _group_pods(pods: Iterable[PodView]) -> tuple[dict[str, list[PodView]], dict[JobKey, list[tuple[str, str]]]]:
+def _group_pods(
+    pods: Iterable[PodView],
+) -> tuple[dict[str, list[PodView]], dict[JobKey, list[tuple[str, str]]], dict[JobKey, int]]:
+    """Pods by node, bound job pods by job, and every job's pod count (pending ones included)."""
     by_node: dict[str, list[PodView]] = defaultdict(list)
     jobs: dict[JobKey, list[tuple[str, str]]] = defaultdict(list)
+    counts: dict[JobKey, int] = defaultdict(int)
     for pod in pods:
+        job = job_key(pod.namespace, pod.labels) if pod.labels else None
+        if job:
+            counts[job] += 1
         if pod.node_name:
             by_node[pod.node_name].append(pod)
-            if job := job_key(pod.namespace, pod.labels):
+            if job:
                 jobs[job].append((pod.uid, pod.node_name))
-    return by_node, dict(jobs)
+    return by_node, dict(jobs), dict(counts)
 
 
 def build_index(
@@ -242,7 +250,7 @@ def build_index(
     """
     classes = classes if classes is not None else Classes()
     old = previous.records if previous is not None and previous.classes is classes else {}
-    by_node, jobs = _group_pods(inventory.pods)
+    by_node, jobs, job_pods = _group_pods(inventory.pods)
     records: dict[str, NodeRecord] = {}
     rebuilt = 0
     empty: tuple[PodView, ...] = ()
@@ -270,6 +278,7 @@ def build_index(
         pods_by_uid={p.uid: p for p in inventory.pods if p.uid},
         bound_uids=frozenset(p.uid for p in inventory.pods if p.uid and p.node_name),
         job_nodes=jobs,
+        job_pods=job_pods,
         rebuilt_nodes=rebuilt,
         recent=recent,
     )

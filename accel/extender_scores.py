@@ -1,8 +1,10 @@
 """The extender's prioritize step: a 0..10 score per candidate, computed per node class.
 
-The weighted mean of accel.scoring rule 2, split into a class part (preference + fragmentation,
-memoised per class id and mix version) and a topology part (accel.extender_topology), evaluated for
-all candidates at once and gathered back to the names as `Scores`.
+Each component (accel.placement_score.COMPONENTS) is computed once per node class (preference,
+fragmentation, scarcity; memoised per class id and mix version) or per topology class (the job's
+topology, accel.extender_topology), normalised over the candidates (accel.scoring rule 1),
+gathered back to the candidates and combined by accel.placement_score.combine. The per-candidate
+breakdown of the last scored pods is kept so that bind can explain its choice.
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel.columns import IntColumn, id_column, present_ids, round_clamp
+from accel.columns import FloatColumn, IntColumn, id_column, present_ids
 from accel.extender_index import ClusterIndex
-from accel.extender_state import ExtenderState
+from accel.extender_state import BREAKDOWNS_KEPT, Breakdown, ExtenderState
 from accel.filtering import PodRequest
-from accel.scoring import ShapedRequest, Strategy, fragmentation_raw, normalise, preference_raw
+from accel.placement_score import Combined, combine, room_levels, scarcity_raw
+from accel.scoring import (
+    ShapedRequest,
+    Strategy,
+    fragmentation_raw,
+    normalise,
+    normalise_array,
+    preference_raw,
+)
+from accel.topology_score import CLOSENESS_SHARE, RDMA_BONUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,41 +62,95 @@ class ExtenderScorer(ExtenderState):
             self._frag[key] = value
         return value
 
-    def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[int, float]:
-        """Weighted preference + fragmentation per class, normalised over the candidates' classes."""
+    def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[str, dict[int, float]]:
+        """Normalised preference, fragmentation and scarcity per class, over the candidates' classes."""
         settings = index.policy.settings.scoring
         rep = self.classes.class_rep
         shaped = self.shaped(req, index)
         pref = normalise({c: preference_raw(rep[c][1].gpu_type, req.profile_types) for c in classes})
         frag_raw = {c: self._frag_raw(c, shaped, settings.strategy) for c in classes} if shaped.units else {}
-        frag = normalise(frag_raw)
-        w = settings.weights
-        return {c: w.preference * pref[c] + w.fragmentation * frag.get(c, 0.0) for c in classes}
+        scarce: dict[int, float] = {}
+        if shaped.units and len(shaped.types) > 1:
+            by_type = scarcity_raw([rep[c][1].gpu_type for c in classes], self.prices, self.free_gpus(index), self.tflops)
+            scarce = normalise({c: by_type[rep[c][1].gpu_type] for c in classes})
+        return {"preference": pref, "fragmentation": normalise(frag_raw), "scarcity": scarce}
 
-    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
-        """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
-
-        The weighted mean of accel.scoring rule 2, split into a class part and a topology part
-        and evaluated for all candidates at once (same float operations, same rounding). `key` as
-        in `filter`.
-        """
-        self._memo_room()
-        pos, cids, tids = self._columns(index, names, key)
-        out = np.zeros(len(names), dtype=np.intp)
-        w = index.policy.settings.scoring.weights
-        total = w.preference + w.fragmentation + w.topology
-        if total > 0 and len(names):
-            class_part = id_column(self._class_parts(index, req, present_ids(cids)), len(self.classes.class_rep))[cids + 1]
-            topo_column, by_node = self.topology.parts(index, req, present_ids(tids), self.classes, self.assumptions)
-            topo = topo_column[tids + 1]
+    def _topology_column(
+        self, index: ClusterIndex, req: PodRequest, pos: IntColumn, cids: IntColumn, tids: IntColumn
+    ) -> FloatColumn:
+        """Normalised topology per candidate (0 for a pod outside a multi-pod job)."""
+        size = len(pos)
+        if req.job is None:
+            return np.zeros(size)
+        peers = self.topology.parts(index, req, present_ids(tids), self.classes, self.assumptions)
+        if peers is not None:  # the job has placed pods: closeness to them (accel.topology_score rule 3)
+            column, by_node = peers
+            topo = column[tids + 1]
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
                 own = np.full(len(index.names) + 1, np.nan)
                 own[[index.position[n] for n in by_node]] = list(by_node.values())
                 mine = own[pos]
                 topo = np.where(np.isnan(mine), topo, mine)
-            out = round_clamp((class_part + topo) / total)
-            out[cids < 0] = 0
+            return topo
+        need = self.job_need(index, req)
+        if need <= 1:
+            return np.zeros(size)
+        # The job's first pod: a node where the whole job fits in one leaf (then spine, zone).
+        levels, rdma = self.classes.topo_columns()
+        known = tids >= 0
+        at = np.where(known, tids, 0)
+        shaped = self.shaped(req, index)
+        slots = self._slots(cids, shaped)
+        room = room_levels(np.where(known[:, None], levels[at], -1), slots, need)
+        raw = CLOSENESS_SHARE * room + np.where(known & rdma[at], RDMA_BONUS, 0.0)
+        out = np.zeros(size)
+        if known.any():
+            out[known] = normalise_array(raw[known])
+        return out
+
+    def _slots(self, cids: IntColumn, shaped: ShapedRequest) -> FloatColumn:
+        """How many pods of `shaped` fit on each candidate's class (by free units of its main pool)."""
+        per_class: dict[int, float] = {}
+        for c in present_ids(cids):
+            free = self.classes.class_rep[c][1].free_units(shaped.resource) if shaped.units else 0
+            per_class[c] = float(free // shaped.units) if shaped.units else 1.0
+        column: FloatColumn = id_column(per_class, len(self.classes.class_rep))[cids + 1]
+        return column
+
+    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
+        """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
+
+        `key` as in `filter`. The breakdown is kept per pod uid for bind's explanation.
+        """
+        self._memo_room()
+        pos, cids, tids = self._columns(index, names, key)
+        out = np.zeros(len(names), dtype=np.intp)
+        if len(names):
+            combined = self.combine_columns(index, req, names, pos, cids, tids)
+            out = combined.scores
+            if req.pod.uid:
+                self._keep_breakdown(req.pod.uid, Breakdown(tuple(names), combined))
         return Scores(names, pos, out, index.names)
+
+    def combine_columns(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], pos: IntColumn, cids: IntColumn, tids: IntColumn
+    ) -> Combined:
+        w = index.policy.settings.scoring.weights
+        parts = self._class_parts(index, req, present_ids(cids))
+        size = len(self.classes.class_rep)
+        normalised = {name: id_column(values, size)[cids + 1] for name, values in parts.items()}
+        normalised["topology"] = self._topology_column(index, req, pos, cids, tids)
+        weights = {"preference": w.preference, "fragmentation": w.fragmentation, "topology": w.topology,
+                   "scarcity": w.scarcity}
+        held = self.held_for_jobs(index, req, names, pos)
+        return combine(normalised, weights, cids >= 0, dominant="topology" if req.job else None, held=held)
+
+    def _keep_breakdown(self, uid: str, breakdown: Breakdown) -> None:
+        kept = self.breakdowns
+        kept[uid] = breakdown
+        kept.move_to_end(uid)
+        while len(kept) > BREAKDOWNS_KEPT:
+            kept.popitem(last=False)
 
     def prioritize(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> list[tuple[str, int]]:
         """(host, 0..10) for every candidate, in the order given; unknown nodes get 0."""

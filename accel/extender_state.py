@@ -11,7 +11,12 @@ Rules:
    `refresh_every`, so memoised scores stay valid between refreshes (same as the simulator).
 2. Assumed binds (accel.devices rule 3) are pruned on every call: expired, or shown bound by the
    watch. A node with assumptions is evaluated on its model *plus* those assignments.
-3. Everything here (learned mix, assumed binds, caches) is per process. That is sound because the
+3. Job holds: when a pod of a multi-pod job is bound and the job has pods left, the leaf it went
+   to is held for them until `jobHoldTTLSeconds` pass (on the caller's clock) or the job has no
+   pods left to place. A node of a held leaf is *held* for another pod when taking that pod
+   would leave the leaf unable to fit the job's remaining pods; prioritize scores it down
+   (accel.placement_score rule 3), it is never filtered out.
+4. Everything here (learned mix, assumed binds, job holds, caches) is per process. That is sound because the
    scheduler talks to exactly one extender replica: the manifests pin it (one replica, Service
    `sessionAffinity: ClientIP`). Two replicas would each assume only their own binds.
 """
@@ -19,11 +24,13 @@ Rules:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from accel.columns import IntColumn
+from accel.catalog import Catalog
+from accel.columns import BoolColumn, IntColumn
 from accel.devices import AssumedBinds, DeviceError, NodeDevices
 from accel.extender_index import Classes, ClusterIndex, build_index
 from accel.extender_topology import JobTopology
@@ -31,14 +38,39 @@ from accel.filter_columns import FilterColumns
 from accel.filtering import PodRequest, Verdict, resolve_request
 from accel.fragmentation import ClusterContext, TypicalMix, WorkloadHistogram
 from accel.inventory import Inventory
+from accel.job_intent import job_intent
+from accel.placement_score import Combined
 from accel.pods import PodView
 from accel.policy import Policy
 from accel.scoring import ShapedRequest, cluster_context, pod_shape
+from accel.topology_score import JobKey
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
 FILTER_MEMO_LIMIT = 16  # (candidate list, pod signature) filter decisions kept as columns
 MEMO_LIMIT = 200_000  # verdict / fragmentation memo entries before they are dropped and refilled
+BREAKDOWNS_KEPT = 256  # pods whose last prioritize breakdown is kept for bind's explanation
+HOLDS_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class JobHold:
+    """Rule 3: a leaf (full path) held for a job's remaining pods of one shape until `expires`."""
+
+    job: JobKey
+    leaf: tuple[str | None, ...]
+    resource: str
+    units: int
+    size: int
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """One prioritize call's candidates and their combined scores, kept for bind (explanations)."""
+
+    names: tuple[str, ...]
+    combined: Combined
 
 
 class ExtenderState:
@@ -64,6 +96,13 @@ class ExtenderState:
         self.topology = JobTopology()
         self._filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
+        self.holds: dict[JobKey, JobHold] = {}  # rule 3
+        self.now = 0.0  # the caller's clock at the last request (holds expire on it)
+        self.prices: Mapping[str, float] = {}  # list price per GPU-hour by type (scarcity)
+        self.tflops: Mapping[str, float] = {}  # dense 16-bit TFLOPS by type (scarcity)
+        self._prices_of: Catalog | None = None
+        self._free_gpus: tuple[ClusterIndex, dict[str, float]] | None = None
+        self.breakdowns: OrderedDict[str, Breakdown] = OrderedDict()
 
     # ---- snapshot and bookkeeping ------------------------------------------------------------
     def index(self, generation: int, policy: Policy, inventory: Inventory) -> ClusterIndex:
@@ -93,8 +132,11 @@ class ExtenderState:
             self._frag.clear()
 
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
-        """Resolve the pod, remember it for bind, count it once (rule 1), prune assumptions."""
+        """Resolve the pod, remember it for bind, count it once (rule 1), prune assumptions and holds."""
         self.assumptions.prune(now, index.bound_uids)
+        self.now = now
+        if self.holds:
+            self.holds = {job: h for job, h in self.holds.items() if h.expires > now}
         req = resolve_request(pod, index.policy)
         if pod.uid:
             self._pods[pod.uid] = pod
@@ -149,6 +191,103 @@ class ExtenderState:
                 if at is not None and (devices := self.effective(index, name)) is not None:
                     class_col[at] = self.classes.intern(index.records[name].node, devices)
         return pos, class_col[pos], index.topo_col[pos]
+
+    # ---- scarcity and jobs ----------------------------------------------------------------------
+    def use_catalog(self, catalog: Catalog) -> None:
+        """List prices and throughput by type, for the scarcity component (kept until the catalog changes)."""
+        if catalog is not self._prices_of:
+            self._prices_of = catalog
+            self.prices = {t.name: p for t in catalog if (p := t.price_per_gpu_hour) is not None}
+            self.tflops = {t.name: f for t in catalog if (f := t.dense_tflops) is not None}
+
+    def free_gpus(self, index: ClusterIndex) -> dict[str, float]:
+        """Free GPUs (whole-device equivalents, every pool) per type in this generation."""
+        if self._free_gpus is None or self._free_gpus[0] is not index:
+            counts = np.bincount(index.class_col[:-1], minlength=len(self.classes.class_rep))
+            free: dict[str, float] = {}
+            for cid, nodes in enumerate(counts.tolist()):
+                if nodes:
+                    devices = self.classes.class_rep[cid][1]
+                    milli = sum(sum(pool.free_milli()) for pool in devices.pools.values())
+                    free[devices.gpu_type] = free.get(devices.gpu_type, 0.0) + nodes * milli / 1000
+            self._free_gpus = (index, free)
+        return self._free_gpus[1]
+
+    def job_placed(self, index: ClusterIndex, job: JobKey, *, except_uid: str = "") -> int:
+        """Pods of `job` bound in this generation or assumed bound, `except_uid` left out."""
+        bound = {u for u, _ in index.job_nodes.get(job, ()) if u != except_uid}
+        bound |= {a.uid for a in self.assumptions.by_uid.values() if a.job == job and a.uid != except_uid}
+        return len(bound)
+
+    def job_size(self, index: ClusterIndex, req: PodRequest) -> int:
+        """The job's size: declared (accel.job_intent rule 2) or the pods seen, whichever is larger."""
+        if req.job is None:
+            return 1
+        declared = job_intent(req.pod.labels, req.pod.annotations).size
+        return max(declared, index.job_pods.get(req.job, 0), 1)
+
+    def job_need(self, index: ClusterIndex, req: PodRequest) -> int:
+        """Pods of the pod's job still to place, this one included."""
+        if req.job is None:
+            return 1
+        return max(1, self.job_size(index, req) - self.job_placed(index, req.job, except_uid=req.pod.uid))
+
+    def hold_after_bind(self, index: ClusterIndex, req: PodRequest, node: str, now: float) -> JobHold | None:
+        """Rule 3: the hold to record when `req`'s pod binds to `node` (None: nothing left to hold)."""
+        inventory_node = index.node(node)
+        if req.job is None or not req.wants_accelerators or inventory_node is None:
+            return None
+        leaf = inventory_node.accelerators.topology.path("leaf")
+        left = self.job_need(index, req) - 1
+        if left <= 0 or leaf[-1] is None:
+            return None
+        shaped = self.shaped(req, index)
+        ttl = index.policy.settings.scoring.job_hold_ttl_seconds
+        return JobHold(req.job, leaf, shaped.resource, shaped.units, self.job_size(index, req), now + ttl)
+
+    def hold(self, hold: JobHold) -> None:
+        if len(self.holds) >= HOLDS_LIMIT:
+            self.holds.pop(min(self.holds, key=lambda j: self.holds[j].expires))
+        self.holds[hold.job] = hold
+
+    def held_for_jobs(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], pos: IntColumn) -> BoolColumn | None:
+        """Rule 3: which candidates taking this pod would leave a held leaf short of its job's pods."""
+        if not self.holds or not req.wants_accelerators:
+            return None
+        mine = dict(req.resources)
+        held = np.zeros(len(names), dtype=bool)
+        for hold in list(self.holds.values()):
+            if hold.job == req.job or not mine.get(hold.resource):
+                continue
+            remaining = hold.size - self.job_placed(index, hold.job)
+            if remaining <= 0:
+                self.holds.pop(hold.job, None)
+                continue
+            leaf_nodes = self._leaf_nodes(index, hold.leaf)
+            slots: dict[str, int] = {}
+            for name in leaf_nodes:
+                devices = self.effective(index, name)
+                slots[name] = devices.free_units(hold.resource) // hold.units if devices is not None else 0
+            total = sum(slots.values())
+            if total < remaining:
+                continue  # the leaf cannot hold the job anyway; holding it helps no one
+            for i, name in enumerate(names):
+                if name in slots and int(pos[i]) < len(index.names):
+                    devices = self.effective(index, name)
+                    free = devices.free_units(hold.resource) if devices is not None else 0
+                    after = max(0, free - mine[hold.resource]) // hold.units
+                    if total - slots[name] + after < remaining:
+                        held[i] = True
+        return held if held.any() else None
+
+    def _leaf_nodes(self, index: ClusterIndex, leaf: tuple[str | None, ...]) -> list[str]:
+        """The index's nodes on one leaf (full path), found through the interned level ids."""
+        level = self.classes.level_ids.get(leaf)
+        if level is None:
+            return []
+        levels, _ = self.classes.topo_columns()
+        at = np.flatnonzero(levels[index.topo_col[:-1], 0] == level)
+        return [index.names[i] for i in at.tolist()]
 
     def _memo_room(self) -> None:
         if len(self._verdicts) > MEMO_LIMIT:

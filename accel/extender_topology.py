@@ -24,7 +24,7 @@ from accel.scoring import normalise_array
 from accel.topology_score import JobKey, raw_by_level_counts
 
 MEMO_LIMIT = 200_000
-RawParts = tuple[FloatColumn, list[str], FloatColumn]  # per topology class; peer hosts, their values
+RawParts = tuple[FloatColumn, list[str], FloatColumn, int]  # per topology class; peer hosts, their values; peers
 
 
 def peers(index: ClusterIndex, req: PodRequest, assumptions: AssumedBinds) -> tuple[list[int], dict[str, int]]:
@@ -58,17 +58,20 @@ class JobTopology:
 
     def parts(
         self, index: ClusterIndex, req: PodRequest, tids: list[int], classes: Classes, assumptions: AssumedBinds
-    ) -> tuple[FloatColumn, dict[str, float]]:
-        """Weighted topology part per topology class (column by tid + 1, for the classes `tids`),
-        and per node hosting peers. Raw values of the classes and of the peer-hosting nodes are
-        normalised together, exactly as one `normalise` over both would."""
+    ) -> tuple[FloatColumn, dict[str, float]] | None:
+        """Normalised topology part per topology class (column by tid + 1, for the classes `tids`),
+        and per node hosting peers; None when the job has no placed pods (nothing to be close to).
+        Raw values of the classes and of the peer-hosting nodes are normalised together, exactly as
+        one `normalise` over both would."""
         column = np.zeros(len(classes.topo_rep) + 1)
         if req.job is None:
             return column, {}
-        raw_all, host_names, raw_hosts = self._raw(index, req, classes, assumptions)
+        raw_all, host_names, raw_hosts, placed = self._raw(index, req, classes, assumptions)
+        if not placed:
+            return None
         at = np.array(tids, dtype=np.intp)
         raw = np.concatenate((raw_all[at], raw_hosts))  # topology classes, then peer-hosting nodes
-        scaled = index.policy.settings.scoring.weights.topology * normalise_array(raw)
+        scaled = normalise_array(raw)
         column[at + 1] = scaled[: len(tids)]
         return column, dict(zip(host_names, scaled[len(tids) :].tolist(), strict=True))
 
@@ -89,7 +92,7 @@ class JobTopology:
         hosts = [index.records[n].tid for n in per_node]
         same = np.array(list(per_node.values()), dtype=np.float64)
         raw_hosts = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same) if hosts else same
-        result = (raw_all, list(per_node), raw_hosts)
+        result = (raw_all, list(per_node), raw_hosts, len(peer_tids))
         if shared:
             if len(self._memo) > MEMO_LIMIT:
                 self._memo.clear()

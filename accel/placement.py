@@ -22,7 +22,7 @@ from accel.extender_bind import BindPlan, BindRefused, ExtenderBinder
 from accel.extender_filter import ExtenderFilter
 from accel.extender_index import ClusterIndex
 from accel.extender_preempt import ExtenderPreempter
-from accel.extender_scores import ExtenderScorer, Scores
+from accel.extender_scores import Scores
 from accel.extender_state import FILTER_MEMO_LIMIT, MEMO_LIMIT, POD_CACHE_LIMIT, SEEN_UIDS_LIMIT
 from accel.filter_columns import FilterColumns, FilterOutcome
 
@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 
-class ExtenderCore(ExtenderFilter, ExtenderScorer, ExtenderBinder, ExtenderPreempter):
+class ExtenderCore(ExtenderFilter, ExtenderBinder, ExtenderPreempter):
     """Learned workload, assumed binds and per-generation caches; one per extender process.
 
-    Filter, prioritize, bind and preempt steps over one `ExtenderState` (see the module docstring).
+    Filter, prioritize (through the binder, which explains with it), bind and preempt steps over one
+    `ExtenderState` (see the module docstring).
     """

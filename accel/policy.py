@@ -75,6 +75,9 @@ class ScoringWeights(_Model):
     preference: float = Field(default=3.0, ge=0)
     topology: float = Field(default=2.0, ge=0)
     fragmentation: float = Field(default=2.0, ge=0)
+    # Cheapest, most plentiful type first for pods that allow several (accel.placement_score rule 5);
+    # above fragmentation so that premium GPUs stay free for the pods that can only use them.
+    scarcity: float = Field(default=4.0, ge=0)
 
 
 class ScoringSettings(_Model):
@@ -84,6 +87,8 @@ class ScoringSettings(_Model):
     # Half-life, in observed pods, of the learned workload histogram used by the fragmentation score.
     workload_half_life: float = Field(default=2000.0, alias="workloadHalfLife", gt=0)
     assume_ttl_seconds: float = Field(default=30.0, alias="assumeTTLSeconds", gt=0)
+    # How long the leaf chosen for a job's first pod stays held for its remaining pods.
+    job_hold_ttl_seconds: float = Field(default=120.0, alias="jobHoldTTLSeconds", gt=0)
 
 
 class QuotaSettings(_Model):

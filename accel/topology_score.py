@@ -24,6 +24,8 @@ from accel.labels import Topology
 JOB_LABELS: tuple[str, ...] = (
     "accel.dev/job",
     "training.kubeflow.org/job-name",
+    "jobset.sigs.k8s.io/jobset-name",
+    "kueue.x-k8s.io/pod-group-name",
     "volcano.sh/job-name",
     "scheduling.x-k8s.io/pod-group",
     "pod-group.scheduling.sigs.k8s.io",

@@ -151,7 +151,7 @@ def make_component_app(
         from extender.app import make_app as make_extender
         from extender.app import warm_up
 
-        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=client_names)
+        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=client_names, events=deps.events)
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api

@@ -18,7 +18,10 @@ name, before the body is read. Probes and /metrics stay open. `accel serve exten
 passes it unless told `--allow-unauthenticated`.
 
 Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
-in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption.
+in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption;
+on success record the job's leaf hold (accel.extender_state rule 3) and an `AcceleratorPlaced`
+Event (reporting controller `accel-extender`) carrying the explanation the bind also wrote to the
+pod's `accel.dev/placement` annotation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from accel.placement import BindRefused, ClusterIndex, ExtenderCore
+from accel.placement_score import PLACED_CONTROLLER, PLACED_REASON
 from accel.pods import parse_pod
 from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader, ReadArgs
@@ -45,7 +49,7 @@ from extender.wire import (
     render_preemption,
 )
 from kube.errors import Conflict, KubeError, NotFound
-from kube.protocol import Binder
+from kube.protocol import Binder, EventRecorder
 from serving.app import make_base_app
 from serving.body import read_body, read_json
 from serving.cluster_state import ClusterState
@@ -73,6 +77,7 @@ class Extender:
     binder: Binder | None
     clock: Callable[[], float]
     core: ExtenderCore | None = None
+    events: EventRecorder | None = None  # AcceleratorPlaced after every bind (best effort)
     renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
     reader: ArgsReader = field(default_factory=ArgsReader)
     filter_renderer: FilterRenderer = field(default_factory=FilterRenderer)
@@ -100,6 +105,7 @@ class Extender:
         if self.core is None:
             self.core = ExtenderCore(half_life=scoring.workload_half_life)
         index = self.core.index(view.generation, view.parsed.policy, view.inventory)
+        self.core.use_catalog(view.parsed.catalog)
         return self.core, index, scoring.assume_ttl_seconds
 
     def count(self, verb: str, result: str) -> None:
@@ -227,6 +233,11 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
     except BaseException:
         core.assumptions.forget(uid)
         raise
+    if plan.hold is not None:
+        core.hold(plan.hold)
+    if ext.events is not None and plan.explanation is not None:
+        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid}
+        await ext.events.record(involved, PLACED_REASON, plan.explanation.message(), component=PLACED_CONTROLLER)
     return "", "ok"
 
 
@@ -253,12 +264,14 @@ def make_app(
     binder: Binder | None = None,
     clock: Callable[[], float] = time.monotonic,
     core: ExtenderCore | None = None,
+    events: EventRecorder | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_concurrency: int = MAX_CONCURRENCY,
     client_names: Iterable[str] | None = None,
 ) -> web.Application:
-    """The extender Application (routes in ROUTES). `clock` drives assumption expiry;
-    `client_names` (module docstring) are the client-certificate CNs allowed to call the verbs."""
+    """The extender Application (routes in ROUTES). `clock` drives assumption and job-hold expiry;
+    `events` gets an `AcceleratorPlaced` Event for every pod bound; `client_names` (module
+    docstring) are the client-certificate CNs allowed to call the verbs."""
     names = tuple(client_names) if client_names is not None else None
     app = make_base_app(
         name="extender",
@@ -268,7 +281,7 @@ def make_app(
         ready=state.ready,
         authenticate=require_client_cert(names, app="extender", metrics=metrics) if names is not None else None,
     )
-    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core)
+    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events)
     app[EXTENDER] = ext
 
     async def filter_route(request: web.Request) -> web.Response:

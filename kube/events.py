@@ -25,9 +25,11 @@ def involved_reference(involved: dict[str, Any]) -> dict[str, str]:
 
 
 def build_event(
-    involved: dict[str, Any], reason: str, message: str, type: str, *, now: datetime
+    involved: dict[str, Any], reason: str, message: str, type: str, *, now: datetime,
+    component: str = EVENT_SOURCE_COMPONENT,
 ) -> dict[str, Any]:
-    """A complete `v1 Event` body, ready to POST to `/api/v1/namespaces/{ns}/events`."""
+    """A complete `v1 Event` body, ready to POST to `/api/v1/namespaces/{ns}/events`; `component`
+    names the controller reporting it (`source.component`, `reportingComponent`)."""
     ref = involved_reference(involved)
     namespace = ref.get("namespace", "default")
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -40,8 +42,8 @@ def build_event(
         "reason": reason,
         "message": text,
         "type": type,
-        "source": {"component": EVENT_SOURCE_COMPONENT},
-        "reportingComponent": EVENT_SOURCE_COMPONENT,
+        "source": {"component": component},
+        "reportingComponent": component,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

@@ -37,6 +37,7 @@ from kube.errors import Conflict, Gone, NotFound, Unreachable
 from kube.events import build_event
 from kube.names import (
     DEFAULT_CONTROLLER_NAMESPACE,
+    EVENT_SOURCE_COMPONENT,
     KIND_BY_OBJECT_KIND,
     KINDS,
     RESOURCES,
@@ -283,12 +284,13 @@ class FakeCluster:
         reason: str,
         message: str,
         type: Literal["Normal", "Warning"] = "Normal",
+        component: str = EVENT_SOURCE_COMPONENT,
     ) -> None:
         try:
             await self._enter("create", "events")
         except Exception:  # best effort by contract: a lost Event must not fail the caller
             return
-        self.events.append(build_event(involved, reason, message, type, now=self._now()))
+        self.events.append(build_event(involved, reason, message, type, now=self._now(), component=component))
 
     # ---- TokenReviewer -----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from kube.names import Kind
+from kube.names import EVENT_SOURCE_COMPONENT, Kind
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
 JsonObject = dict[str, Any]
@@ -109,6 +109,7 @@ class EventRecorder(Protocol):
         reason: str,
         message: str,
         type: Literal["Normal", "Warning"] = "Normal",
+        component: str = EVENT_SOURCE_COMPONENT,
     ) -> None:
         """`involved` is the object itself (apiVersion/kind/metadata) or an ObjectReference dict."""
         ...

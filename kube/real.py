@@ -17,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from kube.errors import Conflict, NotFound, error_for_status
 from kube.events import build_event
-from kube.names import DEFAULT_CONTROLLER_NAMESPACE, RESOURCES, Kind
+from kube.names import DEFAULT_CONTROLLER_NAMESPACE, EVENT_SOURCE_COMPONENT, RESOURCES, Kind
 from kube.protocol import JsonObject, ReviewedUser, WatchEvent
 from kube.rest import Query, RestTransport
 
@@ -124,8 +124,9 @@ class KubeEventRecorder:
         reason: str,
         message: str,
         type: Literal["Normal", "Warning"] = "Normal",
+        component: str = EVENT_SOURCE_COMPONENT,
     ) -> None:
-        event = build_event(involved, reason, message, type, now=self._now())
+        event = build_event(involved, reason, message, type, now=self._now(), component=component)
         try:
             await self._rest.request("POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event)
         except Exception as exc:  # best effort by contract: a lost Event must not fail the caller

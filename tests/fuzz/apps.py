@@ -110,7 +110,7 @@ def make_app(name: str, state: ClusterState, deps: AppDeps) -> web.Application:
     if name == "webhook":
         extra.update(ledger_store=deps.cluster, replica_id=deps.replica_id)
     elif name == "extender":
-        extra.update(binder=deps.cluster)
+        extra.update(binder=deps.cluster, events=deps.cluster)
     elif name == "api":
         extra.update(token_reviewer=deps.cluster)
     app: web.Application = module.make_app(state, metrics=deps.metrics, **extra)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from accel.filtering import PodRequest, check_node
 from accel.labels import Topology
 from accel.placement import ClusterIndex, ExtenderCore, FilterOutcome
-from accel.scoring import clamp, cluster_context, fragmentation_raw, normalise, preference_raw
-from accel.topology_score import topology_raw
+from accel.placement_score import combine, scarcity_raw
+from accel.scoring import cluster_context, fragmentation_raw, normalise, preference_raw
+from accel.topology_score import CLOSENESS_SHARE, RDMA_BONUS, SAME_LEAF, SAME_SPINE, SAME_ZONE, topology_raw
 
 
 def reference_filter(core: ExtenderCore, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
@@ -45,11 +48,36 @@ def _peers(core: ExtenderCore, index: ClusterIndex, req: PodRequest) -> list[tup
     return out
 
 
+def _room(core: ExtenderCore, index: ClusterIndex, req: PodRequest, known: list[str]) -> dict[str, float]:
+    """A job's first pod, node by node: 10 / 6 / 3 when the candidates of the node's leaf / spine /
+    zone hold all the job's remaining pods, plus the RDMA bonus (accel.placement_score.room_levels)."""
+    need = core.job_need(index, req)
+    if need <= 1:
+        return {}
+    shaped = core.shaped(req, index)
+    slots = {n: core.effective(index, n).free_units(shaped.resource) // shaped.units for n in known}  # type: ignore[union-attr]
+    topo = {n: index.node(n).accelerators.topology for n in known}  # type: ignore[union-attr]
+    raw: dict[str, float] = {}
+    for name in known:
+        level_score = 0.0
+        for level, value in (("leaf", SAME_LEAF), ("spine", SAME_SPINE), ("zone", SAME_ZONE)):
+            path = topo[name].path(level)
+            if path[-1] is not None and sum(slots[n] for n in known if topo[n].path(level) == path) >= need:
+                level_score = value
+                break
+        if slots[name] < 1:
+            level_score = 0.0
+        raw[name] = CLOSENESS_SHARE * level_score + (RDMA_BONUS if topo[name].rdma else 0.0)
+    return normalise(raw)
+
+
 def _topology(core: ExtenderCore, index: ClusterIndex, req: PodRequest, known: list[str]) -> dict[str, float]:
     """Normalised topology value per known candidate (see module docstring for the domain)."""
     if req.job is None:
         return {}
     peers = _peers(core, index, req)
+    if not peers:
+        return _room(core, index, req, known)
     hosts = {name for name, _ in peers}
     domain: dict[object, float] = {}
     for name in known:
@@ -76,14 +104,17 @@ def reference_prioritize(
         every = [(1, d) for n in index.names if (d := index.devices(n)) is not None]  # node by node
         context = cluster_context(every)
         frag = normalise({n: fragmentation_raw(d, shaped, core.mix, strategy=strategy, context=context)[0] for n, d in devices.items() if d})
+    scarce: dict[str, float] = {}
+    if shaped.units and len(shaped.types) > 1:
+        by_type = scarcity_raw([d.gpu_type for d in devices.values() if d], core.prices, core.free_gpus(index), core.tflops)
+        scarce = normalise({n: by_type[d.gpu_type] for n, d in devices.items() if d})
     topo = _topology(core, index, req, known)
     w = settings.weights
-    total = w.preference + w.fragmentation + w.topology
-    out = []
-    for name in names:
-        if name not in devices or total <= 0:
-            out.append((name, 0))
-            continue
-        class_part = w.preference * pref[name] + w.fragmentation * frag.get(name, 0.0)
-        out.append((name, clamp((class_part + w.topology * topo.get(name, 0.0)) / total)))
-    return out
+    parts = {"preference": pref, "fragmentation": frag, "scarcity": scarce, "topology": topo}
+    columns = {k: np.array([v.get(n, 0.0) for n in names]) for k, v in parts.items()}
+    weights = {"preference": w.preference, "fragmentation": w.fragmentation, "topology": w.topology, "scarcity": w.scarcity}
+    known_mask = np.array([n in devices for n in names], dtype=bool)
+    pos = index.positions(names, len(names))
+    held = core.held_for_jobs(index, req, names, pos)
+    combined = combine(columns, weights, known_mask, dominant="topology" if req.job else None, held=held)
+    return list(zip(names, combined.scores.tolist(), strict=True))
