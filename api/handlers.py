@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from accel.availability import visible_profiles
-from accel.discovery import SelectorError, as_json, draft_profile, select_nodes
-from accel.estimates import EstimateInputError, parse_estimate_request
-from accel.estimator import estimate
-from accel.models_table import KNOWN_MODELS
-from accel.nodeview import SORT_KEYS, node_rows
+from accel.capacity.nodeview import SORT_KEYS, node_rows
+from accel.estimates.estimator import estimate
+from accel.estimates.models_table import KNOWN_MODELS
+from accel.estimates.rules import EstimateInputError, parse_estimate_request
+from accel.profiles.availability import visible_profiles
+from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
 from api.identity import CallerResolver, teams_of
 from api.views import ProfileCache, dumps, node_json, observed, redact_name, redact_text
 from serving.body import BadRequest, read_json

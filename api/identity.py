@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from accel.inventory import Inventory
-from accel.policy import Policy
+from accel.capacity.inventory import Inventory
+from accel.policy.models import Policy
 from kube.errors import KubeError
 from kube.protocol import ReviewedUser, TokenReviewer
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from accel.availability import ProfileSummary
-from accel.estimates import EstimateRequest, EstimateResult, FieldError
-from accel.models_table import KnownModel
+from accel.estimates.models_table import KnownModel
+from accel.estimates.rules import EstimateRequest, EstimateResult, FieldError
+from accel.profiles.summary import ProfileSummary
 from api.handlers import DraftRequest
 
 OPENAPI_VERSION = "3.1.0"

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from accel.availability import ProfileSummary, profile_summaries
-from accel.nodeview import NodeRow
+from accel.capacity.nodeview import NodeRow
+from accel.profiles.availability import profile_summaries
+from accel.profiles.summary import ProfileSummary
 from serving.cluster_state import StateView
 
 CACHE_MAX_ENTRIES = 256

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from cli.demo_driver import DemoOptions, DemoResult, Progress, run_day
+from cli.demo_driver import run_day
+from cli.demo_records import DemoOptions, DemoResult, Progress
 from cli.state import CliError
 
 DEFAULT_PODS = 500
@@ -75,9 +76,9 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
 
 def _check_policy(path: Path) -> None:
     """Fail now, with every error, rather than after the servers waited for a policy in force."""
-    from accel.catalog import load_builtin_catalog
-    from accel.policy import PolicyInvalid
-    from accel.policy_load import parse_policy
+    from accel.cluster.catalog import load_builtin_catalog
+    from accel.policy.loading import parse_policy
+    from accel.policy.models import PolicyInvalid
     from cli.state import read_policy_files
 
     try:

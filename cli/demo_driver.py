@@ -3,7 +3,7 @@
 Per submitted pod: admission through `/mutate` and `/validate`, then scheduling through the
 extender's `/filter`, `/prioritize` and `/bind` (cli.demo_steps); the kubelet's part (phase Running,
 later Succeeded, then deletion) is written to the API server so every app's watches see it
-(cli.demo_io). The records and the result are in cli.demo_records (re-exported here).
+(cli.demo_io). The records and the result are in cli.demo_records.
 
 Time: a virtual clock in hours moves event by event (arrivals, finishes, give-ups) through a
 priority queue; only HTTP uses real time. After every change the driver waits until all three
@@ -26,25 +26,14 @@ from typing import Any
 
 import aiohttp
 
-from accel.demo_summary import ClusterSample, sample_cluster
-from accel.demo_workload import DemoPod, generate_workload
-from accel.pods import parse_pod
-from cli.demo_io import SYNC_DEADLINE_S
-from cli.demo_records import DemoOptions, DemoResult, PodRecord, Progress, QuotaCheck
+from accel.cluster.pods import parse_pod
+from cli.demo_records import DemoOptions, DemoResult, PodRecord, Progress
 from cli.demo_servers import Servers
 from cli.demo_steps import PodSteps
+from cli.demo_summary import ClusterSample, sample_cluster
+from cli.demo_workload import DemoPod, generate_workload
 from cli.state import CliError
 from kube.informer import ClusterWatcher
-
-__all__ = [
-    "SYNC_DEADLINE_S",
-    "DemoOptions",
-    "DemoResult",
-    "Driver",
-    "Progress",
-    "QuotaCheck",
-    "run_day",
-]
 
 
 class Driver(PodSteps):

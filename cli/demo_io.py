@@ -20,13 +20,13 @@ from typing import Any
 
 import aiohttp
 
-from accel.demo_summary import ClusterSample
-from accel.fragmentation import WorkloadHistogram
-from accel.inventory import Inventory
-from accel.policy import ParsedPolicy
+from accel.capacity.inventory import Inventory
+from accel.placement.workload_mix import WorkloadHistogram
+from accel.policy.models import ParsedPolicy
 from cli.demo_records import DemoOptions, PodRecord, Progress, QuotaCheck
 from cli.demo_scheduler import SchedulerCache
 from cli.demo_servers import Servers
+from cli.demo_summary import ClusterSample
 from cli.state import CliError
 from kube.informer import ClusterWatcher
 

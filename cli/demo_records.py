@@ -13,9 +13,9 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
-from accel.demo_summary import ClusterSample, PodOutcome
-from accel.demo_workload import DemoPod
-from accel.policy import ParsedPolicy
+from accel.policy.models import ParsedPolicy
+from cli.demo_summary import ClusterSample, PodOutcome
+from cli.demo_workload import DemoPod
 
 
 @dataclass(frozen=True)

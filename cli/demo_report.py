@@ -1,6 +1,6 @@
 """The demo's outputs: the stdout summary, `report.md`, `allocation.png` and `chargeback.png`.
 
-All numbers come from `accel.demo_summary` over the driver's records; this module only formats
+All numbers come from `cli.demo_summary` over the driver's records; this module only formats
 them. Plots use matplotlib's Agg backend (no display needed).
 """
 
@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
-from accel.demo_summary import (
+from accel.plotting import PLOT_HINT, plotting_available, pyplot
+from cli.demo_records import DemoResult
+from cli.demo_summary import (
     ADMITTED,
     Chargeback,
     chargeback,
@@ -21,8 +23,6 @@ from accel.demo_summary import (
     preference_rates,
     time_weighted_mean,
 )
-from accel.plotting import PLOT_HINT, plotting_available, pyplot
-from cli.demo_driver import DemoResult
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:

@@ -13,7 +13,7 @@ Rules (the upstream plugin each mirrors):
    the node's allocatable after the bound, non-terminal pods.
 5. Choice: the highest score wins; ties are broken uniformly at random with the caller's seeded
    `random.Random` (kube-scheduler's `selectHost` reservoir sampling, made reproducible).
-6. `SchedulerCache` is the scheduler's own informer cache: `accel.inventory.build_inventory`'s
+6. `SchedulerCache` is the scheduler's own informer cache: `accel.capacity.inventory.build_inventory`'s
    result, but a node is re-normalised only when it or the pods bound to it changed (the demo asks
    for the inventory after almost every change; rebuilding all nodes each time dominated its run).
 """
@@ -24,9 +24,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from accel.inventory import Inventory, NodeInventory, ParseCache, build_node
-from accel.pods import PodView
-from accel.policy import ParsedPolicy
+from accel.capacity.inventory import Inventory, NodeInventory, ParseCache, build_node
+from accel.cluster.pods import PodView
+from accel.policy.models import ParsedPolicy
 from kube.informer import ClusterWatcher
 
 Obj = Mapping[str, Any]

@@ -23,15 +23,15 @@ from typing import Any
 
 import jsonpatch
 
-from accel.demo_summary import observe_shape
-from accel.demo_workload import pod_manifest
-from accel.inventory import pod_gpu_equivalents, team_usage
-from accel.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
-from accel.policy import ALL_TYPES
-from accel.pricing import COST_ANNOTATION
+from accel.capacity.inventory import pod_gpu_equivalents, team_usage
+from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
+from accel.policy.models import ALL_TYPES
+from accel.policy.pricing import COST_ANNOTATION
 from cli.demo_io import DriverIO
 from cli.demo_records import PodRecord, QuotaCheck
 from cli.demo_scheduler import feasible_nodes, select_host, unschedulable_message
+from cli.demo_summary import observe_shape
+from cli.demo_workload import pod_manifest
 
 
 class PodSteps(DriverIO):

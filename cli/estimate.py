@@ -1,6 +1,6 @@
 """`accel estimate`: training time, memory fit, serving speed and cost per hardware profile.
 
-The same core call as `POST /api/estimates` (accel.estimator.estimate); flags map 1:1 to the
+The same core call as `POST /api/estimates` (accel.estimates.estimator.estimate); flags map 1:1 to the
 request fields. Example: `accel estimate --model llama-3-70b --tokens 2e12 --gpus 64 --policy DIR`.
 """
 
@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from accel.estimates import EstimateInputError, EstimateResult, ProfileEstimate, parse_estimate_request
-from accel.estimator import estimate
-from accel.models_table import known_model_names
-from accel.nodeview import render_table
+from accel.capacity.nodeview import render_table
+from accel.estimates.estimator import estimate
+from accel.estimates.models_table import known_model_names
+from accel.estimates.rules import (
+    EstimateInputError,
+    EstimateResult,
+    ProfileEstimate,
+    parse_estimate_request,
+)
 from cli.state import CliError, add_source_arguments, emit, load_policy, run_guarded
 
 FLAGS: tuple[tuple[str, str, type, str], ...] = (
@@ -56,7 +61,7 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from accel.catalog import load_builtin_catalog
+    from accel.cluster.catalog import load_builtin_catalog
     from cli.state import load_objects
 
     objects = load_objects(args) if args.snapshot or not args.policy else None
@@ -95,6 +100,6 @@ def render_result(result: EstimateResult) -> str:
         f"{result.workload} {what}, {result.precision}), ranked by {result.rank_by}",
         render_table(HEADERS, [_cells(e) for e in result.estimates]),
         f"assumptions: MFU {a.mfu}, scaling efficiency {a.scaling_efficiency}, {a.flops_per_param_token} FLOPs/param/token, "
-        f"optimizer {a.optimizer_bytes_per_param} B/param, activations +{a.activation_overhead:.0%}; rules: accel/estimates.py",
+        f"optimizer {a.optimizer_bytes_per_param} B/param, activations +{a.activation_overhead:.0%}; rules: accel/estimates/rules.py",
     ]
     return "\n".join(lines)

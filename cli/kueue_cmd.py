@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from accel.kueue_export import DEFAULT_LOCAL_QUEUE, export_objects
+from accel.quota.kueue_export import DEFAULT_LOCAL_QUEUE, export_objects
 from cli.state import add_source_arguments, emit, load_state, run_guarded
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from accel.nodeview import SORT_KEYS, TABLE_COLUMNS, node_rows, render_table, table_cells
+from accel.capacity.nodeview import SORT_KEYS, TABLE_COLUMNS, node_rows, render_table, table_cells
 from cli.state import CliError, add_source_arguments, emit, load_state, run_guarded
 
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from accel.catalog import load_builtin_catalog
-from accel.policy import PolicyInvalid
-from accel.policy_load import parse_policy
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import PolicyInvalid
 from cli.state import CliError, read_policy_files
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from accel.discovery import SelectorError, as_json, draft_profile, select_nodes
+from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
 from cli.state import CliError, add_source_arguments, emit, load_state, run_guarded
 
 
@@ -45,7 +45,8 @@ def _discover(args: argparse.Namespace) -> int:
 
 def _list_profiles(args: argparse.Namespace) -> int:
     try:
-        from accel.availability import profile_summaries, render_profiles_table
+        from accel.profiles.availability import profile_summaries
+        from accel.profiles.table import render_profiles_table
     except ModuleNotFoundError as exc:  # pragma: no cover - until the API issue lands
         raise CliError("profile listing is not available in this build") from exc
     parsed, inventory = load_state(args)

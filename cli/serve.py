@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from accel.catalog import load_builtin_catalog
+from accel.cluster.catalog import load_builtin_catalog
 from cli.state import CliError, add_source_arguments, read_policy_files
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher

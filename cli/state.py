@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from accel.catalog import Catalog, load_builtin_catalog
-from accel.inventory import Inventory, build_inventory
-from accel.policy import POLICY_FILES, ParsedPolicy, PolicyInvalid
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import Inventory, build_inventory
+from accel.cluster.catalog import Catalog, load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import POLICY_FILES, ParsedPolicy, PolicyInvalid
 
 POLICY_CONFIGMAP = "accel-policy"
 DEFAULT_NAMESPACE = "accel-system"

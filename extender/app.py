@@ -2,13 +2,13 @@
 
 Handlers are adapters: parse (400 on malformed args; `raw_args.ArgsReader`, which answers as
 `wire.parse_args_json` but decodes a node list it has seen before only once, and parses the
-pod of a filter+prioritize pair once), call `accel.placement.ExtenderCore`, render (both big
+pod of a filter+prioritize pair once), call `accel.placement.core.ExtenderCore`, render (both big
 replies are joined from per-node fragments: `filter_reply.FilterRenderer`, `wire.PriorityRenderer`).
 Decisions that cannot be made (state not ready, internal failure, bind conflict) answer HTTP 200
 with `Error` set, which kube-scheduler treats as a failed attempt and retries (protocols.md 1.3,
 1.7). Preempt has no `Error` field: malformed args answer 400; otherwise the reply is always 200
 with the candidates where evicting the proposed victims really makes the pod fit
-(accel.extender_preempt), and an empty map when the state is not ready or the decision failed
+(accel.placement.preempt), and an empty map when the state is not ready or the decision failed
 (no eviction on a guess: evictions are not undone by a retry, a skipped preemption is). `accel_extender_requests_total{verb,result}` is recorded once per
 request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
@@ -19,7 +19,7 @@ passes it unless told `--allow-unauthenticated`.
 
 Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
 in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption;
-on success record the job's leaf hold (accel.extender_state rule 3) and an `AcceleratorPlaced`
+on success record the job's leaf hold (accel.placement.state rule 3) and an `AcceleratorPlaced`
 Event (reporting controller `accel-extender`) carrying the explanation the bind also wrote to the
 pod's `accel.dev/placement` annotation.
 """
@@ -35,13 +35,15 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import Counter
 
-from accel.placement import BindRefused, ClusterIndex, ExtenderCore
-from accel.placement_score import PLACED_CONTROLLER, PLACED_REASON
-from accel.pods import parse_pod
+from accel.cluster.pods import parse_pod
+from accel.placement.bind import BindRefused
+from accel.placement.core import ExtenderCore
+from accel.placement.index import ClusterIndex
+from accel.placement.score import PLACED_CONTROLLER, PLACED_REASON
 from extender.filter_reply import FilterRenderer
+from extender.priority_reply import PriorityRenderer
 from extender.raw_args import ArgsReader, ReadArgs
 from extender.wire import (
-    PriorityRenderer,
     parse_binding,
     parse_preemption,
     render_binding,

@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from accel.columns import IntColumn
-from accel.filter_columns import FAILED, OK, UNRESOLVABLE, FilterColumns
-from accel.filtering import Verdict
-from extender.wire import padded_rows
+from accel.placement.columns import IntColumn
+from accel.placement.filter_columns import FAILED, OK, UNRESOLVABLE, FilterColumns
+from accel.placement.filter_rules import Verdict
+from extender.priority_reply import padded_rows
 
 ObjectColumn = npt.NDArray[np.object_]
 PLAIN_LISTS_KEPT = 16

@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from accel.placement import Scores
-from accel.scoring import MAX_EXTENDER_PRIORITY
+from accel.placement.prioritize import Scores
+from accel.placement.score_rules import MAX_EXTENDER_PRIORITY
 
 SCORE_SLOTS = MAX_EXTENDER_PRIORITY + 1
 MAX_ROW_BYTES = 96  # padded prioritize rows up to this width (names up to ~60 characters)

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from accel.pods import PodView, parse_pod
+from accel.cluster.pods import PodView, parse_pod
 from extender.wire import ExtenderArgs, parse_args_json
 from serving.body import MAX_JSON_DEPTH, json_depth_exceeds
 

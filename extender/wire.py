@@ -24,20 +24,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from accel.placement import FilterOutcome
-
-# The prioritize reply renderer lives in extender/priority_reply.py (re-exported here).
-from extender.priority_reply import (
-    MAX_ROW_BYTES,
-    SCORE_SLOTS,
-    PriorityRenderer,
-    host_fragment,
-    padded_rows,
-    render_priorities,
-)
+from accel.placement.filter_columns import FilterOutcome
 from serving.body import MAX_JSON_DEPTH, BadRequest, decode_object, json_depth_exceeds
-
-__all__ = ["MAX_ROW_BYTES", "SCORE_SLOTS", "PriorityRenderer", "host_fragment", "padded_rows", "render_priorities"]
 
 
 class _Wire(BaseModel):

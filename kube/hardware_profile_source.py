@@ -1,6 +1,6 @@
 """Hot reload of OpenDataHub HardwareProfiles: every change re-validates the whole policy.
 
-HardwareProfiles (either API group, any namespace) are profiles too (accel.odh_profiles), so a
+HardwareProfiles (either API group, any namespace) are profiles too (accel.policy.odh_profiles), so a
 change to one is a policy change: `on_change(objects, meta)` (owned by `ClusterState`) validates
 the policy ConfigMap's files together with every HardwareProfile now known and returns the
 errors ([] = accepted). Rules, as for the ConfigMap (kube.policy_source):

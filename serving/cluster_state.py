@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from accel.catalog import Catalog
-from accel.inventory import Inventory, ParseCache, build_inventory
-from accel.policy import ParsedPolicy, PolicyInvalid
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import Inventory, ParseCache, build_inventory
+from accel.cluster.catalog import Catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy, PolicyInvalid
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicyMeta, PolicySource

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Protocol
 
-from accel.admission import Decision, apply_mode, mutate, passthrough
-from accel.admission_context import AdmissionContext, build_context
-from accel.admission_usage import ChargeMemo
-from accel.admission_validate import decide_quota, finish_validation, plan_validation
-from accel.inventory import Inventory
-from accel.policy import ALL_TYPES, Mode, ParsedPolicy
-from accel.quota import Ledger, ReservationOutcome, limit_of, ratio_sum
+from accel.admission.context import AdmissionContext, build_context
+from accel.admission.plan import Decision, apply_mode, mutate, passthrough
+from accel.admission.validate import decide_quota, finish_validation, plan_validation
+from accel.capacity.inventory import Inventory
+from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
+from accel.quota.charges import ChargeMemo
+from accel.quota.ledger import Ledger
+from accel.quota.rules import ReservationOutcome, limit_of, ratio_sum
 from serving.metrics import Metrics
 from webhook.ledger import LedgerClient
 from webhook.review import AdmissionRequest, build_response, plain_pod_create

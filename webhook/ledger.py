@@ -3,7 +3,7 @@
 One attempt = read `accel-quota-ledger` (data + resourceVersion), decide in the pure core, and if
 the decision changes the ledger write it back with the version just read. A conflict means another
 replica wrote in between: re-read and decide again with its reservation included. So two replicas
-can never both take the last free GPU (accel/quota.py invariant 4).
+can never both take the last free GPU (accel/quota/rules.py invariant 4).
 
 Bounded: after `attempts` conflicts in a row the admission is denied with a retry message
 (controllers retry on their own); a store error (API server unreachable) denies too, with the
@@ -17,9 +17,10 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from accel import admission_messages as msg
-from accel.admission_messages import Finding
-from accel.quota import LEDGER_NAME, Ledger, ReservationOutcome
+from accel.admission import messages as msg
+from accel.admission.messages import Finding
+from accel.quota.ledger import Ledger
+from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
 from kube.protocol import CasStore
 

@@ -24,8 +24,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from accel.admission import Decision
-from accel.admission_context import wants_accelerators
+from accel.admission.context import wants_accelerators
+from accel.admission.plan import Decision
 from serving.body import BadRequest
 
 API_VERSION = "admission.k8s.io/v1"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from accel.fragmentation import MILLI, NodeShape, PodShape
+from accel.placement.shapes import MILLI, NodeShape, PodShape
 
 TAG_SHARE = 1  # "share-gpu": a pod using part of one GPU
 

@@ -1,6 +1,6 @@
 """The published FGD policy's typical pods and F(n) with the Go simulator's own arithmetic.
 
-`accel.workload_mix` computes the same quantities the clean way (shapes keyed by their GPU-model
+`accel.placement.workload_mix` computes the same quantities the clean way (shapes keyed by their GPU-model
 set, F(n) as an exactly rounded sum); this module reproduces the FGD simulator bit for bit, which
 is what replaying its published runs needs (`pkg/utils/frag.go`, `pkg/type/resource.go`):
 
@@ -22,8 +22,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from accel.shapes import PodShape, Typical
-from accel.workload_mix import TypicalMix
+from accel.placement.shapes import PodShape, Typical
+from accel.placement.workload_mix import TypicalMix
 
 #: FGD's `podPopularityThreshold` in the published runs (percent of all pods).
 POPULARITY_THRESHOLD_PCT = 95

@@ -3,25 +3,16 @@
 Each policy scores one node state for one pod: `score(state, pod) -> (raw score, devices)`; the
 runner caches that per (state id, pod shape) until `version` changes, takes the highest score and
 breaks ties with the run's fixed node priority. Baselines are the FGD simulator's integer formulas;
-`fgd` and `accel` call the shared functions in `accel.fragmentation`.
+`fgd` and `accel` call the shared functions in `accel.placement.fragmentation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from accel.fragmentation import (
-    MAX_SPEC_GPU_MILLI,
-    MILLI,
-    ClusterContext,
-    NodeShape,
-    PodShape,
-    TypicalMix,
-    WorkloadHistogram,
-    fgd_score,
-    fragmentation_score,
-    lowest_free_devices,
-)
+from accel.placement.fragmentation import fgd_score, fragmentation_score, lowest_free_devices
+from accel.placement.shapes import MAX_SPEC_GPU_MILLI, MILLI, ClusterContext, NodeShape, PodShape
+from accel.placement.workload_mix import TypicalMix, WorkloadHistogram
 from accel.sim.cluster import NodeState, pod_tag
 from accel.sim.fgd_exact import GoExactMix, go_typical_pods
 from accel.sim.trace import TracePod

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from accel.fragmentation import PodShape, pod_fits
+from accel.placement.shapes import PodShape, pod_fits
 from accel.sim.cluster import ClusterState
 from accel.sim.gorand import GoRand
 from accel.sim.policies import Policy, RandomPolicy, best_devices

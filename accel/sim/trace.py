@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from accel.fragmentation import MILLI, NodeShape, PodShape
+from accel.placement.shapes import MILLI, NodeShape, PodShape
 
 POD_FILE_PREFIX = "openb_pod_list_"
 NODE_FILE = "openb_node_list_gpu_node.csv"

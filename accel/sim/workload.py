@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from accel.fragmentation import MILLI, PodShape
+from accel.placement.shapes import MILLI, PodShape
 from accel.sim.gorand import GoRand, GoRandState
 from accel.sim.trace import TracePod
 

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from accel.inventory import build_inventory
+from accel.capacity.inventory import build_inventory
 from kube.testing import make_namespace, make_node, make_pod
 from serving.app import make_base_app
 from serving.metrics import Metrics
@@ -58,8 +58,8 @@ def _objects(busy_shift: int) -> tuple[list[Any], list[Any], list[Any]]:
 def _serve_api(port: int, ready: Any) -> None:
     from pathlib import Path
 
-    from accel.catalog import load_builtin_catalog
-    from accel.policy_load import parse_policy
+    from accel.cluster.catalog import load_builtin_catalog
+    from accel.policy.loading import parse_policy
     from api.app import make_app
     from serving.cluster_state import ClusterState
 

@@ -31,9 +31,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from accel.inventory import Inventory, build_inventory
-from accel.placement import FILTER_MEMO_LIMIT, ExtenderCore
-from accel.pods import parse_pod
+from accel.capacity.inventory import Inventory, build_inventory
+from accel.cluster.pods import parse_pod
+from accel.placement.core import ExtenderCore
+from accel.placement.state import FILTER_MEMO_LIMIT
 from cli.serve import freeze_heap
 from extender.app import make_app, warm_up
 from extender.filter_reply import FilterRenderer

@@ -38,9 +38,9 @@ import jsonpatch
 import orjson
 from aiohttp import web
 
-from accel.admission import mutate
-from accel.admission_context import build_context
-from accel.pods import PodView, parse_pod
+from accel.admission.context import build_context
+from accel.admission.plan import mutate
+from accel.cluster.pods import PodView, parse_pod
 from kube.fake import FakeCluster
 from serving.app import make_base_app
 from serving.body import read_json

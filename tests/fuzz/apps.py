@@ -17,10 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from accel.catalog import load_builtin_catalog
-from accel.inventory import build_inventory
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 from cli.state import read_policy_files
 from kube.fake import FakeCluster
 from kube.names import Kind

@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from openapi_spec_validator import validate
 
-from accel.catalog import load_builtin_catalog
-from accel.inventory import Inventory, build_inventory
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import Inventory, build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 from api.app import ROUTES, make_app
 from api.views import redact_name
 from kube.errors import Unreachable

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from accel.demo_summary import chargeback, decision_counts, preference_rates
-from accel.policy import ALL_TYPES
+from accel.policy.models import ALL_TYPES
 from cli.demo import run_demo
-from cli.demo_driver import DemoOptions, DemoResult
+from cli.demo_records import DemoOptions, DemoResult
 from cli.demo_report import summary_text, write_report
+from cli.demo_summary import chargeback, decision_counts, preference_rates
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = DemoOptions(pods=100, seed=7, policy_dir=ROOT / "examples/policy", snapshot=ROOT / "examples/cluster.yaml",

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from accel.catalog import load_builtin_catalog
+from accel.cluster.catalog import load_builtin_catalog
 from kube.fake import FakeCluster
 from kube.informer import Backoff, ClusterWatcher
 from kube.names import POLICY_CONFIGMAP

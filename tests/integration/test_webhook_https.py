@@ -18,8 +18,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from accel.catalog import load_builtin_catalog
-from accel.quota import LEDGER_NAME, Ledger
+from accel.cluster.catalog import load_builtin_catalog
+from accel.quota.ledger import Ledger
+from accel.quota.rules import LEDGER_NAME
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics

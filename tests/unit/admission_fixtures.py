@@ -13,13 +13,13 @@ from typing import Any
 
 import yaml
 
-from accel.admission_context import AdmissionContext, build_context
-from accel.catalog import load_builtin_catalog
-from accel.inventory import Inventory, NodeInventory
-from accel.labels import MigLayout, NodeAccelerators, Sharing
-from accel.pods import parse_pod
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.admission.context import AdmissionContext, build_context
+from accel.capacity.inventory import Inventory, NodeInventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.labels import MigLayout, NodeAccelerators, Sharing
+from accel.cluster.pods import parse_pod
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY_DIR = ROOT / "examples" / "policy"
@@ -95,7 +95,7 @@ def make_inventory(
     namespaces: Mapping[str, Mapping[str, str]] = TEAM_NAMESPACES,
     namespace_annotations: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Inventory:
-    """Like accel.inventory.build_inventory: bound pods allocate their node's resources."""
+    """Like accel.capacity.inventory.build_inventory: bound pods allocate their node's resources."""
     views = [v for v in (parse_pod(p) for p in pods) if not v.terminal]
     allocated: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for view in views:

@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from accel.catalog import load_builtin_catalog
-from accel.inventory import Inventory, build_inventory
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import Inventory, build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 from kube.testing import make_node, make_pod
 
 ROOT = Path(__file__).resolve().parents[2]

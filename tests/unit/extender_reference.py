@@ -1,8 +1,8 @@
 """A slow, per-node reference of the extender's filter and prioritize, to check the fast path against.
 
-It follows the rules as written (accel.filtering, accel.scoring, accel.topology_score) one node
+It follows the rules as written (accel.placement.filter_rules, accel.placement.score_rules, accel.placement.topology_rules) one node
 at a time with the plain functions, no classes, columns or caches. The one thing it copies from
-the engine is the candidate set each component is normalised over (rule 1 of accel.scoring):
+the engine is the candidate set each component is normalised over (rule 1 of accel.placement.score_rules):
 preference and fragmentation over the candidates, topology over the candidates' raw values
 *without* same-node peers plus the raw value of every node hosting a peer.
 """
@@ -13,12 +13,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from accel.filtering import PodRequest, check_node
-from accel.labels import Topology
-from accel.placement import ClusterIndex, ExtenderCore, FilterOutcome
-from accel.placement_score import combine, scarcity_raw
-from accel.scoring import cluster_context, fragmentation_raw, normalise, preference_raw
-from accel.topology_score import CLOSENESS_SHARE, RDMA_BONUS, SAME_LEAF, SAME_SPINE, SAME_ZONE, topology_raw
+from accel.cluster.labels import Topology
+from accel.placement.core import ExtenderCore
+from accel.placement.filter_columns import FilterOutcome
+from accel.placement.filter_rules import PodRequest, check_node
+from accel.placement.index import ClusterIndex
+from accel.placement.score import combine, scarcity_raw
+from accel.placement.score_rules import (
+    cluster_context,
+    fragmentation_raw,
+    normalise,
+    preference_raw,
+)
+from accel.placement.topology_rules import (
+    CLOSENESS_SHARE,
+    RDMA_BONUS,
+    SAME_LEAF,
+    SAME_SPINE,
+    SAME_ZONE,
+    topology_raw,
+)
 
 
 def reference_filter(core: ExtenderCore, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
@@ -50,7 +64,7 @@ def _peers(core: ExtenderCore, index: ClusterIndex, req: PodRequest) -> list[tup
 
 def _room(core: ExtenderCore, index: ClusterIndex, req: PodRequest, known: list[str]) -> dict[str, float]:
     """A job's first pod, node by node: 10 / 6 / 3 when the candidates of the node's leaf / spine /
-    zone hold all the job's remaining pods, plus the RDMA bonus (accel.placement_score.room_levels)."""
+    zone hold all the job's remaining pods, plus the RDMA bonus (accel.placement.score.room_levels)."""
     need = core.job_need(index, req)
     if need <= 1:
         return {}

@@ -8,13 +8,13 @@ import jsonpatch
 import pytest
 import yaml
 
-from accel.admission import apply_mode, mutate
-from accel.admission_context import build_context
-from accel.affinity import plan_affinity
-from accel.catalog import load_builtin_catalog
-from accel.policy import Mode, Profile
-from accel.policy_load import parse_policy
-from accel.pricing import usd
+from accel.admission.affinity import plan_affinity
+from accel.admission.context import build_context
+from accel.admission.plan import apply_mode, mutate
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import Mode, Profile
+from accel.policy.pricing import usd
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
@@ -36,7 +36,7 @@ MIXED_PROFILE = [{"name": "mixed", "accelerators": [{"type": "nvidia-h100-80gb"}
 
 def policy_with_mixed_profile() -> Any:
     """A profile whose types carry two node label keys. `parse_policy` refuses such a mixed-vendor
-    profile (accel.policy_load rule 4), but the affinity planner must still AND every key term
+    profile (accel.policy.loading rule 4), but the affinity planner must still AND every key term
     correctly, so these tests build the policy object directly."""
     files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
     files["teams.yaml"] = yaml.safe_dump({"teams": [{"name": "nlp", "quota": {"*": 100}}]})

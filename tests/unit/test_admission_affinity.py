@@ -1,4 +1,4 @@
-"""Which node labels identify a type in the injected affinity (accel.affinity rule 0, issue 4 item 4).
+"""Which node labels identify a type in the injected affinity (accel.admission.affinity rule 0, issue 4 item 4).
 
 Gaudi nodes carry no label naming the generation; only the instance type does. The catalog has
 shell patterns (`dl1.*`), node affinity needs concrete values, so the values observed on the
@@ -14,14 +14,14 @@ import jsonpatch
 import pytest
 import yaml
 
-from accel.admission import mutate
-from accel.admission_context import build_context
-from accel.affinity import AffinityError, build_selector
-from accel.catalog import load_builtin_catalog
-from accel.inventory import NodeInventory
-from accel.labels import NodeAccelerators
-from accel.policy import AcceleratorRef, Profile
-from accel.policy_load import parse_policy
+from accel.admission.affinity import AffinityError, build_selector
+from accel.admission.context import build_context
+from accel.admission.plan import mutate
+from accel.capacity.inventory import NodeInventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.labels import NodeAccelerators
+from accel.policy.loading import parse_policy
+from accel.policy.models import AcceleratorRef, Profile
 from tests.unit.admission_fixtures import DEFAULT_NODES, POLICY_DIR, gpu_pod, make_inventory
 
 PRODUCT = "nvidia.com/gpu.product"

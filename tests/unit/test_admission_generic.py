@@ -1,4 +1,4 @@
-"""Generic profiles for restricted teams (accel.admission rule 6, accel.admission_generic).
+"""Generic profiles for restricted teams (accel.admission.plan rule 6, accel.admission.generic).
 
 Issue 4 found by the demo: a generic-profile (`gpu-any`) pod of team vision ran on H100/H200
 although vision may only use a100/v100/l4, and vision reached 3.25 of its 2 L4 GPUs because
@@ -13,14 +13,14 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from accel.admission import Decision, mutate
-from accel.admission_context import AdmissionContext
-from accel.admission_generic import generic_candidates, is_restricted
-from accel.admission_validate import decide_quota, finish_validation, plan_validation
-from accel.inventory import NodeInventory
-from accel.labels import NodeAccelerators
-from accel.policy import Team
-from accel.quota import Ledger
+from accel.admission.context import AdmissionContext
+from accel.admission.generic import generic_candidates, is_restricted
+from accel.admission.plan import Decision, mutate
+from accel.admission.validate import decide_quota, finish_validation, plan_validation
+from accel.capacity.inventory import NodeInventory
+from accel.cluster.labels import NodeAccelerators
+from accel.policy.models import Team
+from accel.quota.ledger import Ledger
 from tests.unit.admission_fixtures import DEFAULT_NODES, example_policy, gpu_node, gpu_pod, make_context
 
 TYPE = "accelerator.opendatahub.io/type"

@@ -13,13 +13,13 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from accel.admission import Decision, apply_mode, mutate
-from accel.admission_context import AdmissionContext
-from accel.admission_validate import decide_quota, finish_validation, plan_validation
-from accel.author_keys import AUTHOR_KEYS, is_webhook_owned
-from accel.inventory import team_usage
-from accel.policy import Mode
-from accel.quota import Ledger
+from accel.admission.author_keys import AUTHOR_KEYS, is_webhook_owned
+from accel.admission.context import AdmissionContext
+from accel.admission.plan import Decision, apply_mode, mutate
+from accel.admission.validate import decide_quota, finish_validation, plan_validation
+from accel.capacity.inventory import team_usage
+from accel.policy.models import Mode
+from accel.quota.ledger import Ledger
 from tests.unit.admission_fixtures import example_policy, gpu_pod, make_context, make_inventory
 from webhook.review import build_response
 

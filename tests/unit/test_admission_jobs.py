@@ -1,4 +1,4 @@
-"""Pods of one multi-node job keep one accelerator type (accel.admission rule 7, accel.admission_jobs)."""
+"""Pods of one multi-node job keep one accelerator type (accel.admission.plan rule 7, accel.admission.jobs)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from accel.admission import mutate
-from accel.admission_jobs import job_types
-from accel.admission_validate import plan_validation
-from accel.quota import LEDGER_KEY, Ledger, Reservation
+from accel.admission.jobs import job_types
+from accel.admission.plan import mutate
+from accel.admission.validate import plan_validation
+from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
 from tests.unit.admission_fixtures import gpu_pod, make_context, make_inventory
 
 JOB = {"training.kubeflow.org/job-name": "llama"}

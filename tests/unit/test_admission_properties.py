@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accel.admission import mutate
-from accel.admission_validate import plan_validation
+from accel.admission.plan import mutate
+from accel.admission.validate import plan_validation
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 from tests.unit.admission_fixtures import example_policy, make_context, make_inventory, review

@@ -1,4 +1,4 @@
-"""accel.admission_context.shape_errors: every mis-shaped field the planner reads, by path, in table order."""
+"""accel.admission.context.shape_errors: every mis-shaped field the planner reads, by path, in table order."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.admission import Decision, apply_mode
-from accel.admission_context import light_view, shape_errors
-from accel.admission_messages import Finding
-from accel.pods import PodView
-from accel.policy import Mode
+from accel.admission.context import light_view, shape_errors
+from accel.admission.messages import Finding
+from accel.admission.plan import Decision, apply_mode
+from accel.cluster.pods import PodView
+from accel.policy.models import Mode
 from tests.unit.admission_fixtures import gpu_pod
 
 REQUIRED = ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution")

@@ -1,4 +1,4 @@
-"""accel.admission_usage: memoised charges give exactly `accel.inventory`'s, generation after generation."""
+"""accel.quota.charges: memoised charges give exactly `accel.capacity.inventory`'s, generation after generation."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ from typing import Any
 
 import pytest
 
-from accel.admission_context import build_context
-from accel.admission_usage import MAX_ENTRIES, ChargeMemo
-from accel.inventory import Inventory, pod_accelerator_type, pod_gpu_equivalents, team_usage
-from accel.policy import ParsedPolicy
+from accel.admission.context import build_context
+from accel.capacity.inventory import (
+    Inventory,
+    pod_accelerator_type,
+    pod_gpu_equivalents,
+    team_usage,
+)
+from accel.policy.models import ParsedPolicy
+from accel.quota.charges import MAX_ENTRIES, ChargeMemo
 from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory
 
 POLICY = example_policy()

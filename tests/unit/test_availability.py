@@ -1,4 +1,4 @@
-"""Profile availability (accel/availability.py): units, GPU-equivalents, availability, price, visibility."""
+"""Profile availability (accel/profiles/availability.py): units, GPU-equivalents, availability, price, visibility."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from accel.availability import profile_summaries, render_profiles_table, visible_profiles
-from accel.catalog import load_builtin_catalog
-from accel.inventory import build_inventory
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
+from accel.profiles.availability import profile_summaries, visible_profiles
+from accel.profiles.table import render_profiles_table
 from kube.testing import make_namespace, make_node, make_pod
 
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8", "nvidia.com/gpu.present": "true"}

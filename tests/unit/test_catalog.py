@@ -7,14 +7,14 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from accel.catalog import (
+from accel.cluster.catalog import (
     CANONICAL_NAME_PATTERN,
     UNKNOWN_TYPE,
     CatalogFileError,
     load_builtin_catalog,
     parse_catalog,
 )
-from accel.products import MIG_PROFILE, parse_mig_profile
+from accel.cluster.products import MIG_PROFILE, parse_mig_profile
 
 REQUIRED_TYPES = (
     "nvidia-t4-16gb",

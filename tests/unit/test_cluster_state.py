@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
+from accel.cluster.catalog import load_builtin_catalog
 from cli.serve import ClusterDeps, build_state
 from kube.fake import FakeCluster
 from kube.testing import make_configmap, make_namespace, make_node, make_pod, until

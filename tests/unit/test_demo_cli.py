@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli.demo import ProgressBar
-from cli.demo_driver import Progress
+from cli.demo_records import Progress
 from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]

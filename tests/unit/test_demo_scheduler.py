@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.inventory import build_inventory
-from accel.pods import parse_pod
-from accel.policy import ParsedPolicy, Policy
+from accel.capacity.inventory import build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.pods import parse_pod
+from accel.policy.models import ParsedPolicy, Policy
 from cli.demo_scheduler import (
     SchedulerCache,
     affinity_allows,

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.demo_summary import (
+from accel.capacity.inventory import build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.pods import parse_pod
+from accel.placement.workload_mix import WorkloadHistogram
+from cli.demo_summary import (
     ClusterSample,
     PodOutcome,
     chargeback,
@@ -22,9 +25,6 @@ from accel.demo_summary import (
     sample_cluster,
     time_weighted_mean,
 )
-from accel.fragmentation import WorkloadHistogram
-from accel.inventory import build_inventory
-from accel.pods import parse_pod
 from kube.testing import make_node, make_pod
 
 CATALOG = load_builtin_catalog()

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from accel.demo_workload import JOB_LABEL, MIX, PLAIN_GPU, PROFILE_ANNOTATION, generate_workload, pod_manifest
-from accel.pods import parse_pod
-from accel.policy_load import parse_policy
+from accel.cluster.pods import parse_pod
+from accel.policy.loading import parse_policy
+from cli.demo_workload import (
+    JOB_LABEL,
+    MIX,
+    PLAIN_GPU,
+    PROFILE_ANNOTATION,
+    generate_workload,
+    pod_manifest,
+)
 from cli.state import read_policy_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +65,7 @@ def test_missing_labels_pods_lack_user_and_others_have_all_required() -> None:
 
 
 def test_profiles_named_exist_in_the_sample_policy() -> None:
-    from accel.catalog import load_builtin_catalog
+    from accel.cluster.catalog import load_builtin_catalog
 
     policy = parse_policy(read_policy_files(ROOT / "examples/policy"), load_builtin_catalog()).policy
     names = {p.profile for p in generate_workload(seed=7, count=500) if p.profile}

@@ -1,4 +1,4 @@
-"""Per-device node model, the accel.dev/devices annotation, and assumed binds (accel.devices)."""
+"""Per-device node model, the accel.dev/devices annotation, and assumed binds (accel.capacity.devices)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from accel.devices import (
+from accel.capacity.devices import (
     AssumedBinds,
     Assumption,
     DeviceError,

@@ -1,4 +1,4 @@
-"""Estimates (accel/estimates.py, accel/estimator.py): the math by hand, fit, ranking, limits, errors."""
+"""Estimates (accel/estimates/rules.py, accel/estimates/estimator.py): the math by hand, fit, ranking, limits, errors."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.estimates import EstimateInputError, parse_estimate_request, peak_tflops
-from accel.estimator import estimate
-from accel.models_table import lookup_model
-from accel.policy import ParsedPolicy
-from accel.policy_load import parse_policy
+from accel.cluster.catalog import load_builtin_catalog
+from accel.estimates.estimator import estimate
+from accel.estimates.models_table import lookup_model
+from accel.estimates.rules import EstimateInputError, parse_estimate_request, peak_tflops
+from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 
 PROFILES = """
 profiles:

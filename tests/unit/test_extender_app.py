@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from accel.inventory import Inventory
+from accel.capacity.inventory import Inventory
 from extender.app import ROUTES, make_app
 from extender.wire import ExtenderFilterResult, HostPriority
 from kube.fake import FakeCluster

@@ -14,10 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
-from accel.inventory import Inventory
-from accel.placement import BindRefused, ClusterIndex, ExtenderCore
-from accel.pods import parse_pod
-from extender.wire import PriorityRenderer, parse_args, parse_args_json, render_priorities
+from accel.capacity.inventory import Inventory
+from accel.cluster.pods import parse_pod
+from accel.placement.bind import BindRefused
+from accel.placement.core import ExtenderCore
+from accel.placement.index import ClusterIndex
+from extender.priority_reply import PriorityRenderer, render_priorities
+from extender.wire import parse_args, parse_args_json
 from serving.body import BadRequest, parse_json_object
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 from tests.unit.extender_reference import reference_filter, reference_prioritize
@@ -156,7 +159,7 @@ def test_class_ids_and_verdicts_carry_over_but_answers_follow_the_new_generation
 
 
 def test_class_table_is_reset_when_it_outgrows_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("accel.extender_index.CLASS_LIMIT", 2)
+    monkeypatch.setattr("accel.placement.index.CLASS_LIMIT", 2)
     policy = sample_policy().policy
     core = ExtenderCore()
     core.index(1, policy, _cluster())

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from accel.placement import ExtenderCore
-from accel.pods import parse_pod
+from accel.cluster.pods import parse_pod
+from accel.placement.core import ExtenderCore
 from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader
 from extender.wire import ExtenderArgs, ExtenderFilterResult, render_filter

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from accel.inventory import build_inventory
+from accel.capacity.inventory import build_inventory
 from extender.app import make_app
 from kube.fake import FakeCluster
 from kube.testing import ManualClock

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from accel.devices import Assumption
-from accel.inventory import Inventory
-from accel.placement import ExtenderCore
-from accel.pods import parse_pod
+from accel.capacity.devices import Assumption
+from accel.capacity.inventory import Inventory
+from accel.cluster.pods import parse_pod
+from accel.placement.core import ExtenderCore
 from extender.app import ROUTES, make_app
 from extender.wire import ExtenderPreemptionResult
 from kube.testing import ManualClock, make_node

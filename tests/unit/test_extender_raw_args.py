@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from accel.pods import parse_pod
+from accel.cluster.pods import parse_pod
 from extender.raw_args import ArgsReader
 from extender.wire import parse_args_json
 from serving.body import BadRequest

@@ -1,4 +1,4 @@
-"""FGD math and the online workload histogram (accel.fragmentation)."""
+"""FGD math and the online workload histogram (accel.placement.fragmentation)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ import random
 
 import pytest
 
-from accel.fragmentation import (
-    ClusterContext,
-    NodeShape,
-    PodShape,
-    TypicalMix,
-    WorkloadHistogram,
+from accel.placement.fragmentation import (
     fgd_score,
     fragmentation_score,
     node_fragmentation,
-    pod_fits,
-    shape_frag,
     stranded_gpu_milli,
 )
+from accel.placement.shapes import ClusterContext, NodeShape, PodShape, pod_fits, shape_frag
+from accel.placement.workload_mix import TypicalMix, WorkloadHistogram
 
 HALF = PodShape(cpu_milli=1000, gpu_milli=500, gpu_count=1)
 WHOLE = PodShape(cpu_milli=2000, gpu_milli=1000, gpu_count=1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from accel.catalog import load_builtin_catalog
-from accel.inventory import ParseCache, build_inventory
-from accel.policy_load import parse_policy
+from accel.capacity.inventory import ParseCache, build_inventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
 from kube.testing import make_node, make_pod
 
 

@@ -7,14 +7,14 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from accel.admission import mutate
-from accel.admission_validate import decide_quota, finish_validation, plan_validation
-from accel.catalog import load_builtin_catalog
-from accel.inventory import team_usage
-from accel.kueue import QUEUE_LABEL
-from accel.kueue_export import export_objects
-from accel.policy_load import parse_policy
-from accel.quota import Ledger
+from accel.admission.plan import mutate
+from accel.admission.validate import decide_quota, finish_validation, plan_validation
+from accel.capacity.inventory import team_usage
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.kueue import QUEUE_LABEL
+from accel.policy.loading import parse_policy
+from accel.quota.kueue_export import export_objects
+from accel.quota.ledger import Ledger
 from kube.testing import make_hardware_profile
 from tests.unit.admission_fixtures import POLICY_DIR, example_policy, gpu_pod, make_context, make_inventory
 from tests.unit.crd_schema import load_schema, validate

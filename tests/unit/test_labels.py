@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accel.catalog import load_builtin_catalog
-from accel.labels import (
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.labels import (
     DEFAULT_TOPOLOGY_KEYS,
     MigLayout,
     NodeAccelerators,
@@ -21,7 +21,7 @@ from accel.labels import (
     normalise_node,
     normalise_product,
 )
-from accel.products import mig_gpu_count, mig_instances_per_gpu
+from accel.cluster.products import mig_gpu_count, mig_instances_per_gpu
 
 CATALOG = load_builtin_catalog()
 

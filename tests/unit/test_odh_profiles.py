@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.odh_profiles import TYPES_ANNOTATION, profile_from_object
-from accel.policy import PolicyInvalid, Sharing
-from accel.policy_load import parse_policy
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import PolicyInvalid, Sharing
+from accel.policy.odh_profiles import TYPES_ANNOTATION, profile_from_object
 from kube.errors import NotFound
 from kube.fake import FakeCluster
 from kube.hardware_profile_source import HardwareProfileSource

@@ -1,4 +1,4 @@
-"""accel.patches: op-level behaviour of the one JSON Patch builder."""
+"""accel.admission.patches: op-level behaviour of the one JSON Patch builder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accel.patches import PatchBuilder, PatchError, escape, pointer, unescape
+from accel.admission.patches import PatchBuilder, PatchError, escape, pointer, unescape
 
 
 @pytest.mark.parametrize(

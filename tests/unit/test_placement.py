@@ -1,6 +1,6 @@
 """Placement: jobs kept on one leaf, scarce types kept for the pods that need them, every bind explained.
 
-Table tests per component (accel.job_intent, accel.placement_score), scenario tests through the
+Table tests per component (accel.cluster.job_intent, accel.placement.score), scenario tests through the
 extender's real endpoints on a static snapshot, and properties of the combined score.
 """
 
@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.job_intent import JobIntent, declared_size, job_intent, level_of_label
-from accel.placement_score import (
+from accel.cluster.job_intent import JobIntent, declared_size, job_intent, level_of_label
+from accel.placement.score import (
     COMPONENTS,
     HELD_SHARE,
     PLACEMENT_ANNOTATION,
@@ -26,7 +26,7 @@ from accel.placement_score import (
     room_levels,
     scarcity_raw,
 )
-from accel.topology_score import job_key
+from accel.placement.topology_rules import job_key
 from extender.app import make_app
 from kube.fake import FakeCluster
 from kube.testing import ManualClock

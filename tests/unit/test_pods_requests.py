@@ -1,4 +1,4 @@
-"""accel.pods: the one-walk effective requests equal Kubernetes' per-resource rule for any pod."""
+"""accel.cluster.pods: the one-walk effective requests equal Kubernetes' per-resource rule for any pod."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.labels import is_accelerator_resource
-from accel.pods import accelerator_requests, container_requests, effective_request, parse_pod
-from accel.quantity import QuantityError, parse_bytes, parse_count, parse_milli
+from accel.cluster.labels import is_accelerator_resource
+from accel.cluster.pods import (
+    accelerator_requests,
+    container_requests,
+    effective_request,
+    parse_pod,
+)
+from accel.cluster.quantity import QuantityError, parse_bytes, parse_count, parse_milli
 
 RESOURCES = ["cpu", "memory", "nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-1g.10gb", "example.com/foo"]
 VALUES = ["1", "2", "4", "0", "500m", "1Gi", "-1", "bogus", "1.5"]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.policy import Mode, PolicyInvalid
-from accel.policy_load import parse_policy
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import Mode, PolicyInvalid
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "policy"

@@ -1,4 +1,4 @@
-"""Policy validation reports every error, once (issue 14 section 5; accel.policy_load rules 1-4)."""
+"""Policy validation reports every error, once (issue 14 section 5; accel.policy.loading rules 1-4)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.policy import PolicyInvalid
-from accel.policy_load import parse_policy
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.policy.models import PolicyInvalid
 from cli.main import main
 from tests.unit.test_policy import errors_of, sample_files
 

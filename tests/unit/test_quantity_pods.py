@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from accel.pods import parse_pod
-from accel.quantity import QuantityError, parse_bytes, parse_count, parse_milli, parse_quantity
+from accel.cluster.pods import parse_pod
+from accel.cluster.quantity import (
+    QuantityError,
+    parse_bytes,
+    parse_count,
+    parse_milli,
+    parse_quantity,
+)
 
 
 @pytest.mark.parametrize(

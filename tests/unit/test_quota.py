@@ -1,4 +1,4 @@
-"""accel.quota (pure ledger and quota math) and webhook.ledger (the CAS loop over a CasStore)."""
+"""accel.quota.rules (pure ledger and quota math) and webhook.ledger (the CAS loop over a CasStore)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from fractions import Fraction
 
 import pytest
 
-from accel.admission_messages import Finding
-from accel.policy import Team
-from accel.quota import (
-    LEDGER_KEY,
+from accel.admission.messages import Finding
+from accel.policy.models import Team
+from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
+from accel.quota.rules import (
     LEDGER_NAME,
-    Ledger,
-    Reservation,
     check_quota,
     choose_quota_type,
     decide_reservation,

@@ -1,4 +1,4 @@
-"""accel.quota_ledger: the memoised ledger gives exactly what a full walk gives (rules 1-3)."""
+"""accel.quota.ledger: the memoised ledger gives exactly what a full walk gives (rules 1-3)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.admission_messages import Finding
-from accel.policy import Team
-from accel.quota import (
-    LEDGER_KEY,
-    LEDGER_NAME,
-    Ledger,
-    Reservation,
-    check_quota,
-    decide_reservation,
-    team_usage_now,
-)
+from accel.admission.messages import Finding
+from accel.policy.models import Team
+from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
+from accel.quota.rules import LEDGER_NAME, check_quota, decide_reservation, team_usage_now
 from kube.fake import FakeCluster
 from kube.testing import RecordingSleep
 from tests.unit.test_quota import NLP
@@ -32,7 +25,7 @@ VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), froz
 
 
 def walked_usage(team: str, ledger: Ledger, *, visible: frozenset[str], now: float, exclude: str | None) -> dict[str, Fraction]:
-    """The definition (accel.quota invariant 1), one reservation at a time."""
+    """The definition (accel.quota.rules invariant 1), one reservation at a time."""
     usage: dict[str, Fraction] = {}
     for rid, r in ledger.reservations.items():
         if r.team == team and rid != exclude and r.expires > now and rid not in visible:

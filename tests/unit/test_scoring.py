@@ -1,4 +1,4 @@
-"""Score components against hand-computed values (accel.scoring, accel.topology_score)."""
+"""Score components against hand-computed values (accel.placement.score_rules, accel.placement.topology_rules)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from accel.devices import NodeDevices, Pool
-from accel.fragmentation import NodeShape, PodShape, TypicalMix, fgd_score, node_fragmentation
-from accel.labels import Topology
-from accel.scoring import (
+from accel.capacity.devices import NodeDevices, Pool
+from accel.cluster.labels import Topology
+from accel.placement.fragmentation import fgd_score, node_fragmentation
+from accel.placement.score_rules import (
     MAX_EXTENDER_PRIORITY,
     ShapedRequest,
     choose_assignment,
@@ -23,7 +23,8 @@ from accel.scoring import (
     pod_shape,
     preference_raw,
 )
-from accel.topology_score import (
+from accel.placement.shapes import NodeShape, PodShape
+from accel.placement.topology_rules import (
     closeness,
     group_peers,
     job_key,
@@ -32,6 +33,7 @@ from accel.topology_score import (
     raw_from_groups,
     topology_raw,
 )
+from accel.placement.workload_mix import TypicalMix
 
 LARGE_ANY = ("nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb")
 
@@ -223,8 +225,8 @@ def test_normalise_array_equals_normalise(raw: list[float]) -> None:
 
 
 def test_cluster_context_counts_devices_per_class_for_the_scarcity_term() -> None:
-    from accel.devices import build_node_devices
-    from accel.scoring import cluster_context
+    from accel.capacity.devices import build_node_devices
+    from accel.placement.score_rules import cluster_context
     from tests.unit.extender_builders import gpu_node, inventory
 
     inv = inventory([gpu_node("a1"), gpu_node("a2"), gpu_node("h1", "nvidia-h100-80gb", gpus=4)])

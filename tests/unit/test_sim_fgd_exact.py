@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from accel.fragmentation import node_fragmentation
-from accel.shapes import NodeShape, PodShape
+from accel.placement.fragmentation import node_fragmentation
+from accel.placement.shapes import NodeShape, PodShape
 from accel.sim.fgd_exact import NA, Q1, Q2, Q3, Q4, XL, XR, GoExactMix, go_typical_pods
 
 V100 = frozenset({"V100M16", "V100M32"})

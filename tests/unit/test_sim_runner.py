@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel.fragmentation import NodeShape, PodShape
+from accel.placement.shapes import NodeShape, PodShape
 from accel.sim.cluster import TAG_SHARE, ClusterState, NodeState, pod_tag, whole_gpu_tag
 from accel.sim.matrix import make_tasks, run_matrix
 from accel.sim.policies import (

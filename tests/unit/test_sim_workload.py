@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from accel.fragmentation import PodShape
+from accel.placement.shapes import PodShape
 from accel.sim.trace import TracePod
 from accel.sim.workload import build_run_input, fgd_key
 

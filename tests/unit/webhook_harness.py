@@ -20,9 +20,10 @@ import orjson
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from accel.catalog import load_builtin_catalog
-from accel.policy_load import parse_policy
-from accel.quota import LEDGER_NAME, Ledger
+from accel.cluster.catalog import load_builtin_catalog
+from accel.policy.loading import parse_policy
+from accel.quota.ledger import Ledger
+from accel.quota.rules import LEDGER_NAME
 from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState

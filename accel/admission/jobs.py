@@ -1,0 +1,60 @@
+"""Pods of one multi-node job keep one accelerator type (accel.admission.plan rule 7).
+
+Each pod's quota type is otherwise chosen on its own, so a job on a multi-type profile (or a
+narrowed generic one) could run half on H100 and half on A100: the slowest type paces the whole
+job and NCCL rings cross hardware generations. Rules:
+1. A pod's job is (namespace, first present label of `accel.placement.topology_rules.JOB_LABELS`), the same
+   key the extender uses for co-location; no label = no job.
+2. The job's type is the most common type among its pods the watch shows (their
+   `accelerator.opendatahub.io/type` or `accel.dev/quota-type` annotation, else their node's
+   type; ties by name); when the watch shows none, the type of the job's newest live ledger
+   reservation (written at validation, so pods admitted but not yet visible count).
+3. Mutation charges the pod to that type when it is a candidate and still has quota room;
+   otherwise the normal choice, with a warning that the job is split across types.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+
+from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION, Inventory
+from accel.cluster.pods import TYPE_ANNOTATION, PodView
+from accel.placement.topology_rules import JobKey, job_key
+from accel.quota.ledger import Ledger
+
+
+def job_of(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
+    """Rule 1."""
+    return job_key(namespace, labels)
+
+
+def chosen_type(pod: PodView, inventory: Inventory) -> str | None:
+    """The type already decided for a pod: its annotations, else its node's type; None if undecided."""
+    found = pod.annotations.get(TYPE_ANNOTATION) or pod.annotations.get(QUOTA_TYPE_ANNOTATION)
+    if found:
+        return found
+    node = inventory.node(pod.node_name) if pod.node_name else None
+    return node.accelerator_type if node is not None else None
+
+
+def job_types(inventory: Inventory) -> dict[JobKey, str]:
+    """Rule 2 over the watch, for every job at once (built once per state generation)."""
+    counts: dict[JobKey, Counter[str]] = defaultdict(Counter)
+    for pod in inventory.pods:
+        job = job_of(pod.namespace, pod.labels)
+        if job is not None and (accel_type := chosen_type(pod, inventory)):
+            counts[job][accel_type] += 1
+    return {job: min(c, key=lambda t: (-c[t], t)) for job, c in counts.items()}
+
+
+def ledger_job_type(ledger: Ledger, job: JobKey, *, now: float) -> str | None:
+    """Rule 2 over the ledger: the type of the job's newest live reservation."""
+    namespace, name = job
+    live = [r for r in ledger.reservations.values() if r.job == name and r.namespace == namespace and r.expires > now]
+    return max(live, key=lambda r: (r.created, r.id)).type if live else None
+
+
+def job_type(job: JobKey, known: Mapping[JobKey, str], ledger: Ledger, *, now: float) -> str | None:
+    """Rule 2: the watch first, then the ledger."""
+    return known.get(job) or ledger_job_type(ledger, job, now=now)

@@ -1,0 +1,307 @@
+"""Admission decisions for pods: `mutate` (plan the patch) and the mode rules shared with validation.
+
+The mutating step turns "I want profile X" into a concrete pod (design.md, "Decisions the webhook
+makes"); `accel.admission.validate` checks the result. Both are pure: state comes in as an
+`AdmissionContext`, decisions go out; the webhook only renders them.
+
+Rules of `mutate`:
+1. Pass through untouched, without reading any state: excluded namespaces; pods that ask for no
+   accelerator and name no profile.
+2. Unknown/disabled profile, a profile the team may use no type of, and a pod node constraint that
+   contradicts the profile are denied (with the fix). A GPU pod that names no profile gets the
+   first default the team may use (accel.admission.resolve) and is then governed like any other
+   (routed, narrowed, charged, annotated); with no usable default it is denied, listing the
+   profiles the team may use (only a policy without any profile leaves it a plain request).
+3. Multi-type quota (documented choice): when the team has a per-type quota on any of the
+   profile's types, the pod is charged to ONE type, chosen at mutation as the first type in
+   preference order with quota room and free devices (else with quota room, else the first); it is
+   written to `accel.dev/quota-type` and the required affinity is restricted to exactly that type,
+   so the per-type quota stays exact after binding. Without per-type quotas the affinity allows
+   every type of the profile, preferred in order, and only the "*" quota applies.
+4. Every GPU pod with a team gets `accel.dev/reservation` (the mutating request's uid): the id the
+   quota ledger uses to match a reservation to the pod in the watch.
+5. A second pass over the mutated pod yields no ops (every step is "make it so", never "append").
+6. Generic profiles (`accelerators: []`; accel.admission.generic): for an unknown team, or a team
+   with neither `allowedTypes` nor a per-type quota (only "*" or nothing), the pod stays exactly a
+   plain GPU request (AC-011). Otherwise it is narrowed to candidate types: the types present on
+   cluster nodes (never `unknown`: unlabeled GPUs cannot be matched by node affinity, so a
+   restricted team never lands on them) whose catalog resourceName is the device the pod asks for,
+   filtered by `allowedTypes`, ordered by free units (most first, then name); no candidate is a
+   denial. Then exactly rule 3 over the candidates: with a per-type quota on any candidate, one
+   quota type (annotations, affinity, price); else required affinity over all candidates,
+   preferred in that order, priced as the first. Validation charges the pod to that type and
+   denies a generic pod of a restricted team that lacks the narrowing (bypassed mutation).
+7. Jobs (accel.admission.jobs): in rule 3, pods of one job (namespace + first JOB_LABELS label)
+   are charged to the type the job already uses (watch, else ledger) while it has quota room;
+   otherwise the normal choice, with a warning that the job is split across types.
+
+8. The webhook owns every `accel.dev/*` annotation and `accelerator.opendatahub.io/type` except
+   the author keys of accel.admission.author_keys: each one the author set is overwritten with accel's value
+   or removed (also when the pod is denied, so warn mode admits it scrubbed). A second pass
+   recomputes the same values, so reinvocation adds no op.
+9. The pod's accelerator resources must be ones its profile gives (accel.admission.resources rule 4):
+   a plain `nvidia.com/gpu` is renamed to the profile's resource; anything else is denied.
+
+Modes (settings.mode): `enforce` denies; `warn` admits with the denial as a warning, still
+mutates, and never writes the ledger; `dry-run` admits everything, sends no patch, and records the
+would-be decision only in audit annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from accel.admission import messages as msg
+from accel.admission.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
+from accel.admission.author_keys import forged_keys
+from accel.admission.context import (
+    AdmissionContext,
+    accelerator_requests,
+    gpu_equivalents,
+    light_view,
+    shape_errors,
+    wants_accelerators,
+)
+from accel.admission.generic import generic_candidates, is_restricted, no_candidates
+from accel.admission.jobs import job_of, job_type
+from accel.admission.messages import Finding
+from accel.admission.patches import Op, PatchBuilder
+from accel.admission.resolve import allowed_types, no_profile_finding, resolve_profile, resolve_team
+from accel.admission.resources import (
+    add_default_count,
+    ensure_limits,
+    match_resources,
+    rename_resources,
+    target_resource,
+)
+from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
+from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
+from accel.policy.kueue import is_queued
+from accel.policy.models import Mode, Profile, Team
+from accel.quota.ledger import Ledger
+from accel.quota.rules import (
+    RESERVATION_ANNOTATION,
+    check_quota,
+    choose_quota_type,
+    has_type_quota,
+    team_usage_now,
+)
+
+TEAM_ANNOTATION = "accel.dev/team"
+NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One admission answer before rendering. `reason` is a stable code; `finding` explains a denial."""
+
+    allowed: bool
+    reason: str
+    profile: str = ""
+    team: str = ""
+    finding: Finding | None = None
+    ops: tuple[Op, ...] = ()
+    document: Mapping[str, Any] | None = None  # the pod after `ops` (None when untouched)
+    warnings: tuple[str, ...] = ()
+    audit: Mapping[str, str] = field(default_factory=dict)
+    warned: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """`allowed`, `denied` or `warned` (the metric's decision label)."""
+        return "warned" if self.warned else ("allowed" if self.allowed else "denied")
+
+
+def passthrough(reason: str) -> Decision:
+    return Decision(True, reason)
+
+
+def deny(finding: Finding, *, profile: str = "", team: str = "") -> Decision:
+    return Decision(False, finding.reason, profile, team, finding)
+
+
+def apply_mode(decision: Decision, mode: Mode) -> Decision:
+    """Module docstring "Modes": turn a raw decision into what the mode answers."""
+    audit = {"decision": decision.reason}
+    if decision.profile:
+        audit["profile"] = decision.profile
+    if decision.team:
+        audit["team"] = decision.team
+    audit.update(decision.audit)
+    if mode is Mode.DRY_RUN:
+        audit["decision"] = f"would-{'allow' if decision.allowed else 'deny'}-{decision.reason}"
+        if decision.ops:
+            audit["would-patch-ops"] = str(len(decision.ops))
+        if decision.finding:
+            audit["message"] = decision.finding.message
+        return replace(decision, allowed=True, ops=(), finding=None, audit=audit, warned=not decision.allowed)
+    if mode is Mode.WARN and not decision.allowed and decision.finding is not None:
+        warning = msg.warning_text(decision.finding.message)
+        audit["decision"] = f"warned-{decision.reason}"
+        return replace(decision, allowed=True, finding=None, warnings=(*decision.warnings, warning), audit=audit, warned=True)
+    d = decision  # every admission passes here: the constructor is several times faster than `replace`
+    return Decision(allowed=d.allowed, reason=d.reason, profile=d.profile, team=d.team, finding=d.finding, ops=d.ops,
+                    document=d.document, warnings=d.warnings, audit=audit, warned=d.warned)
+
+
+def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
+    builder.set_members(["metadata", "annotations"], values)
+
+
+def _quota_type(
+    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger,
+    now: float, namespace: str,
+) -> tuple[str, str | None]:
+    """Rules 3 and 7: the single type this pod is charged to (kept when a first pass already chose)
+    and, when it splits the pod's job across types, the warning saying so."""
+    current = (builder.get(["metadata", "annotations"]) or {}).get(QUOTA_TYPE_ANNOTATION)
+    if current in types:
+        return str(current), None
+    view = light_view(builder.document)
+    amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
+    usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
+    job = job_of(namespace, view.labels)
+    earlier = job_type(job, ctx.job_types, ledger, now=now) if job else None
+    if earlier in amounts and not check_quota(team, earlier, amounts[earlier], usage):
+        return str(earlier), None
+    units = sum(view.accelerators.values())
+    chosen = choose_quota_type(team, types, amounts, usage, free_units=ctx.free_units, units=units)
+    if job is None or earlier is None or earlier == chosen:
+        return chosen, None
+    why = f"no {earlier} quota left" if earlier in amounts else f"{earlier} is not allowed for this pod"
+    return chosen, msg.job_split(job[1], earlier, chosen, why)
+
+
+def _apply_affinity(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
+    try:
+        selector = ctx.selector(profile, types)
+    except AffinityError as exc:
+        return msg.profile_unusable(profile.name, str(exc))
+    plan = plan_affinity(builder.document.get("spec") or {}, selector)
+    if plan.conflict:
+        return msg.affinity_conflict(profile.name, types, plan.conflict)
+    if plan.required_terms is not None:
+        builder.set([*NODE_AFFINITY, REQUIRED, "nodeSelectorTerms"], plan.required_terms)
+    for term in plan.preferred_to_add:
+        builder.append([*NODE_AFFINITY, PREFERRED], term)
+    return None
+
+
+def _apply_placement(builder: PatchBuilder, profile: Profile, ctx: AdmissionContext) -> Finding | None:
+    existing = builder.get(["spec", "tolerations"]) or []
+    for toleration in ctx.tolerations(profile):
+        if toleration not in existing:
+            builder.append(["spec", "tolerations"], toleration)
+    selector = builder.get(["spec", "nodeSelector"]) or {}
+    for key, value in profile.node_selector.items():
+        if key in selector and selector[key] != value:
+            return msg.selector_conflict(profile.name, key, str(selector[key]), value)
+        builder.set(["spec", "nodeSelector", key], value)
+    if ctx.policy.settings.scheduler_name:
+        builder.set(["spec", "schedulerName"], ctx.policy.settings.scheduler_name)
+    return None
+
+
+def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: str | None,
+                 quota_type: str | None, reservation_id: str, ctx: AdmissionContext) -> None:
+    values = {PROFILE_ANNOTATION: profile.name}
+    if len(types) == 1:
+        values[TYPE_ANNOTATION] = types[0]
+    if quota_type:
+        values[QUOTA_TYPE_ANNOTATION] = quota_type
+    values.update(ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document)))
+    if team:
+        values[TEAM_ANNOTATION] = team
+        current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)
+        values[RESERVATION_ANNOTATION] = current or reservation_id
+    _annotate(builder, values)
+    _scrub(builder, values)
+
+
+def _scrub(builder: PatchBuilder, written: Mapping[str, str]) -> None:
+    """Rule 8: remove every webhook-owned annotation the author set that accel does not write now."""
+    for key in forged_keys(builder.get(["metadata", "annotations"]), written):
+        builder.remove(["metadata", "annotations", key])
+
+
+def _denied(pod: Mapping[str, Any], finding: Finding, *, profile: str = "", team: str = "") -> Decision:
+    """A denial that still carries rule 8's scrub: warn mode admits the pod, and must not admit
+    the author's team, type or price with it (enforce mode sends no patch with a denial)."""
+    builder = PatchBuilder(pod)
+    _scrub(builder, {})
+    return Decision(False, finding.reason, profile, team, finding, ops=tuple(builder.ops),
+                    document=builder.document if builder else None)
+
+
+def mutate(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    ctx: AdmissionContext,
+    reservation_id: str,
+    ledger: Ledger | None = None,
+    now: float = 0.0,
+) -> Decision:
+    """Plan the patch for one pod CREATE (module rules); the result is before `apply_mode`.
+
+    `ledger` is the replica's last-seen quota ledger (no IO here): it only steers the choice of
+    the quota type; the binding check happens at validation against the fresh ledger.
+    """
+    if namespace in ctx.excluded:
+        return passthrough("excluded-namespace")
+    if not wants_accelerators(pod):
+        return passthrough("no-accelerator")
+    if errors := shape_errors(pod):
+        return deny(msg.malformed_pod(errors))
+    metadata = pod.get("metadata") or {}
+    team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
+    resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.team, policy=ctx.policy, inventory=ctx.inventory)
+    if resolved.finding:
+        return _denied(pod, resolved.finding, team=team.name or "")
+    profile = resolved.profile
+    if profile is None:
+        refused = no_profile_finding(namespace, team.team, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory)
+        if refused is not None:
+            return _denied(pod, refused, team=team.name or "")
+        scrubbed = PatchBuilder(pod)
+        _scrub(scrubbed, {})
+        return Decision(True, "no-profile", team=team.name or "", ops=tuple(scrubbed.ops),
+                        document=scrubbed.document if scrubbed else None)
+    if team.team is not None and team.team.allowed_profiles is not None and profile.name not in team.team.allowed_profiles:
+        refused = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
+        return _denied(pod, refused, profile=profile.name, team=team.team.name)
+    types = allowed_types(profile, team.team)
+    if profile.accelerators and not types:  # (`profile.types` builds a tuple on every read)
+        allowed = team.team.allowed_types or () if team.team else ()
+        refused = msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed)
+        return _denied(pod, refused, profile=profile.name, team=team.name or "")
+    builder = PatchBuilder(pod)
+    target = target_resource(profile, types, ctx.catalog)
+    if mismatch := match_resources(builder, profile, types, target, ctx.catalog):
+        return _denied(pod, mismatch, profile=profile.name, team=team.name or "")
+    rename_resources(builder, target)
+    ensure_limits(builder, target)
+    add_default_count(builder, target, profile.gpus.default)
+    narrowed = profile.is_generic and is_restricted(team.team)
+    if narrowed and team.team is not None:
+        resources = light_view(builder.document).accelerators
+        types = generic_candidates(resources, team.team, ctx)
+        if not types:
+            return _denied(pod, no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
+    quota_type: str | None = None
+    warnings: tuple[str, ...] = ()
+    queued = is_queued(metadata.get("labels") or {}, profile)  # accel.policy.kueue: Kueue owns its quota
+    if team.team is not None and not queued and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
+        quota_type, split = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now, namespace)
+        warnings += (split,) if split else ()
+        types = (quota_type,)
+    finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
+    if finding:
+        return _denied(pod, finding, profile=profile.name, team=team.name or "")
+    _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
+    audit = {"quota-type": quota_type} if quota_type else {}
+    reason = "mutated" if builder else "unchanged"
+    return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document,
+                    warnings=warnings, audit=audit)

@@ -1,0 +1,244 @@
+"""Validation of a (mutated) pod: labels, team, profile and type permissions, size, quota.
+
+Split in two so the quota step can run inside the ledger's compare-and-swap loop:
+1. `plan_validation` does every check that needs no ledger and, if they pass and the team has a
+   quota that applies, returns a `QuotaRequest` (who, which type, how many GPU-equivalents).
+2. `decide_quota(request, ledger, ...)` is the pure decision per CAS attempt
+   (`accel.quota.rules.decide_reservation`); `finish_validation` turns its outcome into a `Decision`.
+
+Rules:
+1. Same pass-through as mutation (excluded namespace, no accelerator and no profile).
+2. Required pod labels (settings.requiredPodLabels), then the team (namespace label; the pod
+   label must agree), then the profile and whether the team may use it and any of its types; a
+   generic-profile pod of a restricted team must carry the narrowing of accel.admission rule 6
+   (accel.admission.generic rule 4), else it is denied as a bypassed mutation.
+3. Size: units asked (effective request, accel.cluster.pods) <= profile `gpus.max` and <= settings
+   `maxGpusPerPod`.
+4. Quota per team per type and "*" (accel.quota). The charged type is what the inventory will
+   count for the pod (`accel.capacity.inventory.pod_accelerator_type`), the amount its GPU-equivalents, so
+   admission and usage never disagree. `dryRun` requests, warn and dry-run modes evaluate without
+   reserving (`commit=False`). The reservation records the pod's job (accel.admission.jobs), so
+   later pods of the job find its type before the watch shows this one.
+5. All failed checks of step 2-3 are reported together; the first one names the reason code.
+6. Nothing mutation wrote is trusted (issue 21; accel.admission.author_keys rule 3): the team is the
+   namespace label, the profile is resolved again (a GPU pod with no usable profile is denied as
+   in mutation), a typed profile's pod must ask for exactly the profile's resource (mutation
+   renames it), and every webhook-owned annotation present must be one mutation computes: the
+   team, a type of the profile the team may use (the narrowing check covers generic profiles),
+   the price of such a type; any other owned key (devices, placement, unknown ones) is a denial.
+   The reservation id is the quota ledger's business (accel.quota).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from accel.admission import messages as msg
+from accel.admission.author_keys import owned_keys
+from accel.admission.context import AdmissionContext, light_view, shape_errors, wants_accelerators
+from accel.admission.generic import generic_candidates, is_restricted, narrowing_finding
+from accel.admission.jobs import job_of
+from accel.admission.messages import Finding
+from accel.admission.plan import Decision, deny, passthrough
+from accel.admission.resolve import allowed_types, no_profile_finding, resolve_profile, resolve_team
+from accel.admission.resources import mixed_replicas, target_resource
+from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
+from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, PodView
+from accel.policy.kueue import is_queued
+from accel.policy.models import ALL_TYPES, Mode, Profile, Team
+from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION
+from accel.quota.ledger import Ledger, Reservation
+from accel.quota.rules import (
+    RESERVATION_ANNOTATION,
+    ReservationOutcome,
+    check_quota,
+    decide_reservation,
+)
+
+MAX_SUGGESTIONS = 3
+
+
+@dataclass(frozen=True)
+class QuotaRequest:
+    """The quota step of one validation: reserve (or, with `commit=False`, only check)."""
+
+    reservation: Reservation
+    team: Team
+    commit: bool
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """`decision` is final when `quota` is None; otherwise it is the allow to give if quota fits."""
+
+    decision: Decision
+    quota: QuotaRequest | None = None
+    profile: Profile | None = None
+
+
+def _checks(
+    pod: Mapping[str, Any], view: PodView, namespace: str, ctx: AdmissionContext
+) -> tuple[list[Finding], Team | None, str, Profile | None]:
+    policy = ctx.policy
+    findings: list[Finding] = []
+    required = policy.settings.required_pod_labels
+    if missing := [label for label in required if not view.labels.get(label)]:
+        findings.append(msg.missing_labels(required, missing))
+    team = resolve_team(namespace, view.labels, policy=policy, inventory=ctx.inventory)
+    findings += [team.finding] if team.finding else []
+    resolved = resolve_profile(view.annotations, namespace, team.team, policy=policy, inventory=ctx.inventory)
+    findings += [resolved.finding] if resolved.finding else []
+    profile = resolved.profile
+    if profile is None and resolved.finding is None and view.accelerators:
+        refused = no_profile_finding(namespace, team.team, view.accelerators, policy=policy, inventory=ctx.inventory)
+        findings += [refused] if refused else []
+    units = sum(view.accelerators.values())
+    if profile is not None and team.team is not None:
+        allowed = team.team.allowed_profiles
+        if allowed is not None and profile.name not in allowed:
+            findings.append(msg.profile_not_allowed(team.team.name, profile.name, allowed))
+        if profile.accelerators and not allowed_types(profile, team.team):
+            findings.append(msg.types_not_allowed(team.team.name, profile.name, profile.types, team.team.allowed_types or ()))
+        if profile.is_generic and is_restricted(team.team):
+            narrowing = narrowing_finding(pod, view, profile=profile, team=team.team, ctx=ctx)
+            findings += [narrowing] if narrowing else []
+    findings += _owned_findings(view, profile, team.team, team.name, ctx)
+    if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
+        findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
+    cap = policy.settings.max_gpus_per_pod
+    if cap is not None and units > cap:
+        findings.append(msg.too_many_gpus(units, cap, "the cluster policy (maxGpusPerPod)"))
+    return findings, team.team, team.name or "", profile
+
+
+TEAM_ANNOTATION = "accel.dev/team"
+PRICE_KEYS = (PRICE_ANNOTATION, COST_ANNOTATION)
+CHECKED_ELSEWHERE = frozenset({PROFILE_ANNOTATION, RESERVATION_ANNOTATION})
+
+
+def _owned_findings(view: PodView, profile: Profile | None, team: Team | None, team_name: str | None,
+                    ctx: AdmissionContext) -> list[Finding]:
+    """Rule 6: owned annotations that disagree with what validation recomputes, and a typed
+    profile's resource that mutation would have renamed."""
+    notes = view.annotations
+    present = [key for key in owned_keys(notes) if key not in CHECKED_ELSEWHERE]
+    types: tuple[str, ...] = ()
+    narrowed = profile is not None and profile.is_generic and is_restricted(team)
+    if profile is not None:
+        types = generic_candidates(view.accelerators, team, ctx) if narrowed and team else allowed_types(profile, team)
+    findings: list[Finding] = []
+    if profile is not None and profile.accelerators:
+        target = target_resource(profile, types, ctx.catalog)
+        if wrong := sorted(r for r in view.accelerators if r != target):
+            findings.append(msg.resource_mismatch(profile.name, "(pod)", wrong[0], target,
+                                                  "the mutating webhook renames or refuses it; it was skipped or undone"))
+    elif profile is not None and (mixed := mixed_replicas(profile, set(view.accelerators))):
+        findings.append(mixed)
+    if not present:
+        return findings
+    chosen = [notes[k] for k in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION) if notes.get(k)]
+    for key in present:
+        value = notes[key]
+        if key == TEAM_ANNOTATION:
+            if value != (team_name or ""):
+                findings.append(msg.forged_annotation(key, value, team_name))
+        elif key in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION):
+            if value not in types and not narrowed:  # narrowed: the narrowing check reports it
+                findings.append(msg.forged_annotation(key, value, " or ".join(types) or None))
+        elif key in PRICE_KEYS and profile is not None:
+            options = chosen[:1] or list(types) or [""]
+            expected = [ctx.request_prices(profile, t, view.accelerators).get(key) for t in options]
+            if value not in expected:
+                findings.append(msg.forged_annotation(key, value, next((e for e in expected if e), None)))
+        else:
+            findings.append(msg.forged_annotation(key, value, None))
+    return findings
+
+
+def plan_validation(
+    pod: Mapping[str, Any],
+    *,
+    namespace: str,
+    ctx: AdmissionContext,
+    request_uid: str,
+    now: float,
+    dry_run: bool,
+) -> ValidationPlan:
+    """Rules 1-3 and the quota request of rule 4 (see module docstring)."""
+    if namespace in ctx.excluded:
+        return ValidationPlan(passthrough("excluded-namespace"))
+    if not wants_accelerators(pod):
+        return ValidationPlan(passthrough("no-accelerator"))
+    if errors := shape_errors(pod):
+        return ValidationPlan(deny(msg.malformed_pod(errors)))
+    view = light_view(pod)
+    findings, team, team_name, profile = _checks(pod, view, namespace, ctx)
+    profile_name = profile.name if profile else ""
+    if findings:
+        first = findings[0]
+        combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
+        return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
+    allowed = Decision(True, "allowed", profile_name, team_name)
+    if is_queued(view.labels, profile):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
+        return ValidationPlan(Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile)
+    if team is None or not team.quota:
+        return ValidationPlan(allowed, profile=profile)
+    accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
+    if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota):
+        return ValidationPlan(allowed, profile=profile)
+    ttl = ctx.policy.settings.quota.reservation_ttl_seconds
+    reservation = Reservation(
+        id=view.annotations.get(RESERVATION_ANNOTATION) or request_uid,
+        team=team.name,
+        type=accel_type,
+        amount=amount,
+        namespace=namespace,
+        created=now,
+        expires=now + ttl,
+        job=job[1] if (job := job_of(namespace, view.labels)) else "",
+    )
+    commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
+    return ValidationPlan(allowed, QuotaRequest(reservation, team, commit), profile)
+
+
+def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext, now: float) -> ReservationOutcome:
+    """The pure decision of one compare-and-swap attempt."""
+    return decide_reservation(
+        ledger,
+        request.reservation,
+        team=request.team,
+        base=ctx.usage,
+        visible=ctx.visible,
+        now=now,
+        commit=request.commit,
+    )
+
+
+def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: str, ctx: AdmissionContext) -> list[str]:
+    """Other enabled profiles the team may use with a type that has room for the same amount."""
+    team, amount, found = request.team, request.reservation.amount, []
+    for profile in ctx.policy.profiles:
+        if not profile.enabled or not profile.types or profile.name == current:
+            continue
+        if profile.gpus.max is not None and profile.gpus.max < amount:
+            continue
+        if team.allowed_profiles is not None and profile.name not in team.allowed_profiles:
+            continue
+        if any(not check_quota(team, t, amount, usage) for t in allowed_types(profile, team)):
+            found.append(profile.name)
+    return found[:MAX_SUGGESTIONS]
+
+
+def finish_validation(plan: ValidationPlan, outcome: ReservationOutcome | Finding, ctx: AdmissionContext) -> Decision:
+    """The final decision once the quota step ran (or failed with a ledger Finding)."""
+    base = plan.decision
+    if isinstance(outcome, Finding):
+        return deny(outcome, profile=base.profile, team=base.team)
+    if not outcome.excess or plan.quota is None:
+        audit = {"reserved": plan.quota.reservation.id} if plan.quota and plan.quota.commit else {}
+        return Decision(True, "allowed", base.profile, base.team, audit=audit)
+    suggestions = _suggestions(plan.quota, outcome.usage, base.profile, ctx)
+    return deny(msg.quota_exceeded(outcome.excess, suggestions), profile=base.profile, team=base.team)

@@ -1,0 +1,144 @@
+"""The node view (seed AC-001): one row per node with its accelerators, allocation and status.
+
+Pure: built from an `Inventory`; shared by `accel nodes`, the API's `GET /api/nodes` and the web page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from accel.capacity.inventory import Inventory, NodeInventory
+from accel.cluster.catalog import Catalog
+from accel.cluster.gpu_equivalents import format_gpus
+
+SORT_KEYS = ("name", "type", "gpus", "free", "allocated", "memory", "zone", "status")
+MIXED = "mixed"
+
+
+class NodeRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: str  # canonical type, "mixed", or "unknown"
+    types: tuple[str, ...]
+    display_name: str
+    vendor: str | None
+    gpus: int
+    allocated: float  # GPU-equivalents in use
+    free: float
+    memory_gb: float | None
+    sharing: str  # "exclusive", "time-sliced x4", "mig mixed 1g.10gb:14,3g.40gb:4"
+    resources: dict[str, int]
+    resources_free: dict[str, int]
+    zone: str | None
+    spine: str | None
+    leaf: str | None
+    rdma: bool
+    status: str
+    labels: dict[str, str]
+
+
+def _sharing_text(node: NodeInventory) -> str:
+    accel = node.accelerators
+    if accel.mig:
+        slices = ",".join(f"{p}:{n}" for p, n in sorted(accel.mig.slices.items()))
+        return f"mig {accel.mig.strategy} {slices}".strip()
+    if accel.sharing.value in ("time-sliced", "mps"):
+        return f"{accel.sharing.value} x{accel.replicas}"
+    return accel.sharing.value
+
+
+def node_row(node: NodeInventory, catalog: Catalog) -> NodeRow:
+    accel = node.accelerators
+    types = accel.types
+    kind = MIXED if len(types) > 1 else (types[0] if types else "")
+    display = "Mixed: " + " + ".join(catalog.display_name(t) for t in types) if len(types) > 1 else catalog.display_name(kind) if kind else ""
+    allocated = node.gpus_allocated(catalog)
+    topo = accel.topology
+    return NodeRow(
+        name=node.name,
+        type=kind,
+        types=types,
+        display_name=display,
+        vendor=accel.vendor,
+        gpus=accel.gpu_count,
+        allocated=float(allocated),
+        free=float(max(Fraction(0), accel.gpu_count - allocated)),
+        memory_gb=accel.memory_gb,
+        sharing=_sharing_text(node) if types else "",
+        resources=dict(accel.resources),
+        resources_free=node.free,
+        zone=topo.zone,
+        spine=topo.spine,
+        leaf=topo.leaf,
+        rdma=topo.rdma,
+        status=node.status,
+        labels=dict(node.labels),
+    )
+
+
+def node_rows(
+    inventory: Inventory,
+    catalog: Catalog,
+    *,
+    type_filter: Sequence[str] = (),
+    sort: str = "name",
+    descending: bool = False,
+    accelerators_only: bool = True,
+) -> list[NodeRow]:
+    """Rows for the node view, filtered by canonical type (or "mixed"/"unknown") and sorted."""
+    if sort not in SORT_KEYS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of: {', '.join(SORT_KEYS)}")
+    rows = [node_row(n, catalog) for n in inventory.nodes if n.accelerators.types or not accelerators_only]
+    if type_filter:
+        wanted = set(type_filter)
+        rows = [r for r in rows if r.type in wanted or wanted & set(r.types)]
+    return sorted(rows, key=_sort_key(sort), reverse=descending)
+
+
+def _sort_key(sort: str) -> Any:
+    keys: dict[str, Any] = {
+        "name": lambda r: r.name,
+        "type": lambda r: (r.type, r.name),
+        "gpus": lambda r: (r.gpus, r.name),
+        "free": lambda r: (r.free, r.name),
+        "allocated": lambda r: (r.allocated, r.name),
+        "memory": lambda r: (r.memory_gb or 0, r.name),
+        "zone": lambda r: (r.zone or "", r.spine or "", r.leaf or "", r.name),
+        "status": lambda r: (r.status, r.name),
+    }
+    return keys[sort]
+
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("NODE", "name"), ("TYPE", "display_name"), ("GPUS", "gpus"), ("ALLOCATED", "allocated"),
+    ("FREE", "free"), ("MEMORY", "memory"), ("SHARING", "sharing"), ("TOPOLOGY", "topology"), ("STATUS", "status"),
+)
+Format = Literal["table", "json", "yaml"]
+
+
+def table_cells(row: NodeRow) -> list[str]:
+    topology = "/".join(part for part in (row.zone, row.spine, row.leaf) if part) + (" rdma" if row.rdma else "")
+    values = {
+        "name": row.name,
+        "display_name": row.display_name,
+        "gpus": str(row.gpus),
+        "allocated": format_gpus(Fraction(row.allocated).limit_denominator(100)),
+        "free": format_gpus(Fraction(row.free).limit_denominator(100)),
+        "memory": f"{row.memory_gb:g}GB" if row.memory_gb else "-",
+        "sharing": row.sharing,
+        "topology": topology or "-",
+        "status": row.status,
+    }
+    return [values[key] for _, key in TABLE_COLUMNS]
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, like kubectl."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in (headers, *rows)]
+    return "\n".join(lines)

@@ -1,0 +1,120 @@
+"""The extender's bind planning: the devices a pod gets on its node and the annotations to write.
+
+Pure (accel.placement rule 1): the plan is returned, the caller does the bind and records the
+`Assumption` so later filter/prioritize calls see the devices as taken (accel.placement.state rule 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from accel.capacity.devices import Assumption, DeviceError, format_assignment
+from accel.cluster.catalog import Catalog
+from accel.cluster.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
+from accel.placement.filter_rules import PodRequest, check_node, resolve_request
+from accel.placement.index import ClusterIndex
+from accel.placement.prioritize import ExtenderScorer
+from accel.placement.score import PLACEMENT_ANNOTATION, Explanation, explain
+from accel.placement.score_rules import choose_assignment
+from accel.placement.state import JobHold
+from accel.policy.pricing import PRICE_ANNOTATION, gpu_hour_price, price_annotations
+
+
+@dataclass(frozen=True, slots=True)
+class BindPlan:
+    pod: PodView
+    node: str
+    annotations: dict[str, str]
+    assumption: Assumption
+    explanation: Explanation | None = None  # also in annotations[PLACEMENT_ANNOTATION]
+    hold: JobHold | None = None  # record with the assumption (accel.placement.state rule 3)
+
+
+class BindRefused(Exception):
+    """The bind cannot be done as asked; the message says why (sent back as `Error`)."""
+
+
+class ExtenderBinder(ExtenderScorer):
+    """The bind step of `accel.placement.core.ExtenderCore` over the state it inherits."""
+
+    def plan_bind(
+        self,
+        index: ClusterIndex,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        now: float,
+        ttl: float,
+        catalog: Catalog | None = None,
+    ) -> BindPlan:
+        """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot.
+
+        A pod whose type was only decided here (generic or multi-type profile without a quota
+        type) has no price yet: with a `catalog`, the bind also writes its cost annotations for
+        the type it actually got (accel.policy.pricing), so chargeback never misses a placed pod.
+        """
+        self.assumptions.prune(now, index.bound_uids)
+        pod = self._pods.get(uid) or index.pods_by_uid.get(uid)
+        if pod is None or (pod.namespace, pod.name) != (namespace, name):
+            raise BindRefused(
+                f"accel: pod {namespace}/{name} (uid {uid}) is not known to the extender yet; retry"
+            )
+        req = resolve_request(pod, index.policy)
+        devices = self.effective(index, node, exclude_uid=uid)
+        verdict = check_node(req, node, index.node(node), devices)
+        if not verdict.ok or devices is None:
+            raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {verdict.reason}")
+        annotations: dict[str, str] = {}
+        assignment: dict[str, tuple[int, ...]] = {}
+        if req.wants_accelerators:
+            try:
+                assignment = choose_assignment(
+                    devices,
+                    dict(req.resources),
+                    self.shaped(req, index),
+                    self.mix,
+                    strategy=index.policy.settings.scoring.strategy,
+                    context=self.context,
+                )
+            except DeviceError as exc:
+                raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {exc}") from None
+            annotations = {
+                TYPE_ANNOTATION: devices.gpu_type,
+                DEVICES_ANNOTATION: format_assignment(assignment),
+            }
+            if catalog is not None and PRICE_ANNOTATION not in pod.annotations:
+                annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog)
+        explanation = self.explain_bind(index, req, node, devices.gpu_type if req.wants_accelerators else "")
+        annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
+        expires = now + ttl if math.isfinite(ttl) else math.inf
+        assumption = Assumption(uid, pod.key, node, assignment, expires, req.job)
+        hold = self.hold_after_bind(index, req, node, now)
+        return BindPlan(pod, node, annotations, assumption, explanation, hold)
+
+    def explain_bind(self, index: ClusterIndex, req: PodRequest, node: str, accel_type: str) -> Explanation:
+        """Why `node`: from the pod's last prioritize breakdown when it scored `node`, else (the
+        scheduler skips prioritize when one node passed its filters) from scoring `node` alone."""
+        job = f"{req.job[0]}/{req.job[1]}" if req.job else None
+        kept = self.breakdowns.get(req.pod.uid)
+        if kept is not None and node in kept.names:
+            return explain(kept.names, kept.combined, node, accel_type, job=job)
+        pos, cids, tids = self._columns(index, [node], None)
+        combined = self.combine_columns(index, req, [node], pos, cids, tids)
+        return explain([node], combined, node, accel_type, job=job)
+
+
+def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:
+    """Cost annotations for the type the pod got at bind (see `ExtenderCore.plan_bind`)."""
+    inventory_node = index.node(node)
+    if inventory_node is None:
+        return {}
+    profile = index.policy.profile(pod.requested_profile or "")
+    equivalents = sum(
+        (inventory_node.gpu_equivalents(resource, units, catalog) for resource, units in pod.accelerators.items()),
+        Fraction(0),
+    )
+    return price_annotations(gpu_hour_price(profile, accel_type, catalog), equivalents)

@@ -1,0 +1,190 @@
+"""The workload distribution the fragmentation score is measured against.
+
+`WorkloadHistogram` learns it online (an exponentially decaying histogram of observed pod shapes;
+`from_shapes` counts a fixed set once, with FGD's typical-pod rule on model sets); `TypicalMix` is
+one compiled snapshot of it (FGD's typical pods) with F(n) memoised per node state. The replay of
+the published FGD runs keys shapes by their raw gpu_spec string instead (`accel.sim.fgd_exact`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from accel.placement.shapes import DEFAULT_THRESHOLD, ClusterContext, PodShape, Typical
+
+
+class TypicalMix:
+    """A frozen typical-pod mix with memoised F(n); build once per distribution, reuse per pod.
+
+    Memo key is (model, sorted free milli, cpu left): F does not depend on device order or memory.
+    `cpu_per_gpu_milli` is the mix's CPU milli requested per GPU milli by its GPU pods (None when
+    the mix has no GPU pod); the stranding term of `fragmentation_score` uses it.
+    """
+
+    __slots__ = ("_count", "_cpu", "_inverse", "_memo", "_milli", "_pressure", "_prob", "_type_ok",
+                 "_unique_milli", "cpu_per_gpu_milli", "type_demand", "typical")
+
+    def __init__(self, typical: Typical) -> None:
+        self.typical = typical
+        self._memo: dict[tuple[str, tuple[int, ...], int], float] = {}
+        self._prob = np.array([p for _, p in typical], dtype=np.float64)
+        self._cpu = np.array([m.cpu_milli for m, _ in typical], dtype=np.int64)
+        self._milli = np.array([m.gpu_milli for m, _ in typical], dtype=np.int64)
+        self._count = np.array([m.gpu_count for m, _ in typical], dtype=np.int64)
+        self._unique_milli, self._inverse = np.unique(self._milli, return_inverse=True)
+        self._type_ok: dict[str, npt.NDArray[np.bool_]] = {}
+        gpu = math.fsum(p * m.total_gpu_milli for m, p in typical if m.gpu_milli > 0)
+        cpu = math.fsum(p * m.cpu_milli for m, p in typical if m.gpu_milli > 0)
+        self.cpu_per_gpu_milli: float | None = cpu / gpu if gpu > 0 and cpu > 0 else None
+        self.type_demand: dict[str, float] = {}  # model -> share of GPU demand that needs it
+        for m, p in typical if gpu > 0 else ():
+            for model in m.gpu_types if m.gpu_milli > 0 else ():
+                share = p * m.total_gpu_milli / gpu / len(m.gpu_types)
+                self.type_demand[model] = self.type_demand.get(model, 0.0) + share
+        self._pressure: dict[ClusterContext, dict[str, float]] = {}
+
+    def type_pressure(self, context: ClusterContext) -> dict[str, float]:
+        """Per model: constrained demand share / capacity share, capped at 1 (0 = not scarce)."""
+        pressure = self._pressure.get(context)
+        if pressure is None:
+            capacity = dict(context.gpu_share)
+            pressure = {t: min(1.0, d / capacity[t]) for t, d in self.type_demand.items() if capacity.get(t)}
+            self._pressure[context] = pressure
+        return pressure
+
+    def fragmentation(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
+        key = (gpu_type, tuple(sorted(free)), cpu_left)
+        value = self._memo.get(key)
+        if value is None:
+            value = self._compute(gpu_type, free, cpu_left) if self.typical else 0.0
+            self._memo[key] = value
+        return value
+
+    def _types_ok(self, gpu_type: str) -> npt.NDArray[np.bool_]:
+        ok = self._type_ok.get(gpu_type)
+        if ok is None:
+            ok = np.array([m.gpu_milli > 0 and (not m.gpu_types or gpu_type in m.gpu_types) for m, _ in self.typical])
+            self._type_ok[gpu_type] = ok
+        return ok
+
+    def _device_fit(self, free: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per typical pod: how many devices have its per-GPU milli, and the milli on those that
+        do not (its fragment when it fits), computed once per distinct milli."""
+        devices = np.array(free, dtype=np.int64)[None, :]
+        below = devices < self._unique_milli[:, None]
+        fitting = (~below).sum(axis=1)[self._inverse]
+        small = np.where(below, devices, 0).sum(axis=1)[self._inverse]
+        return fitting, small
+
+    def _compute(self, gpu_type: str, free: tuple[int, ...], cpu_left: int) -> float:
+        """Rule 1 summed over the mix, vectorised; the terms p_m * frag_m equal `shape_frag`'s."""
+        fitting, small = self._device_fit(free)
+        fits = self._types_ok(gpu_type) & (self._cpu <= cpu_left) & (fitting >= self._count)
+        return math.fsum(self._prob * np.where(fits, small, sum(free)))
+
+
+class WorkloadHistogram:
+    """Online, exponentially decaying histogram of the pod shapes seen so far.
+
+    Each observation's weight halves every `half_life` later observations (math.inf = no decay,
+    as `from_shapes` uses for a fixed, fully known distribution). Weights are stored scaled by a
+    growing factor so that `observe` is O(1); they are renormalised before they overflow.
+    """
+
+    _RESCALE_AT = 1e200
+
+    def __init__(self, *, half_life: float = 2000.0) -> None:
+        if not half_life > 0:
+            raise ValueError(f"half_life must be > 0 observations, got {half_life!r}")
+        self.half_life = half_life
+        self._growth = 1.0 if math.isinf(half_life) else 2.0 ** (1.0 / half_life)
+        self._scale = 1.0
+        self._weights: dict[PodShape, float] = {}
+        self.observations = 0
+        self._cached: dict[float, Typical] = {}
+        self._mix: TypicalMix | None = None
+
+    @classmethod
+    def from_shapes(cls, shapes: Iterable[PodShape]) -> WorkloadHistogram:
+        """A fixed, fully known distribution: every shape counted once, no decay."""
+        hist = cls(half_life=math.inf)
+        for shape in shapes:
+            hist.observe(shape)
+        return hist
+
+    def observe(self, shape: PodShape, weight: float = 1.0) -> None:
+        """Count one arriving pod; older observations decay relative to it."""
+        if self._growth != 1.0:
+            self._scale *= self._growth
+        self._weights[shape] = self._weights.get(shape, 0.0) + weight * self._scale
+        self.observations += 1
+        self._cached.clear()
+        self._mix = None
+        if self._scale > self._RESCALE_AT:
+            self._weights = {k: v / self._scale for k, v in self._weights.items()}
+            self._scale = 1.0
+
+    def typical(self, threshold: float = DEFAULT_THRESHOLD) -> Typical:
+        """Most popular shapes until their share reaches `threshold`, renormalised to sum 1."""
+        cached = self._cached.get(threshold)
+        if cached is not None:
+            return cached
+        ranked = sorted(self._weights.items(), key=lambda kv: (kv[1], kv[0].sort_key()), reverse=True)
+        total = sum(w for _, w in ranked)
+        kept: list[tuple[PodShape, float]] = []
+        covered = 0.0
+        for shape, w in ranked:
+            if covered >= threshold * total:
+                break
+            kept.append((shape, w))
+            covered += w
+        result = tuple((shape, w / covered) for shape, w in kept) if covered > 0 else ()
+        self._cached[threshold] = result
+        return result
+
+    def mix(self) -> TypicalMix:
+        """The compiled default-threshold mix (memoised until the next observation)."""
+        if self._mix is None:
+            self._mix = TypicalMix(self.typical())
+        return self._mix
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, so a server can persist what it has learned."""
+        shapes = [
+            {
+                "cpu_milli": s.cpu_milli,
+                "gpu_milli": s.gpu_milli,
+                "gpu_count": s.gpu_count,
+                "gpu_types": sorted(s.gpu_types),
+                "memory_mib": s.memory_mib,
+                "weight": w / self._scale,
+            }
+            for s, w in self._weights.items()
+        ]
+        half_life = None if math.isinf(self.half_life) else self.half_life
+        return {"half_life": half_life, "observations": self.observations, "shapes": shapes}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkloadHistogram:
+        """Inverse of `to_dict`; raises ValueError naming the bad field."""
+        half_life = data.get("half_life")
+        hist = cls(half_life=math.inf if half_life is None else float(half_life))
+        for i, item in enumerate(data.get("shapes", [])):
+            try:
+                shape = PodShape(
+                    cpu_milli=int(item["cpu_milli"]),
+                    gpu_milli=int(item["gpu_milli"]),
+                    gpu_count=int(item["gpu_count"]),
+                    gpu_types=frozenset(str(t) for t in item.get("gpu_types", [])),
+                    memory_mib=int(item.get("memory_mib", 0)),
+                )
+                hist._weights[shape] = hist._weights.get(shape, 0.0) + float(item["weight"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"shapes[{i}]: {exc!r}; expected cpu_milli, gpu_milli, gpu_count, weight") from exc
+        hist.observations = int(data.get("observations", 0))
+        return hist
