@@ -90,5 +90,6 @@ def make_app(
     app.router.add_get("/api/accelerators", handlers.list_accelerators)
     app.router.add_post("/api/estimates", handlers.estimates)
     app.router.add_get("/api/models", handlers.list_models)
+    app.router.add_get("/api/usage", handlers.usage)
     app.router.add_get("/api/openapi.json", make_openapi_handler())
     return app

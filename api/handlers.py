@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +15,12 @@ from accel.estimates.models_table import KNOWN_MODELS
 from accel.estimates.rules import EstimateInputError, parse_estimate_request
 from accel.profiles.availability import visible_profiles
 from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
+from accel.chargeback import parse_window, usage_from_pods, usage_report
 from api.identity import CallerResolver, teams_of
 from api.views import ProfileCache, dumps, node_json, observed, redact_name, redact_text
 from serving.body import BadRequest, read_json
 from serving.cluster_state import ClusterState, StateView
+from serving.prometheus import PrometheusError, usage_from_prometheus
 
 JSON = "application/json"
 
@@ -153,3 +156,33 @@ def _parse(model: type[DraftRequest], data: dict[str, Any]) -> DraftRequest:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors())
         raise BadRequest(f"invalid draft request: {problems}") from None
+
+
+async def usage(request: web.Request) -> web.Response:
+    """GPU-hours and cost per team and type over `?since=7d` (Prometheus, else current pods)."""
+    ctx, view = _view(request)
+    window = request.query.get("since", "7d")
+    try:
+        window_s = parse_window(window)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=f"since: {exc}") from None
+    header = view.parsed.policy.settings.api.trusted_proxy_header
+    caller = await ctx.resolver.resolve(request, proxy_header=header)
+    teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory) or None
+    return _json(dumps(await usage_body(ctx.state, view, window, window_s, teams=teams)))
+
+
+async def usage_body(state: ClusterState, view: StateView, window: str, window_s: float, *,
+                     teams: frozenset[str] | None = None, now: float | None = None) -> dict[str, Any]:
+    """The usage answer (shared by `accel usage`): Prometheus when `api.prometheusUrl` is set."""
+    url = view.parsed.policy.settings.api.prometheus_url
+    if url:
+        try:
+            rolled = await usage_from_prometheus(url, window_s)
+        except PrometheusError as exc:
+            raise web.HTTPBadGateway(reason=f"api.prometheusUrl: {exc}") from None
+        return usage_report(rolled, window=window, window_s=window_s, source="prometheus", teams=teams)
+    pods = state.watcher.pods.items() if state.watcher is not None else []
+    rolled_pods = usage_from_pods(pods, policy=view.parsed.policy, catalog=view.parsed.catalog, inventory=view.inventory,
+                                  window_s=window_s, now=time.time() if now is None else now)
+    return usage_report(rolled_pods, window=window, window_s=window_s, source="pods", teams=teams)

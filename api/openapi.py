@@ -116,6 +116,20 @@ def _paths() -> dict[str, Any]:
         "/api/estimates": _post("Training time, memory fit, serving speed and cost per profile", "EstimateRequest",
                                 _json_response("estimates, ranked", _ref("EstimateResult")), tag="estimates"),
         "/api/models": _get("Known model sizes for estimates", _json_response("models", _ref("ModelList")), tag="estimates"),
+        "/api/usage": {"get": {
+            "summary": "GPU-hours and cost per team and type over ?since=7d (from Prometheus when api.prometheusUrl "
+                       "is set, else from the pods in the cluster now; `source` and `note` say which)",
+            "tags": ["chargeback"],
+            "parameters": [{"name": "since", "in": "query", "schema": {"type": "string", "default": "7d",
+                                                                      "pattern": "^[0-9]+[smhdw]$"}}],
+            "responses": {"200": {"description": "usage", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "window": {"type": "string"}, "windowSeconds": {"type": "number"},
+                "source": {"enum": ["prometheus", "pods"]}, "note": {"type": "string"}, "currency": {"type": "string"},
+                "rows": {"type": "array", "items": {"type": "object", "properties": {
+                    "team": {"type": "string"}, "type": {"type": "string"}, "gpuHours": {"type": "number"},
+                    "cost": {"type": "number"}}}},
+                "totals": {"type": "object"}}}}}},
+                          "400": {"description": "malformed window"}, "502": {"description": "Prometheus did not answer"}}}},
         "/api/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                       "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/healthz": {"get": {"summary": "Liveness", "tags": ["meta"], "responses": {"200": probe}}},

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.estimate",
     "cli.certs_cmd",
     "cli.kueue_cmd",
+    "cli.usage_cmd",
 )
 
 

@@ -155,8 +155,11 @@ def make_component_app(
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api
+        from serving.chargeback import ChargebackCounter, run_chargeback
 
         app = make_api(state, metrics=metrics, token_reviewer=deps.tokens)
+        counter = ChargebackCounter(state, deps.cas, metrics.registry, identity=socket.gethostname())
+        app.cleanup_ctx.append(run_chargeback(counter))
     app.cleanup_ctx.append(_run_state(state))
     app.cleanup_ctx.append(_freeze_when_ready(state, warm))
     return app

@@ -13,6 +13,7 @@ DEFAULT_CONTROLLER_NAMESPACE: Final = "accel-system"
 POLICY_CONFIGMAP: Final = "accel-policy"
 LEDGER_CONFIGMAP: Final = "accel-quota-ledger"
 LEDGER_KEY: Final = "ledger.json"
+CHARGEBACK_CONFIGMAP: Final = "accel-chargeback"  # chargeback watermark + counting replica (serving.chargeback)
 WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
 SCHEDULER_CLIENT_SECRET: Final = "accel-scheduler-client"  # kube-scheduler's client certificate for the extender
 EVENT_SOURCE_COMPONENT: Final = "accel"

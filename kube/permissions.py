@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kube.names import (
+    CHARGEBACK_CONFIGMAP,
     HARDWARE_PROFILE_KINDS,
     LEDGER_CONFIGMAP,
     RESOURCES,
@@ -58,7 +59,10 @@ _WEBHOOK_CONFIGS: Final = [
 API_CALLS: Final[dict[str, list[ApiCall]]] = {
     "webhook": [*_INFORMERS, *_LEDGER, *_EVENTS],
     "extender": [*_INFORMERS, ApiCall("", "pods/binding", "create"), *_EVENTS],
-    "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create")],
+    "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create"),
+            # chargeback watermark (serving.chargeback): compare-and-swap on one ConfigMap
+            *(ApiCall("", "configmaps", verb, True, (CHARGEBACK_CONFIGMAP,)) for verb in ("get", "update")),
+            ApiCall("", "configmaps", "create", True)],
     "certs": [
         # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
         # reaches the serving pods, which mount the serving Secret whole), and kube-scheduler's

@@ -301,6 +301,8 @@ def mutate(
     if finding:
         return _denied(pod, finding, profile=profile.name, team=team.name or "")
     _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
+    if ctx.policy.settings.team_pod_label and team.name:  # cost tools (OpenCost/Kubecost) group by pod label
+        builder.set_members(["metadata", "labels"], {ctx.policy.settings.team_pod_label: team.name})
     audit = {"quota-type": quota_type} if quota_type else {}
     reason = "mutated" if builder else "unchanged"
     return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document,

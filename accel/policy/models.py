@@ -110,6 +110,9 @@ class ApiSettings(_Model):
     redact_node_names: bool = Field(default=False, alias="redactNodeNames")
     trusted_proxy_header: str | None = Field(default=None, alias="trustedProxyHeader")
     max_staleness_seconds: float = Field(default=60.0, alias="maxStalenessSeconds", gt=0)
+    # Where `accel usage` / GET /api/usage read the chargeback counters back (e.g.
+    # http://prometheus-operated.monitoring:9090); none = computed from the pods in the cluster now.
+    prometheus_url: str | None = Field(default=None, alias="prometheusUrl", pattern=r"^https?://")
 
 
 class Settings(_Model):
@@ -117,6 +120,9 @@ class Settings(_Model):
     team_label: str = Field(default="team", alias="teamLabel", min_length=1)
     required_pod_labels: tuple[str, ...] = Field(default=(), alias="requiredPodLabels")
     default_profile: str | None = Field(default=None, alias="defaultProfile")
+    # Pod label set to the pod's team at admission (OpenCost / Kubecost allocate by pod label);
+    # none = no label is added.
+    team_pod_label: str | None = Field(default=None, alias="teamPodLabel", min_length=1)
     excluded_namespaces: tuple[str, ...] = Field(default=("kube-system",), alias="excludedNamespaces")
     scheduler_name: str | None = Field(default=None, alias="schedulerName")
     max_gpus_per_pod: int | None = Field(default=None, alias="maxGpusPerPod", ge=1)

@@ -1,0 +1,189 @@
+"""Chargeback: GPU time and cost of bound pods, derived from the pods' own start and end times.
+
+Counting never relies on an in-memory tally (README "Chargeback"): what a pod owes for any time
+window is a pure function of its object, so a restarted or new counting replica resumes from a
+watermark and can neither double count nor need history. Rules:
+1. A pod is charged from the moment it was bound: its `PodScheduled` condition's
+   `lastTransitionTime` when that condition is True, else `status.startTime`. An unbound pod owes
+   nothing.
+2. It is charged until it ended: for a terminal pod (Succeeded/Failed) the latest container
+   `finishedAt`, else its Ready=False transition time; for a deleted pod the time its deletion was
+   observed (`deleted_at`) when nothing earlier is known; otherwise it is still running.
+3. Amount = GPU-equivalents (accel.usage: a time-slice 1/replicas, a MIG slice its compute
+   fraction) x seconds of overlap with the window. Cost = amount / 3600 x price per GPU-hour
+   (the price accel wrote on the pod, else the policy/catalog price of its type).
+4. Labels: team (namespace label), namespace, type (accelerator.opendatahub.io/type, else the
+   node's type), profile (the requested profile, "" for none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Any
+
+from accel.catalog import Catalog
+from accel.inventory import Inventory, pod_accelerator_type
+from accel.pods import PodView, parse_pod
+from accel.policy import Policy
+from accel.pricing import PRICE_ANNOTATION, gpu_hour_price
+
+Labels = tuple[str, str, str, str]  # team, namespace, type, profile
+LABEL_NAMES = ("team", "namespace", "type", "profile")
+
+
+@dataclass(frozen=True, slots=True)
+class PodCharge:
+    """What one pod costs per second while it holds its devices."""
+
+    labels: Labels
+    gpus: Fraction  # GPU-equivalents held
+    price: Decimal | None  # per GPU-hour, in the policy's currency
+    start: float  # epoch seconds
+    end: float | None  # epoch seconds; None = still running
+
+    def seconds_in(self, start: float, end: float) -> float:
+        """Seconds of this pod's lifetime inside [start, end)."""
+        stop = end if self.end is None else min(end, self.end)
+        return max(0.0, stop - max(start, self.start))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """GPU-seconds and cost of one label set over a window."""
+
+    gpu_seconds: float
+    cost: float
+
+
+def parse_time(value: Any) -> float | None:
+    """RFC 3339 (as the API server writes it) -> epoch seconds; None when absent or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def pod_times(obj: Mapping[str, Any], *, deleted_at: float | None = None) -> tuple[float | None, float | None]:
+    """Rules 1 and 2: (charged from, charged until) of a pod object."""
+    raw_status = obj.get("status")
+    status: Mapping[str, Any] = raw_status if isinstance(raw_status, Mapping) else {}
+    conditions = {str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+    scheduled = conditions.get("PodScheduled")
+    start = parse_time(scheduled.get("lastTransitionTime")) if scheduled and scheduled.get("status") == "True" else None
+    start = start if start is not None else parse_time(status.get("startTime"))
+    end: float | None = None
+    if status.get("phase") in ("Succeeded", "Failed"):
+        finished = [parse_time(((s.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+                    for s in status.get("containerStatuses") or [] if isinstance(s, Mapping)]
+        known = [f for f in finished if f is not None]
+        ready = conditions.get("Ready")
+        end = max(known) if known else parse_time(ready.get("lastTransitionTime")) if ready else None
+    if end is None and deleted_at is not None:
+        end = deleted_at
+    return start, end
+
+
+def pod_charge(obj: Mapping[str, Any], *, policy: Policy, catalog: Catalog, inventory: Inventory,
+               deleted_at: float | None = None) -> PodCharge | None:
+    """The charge of one pod object (None: unbound, no accelerators, or no known start)."""
+    view = parse_pod(obj)
+    if not view.node_name or not view.wants_accelerators:
+        return None
+    start, end = pod_times(obj, deleted_at=deleted_at)
+    if start is None:
+        return None
+    accel_type = pod_accelerator_type(view, inventory, policy)
+    return PodCharge(labels=_labels(view, accel_type, policy, inventory), gpus=_gpus(view, inventory, catalog),
+                     price=_price(view, accel_type, policy, catalog), start=start, end=end)
+
+
+def _labels(view: PodView, accel_type: str, policy: Policy, inventory: Inventory) -> Labels:
+    team = inventory.team_of(view.namespace, policy.settings.team_label) or ""
+    return (team, view.namespace, accel_type, view.requested_profile or "")
+
+
+def _gpus(view: PodView, inventory: Inventory, catalog: Catalog) -> Fraction:
+    node = inventory.node(view.node_name or "")
+    if node is None:
+        return Fraction(sum(view.accelerators.values()))  # node gone from the watch: whole units
+    return sum((node.gpu_equivalents(r, n, catalog) for r, n in view.accelerators.items()), Fraction(0))
+
+
+def _price(view: PodView, accel_type: str, policy: Policy, catalog: Catalog) -> Decimal | None:
+    written = view.annotations.get(PRICE_ANNOTATION)
+    if written:
+        try:
+            price = Decimal(written)
+            if price.is_finite() and price >= 0:
+                return price
+        except InvalidOperation:
+            pass
+    profile = policy.profile(view.requested_profile or "") if view.requested_profile else None
+    return gpu_hour_price(profile, accel_type, catalog)
+
+
+def usage_between(charges: Iterable[PodCharge], start: float, end: float) -> dict[Labels, Usage]:
+    """Rule 3 over [start, end): GPU-seconds and cost per label set (sets with 0 left out)."""
+    seconds: dict[Labels, float] = {}
+    cost: dict[Labels, float] = {}
+    for charge in charges:
+        held = charge.seconds_in(start, end)
+        if held <= 0:
+            continue
+        gpu_seconds = float(charge.gpus) * held
+        seconds[charge.labels] = seconds.get(charge.labels, 0.0) + gpu_seconds
+        price = float(charge.price) if charge.price is not None else 0.0
+        cost[charge.labels] = cost.get(charge.labels, 0.0) + gpu_seconds / 3600.0 * price
+    return {labels: Usage(seconds[labels], cost[labels]) for labels in seconds}
+
+
+def by_team_and_type(usage: Mapping[Labels, Usage]) -> dict[tuple[str, str], Usage]:
+    """Roll label sets up to (team, type), as `accel usage` reports them."""
+    rolled: dict[tuple[str, str], Usage] = {}
+    for (team, _namespace, accel_type, _profile), value in usage.items():
+        key = (team, accel_type)
+        before = rolled.get(key, Usage(0.0, 0.0))
+        rolled[key] = Usage(before.gpu_seconds + value.gpu_seconds, before.cost + value.cost)
+    return rolled
+
+
+def parse_window(text: str) -> float:
+    """`7d`, `12h`, `30m`, `90s` -> seconds; ValueError with the accepted forms otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    body, unit = text.strip()[:-1], text.strip()[-1:]
+    if unit not in units or not body.isdigit() or int(body) <= 0:
+        raise ValueError(f"{text!r} is not a window like 7d, 12h, 30m (units: s, m, h, d, w)")
+    return float(int(body) * units[unit])
+
+
+PODS_NOTE = ("from the pods in the cluster now (their start/end times): pods already deleted are missing; "
+             "set api.prometheusUrl to report from the accel_gpu_seconds_total counters instead")
+PROMETHEUS_NOTE = "from Prometheus: increase() of accel_gpu_seconds_total and accel_gpu_cost_total over the window"
+
+
+def usage_report(rolled: Mapping[tuple[str, str], Usage], *, window: str, window_s: float, source: str,
+                 teams: frozenset[str] | None = None, currency: str = "USD") -> dict[str, Any]:
+    """The JSON shape of `GET /api/usage` and `accel usage -o json` (rows sorted by team, type);
+    `teams` limits the rows to those teams (None: all)."""
+    rows: list[dict[str, Any]] = [{"team": team, "type": accel_type, "gpuHours": round(value.gpu_seconds / 3600.0, 4),
+                                   "cost": round(value.cost, 2)}
+            for (team, accel_type), value in sorted(rolled.items())
+            if (teams is None or team in teams) and value.gpu_seconds > 0]
+    return {"window": window, "windowSeconds": window_s, "source": source,
+            "note": PROMETHEUS_NOTE if source == "prometheus" else PODS_NOTE,
+            "currency": currency, "rows": rows,
+            "totals": {"gpuHours": round(sum(float(r["gpuHours"]) for r in rows), 4),
+                       "cost": round(sum(float(r["cost"]) for r in rows), 2)}}
+
+
+def usage_from_pods(pods: Iterable[Mapping[str, Any]], *, policy: Policy, catalog: Catalog, inventory: Inventory,
+                    window_s: float, now: float) -> dict[tuple[str, str], Usage]:
+    """(team, type) usage over [now - window_s, now) of the pods given (no history beyond them)."""
+    charges = [c for p in pods if (c := pod_charge(p, policy=policy, catalog=catalog, inventory=inventory)) is not None]
+    return by_team_and_type(usage_between(charges, now - window_s, now))
