@@ -15,7 +15,7 @@ from accel.estimates.models_table import KNOWN_MODELS
 from accel.estimates.rules import EstimateInputError, parse_estimate_request
 from accel.profiles.availability import visible_profiles
 from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
-from accel.chargeback import parse_window, usage_from_pods, usage_report
+from accel.quota.chargeback import parse_window, usage_from_pods, usage_report
 from api.identity import CallerResolver, teams_of
 from api.views import ProfileCache, dumps, node_json, observed, redact_name, redact_text
 from serving.body import BadRequest, read_json

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import time
 
-from accel.chargeback import parse_window, usage_from_pods, usage_report
-from accel.inventory import build_inventory
+from accel.capacity.inventory import build_inventory
+from accel.quota.chargeback import parse_window, usage_from_pods, usage_report
 from cli.state import CliError, add_source_arguments, emit, load_objects, load_policy, run_guarded
 
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from accel.catalog import load_builtin_catalog
+    from accel.cluster.catalog import load_builtin_catalog
     from serving.prometheus import PrometheusError, usage_from_prometheus
 
     try:

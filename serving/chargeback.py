@@ -1,12 +1,12 @@
 """Chargeback counters `accel_gpu_seconds_total` and `accel_gpu_cost_total`, advanced by one replica.
 
-Labels `team, namespace, type, profile` (accel.chargeback rule 4). The API server runs this.
+Labels `team, namespace, type, profile` (accel.quota.chargeback rule 4). The API server runs this.
 Deduplication rule (README "Chargeback"), one ConfigMap `accel-chargeback` in the controller
 namespace, written only by compare-and-swap, holds `holder`, `renewed` and `countedThrough`:
 1. Every `interval_s`, each replica reads it. A replica may count when it is the holder, or the
    holder has not renewed for `lease_s` (it died): "one replica counts".
 2. The counting replica computes what every bound pod owes for [countedThrough, now) from the
-   pods' own start/end times (accel.chargeback), then writes `countedThrough = now` with CAS and
+   pods' own start/end times (accel.quota.chargeback), then writes `countedThrough = now` with CAS and
    only after that write succeeded adds the amounts to its counters. A lost race adds nothing.
    So no interval is ever counted twice, across replicas or restarts; a crash between the write
    and the increment loses at most one interval (never double counts).
@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from accel.chargeback import LABEL_NAMES, PodCharge, pod_charge, usage_between
+from accel.quota.chargeback import LABEL_NAMES, PodCharge, pod_charge, usage_between
 from kube.names import CHARGEBACK_CONFIGMAP
 from kube.protocol import CasStore, EventType, JsonObject
 from serving.cluster_state import ClusterState

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from accel.chargeback import Usage
+from accel.quota.chargeback import Usage
 
 QUERY_TIMEOUT_S = 10.0
 

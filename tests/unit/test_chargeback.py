@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from accel.chargeback import PodCharge, parse_window, pod_times, usage_between
+from accel.quota.chargeback import PodCharge, parse_window, pod_times, usage_between
 from api.app import make_app as make_api
 from cli.serve import ClusterDeps, build_state
 from kube.fake import FakeCluster
@@ -207,7 +207,7 @@ async def fake_prometheus() -> FakePrometheus:
 def test_team_pod_label_is_added_only_when_settings_ask(setting: str | None, expected: str | None) -> None:
     import jsonpatch
 
-    from accel.admission import mutate
+    from accel.admission.plan import mutate
     from tests.unit.admission_fixtures import example_policy, gpu_pod, make_context
 
     policy = example_policy(**({"teamPodLabel": setting} if setting else {}))

@@ -9,7 +9,7 @@ watermark and can neither double count nor need history. Rules:
 2. It is charged until it ended: for a terminal pod (Succeeded/Failed) the latest container
    `finishedAt`, else its Ready=False transition time; for a deleted pod the time its deletion was
    observed (`deleted_at`) when nothing earlier is known; otherwise it is still running.
-3. Amount = GPU-equivalents (accel.usage: a time-slice 1/replicas, a MIG slice its compute
+3. Amount = GPU-equivalents (accel.cluster.gpu_equivalents: a time-slice 1/replicas, a MIG slice its compute
    fraction) x seconds of overlap with the window. Cost = amount / 3600 x price per GPU-hour
    (the price accel wrote on the pod, else the policy/catalog price of its type).
 4. Labels: team (namespace label), namespace, type (accelerator.opendatahub.io/type, else the
@@ -25,11 +25,11 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from accel.catalog import Catalog
-from accel.inventory import Inventory, pod_accelerator_type
-from accel.pods import PodView, parse_pod
-from accel.policy import Policy
-from accel.pricing import PRICE_ANNOTATION, gpu_hour_price
+from accel.capacity.inventory import Inventory, pod_accelerator_type
+from accel.cluster.catalog import Catalog
+from accel.cluster.pods import PodView, parse_pod
+from accel.policy.models import Policy
+from accel.policy.pricing import PRICE_ANNOTATION, gpu_hour_price
 
 Labels = tuple[str, str, str, str]  # team, namespace, type, profile
 LABEL_NAMES = ("team", "namespace", "type", "profile")
