@@ -24,6 +24,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from accel.capacity.free import node_free_units
 from accel.capacity.inventory import Inventory, NodeInventory, ParseCache, build_node
 from accel.cluster.pods import PodView
 from accel.policy.models import ParsedPolicy
@@ -94,7 +95,7 @@ def resources_fit(pod: PodView, node: NodeInventory) -> bool:
         return False
     if pod.memory_bytes > node.memory_allocatable_bytes - node.memory_requested_bytes:
         return False
-    free = node.free
+    free = node_free_units(node)
     return all(free.get(resource, 0) >= units for resource, units in pod.accelerators.items())
 
 

@@ -8,7 +8,6 @@ context is immutable from the outside; the selector cache only memoises pure res
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -16,6 +15,7 @@ from typing import Any
 
 from accel.admission.affinity import AffinityError, TypeSelector, build_selector
 from accel.admission.jobs import job_types
+from accel.capacity.free import free_units_by_type
 from accel.capacity.inventory import Inventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
 from accel.cluster.labels import is_accelerator_resource
@@ -119,13 +119,9 @@ def build_context(
     """
     charges = charges or ChargeMemo()
     policy, catalog = parsed.policy, parsed.catalog
-    free: dict[str, int] = defaultdict(int)
     present: set[str] = set()
     for node in inventory.nodes:
         present.update(node.accelerators.types)
-        accel_type = catalog.get(node.accelerator_type or "")
-        if node.schedulable and accel_type is not None:
-            free[accel_type.name] += node.free.get(accel_type.resource_name, 0)
     visible = frozenset(
         rid for pod in inventory.pods if (rid := pod.annotations.get(RESERVATION_ANNOTATION))
     )
@@ -136,7 +132,7 @@ def build_context(
         usage=charges.usage(parsed, inventory),
         charges=charges,
         visible=visible,
-        free_units=dict(free),
+        free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
         job_types=job_types(inventory),
         excluded=frozenset(policy.settings.excluded_namespaces),

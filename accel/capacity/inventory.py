@@ -53,10 +53,6 @@ class NodeInventory(BaseModel):
         return self.accelerators.primary_type
 
     @property
-    def free(self) -> dict[str, int]:
-        return {name: max(0, total - self.allocated.get(name, 0)) for name, total in self.accelerators.resources.items()}
-
-    @property
     def schedulable(self) -> bool:
         return self.ready and not self.cordoned
 

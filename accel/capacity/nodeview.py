@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from accel.capacity.free import node_free_units
 from accel.capacity.inventory import Inventory, NodeInventory
 from accel.cluster.catalog import Catalog
 from accel.cluster.gpu_equivalents import format_gpus
@@ -71,7 +72,7 @@ def node_row(node: NodeInventory, catalog: Catalog) -> NodeRow:
         memory_gb=accel.memory_gb,
         sharing=_sharing_text(node) if types else "",
         resources=dict(accel.resources),
-        resources_free=node.free,
+        resources_free=node_free_units(node),
         zone=topo.zone,
         spine=topo.spine,
         leaf=topo.leaf,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fractions import Fraction
 
+from accel.capacity.free import node_free_units
 from accel.capacity.inventory import Inventory, NodeInventory
 from accel.cluster.catalog import UNKNOWN_TYPE, Catalog
 from accel.cluster.labels import Sharing as NodeSharing
@@ -87,7 +88,7 @@ class NodeGroup:
 
     def add(self, node: NodeInventory) -> None:
         self.nodes += 1
-        free = node.free
+        free = node_free_units(node)
         for resource, total in node.accelerators.resources.items():
             units = free.get(resource, 0)
             self.total[resource] = self.total.get(resource, 0) + total
