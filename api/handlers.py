@@ -48,8 +48,7 @@ def _view(request: web.Request) -> tuple[ApiContext, StateView]:
 
 
 async def _visible(request: web.Request, ctx: ApiContext, view: StateView) -> frozenset[str]:
-    header = view.parsed.policy.settings.api.trusted_proxy_header
-    caller = await ctx.resolver.resolve(request, proxy_header=header)
+    caller = await ctx.resolver.resolve(request, settings=view.parsed.policy.settings.api)
 
     def compute() -> frozenset[str]:
         teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory)

@@ -1,13 +1,20 @@
 """Who is calling the API, and which teams that makes them (NFR-003 visibility).
 
 Rules (in order; the first that applies decides):
-1. Trusted proxy: when `settings.api.trustedProxyHeader` is set and the request carries that
-   header, its value is the caller's groups, comma-separated (what oauth2-proxy's
-   X-Forwarded-Groups sends). Only set it when every request passes through that proxy.
-2. Bearer token: `Authorization: Bearer <token>` is checked with a TokenReview (cached per token
-   for `TOKEN_CACHE_SECONDS`). A token the API server rejects is a 401; an unreachable API
-   server a 503. Without a TokenReviewer (snapshot mode) tokens are ignored.
-3. Anything else is anonymous.
+1. Bearer token: `Authorization: Bearer <token>` is checked with a TokenReview (cached per token
+   for `TOKEN_CACHE_SECONDS`). A token the API server rejects is a 401 whatever else the request
+   carries (a proxy header cannot rescue it); an unreachable API server a 503. Without a
+   TokenReviewer (snapshot mode) tokens are ignored.
+2. Trusted proxy: when `settings.api.trustedProxyHeader` is set, the request carries that header
+   AND the connection proves it comes from the proxy, the header's value is the caller's groups,
+   comma-separated (what oauth2-proxy's X-Forwarded-Groups sends); it wins over an accepted token
+   (the proxy authenticated the user). Proof, per `settings.api.trustedProxyFrom`:
+   `clientCertificate` (default): the TLS peer presented a certificate verified against the
+   API's `--client-ca` whose CN is in `trustedProxyNames`; `loopback`: the peer is 127.0.0.0/8 or
+   ::1 (the proxy is a sidecar in the same pod, the API listens where only it can connect).
+   From anyone else the header is ignored: it grants nothing.
+3. An accepted token without a trusted header: the reviewed user and groups.
+4. Anything else is anonymous.
 
 Groups name teams in two ways: `team:<name>` names a team of the policy directly;
 `system:serviceaccounts:<namespace>` (and a `system:serviceaccount:<namespace>:<sa>` user) names
@@ -17,15 +24,19 @@ the namespace, whose team label (settings.teamLabel) names the team. Unknown tea
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from accel.capacity.inventory import Inventory
-from accel.policy.models import Policy
+from accel.policy.models import ApiSettings, Policy
 from kube.errors import KubeError
 from kube.protocol import ReviewedUser, TokenReviewer
+from serving.peers import is_loopback, peer_common_name
+
+log = logging.getLogger(__name__)
 
 TEAM_GROUP_PREFIX = "team:"
 SA_GROUP_PREFIX = "system:serviceaccounts:"
@@ -68,15 +79,20 @@ class CallerResolver:
         self._clock = clock
         self._cache: dict[str, tuple[float, ReviewedUser]] = {}
 
-    async def resolve(self, request: web.Request, *, proxy_header: str | None) -> Caller:
-        if proxy_header and (value := request.headers.get(proxy_header)) is not None:
-            return Caller(username="", groups=_split_groups(value), anonymous=False)
+    async def resolve(self, request: web.Request, *, settings: ApiSettings) -> Caller:
+        user: ReviewedUser | None = None
         auth = request.headers.get("Authorization", "")
-        if not auth.lower().startswith("bearer ") or self._reviewer is None:
+        if auth.lower().startswith("bearer ") and self._reviewer is not None:
+            user = await self._review(auth[7:].strip())
+            if not user.authenticated:  # rule 1: never rescued by a header
+                raise web.HTTPUnauthorized(reason="bearer token was rejected by the API server (TokenReview); get a fresh token")
+        header = settings.trusted_proxy_header
+        if header and (value := request.headers.get(header)) is not None:
+            if proves_proxy(request, settings):
+                return Caller(username="", groups=_split_groups(value), anonymous=False)
+            log.debug("ignored %s from a peer that is not the trusted proxy", header, extra={"path": request.path})
+        if user is None:
             return Caller.nobody()
-        user = await self._review(auth[7:].strip())
-        if not user.authenticated:
-            raise web.HTTPUnauthorized(reason="bearer token was rejected by the API server (TokenReview); get a fresh token")
         return Caller(username=user.username, groups=tuple(user.groups), anonymous=False)
 
     async def _review(self, token: str) -> ReviewedUser:
@@ -96,6 +112,13 @@ class CallerResolver:
                 self._cache.clear()
         self._cache[key] = (now + TOKEN_CACHE_SECONDS, user)
         return user
+
+
+def proves_proxy(request: web.Request, settings: ApiSettings) -> bool:
+    """Rule 2's proof that this connection comes from the trusted proxy."""
+    if settings.trusted_proxy_from == "loopback":
+        return is_loopback(request)
+    return peer_common_name(request) in settings.trusted_proxy_names
 
 
 def _split_groups(value: str) -> tuple[str, ...]:

@@ -108,7 +108,14 @@ class EstimateSettings(_Model):
 
 class ApiSettings(_Model):
     redact_node_names: bool = Field(default=False, alias="redactNodeNames")
+    # Keyed redaction (HMAC-SHA256): a file holding the key, mounted from a Secret. None: a random
+    # key per process (redacted names then change on every restart and differ between replicas).
+    redaction_key_file: str | None = Field(default=None, alias="redactionKeyFile", min_length=1)
     trusted_proxy_header: str | None = Field(default=None, alias="trustedProxyHeader")
+    # How a connection proves it comes from that proxy: a verified client certificate (the API's
+    # --client-ca) whose CN is in trustedProxyNames, or a loopback peer (the proxy is a sidecar).
+    trusted_proxy_from: Literal["clientCertificate", "loopback"] = Field(default="clientCertificate", alias="trustedProxyFrom")
+    trusted_proxy_names: tuple[str, ...] = Field(default=("accel-api-proxy",), alias="trustedProxyNames", min_length=1)
     max_staleness_seconds: float = Field(default=60.0, alias="maxStalenessSeconds", gt=0)
     # Where `accel usage` / GET /api/usage read the chargeback counters back (e.g.
     # http://prometheus-operated.monitoring:9090); none = computed from the pods in the cluster now.

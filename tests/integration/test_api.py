@@ -126,7 +126,10 @@ async def test_trusted_proxy_header_only_when_configured(tmp_path: Path) -> None
     async with api_server(tmp_path) as srv:
         _, ignored = await srv.get("/api/hardware-profiles", headers=groups)
         assert _names(ignored) == {"notebook-shared", "gpu-any"}
-    async with api_server(tmp_path, sample_policy("api: {trustedProxyHeader: X-Forwarded-Groups}")) as srv:
+    # This client connects from 127.0.0.1, the proof `loopback` asks for (a sidecar proxy);
+    # tests/hostile/test_api_peers.py covers the client-certificate proof and spoofing.
+    loopback = "api: {trustedProxyHeader: X-Forwarded-Groups, trustedProxyFrom: loopback}"
+    async with api_server(tmp_path, sample_policy(loopback)) as srv:
         _, research = await srv.get("/api/hardware-profiles", headers=groups)
         assert _names(research) == {"large-any", "amd-mi300x", "notebook-shared", "gpu-any"}
 
