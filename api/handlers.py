@@ -165,8 +165,7 @@ async def usage(request: web.Request) -> web.Response:
         window_s = parse_window(window)
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=f"since: {exc}") from None
-    header = view.parsed.policy.settings.api.trusted_proxy_header
-    caller = await ctx.resolver.resolve(request, proxy_header=header)
+    caller = await ctx.resolver.resolve(request, settings=view.parsed.policy.settings.api)
     teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory) or None
     return _json(dumps(await usage_body(ctx.state, view, window, window_s, teams=teams)))
 
