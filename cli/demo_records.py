@@ -67,6 +67,9 @@ class PodRecord:
     finished_h: float | None = None
     waiting: str = ""  # why the last scheduling attempt failed
     leaf: str | None = None
+    leaf_room: bool | None = None  # accel.demo_summary rule 4
+    cheaper_free: bool | None = None  # accel.demo_summary rule 5
+    order_chose: bool = False
 
     def outcome(self, parsed: ParsedPolicy) -> PodOutcome:
         """The frozen record the report reads."""
@@ -77,6 +80,7 @@ class PodRecord:
             accel_type=self.accel_type, node_type=self.node_type, profile_types=profile.types if profile else (), gpus=self.gpus,
             cost_per_hour=self.cost_per_hour, started_h=self.started_h, finished_h=self.finished_h,
             waiting=self.waiting if self.node is None else "", job=self.pod.job, leaf=self.leaf,
+            leaf_room=self.leaf_room, cheaper_free=self.cheaper_free, order_chose=self.order_chose,
         )
 
 

@@ -17,10 +17,12 @@ from cli.demo_summary import (
     Chargeback,
     chargeback,
     decision_counts,
+    job_leaf_target,
     job_placements,
     never_started,
     placements_per_type,
     preference_rates,
+    premium_use,
     time_weighted_mean,
 )
 
@@ -67,11 +69,22 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
         [(p, r.placed, r.hits, r.fallbacks, f"{r.hit_rate:.0%}", ", ".join(f"{t}: {n}" for t, n in sorted(r.by_type.items())))
          for p, r in preference_rates(outcomes).items()],
     )
+    premium = premium_use(outcomes)
+    if premium.multi_type_hours:
+        out["Scarce types (pods that allowed several types)"] = [
+            f"- {premium.multi_type_hours:.1f} GPU-hours ran for pods whose profile allowed several types;"
+            f" {premium.while_cheaper_free:.1f} of them on a more premium type while a less premium one they"
+            f" could use was free ({premium.by_profile_order:.1f} because the profile's own order ranks that type"
+            f" first, {premium.against_policy:.1f} otherwise; target 0).",
+        ]
     jobs = job_placements(outcomes)
     if jobs:
         together = sum(1 for j in jobs if j.one_leaf)
+        target = job_leaf_target(outcomes)
         out["Multi-node jobs (topology co-location)"] = [
-            f"- {together} of {len(jobs)} multi-node jobs ran with all their pods on one network leaf.", "",
+            f"- {together} of {len(jobs)} multi-node jobs ran with all their pods on one network leaf;"
+            f" {target.one_leaf_of_those} of the {target.had_room} for which one leaf had room when their first pod"
+            " was placed (target: all of those).", "",
             *_table(["job", "pods", "leaves"], [(j.job, j.pods, ", ".join(j.leaves)) for j in jobs]),
         ]
     if samples and peak is not None:

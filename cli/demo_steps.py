@@ -23,14 +23,14 @@ from typing import Any
 
 import jsonpatch
 
-from accel.capacity.inventory import pod_gpu_equivalents, team_usage
-from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
+from accel.capacity.inventory import Inventory, pod_gpu_equivalents, team_usage
+from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, PodView, parse_pod
 from accel.policy.models import ALL_TYPES
 from accel.policy.pricing import COST_ANNOTATION
 from cli.demo_io import DriverIO
 from cli.demo_records import PodRecord, QuotaCheck
 from cli.demo_scheduler import feasible_nodes, select_host, unschedulable_message
-from cli.demo_summary import observe_shape
+from cli.demo_summary import cheaper_type_free, leaf_has_room, observe_shape
 from cli.demo_workload import pod_manifest
 
 
@@ -114,15 +114,31 @@ class PodSteps(DriverIO):
             scores = await self._post("extender", "/prioritize", {"Pod": obj, "Nodes": None, "NodeNames": names})
             by_host = {str(h["Host"]): int(h["Score"]) for h in scores or []}
             node = select_host({n: by_host.get(n, 0) for n in names}, self.rng)
+        self._measure_choice(record, view, inventory, names, node)
         bound = await self._post("extender", "/bind", {"PodName": name, "PodNamespace": namespace,
                                                          "PodUID": obj["metadata"]["uid"], "Node": node})
         if bound.get("Error"):
             record.waiting = f"bind failed: {bound['Error']}"
+            record.leaf_room, record.cheaper_free, record.order_chose = None, None, False
             return False
         self.pending.remove(key)
         record.waiting = ""
         await self._started(record, node)
         return True
+
+    def _measure_choice(self, record: PodRecord, view: PodView, inventory: Inventory, names: list[str], node: str) -> None:
+        """cli.demo_summary rules 4 and 5: what was free when the scheduler chose `node`."""
+        job = record.pod.job
+        if job and not any(r.node for r in self.records.values() if r.pod.job == job):
+            size = sum(1 for r in self.records.values() if r.pod.job == job)
+            resource, units = max(view.accelerators.items(), key=lambda ru: ru[1], default=("", 0))
+            record.leaf_room = leaf_has_room(inventory, names, resource, units, size)
+        profile = self.parsed.policy.profile(record.profile) if record.profile else None
+        types = profile.types if profile else ()
+        chosen = inventory.node(node)
+        if profile is not None and len(types) != 1 and chosen is not None and chosen.accelerator_type:
+            free = [t for n in names if (found := inventory.node(n)) is not None and (t := found.accelerator_type)]
+            record.cheaper_free, record.order_chose = cheaper_type_free(chosen.accelerator_type, free, types, self.parsed.catalog)
 
     async def _started(self, record: PodRecord, node: str) -> None:
         """The kubelet starts the pod: phase Running; record where, what type, what price."""

@@ -16,6 +16,15 @@ Rules:
    g/max_g of a GPU). Against the whole mix, every free H100 would count as fragmented for the
    notebook pods that may only use L4s; restricted, it counts what the pods that want this
    hardware cannot use. A pool no observed pod can use counts 0. Only schedulable nodes count.
+4. Jobs on one leaf: when a job's first pod is placed, the driver records whether one leaf's nodes
+   that passed the filters had room for every pod of the job (`leaf_room`). The target is that
+   every such job ran on one leaf.
+5. Premium GPU-hours: when a pod whose profile allows several types is placed, the driver records
+   whether a node of a less premium type (accel.placement.score.premium_index) that it could use
+   had passed the filters (`cheaper_free`). The GPU-hours of pods placed on the more premium type
+   while that was so are "premium hours while cheaper was free"; the target is none. Pods of an
+   ordered profile whose placement followed the profile's order are counted apart (the order is
+   the admin's choice, accel.placement.score rule 1).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from accel.cluster.catalog import Catalog
 from accel.cluster.gpu_equivalents import unit_fraction
 from accel.cluster.pods import PodView
 from accel.placement.fragmentation import node_fragmentation
+from accel.placement.score import premium_index
 from accel.placement.score_rules import ShapedRequest, node_shape, pod_shape
 from accel.placement.shapes import MILLI
 from accel.placement.workload_mix import TypicalMix, WorkloadHistogram
@@ -62,6 +72,9 @@ class PodOutcome:
     waiting: str = ""  # admitted but never started: why its last scheduling attempt failed
     job: str | None = None  # multi-node job id (`accel.dev/job`)
     leaf: str | None = None  # network leaf (full path, `/`-joined) of the node it ran on
+    leaf_room: bool | None = None  # rule 4, on a job's first placed pod
+    cheaper_free: bool | None = None  # rule 5, on a pod allowing several types
+    order_chose: bool = False  # rule 5: the profile's own order ranks the type it got above those
 
     @property
     def placed_type(self) -> str:
@@ -140,6 +153,90 @@ def job_placements(outcomes: Iterable[PodOutcome]) -> list[JobPlacement]:
         if o.job and o.node:
             leaves[o.job].append(o.leaf or "?")
     return [JobPlacement(job, len(found), tuple(sorted(set(found)))) for job, found in sorted(leaves.items()) if len(found) > 1]
+
+
+@dataclass(frozen=True, slots=True)
+class JobLeafTarget:
+    """Rule 4: multi-node jobs that ran on one leaf, of those one leaf had room for, and of all."""
+
+    one_leaf: int
+    had_room: int
+    one_leaf_of_those: int
+    jobs: int
+
+
+def job_leaf_target(outcomes: Sequence[PodOutcome]) -> JobLeafTarget:
+    placements = {j.job: j for j in job_placements(outcomes)}
+    room = {o.job for o in outcomes if o.job in placements and o.leaf_room}
+    return JobLeafTarget(
+        one_leaf=sum(1 for j in placements.values() if j.one_leaf),
+        had_room=len(room),
+        one_leaf_of_those=sum(1 for j in room if placements[j].one_leaf),
+        jobs=len(placements),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PremiumUse:
+    """Rule 5 in GPU-hours: pods that allowed several types, and those of them on a more premium
+    type while a less premium one they could use was free (split by whether the profile's own
+    order asked for that type)."""
+
+    multi_type_hours: float
+    while_cheaper_free: float
+    by_profile_order: float
+
+    @property
+    def against_policy(self) -> float:
+        return self.while_cheaper_free - self.by_profile_order
+
+
+def premium_use(outcomes: Iterable[PodOutcome]) -> PremiumUse:
+    total = cheaper = ordered = 0.0
+    for o in outcomes:
+        if o.cheaper_free is None or not o.node:
+            continue
+        hours = float(o.gpus) * o.hours
+        total += hours
+        if o.cheaper_free:
+            cheaper += hours
+            if o.order_chose:
+                ordered += hours
+    return PremiumUse(total, cheaper, ordered)
+
+
+def leaf_has_room(inventory: Inventory, names: Iterable[str], resource: str, units: int, pods: int) -> bool:
+    """Rule 4: whether the nodes `names` of one leaf have `pods` x `units` of `resource` free."""
+    if units <= 0 or pods <= 0:
+        return False
+    wanted = set(names)
+    bound: dict[str, list[PodView]] = defaultdict(list)
+    for pod in inventory.pods:
+        if pod.node_name in wanted:
+            bound[pod.node_name].append(pod)
+    room: Counter[tuple[str | None, ...]] = Counter()
+    for node in inventory.nodes:
+        leaf = node.accelerators.topology.path("leaf")
+        if node.name in wanted and leaf[-1] is not None:
+            room[leaf] += build_node_devices(node, bound[node.name]).free_units(resource) // units
+    return any(n >= pods for n in room.values())
+
+
+def cheaper_type_free(
+    chosen: str, free_types: Iterable[str], profile_types: Sequence[str], catalog: Catalog
+) -> tuple[bool, bool]:
+    """Rule 5: (a less premium type than `chosen` was among `free_types`, the profile's order
+    ranks `chosen` above every such type)."""
+    types = sorted({chosen, *free_types})
+    prices = {t: p for t in types if (a := catalog.get(t)) is not None and (p := a.price_per_gpu_hour) is not None}
+    tflops = {t: f for t in types if (a := catalog.get(t)) is not None and (f := a.dense_tflops) is not None}
+    premium = premium_index(types, prices, tflops)
+    cheaper = [t for t in types if premium[t] < premium[chosen]]
+    if not cheaper:
+        return False, False
+    rank = {t: i for i, t in enumerate(profile_types)}
+    by_order = chosen in rank and all(rank.get(t, len(rank)) > rank[chosen] for t in cheaper)
+    return True, by_order
 
 
 @dataclass(frozen=True, slots=True)

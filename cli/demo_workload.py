@@ -10,7 +10,7 @@ Rules:
 2. The mix is drawn from `MIX` (kind -> weight); each kind fixes the teams, profiles and GPU counts
    it can produce. Kinds meant to be denied (`missing-labels`, `not-allowed`, `over-quota`) are
    part of the mix so every run shows denials with their reasons.
-3. A multi-node job (`gang`) is 2..4 pods x 8 GPUs sharing one `accel.dev/job` label, arriving
+3. A multi-node job (`gang`) is 2..4 pods x 8 GPUs sharing one `accel.dev/job` label (and `accel.dev/job-size`), arriving
    together; `count` is honoured exactly (the last gang is cut short if needed).
 4. Arrivals spread over `day_hours` (Poisson-like, uniform order statistics); durations are in
    simulated hours. Nothing here reads a clock.
@@ -25,6 +25,7 @@ from typing import Any
 
 PLAIN_GPU = "nvidia.com/gpu"
 JOB_LABEL = "accel.dev/job"
+JOB_SIZE_LABEL = "accel.dev/job-size"  # how many pods the job has, as Kubeflow/JobSet would say
 PROFILE_ANNOTATION = "accel.dev/profile"
 TEAMS: tuple[str, ...] = ("nlp", "vision", "research", "platform")
 USERS: Mapping[str, tuple[str, ...]] = {
@@ -136,11 +137,13 @@ def generate_workload(*, seed: int, count: int, day_hours: float = 24.0, mix: Ma
         arrival = rng.uniform(0.0, day_hours)
         serial += 1
         job = f"{draft.team}-job-{serial:04d}" if kind == "gang" else None
-        for member in range(min(draft.width, count - len(pods))):
+        members = min(draft.width, count - len(pods))
+        for member in range(members):
             name = f"{job}-{member}" if job else f"{kind}-{serial:04d}"
             labels = _labels(rng, draft.team, draft.job_type, drop_user=draft.drop_user)
             if job:
                 labels[JOB_LABEL] = job
+                labels[JOB_SIZE_LABEL] = str(members)
             pods.append(DemoPod(name=name, team=draft.team, kind=kind, profile=draft.profile, gpus=draft.gpus,
                                 arrival_h=round(arrival, 4), duration_h=round(draft.duration_h, 4), labels=labels, job=job))
     return sorted(pods, key=lambda p: (p.arrival_h, p.name))

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli.certs_cmd",
     "cli.kueue_cmd",
     "cli.usage_cmd",
+    "cli.explain",
 )
 
 

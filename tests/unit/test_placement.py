@@ -329,3 +329,56 @@ def test_scarcity_never_overrules_the_profiles_own_order() -> None:
     parts = {"preference": np.array([10.0, 0.0]), "scarcity": np.array([0.0, 10.0])}
     combined = combine(parts, {"preference": 1, "scarcity": 10}, known)
     assert combined.scores.tolist() == [10, 0]
+
+
+# ---- accel explain ------------------------------------------------------------------------------
+
+
+def _snapshot(tmp_path: Any, *pods: Json) -> str:
+    import json
+
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(pods)}))
+    return str(path)
+
+
+async def test_accel_explain_prints_the_annotation_of_a_real_bind(
+    aiohttp_client: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+
+    cluster = FakeCluster()
+    pod = gpu_pod("any", 1, profile="gpu-any")
+    cluster.apply(pod)
+    nodes = [gpu_node("h200", "nvidia-h200-141gb"), gpu_node("l4", "nvidia-l4-24gb")]
+    state = ClusterState.static(sample_policy(), inventory(nodes))
+    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
+    await schedule(client, pod, ["h200", "l4"])
+    snap = _snapshot(tmp_path, cluster.get("pods", "any", "team-a"), gpu_pod("plain", 1, node="l4"))
+    assert main(["explain", "team-a/any", "--snapshot", snap]) == 0
+    out = capsys.readouterr().out
+    assert "team-a/any on l4 (nvidia-l4-24gb): score 10 of 10" in out
+    assert "scarcity" in out and "runner-up: h200 scored 0" in out
+    assert main(["explain", "any", "-n", "team-a", "--snapshot", snap, "-o", "json"]) == 0
+    assert '"runnerUp"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("pod", "message"),
+    [
+        (gpu_pod("plain", 1, node="l4"), "has no accel.dev/placement annotation: it is on l4, bound by something other"),
+        (gpu_pod("plain", 1), "it is not bound yet"),
+        (gpu_pod("plain", 1, annotations={PLACEMENT_ANNOTATION: "{oops"}), "is not a placement explanation"),
+    ],
+)
+def test_accel_explain_says_why_there_is_nothing_to_explain(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], pod: Json, message: str
+) -> None:
+    from cli.main import main
+
+    snap = _snapshot(tmp_path, pod)
+    assert main(["explain", "team-a/plain", "--snapshot", snap]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert main(["explain", "team-a/missing", "--snapshot", snap]) == 1
+    assert "no pod team-a/missing" in capsys.readouterr().err
