@@ -382,3 +382,50 @@ def test_accel_explain_says_why_there_is_nothing_to_explain(
     assert message in err and "Traceback" not in err
     assert main(["explain", "team-a/missing", "--snapshot", snap]) == 1
     assert "no pod team-a/missing" in capsys.readouterr().err
+
+
+# ---- demo measurements ------------------------------------------------------------------------------
+
+
+def test_leaf_room_counts_whole_pods_per_leaf() -> None:
+    from accel.demo_summary import leaf_has_room
+
+    snapshot = inventory(two_leaves(), [used("b2", 4)])
+    assert leaf_has_room(snapshot, ["a1", "b1", "b2"], "nvidia.com/gpu", 4, 3)  # leaf l2: 2 + 1 pods
+    assert not leaf_has_room(snapshot, ["a1", "b1"], "nvidia.com/gpu", 4, 3)  # b2 filtered out
+    assert not leaf_has_room(snapshot, ["a1", "b1", "b2"], "nvidia.com/gpu", 8, 2)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "free", "order", "expected"),
+    [
+        ("nvidia-l4-24gb", ["nvidia-h200-141gb"], (), (False, False)),
+        ("nvidia-h200-141gb", ["nvidia-l4-24gb"], (), (True, False)),
+        ("nvidia-h200-141gb", ["nvidia-a100-80gb"], ("nvidia-h200-141gb", "nvidia-a100-80gb"), (True, True)),
+        ("nvidia-h200-141gb", [], (), (False, False)),
+    ],
+)
+def test_cheaper_type_free(chosen: str, free: list[str], order: tuple[str, ...], expected: tuple[bool, bool]) -> None:
+    from accel.demo_summary import cheaper_type_free
+
+    assert cheaper_type_free(chosen, free, order, sample_policy().catalog) == expected
+
+
+def test_premium_use_and_job_leaf_target() -> None:
+    from fractions import Fraction
+
+    from accel.demo_summary import PodOutcome, job_leaf_target, premium_use
+
+    def out(name: str, **kw: Any) -> PodOutcome:
+        return PodOutcome(name=name, team="t", kind="k", profile="p", admitted=True, node="n", gpus=Fraction(2),
+                          started_h=0.0, finished_h=1.5, **kw)
+
+    outcomes = [
+        out("a", cheaper_free=True), out("b", cheaper_free=True, order_chose=True), out("c", cheaper_free=False),
+        out("j1", job="j", leaf="l1", leaf_room=True), out("j2", job="j", leaf="l1"),
+        out("k1", job="k", leaf="l1", leaf_room=False), out("k2", job="k", leaf="l2"),
+    ]
+    use = premium_use(outcomes)
+    assert (use.multi_type_hours, use.while_cheaper_free, use.by_profile_order, use.against_policy) == (9.0, 6.0, 3.0, 3.0)
+    target = job_leaf_target(outcomes)
+    assert (target.one_leaf, target.had_room, target.one_leaf_of_those, target.jobs) == (1, 1, 1, 2)
