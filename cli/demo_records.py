@@ -67,8 +67,8 @@ class PodRecord:
     finished_h: float | None = None
     waiting: str = ""  # why the last scheduling attempt failed
     leaf: str | None = None
-    leaf_room: bool | None = None  # accel.demo_summary rule 4
-    cheaper_free: bool | None = None  # accel.demo_summary rule 5
+    leaf_room: bool | None = None  # cli.demo_summary rule 4
+    cheaper_free: bool | None = None  # cli.demo_summary rule 5
     order_chose: bool = False
 
     def outcome(self, parsed: ParsedPolicy) -> PodOutcome:

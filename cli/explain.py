@@ -12,7 +12,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from accel.placement_score import (
+from accel.placement.score import (
     COMPONENTS,
     PLACEMENT_ANNOTATION,
     Explanation,

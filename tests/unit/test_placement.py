@@ -388,7 +388,7 @@ def test_accel_explain_says_why_there_is_nothing_to_explain(
 
 
 def test_leaf_room_counts_whole_pods_per_leaf() -> None:
-    from accel.demo_summary import leaf_has_room
+    from cli.demo_summary import leaf_has_room
 
     snapshot = inventory(two_leaves(), [used("b2", 4)])
     assert leaf_has_room(snapshot, ["a1", "b1", "b2"], "nvidia.com/gpu", 4, 3)  # leaf l2: 2 + 1 pods
@@ -406,7 +406,7 @@ def test_leaf_room_counts_whole_pods_per_leaf() -> None:
     ],
 )
 def test_cheaper_type_free(chosen: str, free: list[str], order: tuple[str, ...], expected: tuple[bool, bool]) -> None:
-    from accel.demo_summary import cheaper_type_free
+    from cli.demo_summary import cheaper_type_free
 
     assert cheaper_type_free(chosen, free, order, sample_policy().catalog) == expected
 
@@ -414,7 +414,7 @@ def test_cheaper_type_free(chosen: str, free: list[str], order: tuple[str, ...],
 def test_premium_use_and_job_leaf_target() -> None:
     from fractions import Fraction
 
-    from accel.demo_summary import PodOutcome, job_leaf_target, premium_use
+    from cli.demo_summary import PodOutcome, job_leaf_target, premium_use
 
     def out(name: str, **kw: Any) -> PodOutcome:
         return PodOutcome(name=name, team="t", kind="k", profile="p", admitted=True, node="n", gpus=Fraction(2),
