@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from accel.capacity.nodeview import SORT_KEYS, node_rows
+from accel.capacity.nodeview import FILTER_ONLY_TYPES, SORT_KEYS, node_rows, unknown_type_filter
 from accel.estimates.estimator import estimate
 from accel.estimates.models_table import KNOWN_MODELS
 from accel.estimates.rules import EstimateInputError, parse_estimate_request
@@ -44,7 +44,7 @@ def _view(request: web.Request) -> tuple[ApiContext, StateView]:
     try:
         return ctx, ctx.state.view()
     except RuntimeError as exc:  # no policy in force yet
-        raise web.HTTPServiceUnavailable(reason=f"no cluster state yet: {exc}") from None
+        raise web.HTTPServiceUnavailable(reason=f"not ready: {exc}") from None
 
 
 async def _visible(request: web.Request, ctx: ApiContext, view: StateView) -> frozenset[str]:
@@ -79,6 +79,10 @@ async def list_nodes(request: web.Request) -> web.Response:
     types = [t for value in request.query.getall("type", []) for t in value.split(",") if t]
     sort = request.query.get("sort", "name")
     descending = sort.startswith("-") or request.query.get("order", "asc") == "desc"
+    problem = unknown_type_filter(types, view.parsed.catalog)
+    if problem:
+        known = ", ".join(dict.fromkeys([*sorted(view.parsed.catalog.names()), *FILTER_ONLY_TYPES]))
+        raise BadRequest(f"query parameter type: {problem}; known: {known}")
     try:
         rows = node_rows(view.inventory, view.parsed.catalog, type_filter=types, sort=sort.lstrip("-"), descending=descending)
     except ValueError as exc:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# What a shell reports for a command ended by SIGPIPE (128 + 13), as `yes | head -1` does.
+EXIT_BROKEN_PIPE = 141
 
 # Modules are imported lazily by name so a broken optional command cannot break the others,
 # and so `accel nodes` does not pay for importing aiohttp or matplotlib.
@@ -44,13 +48,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return 2
-    result: int = func(args)
+    try:
+        args = parser.parse_args(argv)  # `--help` prints too, so it is inside the guard
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        result: int = func(args)
+        # Flush here, inside the guard: output still buffered at interpreter exit would raise the
+        # BrokenPipeError where nothing can catch it ("Exception ignored ... BrokenPipeError").
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
+    except SystemExit:
+        # argparse exits after `--help` or a usage error; its output may still be buffered.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_went_away()
+        raise
+    except KeyboardInterrupt:
+        print("accel: interrupted", file=sys.stderr)
+        return 130
     return result
+
+
+def _reader_went_away() -> int:
+    """`accel ... | head`: the reader closed the pipe. Exit quietly, as `cat` does.
+
+    stdout is pointed at /dev/null so the interpreter's final flush of what is still buffered
+    cannot fail again at exit.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from accel.capacity.nodeview import SORT_KEYS, TABLE_COLUMNS, node_rows, render_table, table_cells
+from accel.capacity.nodeview import (
+    SORT_KEYS,
+    TABLE_COLUMNS,
+    node_rows,
+    render_table,
+    table_cells,
+    unknown_type_filter,
+)
 from cli.state import CliError, add_source_arguments, emit, load_state, run_guarded
 
 
@@ -22,12 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     parsed, inventory = load_state(args)
     types = [t for value in args.type for t in value.split(",") if t]
-    unknown = [t for t in types if t not in parsed.catalog and t != "mixed"]
-    if unknown:
-        raise CliError(f"unknown type(s) {', '.join(unknown)}; known: {', '.join(sorted(parsed.catalog.names()))}")
+    problem = unknown_type_filter(types, parsed.catalog)
+    if problem:
+        raise CliError(f"--type: {problem}")
     rows = node_rows(inventory, parsed.catalog, type_filter=types, sort=args.sort, descending=args.desc, accelerators_only=not args.all)
     if args.output == "table":
         print(render_table([h for h, _ in TABLE_COLUMNS], [table_cells(r) for r in rows]) if rows else "no nodes match")
     else:
         emit({"nodes": [r.model_dump(mode="json") for r in rows]}, args.output)
+    sys.stdout.flush()  # the warnings below the table, not inside it, when both go to a terminal
+    for row in rows:
+        for warning in row.warnings:
+            print(f"accel: warning: node {row.name}: {warning}", file=sys.stderr)
     return 0

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser("policy", help="policy tools")
     actions = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     validate = actions.add_parser("validate", help="validate a policy directory or ConfigMap file; exit 1 listing every error")
-    validate.add_argument("path", metavar="DIR|FILE")
+    validate.add_argument("path", metavar="DIR|FILE", help="a directory holding settings.yaml, profiles.yaml, teams.yaml (and optionally accelerators.yaml), "
+                          "a ConfigMap manifest with those keys, or one of those files")
     validate.set_defaults(func=_validate)
 
 

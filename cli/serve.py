@@ -34,6 +34,7 @@ from serving.metrics import Metrics
 log = logging.getLogger(__name__)
 COMPONENTS = ("webhook", "extender", "api")
 DEFAULT_SCHEDULER_CLIENT = "accel-scheduler"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 READY_POLL_S = 0.5
 
 
@@ -51,10 +52,10 @@ class ClusterDeps:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("serve", help="run the webhook, the scheduler extender or the API server")
-    parser.add_argument("component", choices=COMPONENTS)
+    parser.add_argument("component", choices=COMPONENTS, help="which server: the admission webhook, the scheduler extender or the hardware-profile API and web page")
     add_source_arguments(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--port", type=int, default=8443, help="TCP port to listen on; 0 picks a free one, logged at start (default: %(default)s)")
     parser.add_argument("--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)")
     parser.add_argument("--insecure-plaintext", action="store_true", help="serve HTTP without TLS (extender/api, local use only; never the webhook)")
     parser.add_argument(
@@ -72,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port can bind pods)",
     )
     parser.add_argument("--log-level", default=os.environ.get("ACCEL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=os.environ.get("ACCEL_LOG_LEVEL", "INFO").upper(),
+                        help="least severe log level written to stderr as JSON lines (default: $ACCEL_LOG_LEVEL or INFO)")
     parser.set_defaults(func=_run)
 
 
@@ -98,7 +101,7 @@ async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
     try:
         api = await ApiClientFactory(kubeconfig).create()
     except NoClusterError as exc:
-        raise CliError(f"{exc}; or pass --snapshot FILE to run on a snapshot") from exc
+        raise CliError(str(exc)) from exc
     cluster = KubeCluster(api, controller_namespace=namespace)
     return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close)
 
@@ -189,7 +192,9 @@ def _freeze_when_ready(state: ClusterState, warm: Callable[[], object]) -> Calla
             await asyncio.sleep(READY_POLL_S)
         warm()
         freeze_heap()
-        log.info("state loaded; %d objects moved out of the collector's reach", gc.get_freeze_count())
+        inventory = state.view().inventory
+        log.info("ready", extra={"nodes": len(inventory.nodes), "accelerator_pods": len(inventory.pods)})
+        log.debug("heap frozen after loading", extra={"frozen_objects": gc.get_freeze_count()})
 
     async def context(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(wait_and_freeze(), name="freeze-heap")
@@ -248,6 +253,16 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
     if not ca.is_file():
         raise CliError(f"--client-ca {ca}: no such file; the extender needs the CA that issued kube-scheduler's client certificate")
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
+def _refuse_invalid_policy(path: str, files: dict[str, str]) -> None:
+    """A `--policy` directory never changes while the server runs: if it is invalid the server
+    could never become ready, so say why now instead of serving 503s."""
+    from accel.policy.loading import parse_policy
+    from accel.policy.models import PolicyInvalid
+
+    try:
+        parse_policy(files, load_builtin_catalog())
+    except PolicyInvalid as exc:
+        raise CliError(f"policy {path} is invalid ({len(exc.errors)} error(s)):\n  " + "\n  ".join(str(e) for e in exc.errors)) from exc
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -262,6 +277,8 @@ async def _serve(args: argparse.Namespace) -> None:
     tls = ReloadingTLS(args.cert_dir, client_ca=client_ca) if args.cert_dir else None
     require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
+    if policy_files is not None:
+        _refuse_invalid_policy(args.policy, policy_files)
     deps = snapshot_cluster(args.snapshot, args.namespace) if args.snapshot else await real_cluster(args.kubeconfig, args.namespace)
     try:
         metrics = Metrics()

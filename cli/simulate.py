@@ -41,8 +41,8 @@ HOW_TO_GET_TRACE = (
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("simulate", help="replay a GPU cluster trace under scoring policies")
     p.add_argument("--trace-dir", type=Path, default=None, help=f"openb CSV folder (default {DEFAULT_TRACE_DIR})")
-    p.add_argument("--workloads", default="default", help="comma-separated pod-list stems, or 'all'")
-    p.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated policies")
+    p.add_argument("--workloads", default="default", help="comma-separated pod-list stems (openb_pod_list_<stem>.csv in --trace-dir, e.g. default,multigpu50), or 'all' (default: %(default)s)")
+    p.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated scoring policies (default: all of %(default)s)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds, starting at 42 (the published runs use 42..51; Go's RNG is emulated, so seed 42 here is their seed 42)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")

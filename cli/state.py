@@ -21,6 +21,7 @@ import yaml
 
 from accel.capacity.inventory import Inventory, build_inventory
 from accel.cluster.catalog import Catalog, load_builtin_catalog
+from accel.cluster.text_decode import TextDecodeError, decode_text
 from accel.policy.loading import parse_policy
 from accel.policy.models import POLICY_FILES, ParsedPolicy, PolicyInvalid
 
@@ -50,10 +51,6 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, policy: bool = True
         group.add_argument("--policy", metavar="DIR|FILE", help="policy directory (settings.yaml, profiles.yaml, teams.yaml) or a ConfigMap file")
 
 
-def default_snapshot_hint() -> str:
-    return "pass --snapshot FILE (e.g. examples/cluster.yaml) or a kubeconfig"
-
-
 def load_objects(args: argparse.Namespace) -> ClusterObjects:
     if args.snapshot:
         from kube.snapshot import SnapshotError, load_snapshot
@@ -79,7 +76,7 @@ async def _list_from_cluster(args: argparse.Namespace) -> ClusterObjects:
     try:
         api = await ApiClientFactory(kubeconfig=args.kubeconfig).create()
     except NoClusterError as exc:
-        raise CliError(f"{exc}; or {default_snapshot_hint()}") from exc
+        raise CliError(str(exc)) from exc
     cluster = KubeCluster(api, controller_namespace=args.namespace)
     try:
         found = ClusterObjects()
@@ -95,21 +92,32 @@ async def _list_from_cluster(args: argparse.Namespace) -> ClusterObjects:
         await cluster.close()
 
 
+def read_text_file(path: Path) -> str:
+    """A policy file's text (UTF-8, or UTF-16/UTF-8 with a byte-order mark); CliError when unreadable."""
+    try:
+        return decode_text(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except TextDecodeError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def read_policy_files(path: Path) -> dict[str, str]:
     """Policy files from a directory, or the `data` of a ConfigMap manifest file."""
     if path.is_dir():
-        return {name: (path / name).read_text(encoding="utf-8") for name in POLICY_FILES if (path / name).is_file()}
+        return {name: read_text_file(path / name) for name in POLICY_FILES if (path / name).is_file()}
     if not path.is_file():
         raise CliError(f"policy path {path} does not exist; pass a directory with {', '.join(POLICY_FILES[:3])} or a ConfigMap file")
+    text = read_text_file(path)
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+        docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
         raise CliError(f"{path}: invalid YAML: {exc}") from exc
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "ConfigMap" and isinstance(doc.get("data"), dict):
             return {str(k): str(v) for k, v in doc["data"].items()}
     if path.name in POLICY_FILES:
-        return {path.name: path.read_text(encoding="utf-8")}
+        return {path.name: text}
     raise CliError(f"{path}: not a policy directory, a ConfigMap with policy keys, or one of {', '.join(POLICY_FILES)}")
 
 

@@ -24,7 +24,12 @@ from kubernetes_asyncio.config.incluster_config import (
 
 from kube.errors import KubeError
 
-NO_CLUSTER_MESSAGE = "no cluster: pass --snapshot FILE or --policy DIR, or set KUBECONFIG"
+NO_CLUSTER_MESSAGE = "no cluster found"
+# One hint, said once: `--policy` alone does not replace a cluster (nodes and pods come from it).
+NO_CLUSTER_HINT = (
+    "to work without a cluster pass --snapshot FILE (e.g. examples/cluster.yaml); "
+    "to reach one pass --kubeconfig FILE or set KUBECONFIG"
+)
 
 
 class NoClusterError(KubeError):
@@ -32,7 +37,7 @@ class NoClusterError(KubeError):
 
     def __init__(self, attempts: list[str]) -> None:
         detail = "; ".join(attempts) if attempts else "nothing to try"
-        super().__init__(f"{NO_CLUSTER_MESSAGE} (tried: {detail})")
+        super().__init__(f"{NO_CLUSTER_MESSAGE} (tried: {detail}); {NO_CLUSTER_HINT}")
         self.attempts = attempts
 
 

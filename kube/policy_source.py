@@ -69,6 +69,7 @@ class PolicySource:
         self._on_policy = on_policy
         self._events = events
         self._offered: str | None = None
+        self._accepted_any = False  # whether a rejection leaves a last good policy in force
         self._pending: set[asyncio.Task[None]] = set()
         self.last_errors: list[str] = []  # messages of the latest rejection ([] after an acceptance)
         informer.add_callback(self._changed)
@@ -90,11 +91,12 @@ class PolicySource:
             errors = [f"internal error while validating the policy: {type(exc).__name__}: {exc}"]
         self.last_errors = errors
         if not errors:
+            self._accepted_any = True
             log.info("policy version %s by %s accepted", meta.resource_version, meta.changed_by)
             return
         message = "; ".join(errors)
-        log.error("policy version %s by %s rejected, last good policy stays: %s",
-                  meta.resource_version, meta.changed_by, message)
+        kept = "the last good policy stays" if self._accepted_any else "no valid policy loaded yet"
+        log.error("policy version %s by %s rejected, %s: %s", meta.resource_version, meta.changed_by, kept, message)
         task = asyncio.get_running_loop().create_task(
             self._events.record(configmap, REJECTED_REASON, message, type="Warning"))
         self._pending.add(task)

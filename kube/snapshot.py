@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from accel.cluster.text_decode import TextDecodeError, decode_text
 from kube.names import KINDS, RESOURCES, Kind, kind_of
 from kube.protocol import JsonObject, WatchEvent
 
@@ -44,9 +45,13 @@ def load_snapshot(path: str | Path) -> Snapshot:
     """Read and group a snapshot file; raise `SnapshotError` (file, document, item) on bad input."""
     where = Path(path)
     try:
-        text = where.read_text(encoding="utf-8")
+        data = where.read_bytes()
     except OSError as exc:
         raise SnapshotError(f"{where}: cannot read snapshot: {exc.strerror or exc}") from exc
+    try:
+        text = decode_text(data, str(where))
+    except TextDecodeError as exc:
+        raise SnapshotError(str(exc)) from exc
     return parse_snapshot(text, source=str(where))
 
 

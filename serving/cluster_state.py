@@ -10,7 +10,8 @@ Rules:
    Kubernetes Event on the ConfigMap.
 3. Every accepted or rejected policy change is written to the audit log (logger
    `accel.audit.policy`): who (newest managedFields manager), when, resourceVersion, result and
-   a unified diff against the policy in force.
+   a unified diff against the policy in force. The first policy loaded is summarised instead
+   (its full text is in the audit log at debug level).
 4. `ready()` is false until every informer has synced and a policy is in force, and false again
    while any watch has been failing for longer than `max_staleness_s`.
 """
@@ -109,6 +110,7 @@ class ClusterState:
         self._built_at = float("-inf")
         self._generation = 0
         self._static_inventory: Inventory | None = None
+        self._warned: set[tuple[str, str]] = set()  # (node, warning) already logged
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
         self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
@@ -152,15 +154,25 @@ class ClusterState:
 
     def apply_policy(self, files: dict[str, str], meta: PolicyMeta) -> PolicyChange:
         """Validate and, if valid, put `files` (+ the known HardwareProfiles) in force; always
-        audit-log the attempt."""
+        audit-log the attempt.
+
+        The first policy a server loads is logged as a one-line summary (the audit entry carries
+        no diff then: there is nothing it changed; the full text goes to the audit logger at
+        debug). Later changes carry their unified diff against the policy in force.
+        """
         self._offered_files = files
+        first = self._parsed is None
         change = PolicyChange(resource_version=meta.resource_version, manager=meta.changed_by, changed_at=meta.changed_at or "", accepted=False, diff=policy_diff(self._policy_files, files))
         try:
             parsed = parse_policy(files, self.catalog, hardware_profiles=self._hardware_profiles)
         except PolicyInvalid as exc:
             change.errors = [str(e) for e in exc.errors]
             self._count("invalid")
-            log.error("policy rejected; keeping the policy in force", extra={"errors": change.errors})
+            if first:
+                log.error("policy rejected; no valid policy loaded yet, so this server is not ready until one is "
+                          "(`accel policy validate` lists the errors)", extra={"errors": change.errors})
+            else:
+                log.error("policy rejected; the last good policy stays in force", extra={"errors": change.errors})
         else:
             change.accepted = True
             self._parsed, self._policy_files = parsed, files
@@ -168,7 +180,15 @@ class ClusterState:
             self._count("ok")
             if self.metrics:
                 self.metrics.policy_last_good.set(self._clock())
-        audit.info("policy change", extra={"resourceVersion": change.resource_version, "who": change.manager, "when": change.changed_at, "accepted": change.accepted, "errors": change.errors, "diff": change.diff})
+            if first:
+                policy = parsed.policy
+                log.info("policy loaded", extra={"source": meta.changed_by or "ConfigMap", "profiles": len(policy.profiles), "teams": len(policy.teams), "mode": policy.settings.mode.value})
+        entry = {"resourceVersion": change.resource_version, "who": change.manager, "when": change.changed_at, "accepted": change.accepted, "errors": change.errors}
+        if first and change.accepted:
+            audit.info("policy change", extra=entry)
+            audit.debug("initial policy", extra={**entry, "diff": change.diff})
+        else:
+            audit.info("policy change", extra={**entry, "diff": change.diff})
         self.history = [*self.history[-49:], change]
         return change
 
@@ -185,7 +205,7 @@ class ClusterState:
 
     def view(self) -> StateView:
         if self._parsed is None:
-            raise RuntimeError("no policy in force yet; check ready() first")
+            raise RuntimeError("no valid policy loaded yet (see the server log; `accel policy validate` lists the errors)")
         key = self._key()
         if self._view is not None and (key == self._view_key or self._monotonic() - self._built_at < self._min_rebuild):
             return self._view
@@ -200,9 +220,17 @@ class ClusterState:
         w = self.watcher
         pods = w.pods.items()
         inventory = build_inventory(w.nodes.items(), pods, w.namespaces.items(), catalog=parsed.catalog, policy=parsed.policy, cache=self._parse_cache)
+        self._log_new_node_warnings(inventory)
         live = {(str(p["metadata"].get("uid") or p["metadata"].get("name")), str(p["metadata"].get("resourceVersion") or "")) for p in pods}
         self._parse_cache.retain(live, {str(n["metadata"].get("name")) for n in w.nodes.items()})
         return inventory
+
+    def _log_new_node_warnings(self, inventory: Inventory) -> None:
+        """Log each unreadable node status value once (not on every rebuild), e.g. `nvidia.com/gpu: abc`."""
+        current = {(n.name, w) for n in inventory.nodes for w in n.accelerators.warnings}
+        for node, warning in sorted(current - self._warned):
+            log.warning("node status value unreadable", extra={"node": node, "problem": warning})
+        self._warned = current
 
     def ready(self, max_staleness_s: float | None = None) -> tuple[bool, str]:
         if self._parsed is None:

@@ -7,7 +7,7 @@ by `serving.app.InFlight` while connections still read, so a request whose body 
 completes too; aiohttp's own shutdown stops reading first), then connections close, the app's
 cleanup contexts run (the TLS poller among them) and the call returns.
 
-Plaintext is refused unless `allow_plaintext=True`, and always for an app named "webhook": the API
+Plaintext is refused unless `allow_plaintext=True` (the CLI's `--insecure-plaintext`), and always for an app named "webhook": the API
 server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
 """
 
@@ -39,10 +39,11 @@ def require_tls(name: str, tls: ReloadingTLS | None, allow_plaintext: bool) -> N
         hint = (
             "the API server only calls webhooks over HTTPS"
             if name in TLS_REQUIRED_APPS
-            else ("pass allow_plaintext=True (CLI: --insecure-plaintext) for local use only")
+            else "or, for local use only, pass --insecure-plaintext"
         )
         raise PlaintextRefused(
-            f"refusing to serve {name!r} without TLS: give --cert-dir with tls.crt/tls.key; {hint}"
+            f"refusing to serve {name!r} without TLS: create a certificate with "
+            f"`accel certs create --local --service accel-{name} --out-dir DIR`, then pass --cert-dir DIR; {hint}"
         )
 
 

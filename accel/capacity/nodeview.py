@@ -5,6 +5,8 @@ Pure: built from an `Inventory`; shared by `accel nodes`, the API's `GET /api/no
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
@@ -41,6 +43,7 @@ class NodeRow(BaseModel):
     rdma: bool
     status: str
     labels: dict[str, str]
+    warnings: tuple[str, ...] = ()  # e.g. a GPU count in status that is not a number (read as 0)
 
 
 def _sharing_text(node: NodeInventory) -> str:
@@ -79,7 +82,43 @@ def node_row(node: NodeInventory, catalog: Catalog) -> NodeRow:
         rdma=topo.rdma,
         status=node.status,
         labels=dict(node.labels),
+        warnings=accel.warnings,
     )
+
+
+FILTER_ONLY_TYPES = ("mixed", "unknown")  # node-view types that are not catalog entries
+
+
+def unknown_type_filter(type_filter: Sequence[str], catalog: Catalog) -> str | None:
+    """Why `type_filter` names a type no node can have, with the closest known names; None if fine.
+
+    Suggestions instead of the whole catalog: a typo should be answered with the one name meant,
+    not 46 to read through.
+    """
+    known = list(dict.fromkeys([*catalog.names(), *FILTER_ONLY_TYPES]))
+    unknown = [t for t in type_filter if t not in catalog and t not in FILTER_ONLY_TYPES]
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        close = closest_type_names(name, known)
+        parts.append(f"{name!r} (did you mean {' or '.join(close)}?)" if close else repr(name))
+    return (f"unknown accelerator type {', '.join(parts)}; types are canonical names like nvidia-h100-80gb "
+            "(`accel nodes -o json` shows each node's), or 'mixed' / 'unknown'")
+
+
+def closest_type_names(name: str, known: Sequence[str], limit: int = 3) -> list[str]:
+    """The known type names closest to `name`, also matching without the memory suffix
+    (`nvidia-a100` and `nvidia-a101` mean `nvidia-a100-80gb` / `-40gb`, not `nvidia-a10-24gb`)."""
+
+    def score(candidate: str) -> float:
+        stem = re.sub(r"-\d+gb$", "", candidate)
+        if len(name) >= 3 and name in candidate:
+            return 1.0  # `h100` -> every nvidia-h100-*, ahead of near misses like nvidia-a100-*
+        return max(difflib.SequenceMatcher(None, name, candidate).ratio(), difflib.SequenceMatcher(None, name, stem).ratio())
+
+    ranked = sorted(known, key=lambda candidate: (-score(candidate), candidate))
+    return [c for c in ranked[:limit] if score(c) >= 0.6]
 
 
 def node_rows(
@@ -94,7 +133,8 @@ def node_rows(
     """Rows for the node view, filtered by canonical type (or "mixed"/"unknown") and sorted."""
     if sort not in SORT_KEYS:
         raise ValueError(f"cannot sort by {sort!r}; choose one of: {', '.join(SORT_KEYS)}")
-    rows = [node_row(n, catalog) for n in inventory.nodes if n.accelerators.types or not accelerators_only]
+    # A node whose GPU counts could not be read stays in view: its warning says why it shows 0.
+    rows = [node_row(n, catalog) for n in inventory.nodes if n.accelerators.types or n.accelerators.warnings or not accelerators_only]
     if type_filter:
         wanted = set(type_filter)
         rows = [r for r in rows if r.type in wanted or wanted & set(r.types)]

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from accel.cluster.catalog import UNKNOWN_TYPE, Catalog
 from accel.cluster.products import match_product, parse_product, product_form_factor
+from accel.cluster.quantity import QuantityError, parse_quantity
 from accel.cluster.vendor_facts import NodeFacts, VendorPart, safe_count
 from accel.cluster.vendors import detect_vendors
 
@@ -137,6 +138,9 @@ class NodeAccelerators(BaseModel):
     mig: MigLayout | None = None
     resources: Mapping[str, int] = Field(default_factory=dict)  # accelerator resource name -> allocatable
     topology: Topology = Field(default_factory=Topology)
+    # Accelerator counts in the Node's status that are not whole non-negative numbers (read as 0):
+    # said out loud so a broken device plugin is not mistaken for a node without GPUs.
+    warnings: tuple[str, ...] = ()
 
     @property
     def primary_type(self) -> str | None:
@@ -211,12 +215,31 @@ def normalise_node(
     )
     parts = sorted(detect_vendors(facts), key=lambda part: -part.gpu_count)
     topology = read_topology(clean, merged, topology_keys=topology_keys)
+    warnings = count_warnings(capacity, capacity_counts, "capacity")
+    if allocatable is not capacity:
+        warnings += count_warnings(allocatable, allocatable_counts, "allocatable")
     if not parts:
-        return NodeAccelerators(types=(), resources=facts.allocatable, topology=topology)
-    return _combine(parts, facts.allocatable, topology)
+        return NodeAccelerators(types=(), resources=facts.allocatable, topology=topology, warnings=warnings)
+    return _combine(parts, facts.allocatable, topology, warnings)
 
 
-def _combine(parts: list[VendorPart], resources: Mapping[str, int], topology: Topology) -> NodeAccelerators:
+def count_warnings(resources: Mapping[str, object], counts: Mapping[str, int], field: str) -> tuple[str, ...]:
+    """One message per accelerator count in `resources` that `_counts` had to read as 0 though it is not 0."""
+    return tuple(
+        f"status.{field}[{name}] is {resources[name]!r}, not a whole non-negative number of devices; read as 0"
+        for name, count in counts.items()
+        if count == 0 and is_accelerator_resource(name) and not _is_zero(resources[name])
+    )
+
+
+def _is_zero(value: object) -> bool:
+    try:
+        return parse_quantity(value) == 0
+    except (QuantityError, ArithmeticError):
+        return False
+
+
+def _combine(parts: list[VendorPart], resources: Mapping[str, int], topology: Topology, warnings: tuple[str, ...]) -> NodeAccelerators:
     """One NodeAccelerators from vendor parts; the part with the most devices is the primary."""
     primary = parts[0]
     types = tuple(dict.fromkeys(t for part in parts for t in part.types))
@@ -237,6 +260,7 @@ def _combine(parts: list[VendorPart], resources: Mapping[str, int], topology: To
         mig=mig,
         resources=resources,
         topology=topology,
+        warnings=warnings,
     )
 
 

@@ -130,7 +130,8 @@ def per_seed_verdict(ours: Curves, published: Curves) -> tuple[list[str], list[s
     for policy, runs in gaps.items():
         worst, (workload, _, seed) = max(runs)
         matched = sum(g <= SEED_MATCH_PP for g, _ in runs)
-        note = " (not reproducible per seed, see rule 4)" if policy in UNREPRODUCIBLE_PER_SEED else ""
+        note = (" (not reproducible per seed, even in Go: Random's feasible-node order comes from a parallel "
+                "filter; rule 4 in accel/sim/validation.py)") if policy in UNREPRODUCIBLE_PER_SEED else ""
         lines.append(f"per seed {policy}: {matched}/{len(runs)} runs match the published curve within "
                      f"{SEED_MATCH_PP} pp; worst {worst:.3f} pp ({workload} seed {seed}){note}")
         if policy not in UNREPRODUCIBLE_PER_SEED and matched < len(runs):

@@ -165,6 +165,9 @@ async def test_nodes_filter_sort_and_errors(tmp_path: Path) -> None:
         assert "memoryGb" in body["nodes"][0] and body["nodes"][0]["labels"]
         status, body = await srv.get("/api/nodes?sort=price")
         assert status == 400 and "choose one of" in body["error"]
+        status, body = await srv.get("/api/nodes?type=nvidia-h100")  # as `accel nodes --type` rejects it
+        assert status == 400 and "did you mean nvidia-h100-80gb or nvidia-h100-94gb" in body["error"]
+        assert "known: amd-mi210-64gb" in body["error"] and body["error"].endswith("mixed")
 
 
 async def test_redaction_hides_names_and_labels_but_drafts_still_work(tmp_path: Path) -> None:

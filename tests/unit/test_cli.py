@@ -40,9 +40,9 @@ def test_nodes_table_filters_and_sorts(capsys: pytest.CaptureFixture[str]) -> No
     assert lines[-1].startswith("gpu-h100-01")  # fully used: least free, last when descending
 
 
-def test_nodes_rejects_unknown_type_with_the_known_list(capsys: pytest.CaptureFixture[str]) -> None:
+def test_nodes_rejects_unknown_type_with_the_closest_known(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "nodes", "--snapshot", SNAPSHOT, "--policy", POLICY, "--type", "nvidia-a101")
-    assert code == 1 and "unknown type(s) nvidia-a101" in err and "nvidia-a100-80gb" in err
+    assert code == 1 and "unknown accelerator type 'nvidia-a101' (did you mean" in err and "nvidia-a100-80gb" in err
 
 
 def test_policy_validate_accepts_the_sample(capsys: pytest.CaptureFixture[str]) -> None:

@@ -89,7 +89,7 @@ async def test_not_ready_without_a_valid_policy(cluster: FakeCluster) -> None:
         await until(lambda: bool(state.history))
         ready, reason = state.ready()
         assert not ready and "no valid policy" in reason
-        with pytest.raises(RuntimeError, match="no policy in force"):
+        with pytest.raises(RuntimeError, match="no valid policy loaded yet"):
             state.view()
     finally:
         task.cancel()
@@ -100,3 +100,35 @@ def test_fixed_policy_files_are_used_as_given(cluster: FakeCluster) -> None:
     state = build_state(deps(cluster), namespace=NS, policy_files=POLICY, metrics=Metrics(), app_name="test")
     assert state.history[-1].accepted and state.policy_source is None
     assert json.dumps(sorted(state.catalog.names())) == json.dumps(sorted(load_builtin_catalog().names()))
+
+
+def test_first_policy_is_logged_as_a_summary_and_changes_as_diffs(caplog: pytest.LogCaptureFixture) -> None:
+    """Start-up says how much policy was loaded, not the whole policy as a one-line diff."""
+    from kube.policy_source import PolicyMeta
+    from serving.cluster_state import ClusterState
+
+    caplog.set_level(logging.INFO)
+    state = ClusterState(catalog=load_builtin_catalog(), namespace=NS)
+    state.apply_policy(dict(POLICY), PolicyMeta("1", "kubectl", None, "accel-policy", NS))
+    (loaded,) = [r.__dict__ for r in caplog.records if r.getMessage() == "policy loaded"]
+    assert (loaded["profiles"], loaded["teams"], loaded["mode"]) == (8, 4, "enforce")
+    (first,) = [r.__dict__ for r in caplog.records if r.name == "accel.audit.policy"]
+    assert "diff" not in first and first["accepted"] is True
+    caplog.clear()
+    state.apply_policy({**POLICY, "settings.yaml": POLICY["settings.yaml"].replace("mode: enforce", "mode: warn")}, PolicyMeta("2", "kubectl", None, "accel-policy", NS))
+    (change,) = [r.__dict__ for r in caplog.records if r.name == "accel.audit.policy"]
+    assert "+mode: warn" in change["diff"]
+    assert not [r for r in caplog.records if r.getMessage() == "policy loaded"]
+
+
+def test_a_rejected_first_policy_does_not_claim_one_is_in_force(caplog: pytest.LogCaptureFixture) -> None:
+    from kube.policy_source import PolicyMeta
+    from serving.cluster_state import ClusterState
+
+    state = ClusterState(catalog=load_builtin_catalog(), namespace=NS)
+    state.apply_policy({"teams.yaml": "teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n"}, PolicyMeta("1", "kubectl", None, "accel-policy", NS))
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert messages and "no valid policy loaded yet" in messages[0] and "in force" not in messages[0]
+    with pytest.raises(RuntimeError, match="accel policy validate") as caught:
+        state.view()
+    assert "ready()" not in str(caught.value)
