@@ -72,7 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--allow-unauthenticated", action="store_true",
         help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port can bind pods)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("ACCEL_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=os.environ.get("ACCEL_LOG_LEVEL", "INFO").upper(),
                         help="least severe log level written to stderr as JSON lines (default: $ACCEL_LOG_LEVEL or INFO)")
     parser.set_defaults(func=_run)
