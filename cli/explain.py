@@ -19,7 +19,7 @@ from accel.placement.score import (
     ExplanationError,
     parse_explanation,
 )
-from cli.state import CliError, default_snapshot_hint, emit, run_guarded
+from cli.state import CliError, emit, run_guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -62,7 +62,7 @@ async def _from_cluster(kubeconfig: str | None, namespace: str, name: str) -> di
     try:
         api = await ApiClientFactory(kubeconfig=kubeconfig).create()
     except NoClusterError as exc:
-        raise CliError(f"{exc}; or {default_snapshot_hint()}") from exc
+        raise CliError(str(exc)) from exc  # the message already says how to run from a --snapshot
     cluster = KubeCluster(api)
     try:
         found, _ = await cluster.source.list("pods", namespace=namespace, name=name)
