@@ -27,7 +27,7 @@ from cli.state import CliError, add_source_arguments, read_policy_files
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicySource
-from kube.protocol import Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer
+from kube.protocol import Annotator, Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 
@@ -48,6 +48,7 @@ class ClusterDeps:
     events: EventRecorder
     tokens: TokenReviewer
     close: Callable[[], Any] | None = None
+    annotator: Annotator | None = None  # notes on HardwareProfiles (the API server only)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -90,7 +91,7 @@ def snapshot_cluster(path: str, namespace: str) -> ClusterDeps:
     for kind in ("namespaces", "nodes", "configmaps", "pods"):
         for obj in snapshot.of(kind):
             cluster.apply(obj)
-    return ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster)
+    return ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster)
 
 
 async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
@@ -102,7 +103,8 @@ async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
     except NoClusterError as exc:
         raise CliError(str(exc)) from exc
     cluster = KubeCluster(api, controller_namespace=namespace)
-    return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close)
+    return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close,
+                       annotator=cluster.annotator)
 
 
 def build_state(
@@ -162,6 +164,10 @@ def make_component_app(
         app = make_api(state, metrics=metrics, token_reviewer=deps.tokens)
         counter = ChargebackCounter(state, deps.cas, metrics.registry, identity=socket.gethostname())
         app.cleanup_ctx.append(run_chargeback(counter))
+        if deps.annotator is not None:
+            from serving.hardware_profile_notes import run_hardware_profile_notes
+
+            app.cleanup_ctx.append(run_hardware_profile_notes(state, deps.annotator))
     app.cleanup_ctx.append(_run_state(state))
     app.cleanup_ctx.append(_freeze_when_ready(state, warm))
     return app

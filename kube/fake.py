@@ -273,7 +273,9 @@ class FakeCluster:
         pod["metadata"]["annotations"] = {**(pod["metadata"].get("annotations") or {}), **annotations}
         status = pod.setdefault("status", {})
         conditions = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
-        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True"}]
+        # The API server stamps the transition time when it sets the condition at binding.
+        scheduled_at = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at}]
         self._store("pods", key, pod, "MODIFIED")
 
     # ---- EventRecorder -----------------------------------------------------------------------
@@ -291,6 +293,18 @@ class FakeCluster:
         except Exception:  # best effort by contract: a lost Event must not fail the caller
             return
         self.events.append(build_event(involved, reason, message, type, now=self._now(), component=component))
+
+    # ---- Annotator ---------------------------------------------------------------------------
+
+    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+        await self._enter("patch", kind)
+        current = self._objects[kind].get(f"{namespace}/{name}" if namespace else name)
+        if current is None:
+            raise NotFound(f"{kind} {name!r} not found")
+        updated = copy.deepcopy(current)
+        notes = {**(updated["metadata"].get("annotations") or {}), **annotations}
+        updated["metadata"]["annotations"] = {k: v for k, v in notes.items() if v is not None}
+        self._put(kind, updated)
 
     # ---- TokenReviewer -----------------------------------------------------------------------
 

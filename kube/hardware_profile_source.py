@@ -4,7 +4,9 @@ HardwareProfiles (either API group, any namespace) are profiles too (accel.polic
 change to one is a policy change: `on_change(objects, meta)` (owned by `ClusterState`) validates
 the policy ConfigMap's files together with every HardwareProfile now known and returns the
 errors ([] = accepted). Rules, as for the ConfigMap (kube.policy_source):
-1. Each (kind, resourceVersion) is offered once.
+1. Each distinct content (spec and annotations, minus the annotations accel itself writes onto
+   the object: serving.hardware_profile_notes) is offered once, so accel's own notes never
+   trigger a re-validation.
 2. A rejection is logged and recorded as a Warning Event `PolicyRejected` on the HardwareProfile
    that changed; the last good policy stays in force and we keep watching.
 3. A deletion is a change like any other (the profile disappears from the policy).
@@ -14,15 +16,18 @@ errors ([] = accepted). Rules, as for the ConfigMap (kube.policy_source):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 
+from accel.policy.odh_profiles import AVAILABILITY_ANNOTATION, DETECTED_TYPES_ANNOTATION
 from kube.informer import ClusterWatcher
 from kube.policy_source import REJECTED_REASON, PolicyMeta, policy_meta
 from kube.protocol import EventRecorder, EventType, JsonObject
 
 log = logging.getLogger(__name__)
 
+ACCEL_NOTES = frozenset({DETECTED_TYPES_ANNOTATION, AVAILABILITY_ANNOTATION})
 HardwareProfilesCallback = Callable[[list[JsonObject], PolicyMeta], Sequence[str]]
 
 
@@ -33,7 +38,7 @@ class HardwareProfileSource:
         self._watcher = watcher
         self._on_change = on_change
         self._events = events
-        self._offered: dict[str, str] = {}  # apiVersion namespace/name -> resourceVersion last offered
+        self._offered: dict[str, str] = {}  # apiVersion namespace/name -> content fingerprint last offered
         self._pending: set[asyncio.Task[None]] = set()
         self.last_errors: list[str] = []
         for informer in watcher.hardware_profiles:
@@ -44,10 +49,10 @@ class HardwareProfileSource:
         key = f"{obj.get('apiVersion')} {meta.namespace}/{meta.name}"
         if event_type == "DELETED":
             self._offered.pop(key, None)
-        elif self._offered.get(key) == meta.resource_version:
+        elif self._offered.get(key) == (fingerprint := _fingerprint(obj)):
             return
         else:
-            self._offered[key] = meta.resource_version
+            self._offered[key] = fingerprint
         try:
             errors = list(self._on_change(self._watcher.hardware_profile_objects(), meta))
         except Exception as exc:
@@ -70,3 +75,9 @@ class HardwareProfileSource:
         """Wait until every Event this source started has been sent (tests, shutdown)."""
         while self._pending:
             await asyncio.gather(*list(self._pending))
+
+
+def _fingerprint(obj: JsonObject) -> str:
+    """Rule 1: what matters for the policy, as one comparable string."""
+    notes = {k: v for k, v in ((obj.get("metadata") or {}).get("annotations") or {}).items() if k not in ACCEL_NOTES}
+    return json.dumps([obj.get("spec"), notes], sort_keys=True, default=str)

@@ -76,7 +76,7 @@ class Informer:
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         optional: bool = False,
-        absent_recheck_s: float = 60.0,
+        absent_recheck_s: float = 10.0,
     ) -> None:
         self.kind = kind
         self.optional = optional

@@ -62,7 +62,9 @@ API_CALLS: Final[dict[str, list[ApiCall]]] = {
     "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create"),
             # chargeback watermark (serving.chargeback): compare-and-swap on one ConfigMap
             *(ApiCall("", "configmaps", verb, True, (CHARGEBACK_CONFIGMAP,)) for verb in ("get", "update")),
-            ApiCall("", "configmaps", "create", True)],
+            ApiCall("", "configmaps", "create", True),
+            # detected types and availability written as annotations on each HardwareProfile
+            *(ApiCall(group, "hardwareprofiles", "patch") for group in HARDWARE_PROFILE_GROUPS)],
     "certs": [
         # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
         # reaches the serving pods, which mount the serving Secret whole), and kube-scheduler's
@@ -83,4 +85,5 @@ CALLS_BY_METHOD: Final[dict[str, list[tuple[str, str, str]]]] = {
     "KubeBinder.bind": [("", "pods/binding", "create")],
     "KubeEventRecorder.record": [("", "events", "create")],
     "KubeTokenReviewer.review": [("authentication.k8s.io", "tokenreviews", "create")],
+    "KubeAnnotator.annotate": [("<group>", "<kind>", "patch")],
 }

@@ -1,4 +1,4 @@
-"""The seam between accel and the Kubernetes API server: five small Protocols.
+"""The seam between accel and the Kubernetes API server: six small Protocols.
 
 Everything above this seam (webhook, extender, api, cli) depends only on these Protocols and on
 plain dicts — the JSON form of Kubernetes objects exactly as `kubectl get -o json` prints them
@@ -112,6 +112,15 @@ class EventRecorder(Protocol):
         component: str = EVENT_SOURCE_COMPONENT,
     ) -> None:
         """`involved` is the object itself (apiVersion/kind/metadata) or an ObjectReference dict."""
+        ...
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Merge-patch annotations onto one object (accel's notes on OpenDataHub HardwareProfiles)."""
+
+    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+        """Set each annotation (None removes it); raise `NotFound` if the object is gone."""
         ...
 
 

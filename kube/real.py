@@ -133,6 +133,18 @@ class KubeEventRecorder:
             log.warning("could not record event %s on %s: %s", reason, event["involvedObject"], exc)
 
 
+class KubeAnnotator:
+    """`Annotator`: PATCH metadata.annotations as a JSON merge patch (nothing else is touched)."""
+
+    def __init__(self, transport: RestTransport) -> None:
+        self._rest = transport
+
+    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+        path = f"{RESOURCES[kind].collection_path(namespace)}/{name}"
+        await self._rest.request("PATCH", path, body={"metadata": {"annotations": annotations}},
+                                 content_type="application/merge-patch+json")
+
+
 class KubeTokenReviewer:
     """`TokenReviewer`: POST authentication.k8s.io/v1 TokenReview."""
 
@@ -164,6 +176,7 @@ class KubeCluster:
         self.binder = KubeBinder(self.transport)
         self.events = KubeEventRecorder(self.transport)
         self.tokens = KubeTokenReviewer(self.transport)
+        self.annotator = KubeAnnotator(self.transport)
 
     async def close(self) -> None:
         await self.transport.api_client.close()

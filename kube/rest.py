@@ -32,11 +32,14 @@ class RestTransport:
         self.request_timeout_s = request_timeout_s
 
     async def request(
-        self, method: str, path: str, *, query: Query | None = None, body: JsonObject | None = None
+        self, method: str, path: str, *, query: Query | None = None, body: JsonObject | None = None,
+        content_type: str = "application/json",
     ) -> JsonObject:
-        """Send one request; return the decoded JSON body of a 2xx answer, else raise a typed error."""
+        """Send one request; return the decoded JSON body of a 2xx answer, else raise a typed error.
+
+        `content_type` names the patch flavour for PATCH (e.g. application/merge-patch+json)."""
         timeout = aiohttp.ClientTimeout(total=self.request_timeout_s)
-        response = await self._send(method, path, query, body, timeout)
+        response = await self._send(method, path, query, body, timeout, content_type)
         try:
             raw = await response.read()
         except _TRANSPORT_ERRORS as exc:
@@ -68,12 +71,13 @@ class RestTransport:
             response.release()
 
     async def _send(
-        self, method: str, path: str, query: Query | None, body: JsonObject | None, timeout: aiohttp.ClientTimeout
+        self, method: str, path: str, query: Query | None, body: JsonObject | None, timeout: aiohttp.ClientTimeout,
+        content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         try:
             response: aiohttp.ClientResponse = await self.api_client.call_api(
                 path, method, query_params=query or [], body=body,
-                header_params={"Accept": "application/json", "Content-Type": "application/json"},
+                header_params={"Accept": "application/json", "Content-Type": content_type},
                 auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout,
             )
         except KubeError:

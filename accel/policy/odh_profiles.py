@@ -276,3 +276,15 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def status_annotations(detected_types: Sequence[str], *, available: bool, available_gpus: float, total_gpus: float,
+                       price_per_gpu_hour: float | None) -> dict[str, str]:
+    """What accel writes onto a HardwareProfile: the types it found on nodes and the availability
+    (no timestamps, so an unchanged profile is never rewritten)."""
+    price = "" if price_per_gpu_hour is None else f', "pricePerGpuHour": {price_per_gpu_hour:g}'
+    return {
+        DETECTED_TYPES_ANNOTATION: ",".join(detected_types),
+        AVAILABILITY_ANNOTATION: (f'{{"available": {str(available).lower()}, "availableGpus": {available_gpus:g}, '
+                                  f'"totalGpus": {total_gpus:g}{price}}}'),
+    }

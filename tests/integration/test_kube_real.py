@@ -260,6 +260,7 @@ def test_every_real_method_is_in_the_permission_table() -> None:
             real.KubeBinder,
             real.KubeEventRecorder,
             real.KubeTokenReviewer,
+            real.KubeAnnotator,
         )
         for name, fn in inspect.getmembers(cls, inspect.isfunction)
         if not name.startswith("_")

@@ -78,7 +78,8 @@ async def test_bind_sets_node_merges_annotations_and_is_watched() -> None:
     assert event.type == "MODIFIED"
     assert event.object["spec"]["nodeName"] == "gpu-1"
     assert event.object["metadata"]["annotations"] == {"keep": "1", "accelerator.opendatahub.io/type": "x"}
-    assert {"type": "PodScheduled", "status": "True"} in event.object["status"]["conditions"]
+    (scheduled,) = [c for c in event.object["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert scheduled["status"] == "True" and scheduled["lastTransitionTime"]  # stamped, as the API server does
     await stream.aclose()
 
 

@@ -193,3 +193,56 @@ def test_the_published_status_schema_would_prune_anything_accel_wrote_there() ->
 
     status = load_schema("infrastructure.opendatahub.io_hardwareprofiles.yaml", "v1alpha1")["properties"]["status"]
     assert status == {"description": status["description"], "type": "object"}  # no fields, no preserve-unknown
+
+
+async def test_accel_writes_detected_types_and_availability_as_annotations_once() -> None:
+    from pathlib import Path
+
+    from cli.serve import ClusterDeps, build_state
+    from kube.testing import make_configmap, make_namespace, make_node
+    from serving.hardware_profile_notes import annotate_round
+    from serving.metrics import Metrics
+
+    root = Path(__file__).resolve().parents[2]
+    cluster = FakeCluster(controller_namespace="accel-system")
+    cluster.apply(make_namespace("accel-system"))
+    cluster.apply(make_node("gpu-1", labels=dict(H100), allocatable={"nvidia.com/gpu": "8"}))
+    cluster.apply(make_configmap("accel-policy", "accel-system",
+                                 {p.name: p.read_text() for p in (root / "examples" / "policy").glob("*.yaml")}))
+    cluster.apply(make_hardware_profile("odh-h100", node_selector=dict(H100)))
+    cluster.apply(make_hardware_profile("odh-cpu", gpu=None))
+    deps = ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster)
+    state = build_state(deps, namespace="accel-system", policy_files=None, metrics=Metrics(), app_name="t",
+                        min_rebuild_interval_s=0.0)
+    task = asyncio.create_task(state.run())
+    try:
+        await until(lambda: state.ready()[0] and state.view().parsed.policy.profile("odh-h100") is not None)
+        assert await annotate_round(state, cluster) == 1
+        notes = cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-h100", "opendatahub")["metadata"]["annotations"]
+        assert notes["accel.dev/detected-accelerator-types"] == "nvidia-h100-80gb"
+        assert notes["accel.dev/availability"] == '{"available": true, "availableGpus": 8, "totalGpus": 8, "pricePerGpuHour": 3.78}'
+        assert not cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-cpu", "opendatahub")["metadata"]["annotations"]
+        await until(lambda: "accel.dev/availability" in (state.watcher.hardware_profile_objects()[0]["metadata"].get("annotations") or {})
+                    or "accel.dev/availability" in (state.watcher.hardware_profile_objects()[-1]["metadata"].get("annotations") or {}))
+        assert await annotate_round(state, cluster) == 0  # unchanged: not rewritten
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_accels_own_notes_on_a_hardware_profile_do_not_revalidate_the_policy() -> None:
+    cluster = FakeCluster()
+    watcher = ClusterWatcher(cluster, sleep=RecordingSleep())
+    offered: list[int] = []
+    HardwareProfileSource(watcher, lambda objects, meta: offered.append(len(objects)) or [], events=cluster)
+    task = asyncio.create_task(watcher.run())
+    cluster.apply(make_hardware_profile("h100", node_selector=dict(H100)))
+    await until(lambda: offered == [1])
+    await cluster.annotate("hardwareprofiles.infrastructure.opendatahub.io", "opendatahub", "h100",
+                           {"accel.dev/availability": "{}"})
+    cluster.apply(make_hardware_profile("h100", node_selector=dict(H100), maximum=2))  # a real change
+    await until(lambda: len(offered) == 2)
+    assert offered == [1, 1]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
