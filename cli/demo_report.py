@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
-from accel.plotting import PLOT_HINT, plotting_available, pyplot
 from cli.demo_records import DemoResult
 from cli.demo_summary import (
     ADMITTED,
@@ -25,6 +24,7 @@ from cli.demo_summary import (
     premium_use,
     time_weighted_mean,
 )
+from cli.plotting import PLOT_HINT, plotting_available, pyplot
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:

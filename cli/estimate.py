@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from accel.capacity.nodeview import render_table
 from accel.estimates.estimator import estimate
 from accel.estimates.models_table import known_model_names
 from accel.estimates.rules import (
@@ -19,6 +18,7 @@ from accel.estimates.rules import (
     parse_estimate_request,
 )
 from cli.state import CliError, add_source_arguments, emit, load_policy, run_guarded
+from cli.tables import render_table
 
 FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--params", "params", float, "total parameters, e.g. 70e9 (instead of --model)"),

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from accel.capacity.nodeview import (
-    SORT_KEYS,
-    TABLE_COLUMNS,
-    node_rows,
-    render_table,
-    table_cells,
-    unknown_type_filter,
-)
+from accel.capacity.nodeview import SORT_KEYS, node_rows, unknown_type_filter
 from cli.state import CliError, add_source_arguments, emit, load_state, run_guarded
+from cli.tables import TABLE_COLUMNS, render_table, table_cells
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

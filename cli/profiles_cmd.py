@@ -46,7 +46,7 @@ def _discover(args: argparse.Namespace) -> int:
 def _list_profiles(args: argparse.Namespace) -> int:
     try:
         from accel.profiles.availability import profile_summaries
-        from accel.profiles.table import render_profiles_table
+        from cli.tables import render_profiles_table
     except ModuleNotFoundError as exc:  # pragma: no cover - until the API issue lands
         raise CliError("profile listing is not available in this build") from exc
     parsed, inventory = load_state(args)

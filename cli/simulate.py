@@ -12,10 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from accel.plotting import PLOT_HINT, plotting_available
-from accel.sim.matrix import Record, make_tasks, run_matrix
 from accel.sim.policies import POLICY_NAMES
-from accel.sim.report import (
+from accel.sim.trace import TraceError
+from accel.sim.validation import per_seed_verdict
+from cli.plotting import PLOT_HINT, plotting_available
+from cli.sim_matrix import Record, make_tasks, run_matrix
+from cli.sim_report import (
     PUBLISHED_CURVES_FILE,
     PUBLISHED_FILE,
     curves_by_run,
@@ -25,8 +27,7 @@ from accel.sim.report import (
     render_table,
     to_json_records,
 )
-from accel.sim.trace import NODE_FILE, TraceError, available_workloads, pod_file
-from accel.sim.validation import per_seed_verdict
+from cli.sim_trace import NODE_FILE, available_workloads, pod_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_DIR = REPO_ROOT.parent / "shared" / "data" / "alibaba-gpu-v2023" / "csv"

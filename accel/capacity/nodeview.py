@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict
 from accel.capacity.free import node_free_units
 from accel.capacity.inventory import Inventory, NodeInventory
 from accel.cluster.catalog import Catalog
-from accel.cluster.gpu_equivalents import format_gpus
 
 SORT_KEYS = ("name", "type", "gpus", "free", "allocated", "memory", "zone", "status")
 MIXED = "mixed"
@@ -155,31 +154,4 @@ def _sort_key(sort: str) -> Any:
     return keys[sort]
 
 
-TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("NODE", "name"), ("TYPE", "display_name"), ("GPUS", "gpus"), ("ALLOCATED", "allocated"),
-    ("FREE", "free"), ("MEMORY", "memory"), ("SHARING", "sharing"), ("TOPOLOGY", "topology"), ("STATUS", "status"),
-)
 Format = Literal["table", "json", "yaml"]
-
-
-def table_cells(row: NodeRow) -> list[str]:
-    topology = "/".join(part for part in (row.zone, row.spine, row.leaf) if part) + (" rdma" if row.rdma else "")
-    values = {
-        "name": row.name,
-        "display_name": row.display_name,
-        "gpus": str(row.gpus),
-        "allocated": format_gpus(Fraction(row.allocated).limit_denominator(100)),
-        "free": format_gpus(Fraction(row.free).limit_denominator(100)),
-        "memory": f"{row.memory_gb:g}GB" if row.memory_gb else "-",
-        "sharing": row.sharing,
-        "topology": topology or "-",
-        "status": row.status,
-    }
-    return [values[key] for _, key in TABLE_COLUMNS]
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces, like kubectl."""
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in (headers, *rows)]
-    return "\n".join(lines)

@@ -3,7 +3,7 @@
 One `ProfileSummary` per profile feeds `accel profiles`, `GET /api/hardware-profiles` and the web
 page's profile cards, so the three never disagree. Pure: built from a `ParsedPolicy` and an
 `Inventory`. Which nodes serve a profile and what a unit is (rules there) live in
-accel.profiles.units; the models in accel.profiles.summary; the table in accel.profiles.table.
+accel.profiles.units; the models in accel.profiles.summary; the table in cli.tables.
 
 Rules:
 1. `available` is true when one node alone has room for a pod of the profile's default size

@@ -1,7 +1,7 @@
 """The public shape of hardware-profile availability: `ProfileSummary` and its parts.
 
 Frozen pydantic models with the camelCase aliases `GET /api/hardware-profiles` serves; built by
-`accel.profiles.availability.summarise_profile`, rendered by `accel.profiles.table`.
+`accel.profiles.availability.summarise_profile`, rendered by `cli.tables`.
 """
 
 from __future__ import annotations

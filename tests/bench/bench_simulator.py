@@ -17,9 +17,15 @@ import os
 import sys
 import time
 
-from accel.sim.matrix import Task, make_tasks, run_matrix, run_task
 from accel.sim.policies import POLICY_NAMES
-from accel.sim.report import (
+from accel.sim.validation import (
+    per_seed_verdict,
+    render_validation_markdown,
+    validation_checks,
+    validation_verdict,
+)
+from cli.sim_matrix import Task, make_tasks, run_matrix, run_task
+from cli.sim_report import (
     PUBLISHED_CURVES_FILE,
     PUBLISHED_FILE,
     curves_by_run,
@@ -28,12 +34,6 @@ from accel.sim.report import (
     read_published_curves,
     render_table,
     summarise,
-)
-from accel.sim.validation import (
-    per_seed_verdict,
-    render_validation_markdown,
-    validation_checks,
-    validation_verdict,
 )
 from cli.simulate import DEFAULT_TRACE_DIR
 

@@ -12,7 +12,7 @@ from accel.cluster.catalog import load_builtin_catalog
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy
 from accel.profiles.availability import profile_summaries, visible_profiles
-from accel.profiles.table import render_profiles_table
+from cli.tables import render_profiles_table
 from kube.testing import make_namespace, make_node, make_pod
 
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8", "nvidia.com/gpu.present": "true"}

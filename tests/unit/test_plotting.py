@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from accel.plotting import PlotUnavailable, plotting_available, pyplot
+from cli.plotting import PlotUnavailable, plotting_available, pyplot
 
 
 def test_pyplot_on_agg_when_installed() -> None:

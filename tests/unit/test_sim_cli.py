@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from accel.sim.report import PUBLISHED_CURVES_FILE, read_published_curves
 from cli.main import main
+from cli.sim_report import PUBLISHED_CURVES_FILE, read_published_curves
 from cli.simulate import DEFAULT_TRACE_DIR
 from tests.unit.test_sim_trace import write_synthetic_trace
 

@@ -9,7 +9,6 @@ import pytest
 
 from accel.placement.shapes import NodeShape, PodShape
 from accel.sim.cluster import TAG_SHARE, ClusterState, NodeState, pod_tag, whole_gpu_tag
-from accel.sim.matrix import make_tasks, run_matrix
 from accel.sim.policies import (
     POLICY_NAMES,
     AccelPolicy,
@@ -21,8 +20,9 @@ from accel.sim.policies import (
     make_policy,
 )
 from accel.sim.runner import _Candidates, _pick, _pick_incremental, allocation_curve, run
-from accel.sim.trace import NODE_FILE, load_nodes, load_pods, pod_file
 from accel.sim.workload import build_run_input
+from cli.sim_matrix import make_tasks, run_matrix
+from cli.sim_trace import NODE_FILE, load_nodes, load_pods, pod_file
 from tests.unit.test_sim_trace import write_synthetic_trace
 
 SHARE = PodShape(2000, 300, 1)

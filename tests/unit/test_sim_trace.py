@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from accel.sim.trace import NODE_FILE, TraceError, load_nodes, load_pods, pod_file
+from accel.sim.trace import TraceError
+from cli.sim_trace import NODE_FILE, load_nodes, load_pods, pod_file
 
 POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time"
 

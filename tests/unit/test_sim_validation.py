@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from accel.sim.report import read_published_curves
 from accel.sim.trace import TraceError
 from accel.sim.validation import (
     Check,
@@ -16,6 +15,7 @@ from accel.sim.validation import (
     validation_checks,
     validation_verdict,
 )
+from cli.sim_report import read_published_curves
 
 SUMMARY = {
     ("default", "fgd"): (4.74, 0.13, 10),

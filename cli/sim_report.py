@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accel.plotting import pyplot
-from accel.sim.matrix import Record
 from accel.sim.runner import ARRIVAL_COLUMNS
-from accel.sim.trace import POD_FILE_PREFIX, TraceError
+from accel.sim.trace import TraceError
+from cli.plotting import pyplot
+from cli.sim_matrix import Record
+from cli.sim_trace import POD_FILE_PREFIX
 
 #: Row keys of `derived_unalloc_gpu_pct_at_arrival100.csv` -> our policy names.
 PUBLISHED_POLICY = {

@@ -8,15 +8,17 @@ so all policies see the same sequence (paired design) wherever they run.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from accel.sim.policies import make_policy
 from accel.sim.runner import RunResult, run
-from accel.sim.trace import NODE_FILE, TraceNode, TracePod, load_nodes, load_pods, pod_file
+from accel.sim.trace import TraceNode, TracePod
 from accel.sim.workload import build_run_input
+from cli.sim_trace import NODE_FILE, load_nodes, load_pods, pod_file
 
 FIRST_SEED = 42  # the published runs use seeds 42..51
 
@@ -47,7 +49,9 @@ def run_task(task: Task) -> Record:
     run_input = build_run_input(pods, total_gpus=total_gpus, node_count=len(nodes), seed=task.seed,
                                 node_names=[n.name for n in nodes])
     policy = make_policy(task.policy, pods, (n.shape for n in nodes))
-    return Record(workload=task.workload, result=run(nodes, run_input, policy, seed=task.seed))
+    start = time.perf_counter()  # the core never reads a clock: the runner times the replay
+    result = run(nodes, run_input, policy, seed=task.seed)
+    return Record(workload=task.workload, result=replace(result, seconds=time.perf_counter() - start))
 
 
 def make_tasks(trace_dir: Path, workloads: Iterable[str], policies: Iterable[str], seeds: int) -> list[Task]:
