@@ -101,10 +101,10 @@ def _unit_name(profile: Profile) -> str:
 
 
 def _one(profile: Profile, job: _Job, catalog: Catalog) -> ProfileEstimate:
-    gpus = job.gpus or max(1, profile.gpus.default)
     base = ProfileEstimate(
         profile=profile.name, display_name=profile.title,
-        accelerator_type=profile.types[0] if profile.types else None, gpus=gpus, unit=_unit_name(profile), supported=False,
+        accelerator_type=profile.types[0] if profile.types else None, gpus=job.gpus or max(1, profile.gpus.default),
+        unit=_unit_name(profile), supported=False,
     )
     if not profile.enabled:
         return base.model_copy(update={"excluded_because": ("profile is disabled",)})
@@ -113,10 +113,28 @@ def _one(profile: Profile, job: _Job, catalog: Catalog) -> ProfileEstimate:
         reason = "generic profile (any GPU type): estimate a profile with a fixed type" if profile.is_generic else "type not in catalog"
         return base.model_copy(update={"excluded_because": (reason,)})
     fraction = float(unit_price_fraction(profile, catalog))
+    gpus = _job_size(job, _unit_memory_gb(profile, accel_type, fraction))
+    per_pod = profile.gpus.max
+    pods = math.ceil(gpus / per_pod) if per_pod else 1
+    notes = (f"over the profile's max of {per_pod} {base.unit}s per pod: {pods} pods",) if pods > 1 else ()
+    base = base.model_copy(update={"gpus": gpus, "gpus_sized_to_fit": job.gpus is None, "max_per_pod": per_pod, "pods": pods, "notes": notes})
     flops, why = _throughput(job, accel_type, fraction, gpus)
     if flops is None:
         return base.model_copy(update={"excluded_because": (str(why),)})
     return _fill(base, profile, job, catalog, accel_type, fraction, flops)
+
+
+def _job_size(job: _Job, unit_memory_gb: float) -> int:
+    """Units per job: the requested count, else the fewest units that hold the model.
+
+    Without `gpus` in the request every profile is sized for the job instead of taking its pod
+    default: a 70B model on one GPU "does not fit" and takes decades, which answers nothing. The
+    profile's `gpus.max` is per pod, so a larger job is not refused, only said to span pods.
+    """
+    if job.gpus is not None:
+        return job.gpus
+    fewest = math.ceil(_memory_needed_gb(job) / (unit_memory_gb * USABLE_MEMORY_FRACTION)) if unit_memory_gb > 0 else 1
+    return max(1, fewest)
 
 
 def _fill(base: ProfileEstimate, profile: Profile, job: _Job, catalog: Catalog, accel_type: AcceleratorType,

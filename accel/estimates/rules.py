@@ -100,6 +100,10 @@ class ProfileEstimate(_Model):
     supported: bool
     rank: int | None = None
     excluded_because: tuple[str, ...] = Field(default=(), alias="excludedBecause")
+    gpus_sized_to_fit: bool = Field(default=False, alias="gpusSizedToFit")  # no count asked: the fewest that fit
+    max_per_pod: int | None = Field(default=None, alias="maxPerPod")  # the profile's gpus.max
+    pods: int = 1  # pods the job needs at `max_per_pod` units each
+    notes: tuple[str, ...] = ()  # e.g. a job larger than the profile's per-pod max (never excludes)
     hours: float | None = None
     hours_by_type: dict[str, float] = Field(default_factory=dict, alias="hoursByType")
     peak_tflops_per_unit: float | None = Field(default=None, alias="peakTflopsPerUnit")

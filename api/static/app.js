@@ -145,7 +145,7 @@ function estimateBody(form) {
 }
 
 function estimateRow(e) {
-  const notes = e.excludedBecause.join("; ") + (Object.keys(e.hoursByType).length
+  const notes = [...e.excludedBecause, ...(e.notes || [])].join("; ") + (Object.keys(e.hoursByType).length
     ? ` (other types: ${Object.entries(e.hoursByType).map(([t, h]) => `${t} ${num(h)} h`).join(", ")})` : "");
   return el("tr", { "data-profile": e.profile },
     el("td", {}, e.rank ?? "–"), el("td", {}, e.displayName), el("td", { class: "num" }, `${e.gpus} × ${e.unit}`),

@@ -236,3 +236,27 @@ def test_help_texts_say_what_each_argument_is() -> None:
     assert "settings.yaml" in validate and "ConfigMap" in validate
     simulate = accel("simulate", "--help").stdout
     assert "(default: default)" in simulate and "default: all of" in simulate
+
+
+# --- estimates ------------------------------------------------------------------------------
+
+
+def test_estimate_sizes_each_profile_to_the_fewest_gpus_that_fit() -> None:
+    """The README example ranks real options instead of listing every profile as "does not fit"."""
+    result = accel("estimate", "--model", "llama-3-8b", "--tokens", "2e9", *SAMPLE, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    rows = {e["profile"]: e for e in json.loads(result.stdout)["estimates"]}
+    # 8.03e9 params x (2 + 2 + 12) B x 1.2 = 154 GB over units of 0.9 x memory
+    assert {p: rows[p]["gpus"] for p in ("large-any", "amd-mi300x", "a100-80gb")} == {"large-any": 2, "amd-mi300x": 1, "a100-80gb": 3}
+    assert all(rows[p]["fits"] and rows[p]["rank"] and rows[p]["gpusSizedToFit"] for p in ("large-any", "amd-mi300x", "a100-80gb"))
+    assert rows["large-any"]["hours"] < 100  # not the 82,620 h of one pod-default GPU
+    table = accel("estimate", "--model", "llama-3-8b", "--tokens", "2e9", *SAMPLE)
+    assert "does not fit" not in table.stdout and "the fewest that hold the model" in table.stdout
+    assert table.stderr == ""
+
+
+def test_estimate_warns_when_gpus_exceed_a_profiles_per_pod_max() -> None:
+    result = accel("estimate", "--model", "llama-3-8b", "--tokens", "2e9", "--gpus", "16", *SAMPLE)
+    assert result.returncode == 0
+    assert "accel: warning: --gpus 16 is over the per-pod maximum of" in result.stderr and "a100-80gb (8)" in result.stderr
+    assert "over the profile's max of 8 GPUs per pod: 2 pods" in result.stdout
