@@ -16,7 +16,7 @@ from aiohttp import web
 
 from api import handlers
 from api.handlers import CONTEXT, ApiContext
-from api.identity import CallerResolver
+from api.identity import Caller, CallerResolver
 from api.openapi import openapi_document
 from api.views import ProfileCache, dumps
 from kube.protocol import TokenReviewer
@@ -38,6 +38,7 @@ ROUTES: tuple[str, ...] = (
     "/api/accelerators",
     "/api/estimates",
     "/api/models",
+    "/api/whoami",
     "/api/openapi.json",
     "/healthz",
     "/readyz",
@@ -73,14 +74,18 @@ def make_app(
     metrics: Metrics,
     token_reviewer: TokenReviewer | None = None,
     clock: Callable[[], float] = time.monotonic,
+    dev_identity: tuple[str, ...] | None = None,
 ) -> web.Application:
     """The API app: routes in ROUTES, probes/metrics/limits from serving.app.
 
     `clock` (monotonic seconds) times the TokenReview cache; tests pass a manual clock.
+    `dev_identity`: groups given to callers who would be anonymous (local snapshot use only;
+    `accel serve api --dev-identity` refuses it against a cluster).
     """
+    stand_in = Caller(username="dev-identity", groups=dev_identity, anonymous=False) if dev_identity else None
     app = make_base_app(name="api", metrics=metrics, max_body_bytes=MAX_BODY_BYTES,
                         max_concurrency=MAX_CONCURRENCY, ready=state.ready)
-    app[CONTEXT] = ApiContext(state=state, resolver=CallerResolver(token_reviewer, clock=clock), profiles=ProfileCache())
+    app[CONTEXT] = ApiContext(state=state, resolver=CallerResolver(token_reviewer, clock=clock, dev_identity=stand_in), profiles=ProfileCache())
     app.router.add_get("/", index)
     app.router.add_get("/static/{filename}", static_file)
     app.router.add_get("/api/hardware-profiles", handlers.list_profiles)
@@ -90,6 +95,7 @@ def make_app(
     app.router.add_get("/api/accelerators", handlers.list_accelerators)
     app.router.add_post("/api/estimates", handlers.estimates)
     app.router.add_get("/api/models", handlers.list_models)
+    app.router.add_get("/api/whoami", handlers.whoami)
     app.router.add_get("/api/usage", handlers.usage)
     app.router.add_get("/api/openapi.json", make_openapi_handler())
     return app

@@ -74,6 +74,21 @@ async def get_profile(request: web.Request) -> web.Response:
     return _json(dumps({**item, "observedAt": observed(view)}))
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """Who the API takes the caller to be and which teams' profiles that shows (the page's header)."""
+    ctx, view = _view(request)
+    caller = await ctx.resolver.resolve(request, settings=view.parsed.policy.settings.api)
+    teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory)
+    return _json(dumps({
+        "anonymous": caller.anonymous,
+        "username": caller.username,
+        "groups": list(caller.groups),
+        "teams": sorted(teams) if teams is not None else None,
+        "devIdentity": caller is ctx.resolver.dev_identity,
+        "observedAt": observed(view),
+    }))
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     _ctx, view = _view(request)
     types = [t for value in request.query.getall("type", []) for t in value.split(",") if t]

@@ -14,7 +14,9 @@ Rules (in order; the first that applies decides):
    ::1 (the proxy is a sidecar in the same pod, the API listens where only it can connect).
    From anyone else the header is ignored: it grants nothing.
 3. An accepted token without a trusted header: the reviewed user and groups.
-4. Anything else is anonymous.
+4. Anything else is anonymous, unless the API was started for local use with
+   `accel serve api --snapshot FILE --dev-identity GROUPS` (refused without `--snapshot`): then
+   such a caller gets those groups (`dev_identity`), so the page can be viewed as a team.
 
 Groups name teams in two ways: `team:<name>` names a team of the policy directly;
 `system:serviceaccounts:<namespace>` (and a `system:serviceaccount:<namespace>:<sa>` user) names
@@ -74,9 +76,10 @@ def teams_of(caller: Caller, *, policy: Policy, inventory: Inventory) -> frozens
 class CallerResolver:
     """Turns a request into a `Caller` (rules 1-3), caching TokenReview answers per token."""
 
-    def __init__(self, reviewer: TokenReviewer | None, *, clock: Callable[[], float]) -> None:
+    def __init__(self, reviewer: TokenReviewer | None, *, clock: Callable[[], float], dev_identity: Caller | None = None) -> None:
         self._reviewer = reviewer
         self._clock = clock
+        self.dev_identity = dev_identity  # rule 4's local-use stand-in for anonymous callers
         self._cache: dict[str, tuple[float, ReviewedUser]] = {}
 
     async def resolve(self, request: web.Request, *, settings: ApiSettings) -> Caller:
@@ -92,7 +95,7 @@ class CallerResolver:
                 return Caller(username="", groups=_split_groups(value), anonymous=False)
             log.debug("ignored %s from a peer that is not the trusted proxy", header, extra={"path": request.path})
         if user is None:
-            return Caller.nobody()
+            return self.dev_identity or Caller.nobody()
         return Caller(username=user.username, groups=tuple(user.groups), anonymous=False)
 
     async def _review(self, token: str) -> ReviewedUser:

@@ -130,6 +130,15 @@ def _paths() -> dict[str, Any]:
                     "cost": {"type": "number"}}}},
                 "totals": {"type": "object"}}}}}},
                           "400": {"description": "malformed window"}, "502": {"description": "Prometheus did not answer"}}}},
+        "/api/whoami": {"get": {
+            "summary": "Who the API takes the caller to be (token, trusted proxy, anonymous, or the local "
+                       "--dev-identity) and the teams whose profiles that shows",
+            "tags": ["meta"],
+            "responses": {"200": {"description": "the caller", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "anonymous": {"type": "boolean"}, "username": {"type": "string"},
+                "groups": {"type": "array", "items": {"type": "string"}},
+                "teams": {"type": ["array", "null"], "items": {"type": "string"}},
+                "devIdentity": {"type": "boolean"}, "observedAt": {"type": "string"}}}}}}}}},
         "/api/openapi.json": {"get": {"summary": "This document", "tags": ["meta"],
                                       "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/healthz": {"get": {"summary": "Liveness", "tags": ["meta"], "responses": {"200": probe}}},

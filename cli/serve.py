@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--allow-unauthenticated", action="store_true",
         help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port can bind pods)",
     )
+    parser.add_argument(
+        "--dev-identity", metavar="GROUPS",
+        help="api with --snapshot only (local use): treat callers without a token as these comma-separated "
+             "groups, e.g. team:nlp, so the web page shows what that team sees",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=os.environ.get("ACCEL_LOG_LEVEL", "INFO").upper(),
                         help="least severe log level written to stderr as JSON lines (default: $ACCEL_LOG_LEVEL or INFO)")
     parser.set_defaults(func=_run)
@@ -142,10 +147,12 @@ def make_component_app(
     metrics: Metrics,
     *,
     client_names: tuple[str, ...] | None = (DEFAULT_SCHEDULER_CLIENT,),
+    dev_identity: tuple[str, ...] | None = None,
 ) -> web.Application:
     """The aiohttp app for one component, with the cluster watches running for its lifetime.
 
-    `client_names`: the extender's allowed client-certificate CNs (None: unauthenticated)."""
+    `client_names`: the extender's allowed client-certificate CNs (None: unauthenticated).
+    `dev_identity`: the API's stand-in groups for anonymous callers (see `dev_identity_groups`)."""
     warm: Callable[[], object] = _nothing_to_warm
     if component == "webhook":
         from webhook.app import make_app as make_webhook
@@ -161,7 +168,7 @@ def make_component_app(
         from api.app import make_app as make_api
         from serving.chargeback import ChargebackCounter, run_chargeback
 
-        app = make_api(state, metrics=metrics, token_reviewer=deps.tokens)
+        app = make_api(state, metrics=metrics, token_reviewer=deps.tokens, dev_identity=dev_identity)
         counter = ChargebackCounter(state, deps.cas, metrics.registry, identity=socket.gethostname())
         app.cleanup_ctx.append(run_chargeback(counter))
         if deps.annotator is not None:
@@ -258,6 +265,41 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
     if not ca.is_file():
         raise CliError(f"--client-ca {ca}: no such file; the extender needs the CA that issued kube-scheduler's client certificate")
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
+def dev_identity_groups(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """`--dev-identity team:nlp[,GROUP...]` as groups; refused outside `accel serve api --snapshot`.
+
+    Against a cluster it would hand every unauthenticated visitor a team's view, which is exactly
+    what the token and proxy rules exist to prevent; on a snapshot nothing real is behind it.
+    """
+    if not args.dev_identity:
+        return None
+    if args.component != "api" or not args.snapshot:
+        raise CliError("--dev-identity is for local use of `accel serve api --snapshot FILE` only; against a cluster "
+                       "callers identify with a bearer token or through the trusted proxy")
+    groups = tuple(g.strip() for g in args.dev_identity.split(",") if g.strip())
+    if not groups:
+        raise CliError("--dev-identity: give one or more comma-separated groups, e.g. team:nlp")
+    return groups
+
+
+def _announce_dev_identity(groups: tuple[str, ...], state: ClusterState) -> None:
+    """Say at start-up, in plain words on stderr and in the log, whom the page shows."""
+    from api.identity import TEAM_GROUP_PREFIX
+
+    named = [g[len(TEAM_GROUP_PREFIX):] for g in groups if g.startswith(TEAM_GROUP_PREFIX)]
+    unknown = []
+    try:
+        policy = state.view().parsed.policy
+        unknown = [t for t in named if policy.team(t) is None]
+    except RuntimeError:
+        pass  # no policy yet (ConfigMap from the snapshot still to come): nothing to check against
+    print(f"accel: development identity: callers without a token are treated as {', '.join(groups)} (local use only)", file=sys.stderr)
+    if unknown:
+        print(f"accel: warning: --dev-identity names team(s) {', '.join(unknown)} that the policy does not have; "
+              "the page will show only what every team may use", file=sys.stderr)
+    log.warning("development identity in use", extra={"groups": list(groups), "unknown_teams": unknown})
+
+
 def _refuse_invalid_policy(path: str, files: dict[str, str]) -> None:
     """A `--policy` directory never changes while the server runs: if it is invalid the server
     could never become ready, so say why now instead of serving 503s."""
@@ -279,6 +321,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
     # TLS first: a webhook without certificates must fail before it loads or watches anything.
     client_ca, client_names = client_auth(args)
+    dev_identity = dev_identity_groups(args)
     tls = ReloadingTLS(args.cert_dir, client_ca=client_ca) if args.cert_dir else None
     require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
@@ -288,7 +331,9 @@ async def _serve(args: argparse.Namespace) -> None:
     try:
         metrics = Metrics()
         state = build_state(deps, namespace=args.namespace, policy_files=policy_files, metrics=metrics, app_name=args.component)
-        app = make_component_app(args.component, state, deps, metrics, client_names=client_names)
+        app = make_component_app(args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity)
+        if dev_identity:
+            _announce_dev_identity(dev_identity, state)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -181,9 +181,25 @@ async function loadModels() {
   document.getElementById("models").replaceChildren(...data.models.map((m) => el("option", { value: m.name }, `${m.name} (${num(m.params / 1e9)}B)`)));
 }
 
+function identityText(who) {
+  if (who.anonymous) return "Viewing as anonymous: only the profiles every team may use. Sign in with a token to see your team's.";
+  const name = who.username && !who.devIdentity ? `${who.username} ` : "";
+  const teams = who.teams && who.teams.length ? `team ${who.teams.join(", ")}` : "no team of this policy";
+  const how = who.devIdentity ? " (development identity from --dev-identity, local use only)" : "";
+  return `Viewing as ${name}${teams} [${who.groups.join(", ")}]${how}`;
+}
+
+async function loadIdentity() {
+  const who = await api("/api/whoami");
+  const box = document.getElementById("identity");
+  box.textContent = identityText(who);
+  box.dataset.teams = (who.teams || []).join(",");
+  box.classList.toggle("dev", Boolean(who.devIdentity));
+}
+
 async function refresh() {
   try {
-    await Promise.all([loadProfiles(), loadNodes()]);
+    await Promise.all([loadIdentity(), loadProfiles(), loadNodes()]);
   } catch (error) {
     document.getElementById("status").textContent = "Cannot load: " + error.message;
   }

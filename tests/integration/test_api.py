@@ -71,7 +71,7 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def api_server(tmp_path: Path, parsed: ParsedPolicy | None = None) -> AsyncIterator[Server]:
+async def api_server(tmp_path: Path, parsed: ParsedPolicy | None = None, *, dev_identity: tuple[str, ...] | None = None) -> AsyncIterator[Server]:
     """The API app served over HTTPS on an ephemeral 127.0.0.1 port."""
     certs = make_cert_dir(tmp_path)
     parsed = parsed or sample_policy()
@@ -79,7 +79,7 @@ async def api_server(tmp_path: Path, parsed: ParsedPolicy | None = None) -> Asyn
     cluster, clock = FakeCluster(), ManualClock()
     cluster.add_token("nlp-token", "alice", ("team:nlp", "system:authenticated"))
     cluster.add_token("sa-token", "system:serviceaccount:team-vision:trainer", ("system:serviceaccounts", "system:serviceaccounts:team-vision"))
-    app = make_app(state, metrics=Metrics(), token_reviewer=cluster, clock=clock)
+    app = make_app(state, metrics=Metrics(), token_reviewer=cluster, clock=clock, dev_identity=dev_identity)
     stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(app, host="127.0.0.1", port=0, tls=ReloadingTLS(tmp_path), stop=stop,
                                      shutdown_timeout=5, on_started=started.set_result))
@@ -153,6 +153,19 @@ async def test_profile_list_follows_state_generation(tmp_path: Path) -> None:
         _, after = await srv.get("/api/hardware-profiles/gpu-any")
         assert after["availableGpus"] > before["availableGpus"]
         assert after["availableGpus"] == after["totalGpus"]
+
+
+async def test_whoami_and_the_local_dev_identity(tmp_path: Path) -> None:
+    async with api_server(tmp_path) as srv:
+        assert (await srv.get("/api/whoami"))[1]["anonymous"] is True
+        status, who = await srv.get("/api/whoami", token="nlp-token")
+        assert status == 200 and who["teams"] == ["nlp"] and who["username"] == "alice" and who["devIdentity"] is False
+    async with api_server(tmp_path, dev_identity=("team:nlp",)) as srv:
+        status, who = await srv.get("/api/whoami")
+        assert (who["anonymous"], who["teams"], who["devIdentity"]) == (False, ["nlp"], True)
+        assert len(_names((await srv.get("/api/hardware-profiles"))[1])) == 6  # what nlp sees, not anonymous's 2
+        status, who = await srv.get("/api/whoami", token="sa-token")  # a real token still wins
+        assert who["teams"] == ["vision"] and who["devIdentity"] is False
 
 
 async def test_nodes_filter_sort_and_errors(tmp_path: Path) -> None:

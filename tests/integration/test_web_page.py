@@ -74,6 +74,7 @@ async def test_page_shows_profiles_nodes_drafts_and_estimates(tmp_path: Path, pa
         await page.goto(srv.base + "/")
         cards = page.locator(".card")
         await expect(cards).to_have_count(2)  # anonymous: profiles every team may use
+        await expect(page.locator("#identity")).to_contain_text("Viewing as anonymous")
         await expect(page.locator('.card[data-profile="notebook-shared"] .headline')).to_contain_text("replicas available")
         await expect(page.locator("#status")).to_contain_text("Cluster state observed")
 
@@ -81,6 +82,7 @@ async def test_page_shows_profiles_nodes_drafts_and_estimates(tmp_path: Path, pa
         await page.fill("#token", "nlp-token")
         await page.click("#token-apply")
         await expect(cards).to_have_count(6)
+        await expect(page.locator("#identity")).to_contain_text("Viewing as alice team nlp")
         await expect(page.locator('.card[data-profile="premium-h200"] h3')).to_have_text("Premium GPU (NVIDIA H200 141GB)")
 
         await page.select_option("#type-filter", "nvidia-h100-80gb")
@@ -115,3 +117,16 @@ async def test_page_shows_profiles_nodes_drafts_and_estimates(tmp_path: Path, pa
         await page.click('#estimate-form button[type="submit"]')
         await expect(page.locator("#estimate-error")).to_contain_text("tokens")
         await expect(page.locator("#estimates")).to_be_hidden()
+
+
+async def test_page_says_it_shows_the_local_dev_identity(tmp_path: Path, page: object) -> None:
+    """`accel serve api --snapshot ... --dev-identity team:nlp`: the page is nlp's, and says so."""
+    from playwright.async_api import Page, expect
+
+    assert isinstance(page, Page)
+    async with api_server(tmp_path, dev_identity=("team:nlp",)) as srv:
+        await page.goto(srv.base + "/")
+        await expect(page.locator(".card")).to_have_count(6)
+        identity = page.locator("#identity")
+        await expect(identity).to_contain_text("Viewing as team nlp [team:nlp]")
+        await expect(identity).to_contain_text("development identity")

@@ -260,3 +260,63 @@ def test_estimate_warns_when_gpus_exceed_a_profiles_per_pod_max() -> None:
     assert result.returncode == 0
     assert "accel: warning: --gpus 16 is over the per-pod maximum of" in result.stderr and "a100-80gb (8)" in result.stderr
     assert "over the profile's max of 8 GPUs per pod: 2 pods" in result.stdout
+
+
+# --- the local web page as a team -----------------------------------------------------------
+
+
+def test_dev_identity_lets_the_local_page_show_a_teams_view(tmp_path: Path) -> None:
+    log = tmp_path / "api.log"
+    with served_api(*SAMPLE, "--dev-identity", "team:nlp", log=log) as base:
+        status, who = get(base + "/api/whoami")
+        assert status == 200 and who["teams"] == ["nlp"] and who["devIdentity"] is True
+        assert len(get(base + "/api/hardware-profiles")[1]["profiles"]) == 6  # anonymous sees 2
+    assert "accel: development identity: callers without a token are treated as team:nlp (local use only)" in log.read_text()
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "api", "--insecure-plaintext", "--policy", str(POLICY)],  # a cluster, not a snapshot
+    ["serve", "extender", "--insecure-plaintext", "--allow-unauthenticated", *SAMPLE],
+], ids=["api-on-a-cluster", "extender"])
+def test_dev_identity_is_refused_outside_a_local_snapshot_api(argv: list[str]) -> None:
+    result = accel(*argv, "--dev-identity", "team:nlp")
+    no_traceback(result)
+    assert result.returncode == 1 and "--dev-identity is for local use of `accel serve api --snapshot FILE` only" in result.stderr
+
+
+# --- README quickstart --------------------------------------------------------------------
+
+
+def quickstart_commands() -> list[list[str]]:
+    """The `.venv/bin/accel` lines of README's quickstart block, as argv lists."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- quickstart:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split()[1:] for line in block.splitlines() if line.startswith(".venv/bin/accel ")]
+
+
+def test_readme_quickstart_shows_nodes_a_useful_estimate_and_the_page_as_a_team(tmp_path: Path) -> None:
+    commands = quickstart_commands()
+    assert [c[0] for c in commands] == ["nodes", "estimate", "profiles", "policy", "serve"]
+    outputs = {}
+    for argv in commands[:-1]:
+        result = accel(*argv)
+        no_traceback(result)
+        assert result.returncode == 0, (argv, result.stderr)
+        outputs[argv[0]] = result.stdout
+    assert outputs["nodes"].startswith("NODE") and "NVIDIA H200 141GB" in outputs["nodes"]
+    ranked = [line for line in outputs["estimate"].splitlines() if line[:1].isdigit()]
+    assert len(ranked) >= 4 and "does not fit" not in outputs["estimate"]
+    serve = commands[-1]
+    port_at = serve.index("--port") + 1
+    serve[port_at] = "0"  # any free port, not the README's 8080
+    assert serve[:2] == ["serve", "api"] and "--dev-identity" in serve
+    args = [a for a in serve[2:] if a not in ("--insecure-plaintext",)]
+    host_at = args.index("--host")
+    del args[host_at:host_at + 2]
+    port_flag = args.index("--port")
+    del args[port_flag:port_flag + 2]
+    with served_api(*args, log=tmp_path / "api.log") as base:
+        with urllib.request.urlopen(base + "/", timeout=10) as page:
+            assert page.status == 200 and b'id="identity"' in page.read()
+        assert get(base + "/api/whoami")[1]["teams"] == ["nlp"]
+    assert "Traceback" not in (tmp_path / "api.log").read_text()
