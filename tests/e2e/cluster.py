@@ -302,6 +302,10 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-sched", "quota": {"*": 32}, "allowedProfiles": all_profiles},
         {"name": "e2e-burst", "quota": {"*": 4}, "allowedProfiles": all_profiles},
         {"name": "e2e-reload", "quota": {"*": 8}, "allowedProfiles": all_profiles},
+        # test_platforms: HardwareProfile CRs (any profile), Kueue (no accel quota left), chargeback
+        {"name": "e2e-odh", "quota": {"*": 8}},
+        {"name": "e2e-kueue", "quota": {"nvidia-a100-80gb": 0, "*": 0}},
+        {"name": "e2e-charge", "quota": {"*": 8}, "allowedProfiles": all_profiles},
     ]
     return {"settings.yaml": yaml.safe_dump(settings), "profiles.yaml": yaml.safe_dump({"profiles": profiles}),
             "teams.yaml": yaml.safe_dump({"teams": teams})}  # fmt: skip
