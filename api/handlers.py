@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +18,8 @@ from accel.profiles.availability import visible_profiles
 from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
 from accel.quota.chargeback import parse_window, usage_from_pods, usage_report
 from api.identity import CallerResolver, teams_of
-from api.views import ProfileCache, dumps, node_json, observed, redact_name, redact_text
+from api.redaction import RedactionKeys, Redactor
+from api.views import ProfileCache, dumps, node_json, observed
 from serving.body import BadRequest, read_json
 from serving.cluster_state import ClusterState, StateView
 from serving.prometheus import PrometheusError, usage_from_prometheus
@@ -30,6 +32,12 @@ class ApiContext:
     state: ClusterState
     resolver: CallerResolver
     profiles: ProfileCache
+    redaction: RedactionKeys = field(default_factory=RedactionKeys)
+
+    def redactor(self, view: StateView) -> Redactor | None:
+        """The Redactor when settings.api.redactNodeNames is on, else None."""
+        api = view.parsed.policy.settings.api
+        return self.redaction.redactor(api.redaction_key_file) if api.redact_node_names else None
 
 
 CONTEXT = web.AppKey("accel_api_context", ApiContext)
@@ -90,7 +98,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    _ctx, view = _view(request)
+    ctx, view = _view(request)
     types = [t for value in request.query.getall("type", []) for t in value.split(",") if t]
     sort = request.query.get("sort", "name")
     descending = sort.startswith("-") or request.query.get("order", "asc") == "desc"
@@ -102,9 +110,20 @@ async def list_nodes(request: web.Request) -> web.Response:
         rows = node_rows(view.inventory, view.parsed.catalog, type_filter=types, sort=sort.lstrip("-"), descending=descending)
     except ValueError as exc:
         raise BadRequest(f"query parameter sort: {exc}") from None
-    redact = view.parsed.policy.settings.api.redact_node_names
-    nodes = [node_json(row, redact=redact) for row in rows]
-    return _json(dumps({"nodes": nodes, "count": len(nodes), "redacted": redact, "sortKeys": SORT_KEYS, "observedAt": observed(view)}))
+    redactor = ctx.redactor(view)
+    nodes = [node_json(row, redactor=redactor) for row in rows]
+    if redactor is not None:  # the order of real names (the tie-breaker of every sort) is not shown either
+        nodes.sort(key=_redacted_sort_key(sort.lstrip("-")), reverse=descending)
+    return _json(dumps({"nodes": nodes, "count": len(nodes), "redacted": redactor is not None, "sortKeys": SORT_KEYS, "observedAt": observed(view)}))
+
+
+def _redacted_sort_key(sort: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """node_rows' sort keys (accel.capacity.nodeview) over redacted rows: redacted ids break ties."""
+    if sort == "zone":
+        return lambda n: (n["zone"] or "", n["spine"] or "", n["leaf"] or "", n["name"])
+    field_name = {"name": "name", "type": "type", "gpus": "gpus", "free": "free", "allocated": "allocated",
+                  "memory": "memoryGb", "status": "status"}[sort]
+    return lambda n: (n[field_name] or 0 if field_name == "memoryGb" else n[field_name], n["name"])
 
 
 async def list_accelerators(request: web.Request) -> web.Response:
@@ -127,32 +146,52 @@ class DraftRequest(BaseModel):
 
 
 async def draft(request: web.Request) -> web.Response:
-    _ctx, view = _view(request)
+    ctx, view = _view(request)
     body = _parse(DraftRequest, await read_json(request))
     if not body.nodes and not body.selector:
         raise BadRequest('select nodes: send {"nodes": ["name", ...]} or {"selector": "key=value"}')
-    redact = view.parsed.policy.settings.api.redact_node_names
-    all_names = [n.name for n in view.inventory.nodes]
-    names = list(body.nodes)
-    if redact:
-        by_hash = {redact_name(n): n for n in all_names}
-        names = [by_hash.get(n, n) for n in names]
+    redactor = ctx.redactor(view)
+    if redactor is not None:
+        return _json(dumps({**_redacted_draft(view, body, redactor), "observedAt": observed(view)}))
     try:
-        chosen = select_nodes(view.inventory, names=names, selector=body.selector)
+        chosen = select_nodes(view.inventory, names=body.nodes, selector=body.selector)
         result = as_json(draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name))
     except SelectorError as exc:
-        raise BadRequest(redact_text(str(exc), all_names) if redact else str(exc)) from None
-    if redact:
-        result = _redact_draft(result, all_names)
+        raise BadRequest(str(exc)) from None
     return _json(dumps({**result, "observedAt": observed(view)}))
 
 
-def _redact_draft(result: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def _redacted_draft(view: StateView, body: DraftRequest, redactor: Redactor) -> dict[str, Any]:
+    """A draft while node names are redacted (api/redaction.py rule 3): nodes are chosen by redacted
+    id only; a selector, a real name or an unknown id is refused with the same answer whether or
+    not a node by that name exists, so the API never confirms a guess."""
+    if body.selector:
+        raise BadRequest(
+            "selector: refused while node names are redacted (api.redactNodeNames): a label selector "
+            "would confirm guessed names and labels; select nodes by the ids GET /api/nodes shows"
+        )
+    all_names = [n.name for n in view.inventory.nodes]
+    by_id = {redactor.node(n): n for n in all_names}
+    unknown = [n for n in body.nodes if n not in by_id]
+    if unknown:
+        raise BadRequest(
+            f"nodes: {len(unknown)} entr{'y is' if len(unknown) == 1 else 'ies are'} not a node id; while node names "
+            "are redacted, select nodes by the ids GET /api/nodes shows (node:...)"
+        )
+    try:
+        chosen = select_nodes(view.inventory, names=[by_id[n] for n in body.nodes])
+        drafted = draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name)
+    except SelectorError as exc:
+        raise BadRequest(redactor.text(str(exc), all_names)) from None
+    hidden = drafted.profile.model_copy(update={"node_selector": {}})
+    warnings = [redactor.text(w, all_names) for w in drafted.warnings]
+    if drafted.profile.node_selector:
+        warnings.append("nodeSelector left out: it is made of node labels, which are redacted (api.redactNodeNames)")
+    result = as_json(drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings)}))
     return {
         **result,
-        "nodes": [redact_name(n) for n in result["nodes"]],
-        "alsoMatches": [redact_name(n) for n in result["alsoMatches"]],
-        "warnings": [redact_text(w, names) for w in result["warnings"]],
+        "nodes": [redactor.node(n) for n in result["nodes"]],
+        "alsoMatches": [redactor.node(n) for n in result["alsoMatches"]],
     }
 
 

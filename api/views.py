@@ -4,16 +4,13 @@ Rules:
 1. Everything a GET answers is a function of (state generation, readiness, the caller's
    visibility set); rendered bytes are cached under exactly that key and the cache is dropped
    when the generation moves, so 100 clients asking the same question cost one render.
-2. Redaction (settings.api.redactNodeNames) replaces each node name by `node-<10 hex>` (SHA-256 of
-   the name: stable across restarts and replicas, so a selection made on the page survives a
-   reload) and strips labels. Hashes of guessable names can be reversed by trying names; the
-   rule hides names from casual view, it is not a secret.
+2. Redaction (settings.api.redactNodeNames): `node_json` with a `Redactor` (api/redaction.py,
+   keyed HMAC) replaces the node name and the zone/spine/leaf values and drops the labels.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -22,13 +19,10 @@ import orjson
 from accel.capacity.nodeview import NodeRow
 from accel.profiles.availability import profile_summaries
 from accel.profiles.summary import ProfileSummary
+from api.redaction import TOPOLOGY_FIELDS, Redactor
 from serving.cluster_state import StateView
 
 CACHE_MAX_ENTRIES = 256
-
-
-def redact_name(name: str) -> str:
-    return "node-" + hashlib.sha256(name.encode()).hexdigest()[:10]
 
 
 def camel(key: str) -> str:
@@ -36,19 +30,15 @@ def camel(key: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def node_json(row: NodeRow, *, redact: bool) -> dict[str, Any]:
+def node_json(row: NodeRow, *, redactor: Redactor | None) -> dict[str, Any]:
+    """One node-view row as JSON; with a redactor, identities hidden (api/redaction.py rule 3)."""
     data = {camel(k): v for k, v in row.model_dump(mode="json").items()}
-    if redact:
-        data["name"] = redact_name(row.name)
+    if redactor is not None:
+        data["name"] = redactor.node(row.name)
+        for level in TOPOLOGY_FIELDS:
+            data[level] = redactor.value(level, data[level])
         data["labels"] = {}
     return data
-
-
-def redact_text(text: str, names: Iterable[str]) -> str:
-    """Replace every node name in free text (longest first, so `gpu-1` never eats `gpu-10`)."""
-    for name in sorted(names, key=len, reverse=True):
-        text = text.replace(name, redact_name(name))
-    return text
 
 
 def observed(view: StateView) -> str:

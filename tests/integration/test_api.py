@@ -21,7 +21,7 @@ from accel.cluster.catalog import load_builtin_catalog
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy
 from api.app import ROUTES, make_app
-from api.views import redact_name
+from api.redaction import Redactor
 from kube.errors import Unreachable
 from kube.fake import FakeCluster
 from kube.snapshot import load_snapshot
@@ -184,7 +184,11 @@ async def test_nodes_filter_sort_and_errors(tmp_path: Path) -> None:
 
 
 async def test_redaction_hides_names_and_labels_but_drafts_still_work(tmp_path: Path) -> None:
-    async with api_server(tmp_path, sample_policy("api: {redactNodeNames: true}")) as srv:
+    key = tmp_path / "redaction.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    redact_name = Redactor(b"0123456789abcdef0123456789abcdef").node
+    settings = f"api: {{redactNodeNames: true, redactionKeyFile: {key}}}"
+    async with api_server(tmp_path, sample_policy(settings)) as srv:
         _, body = await srv.get("/api/nodes?type=nvidia-h100-80gb")
         names = [n["name"] for n in body["nodes"]]
         assert redact_name("gpu-h100-01") in names and not any(n.startswith("gpu-") for n in names)

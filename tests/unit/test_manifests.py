@@ -564,6 +564,16 @@ def test_scheduler_authenticates_to_the_extender_with_the_cert_jobs_client_certi
     assert "--allow-unauthenticated" not in ext["args"] and "--client-ca" not in ext["args"]  # default: CERT_DIR/ca.crt
 
 
+def test_api_mounts_the_optional_redaction_key_where_the_readme_says(objects: list[Obj]) -> None:
+    spec = find(objects, "Deployment", "accel-api")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (c,) = spec["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert volumes["redaction"]["secret"] == {"secretName": "accel-api-redaction", "optional": True, "defaultMode": 0o440}
+    assert mounts["redaction"] == "/etc/accel/redaction"
+    assert "redactionKeyFile: /etc/accel/redaction/key" in (ROOT / "README.md").read_text()
+
+
 def _promql(objects: list[Obj]) -> list[str]:
     rules = find(objects, "PrometheusRule", "accel")["spec"]["groups"]
     dashboard = json.loads(
