@@ -106,8 +106,7 @@ class Extender:
         scoring = view.parsed.policy.settings.scoring
         if self.core is None:
             self.core = ExtenderCore(half_life=scoring.workload_half_life)
-        index = self.core.index(view.generation, view.parsed.policy, view.inventory)
-        self.core.use_catalog(view.parsed.catalog)
+        index = self.core.index(view.generation, view.parsed.policy, view.inventory, view.parsed.catalog)
         return self.core, index, scoring.assume_ttl_seconds
 
     def count(self, verb: str, result: str) -> None:
@@ -216,27 +215,25 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
         )
     try:
         core, index, ttl = ext.index()
-        plan = core.plan_bind(
+        plan = core.begin_bind(
             index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl,
             catalog=ext.state.view().parsed.catalog,
         )
     except (NotReady, BindRefused) as exc:
         return str(exc), "refused"
-    core.assumptions.assume(plan.assumption)
     try:
         await ext.binder.bind(namespace, name, uid, node, plan.annotations)
     except (Conflict, NotFound) as exc:
-        core.assumptions.forget(uid)
+        core.abort_bind(uid)
         kind = "conflict" if isinstance(exc, Conflict) else "not_found"
         return f"accel: binding {namespace}/{name} to {node} failed ({kind}): {exc}", kind
     except KubeError as exc:
-        core.assumptions.forget(uid)
+        core.abort_bind(uid)
         return f"accel: binding {namespace}/{name} to {node} failed: {exc}", "error"
     except BaseException:
-        core.assumptions.forget(uid)
+        core.abort_bind(uid)
         raise
-    if plan.hold is not None:
-        core.hold(plan.hold)
+    core.finish_bind(plan)
     if ext.events is not None and plan.explanation is not None:
         involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid}
         await ext.events.record(involved, PLACED_REASON, plan.explanation.message(), component=PLACED_CONTROLLER)

@@ -11,7 +11,7 @@ the decision itself. The prioritize reply is gathered from per-node fragments re
 node list (`extender.priority_reply.PriorityRenderer`; padded with JSON whitespace, so equal as
 JSON, not byte for byte). Tests validate every rendered body against the models below.
 
-Parsing (`parse_args_json`) applies serving.body's rules (non-empty, valid JSON, an object, at
+Parsing (`extender.raw_args.ArgsReader`, general path `parse_args_json`) applies serving.body's rules (non-empty, valid JSON, an object, at
 most MAX_JSON_DEPTH levels) with the same messages, but does not walk a `NodeNames` list of plain
 strings for depth (it is two levels deep by construction): at 5000 nodes that walk cost more than
 the decision.
@@ -155,47 +155,23 @@ def _validation_message(exc: ValidationError, what: str) -> str:
     return f"malformed {what}: {where}: {first['msg']} ({exc.error_count()} problem(s) in all)"
 
 
-def parse_args(body: dict[str, Any]) -> ExtenderArgs:
-    """The filter/prioritize body as ExtenderArgs; BadRequest (HTTP 400) saying what is wrong."""
-    try:
-        return ExtenderArgs.model_validate(body)
-    except ValidationError as exc:
-        raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
-
-
-def _common_form(value: dict[str, Any]) -> ExtenderArgs | None:
-    """The nodeCacheCapable body (`Pod` object, `Nodes` null, `NodeNames` strings) without model
-    validation, which would copy and check 5000 names one by one; None for any other shape.
-
-    The result equals `ExtenderArgs.model_validate(value)` for every body it accepts.
-    """
-    pod, names = value.get("Pod"), value.get("NodeNames")
-    if type(pod) is not dict or type(names) is not list or value.get("Nodes") is not None:
-        return None
-    try:
-        "".join(names)  # C-speed proof that every item is a str (TypeError otherwise)
-    except TypeError:
-        return None
-    return ExtenderArgs.model_construct(pod=pod, nodes=None, node_names=names)
-
-
 def parse_args_json(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ExtenderArgs:
     """Raw filter/prioritize body -> ExtenderArgs; BadRequest with serving.body's messages.
 
-    Same checks in the same order as `parse_args(serving.body.parse_json_object(raw))`. The depth
-    walk skips `NodeNames` once the model accepted it: a validated list of strings (the alias
-    wins over the field name when both are sent) is two levels deep.
+    The general path of the one ExtenderArgs parser, `extender.raw_args.ArgsReader` (which the
+    app uses; it answers the common nodeCacheCapable body faster, and exactly the same). Same
+    checks in the same order as model validation of `serving.body.parse_json_object(raw)`. The
+    depth walk skips `NodeNames` once the model accepted it: a validated list of strings (the
+    alias wins over the field name when both are sent) is two levels deep.
     """
     value = decode_object(raw)
     too_deep = BadRequest(f"JSON nests deeper than {max_depth} levels")
-    args = _common_form(value)
-    if args is None:
-        try:
-            args = ExtenderArgs.model_validate(value)
-        except ValidationError as exc:
-            if json_depth_exceeds(value, max_depth):
-                raise too_deep from None
-            raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
+    try:
+        args = ExtenderArgs.model_validate(value)
+    except ValidationError as exc:
+        if json_depth_exceeds(value, max_depth):
+            raise too_deep from None
+        raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
     walk = value
     if isinstance(value.get("NodeNames"), list):
         walk = {k: v for k, v in value.items() if k != "NodeNames"}

@@ -49,10 +49,6 @@ class Pool:
     slots: int = 1  # nominal slots per device (time-slicing replicas), for GPU-milli conversion
 
     @property
-    def is_mig(self) -> bool:
-        return bool(MIG_RESOURCE.match(self.resource))
-
-    @property
     def total_units(self) -> int:
         return sum(self.capacity)
 

@@ -15,10 +15,10 @@ from accel.cluster.catalog import Catalog
 from accel.cluster.pods import DEVICES_ANNOTATION, TYPE_ANNOTATION, PodView
 from accel.placement.filter_rules import PodRequest, check_node, resolve_request
 from accel.placement.index import ClusterIndex
-from accel.placement.prioritize import ExtenderScorer
+from accel.placement.prioritize import ScoreStep
 from accel.placement.score import PLACEMENT_ANNOTATION, Explanation, explain
 from accel.placement.score_rules import choose_assignment
-from accel.placement.state import JobHold
+from accel.placement.state import ExtenderState, JobHold
 from accel.policy.pricing import PRICE_ANNOTATION, gpu_hour_price, price_annotations
 
 
@@ -36,8 +36,12 @@ class BindRefused(Exception):
     """The bind cannot be done as asked; the message says why (sent back as `Error`)."""
 
 
-class ExtenderBinder(ExtenderScorer):
-    """The bind step of `accel.placement.core.ExtenderCore` over the state it inherits."""
+class BindStep:
+    """The bind step of `accel.placement.core.ExtenderCore`: explains its choice with the prioritize step."""
+
+    def __init__(self, state: ExtenderState, scorer: ScoreStep) -> None:
+        self.state = state
+        self.scorer = scorer
 
     def plan_bind(
         self,
@@ -57,14 +61,14 @@ class ExtenderBinder(ExtenderScorer):
         type) has no price yet: with a `catalog`, the bind also writes its cost annotations for
         the type it actually got (accel.policy.pricing), so chargeback never misses a placed pod.
         """
-        self.assumptions.prune(now, index.bound_uids)
-        pod = self._pods.get(uid) or index.pods_by_uid.get(uid)
+        self.state.assumptions.prune(now, index.bound_uids)
+        pod = self.state.pods_seen.get(uid) or index.pods_by_uid.get(uid)
         if pod is None or (pod.namespace, pod.name) != (namespace, name):
             raise BindRefused(
                 f"accel: pod {namespace}/{name} (uid {uid}) is not known to the extender yet; retry"
             )
         req = resolve_request(pod, index.policy)
-        devices = self.effective(index, node, exclude_uid=uid)
+        devices = self.state.effective(index, node, exclude_uid=uid)
         verdict = check_node(req, node, index.node(node), devices)
         if not verdict.ok or devices is None:
             raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {verdict.reason}")
@@ -75,10 +79,10 @@ class ExtenderBinder(ExtenderScorer):
                 assignment = choose_assignment(
                     devices,
                     dict(req.resources),
-                    self.shaped(req, index),
-                    self.mix,
+                    self.state.shaped(req, index),
+                    self.state.mix,
                     strategy=index.policy.settings.scoring.strategy,
-                    context=self.context,
+                    context=self.state.context,
                 )
             except DeviceError as exc:
                 raise BindRefused(f"accel: cannot bind {namespace}/{name} to {node}: {exc}") from None
@@ -92,23 +96,23 @@ class ExtenderBinder(ExtenderScorer):
         annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
         expires = now + ttl if math.isfinite(ttl) else math.inf
         assumption = Assumption(uid, pod.key, node, assignment, expires, req.job)
-        hold = self.hold_after_bind(index, req, node, now)
+        hold = self.state.hold_after_bind(index, req, node, now)
         return BindPlan(pod, node, annotations, assumption, explanation, hold)
 
     def explain_bind(self, index: ClusterIndex, req: PodRequest, node: str, accel_type: str) -> Explanation:
         """Why `node`: from the pod's last prioritize breakdown when it scored `node`, else (the
         scheduler skips prioritize when one node passed its filters) from scoring `node` alone."""
         job = f"{req.job[0]}/{req.job[1]}" if req.job else None
-        kept = self.breakdowns.get(req.pod.uid)
+        kept = self.state.breakdowns.get(req.pod.uid)
         if kept is not None and node in kept.names:
             return explain(kept.names, kept.combined, node, accel_type, job=job)
-        pos, cids, tids = self._columns(index, [node], None)
-        combined = self.combine_columns(index, req, [node], pos, cids, tids)
+        pos, cids, tids = self.state.columns(index, [node], None)
+        combined = self.scorer.combine_columns(index, req, [node], pos, cids, tids)
         return explain([node], combined, node, accel_type, job=job)
 
 
 def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:
-    """Cost annotations for the type the pod got at bind (see `ExtenderCore.plan_bind`)."""
+    """Cost annotations for the type the pod got at bind (see `BindStep.plan_bind`)."""
     inventory_node = index.node(node)
     if inventory_node is None:
         return {}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from accel.placement.score_rules import MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY
-
 IntColumn = npt.NDArray[np.intp]
 BoolColumn = npt.NDArray[np.bool_]
 FloatColumn = npt.NDArray[np.float64]
@@ -31,9 +29,3 @@ def id_column(values: dict[int, float], size: int) -> FloatColumn:
     if values:
         out[np.fromiter(values, dtype=np.intp, count=len(values)) + 1] = list(values.values())
     return out
-
-
-def round_clamp(raw: FloatColumn) -> IntColumn:
-    """accel.placement.score_rules.clamp, vectorised: round half up, clamp to MIN..MAX_EXTENDER_PRIORITY."""
-    rounded = np.floor(raw + 0.5)
-    return np.clip(rounded, MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY).astype(np.intp)

@@ -18,15 +18,18 @@ from accel.placement.index import ClusterIndex, list_key
 from accel.placement.state import ExtenderState
 
 
-class ExtenderFilter(ExtenderState):
-    """The filter step of `accel.placement.core.ExtenderCore` over the state it inherits."""
+class FilterStep:
+    """The filter step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+
+    def __init__(self, state: ExtenderState) -> None:
+        self.state = state
 
     def _verdict(self, cid: int, req: PodRequest) -> Verdict:
         key = (cid, req.signature)
-        verdict = self._verdicts.get(key)
+        verdict = self.state.verdicts.get(key)
         if verdict is None:
-            node, devices = self.classes.class_rep[cid]
-            verdict = self._verdicts[key] = check_node(req, "", node, devices)
+            node, devices = self.state.classes.class_rep[cid]
+            verdict = self.state.verdicts[key] = check_node(req, "", node, devices)
         return verdict
 
     def filter_columns(
@@ -40,30 +43,30 @@ class ExtenderFilter(ExtenderState):
         same object while the candidates' class ids (assumed binds included) are unchanged:
         verdicts depend on nothing else (rule 2 of accel.placement.index's class ids).
         """
-        self._memo_room()
-        pos, cids, _ = self._columns(index, names, key)
+        self.state.memo_room()
+        pos, cids, _ = self.state.columns(index, names, key)
         memo_key = (id(pos), req.signature)
-        found = self._filter_memo.get(memo_key)
+        found = self.state.filter_memo.get(memo_key)
         if (
             found is not None
-            and found[0] is self.classes
+            and found[0] is self.state.classes
             and found[1].positions is pos
             and found[1].index_names is index.names
             and np.array_equal(found[1].cids, cids)
         ):
-            self._filter_memo.move_to_end(memo_key)
+            self.state.filter_memo.move_to_end(memo_key)
             return found[1]
         verdicts: dict[int, Verdict] = {c: self._verdict(c, req) for c in present_ids(cids)}
-        kinds = kinds_of(cids, verdicts, len(self.classes.class_rep))
+        kinds = kinds_of(cids, verdicts, len(self.state.classes.class_rep))
 
         def unknown_reason(name: str) -> str:
             return check_node(req, name, None, None).reason
 
         cols = FilterColumns(names, pos, cids, kinds, verdicts, index.names, unknown_reason)
         if not pos.flags.writeable and (not len(cids) or cids.min() >= 0):  # a remembered list
-            self._filter_memo[memo_key] = (self.classes, cols)
-            while len(self._filter_memo) > self.filter_memo_limit:
-                self._filter_memo.popitem(last=False)
+            self.state.filter_memo[memo_key] = (self.state.classes, cols)
+            while len(self.state.filter_memo) > self.state.filter_memo_limit:
+                self.state.filter_memo.popitem(last=False)
         return cols
 
     def filter(

@@ -14,7 +14,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from accel.capacity.devices import NodeDevices, Pool
@@ -132,6 +131,3 @@ def check_devices(request: PodRequest, devices: NodeDevices) -> Verdict:
             return Verdict(False, f"accel: only {free} of {pool.total_units} {what} free, pod needs {units}")
     return PASS
 
-
-def request_units(request: PodRequest) -> Mapping[str, int]:
-    return dict(request.resources)

@@ -29,8 +29,11 @@ from accel.placement.index import ClusterIndex
 from accel.placement.state import ExtenderState
 
 
-class ExtenderPreempter(ExtenderState):
-    """The preempt step of `accel.placement.core.ExtenderCore` over the state it inherits."""
+class PreemptStep:
+    """The preempt step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+
+    def __init__(self, state: ExtenderState) -> None:
+        self.state = state
 
     def preempt(
         self, index: ClusterIndex, req: PodRequest, victims: Mapping[str, Sequence[str]]
@@ -54,7 +57,7 @@ class ExtenderPreempter(ExtenderState):
 
     def _with_assumed(self, devices: NodeDevices, name: str, skip: frozenset[str]) -> NodeDevices:
         """`devices` plus the node's assumed binds, except those of the `skip` UIDs."""
-        for item in self.assumptions.on_node(name):
+        for item in self.state.assumptions.on_node(name):
             if item.uid not in skip:
                 try:
                     devices = devices.with_assignment(item.assignment)

@@ -51,27 +51,30 @@ class Scores:
         return not len(self.positions) or int(self.positions.max()) < len(self.index_names)
 
 
-class ExtenderScorer(ExtenderState):
-    """The prioritize step of `accel.placement.core.ExtenderCore` over the state it inherits."""
+class ScoreStep:
+    """The prioritize step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+
+    def __init__(self, state: ExtenderState) -> None:
+        self.state = state
 
     def _frag_raw(self, cid: int, shaped: ShapedRequest, strategy: Strategy) -> float:
-        key = (cid, shaped, self.mix_version, strategy)
-        value = self._frag.get(key)
+        key = (cid, shaped, self.state.mix_version, strategy)
+        value = self.state.frag_memo.get(key)
         if value is None:
-            value = fragmentation_raw(self.classes.class_rep[cid][1], shaped, self.mix, strategy=strategy, context=self.context)[0]
-            self._frag[key] = value
+            value = fragmentation_raw(self.state.classes.class_rep[cid][1], shaped, self.state.mix, strategy=strategy, context=self.state.context)[0]
+            self.state.frag_memo[key] = value
         return value
 
     def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[str, dict[int, float]]:
         """Normalised preference, fragmentation and scarcity per class, over the candidates' classes."""
         settings = index.policy.settings.scoring
-        rep = self.classes.class_rep
-        shaped = self.shaped(req, index)
+        rep = self.state.classes.class_rep
+        shaped = self.state.shaped(req, index)
         pref = normalise({c: preference_raw(rep[c][1].gpu_type, req.profile_types) for c in classes})
         frag_raw = {c: self._frag_raw(c, shaped, settings.strategy) for c in classes} if shaped.units else {}
         scarce: dict[int, float] = {}
         if shaped.units and len(shaped.types) > 1:
-            by_type = scarcity_raw([rep[c][1].gpu_type for c in classes], self.prices, self.free_gpus(index), self.tflops)
+            by_type = scarcity_raw([rep[c][1].gpu_type for c in classes], self.state.prices, self.state.free_gpus(index), self.state.tflops)
             scarce = normalise({c: by_type[rep[c][1].gpu_type] for c in classes})
         return {"preference": pref, "fragmentation": normalise(frag_raw), "scarcity": scarce}
 
@@ -82,7 +85,7 @@ class ExtenderScorer(ExtenderState):
         size = len(pos)
         if req.job is None:
             return np.zeros(size)
-        peers = self.topology.parts(index, req, present_ids(tids), self.classes, self.assumptions)
+        peers = self.state.topology.parts(index, req, present_ids(tids), self.state.classes, self.state.assumptions)
         if peers is not None:  # the job has placed pods: closeness to them (accel.placement.topology_rules rule 3)
             column, by_node = peers
             topo = column[tids + 1]
@@ -92,14 +95,14 @@ class ExtenderScorer(ExtenderState):
                 mine = own[pos]
                 topo = np.where(np.isnan(mine), topo, mine)
             return topo
-        need = self.job_need(index, req)
+        need = self.state.job_need(index, req)
         if need <= 1:
             return np.zeros(size)
         # The job's first pod: a node where the whole job fits in one leaf (then spine, zone).
-        levels, rdma = self.classes.topo_columns()
+        levels, rdma = self.state.classes.topo_columns()
         known = tids >= 0
         at = np.where(known, tids, 0)
-        shaped = self.shaped(req, index)
+        shaped = self.state.shaped(req, index)
         slots = self._slots(cids, shaped)
         room = room_levels(np.where(known[:, None], levels[at], -1), slots, need)
         raw = CLOSENESS_SHARE * room + np.where(known & rdma[at], RDMA_BONUS, 0.0)
@@ -112,9 +115,9 @@ class ExtenderScorer(ExtenderState):
         """How many pods of `shaped` fit on each candidate's class (by free units of its main pool)."""
         per_class: dict[int, float] = {}
         for c in present_ids(cids):
-            free = self.classes.class_rep[c][1].free_units(shaped.resource) if shaped.units else 0
+            free = self.state.classes.class_rep[c][1].free_units(shaped.resource) if shaped.units else 0
             per_class[c] = float(free // shaped.units) if shaped.units else 1.0
-        column: FloatColumn = id_column(per_class, len(self.classes.class_rep))[cids + 1]
+        column: FloatColumn = id_column(per_class, len(self.state.classes.class_rep))[cids + 1]
         return column
 
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
@@ -122,8 +125,8 @@ class ExtenderScorer(ExtenderState):
 
         `key` as in `filter`. The breakdown is kept per pod uid for bind's explanation.
         """
-        self._memo_room()
-        pos, cids, tids = self._columns(index, names, key)
+        self.state.memo_room()
+        pos, cids, tids = self.state.columns(index, names, key)
         out = np.zeros(len(names), dtype=np.intp)
         if len(names):
             combined = self.combine_columns(index, req, names, pos, cids, tids)
@@ -137,21 +140,17 @@ class ExtenderScorer(ExtenderState):
     ) -> Combined:
         w = index.policy.settings.scoring.weights
         parts = self._class_parts(index, req, present_ids(cids))
-        size = len(self.classes.class_rep)
+        size = len(self.state.classes.class_rep)
         normalised = {name: id_column(values, size)[cids + 1] for name, values in parts.items()}
         normalised["topology"] = self._topology_column(index, req, pos, cids, tids)
         weights = {"preference": w.preference, "fragmentation": w.fragmentation, "topology": w.topology,
                    "scarcity": w.scarcity}
-        held = self.held_for_jobs(index, req, names, pos)
+        held = self.state.held_for_jobs(index, req, names, pos)
         return combine(normalised, weights, cids >= 0, dominant="topology" if req.job else None, held=held)
 
     def _keep_breakdown(self, uid: str, breakdown: Breakdown) -> None:
-        kept = self.breakdowns
+        kept = self.state.breakdowns
         kept[uid] = breakdown
         kept.move_to_end(uid)
         while len(kept) > BREAKDOWNS_KEPT:
             kept.popitem(last=False)
-
-    def prioritize(self, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> list[tuple[str, int]]:
-        """(host, 0..10) for every candidate, in the order given; unknown nodes get 0."""
-        return self.scores(index, req, names).pairs()

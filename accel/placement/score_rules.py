@@ -1,4 +1,4 @@
-"""Extender scoring: raw score per node -> normalise once over the candidates -> clamp -> weigh.
+"""Extender score components: raw score per node, normalised once over the candidates.
 
 Components (each a small pure function; weights in settings.scoring.weights):
 - preference: the profile's ordered types; the first gets 10, type i of n gets 10*(n-i)/n; a
@@ -13,15 +13,13 @@ Rules:
 1. `normalise` maps raw values min-max onto 0..MAX_EXTENDER_PRIORITY over the candidate set; a
    zero range (all equal) gives MAX when the common value is > 0, else 0 (a constant offset
    never changes the ranking).
-2. `combine` is the weight-averaged normalised components, rounded half up and clamped to
-   0..MAX_EXTENDER_PRIORITY (the scheduler does not clamp, protocols.md 1.4).
+2. Combining the normalised components into one 0..10 score is accel.placement.score.combine.
 3. The device choice at bind is the one `fragmentation_raw` made for the same node state.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -73,19 +71,6 @@ def normalise_array(raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return np.full(len(raw), float(MAX_EXTENDER_PRIORITY) if high > 0 else 0.0)
     out: npt.NDArray[np.float64] = MAX_EXTENDER_PRIORITY * (raw - low) / (high - low)
     return out
-
-
-def clamp(score: float) -> int:
-    return max(MIN_EXTENDER_PRIORITY, min(MAX_EXTENDER_PRIORITY, math.floor(score + 0.5)))
-
-
-def combine(parts: Iterable[tuple[float, float]]) -> int:
-    """Rule 2: `parts` are (weight, normalised score) pairs."""
-    pairs = list(parts)
-    total = sum(w for w, _ in pairs)
-    if total <= 0:
-        return MIN_EXTENDER_PRIORITY
-    return clamp(sum(w * s for w, s in pairs) / total)
 
 
 # ---- fragmentation adapter: NodeDevices/pool -> NodeShape, pod request -> PodShape ----------------

@@ -89,13 +89,13 @@ class ExtenderState:
         self._next_refresh = 1
         self.assumptions = AssumedBinds()
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._pods: OrderedDict[str, PodView] = OrderedDict()
+        self.pods_seen: OrderedDict[str, PodView] = OrderedDict()
         self._index: ClusterIndex | None = None
         self.classes = Classes()
-        self._verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
-        self._frag: dict[tuple[int, ShapedRequest, int, str], float] = {}
+        self.verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
+        self.frag_memo: dict[tuple[int, ShapedRequest, int, str], float] = {}
         self.topology = JobTopology()
-        self._filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
+        self.filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
         self.holds: dict[JobKey, JobHold] = {}  # rule 3
         self.now = 0.0  # the caller's clock at the last request (holds expire on it)
@@ -111,8 +111,8 @@ class ExtenderState:
         if self._index is None or self._index.generation != generation or self._index.policy is not policy:
             if self.classes.full:
                 self.classes, self._index = Classes(), None
-                self._verdicts.clear()
-                self._frag.clear()
+                self.verdicts.clear()
+                self.frag_memo.clear()
             previous = self._index
             self._index = build_index(generation, policy, inventory, classes=self.classes, previous=previous)
             if previous is not None:
@@ -130,7 +130,7 @@ class ExtenderState:
         context = cluster_context([(int(n), self.classes.class_rep[c][1]) for c, n in enumerate(counts.tolist()) if n])
         if context != self.context:
             self.context = context
-            self._frag.clear()
+            self.frag_memo.clear()
 
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
         """Resolve the pod, remember it for bind, count it once (rule 1), prune assumptions and holds."""
@@ -140,10 +140,10 @@ class ExtenderState:
             self.holds = {job: h for job, h in self.holds.items() if h.expires > now}
         req = resolve_request(pod, index.policy)
         if pod.uid:
-            self._pods[pod.uid] = pod
-            self._pods.move_to_end(pod.uid)
-            while len(self._pods) > POD_CACHE_LIMIT:
-                self._pods.popitem(last=False)
+            self.pods_seen[pod.uid] = pod
+            self.pods_seen.move_to_end(pod.uid)
+            while len(self.pods_seen) > POD_CACHE_LIMIT:
+                self.pods_seen.popitem(last=False)
             if req.wants_accelerators and pod.uid not in self._seen:
                 self._observe(req, index)
         return req
@@ -177,7 +177,7 @@ class ExtenderState:
                     continue  # the watch moved on; the assumption no longer fits and will expire
         return devices
 
-    def _columns(
+    def columns(
         self, index: ClusterIndex, names: Sequence[str], key: bytes | None
     ) -> tuple[IntColumn, IntColumn, IntColumn]:
         """(position, class id, topology class id) per name; nodes with assumed binds re-classed.
@@ -290,8 +290,8 @@ class ExtenderState:
         at = np.flatnonzero(levels[index.topo_col[:-1], 0] == level)
         return [index.names[i] for i in at.tolist()]
 
-    def _memo_room(self) -> None:
-        if len(self._verdicts) > MEMO_LIMIT:
-            self._verdicts.clear()
-        if len(self._frag) > MEMO_LIMIT:
-            self._frag.clear()
+    def memo_room(self) -> None:
+        if len(self.verdicts) > MEMO_LIMIT:
+            self.verdicts.clear()
+        if len(self.frag_memo) > MEMO_LIMIT:
+            self.frag_memo.clear()

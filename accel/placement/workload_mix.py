@@ -9,8 +9,7 @@ the published FGD runs keys shapes by their raw gpu_spec string instead (`accel.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -152,39 +151,3 @@ class WorkloadHistogram:
         if self._mix is None:
             self._mix = TypicalMix(self.typical())
         return self._mix
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form, so a server can persist what it has learned."""
-        shapes = [
-            {
-                "cpu_milli": s.cpu_milli,
-                "gpu_milli": s.gpu_milli,
-                "gpu_count": s.gpu_count,
-                "gpu_types": sorted(s.gpu_types),
-                "memory_mib": s.memory_mib,
-                "weight": w / self._scale,
-            }
-            for s, w in self._weights.items()
-        ]
-        half_life = None if math.isinf(self.half_life) else self.half_life
-        return {"half_life": half_life, "observations": self.observations, "shapes": shapes}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WorkloadHistogram:
-        """Inverse of `to_dict`; raises ValueError naming the bad field."""
-        half_life = data.get("half_life")
-        hist = cls(half_life=math.inf if half_life is None else float(half_life))
-        for i, item in enumerate(data.get("shapes", [])):
-            try:
-                shape = PodShape(
-                    cpu_milli=int(item["cpu_milli"]),
-                    gpu_milli=int(item["gpu_milli"]),
-                    gpu_count=int(item["gpu_count"]),
-                    gpu_types=frozenset(str(t) for t in item.get("gpu_types", [])),
-                    memory_mib=int(item.get("memory_mib", 0)),
-                )
-                hist._weights[shape] = hist._weights.get(shape, 0.0) + float(item["weight"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"shapes[{i}]: {exc!r}; expected cpu_milli, gpu_milli, gpu_count, weight") from exc
-        hist.observations = int(data.get("observations", 0))
-        return hist

@@ -40,7 +40,7 @@ def reference_filter(core: ExtenderCore, index: ClusterIndex, req: PodRequest, n
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
     for name in names:
-        verdict = check_node(req, name, index.node(name), core.effective(index, name))
+        verdict = check_node(req, name, index.node(name), core.state.effective(index, name))
         if verdict.ok:
             passed.append(name)
         else:
@@ -53,7 +53,7 @@ def _peers(core: ExtenderCore, index: ClusterIndex, req: PodRequest) -> list[tup
         return []
     uid = req.pod.uid
     placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != uid]
-    placed += [a.node for a in core.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
+    placed += [a.node for a in core.state.assumptions.by_uid.values() if a.job == req.job and a.uid != uid]
     out = []
     for name in placed:
         node = index.node(name)
@@ -65,11 +65,11 @@ def _peers(core: ExtenderCore, index: ClusterIndex, req: PodRequest) -> list[tup
 def _room(core: ExtenderCore, index: ClusterIndex, req: PodRequest, known: list[str]) -> dict[str, float]:
     """A job's first pod, node by node: 10 / 6 / 3 when the candidates of the node's leaf / spine /
     zone hold all the job's remaining pods, plus the RDMA bonus (accel.placement.score.room_levels)."""
-    need = core.job_need(index, req)
+    need = core.state.job_need(index, req)
     if need <= 1:
         return {}
-    shaped = core.shaped(req, index)
-    slots = {n: core.effective(index, n).free_units(shaped.resource) // shaped.units for n in known}  # type: ignore[union-attr]
+    shaped = core.state.shaped(req, index)
+    slots = {n: core.state.effective(index, n).free_units(shaped.resource) // shaped.units for n in known}  # type: ignore[union-attr]
     topo = {n: index.node(n).accelerators.topology for n in known}  # type: ignore[union-attr]
     raw: dict[str, float] = {}
     for name in known:
@@ -109,18 +109,18 @@ def reference_prioritize(
 ) -> list[tuple[str, int]]:
     settings = index.policy.settings.scoring
     known = [n for n in names if index.node(n) is not None]
-    devices = {n: core.effective(index, n) for n in known}
-    shaped = core.shaped(req, index)
+    devices = {n: core.state.effective(index, n) for n in known}
+    shaped = core.state.shaped(req, index)
     pref = normalise({n: preference_raw(d.gpu_type, req.profile_types) for n, d in devices.items() if d})
     frag: dict[str, float] = {}
     if shaped.units:
         strategy = settings.strategy
         every = [(1, d) for n in index.names if (d := index.devices(n)) is not None]  # node by node
         context = cluster_context(every)
-        frag = normalise({n: fragmentation_raw(d, shaped, core.mix, strategy=strategy, context=context)[0] for n, d in devices.items() if d})
+        frag = normalise({n: fragmentation_raw(d, shaped, core.state.mix, strategy=strategy, context=context)[0] for n, d in devices.items() if d})
     scarce: dict[str, float] = {}
     if shaped.units and len(shaped.types) > 1:
-        by_type = scarcity_raw([d.gpu_type for d in devices.values() if d], core.prices, core.free_gpus(index), core.tflops)
+        by_type = scarcity_raw([d.gpu_type for d in devices.values() if d], core.state.prices, core.state.free_gpus(index), core.state.tflops)
         scarce = normalise({n: by_type[d.gpu_type] for n, d in devices.items() if d})
     topo = _topology(core, index, req, known)
     w = settings.weights
@@ -129,6 +129,6 @@ def reference_prioritize(
     weights = {"preference": w.preference, "fragmentation": w.fragmentation, "topology": w.topology, "scarcity": w.scarcity}
     known_mask = np.array([n in devices for n in names], dtype=bool)
     pos = index.positions(names, len(names))
-    held = core.held_for_jobs(index, req, names, pos)
+    held = core.state.held_for_jobs(index, req, names, pos)
     combined = combine(columns, weights, known_mask, dominant="topology" if req.job else None, held=held)
     return list(zip(names, combined.scores.tolist(), strict=True))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from accel.capacity.inventory import Inventory
 from accel.cluster.pods import parse_pod
@@ -20,7 +21,8 @@ from accel.placement.bind import BindRefused
 from accel.placement.core import ExtenderCore
 from accel.placement.index import ClusterIndex
 from extender.priority_reply import PriorityRenderer, render_priorities
-from extender.wire import parse_args, parse_args_json
+from extender.raw_args import ArgsReader
+from extender.wire import ExtenderArgs, _validation_message
 from serving.body import BadRequest, parse_json_object
 from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 from tests.unit.extender_reference import reference_filter, reference_prioritize
@@ -76,10 +78,9 @@ def assume_some(rng: random.Random, core: ExtenderCore, index: ClusterIndex, cou
         core.request(pod, index, 0.0)
         node = rng.choice(index.names)
         try:
-            plan = core.plan_bind(index, namespace=pod.namespace, name=pod.name, uid=pod.uid, node=node, now=0.0, ttl=60.0)
+            core.begin_bind(index, namespace=pod.namespace, name=pod.name, uid=pod.uid, node=node, now=0.0, ttl=60.0)
         except BindRefused:  # the pod does not fit there; the next one may
             continue
-        core.assumptions.assume(plan.assumption)
 
 
 def random_setup(seed: int) -> tuple[random.Random, ExtenderCore, ClusterIndex]:
@@ -163,9 +164,9 @@ def test_class_table_is_reset_when_it_outgrows_its_limit(monkeypatch: pytest.Mon
     policy = sample_policy().policy
     core = ExtenderCore()
     core.index(1, policy, _cluster())
-    table = core.classes
+    table = core.state.classes
     index = core.index(2, policy, _cluster(cordoned=True))
-    assert core.classes is not table and index.rebuilt_nodes == 6
+    assert core.state.classes is not table and index.rebuilt_nodes == 6
 
 
 # ---- positions of candidate lists ----------------------------------------------------------------
@@ -242,14 +243,23 @@ def _deep(levels: int) -> Any:
         pytest.param(orjson.dumps({"Pod": {}, "Nodes": {"items": []}, "NodeNames": ["a"]}), id="both-forms"),
     ],
 )
-def test_parse_args_json_answers_like_the_generic_reader(raw: bytes) -> None:
+def test_the_args_reader_answers_like_the_generic_reader(raw: bytes) -> None:
+    """The one ExtenderArgs parser (ArgsReader, fast path and general path) against the plain
+    reference: serving.body's object rules, then model validation of the whole body."""
+
+    def generic(body: bytes) -> ExtenderArgs:
+        try:
+            return ExtenderArgs.model_validate(parse_json_object(body))
+        except ValidationError as exc:
+            raise BadRequest(_validation_message(exc, "ExtenderArgs")) from None
+
     def outcome(parse: Any) -> Any:
         try:
             return parse(raw).model_dump()
         except BadRequest as exc:
             return ("400", exc.reason)
 
-    assert outcome(parse_args_json) == outcome(lambda body: parse_args(parse_json_object(body)))
+    assert outcome(lambda body: ArgsReader().read(body).args) == outcome(generic)
 
 
 @pytest.mark.parametrize("row_limit", [0, 96], ids=["unpadded-join", "padded-rows"])

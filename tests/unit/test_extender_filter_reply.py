@@ -99,12 +99,10 @@ def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_
     assert again is first and renderer.render(again) is renderer.render(first)
     other_shape = core.request(parse_pod(gpu_pod("r", 1, profile="large-any")), index, 0.0)
     assert core.filter_columns(index, other_shape, names) is not first
-    plan = core.plan_bind(index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0)
-    core.assumptions.assume(plan.assumption)
+    core.begin_bind(index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0)
     assert core.filter_columns(index, same_shape, names) is not first  # n0 re-classed, still fits
     second = core.request(parse_pod(gpu_pod("s", 4, profile="large-any")), index, 0.0)
-    plan = core.plan_bind(index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0)
-    core.assumptions.assume(plan.assumption)  # n0: no GPU left
+    core.begin_bind(index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0)  # n0: no GPU left
     changed = core.filter_columns(index, same_shape, names)
     assert changed is not first and "n0" in core.outcome(index, changed).failed
     assert core.outcome(index, changed) == reference_filter(core, index, same_shape, names)

@@ -201,11 +201,11 @@ def test_assumed_binds_count_unless_they_are_victims_or_the_preemptor() -> None:
     index = core.index(1, policy, cluster())
     req = core.request(parse_pod(PREEMPTOR), index, 0.0)
     # 6 GPUs freed by "big", but an in-flight bind holds 5 of them: the pod (3) no longer fits.
-    core.assumptions.assume(Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    core.state.assumptions.assume(Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
     assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == []
     assert "only 1 of 8" in core.preempt_verdict(index, req, "a100-full", ["uid-big"]).reason
     # The same bind is ignored when it is a victim's, or the preemptor's own.
     assert core.preempt(index, req, {"a100-full": ["uid-big", "uid-other"]}) == ["a100-full"]
-    core.assumptions.forget("uid-other")
-    core.assumptions.assume(Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    core.state.assumptions.forget("uid-other")
+    core.state.assumptions.assume(Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
     assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == ["a100-full"]

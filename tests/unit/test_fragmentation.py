@@ -105,23 +105,6 @@ def test_half_life_halves_old_observations() -> None:
     assert weights[HALF] / weights[WHOLE] == pytest.approx(2 ** (-1 / 10))
 
 
-def test_histogram_round_trips_through_a_plain_dict() -> None:
-    hist = WorkloadHistogram(half_life=50)
-    for shape in [HALF, WHOLE, HALF, PodShape(500, 250, 1, frozenset({"A", "B"}))]:
-        hist.observe(shape)
-    again = WorkloadHistogram.from_dict(hist.to_dict())
-    assert dict(again.typical(1.0)) == pytest.approx(dict(hist.typical(1.0)))
-    assert again.half_life == 50 and again.observations == 4
-
-
-def test_histogram_from_dict_names_the_bad_entry() -> None:
-    with pytest.raises(ValueError, match=r"shapes\[1\]"):
-        WorkloadHistogram.from_dict({"shapes": [
-            {"cpu_milli": 1, "gpu_milli": 0, "gpu_count": 0, "weight": 1},
-            {"cpu_milli": 1, "weight": 1},
-        ]})
-
-
 def test_invalid_half_life_is_rejected() -> None:
     with pytest.raises(ValueError, match="half_life"):
         WorkloadHistogram(half_life=0)

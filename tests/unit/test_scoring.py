@@ -10,11 +10,11 @@ import pytest
 from accel.capacity.devices import NodeDevices, Pool
 from accel.cluster.labels import Topology
 from accel.placement.fragmentation import fgd_score, node_fragmentation
+from accel.placement.score import combine
 from accel.placement.score_rules import (
     MAX_EXTENDER_PRIORITY,
     ShapedRequest,
     choose_assignment,
-    combine,
     device_class,
     fragmentation_raw,
     node_shape,
@@ -75,7 +75,14 @@ def test_normalise(raw: dict[str, float], expected: dict[str, float]) -> None:
     ],
 )
 def test_combine(parts: list[tuple[float, float]], score: int) -> None:
-    assert combine(parts) == score
+    """accel.placement.score rule 4 (the production combine): the weighted mean of the components
+    that tell the candidates apart, rounded half up, clamped to 0..10. A second candidate one
+    point off everywhere keeps every component active."""
+    names = ("preference", "fragmentation", "topology", "scarcity")
+    normalised = {n: np.array([s, s + 1 if s < 10 else s - 1]) for n, (_, s) in zip(names, parts, strict=False)}
+    weights = {n: float(w) for n, (w, _) in zip(names, parts, strict=False)}
+    combined = combine(normalised, weights, np.array([True, True]))
+    assert int(combined.scores[0]) == score
 
 
 def topo(zone: str | None, spine: str | None, leaf: str | None, rdma: bool = False) -> Topology:
