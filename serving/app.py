@@ -212,11 +212,3 @@ def make_base_app(
 
 __all__ = ["APP_NAME", "INFLIGHT", "METRICS", "InFlight", "json_error", "make_base_app"]
 
-
-def __getattr__(name: str) -> object:
-    """`from serving.app import run_https` works; it lives in serving/run.py (which imports this module)."""
-    if name in ("run_https", "serve", "PlaintextRefused"):
-        from serving import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
