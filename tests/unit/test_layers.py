@@ -1,4 +1,4 @@
-"""The architecture rules, enforced (style.md rule 1; the package map is in README "Layout").
+"""The architecture rules, enforced (style.md rule 1, docs/architecture.md).
 
 The import contracts (layers, forbidden and independent packages) live in pyproject.toml under
 `[tool.importlinter]` and are checked by import-linter, from `make lint` and from here, so a plain
