@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from aiohttp import web
@@ -67,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--client-name", action="append", default=[], metavar="CN",
         help=f"extender: client-certificate CN allowed to call /filter /prioritize /bind /preempt "
-             f"(repeatable; default {DEFAULT_SCHEDULER_CLIENT})",
+             f"(repeatable; default {DEFAULT_SCHEDULER_CLIENT}); webhook: opt in to requiring the API "
+             f"server's client certificate with this CN on /mutate /validate (README: Security)",
     )
     parser.add_argument(
         "--allow-unauthenticated", action="store_true",
@@ -146,23 +148,29 @@ def make_component_app(
     deps: ClusterDeps,
     metrics: Metrics,
     *,
-    client_names: tuple[str, ...] | None = (DEFAULT_SCHEDULER_CLIENT,),
+    client_names: tuple[str, ...] | EllipsisType | None = ...,
     dev_identity: tuple[str, ...] | None = None,
 ) -> web.Application:
     """The aiohttp app for one component, with the cluster watches running for its lifetime.
 
-    `client_names`: the extender's allowed client-certificate CNs (None: unauthenticated).
+    `client_names`: the client-certificate CNs the extender or the webhook answers; None: anyone;
+    `...` (default): each component's default, kube-scheduler's CN for the extender, anyone for
+    the webhook (its client certificate is opt-in).
     `dev_identity`: the API's stand-in groups for anonymous callers (see `dev_identity_groups`)."""
     warm: Callable[[], object] = _nothing_to_warm
     if component == "webhook":
         from webhook.app import make_app as make_webhook
 
-        app: web.Application = make_webhook(state, metrics=metrics, ledger_store=deps.cas, replica_id=socket.gethostname())
+        app: web.Application = make_webhook(
+            state, metrics=metrics, ledger_store=deps.cas, replica_id=socket.gethostname(),
+            client_names=None if client_names is ... else client_names,
+        )
     elif component == "extender":
         from extender.app import make_app as make_extender
         from extender.app import warm_up
 
-        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=client_names, events=deps.events)
+        names = (DEFAULT_SCHEDULER_CLIENT,) if client_names is ... else client_names
+        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=names, events=deps.events)
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api
@@ -243,28 +251,38 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] | None]:
-    """(client CA file to verify against, extender client CNs or None) from the flags.
+    """(client CA file to verify against, client CNs the component requires or None) from the flags.
 
     The extender authenticates kube-scheduler by client certificate unless told
-    `--allow-unauthenticated`; that needs TLS. The API verifies client certificates only when
-    `--client-ca` names its trusted proxy's CA (browsers are never asked for one otherwise)."""
+    `--allow-unauthenticated`; that needs TLS. The webhook requires the API server's client
+    certificate only when given `--client-name` (the API server presents one only when its
+    AdmissionConfiguration says so). The API verifies client certificates only when `--client-ca`
+    names its trusted proxy's CA (browsers are never asked for one otherwise)."""
     given = Path(args.client_ca) if args.client_ca else None
-    if args.component != "extender":
-        if args.client_name or args.allow_unauthenticated:
-            raise CliError("--client-name and --allow-unauthenticated apply to `accel serve extender` only")
+    if args.allow_unauthenticated and args.component != "extender":
+        raise CliError("--allow-unauthenticated applies to `accel serve extender` only")
+    if args.component == "api":
+        if args.client_name:
+            raise CliError("--client-name applies to `accel serve extender` and `accel serve webhook`; the API "
+                           "names its trusted proxy in settings (api.trustedProxyNames)")
+        return given, None
+    if args.component == "webhook" and not args.client_name:
         return given, None
     if args.allow_unauthenticated:
         log.warning("extender verbs are open to any caller (--allow-unauthenticated): anyone who reaches the port can bind pods")
         return given, None
     if not args.cert_dir:
         raise CliError(
-            "the extender authenticates kube-scheduler by client certificate, which needs TLS: give --cert-dir "
+            f"the {args.component} authenticates {'kube-scheduler' if args.component == 'extender' else 'the API server'} "
+            "by client certificate, which needs TLS: give --cert-dir "
             "(and --client-ca), or --allow-unauthenticated for a local experiment"
         )
     ca = given or Path(args.cert_dir) / "ca.crt"
     if not ca.is_file():
-        raise CliError(f"--client-ca {ca}: no such file; the extender needs the CA that issued kube-scheduler's client certificate")
+        raise CliError(f"--client-ca {ca}: no such file; give the CA that issued the caller's client certificate")
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
+
+
 def dev_identity_groups(args: argparse.Namespace) -> tuple[str, ...] | None:
     """`--dev-identity team:nlp[,GROUP...]` as groups; refused outside `accel serve api --snapshot`.
 

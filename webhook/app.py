@@ -14,7 +14,7 @@ with no reservation for admissions in flight; production wiring always passes on
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import orjson
 from aiohttp import web
@@ -23,6 +23,7 @@ from kube.protocol import CasStore
 from serving.app import make_base_app
 from serving.body import read_json
 from serving.metrics import Metrics
+from serving.peers import require_client_cert
 from webhook.admitter import Admitter, StateSource
 from webhook.ledger import LedgerClient
 from webhook.review import build_response, parse_review
@@ -66,14 +67,21 @@ def make_app(
     replica_id: str = "",
     max_body_bytes: int = MAX_BODY_BYTES,
     max_concurrency: int = MAX_CONCURRENCY,
+    client_names: Iterable[str] | None = None,
 ) -> web.Application:
-    """The webhook Application for one replica; `state` is a `serving.cluster_state.ClusterState`."""
+    """The webhook Application for one replica; `state` is a `serving.cluster_state.ClusterState`.
+
+    `client_names` (opt-in): /mutate and /validate then answer only a verified client certificate
+    with one of these CNs, the API server's when its AdmissionConfiguration presents one
+    (serving/peers.py: 401 without, 403 for another name; probes and /metrics stay open)."""
+    names = tuple(client_names) if client_names is not None else None
     app = make_base_app(
         name="webhook",
         metrics=metrics,
         max_body_bytes=max_body_bytes,
         max_concurrency=max_concurrency,
         ready=state.ready,
+        authenticate=require_client_cert(names, app="webhook", metrics=metrics) if names is not None else None,
     )
     ledger = LedgerClient(ledger_store) if ledger_store is not None else None
     app[ADMITTER] = Admitter(state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id)

@@ -46,6 +46,7 @@ def make_pki(directory: Path) -> Pki:
         "scheduler": create_client_cert(ca, common_name=SCHEDULER, now=NOW),
         "proxy": create_client_cert(ca, common_name=PROXY, now=NOW),
         "other": create_client_cert(ca, common_name="someone-else", now=NOW),
+        "apiserver": create_client_cert(ca, common_name="kube-apiserver", now=NOW),
         "stranger-scheduler": create_client_cert(foreign, common_name=SCHEDULER, now=NOW),
         "stranger-proxy": create_client_cert(foreign, common_name=PROXY, now=NOW),
         "serving": serving,

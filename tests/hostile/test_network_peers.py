@@ -103,3 +103,25 @@ async def test_a_foreign_or_server_only_certificate_fails_the_handshake(tmp_path
         with pytest.raises(aiohttp.ClientError):
             await post(base, "bind", pki.context(client))
         assert node_of(cluster) is None
+
+
+async def test_webhook_opt_in_client_certificate_refuses_strangers_and_reserves_nothing(tmp_path: Path) -> None:
+    """`accel serve webhook --client-name kube-apiserver`: an AdmissionReview from any other peer
+    is 401/403 before it is read, so it cannot reserve quota in the ledger (FakeCluster)."""
+    from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
+    from webhook.app import make_app as make_webhook
+
+    pki = make_pki(tmp_path)
+    cluster = FakeCluster()
+    app = make_webhook(ClusterState.static(example_policy(), make_inventory()), metrics=Metrics(),
+                       ledger_store=cluster, replica_id="r", client_names=("kube-apiserver",))  # fmt: skip
+    body = review(gpu_pod(), uid="uid-forged")
+    async with serving(app, tls=ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt")) as port:
+        base = f"https://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for client, expected in ((None, 401), ("scheduler", 403)):
+                async with session.post(f"{base}/validate", json=body, ssl=pki.context(client)) as resp:
+                    assert resp.status == expected, client
+            assert cluster.get("configmaps", "accel-quota-ledger", "accel-system") is None
+            async with session.post(f"{base}/validate", json=body, ssl=pki.context("apiserver")) as resp:
+                assert resp.status == 200 and (await resp.json())["response"]["uid"] == "uid-forged"
