@@ -128,7 +128,7 @@ def plain_pod_create(body: Any) -> tuple[str, str] | None:
 
 
 def _audit(values: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in values.items() if AUDIT_KEY.match(k)}
+    return {k: v for k, v in values.items() if AUDIT_KEY.fullmatch(k)}  # fullmatch: `$` alone lets "key\n" through
 
 
 def build_response(uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:

@@ -10,6 +10,14 @@ Rules:
    enough free units, node not in the cache yet (the watch may be behind).
 3. Pods that ask for no accelerator pass every Ready, uncordoned node: the extender only adds
    accelerator constraints.
+4. Sharing mode (issue 14 section 4): with the NVIDIA device plugin's default
+   `renameByDefault=false`, a time-sliced node advertises its replicas as plain `nvidia.com/gpu`,
+   so the resource name cannot tell a replica from a whole GPU. A typed exclusive profile's pod is
+   therefore unresolvable on a node whose pool is shared (time-slicing or MPS replicas > 1, read
+   from GFD's `nvidia.com/gpu.sharing-strategy` / `nvidia.com/gpu.replicas`, accel.nvidia), and a
+   time-sliced profile's pod on a node whose GPUs are not shared. Quota then counts a replica as
+   1/replicas only on a shared node (accel.inventory), never a whole GPU as a quarter. MIG slices,
+   generic profiles and pods without a profile are not constrained here.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION, NodeInventory
 from accel.cluster.gpu_equivalents import MIG_RESOURCE
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
 from accel.placement.topology_rules import JobKey, job_key
-from accel.policy.models import Policy
+from accel.policy.models import Policy, Sharing
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +42,12 @@ class PodRequest:
     profile_types: tuple[str, ...] = ()
     problem: str | None = None  # makes every node unresolvable (e.g. unknown profile)
     job: JobKey | None = None
+    sharing: str = ""  # rule 4: "exclusive" or "time-sliced" for a typed profile; "" = no constraint
 
     @property
     def signature(self) -> tuple[object, ...]:
         """Everything a node verdict depends on besides the node (a cache key)."""
-        return (self.resources, self.allowed_types, self.problem)
+        return (self.resources, self.allowed_types, self.problem, self.sharing)
 
     @property
     def wants_accelerators(self) -> bool:
@@ -71,6 +80,7 @@ def resolve_request(pod: PodView, policy: Policy) -> PodRequest:
         known = ", ".join(policy.profile_names) or "none"
         problem = f"accel: profile {name!r} does not exist (known: {known})"
     profile_types = profile.types if profile else ()
+    sharing = profile.sharing.value if profile and profile_types and profile.sharing is not Sharing.MIG else ""
     types: tuple[str, ...] | None = profile_types or None
     types = _narrow(types, pod.annotations.get(QUOTA_TYPE_ANNOTATION))
     if not pod.node_name:
@@ -82,6 +92,7 @@ def resolve_request(pod: PodView, policy: Policy) -> PodRequest:
         profile_types=profile_types,
         problem=problem,
         job=job_key(pod.namespace, pod.labels),
+        sharing=sharing,
     )
 
 
@@ -125,9 +136,23 @@ def check_devices(request: PodRequest, devices: NodeDevices) -> Verdict:
         pool = devices.pools.get(resource)
         if pool is None:
             return Verdict(False, f"accel: node has no {resource} ({gpu_type})", unresolvable=True)
+        if (mismatch := _sharing_mismatch(request.sharing, pool, gpu_type)) is not None:
+            return mismatch
         free = pool.free_units
         if free < units:
             what = describe_units(pool, gpu_type)
             return Verdict(False, f"accel: only {free} of {pool.total_units} {what} free, pod needs {units}")
     return PASS
 
+
+def _sharing_mismatch(sharing: str, pool: Pool, gpu_type: str) -> Verdict | None:
+    """Rule 4 for one pool (MIG slices excepted)."""
+    if not sharing or MIG_RESOURCE.match(pool.resource):
+        return None
+    if sharing == Sharing.EXCLUSIVE.value and pool.slots > 1:
+        return Verdict(False, f"accel: node shares each {gpu_type} between {pool.slots} pods ({pool.resource}); "
+                       "the pod's profile needs whole GPUs", unresolvable=True)
+    if sharing == Sharing.TIME_SLICED.value and pool.slots <= 1:
+        return Verdict(False, f"accel: node does not time-slice its {gpu_type} GPUs ({pool.resource}); the pod's "
+                       "profile is time-sliced", unresolvable=True)
+    return None
