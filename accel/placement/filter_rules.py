@@ -14,9 +14,9 @@ Rules:
    `renameByDefault=false`, a time-sliced node advertises its replicas as plain `nvidia.com/gpu`,
    so the resource name cannot tell a replica from a whole GPU. A typed exclusive profile's pod is
    therefore unresolvable on a node whose pool is shared (time-slicing or MPS replicas > 1, read
-   from GFD's `nvidia.com/gpu.sharing-strategy` / `nvidia.com/gpu.replicas`, accel.nvidia), and a
+   from GFD's `nvidia.com/gpu.sharing-strategy` / `nvidia.com/gpu.replicas`, accel.cluster.nvidia), and a
    time-sliced profile's pod on a node whose GPUs are not shared. Quota then counts a replica as
-   1/replicas only on a shared node (accel.inventory), never a whole GPU as a quarter. MIG slices,
+   1/replicas only on a shared node (accel.capacity.inventory), never a whole GPU as a quarter. MIG slices,
    generic profiles and pods without a profile are not constrained here.
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel.admission import Decision
+from accel.admission.plan import Decision
 from webhook.review import build_response
 
 

@@ -1,4 +1,4 @@
-"""Time-slicing without the device plugin's rename (renameByDefault=false; accel.filtering rule 4).
+"""Time-slicing without the device plugin's rename (renameByDefault=false; accel.placement.filter_rules rule 4).
 
 Such a node advertises its replicas as plain `nvidia.com/gpu`: only GFD's labels
 (`nvidia.com/gpu.sharing-strategy=time-slicing`, `nvidia.com/gpu.replicas=4`) say they are replicas.
@@ -12,13 +12,13 @@ from fractions import Fraction
 
 import pytest
 
-from accel.catalog import load_builtin_catalog
-from accel.devices import build_node_devices
-from accel.filtering import check_node, resolve_request
-from accel.inventory import NodeInventory
-from accel.labels import normalise_node
-from accel.pods import PodView
-from accel.policy_load import parse_policy
+from accel.capacity.devices import build_node_devices
+from accel.capacity.inventory import NodeInventory
+from accel.cluster.catalog import load_builtin_catalog
+from accel.cluster.labels import normalise_node
+from accel.cluster.pods import PodView
+from accel.placement.filter_rules import check_node, resolve_request
+from accel.policy.loading import parse_policy
 
 PROFILES = """profiles:
 - name: l4-shared
