@@ -42,7 +42,7 @@ from extender.wire import ExtenderArgs, render_filter
 from serving.app import make_base_app
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import gpu_node, gpu_pod, sample_policy
+from tests.builders import named_gpu_pod, node_object, shared_example_policy
 
 SIZES = (1000, 5000)
 REQUESTS = 1000
@@ -57,11 +57,11 @@ def objects(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     nodes, pods = [], []
     for i in range(n):
         name = f"gpu-{i:05d}"
-        nodes.append(gpu_node(name, TYPES[i % 3], leaf=f"l{i // 32}", spine=f"s{i // 512}"))
+        nodes.append(node_object(name, TYPES[i % 3], leaf=f"l{i // 32}", spine=f"s{i // 512}"))
         used = i % 9 if i % 9 < 8 else 0
         if used:
             pods.append(
-                gpu_pod(
+                named_gpu_pod(
                     f"run-{i}", used, profile="large-any", node=name, labels={"accel.dev/job": f"j{i // 64}"}
                 )
             )
@@ -69,12 +69,12 @@ def objects(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def inventory_of(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Inventory:
-    parsed = sample_policy()
+    parsed = shared_example_policy()
     return build_inventory(nodes, pods, [], catalog=parsed.catalog, policy=parsed.policy)
 
 
 def cluster(n: int) -> ClusterState:
-    return ClusterState.static(sample_policy(), inventory_of(*objects(n)))
+    return ClusterState.static(shared_example_policy(), inventory_of(*objects(n)))
 
 
 def bare_app() -> web.Application:
@@ -123,7 +123,7 @@ async def measure(ext: str, bare: str, names: list[str], samples: Samples, tag: 
     async with aiohttp.ClientSession() as session:
         for i in range(WARMUP + REQUESTS):
             gpus = (1, 2, 4, 8)[i % 4]
-            pod = gpu_pod(f"p{i}-{tag}", gpus, profile="large-any", labels={"accel.dev/job": f"j{i % 50}"})
+            pod = named_gpu_pod(f"p{i}-{tag}", gpus, profile="large-any", labels={"accel.dev/job": f"j{i % 50}"})
             first = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
             filtered, reply = await call(session, f"{ext}/filter", first)
             passed = orjson.loads(reply)["NodeNames"]
@@ -155,9 +155,9 @@ def rebuild_cost(n: int) -> dict[str, float]:
     """ms to build the index from nothing, and to rebuild it after one pod event (medians)."""
     nodes, pods = objects(n)
     before = inventory_of(nodes, pods)
-    event = gpu_pod("event", 1, profile="large-any", node=nodes[0]["metadata"]["name"])
+    event = named_gpu_pod("event", 1, profile="large-any", node=nodes[0]["metadata"]["name"])
     after = inventory_of(nodes, [*pods, event])
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     full, incremental = [], []
     generation = 0
     for _ in range(REBUILDS):
@@ -189,7 +189,7 @@ def filter_cost(n: int) -> dict[str, float]:
         core = ExtenderCore(filter_memo_limit=kept)
         renderer = FilterRenderer(replies_kept=kept)
         index = core.index(view.generation, view.parsed.policy, view.inventory)
-        reqs = [core.request(parse_pod(gpu_pod(f"f{g}", g, profile="large-any")), index, 0.0) for g in (1, 2, 4, 8)]
+        reqs = [core.request(parse_pod(named_gpu_pod(f"f{g}", g, profile="large-any")), index, 0.0) for g in (1, 2, 4, 8)]
         times = []
         for i in range(FILTER_CALLS + 8):
             started = time.perf_counter()

@@ -48,8 +48,8 @@ from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 from serving.run import serve
 from serving.tls import ReloadingTLS
+from tests.builders import example_policy, gpu_pod, make_inventory, review
 from tests.integration.tls_fixtures import client_context, make_cert_dir
-from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
 from webhook.app import make_app
 from webhook.review import parse_review, plain_pod_create
 

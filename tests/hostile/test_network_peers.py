@@ -22,14 +22,14 @@ from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 from serving.run import serving
 from serving.tls import ReloadingTLS
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 from tests.hostile.peer_fixtures import SCHEDULER, Pki, make_pki
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 
 BIND = {"PodName": "victim", "PodNamespace": "team-a", "PodUID": "uid-victim", "Node": "big"}
 VERBS: dict[str, Any] = {
-    "filter": {"Pod": gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
-    "prioritize": {"Pod": gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
-    "preempt": {"Pod": gpu_pod("victim", 1), "NodeNameToMetaVictims": {}},
+    "filter": {"Pod": named_gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
+    "prioritize": {"Pod": named_gpu_pod("victim", 1), "Nodes": None, "NodeNames": ["big"]},
+    "preempt": {"Pod": named_gpu_pod("victim", 1), "NodeNameToMetaVictims": {}},
     "bind": BIND,
 }
 
@@ -38,9 +38,9 @@ VERBS: dict[str, Any] = {
 async def extender(tmp_path: Path) -> AsyncIterator[tuple[str, Pki, FakeCluster]]:
     pki = make_pki(tmp_path)
     cluster = FakeCluster()
-    cluster.apply(gpu_pod("victim", 1))
+    cluster.apply(named_gpu_pod("victim", 1))
     app = make_app(
-        ClusterState.static(sample_policy(), inventory([gpu_node("big", gpus=2)])),
+        ClusterState.static(shared_example_policy(), inventory([node_object("big", gpus=2)])),
         metrics=Metrics(), binder=cluster, clock=ManualClock(), client_names=(SCHEDULER,),
     )
     async with serving(app, tls=ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt")) as port:
@@ -108,7 +108,7 @@ async def test_a_foreign_or_server_only_certificate_fails_the_handshake(tmp_path
 async def test_webhook_opt_in_client_certificate_refuses_strangers_and_reserves_nothing(tmp_path: Path) -> None:
     """`accel serve webhook --client-name kube-apiserver`: an AdmissionReview from any other peer
     is 401/403 before it is read, so it cannot reserve quota in the ledger (FakeCluster)."""
-    from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
+    from tests.builders import example_policy, gpu_pod, make_inventory, review
     from webhook.app import make_app as make_webhook
 
     pki = make_pki(tmp_path)

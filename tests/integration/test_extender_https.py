@@ -17,19 +17,19 @@ from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 from serving.run import serving
 from serving.tls import ReloadingTLS
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 from tests.integration.tls_fixtures import client_context, make_cert_dir
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
 
 
 async def test_schedule_two_pods_over_https(tmp_path: Path) -> None:
     certs = make_cert_dir(tmp_path)
     cluster = FakeCluster()
-    first, second = gpu_pod("first", 1), gpu_pod("second", 1)
+    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
     cluster.apply(first)
     cluster.apply(second)
-    inv = inventory([gpu_node("big", gpus=2), gpu_node("small", gpus=1)])
+    inv = inventory([node_object("big", gpus=2), node_object("small", gpus=1)])
     app = make_app(
-        ClusterState.static(sample_policy(), inv), metrics=Metrics(), binder=cluster, clock=ManualClock()
+        ClusterState.static(shared_example_policy(), inv), metrics=Metrics(), binder=cluster, clock=ManualClock()
     )
     async with serving(app, tls=ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
         base = f"https://127.0.0.1:{port}"

@@ -18,14 +18,14 @@ from accel.policy.pricing import usd
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.admission_fixtures import (
+from tests.builders import (
     DEFAULT_NODES,
     POLICY_DIR,
     example_policy,
-    gpu_node,
     gpu_pod,
     make_context,
     make_inventory,
+    node_model,
     review,
 )
 from webhook.app import ADMITTER, make_app
@@ -75,7 +75,7 @@ def test_a_term_that_only_contradicts_some_keys_is_still_satisfiable() -> None:
 
 
 def test_observed_node_label_values_join_the_catalog_spellings() -> None:
-    odd = gpu_node("a100-odd", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB-Custom")
+    odd = node_model("a100-odd", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB-Custom")
     ctx = make_context(nodes=(*DEFAULT_NODES, odd))
     decision = mutate(gpu_pod(), namespace="nlp", ctx=ctx, reservation_id="r")
     patched = jsonpatch.apply_patch(gpu_pod(), list(decision.ops))

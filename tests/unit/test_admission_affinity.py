@@ -22,7 +22,7 @@ from accel.cluster.catalog import load_builtin_catalog
 from accel.cluster.labels import NodeAccelerators
 from accel.policy.loading import parse_policy
 from accel.policy.models import AcceleratorRef, Profile
-from tests.unit.admission_fixtures import DEFAULT_NODES, POLICY_DIR, gpu_pod, make_inventory
+from tests.builders import DEFAULT_NODES, POLICY_DIR, gpu_pod, make_inventory
 
 PRODUCT = "nvidia.com/gpu.product"
 GKE = "cloud.google.com/gke-accelerator"

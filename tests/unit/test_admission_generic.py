@@ -21,7 +21,7 @@ from accel.capacity.inventory import NodeInventory
 from accel.cluster.labels import NodeAccelerators
 from accel.policy.models import Team
 from accel.quota.ledger import Ledger
-from tests.unit.admission_fixtures import DEFAULT_NODES, example_policy, gpu_node, gpu_pod, make_context
+from tests.builders import DEFAULT_NODES, example_policy, gpu_pod, make_context, node_model
 
 TYPE = "accelerator.opendatahub.io/type"
 QUOTA_TYPE = "accel.dev/quota-type"
@@ -114,7 +114,7 @@ def test_vision_generic_pod_is_narrowed_to_an_allowed_type_never_h100_or_h200() 
 
 def test_generic_pods_cannot_bypass_a_per_type_quota() -> None:
     """The demo's bug 2: only L4 nodes fit vision; its 2-GPU L4 quota must hold for generic pods."""
-    l4_nodes = (gpu_node("l4-a", "nvidia-l4-24gb", "NVIDIA-L4", count=8), gpu_node("h100-a", "nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3"))
+    l4_nodes = (node_model("l4-a", "nvidia-l4-24gb", "NVIDIA-L4", count=8), node_model("h100-a", "nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3"))
     ctx = make_context(nodes=l4_nodes)
     ledger = Ledger()
     outcomes = []

@@ -20,7 +20,7 @@ from accel.admission.validate import decide_quota, finish_validation, plan_valid
 from accel.capacity.inventory import team_usage
 from accel.policy.models import Mode
 from accel.quota.ledger import Ledger
-from tests.unit.admission_fixtures import example_policy, gpu_pod, make_context, make_inventory
+from tests.builders import example_policy, gpu_pod, make_context, make_inventory
 from webhook.review import build_response
 
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"

@@ -12,7 +12,7 @@ from accel.admission.jobs import job_types
 from accel.admission.plan import mutate
 from accel.admission.validate import plan_validation
 from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
-from tests.unit.admission_fixtures import gpu_pod, make_context, make_inventory
+from tests.builders import gpu_pod, make_context, make_inventory
 
 JOB = {"training.kubeflow.org/job-name": "llama"}
 QUOTA_TYPE = "accel.dev/quota-type"

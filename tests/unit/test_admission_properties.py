@@ -17,7 +17,7 @@ from accel.admission.plan import mutate
 from accel.admission.validate import plan_validation
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.admission_fixtures import example_policy, make_context, make_inventory, review
+from tests.builders import example_policy, make_context, make_inventory, review
 from webhook.app import make_app
 
 CTX = make_context()

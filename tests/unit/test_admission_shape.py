@@ -14,7 +14,7 @@ from accel.admission.messages import Finding
 from accel.admission.plan import Decision, apply_mode
 from accel.cluster.pods import PodView
 from accel.policy.models import Mode
-from tests.unit.admission_fixtures import gpu_pod
+from tests.builders import gpu_pod
 
 REQUIRED = ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
 TERMS = (*REQUIRED, "nodeSelectorTerms")

@@ -15,7 +15,7 @@ from accel.capacity.inventory import (
 )
 from accel.policy.models import ParsedPolicy
 from accel.quota.charges import MAX_ENTRIES, ChargeMemo
-from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory
+from tests.builders import example_policy, gpu_pod, make_inventory
 
 POLICY = example_policy()
 

@@ -208,7 +208,7 @@ def test_team_pod_label_is_added_only_when_settings_ask(setting: str | None, exp
     import jsonpatch
 
     from accel.admission.plan import mutate
-    from tests.unit.admission_fixtures import example_policy, gpu_pod, make_context
+    from tests.builders import example_policy, gpu_pod, make_context
 
     policy = example_policy(**({"teamPodLabel": setting} if setting else {}))
     pod = gpu_pod(namespace="nlp")

@@ -16,7 +16,7 @@ from accel.capacity.devices import (
     format_assignment,
     parse_assignment,
 )
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, mig_node, shared_node
+from tests.builders import inventory, mig_node_object, named_gpu_pod, node_object, shared_node_object
 
 
 @pytest.mark.parametrize(
@@ -53,27 +53,27 @@ def _devices(node: dict[str, Any], pods: list[dict[str, Any]]) -> NodeDevices:
 
 def test_annotated_pods_first_then_lowest_fill() -> None:
     pods = [
-        gpu_pod("a", 2, node="n1"),  # no annotation: filled after the annotated one
-        gpu_pod("b", 2, node="n1", annotations={"accel.dev/devices": "0,1"}),
+        named_gpu_pod("a", 2, node="n1"),  # no annotation: filled after the annotated one
+        named_gpu_pod("b", 2, node="n1", annotations={"accel.dev/devices": "0,1"}),
     ]
-    pool = _devices(gpu_node("n1"), pods).pools["nvidia.com/gpu"]
+    pool = _devices(node_object("n1"), pods).pools["nvidia.com/gpu"]
     assert pool.used == (1, 1, 1, 1, 0, 0, 0, 0)
 
 
 def test_annotation_that_does_not_fit_falls_back_to_fill() -> None:
-    pods = [gpu_pod("a", 1, node="n1", annotations={"accel.dev/devices": "9"})]
-    assert _devices(gpu_node("n1", gpus=2), pods).pools["nvidia.com/gpu"].used == (1, 0)
+    pods = [named_gpu_pod("a", 1, node="n1", annotations={"accel.dev/devices": "9"})]
+    assert _devices(node_object("n1", gpus=2), pods).pools["nvidia.com/gpu"].used == (1, 0)
 
 
 def test_time_sliced_node_has_replica_slots_per_gpu() -> None:
-    pods = [gpu_pod("s", 1, profile="notebook-shared", resource="nvidia.com/gpu.shared", node="n1")]
-    pool = _devices(shared_node("n1", gpus=2, replicas=4), pods).pools["nvidia.com/gpu.shared"]
+    pods = [named_gpu_pod("s", 1, profile="notebook-shared", resource="nvidia.com/gpu.shared", node="n1")]
+    pool = _devices(shared_node_object("n1", gpus=2, replicas=4), pods).pools["nvidia.com/gpu.shared"]
     assert (pool.capacity, pool.used, pool.free_milli()) == ((4, 4), (1, 0), (750, 1000))
 
 
 def test_mig_node_has_one_device_per_slice() -> None:
     pods = [
-        gpu_pod(
+        named_gpu_pod(
             "m",
             1,
             profile="inference-mig",
@@ -82,13 +82,13 @@ def test_mig_node_has_one_device_per_slice() -> None:
             annotations={"accel.dev/devices": "mig-1g.10gb:5"},
         )
     ]
-    pool = _devices(mig_node("n1", slices=7), pods).pools["nvidia.com/mig-1g.10gb"]
+    pool = _devices(mig_node_object("n1", slices=7), pods).pools["nvidia.com/mig-1g.10gb"]
     assert pool.used == (0, 0, 0, 0, 0, 1, 0)
 
 
 def test_overcommitted_node_stays_full_not_negative() -> None:
-    pods = [gpu_pod("a", 2, node="n1"), gpu_pod("b", 2, node="n1")]
-    pool = _devices(gpu_node("n1", gpus=3), pods).pools["nvidia.com/gpu"]
+    pods = [named_gpu_pod("a", 2, node="n1"), named_gpu_pod("b", 2, node="n1")]
+    pool = _devices(node_object("n1", gpus=3), pods).pools["nvidia.com/gpu"]
     assert pool.free_units == 0
 
 

@@ -11,7 +11,7 @@ from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 
 Json = dict[str, Any]
 
@@ -32,14 +32,14 @@ def bind_args(name: str, node: str) -> Json:
 
 async def test_generic_pod_gets_the_price_of_the_type_it_was_bound_to(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("any", 2, profile="gpu-any")
+    pod = named_gpu_pod("any", 2, profile="gpu-any")
     cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory([gpu_node("h", "nvidia-h100-80gb")]))
+    state = ClusterState.static(shared_example_policy(), inventory([node_object("h", "nvidia-h100-80gb")]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(pod, ["h"]))
     assert await post(client, "/bind", bind_args("any", "h")) == {"Error": ""}
     notes = cluster.get("pods", "any", "team-a")["metadata"]["annotations"]  # type: ignore[index]
-    price = sample_policy().catalog["nvidia-h100-80gb"].price_per_gpu_hour
+    price = shared_example_policy().catalog["nvidia-h100-80gb"].price_per_gpu_hour
     assert notes["accelerator.opendatahub.io/type"] == "nvidia-h100-80gb"
     assert float(notes["accel.dev/gpu-hour-price"]) == round(price, 4)
     assert float(notes["accel.dev/cost-per-hour"]) == round(2 * price, 4)
@@ -47,9 +47,9 @@ async def test_generic_pod_gets_the_price_of_the_type_it_was_bound_to(aiohttp_cl
 
 async def test_admission_price_is_kept_at_bind(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("priced", 1, annotations={"accel.dev/gpu-hour-price": "9.99", "accel.dev/cost-per-hour": "9.99"})
+    pod = named_gpu_pod("priced", 1, annotations={"accel.dev/gpu-hour-price": "9.99", "accel.dev/cost-per-hour": "9.99"})
     cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory([gpu_node("n")]))
+    state = ClusterState.static(shared_example_policy(), inventory([node_object("n")]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(pod, ["n"]))
     await post(client, "/bind", bind_args("priced", "n"))
@@ -58,11 +58,11 @@ async def test_admission_price_is_kept_at_bind(aiohttp_client: Any) -> None:
 
 async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    first, second = gpu_pod("first", 1), gpu_pod("second", 1)
+    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
     for obj in (first, second):
         cluster.apply(obj)
-    node = gpu_node("n", gpus=1)
-    state = ClusterState.static(sample_policy(), inventory([node], [first]))  # the watch shows `first` pending
+    node = node_object("n", gpus=1)
+    state = ClusterState.static(shared_example_policy(), inventory([node], [first]))  # the watch shows `first` pending
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(first, ["n"]))
     assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}

@@ -24,7 +24,7 @@ from extender.priority_reply import PriorityRenderer, render_priorities
 from extender.raw_args import ArgsReader
 from extender.wire import ExtenderArgs, _validation_message
 from serving.body import BadRequest, parse_json_object
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 from tests.unit.extender_reference import reference_filter, reference_prioritize
 
 TYPES = ("nvidia-a100-80gb", "nvidia-h100-80gb", "nvidia-h200-141gb", "nvidia-l4-24gb")
@@ -38,7 +38,7 @@ def random_cluster(rng: random.Random, size: int) -> tuple[list[dict[str, Any]],
         name = f"n{i:03d}"
         gpus = rng.choice((1, 2, 4, 8))
         nodes.append(
-            gpu_node(
+            node_object(
                 name,
                 rng.choice(TYPES),
                 gpus,
@@ -54,13 +54,13 @@ def random_cluster(rng: random.Random, size: int) -> tuple[list[dict[str, Any]],
         for k in range(rng.randint(0, 2)):
             labels = {JOB: f"j{rng.randint(0, 3)}"} if rng.random() < 0.7 else {}
             used = rng.randint(1, gpus)
-            pods.append(gpu_pod(f"b{i}-{k}", used, profile=None, node=name, labels=labels, cpu=str(rng.randint(1, 9))))
+            pods.append(named_gpu_pod(f"b{i}-{k}", used, profile=None, node=name, labels=labels, cpu=str(rng.randint(1, 9))))
     return nodes, pods
 
 
 def random_pod(rng: random.Random, i: int) -> dict[str, Any]:
     labels = {JOB: f"j{rng.randint(0, 4)}"} if rng.random() < 0.6 else {}
-    return gpu_pod(f"q{i}", rng.choice((1, 2, 4, 8)), profile=rng.choice(PROFILES), labels=labels, cpu=str(rng.randint(1, 4)))
+    return named_gpu_pod(f"q{i}", rng.choice((1, 2, 4, 8)), profile=rng.choice(PROFILES), labels=labels, cpu=str(rng.randint(1, 4)))
 
 
 def random_names(rng: random.Random, index: ClusterIndex) -> list[str]:
@@ -88,7 +88,7 @@ def random_setup(seed: int) -> tuple[random.Random, ExtenderCore, ClusterIndex]:
     rng = random.Random(seed)
     nodes, pods = random_cluster(rng, rng.randint(1, 40))
     core = ExtenderCore()
-    index = core.index(1, sample_policy().policy, inventory(nodes, pods))
+    index = core.index(1, shared_example_policy().policy, inventory(nodes, pods))
     assume_some(rng, core, index, rng.randint(0, 4))
     return rng, core, index
 
@@ -114,9 +114,9 @@ def test_fast_path_matches_the_per_node_reference(seed: int) -> None:
 
 def _cluster(extra_pods: list[dict[str, Any]] | None = None, **node_kw: Any) -> Inventory:
     """Six nodes, one pod bound on n1; `node_kw` changes node n0."""
-    nodes = [gpu_node(f"n{i}", TYPES[i % 3], leaf=f"l{i % 2}", spine="s1") for i in range(6)]
-    nodes[0] = gpu_node("n0", TYPES[0], leaf="l0", spine="s1", **node_kw)
-    pods = [gpu_pod("busy", 2, node="n1", labels={JOB: "j"}), *(extra_pods or [])]
+    nodes = [node_object(f"n{i}", TYPES[i % 3], leaf=f"l{i % 2}", spine="s1") for i in range(6)]
+    nodes[0] = node_object("n0", TYPES[0], leaf="l0", spine="s1", **node_kw)
+    pods = [named_gpu_pod("busy", 2, node="n1", labels={JOB: "j"}), *(extra_pods or [])]
     return inventory(nodes, pods)
 
 
@@ -124,13 +124,13 @@ def _cluster(extra_pods: list[dict[str, Any]] | None = None, **node_kw: Any) -> 
     ("change", "rebuilt"),
     [
         pytest.param({}, 0, id="nothing-changed-rebuilds-nothing"),
-        pytest.param({"extra_pods": [gpu_pod("new", 1, node="n3")]}, 1, id="pod-bound-rebuilds-its-node"),
+        pytest.param({"extra_pods": [named_gpu_pod("new", 1, node="n3")]}, 1, id="pod-bound-rebuilds-its-node"),
         pytest.param({"cordoned": True}, 1, id="node-cordoned-rebuilds-that-node"),
-        pytest.param({"extra_pods": [gpu_pod("x", 1, node="n3"), gpu_pod("y", 1, node="n4")]}, 2, id="two-nodes"),
+        pytest.param({"extra_pods": [named_gpu_pod("x", 1, node="n3"), named_gpu_pod("y", 1, node="n4")]}, 2, id="two-nodes"),
     ],
 )
 def test_new_generation_rebuilds_only_changed_nodes(change: dict[str, Any], rebuilt: int) -> None:
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     core = ExtenderCore()
     first = core.index(1, policy, _cluster())
     second = core.index(2, policy, _cluster(**change))
@@ -145,13 +145,13 @@ def test_new_generation_rebuilds_only_changed_nodes(change: dict[str, Any], rebu
 
 
 def test_class_ids_and_verdicts_carry_over_but_answers_follow_the_new_generation() -> None:
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     core = ExtenderCore()
     index = core.index(1, policy, _cluster())
-    req = core.request(parse_pod(gpu_pod("p", 8, profile="a100-80gb")), index, 0.0)
+    req = core.request(parse_pod(named_gpu_pod("p", 8, profile="a100-80gb")), index, 0.0)
     assert "n0" in core.filter(index, req, ["n0"]).passed
     cid = int(index.class_col[index.position["n0"]])
-    index = core.index(2, policy, _cluster(extra_pods=[gpu_pod("fill", 1, node="n0")]))
+    index = core.index(2, policy, _cluster(extra_pods=[named_gpu_pod("fill", 1, node="n0")]))
     assert int(index.class_col[index.position["n0"]]) != cid  # a new class: 7 of 8 free
     assert core.filter(index, req, ["n0"]).failed == {"n0": "accel: only 7 of 8 nvidia-a100-80gb GPUs free, pod needs 8"}
     index = core.index(3, policy, _cluster())
@@ -161,7 +161,7 @@ def test_class_ids_and_verdicts_carry_over_but_answers_follow_the_new_generation
 
 def test_class_table_is_reset_when_it_outgrows_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("accel.placement.index.CLASS_LIMIT", 2)
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     core = ExtenderCore()
     core.index(1, policy, _cluster())
     table = core.state.classes
@@ -173,7 +173,7 @@ def test_class_table_is_reset_when_it_outgrows_its_limit(monkeypatch: pytest.Mon
 
 
 def test_positions_of_a_repeated_list_are_remembered_and_a_changed_list_is_not_confused() -> None:
-    index = ExtenderCore().index(1, sample_policy().policy, _cluster())
+    index = ExtenderCore().index(1, shared_example_policy().policy, _cluster())
     names = ["n0", "n1", "n2", "n5"]
     first = index.positions(list(names), 4)
     assert first.tolist() == [0, 1, 2, 5]
@@ -187,10 +187,10 @@ def test_positions_of_a_repeated_list_are_remembered_and_a_changed_list_is_not_c
 
 
 def test_cached_reply_bytes_follow_generation_and_node_list_changes() -> None:
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     core = ExtenderCore()
     renderer = PriorityRenderer()
-    pod = parse_pod(gpu_pod("p", 1, profile="large-any"))
+    pod = parse_pod(named_gpu_pod("p", 1, profile="large-any"))
     names = ["n0", "n1", "n2"]
 
     def reply(generation: int, inv: Inventory, candidates: list[str]) -> bytes:
@@ -198,15 +198,15 @@ def test_cached_reply_bytes_follow_generation_and_node_list_changes() -> None:
         return renderer.render(core.scores(index, core.request(pod, index, 0.0), candidates))
 
     before = reply(1, _cluster(), names)
-    filled = _cluster(extra_pods=[gpu_pod("f", 7, node="n0")])  # n0 now nearly full
+    filled = _cluster(extra_pods=[named_gpu_pod("f", 7, node="n0")])  # n0 now nearly full
     after = reply(2, filled, names)
     assert before != after
     index = core.index(2, policy, filled)
     expected = reference_prioritize(core, index, core.request(pod, index, 0.0), names)
     assert orjson.loads(after) == [{"Host": h, "Score": s} for h, s in expected]
     grown = inventory(
-        [gpu_node(f"n{i}", TYPES[i % 3], leaf=f"l{i % 2}", spine="s1") for i in range(7)],
-        [gpu_pod("busy", 2, node="n1", labels={JOB: "j"})],
+        [node_object(f"n{i}", TYPES[i % 3], leaf=f"l{i % 2}", spine="s1") for i in range(7)],
+        [named_gpu_pod("busy", 2, node="n1", labels={JOB: "j"})],
     )
     body = orjson.loads(reply(3, grown, ["n6", "n0"]))  # a node added: fragments re-gathered
     assert [h["Host"] for h in body] == ["n6", "n0"]
@@ -268,8 +268,8 @@ def test_renderer_output_is_the_plain_rendering_up_to_whitespace(
 ) -> None:
     monkeypatch.setattr("extender.priority_reply.MAX_ROW_BYTES", row_limit)
     core = ExtenderCore()
-    index = core.index(1, sample_policy().policy, _cluster())
-    req = core.request(parse_pod(gpu_pod("p", 1, profile="large-any", labels={JOB: "j"})), index, 0.0)
+    index = core.index(1, shared_example_policy().policy, _cluster())
+    req = core.request(parse_pod(named_gpu_pod("p", 1, profile="large-any", labels={JOB: "j"})), index, 0.0)
     for names in (["n3", "n0", "n5", "n0"], [], ["n2"], list(index.names)):
         scores = core.scores(index, req, names)
         body = PriorityRenderer().render(scores)

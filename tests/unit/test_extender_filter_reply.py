@@ -13,7 +13,7 @@ from accel.placement.core import ExtenderCore
 from extender.filter_reply import FilterRenderer
 from extender.raw_args import ArgsReader
 from extender.wire import ExtenderArgs, ExtenderFilterResult, render_filter
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 from tests.unit.extender_reference import reference_filter
 from tests.unit.test_extender_fast import random_names, random_pod, random_setup
 
@@ -45,11 +45,11 @@ def test_joined_reply_is_the_generic_rendering_byte_for_byte(seed: int) -> None:
 
 
 def _index_and_request(gpus: int) -> tuple[ExtenderCore, Any, Any]:
-    nodes = [gpu_node(f"n{i}", gpus=8) for i in range(6)]
-    busy = [gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # n1, n3: two GPUs left
+    nodes = [node_object(f"n{i}", gpus=8) for i in range(6)]
+    busy = [named_gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # n1, n3: two GPUs left
     core = ExtenderCore()
-    index = core.index(1, sample_policy().policy, inventory(nodes, busy))
-    return core, index, core.request(parse_pod(gpu_pod("p", gpus, profile="large-any")), index, 0.0)
+    index = core.index(1, shared_example_policy().policy, inventory(nodes, busy))
+    return core, index, core.request(parse_pod(named_gpu_pod("p", gpus, profile="large-any")), index, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -82,8 +82,8 @@ def test_fragments_follow_a_changed_node_list() -> None:
     core, index, req = _index_and_request(1)
     renderer = FilterRenderer()
     renderer.render(core.filter_columns(index, req, ["n0"]))
-    grown = inventory([gpu_node(f"n{i}", gpus=8) for i in range(7)])
-    index = core.index(2, sample_policy().policy, grown)
+    grown = inventory([node_object(f"n{i}", gpus=8) for i in range(7)])
+    index = core.index(2, shared_example_policy().policy, grown)
     cols = core.filter_columns(index, req, ["n6", "n0"])
     reply = renderer.render(cols)
     assert reply is not None and _same_json(reply.body, render_filter(_args(["n6", "n0"]), core.outcome(index, cols)))
@@ -94,14 +94,14 @@ def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_
     names = ["n5", "n0", "n1", "n2", "n3", "n4"]
     renderer = FilterRenderer()
     first = core.filter_columns(index, req, names)
-    same_shape = core.request(parse_pod(gpu_pod("q", 4, profile="large-any")), index, 0.0)
+    same_shape = core.request(parse_pod(named_gpu_pod("q", 4, profile="large-any")), index, 0.0)
     again = core.filter_columns(index, same_shape, list(names))
     assert again is first and renderer.render(again) is renderer.render(first)
-    other_shape = core.request(parse_pod(gpu_pod("r", 1, profile="large-any")), index, 0.0)
+    other_shape = core.request(parse_pod(named_gpu_pod("r", 1, profile="large-any")), index, 0.0)
     assert core.filter_columns(index, other_shape, names) is not first
     core.begin_bind(index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0)
     assert core.filter_columns(index, same_shape, names) is not first  # n0 re-classed, still fits
-    second = core.request(parse_pod(gpu_pod("s", 4, profile="large-any")), index, 0.0)
+    second = core.request(parse_pod(named_gpu_pod("s", 4, profile="large-any")), index, 0.0)
     core.begin_bind(index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0)  # n0: no GPU left
     changed = core.filter_columns(index, same_shape, names)
     assert changed is not first and "n0" in core.outcome(index, changed).failed
@@ -122,12 +122,12 @@ def test_failed_rows_are_padded_only_within_the_share(
     monkeypatch: pytest.MonkeyPatch, size: int, pad_share: float, exact: bool
 ) -> None:
     monkeypatch.setattr("extender.filter_reply.PAD_SHARE", pad_share)
-    nodes = [gpu_node(f"n{i}", gpus=8) for i in range(size)]
-    busy = [gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # two GPUs left: fail a 4-GPU pod
+    nodes = [node_object(f"n{i}", gpus=8) for i in range(size)]
+    busy = [named_gpu_pod(f"b{i}", 6, node=f"n{i}") for i in (1, 3)]  # two GPUs left: fail a 4-GPU pod
     names = ["n0", "n1", "n2", "n3"]
     core = ExtenderCore()
-    index = core.index(1, sample_policy().policy, inventory(nodes, busy))
-    req = core.request(parse_pod(gpu_pod("p", 4, profile="large-any")), index, 0.0)
+    index = core.index(1, shared_example_policy().policy, inventory(nodes, busy))
+    req = core.request(parse_pod(named_gpu_pod("p", 4, profile="large-any")), index, 0.0)
     cols = core.filter_columns(index, req, names)
     reply = FilterRenderer().render(cols)
     expected = render_filter(_args(names), core.outcome(index, cols))

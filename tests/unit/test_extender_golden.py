@@ -21,7 +21,7 @@ from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import sample_policy
+from tests.builders import shared_example_policy
 
 CASES = Path(__file__).resolve().parents[1] / "golden" / "extender"
 UPDATE = os.environ.get("ACCEL_UPDATE_GOLDEN") == "1"
@@ -37,7 +37,7 @@ async def test_golden(aiohttp_client: Any, case: Path) -> None:
     objects = json.loads((case / "cluster.json").read_text())["items"]
     nodes = [o for o in objects if o["kind"] == "Node"]
     pods = [o for o in objects if o["kind"] == "Pod"]
-    parsed = sample_policy()
+    parsed = shared_example_policy()
     inv = build_inventory(nodes, pods, [], catalog=parsed.catalog, policy=parsed.policy)
     cluster = FakeCluster()
     for pod in pods:

@@ -21,7 +21,7 @@ from extender.wire import ExtenderPreemptionResult
 from kube.testing import ManualClock, make_node
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 
 Json = dict[str, Any]
 
@@ -51,18 +51,18 @@ BOUND = [
 
 def cluster() -> Inventory:
     nodes = [
-        gpu_node("a100-full"),
+        node_object("a100-full"),
         mixed_node("mixed"),
-        gpu_node("h100", "nvidia-h100-80gb"),
-        gpu_node("a100-cordoned", cordoned=True),
+        node_object("h100", "nvidia-h100-80gb"),
+        node_object("a100-cordoned", cordoned=True),
     ]
     pods = [
-        gpu_pod(name, units, node=node, resource=resource, profile=None) for name, node, units, resource in BOUND
+        named_gpu_pod(name, units, node=node, resource=resource, profile=None) for name, node, units, resource in BOUND
     ]
     return inventory(nodes, pods)
 
 
-PREEMPTOR = gpu_pod("wants-3", 3)
+PREEMPTOR = named_gpu_pod("wants-3", 3)
 
 # Candidate node -> victim UIDs the scheduler proposes; the map as kube-scheduler might send it.
 CANDIDATES: dict[str, list[str]] = {
@@ -80,7 +80,7 @@ def meta_args(pod: Json, victims: dict[str, list[str]], pdb: int = 0) -> Json:
 
 
 def full_args(pod: Json, victims: dict[str, list[str]]) -> Json:
-    by_uid = {f"uid-{name}": gpu_pod(name, units, node=node, resource=resource) for name, node, units, resource in BOUND}
+    by_uid = {f"uid-{name}": named_gpu_pod(name, units, node=node, resource=resource) for name, node, units, resource in BOUND}
     full = {
         n: {"Pods": [by_uid.get(u) or {"metadata": {"uid": u}} for u in uids], "NumPDBViolations": 1}
         for n, uids in victims.items()
@@ -97,7 +97,7 @@ def meta_reply(victims: dict[str, list[str]], pdb: int = 0) -> Json:
 
 
 async def client_for(aiohttp_client: Any, state: ClusterState | None = None) -> TestClient[Any, Any]:
-    app = make_app(state or ClusterState.static(sample_policy(), cluster()), metrics=Metrics(), clock=ManualClock())
+    app = make_app(state or ClusterState.static(shared_example_policy(), cluster()), metrics=Metrics(), clock=ManualClock())
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
@@ -148,7 +148,7 @@ async def test_full_pod_form_answers_in_meta_form(aiohttp_client: Any) -> None:
 
 async def test_time_sliced_pod_is_not_helped_by_whole_gpu_victims(aiohttp_client: Any) -> None:
     client = await client_for(aiohttp_client)
-    mig_pod = gpu_pod("wants-slices", 5, resource="nvidia.com/mig-1g.10gb", profile=None)
+    mig_pod = named_gpu_pod("wants-slices", 5, resource="nvidia.com/mig-1g.10gb", profile=None)
     reply = await preempt(client, meta_args(mig_pod, {"mixed": ["uid-whole"]}))
     assert reply == meta_reply({})
     reply = await preempt(client, meta_args(mig_pod, {"mixed": ["uid-slices"]}))
@@ -179,7 +179,7 @@ async def test_not_json_answers_400(aiohttp_client: Any) -> None:
 
 
 async def test_not_ready_answers_an_empty_map_and_counts_an_error(aiohttp_client: Any) -> None:
-    state = ClusterState(catalog=sample_policy().catalog, namespace="accel-system")
+    state = ClusterState(catalog=shared_example_policy().catalog, namespace="accel-system")
     client = await client_for(aiohttp_client, state)
     assert await preempt(client, meta_args(PREEMPTOR, CANDIDATES)) == meta_reply({})
     metrics = await (await client.get("/metrics")).text()
@@ -197,7 +197,7 @@ async def test_requests_are_counted_by_verb(aiohttp_client: Any) -> None:
 
 def test_assumed_binds_count_unless_they_are_victims_or_the_preemptor() -> None:
     core = ExtenderCore()
-    policy = sample_policy().policy
+    policy = shared_example_policy().policy
     index = core.index(1, policy, cluster())
     req = core.request(parse_pod(PREEMPTOR), index, 0.0)
     # 6 GPUs freed by "big", but an in-flight bind holds 5 of them: the pod (3) no longer fits.

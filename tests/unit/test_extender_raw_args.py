@@ -11,9 +11,9 @@ from accel.cluster.pods import parse_pod
 from extender.raw_args import ArgsReader
 from extender.wire import parse_args_json
 from serving.body import BadRequest
-from tests.unit.extender_builders import gpu_pod
+from tests.builders import named_gpu_pod
 
-POD = gpu_pod("p", 1, profile="large-any")
+POD = named_gpu_pod("p", 1, profile="large-any")
 
 
 def _deep(levels: int) -> Any:
@@ -70,7 +70,7 @@ def test_reader_answers_like_parse_args_json(raw: bytes) -> None:
 def test_a_repeated_list_is_decoded_once_and_keyed_by_its_json() -> None:
     reader = ArgsReader()
     first = reader.read(_body(NodeNames=["n0", "n1"]))
-    again = reader.read(orjson.dumps({"Pod": gpu_pod("q", 2), "Nodes": None, "NodeNames": ["n0", "n1"]}))
+    again = reader.read(orjson.dumps({"Pod": named_gpu_pod("q", 2), "Nodes": None, "NodeNames": ["n0", "n1"]}))
     other = reader.read(_body(NodeNames=["n0", "n2"]))
     assert again.args.names is first.args.names and again.names_key is first.names_key
     assert first.names_key == orjson.dumps(["n0", "n1"])
@@ -86,5 +86,5 @@ def test_the_pod_of_a_filter_prioritize_pair_is_parsed_once() -> None:
     view = reader.pod(filter_read)
     assert view == parse_pod(POD)
     assert reader.pod(prioritize_read) is view
-    changed = reader.read(orjson.dumps({"Pod": gpu_pod("p", 2, profile="large-any"), "Nodes": None, "NodeNames": ["n1"]}))
+    changed = reader.read(orjson.dumps({"Pod": named_gpu_pod("p", 2, profile="large-any"), "Nodes": None, "NodeNames": ["n1"]}))
     assert reader.pod(changed) is not view and reader.pod(changed).accelerators != view.accelerators

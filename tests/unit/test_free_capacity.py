@@ -9,12 +9,19 @@ from hypothesis import strategies as st
 
 from accel.capacity.devices import build_node_devices
 from accel.capacity.free import free_units_by_type, node_free_units
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, mig_node, sample_policy, shared_node
+from tests.builders import (
+    inventory,
+    mig_node_object,
+    named_gpu_pod,
+    node_object,
+    shared_example_policy,
+    shared_node_object,
+)
 
 NODES = {
-    "whole": (gpu_node("n1", gpus=8), "nvidia.com/gpu"),
-    "shared": (shared_node("n1", gpus=2, replicas=4), "nvidia.com/gpu.shared"),
-    "mig": (mig_node("n1", slices=7), "nvidia.com/mig-1g.10gb"),
+    "whole": (node_object("n1", gpus=8), "nvidia.com/gpu"),
+    "shared": (shared_node_object("n1", gpus=2, replicas=4), "nvidia.com/gpu.shared"),
+    "mig": (mig_node_object("n1", slices=7), "nvidia.com/mig-1g.10gb"),
 }
 
 
@@ -27,7 +34,7 @@ def node_with_pods(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]
         # Some pods carry a device assignment (valid, out of range or garbage), most do not.
         note = draw(st.sampled_from([None, None, ",".join(str(d) for d in range(size)), "9,9,9,9"[: 2 * size - 1], "x"]))
         annotations = {"accel.dev/devices": note} if note else None
-        pods.append(gpu_pod(f"p{i}", size, node="n1", resource=resource, annotations=annotations, profile=None))
+        pods.append(named_gpu_pod(f"p{i}", size, node="n1", resource=resource, annotations=annotations, profile=None))
     return node, pods
 
 
@@ -42,22 +49,22 @@ def test_device_model_agrees_with_the_totals(case: tuple[dict[str, Any], list[di
 
 
 def test_free_units_count_requests_and_never_go_negative() -> None:
-    inv = inventory([gpu_node("n1", gpus=8)], [gpu_pod("a", 3, node="n1"), gpu_pod("b", 9, node="n1")])
+    inv = inventory([node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("b", 9, node="n1")])
     assert node_free_units(inv.nodes[0]) == {"nvidia.com/gpu": 0}
-    inv = inventory([gpu_node("n1", gpus=8)], [gpu_pod("a", 3, node="n1"), gpu_pod("pending", 2)])
+    inv = inventory([node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("pending", 2)])
     assert node_free_units(inv.nodes[0]) == {"nvidia.com/gpu": 5}  # a pending pod holds no device
 
 
 def test_free_units_by_type_skip_unschedulable_nodes_and_honour_device_models() -> None:
     nodes = [
-        gpu_node("a", gpus=8),
-        gpu_node("b", gpus=4),
-        gpu_node("down", gpus=8, ready=False),
-        gpu_node("cordoned", gpus=8, cordoned=True),
-        gpu_node("h", "nvidia-h100-80gb", gpus=8),
+        node_object("a", gpus=8),
+        node_object("b", gpus=4),
+        node_object("down", gpus=8, ready=False),
+        node_object("cordoned", gpus=8, cordoned=True),
+        node_object("h", "nvidia-h100-80gb", gpus=8),
     ]
-    inv = inventory(nodes, [gpu_pod("x", 2, node="a")])
-    catalog = sample_policy().catalog
+    inv = inventory(nodes, [named_gpu_pod("x", 2, node="a")])
+    catalog = shared_example_policy().catalog
     assert free_units_by_type(inv, catalog) == {"nvidia-a100-80gb": 10, "nvidia-h100-80gb": 8}
     # The extender's model of node b holds an assumed 3-GPU bind the watch does not show yet.
     node_b = inv.node("b")

@@ -16,7 +16,7 @@ from accel.policy.loading import parse_policy
 from accel.quota.kueue_export import export_objects
 from accel.quota.ledger import Ledger
 from kube.testing import make_hardware_profile
-from tests.unit.admission_fixtures import POLICY_DIR, example_policy, gpu_pod, make_context, make_inventory
+from tests.builders import POLICY_DIR, example_policy, gpu_pod, make_context, make_inventory
 from tests.unit.crd_schema import load_schema, validate
 
 SCHEMAS = {
@@ -43,8 +43,8 @@ def full_a100_quota_of_vision() -> list[dict[str, Any]]:
 
 
 def test_a_pod_with_the_queue_label_is_not_charged_nor_denied_when_accel_quota_is_full() -> None:
-    from tests.unit.admission_fixtures import DEFAULT_NODES, gpu_node
-    nodes = (*DEFAULT_NODES, gpu_node("a100-2", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"))
+    from tests.builders import DEFAULT_NODES, node_model
+    nodes = (*DEFAULT_NODES, node_model("a100-2", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"))
     ctx = make_context(full_a100_quota_of_vision(), nodes=nodes)
     _, plain = admit(gpu_pod(namespace="vision"), ctx)
     assert not plain.allowed and plain.reason == plain.finding.reason  # over accel quota: denied

@@ -32,7 +32,7 @@ from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import gpu_node, gpu_pod, inventory, sample_policy
+from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
 
 Json = dict[str, Any]
 
@@ -210,20 +210,20 @@ async def schedule(client: TestClient[Any, Any], pod: Json, names: list[str]) ->
 
 def job_pod(name: str, job: str = "train", size: int | None = 3, gpus: int = 4) -> Json:
     notes = {"accel.dev/job-size": str(size)} if size else {}
-    return gpu_pod(name, gpus, profile="a100-80gb", labels={"accel.dev/job": job}, annotations=notes)
+    return named_gpu_pod(name, gpus, profile="a100-80gb", labels={"accel.dev/job": job}, annotations=notes)
 
 
 def two_leaves() -> list[Json]:
     """Leaf l1 can hold two 4-GPU pods, leaf l2 three (b2 has 4 of 8 GPUs taken)."""
     return [
-        gpu_node("a1", leaf="l1", spine="s1"),
-        gpu_node("b1", leaf="l2", spine="s1"),
-        gpu_node("b2", leaf="l2", spine="s1"),
+        node_object("a1", leaf="l1", spine="s1"),
+        node_object("b1", leaf="l2", spine="s1"),
+        node_object("b2", leaf="l2", spine="s1"),
     ]
 
 
 def used(node: str, gpus: int, name: str = "busy") -> Json:
-    return gpu_pod(f"{name}-{node}", gpus, node=node, ns="other")
+    return named_gpu_pod(f"{name}-{node}", gpus, node=node, ns="other")
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["size-declared", "size-from-pending-pods"])
@@ -234,7 +234,7 @@ async def test_three_pod_job_lands_on_the_one_leaf_that_holds_it(aiohttp_client:
         cluster.apply(pod)
     bound = [used("b2", 4)]
     snapshot = inventory(two_leaves(), bound + ([] if declared else pods))
-    state = ClusterState.static(sample_policy(), snapshot)
+    state = ClusterState.static(shared_example_policy(), snapshot)
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster))
     names = ["a1", "b1", "b2"]
     first, scores = await schedule(client, pods[0], names)
@@ -246,28 +246,28 @@ async def test_three_pod_job_lands_on_the_one_leaf_that_holds_it(aiohttp_client:
 async def test_job_leaf_is_held_for_its_remaining_pods_until_the_ttl(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
     job = [job_pod(f"w{i}") for i in range(3)]
-    other = gpu_pod("solo", 1, profile="a100-80gb")
+    other = named_gpu_pod("solo", 1, profile="a100-80gb")
     for pod in [*job, other]:
         cluster.apply(pod)
     clock = ManualClock()
-    state = ClusterState.static(sample_policy(), inventory(two_leaves(), [used("b2", 4)]))
+    state = ClusterState.static(shared_example_policy(), inventory(two_leaves(), [used("b2", 4)]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=clock, events=cluster))
     first, _ = await schedule(client, job[0], ["a1", "b1", "b2"])
     assert first == "b2"  # exact fit inside the leaf that holds the job
     # b1 must keep room for the job's two other 4-GPU pods; a lone 1-GPU pod is steered to a1.
     scores = {s["Host"]: s["Score"] for s in await post(client, "/prioritize", args(other, ["a1", "b1"]))}
     assert scores["a1"] > scores["b1"]
-    clock.advance(sample_policy().policy.settings.scoring.job_hold_ttl_seconds + 1)
+    clock.advance(shared_example_policy().policy.settings.scoring.job_hold_ttl_seconds + 1)
     scores = {s["Host"]: s["Score"] for s in await post(client, "/prioritize", args(other, ["a1", "b1"]))}
     assert scores["a1"] == scores["b1"]  # the hold expired: both nodes are alike again
 
 
 async def test_generic_pod_takes_the_cheap_gpu_and_leaves_the_premium_one(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("any", 1, profile="gpu-any")
+    pod = named_gpu_pod("any", 1, profile="gpu-any")
     cluster.apply(pod)
-    nodes = [gpu_node("h200", "nvidia-h200-141gb"), gpu_node("l4", "nvidia-l4-24gb"), gpu_node("a100")]
-    state = ClusterState.static(sample_policy(), inventory(nodes))
+    nodes = [node_object("h200", "nvidia-h200-141gb"), node_object("l4", "nvidia-l4-24gb"), node_object("a100")]
+    state = ClusterState.static(shared_example_policy(), inventory(nodes))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster))
     chosen, scores = await schedule(client, pod, ["h200", "l4", "a100"])
     assert chosen == "l4"
@@ -285,9 +285,9 @@ async def test_generic_pod_takes_the_cheap_gpu_and_leaves_the_premium_one(aiohtt
 
 async def test_exact_fit_four_gpu_pod_scores_above_an_empty_node(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("four", 4)
+    pod = named_gpu_pod("four", 4)
     cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory([gpu_node("empty"), gpu_node("half")], [used("half", 4)]))
+    state = ClusterState.static(shared_example_policy(), inventory([node_object("empty"), node_object("half")], [used("half", 4)]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     chosen, scores = await schedule(client, pod, ["empty", "half"])
     assert chosen == "half" and scores == {"half": 10, "empty": 0}
@@ -295,10 +295,10 @@ async def test_exact_fit_four_gpu_pod_scores_above_an_empty_node(aiohttp_client:
 
 async def test_pod_that_only_allows_the_premium_type_still_gets_it(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("premium", 1, profile="premium-h200")
+    pod = named_gpu_pod("premium", 1, profile="premium-h200")
     cluster.apply(pod)
-    nodes = [gpu_node("h200", "nvidia-h200-141gb"), gpu_node("l4", "nvidia-l4-24gb")]
-    state = ClusterState.static(sample_policy(), inventory(nodes))
+    nodes = [node_object("h200", "nvidia-h200-141gb"), node_object("l4", "nvidia-l4-24gb")]
+    state = ClusterState.static(shared_example_policy(), inventory(nodes))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     chosen, _ = await schedule(client, pod, ["h200", "l4"])
     assert chosen == "h200"
@@ -306,9 +306,9 @@ async def test_pod_that_only_allows_the_premium_type_still_gets_it(aiohttp_clien
 
 async def test_a_lone_candidate_is_explained_without_a_runner_up(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
-    pod = gpu_pod("lone", 1)
+    pod = named_gpu_pod("lone", 1)
     cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory([gpu_node("n")]))
+    state = ClusterState.static(shared_example_policy(), inventory([node_object("n")]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(pod, ["n"]))  # kube-scheduler skips prioritize for one node
     assert await post(client, "/bind", {"PodName": "lone", "PodNamespace": "team-a", "PodUID": "uid-lone", "Node": "n"}) == {"Error": ""}
@@ -317,7 +317,7 @@ async def test_a_lone_candidate_is_explained_without_a_runner_up(aiohttp_client:
 
 
 def test_premium_index_weighs_price_and_throughput() -> None:
-    catalog = sample_policy().catalog
+    catalog = shared_example_policy().catalog
     prices = {t.name: p for t in catalog if (p := t.price_per_gpu_hour) is not None}
     tflops = {t.name: f for t in catalog if (f := t.dense_tflops) is not None}
     raw = scarcity_raw(["nvidia-h200-141gb", "nvidia-a100-80gb", "nvidia-l4-24gb"], prices, {}, tflops)
@@ -348,13 +348,13 @@ async def test_accel_explain_prints_the_annotation_of_a_real_bind(
     from cli.main import main
 
     cluster = FakeCluster()
-    pod = gpu_pod("any", 1, profile="gpu-any")
+    pod = named_gpu_pod("any", 1, profile="gpu-any")
     cluster.apply(pod)
-    nodes = [gpu_node("h200", "nvidia-h200-141gb"), gpu_node("l4", "nvidia-l4-24gb")]
-    state = ClusterState.static(sample_policy(), inventory(nodes))
+    nodes = [node_object("h200", "nvidia-h200-141gb"), node_object("l4", "nvidia-l4-24gb")]
+    state = ClusterState.static(shared_example_policy(), inventory(nodes))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await schedule(client, pod, ["h200", "l4"])
-    snap = _snapshot(tmp_path, cluster.get("pods", "any", "team-a"), gpu_pod("plain", 1, node="l4"))
+    snap = _snapshot(tmp_path, cluster.get("pods", "any", "team-a"), named_gpu_pod("plain", 1, node="l4"))
     assert main(["explain", "team-a/any", "--snapshot", snap]) == 0
     out = capsys.readouterr().out
     assert "team-a/any on l4 (nvidia-l4-24gb): score 10 of 10" in out
@@ -366,9 +366,9 @@ async def test_accel_explain_prints_the_annotation_of_a_real_bind(
 @pytest.mark.parametrize(
     ("pod", "message"),
     [
-        (gpu_pod("plain", 1, node="l4"), "has no accel.dev/placement annotation: it is on l4, bound by something other"),
-        (gpu_pod("plain", 1), "it is not bound yet"),
-        (gpu_pod("plain", 1, annotations={PLACEMENT_ANNOTATION: "{oops"}), "is not a placement explanation"),
+        (named_gpu_pod("plain", 1, node="l4"), "has no accel.dev/placement annotation: it is on l4, bound by something other"),
+        (named_gpu_pod("plain", 1), "it is not bound yet"),
+        (named_gpu_pod("plain", 1, annotations={PLACEMENT_ANNOTATION: "{oops"}), "is not a placement explanation"),
     ],
 )
 def test_accel_explain_says_why_there_is_nothing_to_explain(
@@ -408,7 +408,7 @@ def test_leaf_room_counts_whole_pods_per_leaf() -> None:
 def test_cheaper_type_free(chosen: str, free: list[str], order: tuple[str, ...], expected: tuple[bool, bool]) -> None:
     from cli.demo_summary import cheaper_type_free
 
-    assert cheaper_type_free(chosen, free, order, sample_policy().catalog) == expected
+    assert cheaper_type_free(chosen, free, order, shared_example_policy().catalog) == expected
 
 
 def test_premium_use_and_job_leaf_target() -> None:

@@ -121,7 +121,7 @@ def test_cli_prints_the_one_syntax_error_and_exits_1(tmp_path: Path, capsys: pyt
 def test_a_renamed_team_loses_its_old_quota_series() -> None:
     from serving.cluster_state import ClusterState
     from serving.metrics import Metrics
-    from tests.unit.admission_fixtures import example_policy, make_inventory
+    from tests.builders import example_policy, make_inventory
     from webhook.app import ADMITTER, make_app
 
     teams = [{"name": "nlp", "quota": {"nvidia-a100-80gb": 4, "*": 8}}]

@@ -234,9 +234,9 @@ def test_normalise_array_equals_normalise(raw: list[float]) -> None:
 def test_cluster_context_counts_devices_per_class_for_the_scarcity_term() -> None:
     from accel.capacity.devices import build_node_devices
     from accel.placement.score_rules import cluster_context
-    from tests.unit.extender_builders import gpu_node, inventory
+    from tests.builders import inventory, node_object
 
-    inv = inventory([gpu_node("a1"), gpu_node("a2"), gpu_node("h1", "nvidia-h100-80gb", gpus=4)])
+    inv = inventory([node_object("a1"), node_object("a2"), node_object("h1", "nvidia-h100-80gb", gpus=4)])
     reps = [(1, build_node_devices(n, ())) for n in inv.nodes]
     shares = dict(cluster_context(reps).gpu_share)
     assert shares == {"nvidia-a100-80gb|nvidia.com/gpu": 0.8, "nvidia-h100-80gb|nvidia.com/gpu": 0.2}

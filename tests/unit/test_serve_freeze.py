@@ -14,7 +14,7 @@ from extender.app import EXTENDER, make_app, warm_up
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.extender_builders import gpu_node, inventory, sample_policy
+from tests.builders import inventory, node_object, shared_example_policy
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def unfreeze() -> Iterator[None]:
 
 
 def _state() -> ClusterState:
-    return ClusterState.static(sample_policy(), inventory([gpu_node("n0"), gpu_node("n1")]))
+    return ClusterState.static(shared_example_policy(), inventory([node_object("n0"), node_object("n1")]))
 
 
 def test_warm_up_builds_the_extender_index_only_when_it_can() -> None:

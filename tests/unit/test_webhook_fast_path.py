@@ -15,7 +15,7 @@ import pytest
 from serving.body import BadRequest
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.admission_fixtures import example_policy, gpu_pod, make_inventory, review
+from tests.builders import example_policy, gpu_pod, make_inventory, review
 from tests.unit.webhook_harness import GOLDEN_DIR, load_case
 from webhook.admitter import Admitter
 from webhook.review import build_response, parse_review

@@ -28,7 +28,7 @@ from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.unit.admission_fixtures import POLICY_DIR, make_inventory
+from tests.builders import POLICY_DIR, make_inventory
 from webhook.app import make_app
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden" / "webhook"

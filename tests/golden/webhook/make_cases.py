@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tests.unit.admission_fixtures import gpu_pod, review
+from tests.builders import gpu_pod, review
 from tests.unit.webhook_harness import GOLDEN_DIR, run_case
 
 Pod = dict[str, Any]

@@ -1,27 +1,35 @@
-"""Builders for admission tests: the example policy, GPU nodes, an inventory, AdmissionReviews.
+"""The one set of test builders: the example policy, nodes, pods, inventories, AdmissionReviews.
 
-Nodes are built as `NodeInventory` models directly (labels as GFD publishes them plus the
-normalised `NodeAccelerators`), so these tests exercise admission on exact, known node facts.
+Two families, by what the code under test reads:
+- API objects (`node_object`, `shared_node_object`, `mig_node_object`, `named_gpu_pod`,
+  `inventory`): Node and Pod dicts as the API server returns them, run through the real label
+  normalisation and `build_inventory` (the extender's and the servers' view).
+- Inventory models (`node_model`, `DEFAULT_NODES`, `make_inventory`, `make_context`, `gpu_pod`,
+  `review`): `NodeInventory` models built directly (labels as GFD publishes them plus the
+  normalised `NodeAccelerators`), so admission tests run on exact, known node facts; `gpu_pod` is a
+  pod as a ReplicaSet creates it (generateName, defaulted fields).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from accel.admission.context import AdmissionContext, build_context
-from accel.capacity.inventory import Inventory, NodeInventory
+from accel.capacity.inventory import Inventory, NodeInventory, build_inventory
 from accel.cluster.catalog import load_builtin_catalog
 from accel.cluster.labels import MigLayout, NodeAccelerators, Sharing
 from accel.cluster.pods import parse_pod
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy
+from kube.testing import make_node, make_pod
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 POLICY_DIR = ROOT / "examples" / "policy"
 
 TEAM_NAMESPACES: dict[str, dict[str, str]] = {
@@ -38,7 +46,8 @@ TEAM_NAMESPACES: dict[str, dict[str, str]] = {
 
 def example_policy(*, teams: list[dict[str, Any]] | None = None, **settings: Any) -> ParsedPolicy:
     """The example policy with `settings.yaml` keys overridden (camelCase keys, as in the file)
-    and, when given, `teams.yaml` replaced by `teams`."""
+    and, when given, `teams.yaml` replaced by `teams`. A new object on every call (memos keyed
+    by the policy object start afresh); `shared_example_policy` is the one parse tests share."""
     files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
     document = yaml.safe_load(files["settings.yaml"])
     document.update(settings)
@@ -48,7 +57,13 @@ def example_policy(*, teams: list[dict[str, Any]] | None = None, **settings: Any
     return parse_policy(files, load_builtin_catalog())
 
 
-def gpu_node(
+@lru_cache(maxsize=1)
+def shared_example_policy() -> ParsedPolicy:
+    """The example policy, parsed once for all tests that only read it."""
+    return example_policy()
+
+
+def node_model(
     name: str,
     accel_type: str,
     product: str,
@@ -76,14 +91,14 @@ def gpu_node(
 
 
 DEFAULT_NODES: tuple[NodeInventory, ...] = (
-    gpu_node("h200-1", "nvidia-h200-141gb", "NVIDIA-H200"),
-    gpu_node("h100-1", "nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3"),
-    gpu_node("a100-1", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"),
-    gpu_node("a100-mig", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", mig={"1g.10gb": 56}),
-    gpu_node("l4-1", "nvidia-l4-24gb", "NVIDIA-L4", resource="nvidia.com/gpu.shared", count=4, replicas=4,
+    node_model("h200-1", "nvidia-h200-141gb", "NVIDIA-H200"),
+    node_model("h100-1", "nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3"),
+    node_model("a100-1", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"),
+    node_model("a100-mig", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB", mig={"1g.10gb": 56}),
+    node_model("l4-1", "nvidia-l4-24gb", "NVIDIA-L4", resource="nvidia.com/gpu.shared", count=4, replicas=4,
              sharing=Sharing.TIME_SLICED),
-    gpu_node("v100-1", "nvidia-v100-32gb", "Tesla-V100-SXM2-32GB", count=4),
-    gpu_node("mi300-1", "amd-mi300x-192gb", "AMD_Instinct_MI300X_OAM", key="amd.com/gpu.product-name",
+    node_model("v100-1", "nvidia-v100-32gb", "Tesla-V100-SXM2-32GB", count=4),
+    node_model("mi300-1", "amd-mi300x-192gb", "AMD_Instinct_MI300X_OAM", key="amd.com/gpu.product-name",
              resource="amd.com/gpu"),
 )
 
@@ -172,3 +187,93 @@ def review(pod: Mapping[str, Any], *, uid: str = "uid-1", namespace: str | None 
             "dryRun": dry_run,
         },
     }
+
+
+# ---- API objects (the extender's and the servers' view) ---------------------------------------
+
+PRODUCT = {
+    "nvidia-a100-80gb": "NVIDIA-A100-SXM4-80GB",
+    "nvidia-h100-80gb": "NVIDIA-H100-80GB-HBM3",
+    "nvidia-h200-141gb": "NVIDIA-H200",
+    "nvidia-l4-24gb": "NVIDIA-L4",
+}
+
+
+def node_object(
+    name: str,
+    gpu_type: str = "nvidia-a100-80gb",
+    gpus: int = 8,
+    *,
+    zone: str = "z1",
+    spine: str | None = None,
+    leaf: str | None = None,
+    rdma: bool = False,
+    cpu: str = "64",
+    ready: bool = True,
+    cordoned: bool = False,
+) -> dict[str, Any]:
+    labels = {
+        "nvidia.com/gpu.product": PRODUCT[gpu_type],
+        "nvidia.com/gpu.count": str(gpus),
+        "topology.kubernetes.io/zone": zone,
+    }
+    if spine:
+        labels["network.topology.nvidia.com/spine"] = spine
+    if leaf:
+        labels["network.topology.nvidia.com/leaf"] = leaf
+    if rdma:
+        labels["feature.node.kubernetes.io/custom-rdma.available"] = "true"
+    node = make_node(name, labels=labels, allocatable={"nvidia.com/gpu": str(gpus), "cpu": cpu})
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    node["spec"] = {"unschedulable": True} if cordoned else {}
+    return node
+
+
+def shared_node_object(name: str, gpus: int = 2, replicas: int = 4) -> dict[str, Any]:
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-L4",
+        "nvidia.com/gpu.count": str(gpus),
+        "nvidia.com/gpu.replicas": str(replicas),
+        "nvidia.com/gpu.sharing-strategy": "time-slicing",
+    }
+    return make_node(
+        name, labels=labels, allocatable={"nvidia.com/gpu.shared": str(gpus * replicas), "cpu": "16"}
+    )
+
+
+def mig_node_object(name: str, slices: int = 14) -> dict[str, Any]:
+    labels = {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+        "nvidia.com/gpu.count": "2",
+        "nvidia.com/mig.strategy": "mixed",
+        "nvidia.com/mig-1g.10gb.count": str(slices),
+    }
+    return make_node(name, labels=labels, allocatable={"nvidia.com/mig-1g.10gb": str(slices), "cpu": "16"})
+
+
+def named_gpu_pod(
+    name: str,
+    gpus: int = 1,
+    *,
+    profile: str | None = "a100-80gb",
+    node: str | None = None,
+    resource: str = "nvidia.com/gpu",
+    ns: str = "team-a",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    cpu: str | None = None,
+) -> dict[str, Any]:
+    notes = dict(annotations or {})
+    if profile:
+        notes["accel.dev/profile"] = profile
+    requests = {resource: str(gpus)}
+    if cpu:
+        requests["cpu"] = cpu
+    return make_pod(
+        name, ns, node=node, requests=requests, labels=labels, annotations=notes, uid=f"uid-{name}"
+    )
+
+
+def inventory(nodes: list[dict[str, Any]], pods: list[dict[str, Any]] = ()) -> Inventory:  # type: ignore[assignment]
+    parsed = shared_example_policy()
+    return build_inventory(nodes, list(pods), [], catalog=parsed.catalog, policy=parsed.policy)
