@@ -40,26 +40,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--policy", metavar="DIR", help="policy directory (default: examples/policy)")
     parser.add_argument("--snapshot", metavar="FILE", help="cluster snapshot (default: examples/cluster.yaml)")
     parser.add_argument("--out", metavar="DIR", default="accel-demo", help="report directory (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr (a bar on a terminal, a line per tenth of the run otherwise)")
     parser.set_defaults(func=_run)
 
 
 class ProgressBar:
-    """A plain `\\r` bar on a stream: pods done / total, admitted, denied, rate."""
+    """Pods done / total, admitted, denied, rate on a stream.
 
-    def __init__(self, stream: TextIO, *, width: int = BAR_WIDTH) -> None:
+    On a terminal: one `\\r`-redrawn bar. Otherwise (CI logs, `2> file`) a redrawn bar would be
+    one line of hundreds of updates, so a plain line is written at every tenth of the run instead.
+    """
+
+    def __init__(self, stream: TextIO, *, width: int = BAR_WIDTH, interactive: bool | None = None) -> None:
         self.stream, self.width = stream, width
+        self.interactive = stream.isatty() if interactive is None else interactive
+        self._next_tenth = 1
 
     def __call__(self, p: Progress) -> None:
-        filled = self.width * p.done // max(p.total, 1)
         rate = p.done / max(time.monotonic() - p.started, 1e-9)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done}/{p.total} pods"
-                          f"  admitted {p.admitted}  denied {p.denied}  {rate:.0f} pods/s ")
+        counts = f"{p.done}/{p.total} pods  admitted {p.admitted}  denied {p.denied}  {rate:.0f} pods/s"
+        if not self.interactive:
+            if p.done * 10 >= self._next_tenth * max(p.total, 1):
+                self._next_tenth = p.done * 10 // max(p.total, 1) + 1
+                self.stream.write(f"progress: {counts}\n")
+                self.stream.flush()
+            return
+        filled = self.width * p.done // max(p.total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {counts} ")
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        if self.interactive:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def options_from(args: argparse.Namespace) -> DemoOptions:

@@ -34,6 +34,15 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]
     return lines
 
 
+UNPRICED = "unpriced"
+
+
+def cost_cell(amount: Decimal, gpu_hours: float) -> str:
+    """The cost of a chargeback row; hours that cost nothing ran on a type without a price, and
+    "$0.00" would read as free."""
+    return UNPRICED if amount == 0 and gpu_hours > 0 else _usd(amount)
+
+
 def _usd(amount: Decimal) -> str:
     return f"${amount.quantize(Decimal('0.01')):,}"
 
@@ -98,10 +107,12 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
     rows = []
     for team, types in bill.by_team_type.items():
         for kind, amount in sorted(types.items()):
-            rows.append((team, kind, f"{bill.gpu_hours[team][kind]:.1f}", _usd(amount)))
+            rows.append((team, kind, f"{bill.gpu_hours[team][kind]:.1f}", cost_cell(amount, bill.gpu_hours[team][kind])))
         rows.append((f"**{team}**", "all", f"{sum(bill.gpu_hours[team].values()):.1f}", f"**{_usd(bill.team_total(team))}**"))
     rows.append(("**total**", "", f"{sum(sum(v.values()) for v in bill.gpu_hours.values()):.1f}", f"**{_usd(bill.total)}**"))
-    out["Chargeback (GPU-hours x accel.dev/cost-per-hour)"] = _table(["team", "type", "GPU-hours", "cost"], rows)
+    out["Chargeback (GPU-hours x accel.dev/cost-per-hour)"] = _table(["team", "type", "GPU-hours", "cost"], rows) + (
+        ["- unpriced: GPU-hours on a type with no price (e.g. `unknown`, nodes without GPU labels): counted, not charged"]
+        if any(cost_cell(a, bill.gpu_hours[t][k]) == UNPRICED for t, types in bill.by_team_type.items() for k, a in types.items()) else [])
     out["What each team sees in GET /api/hardware-profiles"] = [f"- {team}: {', '.join(names) or '(nothing)'}" for team, names in result.api_views.items()]
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,12 @@ async def test_corpus_sample_over_real_https(name: str, tmp_path: Path) -> None:
                     base + route, data=raw, headers=headers, ssl=ctx
                 ) as resp:
                     check_answer(name, route, resp.status, await resp.read(), sent=raw, expect=expectation(path))
+
+
+def test_docs_state_the_corpus_size_as_it_is() -> None:
+    """README and docs/reliability.md quote the number of checked-in requests; it must be today's."""
+    count = sum(1 for app in apps.APP_NAMES for p in (CORPUS / app).iterdir() if p.suffix in (".json", ".bin"))
+    root = CORPUS.parents[1]
+    for doc in (root / "README.md", root / "docs" / "reliability.md"):
+        quoted = re.findall(r"(\d+) checked-in nasty requests", doc.read_text(encoding="utf-8"))
+        assert quoted == [str(count)], f"{doc.name} says {quoted} checked-in nasty requests; tests/corpus holds {count}"

@@ -39,9 +39,21 @@ def test_invalid_policy_is_reported_with_its_errors_before_any_server_starts(tmp
 
 def test_progress_bar_shows_done_total_admitted_denied_rate() -> None:
     stream = io.StringIO()
-    bar = ProgressBar(stream, width=10)
+    bar = ProgressBar(stream, width=10, interactive=True)
     bar(Progress(total=4, done=2, admitted=1, denied=1, started=0.0))
     bar.close()
     line = stream.getvalue()
     assert line.startswith("\r[#####.....] 2/4 pods  admitted 1  denied 1  ")
     assert line.rstrip().endswith("pods/s") and line.endswith("\n")
+
+
+def test_progress_without_a_terminal_is_a_plain_line_per_tenth() -> None:
+    """Not 500 `\\r` redraws in one 54 KB line when stderr is a file or a CI log."""
+    stream = io.StringIO()  # not a TTY
+    bar = ProgressBar(stream)
+    for done in range(1, 501):
+        bar(Progress(total=500, done=done, admitted=done, denied=0, started=0.0))
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 10
+    assert lines[0].startswith("progress: 50/500 pods  admitted 50") and lines[-1].startswith("progress: 500/500 pods")
