@@ -4,6 +4,5 @@
 `resources` renaming, `generic` narrowing and `jobs` keeping one type per job, all as `patches`);
 `validate` checks the mutated pod (labels, permissions, size, quota). `context` is the
 per-generation cluster view they share; `messages` holds the texts users read.
-May import: `accel.cluster`, `accel.policy`, `accel.capacity`, `accel.quota`, and
-`accel.placement.topology_rules` for job keys (to move down to `accel.cluster` in phase 2).
+May import: `accel.cluster`, `accel.policy`, `accel.capacity`, `accel.quota`.
 """

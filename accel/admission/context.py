@@ -18,10 +18,10 @@ from accel.admission.jobs import job_types
 from accel.capacity.free import free_units_by_type
 from accel.capacity.inventory import Inventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
+from accel.cluster.job_intent import JobKey
 from accel.cluster.labels import is_accelerator_resource
 from accel.cluster.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION, PodView
 from accel.cluster.pods import accelerator_requests as pod_accelerator_requests
-from accel.placement.topology_rules import JobKey
 from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
 from accel.quota.charges import ChargeMemo

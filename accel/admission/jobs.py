@@ -3,7 +3,7 @@
 Each pod's quota type is otherwise chosen on its own, so a job on a multi-type profile (or a
 narrowed generic one) could run half on H100 and half on A100: the slowest type paces the whole
 job and NCCL rings cross hardware generations. Rules:
-1. A pod's job is (namespace, first present label of `accel.placement.topology_rules.JOB_LABELS`), the same
+1. A pod's job is (namespace, first present label of `accel.cluster.job_intent.JOB_LABELS`), the same
    key the extender uses for co-location; no label = no job.
 2. The job's type is the most common type among its pods the watch shows (their
    `accelerator.opendatahub.io/type` or `accel.dev/quota-type` annotation, else their node's
@@ -19,8 +19,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 
 from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION, Inventory
+from accel.cluster.job_intent import JobKey, job_key
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
-from accel.placement.topology_rules import JobKey, job_key
 from accel.quota.ledger import Ledger
 
 

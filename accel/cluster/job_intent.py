@@ -5,7 +5,8 @@ labels and annotations and carries it across calls (accel.placement.state keeps 
 a job). This module only reads metadata; it decides nothing.
 
 Rules:
-1. The job itself is accel.placement.topology_rules.job_key (first job label present).
+1. The job itself is `job_key`: (namespace, value of the first JOB_LABELS label the pod carries);
+   no label, no job. Admission (one type per job) and placement (one leaf per job) both use it.
 2. Size: the largest of the declared sizes (`accel.dev/job-size`, Kueue's pod-group total count,
    JobSet's replicated-job replicas), read from labels or annotations; a value that is not a whole
    number in 1..MAX_JOB_SIZE is ignored (the pod author is not trusted to size the cluster). The
@@ -24,6 +25,15 @@ from typing import Literal
 
 from accel.cluster.labels import DEFAULT_TOPOLOGY_KEYS
 
+JOB_LABELS: tuple[str, ...] = (
+    "accel.dev/job",
+    "training.kubeflow.org/job-name",
+    "jobset.sigs.k8s.io/jobset-name",
+    "kueue.x-k8s.io/pod-group-name",
+    "volcano.sh/job-name",
+    "scheduling.x-k8s.io/pod-group",
+    "pod-group.scheduling.sigs.k8s.io",
+)
 JOB_SIZE_KEYS: tuple[str, ...] = (
     "accel.dev/job-size",
     "kueue.x-k8s.io/pod-group-total-count",
@@ -33,6 +43,18 @@ REQUIRED_TOPOLOGY = "kueue.x-k8s.io/podset-required-topology"
 PREFERRED_TOPOLOGY = "kueue.x-k8s.io/podset-preferred-topology"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 MAX_JOB_SIZE = 4096
+
+JobKey = tuple[str, str]
+
+
+def job_key(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
+    """Rule 1: (namespace, job id) or None."""
+    for label in JOB_LABELS:
+        value = labels.get(label)
+        if value:
+            return (namespace, value)
+    return None
+
 
 Level = Literal["node", "leaf", "spine", "zone"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from accel.capacity.devices import NodeDevices, Pool
 from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION, NodeInventory
 from accel.cluster.gpu_equivalents import MIG_RESOURCE
+from accel.cluster.job_intent import JobKey, job_key
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
-from accel.placement.topology_rules import JobKey, job_key
 from accel.policy.models import Policy, Sharing
 
 

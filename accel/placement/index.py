@@ -33,9 +33,10 @@ import orjson
 
 from accel.capacity.devices import NodeDevices, build_node_devices
 from accel.capacity.inventory import Inventory, NodeInventory
+from accel.cluster.job_intent import JobKey, job_key
 from accel.cluster.pods import PodView
 from accel.placement.columns import BoolColumn, IntColumn
-from accel.placement.topology_rules import JobKey, Paths, job_key, paths
+from accel.placement.topology_rules import Paths, paths
 from accel.policy.models import Policy
 
 CLASS_LIMIT = 50_000

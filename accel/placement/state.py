@@ -32,7 +32,7 @@ import numpy as np
 from accel.capacity.devices import AssumedBinds, DeviceError, NodeDevices
 from accel.capacity.inventory import Inventory
 from accel.cluster.catalog import Catalog
-from accel.cluster.job_intent import job_intent
+from accel.cluster.job_intent import JobKey, job_intent
 from accel.cluster.pods import PodView
 from accel.placement.columns import BoolColumn, IntColumn
 from accel.placement.filter_columns import FilterColumns
@@ -42,7 +42,6 @@ from accel.placement.score import Combined
 from accel.placement.score_rules import ShapedRequest, cluster_context, pod_shape
 from accel.placement.shapes import ClusterContext
 from accel.placement.topology import JobTopology
-from accel.placement.topology_rules import JobKey
 from accel.placement.workload_mix import TypicalMix, WorkloadHistogram
 from accel.policy.models import Policy
 

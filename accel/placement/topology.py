@@ -17,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from accel.capacity.devices import AssumedBinds
+from accel.cluster.job_intent import JobKey
 from accel.placement.columns import FloatColumn
 from accel.placement.filter_rules import PodRequest
 from accel.placement.index import Classes, ClusterIndex
 from accel.placement.score_rules import normalise_array
-from accel.placement.topology_rules import JobKey, raw_by_level_counts
+from accel.placement.topology_rules import raw_by_level_counts
 
 MEMO_LIMIT = 200_000
 RawParts = tuple[FloatColumn, list[str], FloatColumn, int]  # per topology class; peer hosts, their values; peers

@@ -1,8 +1,8 @@
 """Topology co-location score: pods of one job prefer the leaf, then spine, then zone of their peers.
 
 Rules:
-1. A pod's job is (namespace, value of the first JOB_LABELS label it carries); no label = no job,
-   and the topology score is 0 everywhere (nothing to co-locate with).
+1. A pod's job is accel.cluster.job_intent.job_key; no job label = no job, and the topology score
+   is 0 everywhere (nothing to co-locate with).
 2. Closeness of a candidate node to one placed peer is compared on FULL paths (region/zone/core/
    spine/leaf; a value is only unique within its parent, accelerators.md 4.6): same node or same
    leaf path 10, same spine path 6, same zone path 3, else 0. A level whose value is unknown on
@@ -21,30 +21,9 @@ import numpy.typing as npt
 
 from accel.cluster.labels import Topology
 
-JOB_LABELS: tuple[str, ...] = (
-    "accel.dev/job",
-    "training.kubeflow.org/job-name",
-    "jobset.sigs.k8s.io/jobset-name",
-    "kueue.x-k8s.io/pod-group-name",
-    "volcano.sh/job-name",
-    "scheduling.x-k8s.io/pod-group",
-    "pod-group.scheduling.sigs.k8s.io",
-)
 SAME_LEAF, SAME_SPINE, SAME_ZONE = 10.0, 6.0, 3.0
 CLOSENESS_SHARE = 0.8
 RDMA_BONUS = 2.0
-
-JobKey = tuple[str, str]
-
-
-def job_key(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
-    """Rule 1: (namespace, job id) or None."""
-    for label in JOB_LABELS:
-        value = labels.get(label)
-        if value:
-            return (namespace, value)
-    return None
-
 
 Paths = tuple[tuple[str | None, ...], ...]  # (leaf path, spine path, zone path)
 

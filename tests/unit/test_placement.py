@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.cluster.job_intent import JobIntent, declared_size, job_intent, level_of_label
+from accel.cluster.job_intent import JobIntent, declared_size, job_intent, job_key, level_of_label
 from accel.placement.score import (
     COMPONENTS,
     HELD_SHARE,
@@ -26,7 +26,6 @@ from accel.placement.score import (
     room_levels,
     scarcity_raw,
 )
-from accel.placement.topology_rules import job_key
 from extender.app import make_app
 from kube.fake import FakeCluster
 from kube.testing import ManualClock

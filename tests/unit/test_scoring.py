@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from accel.capacity.devices import NodeDevices, Pool
+from accel.cluster.job_intent import job_key
 from accel.cluster.labels import Topology
 from accel.placement.fragmentation import fgd_score, node_fragmentation
 from accel.placement.score import combine
@@ -27,7 +28,6 @@ from accel.placement.shapes import NodeShape, PodShape
 from accel.placement.topology_rules import (
     closeness,
     group_peers,
-    job_key,
     paths,
     raw_by_level_counts,
     raw_from_groups,
