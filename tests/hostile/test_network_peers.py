@@ -125,3 +125,29 @@ async def test_webhook_opt_in_client_certificate_refuses_strangers_and_reserves_
             assert cluster.get("configmaps", "accel-quota-ledger", "accel-system") is None
             async with session.post(f"{base}/validate", json=body, ssl=pki.context("apiserver")) as resp:
                 assert resp.status == 200 and (await resp.json())["response"]["uid"] == "uid-forged"
+
+
+async def test_a_client_ca_added_to_the_bundle_is_trusted_after_the_reload_poll(tmp_path: Path) -> None:
+    """CA rollover: the scheduler's certificate from the next CA works once the rotated ca.crt is polled."""
+    from certs.issue import create_ca, create_client_cert
+    from certs.state import write_atomic
+    from tests.integration.tls_fixtures import NOW
+
+    pki = make_pki(tmp_path)
+    next_ca = create_ca(now=NOW)
+    pki.clients["next-scheduler"] = create_client_cert(next_ca, common_name=SCHEDULER, now=NOW)
+    cluster = FakeCluster()
+    cluster.apply(gpu_pod("victim", 1))
+    app = make_app(ClusterState.static(sample_policy(), inventory([gpu_node("big", gpus=2)])), metrics=Metrics(),
+                   binder=cluster, clock=ManualClock(), client_names=(SCHEDULER,))  # fmt: skip
+    tls = ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt", poll_interval=3600)
+    async with serving(app, tls=tls) as port:
+        base = f"https://127.0.0.1:{port}"
+        with pytest.raises(aiohttp.ClientError):
+            await post(base, "bind", pki.context("next-scheduler"))
+        write_atomic(tmp_path / "ca.crt", pki.ca.cert_pem + next_ca.cert_pem)
+        tls.check_and_reload()  # what the poll task does every poll_interval
+        status, _ = await post(base, "filter", pki.context("next-scheduler"))  # as kube-scheduler: filter, then bind
+        assert status == 200
+        assert await post(base, "bind", pki.context("next-scheduler")) == (200, {"Error": ""})
+    assert node_of(cluster) == "big"
