@@ -137,8 +137,8 @@ async def test_a_client_ca_added_to_the_bundle_is_trusted_after_the_reload_poll(
     next_ca = create_ca(now=NOW)
     pki.clients["next-scheduler"] = create_client_cert(next_ca, common_name=SCHEDULER, now=NOW)
     cluster = FakeCluster()
-    cluster.apply(gpu_pod("victim", 1))
-    app = make_app(ClusterState.static(sample_policy(), inventory([gpu_node("big", gpus=2)])), metrics=Metrics(),
+    cluster.apply(named_gpu_pod("victim", 1))
+    app = make_app(ClusterState.static(shared_example_policy(), inventory([node_object("big", gpus=2)])), metrics=Metrics(),
                    binder=cluster, clock=ManualClock(), client_names=(SCHEDULER,))  # fmt: skip
     tls = ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt", poll_interval=3600)
     async with serving(app, tls=tls) as port:
