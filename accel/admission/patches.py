@@ -51,11 +51,6 @@ def escape(token: Token) -> str:
     return str(token).replace("~", "~0").replace("/", "~1")
 
 
-def unescape(token: str) -> str:
-    """The inverse of `escape` (`~1` first, then `~0`, per RFC 6901 section 4)."""
-    return token.replace("~1", "/").replace("~0", "~")
-
-
 def pointer(tokens: Sequence[Token]) -> str:
     """A JSON Pointer from raw tokens: `("metadata", "annotations", "a/b")` -> `/metadata/annotations/a~1b`."""
     return _pointer(tuple(tokens))

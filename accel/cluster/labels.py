@@ -146,10 +146,6 @@ class NodeAccelerators(BaseModel):
     def primary_type(self) -> str | None:
         return self.types[0] if self.types else None
 
-    @property
-    def is_mixed(self) -> bool:
-        return len(self.types) > 1
-
 
 ACCELERATOR_RESOURCE_PREFIXES: tuple[str, ...] = (
     "nvidia.com/gpu",
@@ -277,14 +273,6 @@ def _counts(resources: Mapping[str, object]) -> dict[str, int]:
         for k, v in items
         if isinstance(k, str) and (is_accelerator_resource(k) or _is_fabric_resource(k))
     }
-
-
-def accelerator_resources(
-    capacity: Mapping[str, object], allocatable: Mapping[str, object]
-) -> dict[str, int]:
-    """Every accelerator resource name -> allocatable count (capacity where allocatable lacks it)."""
-    merged = {**_counts(capacity), **_counts(allocatable)}
-    return {name: count for name, count in sorted(merged.items()) if is_accelerator_resource(name)}
 
 
 def read_topology(

@@ -118,11 +118,6 @@ def _add_requests(
             totals[name] = totals.get(name, 0) + amount if summed else max(totals.get(name, 0), amount)
 
 
-def effective_request(spec: Mapping[str, Any], resource: str, parse: Parser) -> int:
-    """The pod's effective request of one resource (see module docstring); bad values count 0."""
-    return effective_requests(spec, lambda name: parse if name == resource else None).get(resource, 0)
-
-
 def _accelerator_parser(name: str) -> Parser | None:
     return parse_count if is_accelerator_resource(name) else None
 

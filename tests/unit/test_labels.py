@@ -305,7 +305,7 @@ NODES: list[Any] = [
     pytest.param({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-1g.5gb.count": "7",
                   "nvidia.com/mig-1g.5gb.product": "A100-SXM4-40GB-MIG-1g.5gb"},
                  {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.5gb": "7"}, None,
-                 {"type_set": {"nvidia-a100-80gb", "nvidia-a100-40gb"}, "is_mixed": True}, id="two-nvidia-types-on-one-node"),
+                 {"type_set": {"nvidia-a100-80gb", "nvidia-a100-40gb"}}, id="two-nvidia-types-on-one-node"),
     # --- AMD -----------------------------------------------------------------------------------------
     pytest.param({"amd.com/gpu.product-name": "AMD_Instinct_MI300X_OAM", "amd.com/gpu.device-id": "74a1",
                   "amd.com/gpu.family": "AI", "amd.com/gpu.vram": "192G", "amd.com/gpu.cu-count": "304"},

@@ -8,8 +8,9 @@ import jsonpatch
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonpointer import JsonPointer
 
-from accel.admission.patches import PatchBuilder, PatchError, escape, pointer, unescape
+from accel.admission.patches import PatchBuilder, PatchError, escape, pointer
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,7 @@ from accel.admission.patches import PatchBuilder, PatchError, escape, pointer, u
 )
 def test_escape_round_trips(raw: str, escaped: str) -> None:
     assert escape(raw) == escaped
-    assert unescape(escaped) == raw
+    assert JsonPointer("/" + escaped).parts == [raw]  # the reference reader (jsonpatch's) gets the key back
 
 
 def test_pointer_joins_escaped_tokens() -> None:

@@ -12,7 +12,6 @@ from accel.cluster.labels import is_accelerator_resource
 from accel.cluster.pods import (
     accelerator_requests,
     container_requests,
-    effective_request,
     parse_pod,
 )
 from accel.cluster.quantity import QuantityError, parse_bytes, parse_count, parse_milli
@@ -58,4 +57,3 @@ def test_one_walk_equals_the_per_resource_rule(spec: dict[str, Any]) -> None:
     assert dict(view.accelerators) == expected
     assert view.cpu_milli == reference(spec, "cpu", parse_milli)
     assert view.memory_bytes == reference(spec, "memory", parse_bytes)
-    assert effective_request(spec, "nvidia.com/gpu", parse_count) == reference(spec, "nvidia.com/gpu", parse_count)
