@@ -204,6 +204,8 @@ def fake_gpu_nodes(kubectl: Kubectl) -> dict[str, str]:
 
 
 TOPOLOGY = "network.topology.nvidia.com"
+API_STALENESS_S = 5
+REPLICAS_QUOTA = 10  # team e2e-replicas: the two-replica burst may admit exactly this many GPUs
 
 
 @dataclass(frozen=True)
@@ -286,15 +288,20 @@ def server_minor_version(kubectl: Kubectl) -> int:
 def e2e_policy() -> dict[str, str]:
     """The policy the e2e tests are written against (ConfigMap data: file name -> YAML)."""
     settings = {"mode": "enforce", "teamLabel": "team", "requiredPodLabels": ["team"], "defaultProfile": "gpu-any",
-                "excludedNamespaces": ["kube-system", NS], "schedulerName": "accel-scheduler"}  # fmt: skip
+                "excludedNamespaces": ["kube-system", NS], "schedulerName": "accel-scheduler",
+                # /readyz turns 503 after this long without a successful list/watch (the API
+                # server restart case waits for it; 60s by default).
+                "api": {"maxStalenessSeconds": API_STALENESS_S}}  # fmt: skip
     profiles = [
         {"name": "h100-first", "displayName": "H100, then A100", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
          "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "nvidia-a100-80gb"}]},
         {"name": "a100-only", "displayName": "A100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
          "accelerators": [{"type": "nvidia-a100-80gb"}], "costPerGpuHour": 2.0},
         {"name": "gpu-any", "displayName": "Any GPU", "accelerators": [], "gpus": {"default": 1, "max": 8}},
+        {"name": "h100-only", "displayName": "H100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
+         "accelerators": [{"type": "nvidia-h100-80gb"}]},
     ]  # fmt: skip
-    all_profiles = ["h100-first", "a100-only", "gpu-any"]
+    all_profiles = ["h100-first", "a100-only", "gpu-any", "h100-only"]
     teams = [
         {"name": "e2e-mutate", "quota": {"*": 8}, "allowedProfiles": all_profiles},
         {"name": "e2e-quota", "quota": {"nvidia-h100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
@@ -306,6 +313,11 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-odh", "quota": {"*": 8}},
         {"name": "e2e-kueue", "quota": {"nvidia-a100-80gb": 0, "*": 0}},
         {"name": "e2e-charge", "quota": {"*": 8}, "allowedProfiles": all_profiles},
+        {"name": "e2e-workload", "quota": {"*": 16}, "allowedProfiles": all_profiles},
+        {"name": "e2e-overquota", "quota": {"*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-replicas", "quota": {"*": REPLICAS_QUOTA}, "allowedProfiles": all_profiles},
+        {"name": "e2e-preempt", "quota": {"*": 64}, "allowedProfiles": all_profiles},
+        {"name": "e2e-restart", "quota": {"*": 64}, "allowedProfiles": all_profiles},
     ]
     return {"settings.yaml": yaml.safe_dump(settings), "profiles.yaml": yaml.safe_dump({"profiles": profiles}),
             "teams.yaml": yaml.safe_dump({"teams": teams})}  # fmt: skip
@@ -326,6 +338,13 @@ def gpu_pod(name: str, *, team: str, gpus: int, profile: str | None = None) -> O
         "spec": {"terminationGracePeriodSeconds": 0,
                  "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": resources}]},
     }  # fmt: skip
+
+
+def gpu_pod_template(*, team: str, gpus: int, profile: str, app: str) -> Obj:
+    """A pod template for Deployments and Jobs (their controllers create the pods, generateName)."""
+    pod = gpu_pod("unused", team=team, gpus=gpus, profile=profile)
+    pod["metadata"] = {"labels": {"team": team, "app": app}, "annotations": pod["metadata"]["annotations"]}
+    return {"metadata": pod["metadata"], "spec": pod["spec"]}
 
 
 def new_workdir() -> Path:

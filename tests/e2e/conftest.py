@@ -14,12 +14,14 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import pytest
 
 from tests.e2e import cluster, controlplane
 from tests.e2e.kubectl import Kubectl, KubectlError, wait_until
+from tests.e2e.proxy import RoundRobinProxy
 
 TARGET = cluster.detect()
 PROBE_NS = "e2e-probe"
@@ -159,3 +161,55 @@ def delete_namespace(e2e: cluster.E2ECluster, name: str) -> None:
         e2e.kubectl.run("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", "--wait=true",
                         timeout_s=120)  # fmt: skip
     cluster.delete_quietly(e2e.kubectl, "namespace", name)
+
+
+@dataclass
+class WebhookReplicas:
+    """Two `accel serve webhook` processes sharing the ledger, behind a round-robin proxy that the
+    webhook configurations point at (out-of-cluster modes; in-cluster the Deployment has 3)."""
+
+    e2e: cluster.E2ECluster
+    replicas: list[controlplane.Process]
+    proxy: RoundRobinProxy
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one replica (no draining: as when its node dies)."""
+        process = self.replicas[index]
+        process.popen.kill()
+        process.popen.wait(timeout=30)
+
+
+@pytest.fixture
+def webhook_replicas(e2e: cluster.E2ECluster) -> Iterator[WebhookReplicas]:
+    from tests.e2e import outofcluster
+
+    servers = e2e.servers
+    if servers is None:
+        pytest.skip("in-cluster mode: the webhook Deployment has its own replicas")
+    if servers.host != "127.0.0.1":
+        pytest.skip("the replica proxy listens on 127.0.0.1, which this cluster's API server cannot reach")
+    second = servers.start("webhook", log_suffix="-replica-2")
+    replicas = [servers.running["webhook"], second]
+    proxy = RoundRobinProxy([p.port for p in replicas]).start()
+    try:
+        outofcluster.apply_webhook_configs(e2e, servers, url_base=f"https://127.0.0.1:{proxy.port}", cleanup=False)
+        wait_until(partial(_admission_goes_through, e2e, proxy, True), timeout_s=30, what="webhooks called via the proxy")
+        yield WebhookReplicas(e2e, replicas, proxy)
+    finally:
+        outofcluster.apply_webhook_configs(e2e, servers, url_base=f"https://127.0.0.1:{servers.ports['webhook']}",
+                                           cleanup=False)  # fmt: skip
+        # The API server picks up a changed configuration asynchronously: keep the proxy until
+        # admission no longer goes through it, so the next test never meets a closed port.
+        wait_until(partial(_admission_goes_through, e2e, proxy, False), timeout_s=30,
+                   what="webhooks called directly again")  # fmt: skip
+        proxy.stop()
+        servers.procs.stop(second)
+
+
+def _admission_goes_through(e2e: cluster.E2ECluster, proxy: RoundRobinProxy, via_proxy: bool) -> bool:
+    """One server-side dry run of a GPU pod (always sent to the webhooks); did it use the proxy?"""
+    before = proxy.forwarded_bytes
+    probe = cluster.gpu_pod("probe", team="e2e-mutate", gpus=1, profile="a100-only")
+    probe["metadata"]["namespace"] = PROBE_NS
+    e2e.kubectl.create(probe, dry_run=True)
+    return (proxy.forwarded_bytes > before) == via_proxy

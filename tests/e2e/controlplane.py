@@ -20,7 +20,9 @@ import atexit
 import contextlib
 import ctypes
 import datetime
+import http.client
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -35,6 +37,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -392,6 +395,23 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return context
+
+    def request(self, method: str, path: str, body: object = None, *, timeout_s: float = 60) -> tuple[int, Any]:
+        """One HTTPS call as the admin (for bursts too fast for one kubectl process per call).
+        Returns (status, decoded JSON body or text)."""
+        connection = http.client.HTTPSConnection("127.0.0.1", self.apiserver_port, context=self.client_context(),
+                                                 timeout=timeout_s)  # fmt: skip
+        try:
+            payload = None if body is None else json.dumps(body)
+            connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            text = response.read().decode(errors="replace")
+        finally:
+            connection.close()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text
 
     def apiserver_ready(self) -> bool:
         return https_ok(f"{self.server}/readyz", self.client_context())

@@ -147,11 +147,13 @@ def webhook_configs(env: cluster.E2ECluster, url_base: str, ca_pem: bytes, *, st
     return configs
 
 
-def apply_webhook_configs(env: cluster.E2ECluster, servers: Servers, *, url_base: str) -> None:
+def apply_webhook_configs(env: cluster.E2ECluster, servers: Servers, *, url_base: str, cleanup: bool = True) -> None:
+    """Register (or re-point) the webhooks at `url_base`; `cleanup` deletes them at the end of the run."""
     for obj in webhook_configs(env, url_base, servers.ca.read_bytes(),
                                strip_match_conditions=servers.match_conditions_stripped):  # fmt: skip
         env.kubectl.apply(obj)
-        env.cleanup.append(partial(cluster.delete_quietly, env.kubectl, obj["kind"], obj["metadata"]["name"]))
+        if cleanup:
+            env.cleanup.append(partial(cluster.delete_quietly, env.kubectl, obj["kind"], obj["metadata"]["name"]))
 
 
 def _scheduler_binary(env: cluster.E2ECluster) -> str | None:
