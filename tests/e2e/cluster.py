@@ -205,6 +205,7 @@ def fake_gpu_nodes(kubectl: Kubectl) -> dict[str, str]:
 
 TOPOLOGY = "network.topology.nvidia.com"
 API_STALENESS_S = 5
+PARKED_PROFILE = "parked"
 REPLICAS_QUOTA = 10  # team e2e-replicas: the two-replica burst may admit exactly this many GPUs
 
 
@@ -300,8 +301,12 @@ def e2e_policy() -> dict[str, str]:
         {"name": "gpu-any", "displayName": "Any GPU", "accelerators": [], "gpus": {"default": 1, "max": 8}},
         {"name": "h100-only", "displayName": "H100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
          "accelerators": [{"type": "nvidia-h100-80gb"}]},
+        # No node has this type: admission-only cases (bursts) park their pods Pending, so they
+        # take no GPUs from the scheduling cases.
+        {"name": PARKED_PROFILE, "displayName": "B200 (no such node here)", "sharing": "exclusive",
+         "gpus": {"default": 1, "max": 8}, "accelerators": [{"type": "nvidia-b200-180gb"}]},
     ]  # fmt: skip
-    all_profiles = ["h100-first", "a100-only", "gpu-any", "h100-only"]
+    all_profiles = ["h100-first", "a100-only", "gpu-any", "h100-only", PARKED_PROFILE]
     teams = [
         {"name": "e2e-mutate", "quota": {"*": 8}, "allowedProfiles": all_profiles},
         {"name": "e2e-quota", "quota": {"nvidia-h100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},

@@ -155,12 +155,13 @@ def team_namespace(e2e: cluster.E2ECluster) -> Iterator[Callable[[str], str]]:
 
 
 def delete_namespace(e2e: cluster.E2ECluster, name: str) -> None:
-    """Pods first, at once and waited for (without kubelets a graceful delete never finishes, and
-    a team's quota must be free for the next test), then the namespace in the background."""
+    """The namespace in the background (so no controller can make new pods in it), then its pods
+    at once and waited for: without kubelets a graceful delete never finishes, and a team's quota
+    and the nodes' GPUs must be free for the next test."""
+    cluster.delete_quietly(e2e.kubectl, "namespace", name)
     with contextlib.suppress(KubectlError):
         e2e.kubectl.run("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", "--wait=true",
                         timeout_s=120)  # fmt: skip
-    cluster.delete_quietly(e2e.kubectl, "namespace", name)
 
 
 @dataclass

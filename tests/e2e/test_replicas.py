@@ -19,7 +19,7 @@ def test_a_burst_over_two_replicas_admits_exactly_the_quota(
     ns = team_namespace("e2e-replicas")  # quota: REPLICAS_QUOTA GPUs, 1 per pod
     pods = []
     for i in range(BURST):
-        pod = cluster.gpu_pod(f"burst-{i}", team="e2e-replicas", gpus=1, profile="h100-first")
+        pod = cluster.gpu_pod(f"burst-{i}", team="e2e-replicas", gpus=1, profile=cluster.PARKED_PROFILE)
         pod["metadata"]["namespace"] = ns
         pods.append(pod)
     outcomes = burst(e2e, pods, workers=BURST)

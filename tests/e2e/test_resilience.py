@@ -36,7 +36,7 @@ def test_killing_a_webhook_replica_during_a_burst(
 
     pods = []
     for i in range(BURST):
-        pod = cluster.gpu_pod(f"burst-{i}", team="e2e-burst", gpus=1, profile="gpu-any")
+        pod = cluster.gpu_pod(f"burst-{i}", team="e2e-burst", gpus=1, profile=cluster.PARKED_PROFILE)
         pod["metadata"]["namespace"] = ns
         pods.append(pod)
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -60,7 +60,7 @@ def test_killing_a_webhook_replica_during_a_burst(
     if e2e.target.out_of_cluster:
         # The quota is used up, so the verdict is a denial; what matters is that it is a verdict
         # (the surviving replica answered), not "failed calling webhook".
-        probe = cluster.gpu_pod("after", team="e2e-burst", gpus=1, profile="gpu-any")
+        probe = cluster.gpu_pod("after", team="e2e-burst", gpus=1, profile=cluster.PARKED_PROFILE)
         probe["metadata"]["namespace"] = ns
         verdict = create_one(e2e, probe | {"metadata": probe["metadata"] | {"name": "after"}})
         assert verdict.kind == "quota", verdict
