@@ -14,7 +14,6 @@ from pathlib import Path
 
 from accel.sim.policies import POLICY_NAMES
 from accel.sim.trace import TraceError
-from accel.sim.validation import per_seed_verdict
 from cli.plotting import PLOT_HINT, plotting_available
 from cli.sim_matrix import Record, make_tasks, run_matrix
 from cli.sim_report import (
@@ -28,6 +27,7 @@ from cli.sim_report import (
     to_json_records,
 )
 from cli.sim_trace import NODE_FILE, available_workloads, pod_file
+from cli.sim_validation import per_seed_verdict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_DIR = REPO_ROOT.parent / "shared" / "data" / "alibaba-gpu-v2023" / "csv"

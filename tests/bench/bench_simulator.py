@@ -2,7 +2,7 @@
 
 Default: workload `default`, 10 seeds, all 7 policies, 2 worker processes (about a minute or two
 on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (about 11 minutes on an idle 2-core machine).
-Targets: fgd within 0.3 pp of published, baselines within 0.5 pp (accel/sim/validation.py; each
+Targets: fgd within 0.3 pp of published, baselines within 0.5 pp (cli/sim_validation.py; each
 miss is printed with its z, the gap in standard errors of the two seed means); every deterministic
 policy's run matches the published run of the same seed on every column (Go's RNG is emulated); accel below fgd on every
 workload and <= 4.3 % on default (at least 10 % below fgd); one policy x seed on default <= 10 s,
@@ -18,12 +18,6 @@ import sys
 import time
 
 from accel.sim.policies import POLICY_NAMES
-from accel.sim.validation import (
-    per_seed_verdict,
-    render_validation_markdown,
-    validation_checks,
-    validation_verdict,
-)
 from cli.sim_matrix import Task, make_tasks, run_matrix, run_task
 from cli.sim_report import (
     PUBLISHED_CURVES_FILE,
@@ -34,6 +28,12 @@ from cli.sim_report import (
     read_published_curves,
     render_table,
     summarise,
+)
+from cli.sim_validation import (
+    per_seed_verdict,
+    render_validation_markdown,
+    validation_checks,
+    validation_verdict,
 )
 from cli.simulate import DEFAULT_TRACE_DIR
 

@@ -1,4 +1,4 @@
-"""Validation cells, tolerances, z-scores and the rendered table (accel/sim/validation.py)."""
+"""Validation cells, tolerances, z-scores and the rendered table (cli/sim_validation.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from accel.sim.trace import TraceError
-from accel.sim.validation import (
+from cli.sim_report import read_published_curves
+from cli.sim_validation import (
     Check,
     per_seed_verdict,
     render_validation_markdown,
     validation_checks,
     validation_verdict,
 )
-from cli.sim_report import read_published_curves
 
 SUMMARY = {
     ("default", "fgd"): (4.74, 0.13, 10),

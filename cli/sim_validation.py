@@ -131,7 +131,7 @@ def per_seed_verdict(ours: Curves, published: Curves) -> tuple[list[str], list[s
         worst, (workload, _, seed) = max(runs)
         matched = sum(g <= SEED_MATCH_PP for g, _ in runs)
         note = (" (not reproducible per seed, even in Go: Random's feasible-node order comes from a parallel "
-                "filter; rule 4 in accel/sim/validation.py)") if policy in UNREPRODUCIBLE_PER_SEED else ""
+                "filter; rule 4 in cli/sim_validation.py)") if policy in UNREPRODUCIBLE_PER_SEED else ""
         lines.append(f"per seed {policy}: {matched}/{len(runs)} runs match the published curve within "
                      f"{SEED_MATCH_PP} pp; worst {worst:.3f} pp ({workload} seed {seed}){note}")
         if policy not in UNREPRODUCIBLE_PER_SEED and matched < len(runs):
