@@ -109,6 +109,16 @@ def tricky_annotations(pod: Pod) -> None:
     pod["metadata"]["annotations"]["example.com/c/d"] = "y"
 
 
+FORGED = {"accel.dev/team": "nlp", "accelerator.opendatahub.io/type": "nvidia-h200-141gb", "accel.dev/cost-per-hour": "0.01",
+          "accel.dev/gpu-hour-price": "0.01", "accel.dev/devices": "nvidia.com/gpu=0", "accel.dev/placement": "leaf-x"}
+
+
+def both_spellings(pod: Pod, other: str) -> None:
+    resources = pod["spec"]["containers"][0]["resources"]
+    for part in ("requests", "limits"):
+        resources[part][other] = "1"
+
+
 def mk(name: str, pod: Pod, setup: dict[str, Any] | None = None, **kw: Any) -> tuple[str, Case]:
     return name, (review(pod, uid=f"uid-{name}", **kw), setup or {})
 
@@ -179,6 +189,20 @@ def cases() -> dict[str, Case]:
         mk("namespace-default-profile-annotation", p(profile=None, namespace="vision"),
            {"namespaceAnnotations": {"vision": {"accel.dev/default-profile": "legacy-v100"}}}),
         mk("delete-operation-passthrough", p(), operation="DELETE"),
+        # issue 14 section 1: no profile and no default the team may use
+        mk("no-profile-no-default-denied", p(profile=None, namespace="vision"), {"settings": {"defaultProfile": None}}),
+        mk("no-profile-restricted-team-gets-narrowed-default", p(profile=None, namespace="vision", gpus="2")),
+        # issue 14 section 4: the request must match the profile
+        mk("amd-resource-under-nvidia-profile-denied", p(profile="a100-80gb", resource="amd.com/gpu")),
+        mk("mig-slice-of-other-size-denied", p(profile="inference-mig", resource="nvidia.com/mig-3g.40gb")),
+        mk("plain-and-shared-in-one-container-denied", _edit(p(profile="notebook-shared", namespace="vision"),
+                                                              lambda x: both_spellings(x, "nvidia.com/gpu.shared"))),
+        # issue 21: forged annotations overwritten or removed (remove/replace ops), warn mode admits scrubbed
+        mk("forged-annotations-overwritten-or-removed", p(profile="a100-80gb", namespace="vision", annotations=FORGED)),
+        mk("warn-mode-denied-pod-admitted-scrubbed", p(profile="premium-h200", namespace="vision", annotations=FORGED),
+           {"settings": {"mode": "warn"}}),
+        mk("pod-team-label-in-unlabelled-namespace-team-less", p(profile="a100-80gb", namespace="unlabelled",
+                                                                labels={"team": "nlp"})),
     ]
     return dict(listed)
 
