@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 
 from accel.cluster.pods import parse_pod
 from cli.demo_records import DemoOptions, DemoResult, PodRecord, Progress
@@ -34,10 +35,14 @@ from cli.demo_summary import ClusterSample, sample_cluster
 from cli.demo_workload import DemoPod, generate_workload
 from cli.state import CliError
 from kube.informer import ClusterWatcher
+from serving.chargeback import ChargebackCounter, counter_totals
 
 
 class Driver(PodSteps):
     """One simulated day against running servers (see module docstring)."""
+
+    counter: ChargebackCounter  # the API server's chargeback counters on virtual time (run_day sets it)
+    counter_t_h: float = 0.0  # the virtual hour the counters are advanced to
 
     # --- the day loop ---------------------------------------------------------------------
     async def run(self, workload: list[DemoPod]) -> None:
@@ -76,6 +81,8 @@ class Driver(PodSteps):
             await self._delete(key)
 
     async def _sample(self, t_h: float) -> ClusterSample:
+        self.counter_t_h = t_h
+        await self.counter.round()  # the chargeback counters advance up to this sample (virtual time)
         return sample_cluster(t_h, await self._inventory(), self.parsed.catalog, self.histogram)
 
     # --- the API, as each team's users see it ----------------------------------------------------
@@ -111,6 +118,10 @@ async def run_day(servers: Servers, options: DemoOptions, *, on_progress: Callab
         await watcher.wait_synced()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=servers.client_ssl, limit=8)) as session:
             driver = Driver(servers, session, options, parsed, watcher, on_progress)
+            # The API server's chargeback counters, on virtual time and their own watermark ConfigMap.
+            driver.counter = ChargebackCounter(servers.states["api"], servers.cluster, CollectorRegistry(),
+                                               identity="accel-demo", configmap="accel-demo-chargeback",
+                                               clock=lambda: driver.virtual_time(driver.counter_t_h))
             await driver.run(workload)
             views = await driver.team_views()
     finally:
@@ -119,4 +130,5 @@ async def run_day(servers: Servers, options: DemoOptions, *, on_progress: Callab
     outcomes = [driver.records[p.key].outcome(parsed) for p in workload]
     return DemoResult(options=options, parsed=parsed, outcomes=outcomes, samples=driver.samples,
                       quota_checks=driver.quota_checks, http_calls=driver.calls, api_views=views,
+                      counters=counter_totals(driver.counter),
                       wall_s=time.monotonic() - started)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -49,6 +50,8 @@ class DriverIO:
         self.records: dict[str, PodRecord] = {}
         self.pending: list[str] = []
         self.now_h = 0.0
+        # Virtual hour 0 (whole hours, so timestamps are exact): the simulated day ends near the run's start.
+        self.epoch = math.floor(time.time() / 3600.0) * 3600.0 - 3600.0 * math.ceil(options.day_hours)
         self.samples: list[ClusterSample] = []
         self.quota_checks: list[QuotaCheck] = []
         self.calls: Counter[str] = Counter()
@@ -83,12 +86,26 @@ class DriverIO:
         obj = watcher.pods.get(key) if watcher is not None else None
         return obj["metadata"].get("resourceVersion") if obj else None
 
+    def virtual_time(self, t_h: float | None = None) -> float:
+        """Epoch seconds of virtual hour `t_h` (default: now): the day ends about when the run started."""
+        return self.epoch + 3600.0 * (self.now_h if t_h is None else t_h)
+
     async def _set_phase(self, key: str, phase: str) -> dict[str, Any] | None:
+        """The kubelet's status update, stamped in virtual time (chargeback reads these times)."""
         namespace, name = key.split("/", 1)
         pod = self.cluster.get("pods", name, namespace)
         if pod is None:
             return None
-        pod.setdefault("status", {})["phase"] = phase
+        status = pod.setdefault("status", {})
+        status["phase"] = phase
+        stamp = datetime.fromtimestamp(self.virtual_time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if phase == "Running":
+            status["startTime"] = stamp
+            status["conditions"] = [*(c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"),
+                                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp}]
+        elif phase == "Succeeded":
+            status["containerStatuses"] = [{"name": c.get("name", "main"), "state": {"terminated": {"finishedAt": stamp}}}
+                                           for c in (pod.get("spec") or {}).get("containers") or [{}]]
         stored = self.cluster.apply(pod)
         await self._synced(key)
         return stored

@@ -94,6 +94,8 @@ class DemoResult:
     http_calls: Counter[str]
     api_views: dict[str, list[str]]
     wall_s: float = 0.0
+    # (team, type) -> (GPU-seconds, cost): accel_gpu_seconds_total / accel_gpu_cost_total at the end
+    counters: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     @property
     def gave_up(self) -> list[PodOutcome]:

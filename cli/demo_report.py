@@ -113,8 +113,27 @@ def _sections(result: DemoResult) -> dict[str, list[str]]:
     out["Chargeback (GPU-hours x accel.dev/cost-per-hour)"] = _table(["team", "type", "GPU-hours", "cost"], rows) + (
         ["- unpriced: GPU-hours on a type with no price (e.g. `unknown`, nodes without GPU labels): counted, not charged"]
         if any(cost_cell(a, bill.gpu_hours[t][k]) == UNPRICED for t, types in bill.by_team_type.items() for k, a in types.items()) else [])
+    out["Chargeback from the counters (accel_gpu_seconds_total, accel_gpu_cost_total)"] = _counter_section(result, bill)
     out["What each team sees in GET /api/hardware-profiles"] = [f"- {team}: {', '.join(names) or '(nothing)'}" for team, names in result.api_views.items()]
     return out
+
+
+def _counter_section(result: DemoResult, bill: Chargeback) -> list[str]:
+    """What the API server's chargeback counters hold after the day, against the per-pod records."""
+    if not result.counters:
+        return ["- (no counters: the run charged no pod)"]
+    rows = [(team or "-", kind, f"{seconds / 3600:.1f}", f"${cost:,.2f}")
+            for (team, kind), (seconds, cost) in sorted(result.counters.items()) if seconds > 0]
+    hours = sum(s for s, _ in result.counters.values()) / 3600
+    cost = sum(c for _, c in result.counters.values())
+    recorded = sum(sum(v.values()) for v in bill.gpu_hours.values())
+    return [
+        f"- advanced every {result.options.sample_every_h:g} virtual hours from the pods' own start/finish times"
+        " (README \"Chargeback\"); they outlive the pods, which are deleted when they finish.",
+        f"- counters: {hours:.1f} GPU-hours, ${cost:,.2f}; per-pod records above: {recorded:.1f} GPU-hours,"
+        f" {_usd(bill.total)} ({'agree' if abs(hours - recorded) < 0.05 + 1e-3 * recorded else 'DIFFER'}).", "",
+        *_table(["team", "type", "GPU-hours", "cost"], rows),
+    ]
 
 
 def summary_text(result: DemoResult) -> str:

@@ -41,8 +41,10 @@ class ChargebackCounter:
     """The counters of one replica and the round that advances them (module rules)."""
 
     def __init__(self, state: ClusterState, store: CasStore, registry: CollectorRegistry, *, identity: str,
-                 clock: Callable[[], float] = time.time, lease_s: float = 60.0) -> None:
+                 clock: Callable[[], float] = time.time, lease_s: float = 60.0,
+                 configmap: str = CHARGEBACK_CONFIGMAP) -> None:
         self._state = state
+        self._configmap = configmap
         self._store = store
         self._identity = identity
         self._clock = clock
@@ -63,7 +65,7 @@ class ChargebackCounter:
 
     async def round(self) -> bool:
         """One round (rules 1-3); True when this replica counted."""
-        data, version = await self._store.read(CHARGEBACK_CONFIGMAP)
+        data, version = await self._store.read(self._configmap)
         now = self._clock()
         holder, renewed = data.get("holder"), _float(data.get("renewed"))
         if holder and holder != self._identity and renewed is not None and now - renewed < self._lease_s:
@@ -75,7 +77,7 @@ class ChargebackCounter:
             start = min((c.start for c in charges), default=now)
         usage = usage_between(charges, start, now) if now > start else {}
         written = {"holder": self._identity, "renewed": repr(now), "countedThrough": repr(max(now, start))}
-        if await self._store.write(CHARGEBACK_CONFIGMAP, written, version) is None:
+        if await self._store.write(self._configmap, written, version) is None:
             return False  # another replica counted this interval
         for labels, amount in usage.items():
             self.gpu_seconds.labels(*labels).inc(amount.gpu_seconds)
@@ -127,3 +129,18 @@ def _float(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def counter_totals(counter: ChargebackCounter) -> dict[tuple[str, str], tuple[float, float]]:
+    """(team, type) -> (GPU-seconds, cost) as this replica's counters hold them (reports, tests)."""
+    totals: dict[tuple[str, str], tuple[float, float]] = {}
+    for family, index in ((counter.gpu_seconds, 0), (counter.cost, 1)):
+        for metric in family.collect():
+            for sample in metric.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                key = (sample.labels["team"], sample.labels["type"])
+                pair = list(totals.get(key, (0.0, 0.0)))
+                pair[index] += sample.value
+                totals[key] = (pair[0], pair[1])
+    return totals

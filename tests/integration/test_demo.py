@@ -76,6 +76,17 @@ def test_chargeback_adds_up(result: DemoResult) -> None:
     assert all(o.cost_per_hour is not None and o.cost_per_hour > 0 for o in priced), "placed GPU pods without a price"
 
 
+def test_the_chargeback_counters_outlive_the_pods_and_match_the_records(result: DemoResult) -> None:
+    """Every pod is deleted when it finishes; the counters, advanced from pod times, still hold the day."""
+    bill = chargeback(result.outcomes)
+    by_team_type = {(team, kind): hours for team, types in bill.gpu_hours.items() for kind, hours in types.items()}
+    counted = {key: seconds / 3600 for key, (seconds, _cost) in result.counters.items() if seconds > 0}
+    assert counted.keys() == by_team_type.keys()
+    for key, hours in by_team_type.items():
+        assert counted[key] == pytest.approx(hours, rel=1e-3, abs=0.01), key
+    assert sum(c for _, c in result.counters.values()) == pytest.approx(float(bill.total), rel=1e-3, abs=0.05)
+
+
 def test_denials_carry_reason_and_message(result: DemoResult) -> None:
     denied = [o for o in result.outcomes if not o.admitted]
     assert denied
