@@ -155,7 +155,7 @@ async def draft(request: web.Request) -> web.Response:
         return _json(dumps({**_redacted_draft(view, body, redactor), "observedAt": observed(view)}))
     try:
         chosen = select_nodes(view.inventory, names=body.nodes, selector=body.selector)
-        result = as_json(draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name))
+        result = as_json(draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name, selector=body.selector))
     except SelectorError as exc:
         raise BadRequest(str(exc)) from None
     return _json(dumps({**result, "observedAt": observed(view)}))
@@ -187,7 +187,7 @@ def _redacted_draft(view: StateView, body: DraftRequest, redactor: Redactor) -> 
     warnings = [redactor.text(w, all_names) for w in drafted.warnings]
     if drafted.profile.node_selector:
         warnings.append("nodeSelector left out: it is made of node labels, which are redacted (api.redactNodeNames)")
-    result = as_json(drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings)}))
+    result = as_json(drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings), "shared_labels": {}}))
     return {
         **result,
         "nodes": [redactor.node(n) for n in result["nodes"]],

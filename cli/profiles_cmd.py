@@ -30,7 +30,7 @@ def _discover(args: argparse.Namespace) -> int:
     parsed, inventory = load_state(args)
     try:
         nodes = select_nodes(inventory, names=[n for n in args.nodes.split(",") if n], selector=args.selector)
-        draft = draft_profile(nodes, inventory, parsed.catalog, name=args.name)
+        draft = draft_profile(nodes, inventory, parsed.catalog, name=args.name, selector=args.selector)
     except SelectorError as exc:
         raise CliError(str(exc)) from exc
     if args.output == "json":
@@ -39,6 +39,11 @@ def _discover(args: argparse.Namespace) -> int:
     for warning in draft.warnings:
         print(f"# warning: {warning}", file=sys.stderr)
     print(f"# drafted from {len(draft.nodes)} node(s): {', '.join(draft.nodes)}")
+    if draft.also_matches:
+        print(f"# it also matches the other {len(draft.also_matches)} node(s) of its type(s): {', '.join(draft.also_matches)}")
+    if draft.shared_labels:
+        shared = ", ".join(f"{k}={v}" for k, v in draft.shared_labels.items())
+        print(f"# labels all selected nodes share, not pinned (add to nodeSelector to restrict): {shared}")
     sys.stdout.write(draft.policy_yaml())
     return 0
 

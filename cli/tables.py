@@ -48,7 +48,8 @@ def profile_table_cells(summary: ProfileSummary) -> list[str]:
     status = "disabled" if not summary.enabled else ("available" if summary.available else "full")
     return [
         summary.name,
-        summary.display_type,
+        # every type in preference order, as the webhook tries them; one type by its display name
+        " > ".join(summary.accelerator_types) if len(summary.accelerator_types) > 1 else summary.display_type,
         summary.sharing if not summary.replicas else f"{summary.sharing} x{summary.replicas}",
         free,
         format_gpus(Fraction(summary.total_gpus).limit_denominator(100)),

@@ -1,8 +1,18 @@
 """Profile discovery (seed AC-002): draft a hardware profile from a selection of nodes.
 
-The draft names the accelerator types found (most GPUs first), GPU limits from node capacity,
-the sharing mode the nodes are set up for, tolerations for their GPU taints and a node selector
-made of the labels every selected node shares, checked against the rest of the cluster.
+Rules:
+1. The draft is made on the accelerator *type*: the canonical types found (most GPUs first) are
+   its `accelerators`, which the webhook turns into node affinity over every label form of that
+   type (GPU-operator labels, product strings). So the draft matches every node of those types,
+   not only the selected ones.
+2. Its `nodeSelector` holds only what the user asked for and every selected node really has: the
+   `key=value` terms of the label selector, minus labels that only restate the type (product
+   strings: they differ between SKUs of one type, e.g. `-SXM` / `-NVL`) and per-node or volatile
+   labels. Other labels all selected nodes share (zone, leaf, spine, ...) are reported as
+   `shared_labels`, to add by hand if the profile should be pinned to them.
+3. A draft over several types is named after all of them (`nvidia-h100-80gb-a100-80gb`).
+4. GPU limits come from node capacity, the sharing mode from how the nodes are set up,
+   tolerations from their GPU taints.
 """
 
 from __future__ import annotations
@@ -31,6 +41,12 @@ _VOLATILE = re.compile(
     r"|amd\.com/gpu\.(cu-count|simd-count|driver-version|firmware)|gpu\.intel\.com/(millicores|memory\.max|gpu-numbers.*|tiles|numa-gpu-map)"
     r"|node\.kubernetes\.io/exclude.*|node-role\.kubernetes\.io/.*)$"
 )
+# Labels that only say which accelerator a node has: the draft's `accelerators` cover them (rule 2).
+_TYPE_LABEL = re.compile(
+    r"^(nvidia\.com/gpu\.(product|family|memory)|amd\.com/gpu\.(product-name|device-id|family|vram)"
+    r"|beta\.amd\.com/gpu\..*|gpu\.intel\.com/product|habana\.ai/.*product.*|accelerator\.opendatahub\.io/type"
+    r"|cloud\.google\.com/gke-accelerator|k8s\.amazonaws\.com/accelerator|nvidia\.com/mig-.*\.product)$"
+)
 _SELECTOR_TERM = re.compile(r"^\s*([A-Za-z0-9./_-]+)\s*(==|=|!=)?\s*([A-Za-z0-9._-]*)\s*$")
 
 
@@ -43,8 +59,9 @@ class Draft(BaseModel):
 
     profile: Profile
     nodes: tuple[str, ...]
-    also_matches: tuple[str, ...]  # other nodes the node selector matches too
+    also_matches: tuple[str, ...]  # other nodes of the drafted types the node selector matches too
     warnings: tuple[str, ...]
+    shared_labels: Mapping[str, str] = {}  # rule 2: shared by every selected node, not pinned
 
     def policy_yaml(self) -> str:
         """The profile as a `profiles.yaml` list item, ready to paste."""
@@ -89,8 +106,12 @@ def select_nodes(inventory: Inventory, *, names: Sequence[str] = (), selector: s
     return chosen
 
 
-def draft_profile(selected: Sequence[NodeInventory], inventory: Inventory, catalog: Catalog, *, name: str | None = None) -> Draft:
-    """Draft a profile for exactly these nodes; raise SelectorError if none has accelerators."""
+def draft_profile(
+    selected: Sequence[NodeInventory], inventory: Inventory, catalog: Catalog, *, name: str | None = None, selector: str = ""
+) -> Draft:
+    """Draft a profile for these nodes' types (module rules); raise SelectorError if none has accelerators.
+
+    `selector` is the label selector the user chose nodes with, if any (rule 2)."""
     gpu_nodes = [n for n in selected if n.accelerators.types]
     if not gpu_nodes:
         raise SelectorError("none of the selected nodes has accelerators; select GPU nodes")
@@ -103,13 +124,18 @@ def draft_profile(selected: Sequence[NodeInventory], inventory: Inventory, catal
     if UNKNOWN_TYPE in gpus_by_type:
         warnings.append("some selected nodes have GPUs without GPU-operator labels (type unknown); they are left out of the type list")
     sharing, mig_profile, replicas = _sharing(gpu_nodes, warnings)
-    selector = _common_labels(gpu_nodes)
-    also = tuple(n.name for n in inventory.nodes if n not in gpu_nodes and selector and all(n.labels.get(k) == v for k, v in selector.items()))
-    if also:
-        warnings.append(f"the node selector also matches {len(also)} other node(s): {', '.join(also[:5])}")
-    base = name or (types[0] if types else "gpu-nodes")
+    common = _common_labels(gpu_nodes)
+    asked = {key: value for key, op, value in parse_selector(selector) if op == "=" and value is not None}
+    node_selector = {k: v for k, v in sorted(asked.items()) if common.get(k) == v and not _TYPE_LABEL.match(k)}
+    shared = {k: v for k, v in common.items() if k not in node_selector and not _TYPE_LABEL.match(k)}
+    chosen = {n.name for n in gpu_nodes}
+    also = tuple(
+        n.name for n in inventory.nodes
+        if n.name not in chosen and set(n.accelerators.types) & set(types)
+        and all(n.labels.get(k) == v for k, v in node_selector.items())
+    )
     profile = Profile(
-        name=re.sub(r"[^a-z0-9.-]+", "-", base.lower()).strip("-.")[:63] or "drafted",
+        name=_profile_name(name, types),
         display_name=" / ".join(catalog.display_name(t) for t in types) or "GPU nodes",
         accelerators=tuple(AcceleratorRef(type=t) for t in types),
         sharing=sharing,
@@ -117,9 +143,21 @@ def draft_profile(selected: Sequence[NodeInventory], inventory: Inventory, catal
         replicas=replicas,
         gpus=GpuCounts(default=1, max=max(1, min(_per_pod_capacity(n, sharing) for n in gpu_nodes))),
         tolerations=_tolerations(gpu_nodes),
-        node_selector=selector,
+        node_selector=node_selector,
     )
-    return Draft(profile=profile, nodes=tuple(n.name for n in gpu_nodes), also_matches=also, warnings=tuple(warnings))
+    return Draft(profile=profile, nodes=tuple(n.name for n in gpu_nodes), also_matches=also, warnings=tuple(warnings), shared_labels=shared)
+
+
+def _profile_name(name: str | None, types: Sequence[str]) -> str:
+    """The given name, else every type (rule 3), the vendor prefix said once: nvidia-h100-80gb-a100-80gb."""
+    if name:
+        base = name
+    elif not types:
+        base = "gpu-nodes"
+    else:
+        vendors = {t.split("-", 1)[0] for t in types}
+        base = types[0] + "".join("-" + (t.split("-", 1)[1] if len(vendors) == 1 and "-" in t else t) for t in types[1:])
+    return re.sub(r"[^a-z0-9.-]+", "-", base.lower()).strip("-.")[:63].strip("-.") or "drafted"
 
 
 def _sharing(nodes: Sequence[NodeInventory], warnings: list[str]) -> tuple[Sharing, str | None, int | None]:
@@ -166,5 +204,6 @@ def as_json(draft: Draft) -> dict[str, Any]:
         "nodes": list(draft.nodes),
         "alsoMatches": list(draft.also_matches),
         "warnings": list(draft.warnings),
+        "sharedLabels": dict(draft.shared_labels),
         "yaml": draft.policy_yaml(),
     }

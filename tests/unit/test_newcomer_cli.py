@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = str(ROOT / "examples" / "cluster.yaml")
@@ -320,3 +321,50 @@ def test_readme_quickstart_shows_nodes_a_useful_estimate_and_the_page_as_a_team(
             assert page.status == 200 and b'id="identity"' in page.read()
         assert get(base + "/api/whoami")[1]["teams"] == ["nlp"]
     assert "Traceback" not in (tmp_path / "api.log").read_text()
+
+
+# --- profile discovery ------------------------------------------------------------------------
+
+
+def test_discover_drafts_on_the_type_not_on_the_selected_nodes_leaf_and_product() -> None:
+    result = accel("profiles", "discover", *SAMPLE, "--nodes", "gpu-h100-01,gpu-h100-02", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    draft = json.loads(result.stdout)
+    assert draft["profile"]["accelerators"] == [{"type": "nvidia-h100-80gb"}]
+    assert "nodeSelector" not in draft["profile"]
+    assert draft["alsoMatches"] == ["gpu-h100-03", "gpu-h100-04", "gpu-h100-05"]  # the other H100 nodes
+    shared = draft["sharedLabels"]  # offered, not pinned
+    assert shared["network.topology.nvidia.com/leaf"] == "leaf-2a" and "nvidia.com/gpu.product" not in shared
+
+
+def test_discover_pins_only_what_the_selector_asked_for_minus_the_product_string() -> None:
+    result = accel("profiles", "discover", *SAMPLE, "-l", "topology.kubernetes.io/zone=eu-west-1a,nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    profile = json.loads(result.stdout)["profile"]
+    assert profile["nodeSelector"] == {"topology.kubernetes.io/zone": "eu-west-1a"}
+
+
+def test_discover_names_a_mixed_draft_after_all_its_types(tmp_path: Path) -> None:
+    result = accel("profiles", "discover", *SAMPLE, "--nodes", "gpu-h100-01,gpu-a100-01")
+    assert result.returncode == 0, result.stderr
+    profile = yaml.safe_load(result.stdout)["profiles"][0]
+    assert profile["name"] == "nvidia-h100-80gb-a100-80gb"
+    assert [a["type"] for a in profile["accelerators"]] == ["nvidia-h100-80gb", "nvidia-a100-80gb"]
+    # the draft pastes into a valid policy
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    for f in POLICY.glob("*.yaml"):
+        (policy / f.name).write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    profiles = yaml.safe_load((policy / "profiles.yaml").read_text(encoding="utf-8"))
+    profiles["profiles"].append(profile)
+    (policy / "profiles.yaml").write_text(yaml.safe_dump(profiles), encoding="utf-8")
+    assert accel("policy", "validate", str(policy)).returncode == 0
+
+
+def test_profiles_type_column_shows_every_type_of_a_multi_type_profile_in_order() -> None:
+    result = accel("profiles", *SAMPLE)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("large-any "))
+    assert "nvidia-h200-141gb > nvidia-h100-80gb > nvidia-a100-80gb" in row
+    single = next(line for line in result.stdout.splitlines() if line.startswith("premium-h200 "))
+    assert single.split(None, 1)[1].startswith("NVIDIA H200 141GB ")  # one type: its display name
