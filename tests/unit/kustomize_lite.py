@@ -13,6 +13,9 @@ Supported (anything else in a kustomization.yaml is an error naming the key, not
 4. `patches` (`path` or inline `patch`) and `patchesStrategicMerge`: strategic-merge patches
    matched by kind + name (+ namespace); lists of containers, volumes, env, ports, volumeMounts
    merge by their key, other lists are replaced, `null` deletes a key.
+6. `components`: directories holding a `kind: Component` kustomization (built like a
+   kustomization, with the same rules); their objects join the parent's after its resources and
+   generators, before the parent's images and patches, as kustomize orders them.
 5. kustomize's default load restrictor: a file (resource, patch, generator source) must lie in or
    below its kustomization's directory, symlinks resolved; only other kustomization directories
    (bases) may be elsewhere. So whatever builds here builds with plain `kubectl apply -k`.
@@ -30,7 +33,7 @@ import yaml
 Obj = dict[str, Any]
 
 SUPPORTED_KEYS = frozenset(
-    {"apiVersion", "kind", "resources", "configMapGenerator", "images", "patches", "patchesStrategicMerge"}
+    {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "patches", "patchesStrategicMerge"}
 )
 # Strategic-merge keys for the core lists our patches touch (from k8s.io/api struct tags).
 MERGE_KEYS = {
@@ -65,6 +68,12 @@ def build(directory: Path) -> list[Obj]:
         objects.append(
             _generate_configmap(directory, generator, where=f"{kfile}: configMapGenerator[{index}]")
         )
+    for entry in spec.get("components", []):
+        component = directory / entry
+        kind = (yaml.safe_load((component / "kustomization.yaml").read_text()) or {}).get("kind") if component.is_dir() else None
+        if kind != "Component":
+            raise KustomizeError(f"{kfile}: components: {component} is not a directory with a `kind: Component` kustomization.yaml")
+        objects.extend(build(component))
     for image in spec.get("images", []):
         for obj in objects:
             _set_image(obj, image)

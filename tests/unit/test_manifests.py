@@ -29,6 +29,8 @@ from tests.unit.kustomize_lite import KustomizeError, build, load_documents, pod
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 KIND_OVERLAY = MANIFESTS / "overlays" / "kind"
+MONITORED_OVERLAY = MANIFESTS / "overlays" / "kind-monitoring"  # kind + the opt-in monitoring component
+MONITORING_COMPONENT = MANIFESTS / "components" / "monitoring"
 NS = "accel-system"
 K8S_VERSION = "1.31.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # no built-in schema; checked structurally below
@@ -83,6 +85,27 @@ def objects() -> list[Obj]:
     return build(KIND_OVERLAY)
 
 
+@pytest.fixture(scope="module")
+def monitored() -> list[Obj]:
+    return build(MONITORED_OVERLAY)
+
+
+def test_monitoring_is_an_opt_in_component() -> None:
+    """The plain install needs no prometheus-operator CRDs; the monitored overlay adds exactly the
+    component's objects (docs/deploy.md shows both installs)."""
+    operator_kinds = {"ServiceMonitor", "PrometheusRule"}
+    for overlay in (MANIFESTS / "base", KIND_OVERLAY):
+        found = {o["kind"] for o in build(overlay)} & operator_kinds
+        assert not found, f"{overlay.relative_to(MANIFESTS)} needs prometheus-operator CRDs: {found}"
+    plain, monitored = build(KIND_OVERLAY), build(MONITORED_OVERLAY)
+    added = {(o["kind"], o["metadata"]["name"]) for o in monitored} - {(o["kind"], o["metadata"]["name"]) for o in plain}
+    assert added == {("ServiceMonitor", "accel"), ("PrometheusRule", "accel"), ("ConfigMap", "accel-grafana-dashboard")}
+    deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "kubectl apply --server-side -k manifests/overlays/kind\n" in deploy
+    assert "kubectl apply --server-side -k manifests/overlays/kind-monitoring" in deploy
+    assert "- ../../components/monitoring" in deploy
+
+
 def find(objects: list[Obj], kind: str, name: str) -> Obj:
     hits = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     assert len(hits) == 1, f"expected exactly one {kind}/{name}, found {len(hits)}"
@@ -108,17 +131,17 @@ YAML_FILES = sorted(p for p in MANIFESTS.rglob("*.yaml") if POLICY_DIR not in p.
 def test_every_yaml_file_parses_into_objects_with_kind_and_name(path: Path) -> None:
     for doc in load_documents(path):
         assert doc.get("apiVersion") and doc.get("kind"), f"{path}: document without apiVersion/kind"
-        if doc["kind"] != "Kustomization":
+        if doc["kind"] not in ("Kustomization", "Component"):
             assert doc.get("metadata", {}).get("name"), f"{path}: {doc['kind']} without metadata.name"
 
 
 def test_dashboard_json_parses_and_every_panel_has_queries() -> None:
-    dashboard = json.loads((MANIFESTS / "base" / "monitoring" / "accel-dashboard.json").read_text())
+    dashboard = json.loads((MONITORING_COMPONENT / "accel-dashboard.json").read_text())
     assert dashboard["uid"] and dashboard["panels"]
     assert all(panel["targets"] for panel in dashboard["panels"])
 
 
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY], ids=["base", "kind"])
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"])
 def test_assembly_gives_unique_objects(overlay: Path) -> None:
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in build(overlay)]
     assert len(keys) == len(set(keys)), f"duplicate objects: {[k for k in keys if keys.count(k) > 1]}"
@@ -135,7 +158,7 @@ def _kubectl_kustomize_works() -> bool:
 @pytest.mark.skipif(
     not _kubectl_kustomize_works(), reason="kubectl (with kustomize) not on PATH; lite build only"
 )
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY], ids=["base", "kind"])
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"])
 def test_lite_assembly_equals_real_kustomize(overlay: Path) -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(overlay)],  # default load restrictor, as `kubectl apply -k`
@@ -584,7 +607,8 @@ def _promql(objects: list[Obj]) -> list[str]:
     ]
 
 
-def test_alerts_and_dashboard_use_only_contract_metrics(objects: list[Obj]) -> None:
+def test_alerts_and_dashboard_use_only_contract_metrics(monitored: list[Obj]) -> None:
+    objects = monitored
     used = {m for expr in _promql(objects) for m in re.findall(r"\baccel_[a-z_]+", expr)}
     assert used <= CONTRACT_METRICS, f"unknown metric names: {used - CONTRACT_METRICS}"
     alerts = {
@@ -598,7 +622,8 @@ def test_alerts_and_dashboard_use_only_contract_metrics(objects: list[Obj]) -> N
     assert not [a for a in alerts if a not in docs], "every alert is explained in docs/deploy.md"
 
 
-def test_every_alert_and_panel_query_is_valid_promql(objects: list[Obj]) -> None:
+def test_every_alert_and_panel_query_is_valid_promql(monitored: list[Obj]) -> None:
+    objects = monitored
     """A rule whose expression does not parse never fires, silently; Grafana's $__rate_interval
     is substituted as Grafana would before the query reaches Prometheus."""
     exprs = _promql(objects)
@@ -610,7 +635,8 @@ def test_every_alert_and_panel_query_is_valid_promql(objects: list[Obj]) -> None
             pytest.fail(f"invalid PromQL: {expr!r}: {exc}")
 
 
-def test_dashboard_and_service_monitor_are_discoverable(objects: list[Obj]) -> None:
+def test_dashboard_and_service_monitor_are_discoverable(monitored: list[Obj]) -> None:
+    objects = monitored
     assert (
         find(objects, "ConfigMap", "accel-grafana-dashboard")["metadata"]["labels"]["grafana_dashboard"]
         == "1"
