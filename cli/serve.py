@@ -259,6 +259,8 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
     AdmissionConfiguration says so). The API verifies client certificates only when `--client-ca`
     names its trusted proxy's CA (browsers are never asked for one otherwise)."""
     given = Path(args.client_ca) if args.client_ca else None
+    if given is not None and not args.cert_dir:
+        raise CliError("--client-ca needs --cert-dir: client certificates are only verified over TLS")
     if args.allow_unauthenticated and args.component != "extender":
         raise CliError("--allow-unauthenticated applies to `accel serve extender` only")
     if args.component == "api":

@@ -30,6 +30,12 @@ def test_extender_without_tls_refuses_to_start_unless_told_unauthenticated() -> 
     assert "Traceback" not in out.stderr
 
 
+def test_api_client_ca_without_tls_is_refused() -> None:
+    """A proxy CA given to a plaintext API would silently verify nothing: refused instead."""
+    out = accel("serve", "api", *SOURCE, "--port", str(free_port()), "--insecure-plaintext", "--client-ca", "x.crt")
+    assert out.returncode == 1 and "--client-ca needs --cert-dir" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_certs_client_needs_a_ca(tmp_path: Path) -> None:
     out = accel("certs", "client", "--cert-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "s"))
     assert out.returncode == 2 and "no CA" in out.stderr and "accel certs create" in out.stderr
