@@ -183,10 +183,11 @@ def _redacted_draft(view: StateView, body: DraftRequest, redactor: Redactor) -> 
         drafted = draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name)
     except SelectorError as exc:
         raise BadRequest(redactor.text(str(exc), all_names)) from None
+    # Node labels are redacted, so neither a nodeSelector nor the shared labels built from them is shown.
     hidden = drafted.profile.model_copy(update={"node_selector": {}})
     warnings = [redactor.text(w, all_names) for w in drafted.warnings]
-    if drafted.profile.node_selector:
-        warnings.append("nodeSelector left out: it is made of node labels, which are redacted (api.redactNodeNames)")
+    if drafted.profile.node_selector or drafted.shared_labels:
+        warnings.append("node labels left out (nodeSelector, sharedLabels): they are redacted (api.redactNodeNames)")
     result = as_json(drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings), "shared_labels": {}}))
     return {
         **result,

@@ -10,7 +10,7 @@ Rules:
    Without one, or when that file cannot be read, a random key is drawn once per process and a
    log line says so: redacted ids then change on every restart and differ between replicas.
 3. What is redacted, everywhere (nodes, drafts, errors): node names, topology values, all labels
-   (dropped), and a draft's nodeSelector (dropped: it is made of the nodes' labels). Lookups by
+   (dropped), and a draft's nodeSelector and sharedLabels (dropped: they are the nodes' labels). Lookups by
    anything but a redacted id are refused (api/handlers.py), so the API never confirms a guess.
 """
 

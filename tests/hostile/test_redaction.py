@@ -68,10 +68,11 @@ async def test_no_real_name_or_topology_value_in_any_answer(tmp_path: Path) -> N
         ids = [n["name"] for n in nodes["nodes"]]
         assert all(n["labels"] == {} for n in nodes["nodes"])
         assert any(n["zone"] and n["zone"].startswith("zone:") for n in nodes["nodes"])
-        # One node: every label (hostname, zone, leaf) is "common" and would become the nodeSelector.
+        # One node: every label (hostname, zone, leaf) is shared by "all" selected nodes.
         status, draft = await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": ids[:1]})
         assert status == 200 and draft["nodes"] == ids[:1] and "nodeSelector" not in draft["profile"]
-        assert "nodeSelector" not in draft["yaml"] and any("nodeSelector left out" in w for w in draft["warnings"])
+        assert "nodeSelector" not in draft["yaml"] and draft["sharedLabels"] == {}
+        assert any("node labels left out" in w for w in draft["warnings"])
         await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": ids[:2]})
         await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": ids})  # mixed types: warnings
         status, _ = await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": [i for i in ids if "cpu" in i] or ids[-1:]})
