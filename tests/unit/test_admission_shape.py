@@ -105,17 +105,19 @@ def test_reports_exactly_what_schema_validation_rejects(mangles: list[tuple[tupl
     pod = gpu_pod()
     for path, value in mangles:
         node: Any = pod
-        for key in path[:-1]:
-            step: Any = int(key) if key.isdigit() else key
+        for key in path[:-1]:  # "0" indexes a list; object keys stay strings, as in parsed JSON
             if type(node) is dict:
-                node = node.setdefault(step, {})
-            elif type(node) is list and isinstance(step, int) and step < len(node):
-                node = node[step]
+                node = node.setdefault(key, {})
+            elif type(node) is list and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
             else:
                 break
         else:
+            last = path[-1]
             if type(node) is dict:
-                node[path[-1]] = value
+                node[last] = value
+            elif type(node) is list and last.isdigit() and int(last) < len(node):
+                node[int(last)] = value
     reported = [error.split(" must ", 1)[0] for error in shape_errors(pod)]
     rejected = rejected_paths(pod)
     assert all(any(covers(r, x) for x in rejected) for r in reported), (reported, rejected)
