@@ -9,11 +9,15 @@ watermark and can neither double count nor need history. Rules:
 2. It is charged until it ended: for a terminal pod (Succeeded/Failed) the latest container
    `finishedAt`, else its Ready=False transition time; for a deleted pod the time its deletion was
    observed (`deleted_at`) when nothing earlier is known; otherwise it is still running.
-3. Amount = GPU-equivalents (accel.cluster.gpu_equivalents: a time-slice 1/replicas, a MIG slice its compute
-   fraction) x seconds of overlap with the window. Cost = amount / 3600 x price per GPU-hour
-   (the price accel wrote on the pod, else the policy/catalog price of its type).
-4. Labels: team (namespace label), namespace, type (accelerator.opendatahub.io/type, else the
-   node's type), profile (the requested profile, "" for none).
+3. Amount = GPU-equivalents (accel.cluster.gpu_equivalents: a time-slice 1/replicas, a MIG slice its
+   compute fraction) x seconds of overlap with the window. Cost = amount / 3600 x price per GPU-hour
+   from the policy in force (the profile's `costPerGpuHour`, else the catalog price of the type).
+4. Labels: team (namespace label), namespace, type (the node's type; the bind annotation only when
+   the node is gone), profile (the requested profile, "" for none).
+5. Nothing a pod's author can edit sets the price (annotations are mutable after admission, which
+   sees CREATE only): accel's own price annotation is never read; the type comes from the node,
+   the team from the namespace, GPUs from the (immutable) spec; the requested profile is believed
+   only when the team may use it and it lists the node's type (else no profile: catalog price).
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from accel.capacity.inventory import Inventory, pod_accelerator_type
 from accel.cluster.catalog import Catalog
 from accel.cluster.pods import PodView, parse_pod
-from accel.policy.models import Policy
-from accel.policy.pricing import PRICE_ANNOTATION, gpu_hour_price
+from accel.policy.models import Policy, Profile
+from accel.policy.pricing import gpu_hour_price
 
 Labels = tuple[str, str, str, str]  # team, namespace, type, profile
 LABEL_NAMES = ("team", "namespace", "type", "profile")
@@ -98,14 +102,24 @@ def pod_charge(obj: Mapping[str, Any], *, policy: Policy, catalog: Catalog, inve
     start, end = pod_times(obj, deleted_at=deleted_at)
     if start is None:
         return None
-    accel_type = pod_accelerator_type(view, inventory, policy)
-    return PodCharge(labels=_labels(view, accel_type, policy, inventory), gpus=_gpus(view, inventory, catalog),
-                     price=_price(view, accel_type, policy, catalog), start=start, end=end)
-
-
-def _labels(view: PodView, accel_type: str, policy: Policy, inventory: Inventory) -> Labels:
+    node = inventory.node(view.node_name)
+    accel_type = (node.accelerator_type if node is not None and node.accelerator_type
+                  else pod_accelerator_type(view, inventory, policy))
     team = inventory.team_of(view.namespace, policy.settings.team_label) or ""
-    return (team, view.namespace, accel_type, view.requested_profile or "")
+    profile = _trusted_profile(view, accel_type, team, policy)
+    return PodCharge(labels=(team, view.namespace, accel_type, profile.name if profile else ""),
+                     gpus=_gpus(view, inventory, catalog), price=gpu_hour_price(profile, accel_type, catalog),
+                     start=start, end=end)
+
+
+def _trusted_profile(view: PodView, accel_type: str, team: str, policy: Policy) -> Profile | None:
+    """Rule 5: the requested profile, when the team may use it and it covers the node's type."""
+    profile = policy.profile(view.requested_profile) if view.requested_profile else None
+    if profile is None or (profile.types and accel_type not in profile.types):
+        return None
+    owner = policy.team(team) if team else None
+    allowed = owner.allowed_profiles if owner is not None else None
+    return profile if allowed is None or profile.name in allowed else None
 
 
 def _gpus(view: PodView, inventory: Inventory, catalog: Catalog) -> Fraction:
@@ -113,19 +127,6 @@ def _gpus(view: PodView, inventory: Inventory, catalog: Catalog) -> Fraction:
     if node is None:
         return Fraction(sum(view.accelerators.values()))  # node gone from the watch: whole units
     return sum((node.gpu_equivalents(r, n, catalog) for r, n in view.accelerators.items()), Fraction(0))
-
-
-def _price(view: PodView, accel_type: str, policy: Policy, catalog: Catalog) -> Decimal | None:
-    written = view.annotations.get(PRICE_ANNOTATION)
-    if written:
-        try:
-            price = Decimal(written)
-            if price.is_finite() and price >= 0:
-                return price
-        except InvalidOperation:
-            pass
-    profile = policy.profile(view.requested_profile or "") if view.requested_profile else None
-    return gpu_hour_price(profile, accel_type, catalog)
 
 
 def usage_between(charges: Iterable[PodCharge], start: float, end: float) -> dict[Labels, Usage]:

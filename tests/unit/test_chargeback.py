@@ -215,3 +215,20 @@ def test_team_pod_label_is_added_only_when_settings_ask(setting: str | None, exp
     decision = mutate(pod, namespace="nlp", ctx=make_context(policy=policy), reservation_id="r")
     labels = jsonpatch.apply_patch(pod, list(decision.ops))["metadata"]["labels"]
     assert labels.get("cost.example.com/team") == expected
+
+
+def test_what_a_pod_author_can_edit_after_admission_never_sets_type_or_price() -> None:
+    """Annotations are mutable after CREATE (the webhooks see CREATE only): chargeback ignores
+    accel's price annotation and believes the type from the node, the profile only when it fits."""
+    from accel.quota.chargeback import pod_charge
+    from tests.builders import example_policy, make_inventory
+
+    parsed = example_policy()
+    pod = running_pod("forged", gpus=1, start=T0, namespace="nlp")
+    pod["spec"]["nodeName"] = "a100-1"
+    pod["metadata"]["annotations"] = {"accel.dev/profile": "legacy-v100",  # V100 profile with costPerGpuHour 0.90
+                                      "accel.dev/gpu-hour-price": "0", "accelerator.opendatahub.io/type": "nvidia-l4-24gb"}
+    charge = pod_charge(pod, policy=parsed.policy, catalog=parsed.catalog, inventory=make_inventory([pod]))
+    assert charge is not None
+    assert charge.labels == ("nlp", "nlp", "nvidia-a100-80gb", "")  # node's type; legacy-v100 does not cover it
+    assert charge.price == parsed.catalog["nvidia-a100-80gb"].price.usd_per_gpu_hour  # catalog, not "0"
