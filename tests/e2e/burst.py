@@ -29,7 +29,10 @@ def create_one(e2e: cluster.E2ECluster, pod: cluster.Obj) -> Outcome:
     started = time.monotonic()
     namespace = pod["metadata"]["namespace"]
     if e2e.control_plane is not None:
-        status, body = e2e.control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        try:
+            status, body = e2e.control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        except OSError as exc:  # the API server is down (the restart case): an error, not a crash
+            return Outcome("error", f"API server unreachable: {exc}", time.monotonic() - started)
         message = body.get("message", "") if isinstance(body, dict) else str(body)
         ok = status == 201
     else:

@@ -322,7 +322,7 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-overquota", "quota": {"*": 2}, "allowedProfiles": all_profiles},
         {"name": "e2e-replicas", "quota": {"*": REPLICAS_QUOTA}, "allowedProfiles": all_profiles},
         {"name": "e2e-preempt", "quota": {"*": 64}, "allowedProfiles": all_profiles},
-        {"name": "e2e-restart", "quota": {"*": 64}, "allowedProfiles": all_profiles},
+        {"name": "e2e-restart", "quota": {"*": 4}, "allowedProfiles": all_profiles},
         # test_governance: a team restricted to A100 (no-profile pods get gpu-any narrowed to it), and one
         # whose only allowed profile is not the cluster default (no-profile pods are denied)
         {"name": "e2e-govern", "quota": {"nvidia-a100-80gb": 8, "*": 8}, "allowedTypes": ["nvidia-a100-80gb"],
