@@ -122,9 +122,11 @@ def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) ->
 
 def _stopper(servers: Servers) -> Any:
     def stop() -> None:
-        for process in [*servers.extra, *servers.running.values(), servers.scheduler]:
-            if process is not None:
-                servers.procs.stop(process)
+        if servers.scheduler is not None:
+            # Without leader election kube-scheduler ignores SIGTERM: kill it at once.
+            servers.procs.stop(servers.scheduler, grace_s=0)
+        for process in [*servers.extra, *servers.running.values()]:
+            servers.procs.stop(process)
 
     return stop
 
