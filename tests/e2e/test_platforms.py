@@ -108,6 +108,16 @@ def test_a_hardware_profile_cr_mutates_the_pods_that_name_it(
     assert json.loads(notes["accel.dev/availability"])["totalGpus"] >= 8
 
 
+def test_the_api_server_prunes_status_fields_so_accel_uses_annotations(odh: Kubectl) -> None:
+    """Why annotations: the published CRD's status has no schema, a field written there is dropped."""
+    odh.create(hardware_profile("odh-status-probe", selector=A100))
+    odh.run("patch", HWP_KIND, "odh-status-probe", "-n", HWP_NS, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"detectedTypes": ["nvidia-a100-80gb"], "available": True}}))
+    stored = odh.get(HWP_KIND, "odh-status-probe", namespace=HWP_NS)
+    assert "detectedTypes" not in (stored.get("status") or {}) and "available" not in (stored.get("status") or {})
+    odh.delete(HWP_KIND, "odh-status-probe", namespace=HWP_NS)
+
+
 def test_a_name_clash_with_the_configmap_is_refused_with_an_event_and_the_policy_stays(
         odh: Kubectl, team_namespace: Callable[[str], str]) -> None:
     ns = team_namespace("e2e-odh")
