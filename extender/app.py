@@ -138,8 +138,12 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
             core, index, _ = ext.index()
             req = core.request(ext.reader.pod(read), index, ext.clock())
             cols = core.filter_columns(index, req, args.names, read.names_key)
-            fast = ext.filter_renderer.render(cols) if args.node_names is not None else None
-            body = render_filter(args, core.outcome(index, cols)) if fast is None else fast.body
+            required = core.required_topology(index, req, cols)  # Kueue required topology: per node
+            fast = ext.filter_renderer.render(cols) if args.node_names is not None and required is None else None
+            if fast is None:
+                body = render_filter(args, required if required is not None else core.outcome(index, cols))
+            else:
+                body = fast.body
         except NotReady as exc:
             return _json(render_filter(args, None, str(exc)))
         except Exception as exc:  # a failed decision is an Error reply, never a passed node

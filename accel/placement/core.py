@@ -82,6 +82,11 @@ class ExtenderCore:
         """Which candidates pass, and why the others fail, in request order."""
         return self._filter.filter(index, req, names, key)
 
+    def required_topology(self, index: ClusterIndex, req: PodRequest, cols: FilterColumns) -> FilterOutcome | None:
+        """Kueue required topology, per node, over what `cols` passed (None: the pod requires none);
+        the renderer must then use this outcome instead of the columns."""
+        return self._filter.required_topology(index, req, cols)
+
     # ---- prioritize -----------------------------------------------------------------------------
     def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0."""

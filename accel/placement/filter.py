@@ -3,14 +3,24 @@
 Node names -> positions -> class ids (assumed binds re-classed, accel.placement.state rule 2), one
 `accel.placement.filter_rules.check_node` verdict per *distinct* class (memoised per class id, valid across
 generations), gathered back to the names as `accel.placement.filter_columns.FilterColumns`.
+
+Required topology (Kueue `podset-required-topology`, accel.cluster.job_intent rule 3) is a second,
+per-node pass over the nodes that passed (`required_topology`):
+1. Once a pod of the job is placed (bound or assumed), only nodes in the same domain (leaf, spine,
+   zone or node) as the job's pods pass; with pods in several domains, the one holding most.
+2. For the job's first pod, only nodes in a domain whose passing nodes have room for all the
+   job's remaining pods pass; when no domain has, none passes, and the reason says so.
+3. A node without the level's label is not in any domain and fails.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
+from accel.cluster.job_intent import REQUIRED_TOPOLOGY, job_intent
 from accel.placement.columns import present_ids
 from accel.placement.filter_columns import FilterColumns, FilterOutcome, kinds_of, outcome
 from accel.placement.filter_rules import PodRequest, Verdict, check_node
@@ -83,3 +93,52 @@ class FilterStep:
         if passed and len(passed) < len(cols.names) and (passed_key := list_key(passed)) is not None:
             index.remember(passed_key, cols.positions[cols.passing])
         return result
+
+    def required_topology(self, index: ClusterIndex, req: PodRequest, cols: FilterColumns) -> FilterOutcome | None:
+        """The module docstring's required-topology pass; None when the pod requires none."""
+        if req.job is None or not req.wants_accelerators:
+            return None
+        intent = job_intent(req.pod.labels, req.pod.annotations)
+        if not intent.required:
+            return None
+        base = outcome(cols)
+        level = intent.level
+
+        def domain(name: str) -> tuple[str | None, ...] | None:
+            node = index.node(name)
+            if node is None:
+                return None
+            path = (name,) if level == "node" else node.accelerators.topology.path(level)
+            return path if path[-1] is not None else None
+
+        job = f"{req.job[0]}/{req.job[1]}"
+        placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != req.pod.uid]
+        placed += [a.node for a in self.state.assumptions.by_uid.values() if a.job == req.job and a.uid != req.pod.uid]
+        homes = Counter(d for n in placed if (d := domain(n)) is not None)
+        allowed: set[tuple[str | None, ...]]
+        if homes:  # rule 1
+            home = max(homes, key=lambda d: (homes[d], d))
+            allowed = {home}
+            why = f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); they are on {level} {'/'.join(p for p in home if p)}"
+        else:  # rule 2
+            need = self.state.job_need(index, req)
+            shaped = self.state.shaped(req, index)
+            room: Counter[tuple[str | None, ...]] = Counter()
+            for name in base.passed:
+                devices = self.state.effective(index, name)
+                if (d := domain(name)) is not None and devices is not None and shaped.units:
+                    room[d] += devices.free_units(shaped.resource) // shaped.units
+            allowed = {d for d, n in room.items() if n >= need}
+            why = (f"job {job} requires its {need} remaining pods on one {level} ({REQUIRED_TOPOLOGY}); "
+                   + ("this node's " + level + " has no room for them" if allowed else f"no {level} has room for them now"))
+        passed: list[str] = []
+        failed = dict(base.failed)
+        for name in base.passed:
+            d = domain(name)
+            if d is None:
+                failed[name] = f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); node has no {level} label"
+            elif d in allowed:
+                passed.append(name)
+            else:
+                failed[name] = why
+        return FilterOutcome(passed, failed, dict(base.unresolvable))

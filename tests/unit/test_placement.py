@@ -428,3 +428,42 @@ def test_premium_use_and_job_leaf_target() -> None:
     assert (use.multi_type_hours, use.while_cheaper_free, use.by_profile_order, use.against_policy) == (9.0, 6.0, 3.0, 3.0)
     target = job_leaf_target(outcomes)
     assert (target.one_leaf, target.had_room, target.one_leaf_of_those, target.jobs) == (1, 1, 1, 2)
+
+
+# ---- Kueue required topology ------------------------------------------------------------------------
+
+
+def required_pod(name: str, size: int = 3) -> Json:
+    notes = {"kueue.x-k8s.io/podset-required-topology": "network.topology.nvidia.com/leaf",
+             "kueue.x-k8s.io/pod-group-total-count": str(size)}
+    return gpu_pod(name, 4, profile="a100-80gb", labels={"kueue.x-k8s.io/pod-group-name": "tas"}, annotations=notes)
+
+
+async def test_required_topology_filters_to_the_leaf_that_holds_the_job(aiohttp_client: Any) -> None:
+    pods = [required_pod(f"r{i}") for i in range(3)]
+    cluster = FakeCluster()
+    for pod in pods:
+        cluster.apply(pod)
+    state = ClusterState.static(sample_policy(), inventory(two_leaves(), [used("b2", 4)]))
+    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
+    reply = await post(client, "/filter", args(pods[0], ["a1", "b1", "b2"]))
+    assert reply["NodeNames"] == ["b1", "b2"]
+    assert "requires its 3 remaining pods on one leaf" in reply["FailedNodes"]["a1"]
+    placed = [(await schedule(client, pod, ["a1", "b1", "b2"]))[0] for pod in pods]
+    assert sorted(placed) == ["b1", "b1", "b2"]
+    late = required_pod("r3", size=4)  # a fourth pod: leaf l2 is full now, and a1 is not on it
+    cluster.apply(late)
+    reply = await post(client, "/filter", args(late, ["a1", "b1", "b2"]))
+    assert reply["NodeNames"] == []
+    assert "they are on leaf z1/s1/l2" in reply["FailedNodes"]["a1"]
+
+
+async def test_required_topology_without_room_anywhere_says_so(aiohttp_client: Any) -> None:
+    pod = required_pod("big", size=4)
+    cluster = FakeCluster()
+    cluster.apply(pod)
+    state = ClusterState.static(sample_policy(), inventory(two_leaves(), [used("b2", 4)]))
+    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
+    reply = await post(client, "/filter", args(pod, ["a1", "b1", "b2"]))
+    assert reply["NodeNames"] == []
+    assert all("no leaf has room for them now" in why for why in reply["FailedNodes"].values())
