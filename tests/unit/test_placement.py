@@ -436,7 +436,7 @@ def test_premium_use_and_job_leaf_target() -> None:
 def required_pod(name: str, size: int = 3) -> Json:
     notes = {"kueue.x-k8s.io/podset-required-topology": "network.topology.nvidia.com/leaf",
              "kueue.x-k8s.io/pod-group-total-count": str(size)}
-    return gpu_pod(name, 4, profile="a100-80gb", labels={"kueue.x-k8s.io/pod-group-name": "tas"}, annotations=notes)
+    return named_gpu_pod(name, 4, profile="a100-80gb", labels={"kueue.x-k8s.io/pod-group-name": "tas"}, annotations=notes)
 
 
 async def test_required_topology_filters_to_the_leaf_that_holds_the_job(aiohttp_client: Any) -> None:
@@ -444,7 +444,7 @@ async def test_required_topology_filters_to_the_leaf_that_holds_the_job(aiohttp_
     cluster = FakeCluster()
     for pod in pods:
         cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory(two_leaves(), [used("b2", 4)]))
+    state = ClusterState.static(shared_example_policy(), inventory(two_leaves(), [used("b2", 4)]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     reply = await post(client, "/filter", args(pods[0], ["a1", "b1", "b2"]))
     assert reply["NodeNames"] == ["b1", "b2"]
@@ -462,7 +462,7 @@ async def test_required_topology_without_room_anywhere_says_so(aiohttp_client: A
     pod = required_pod("big", size=4)
     cluster = FakeCluster()
     cluster.apply(pod)
-    state = ClusterState.static(sample_policy(), inventory(two_leaves(), [used("b2", 4)]))
+    state = ClusterState.static(shared_example_policy(), inventory(two_leaves(), [used("b2", 4)]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     reply = await post(client, "/filter", args(pod, ["a1", "b1", "b2"]))
     assert reply["NodeNames"] == []
