@@ -12,6 +12,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from accel.admission.author_keys import AUTHOR_KEYS, is_webhook_owned
 from accel.admission.context import AdmissionContext
@@ -260,3 +262,38 @@ def test_pod_label_that_agrees_with_the_namespace_is_fine_and_one_that_disagrees
     assert admit(gpu_pod(namespace="nlp", labels={"team": "nlp"}), ctx)[1].allowed
     denied = admit(gpu_pod(namespace="vision", labels={"team": "nlp"}), ctx)[1]
     assert denied.reason == "team-mismatch"
+
+
+# ---- property: nothing an author writes under accel's keys survives mutation or passes validation --------------
+
+OWNED_KEYS = st.sampled_from([*FORGED, "accel.dev/reservation", "accel.dev/anything", "accel.dev/x.y"])
+VALUES = st.sampled_from(["0.01", "nlp", "vision", "nvidia-h200-141gb", "nvidia-a100-80gb", "0", "", "2.50", "x" * 70])
+CASES = st.sampled_from([("vision", "a100-80gb"), ("nlp", "large-any"), ("vision", "gpu-any"), ("platform", "gpu-any"),
+                         ("nlp", "inference-mig"), ("research", "amd-mi300x"), ("unlabelled", "a100-80gb")])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=CASES, forged=st.dictionaries(OWNED_KEYS, VALUES, max_size=5), job=st.booleans())
+def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], forged: dict[str, str], job: bool) -> None:
+    namespace, profile = case
+    ctx = PROPERTY_CTX
+    authored = {**forged, **({"accel.dev/job": "j"} if job else {})}
+    pod = gpu_pod(namespace=namespace, profile=profile, annotations=authored)
+    clean = gpu_pod(namespace=namespace, profile=profile, annotations={"accel.dev/job": "j"} if job else None)
+    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id="uid-1")
+    reference = mutate(clean, namespace=namespace, ctx=ctx, reservation_id="uid-1")
+    assert (mutated.allowed, mutated.reason) == (reference.allowed, reference.reason)
+    if not mutated.allowed:
+        return
+    after = jsonpatch.apply_patch(pod, list(mutated.ops))["metadata"].get("annotations") or {}
+    expected = jsonpatch.apply_patch(clean, list(reference.ops))["metadata"].get("annotations") or {}
+    if "accel.dev/reservation" in forged and namespace != "unlabelled":  # the reservation id is quota's (issue 21)
+        after = {k: v for k, v in after.items() if k != "accel.dev/reservation"}
+        expected = {k: v for k, v in expected.items() if k != "accel.dev/reservation"}
+    assert after == expected
+    assert mutate(jsonpatch.apply_patch(pod, list(mutated.ops)), namespace=namespace, ctx=ctx, reservation_id="uid-2").ops == ()
+    if any(is_webhook_owned(k) and k != "accel.dev/reservation" and expected.get(k) != v for k, v in forged.items()):
+        assert not validate(pod, ctx).allowed  # validation alone refuses what mutation would have changed
+
+
+PROPERTY_CTX = make_context()
