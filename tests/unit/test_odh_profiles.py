@@ -246,3 +246,18 @@ async def test_accels_own_notes_on_a_hardware_profile_do_not_revalidate_the_poli
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_policy_validate_checks_hardware_profiles_with_the_policy(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml as pyyaml
+
+    from cli.main import main
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    listing = tmp_path / "hwp.yaml"
+    listing.write_text(pyyaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [
+        make_hardware_profile("a100-80gb", node_selector=dict(H100)), make_hardware_profile("odh-h100", node_selector=dict(H100))]}))
+    assert main(["policy", "validate", str(root / "examples" / "policy"), "--hardware-profiles", str(listing)]) == 1
+    err = capsys.readouterr().err
+    assert "HardwareProfile opendatahub/a100-80gb (infrastructure.opendatahub.io/v1alpha1): metadata.name" in err
+    assert "also defined by profiles.yaml profiles[" in err and "odh-h100" not in err
