@@ -257,24 +257,24 @@ def mutate(
         return deny(msg.malformed_pod(errors))
     metadata = pod.get("metadata") or {}
     team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
-    resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.team, policy=ctx.policy, inventory=ctx.inventory)
+    resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.rules, policy=ctx.policy, inventory=ctx.inventory)
     if resolved.finding:
         return _denied(pod, resolved.finding, team=team.name or "")
     profile = resolved.profile
     if profile is None:
-        refused = no_profile_finding(namespace, team.team, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory)
+        refused = no_profile_finding(namespace, team.rules, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory)
         if refused is not None:
             return _denied(pod, refused, team=team.name or "")
         scrubbed = PatchBuilder(pod)
         _scrub(scrubbed, {})
         return Decision(True, "no-profile", team=team.name or "", ops=tuple(scrubbed.ops),
                         document=scrubbed.document if scrubbed else None)
-    if team.team is not None and team.team.allowed_profiles is not None and profile.name not in team.team.allowed_profiles:
-        refused = msg.profile_not_allowed(team.team.name, profile.name, team.team.allowed_profiles)
-        return _denied(pod, refused, profile=profile.name, team=team.team.name)
-    types = allowed_types(profile, team.team)
+    if team.rules is not None and team.rules.allowed_profiles is not None and profile.name not in team.rules.allowed_profiles:
+        refused = msg.profile_not_allowed(team.rules.name, profile.name, team.rules.allowed_profiles)
+        return _denied(pod, refused, profile=profile.name, team=team.rules.name)
+    types = allowed_types(profile, team.rules)
     if profile.accelerators and not types:  # (`profile.types` builds a tuple on every read)
-        allowed = team.team.allowed_types or () if team.team else ()
+        allowed = team.rules.allowed_types or () if team.rules else ()
         refused = msg.types_not_allowed(team.name or "", profile.name, profile.types, allowed)
         return _denied(pod, refused, profile=profile.name, team=team.name or "")
     builder = PatchBuilder(pod)
@@ -284,17 +284,17 @@ def mutate(
     rename_resources(builder, target)
     ensure_limits(builder, target)
     add_default_count(builder, target, profile.gpus.default)
-    narrowed = profile.is_generic and is_restricted(team.team)
-    if narrowed and team.team is not None:
+    narrowed = profile.is_generic and is_restricted(team.rules)
+    if narrowed and team.rules is not None:
         resources = light_view(builder.document).accelerators
-        types = generic_candidates(resources, team.team, ctx)
+        types = generic_candidates(resources, team.rules, ctx)
         if not types:
-            return _denied(pod, no_candidates(team.team, profile, resources), profile=profile.name, team=team.team.name)
+            return _denied(pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name)
     quota_type: str | None = None
     warnings: tuple[str, ...] = ()
     queued = is_queued(metadata.get("labels") or {}, profile)  # accel.policy.kueue: Kueue owns its quota
-    if team.team is not None and not queued and (len(types) > 1 or narrowed) and has_type_quota(team.team, types):
-        quota_type, split = _quota_type(builder, profile, types, team.team, ctx, ledger or Ledger(), now, namespace)
+    if team.rules is not None and not queued and (len(types) > 1 or narrowed) and has_type_quota(team.rules, types):
+        quota_type, split = _quota_type(builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace)
         warnings += (split,) if split else ()
         types = (quota_type,)
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)

@@ -33,8 +33,11 @@ NAMESPACE_PROFILE_ANNOTATION = "accel.dev/default-profile"
 
 @dataclass(frozen=True, slots=True)
 class TeamResolution:
+    """The pod's team: its `name` (namespace label), its `rules` (the teams.yaml entry; None when
+    the policy does not know the team) and a `finding` when the team cannot be used."""
+
     name: str | None
-    team: Team | None
+    rules: Team | None
     finding: Finding | None = None
 
 

@@ -89,29 +89,29 @@ def _checks(
         findings.append(msg.missing_labels(required, missing))
     team = resolve_team(namespace, view.labels, policy=policy, inventory=ctx.inventory)
     findings += [team.finding] if team.finding else []
-    resolved = resolve_profile(view.annotations, namespace, team.team, policy=policy, inventory=ctx.inventory)
+    resolved = resolve_profile(view.annotations, namespace, team.rules, policy=policy, inventory=ctx.inventory)
     findings += [resolved.finding] if resolved.finding else []
     profile = resolved.profile
     if profile is None and resolved.finding is None and view.accelerators:
-        refused = no_profile_finding(namespace, team.team, view.accelerators, policy=policy, inventory=ctx.inventory)
+        refused = no_profile_finding(namespace, team.rules, view.accelerators, policy=policy, inventory=ctx.inventory)
         findings += [refused] if refused else []
     units = sum(view.accelerators.values())
-    if profile is not None and team.team is not None:
-        allowed = team.team.allowed_profiles
+    if profile is not None and team.rules is not None:
+        allowed = team.rules.allowed_profiles
         if allowed is not None and profile.name not in allowed:
-            findings.append(msg.profile_not_allowed(team.team.name, profile.name, allowed))
-        if profile.accelerators and not allowed_types(profile, team.team):
-            findings.append(msg.types_not_allowed(team.team.name, profile.name, profile.types, team.team.allowed_types or ()))
-        if profile.is_generic and is_restricted(team.team):
-            narrowing = narrowing_finding(pod, view, profile=profile, team=team.team, ctx=ctx)
+            findings.append(msg.profile_not_allowed(team.rules.name, profile.name, allowed))
+        if profile.accelerators and not allowed_types(profile, team.rules):
+            findings.append(msg.types_not_allowed(team.rules.name, profile.name, profile.types, team.rules.allowed_types or ()))
+        if profile.is_generic and is_restricted(team.rules):
+            narrowing = narrowing_finding(pod, view, profile=profile, team=team.rules, ctx=ctx)
             findings += [narrowing] if narrowing else []
-    findings += _owned_findings(view, profile, team.team, team.name, ctx)
+    findings += _owned_findings(view, profile, team.rules, team.name, ctx)
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
         findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
     cap = policy.settings.max_gpus_per_pod
     if cap is not None and units > cap:
         findings.append(msg.too_many_gpus(units, cap, "the cluster policy (maxGpusPerPod)"))
-    return findings, team.team, team.name or "", profile
+    return findings, team.rules, team.name or "", profile
 
 
 TEAM_ANNOTATION = "accel.dev/team"
