@@ -87,6 +87,7 @@ def test_per_seed_deterministic_policy_must_match_every_column() -> None:
     lines, failures = per_seed_verdict(ours, published)
     assert lines[0].startswith("per seed fgd: 1/2 runs match") and "worst 0.200 pp (default seed 43)" in lines[0]
     assert "not reproducible per seed" in lines[1]  # random: reported, never a failure
+    assert "rule 4 in cli/sim_validation.py" in lines[1]  # says where "rule 4" is
     assert failures == ["per-seed fgd: 1 run(s) off the published curve, worst 0.200 pp (default seed 43)"]
     assert per_seed_verdict({("default", "fgd", 42): _curve(95.0)}, published) == (
         ["per seed fgd: 1/1 runs match the published curve within 0.01 pp; worst 0.000 pp (default seed 42)"], [])
