@@ -132,7 +132,7 @@ class ScoreStep:
             combined = self.combine_columns(index, req, names, pos, cids, tids)
             out = combined.scores
             if req.pod.uid:
-                self._keep_breakdown(req.pod.uid, Breakdown(tuple(names), combined))
+                self._keep_breakdown(req.pod.uid, Breakdown(names, combined))
         return Scores(names, pos, out, index.names)
 
     def combine_columns(
