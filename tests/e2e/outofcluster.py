@@ -76,6 +76,12 @@ class Servers:
 
     def start(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
         """Start one `accel serve NAME` and wait until /readyz answers 200 (or it exits)."""
+        process = self.launch(name, port, log_suffix=log_suffix)
+        self.wait_ready(process)
+        return process
+
+    def launch(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
+        """Start one `accel serve NAME` without waiting (start several, then `wait_ready` each)."""
         port = port or controlplane.free_port()
         env = os.environ | {"KUBECONFIG": self.kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
         process = self.procs.start(
@@ -85,9 +91,11 @@ class Servers:
             self.workdir / f"{name}{log_suffix}.log", env=env,
         )  # fmt: skip
         process.port = port
-        controlplane.wait_ready(partial(self.is_ready, port), process=process, timeout_s=SERVER_READY_S,
-                                what=f"accel serve {name} on port {port}")  # fmt: skip
         return process
+
+    def wait_ready(self, process: controlplane.Process) -> None:
+        controlplane.wait_ready(partial(self.is_ready, process.port), process=process, timeout_s=SERVER_READY_S,
+                                what=f"{process.name} on port {process.port}")  # fmt: skip
 
 
 def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) -> Servers:
@@ -108,9 +116,11 @@ def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) ->
     env.cleanup.append(_stopper(servers))
     env.kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.NS}})
     cluster.apply_policy(env.kubectl, cluster.e2e_policy())
-    for name in SERVERS:
-        servers.running[name] = servers.start(name)
+    for name in SERVERS:  # all three load and watch at once; then wait for each
+        servers.running[name] = servers.launch(name)
         servers.ports[name] = servers.running[name].port
+    for process in servers.running.values():
+        servers.wait_ready(process)
     servers.match_conditions_stripped = env.server_minor < MATCH_CONDITIONS_SINCE
     apply_webhook_configs(env, servers, url_base=f"https://{host}:{servers.ports['webhook']}")
     binary = _scheduler_binary(env)
