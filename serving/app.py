@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -83,6 +84,10 @@ def _handler_label(request: web.Request) -> str:
 
 def _observe_middleware(name: str, metrics: Metrics, tracker: InFlight) -> Middleware:
     inflight = metrics.http_inflight.labels(app=name)
+    # Label children per (route label, status code), looked up once: `labels()` takes a lock and
+    # builds the label tuple on every call, which costs more than the sample itself. Bounded: route
+    # labels are the app's routes (or "unmatched") and codes are HTTP statuses.
+    children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -98,8 +103,12 @@ def _observe_middleware(name: str, metrics: Metrics, tracker: InFlight) -> Middl
             inflight.dec()
             tracker.leave()
             label = _handler_label(request)
-            metrics.http_requests.labels(app=name, handler=label, code=str(code)).inc()
-            metrics.http_duration.labels(app=name, handler=label).observe(time.perf_counter() - started)
+            pair = children.get((label, code))
+            if pair is None:
+                pair = children[(label, code)] = (metrics.http_requests.labels(app=name, handler=label, code=str(code)),
+                                                  metrics.http_duration.labels(app=name, handler=label))
+            pair[0].inc()
+            pair[1].observe(time.perf_counter() - started)
 
     return observe
 

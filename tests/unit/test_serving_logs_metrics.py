@@ -81,3 +81,30 @@ def test_app_metrics_are_idempotent_and_type_checked() -> None:
     assert m.counter("accel_webhook_denials_total", "Denials.", ("reason",)) is first
     with pytest.raises(ValueError, match="already declared"):
         m.gauge("accel_webhook_denials_total", "x")
+
+
+@pytest.mark.parametrize("created", [0.0, 1_764_909_314.0, 1_764_909_314.1239, 1_764_909_314.9999, 1_764_909_315.5])
+def test_log_timestamp_matches_isoformat_milliseconds(created: float) -> None:
+    """The per-second cached timestamp writes what datetime.isoformat(timespec="milliseconds") writes."""
+    from datetime import UTC, datetime
+
+    from serving.logs import JsonFormatter
+
+    formatter = JsonFormatter()
+    record = logging.LogRecord("accel.test", logging.INFO, "f", 1, "admission", (), None)
+    record.created = created
+    expected = datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+    assert json.loads(formatter.format(record))["ts"] == expected
+
+
+def test_log_extras_of_any_type_still_serialise() -> None:
+    """Extras json cannot encode natively (a Fraction, a set) are written as text, never an error."""
+    from fractions import Fraction
+
+    from serving.logs import JsonFormatter
+
+    record = logging.LogRecord("accel.test", logging.INFO, "f", 1, "quota %s", ("nlp",), None)
+    record.amount = Fraction(1, 7)
+    record.names = {"a"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "quota nlp" and line["amount"] == "1/7" and line["names"] == "{'a'}"
