@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import base64
+import uuid
 from collections import Counter
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -54,6 +55,10 @@ class PodSteps(DriverIO):
         if response.get("patch"):
             ops = jsonpatch.JsonPatch.from_string(base64.b64decode(response["patch"]).decode())
             pod = ops.apply(pod)
+        # The API server assigns the uid before validating admission; quota keys its reservation
+        # to it (accel.quota.rules invariant 2), and the stored pod keeps it. Derived from the
+        # pod's key so a seeded run stays reproducible.
+        pod["metadata"]["uid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"accel-demo/{record.pod.key}"))
         response = await self._review("/validate", pod, user)
         if not response.get("allowed"):
             return self._deny(record, response)

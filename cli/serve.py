@@ -162,7 +162,7 @@ def make_component_app(
         from webhook.app import make_app as make_webhook
 
         app: web.Application = make_webhook(
-            state, metrics=metrics, ledger_store=deps.cas, replica_id=socket.gethostname(),
+            state, metrics=metrics, ledger_store=deps.cas, pod_source=deps.source, replica_id=socket.gethostname(),
             client_names=None if client_names is ... else client_names,
         )
     elif component == "extender":
@@ -170,7 +170,8 @@ def make_component_app(
         from extender.app import warm_up
 
         names = (DEFAULT_SCHEDULER_CLIENT,) if client_names is ... else client_names
-        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=names, events=deps.events)
+        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=names, events=deps.events,
+                            ledger_store=deps.cas)
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api

@@ -17,11 +17,15 @@ them (kube-scheduler's `accel-scheduler`; serving/peers.py): 401 without one, 40
 name, before the body is read. Probes and /metrics stay open. `accel serve extender` always
 passes it unless told `--allow-unauthenticated`.
 
-Bind sequence: plan (devices + annotations) -> assume (so a filter running while the Binding is
-in flight already sees the devices taken) -> `Binder.bind` -> on failure forget the assumption;
-on success record the job's leaf hold (accel.placement.state rule 3) and an `AcceleratorPlaced`
-Event (reporting controller `accel-extender`) carrying the explanation the bind also wrote to the
+Bind sequence: plan (devices + annotations, type and price of the node's real type, always
+overwriting what the pod carried) -> per-type quota conversion on the ledger for a pod whose type
+is fixed only now (extender/quota_gate.py; a full quota or a lost race is an `Error` the scheduler
+retries) -> assume (so a filter running while the Binding is in flight already sees the devices
+taken) -> `Binder.bind` -> on failure forget the assumption and undo the conversion; on success
+record the job's leaf hold (accel.placement.state rule 3) and an `AcceleratorPlaced` Event
+(reporting controller `accel-extender`) carrying the explanation the bind also wrote to the
 pod's `accel.dev/placement` annotation.
+With a quota gate, /filter also fails the nodes of types whose team quota is full for the pod.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from accel.placement.index import ClusterIndex
 from accel.placement.score import PLACED_CONTROLLER, PLACED_REASON
 from extender.filter_reply import FilterRenderer
 from extender.priority_reply import PriorityRenderer
+from extender.quota_gate import QuotaGate
 from extender.raw_args import ArgsReader, ReadArgs
 from extender.wire import (
     parse_binding,
@@ -51,10 +56,11 @@ from extender.wire import (
     render_preemption,
 )
 from kube.errors import Conflict, KubeError, NotFound
-from kube.protocol import Binder, EventRecorder
+from kube.protocol import Binder, CasStore, EventRecorder
 from serving.app import make_base_app
 from serving.body import read_body, read_json
 from serving.cluster_state import ClusterState
+from serving.ledger import LedgerClient
 from serving.metrics import Metrics
 from serving.peers import require_client_cert
 
@@ -80,6 +86,7 @@ class Extender:
     clock: Callable[[], float]
     core: ExtenderCore | None = None
     events: EventRecorder | None = None  # AcceleratorPlaced after every bind (best effort)
+    gate: QuotaGate | None = None
     renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
     reader: ArgsReader = field(default_factory=ArgsReader)
     filter_renderer: FilterRenderer = field(default_factory=FilterRenderer)
@@ -137,6 +144,8 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
         try:
             core, index, _ = ext.index()
             req = core.request(ext.reader.pod(read), index, ext.clock())
+            if ext.gate is not None:
+                req = await ext.gate.narrow(ext.state.view(), req)
             cols = core.filter_columns(index, req, args.names, read.names_key)
             required = core.required_topology(index, req, cols)  # Kueue required topology: per node
             fast = ext.filter_renderer.render(cols) if args.node_names is not None and required is None else None
@@ -225,17 +234,27 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
         )
     except (NotReady, BindRefused) as exc:
         return str(exc), "refused"
+    converted: str | None = None
+    if ext.gate is not None:  # per-type quota: the type is fixed now (extender/quota_gate.py)
+        try:
+            converted, error = await ext.gate.convert(ext.state.view(), plan.pod, node)
+        except BaseException:
+            core.abort_bind(uid)
+            raise
+        if error:
+            core.abort_bind(uid)
+            return error, "refused"
     try:
         await ext.binder.bind(namespace, name, uid, node, plan.annotations)
-    except (Conflict, NotFound) as exc:
+    except BaseException as exc:
         core.abort_bind(uid)
-        kind = "conflict" if isinstance(exc, Conflict) else "not_found"
-        return f"accel: binding {namespace}/{name} to {node} failed ({kind}): {exc}", kind
-    except KubeError as exc:
-        core.abort_bind(uid)
-        return f"accel: binding {namespace}/{name} to {node} failed: {exc}", "error"
-    except BaseException:
-        core.abort_bind(uid)
+        if converted is not None and ext.gate is not None:
+            await ext.gate.undo(converted)
+        if isinstance(exc, (Conflict, NotFound)):
+            kind = "conflict" if isinstance(exc, Conflict) else "not_found"
+            return f"accel: binding {namespace}/{name} to {node} failed ({kind}): {exc}", kind
+        if isinstance(exc, KubeError):
+            return f"accel: binding {namespace}/{name} to {node} failed: {exc}", "error"
         raise
     core.finish_bind(plan)
     if ext.events is not None and plan.explanation is not None:
@@ -268,13 +287,15 @@ def make_app(
     clock: Callable[[], float] = time.monotonic,
     core: ExtenderCore | None = None,
     events: EventRecorder | None = None,
+    ledger_store: CasStore | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_concurrency: int = MAX_CONCURRENCY,
     client_names: Iterable[str] | None = None,
 ) -> web.Application:
     """The extender Application (routes in ROUTES). `clock` drives assumption and job-hold expiry;
     `events` gets an `AcceleratorPlaced` Event for every pod bound; `client_names` (module
-    docstring) are the client-certificate CNs allowed to call the verbs."""
+    docstring) are the client-certificate CNs allowed to call the verbs. With a `ledger_store`
+    (production wiring) per-type quota is enforced at filter and bind (extender/quota_gate.py)."""
     names = tuple(client_names) if client_names is not None else None
     app = make_base_app(
         name="extender",
@@ -284,7 +305,8 @@ def make_app(
         ready=state.ready,
         authenticate=require_client_cert(names, app="extender", metrics=metrics) if names is not None else None,
     )
-    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events)
+    gate = QuotaGate(LedgerClient(ledger_store)) if ledger_store is not None else None
+    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events, gate=gate)
     app[EXTENDER] = ext
 
     async def filter_route(request: web.Request) -> web.Response:

@@ -23,8 +23,8 @@ from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
 from accel.quota.rules import ReservationOutcome, limit_of, ratio_sum
+from serving.ledger import LedgerClient
 from serving.metrics import Metrics
-from webhook.ledger import LedgerClient
 from webhook.review import AdmissionRequest, build_response, plain_pod_create
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Admitter:
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if self._ctx is None or key != self._ctx_key:
             self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges,
-                                      previous=self._ctx)
+                                      previous=self._ctx, now=self.clock())
             self._ctx_key = key
             self._publish_quota(self._ctx)
         return self._ctx
@@ -161,7 +161,6 @@ class Admitter:
             request.object,
             namespace=request.pod_namespace,
             ctx=ctx,
-            reservation_id=request.uid,
             ledger=self.ledger.last if self.ledger else None,
             now=self.clock(),
         )

@@ -8,24 +8,28 @@ render with `build_response`.
 A malformed review is a 400 with a reason, never a 5xx or a traceback.
 
 Without a `ledger_store` (single replica, local runs) quota is checked against the watch only,
-with no reservation for admissions in flight; production wiring always passes one.
+with no reservation for admissions in flight; production wiring always passes one, and a
+`pod_source` (the API server) for the reconciler that frees reservations whose pod never
+appeared (webhook/reconcile.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import orjson
 from aiohttp import web
 
-from kube.protocol import CasStore
+from kube.protocol import CasStore, ObjectSource
 from serving.app import make_base_app
 from serving.body import read_json
+from serving.ledger import LedgerClient
 from serving.metrics import Metrics
 from serving.peers import require_client_cert
 from webhook.admitter import Admitter, StateSource
-from webhook.ledger import LedgerClient
+from webhook.reconcile import Reconciler
 from webhook.review import build_response, parse_review
 
 ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/healthz", "/readyz", "/metrics")
@@ -63,6 +67,7 @@ def make_app(
     *,
     metrics: Metrics,
     ledger_store: CasStore | None = None,
+    pod_source: ObjectSource | None = None,
     clock: Callable[[], float] = time.time,
     replica_id: str = "",
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -84,7 +89,17 @@ def make_app(
         authenticate=require_client_cert(names, app="webhook", metrics=metrics) if names is not None else None,
     )
     ledger = LedgerClient(ledger_store) if ledger_store is not None else None
-    app[ADMITTER] = Admitter(state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id)
+    admitter = app[ADMITTER] = Admitter(state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id)
+    if ledger is not None and pod_source is not None:
+        reconciler = Reconciler(admitter, pod_source)
+
+        async def tidy(_app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(reconciler.run(), name="quota-reconciler")
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(tidy)
     app.router.add_post("/mutate", handle_mutate)
     app.router.add_post("/validate", handle_validate)
     return app

@@ -206,8 +206,13 @@ def plan_affinity(spec: Mapping[str, Any], selector: TypeSelector) -> AffinityPl
     for term in terms:
         if restricts(term, selector):
             out.append(dict(term))
+            # only the selector keys this term uses: a term of a mixed-key selector (two vendors'
+            # labels) is one alternative, checked as the first pass checked it when it built it
+            keys = [e.get("key") for e in term.get("matchExpressions") or () if isinstance(e, Mapping)
+                    and restricts({"matchExpressions": [e]}, selector)]
             reason = next(
-                (r for k, v in selector.values_by_key.items() if (r := _contradicts({}, k, v, node_selector))), None
+                (r for k, v in selector.values_by_key.items() if k in keys and (r := _contradicts({}, k, v, node_selector))),
+                None,
             )
             satisfiable += reason is None
             conflicts += [reason] if reason else []

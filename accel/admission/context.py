@@ -25,7 +25,7 @@ from accel.cluster.pods import accelerator_requests as pod_accelerator_requests
 from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
 from accel.quota.charges import ChargeMemo
-from accel.quota.rules import RESERVATION_ANNOTATION
+from accel.quota.rules import Seen, watch_ids
 
 CONTAINER_LISTS = ("containers", "initContainers")
 
@@ -38,7 +38,8 @@ class AdmissionContext:
     inventory: Inventory
     generation: int = 0
     usage: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
-    visible: frozenset[str] = frozenset()
+    visible: frozenset[str] = frozenset()  # ledger ids the watch accounts for (accel.quota invariant 2)
+    seen: Seen = field(default_factory=dict)  # pods the watch has shown, deleted ones included
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission.jobs rule 2 (watch)
@@ -109,9 +110,10 @@ class AdmissionContext:
 
 def build_context(
     parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, charges: ChargeMemo | None = None,
-    previous: AdmissionContext | None = None,
+    previous: AdmissionContext | None = None, now: float = 0.0,
 ) -> AdmissionContext:
-    """Walk the inventory once: usage per team, visible reservation ids, free units and presence per type.
+    """Walk the inventory once: usage per team, the ledger ids the watch accounts for, free units and
+    presence per type. `now` dates the pods seen (deleted pods consume their entries for a while).
 
     `charges` (one per replica, kept across generations) makes each pod's charge a lookup once
     a pod of the same shape was charged (accel.quota.charges); without it a fresh memo is used.
@@ -122,8 +124,11 @@ def build_context(
     present: set[str] = set()
     for node in inventory.nodes:
         present.update(node.accelerators.types)
-    visible = frozenset(
-        rid for pod in inventory.pods if (rid := pod.annotations.get(RESERVATION_ANNOTATION))
+    visible, seen = watch_ids(
+        ((pod.uid, bool(pod.node_name)) for pod in inventory.pods),
+        previous.seen if previous is not None else {},
+        now=now,
+        keep_s=float(policy.settings.quota.reservation_ttl_seconds),
     )
     context = AdmissionContext(
         parsed=parsed,
@@ -132,6 +137,7 @@ def build_context(
         usage=charges.usage(parsed, inventory),
         charges=charges,
         visible=visible,
+        seen=seen,
         free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
         job_types=job_types(inventory),

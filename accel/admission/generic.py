@@ -16,9 +16,9 @@ Rules:
    free units in the cluster (most first, then name).
 3. No candidate is a denial naming the team, the resource, the allowed types and the fix.
 4. Validation: a generic pod of a restricted team must carry the narrowing: any type annotation
-   (`accelerator.opendatahub.io/type`, `accel.dev/quota-type`) names a candidate, one is present
-   when the team has a per-type quota on a candidate, and every required nodeSelectorTerm
-   restricts the pod to the annotated type (else to the candidates). Otherwise the mutating
+   (`accelerator.opendatahub.io/type`, `accel.dev/quota-type`) names a candidate, and every
+   required nodeSelectorTerm restricts the pod to the annotated type (else to the candidates;
+   the type itself is fixed at bind, accel.quota invariant 1). Otherwise the mutating
    webhook was skipped or its changes were removed: denied as a bypassed mutation.
 """
 
@@ -35,7 +35,6 @@ from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
 from accel.cluster.catalog import UNKNOWN_TYPE
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
 from accel.policy.models import ALL_TYPES, Profile, Team
-from accel.quota.rules import has_type_quota
 
 SHARED_SUFFIX = ".shared"
 NVIDIA_MIG_PREFIX = "nvidia.com/mig-"
@@ -91,8 +90,6 @@ def narrowing_finding(
     annotated = [v for key in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION) if (v := view.annotations.get(key))]
     if outside := [t for t in annotated if t not in candidates]:
         return msg.not_narrowed(team.name, profile.name, f"it names type {outside[0]}, not one of {', '.join(candidates)}")
-    if not annotated and has_type_quota(team, candidates):
-        return msg.not_narrowed(team.name, profile.name, f"it has no {TYPE_ANNOTATION} annotation")
     narrowed = (annotated[0],) if annotated else candidates
     try:
         selector = ctx.selector(profile, narrowed)

@@ -51,7 +51,8 @@ def job_types(inventory: Inventory) -> dict[JobKey, str]:
 def ledger_job_type(ledger: Ledger, job: JobKey, *, now: float) -> str | None:
     """Rule 2 over the ledger: the type of the job's newest live reservation."""
     namespace, name = job
-    live = [r for r in ledger.reservations.values() if r.job == name and r.namespace == namespace and r.expires > now]
+    live = [r for r in ledger.reservations.values()
+            if r.job == name and r.namespace == namespace and r.expires > now and r.type]  # "": undecided
     return max(live, key=lambda r: (r.created, r.id)).type if live else None
 
 

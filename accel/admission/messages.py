@@ -167,6 +167,27 @@ def no_generic_candidates(team: str, profile: str, resources: Sequence[str], all
     )
 
 
+def node_not_accelerator(node: str, profile: str) -> Finding:
+    """An author-set spec.nodeName that names no accelerator node the webhook knows."""
+    return Finding(
+        "node-not-allowed",
+        f'spec.nodeName "{node}" is not an accelerator node known to accel, so profile "{profile}" cannot run there; '
+        "remove spec.nodeName and let the scheduler place the pod",
+        400,
+    )
+
+
+def node_type_not_allowed(node: str, node_type: str, profile: str, team: str, types: Sequence[str]) -> Finding:
+    """An author-set spec.nodeName on a node whose type the profile/team does not allow."""
+    who = f'profile "{profile}"' + (f' for team "{team}"' if team else "")
+    return Finding(
+        "node-not-allowed",
+        f'spec.nodeName "{node}" has {node_type} GPUs, but {who} allows only {", ".join(types)}; '
+        "remove spec.nodeName (the scheduler then picks an allowed node) or name a node of an allowed type",
+        403,
+    )
+
+
 def not_narrowed(team: str, profile: str, why: str) -> Finding:
     """A generic pod of a restricted team that validation sees without the mutating webhook's narrowing."""
     return Finding(
@@ -193,9 +214,13 @@ def too_many_gpus(requested: int, limit: int, source: str) -> Finding:
 
 def _excess_text(excess: QuotaExcess) -> str:
     what = "GPUs across all types" if excess.key == ALL_TYPES else f"{excess.key} GPUs"
+    # Pods that exist ("in use") and admissions not yet visible as pods ("reserved") are told apart:
+    # a reservation is freed on its own within seconds when its pod never appears.
+    reserved = f", {format_gpus(excess.reserved)} reserved by admissions in flight" if excess.reserved > 0 else ""
+    in_use = excess.used - excess.reserved if excess.reserved > 0 else excess.used
     return (
         f"would use {format_gpus(excess.would_use)} of {format_gpus(excess.limit)} {what} "
-        f"({format_gpus(excess.used)} in use, {format_gpus(excess.requested)} requested)"
+        f"({format_gpus(in_use)} in use{reserved}, {format_gpus(excess.requested)} requested)"
     )
 
 

@@ -12,14 +12,17 @@ Rules of `mutate`:
    first default the team may use (accel.admission.resolve) and is then governed like any other
    (routed, narrowed, charged, annotated); with no usable default it is denied, listing the
    profiles the team may use (only a policy without any profile leaves it a plain request).
-3. Multi-type quota (documented choice): when the team has a per-type quota on any of the
-   profile's types, the pod is charged to ONE type, chosen at mutation as the first type in
-   preference order with quota room and free devices (else with quota room, else the first); it is
-   written to `accel.dev/quota-type` and the required affinity is restricted to exactly that type,
-   so the per-type quota stays exact after binding. Without per-type quotas the affinity allows
-   every type of the profile, preferred in order, and only the "*" quota applies.
-4. Every GPU pod with a team gets `accel.dev/reservation` (the mutating request's uid): the id the
-   quota ledger uses to match a reservation to the pod in the watch.
+3. Multi-type profiles (accel.quota.rules invariant 1: the type is fixed at bind, where the capacity
+   is): the required affinity keeps every allowed type that still has quota room on its own type
+   line (usage = watch + this replica's last ledger; all of them when none has: validation then
+   denies), and the preferred terms keep the profile's order, so the scheduler lands the pod on
+   the first type in preference order that can hold it on one node, with the pod's own
+   selectors, affinity and tolerations. No type is pinned at admission; when exactly one type is
+   possible it is written to `accelerator.opendatahub.io/type` (then the pod is typed at once).
+4. `spec.nodeName` set by the author (the pod skips the scheduler and the extender) is a
+   one-node affinity: a node the inventory does not know, or whose type the profile/team does not
+   allow, is denied; otherwise the pod is typed and priced as that node's real type. No
+   reservation id is written: quota keys reservations to the pod's uid (accel.quota.rules invariant 2).
 5. A second pass over the mutated pod yields no ops (every step is "make it so", never "append").
 6. Generic profiles (`accelerators: []`; accel.admission.generic): for an unknown team, or a team
    with neither `allowedTypes` nor a per-type quota (only "*" or nothing), the pod stays exactly a
@@ -27,13 +30,12 @@ Rules of `mutate`:
    cluster nodes (never `unknown`: unlabeled GPUs cannot be matched by node affinity, so a
    restricted team never lands on them) whose catalog resourceName is the device the pod asks for,
    filtered by `allowedTypes`, ordered by free units (most first, then name); no candidate is a
-   denial. Then exactly rule 3 over the candidates: with a per-type quota on any candidate, one
-   quota type (annotations, affinity, price); else required affinity over all candidates,
-   preferred in that order, priced as the first. Validation charges the pod to that type and
-   denies a generic pod of a restricted team that lacks the narrowing (bypassed mutation).
+   denial. Then exactly rule 3 over the candidates (required affinity over the candidates with
+   quota room, preferred in that order). Validation denies a generic pod of a restricted team
+   that lacks the narrowing (bypassed mutation).
 7. Jobs (accel.admission.jobs): in rule 3, pods of one job (namespace + first JOB_LABELS label)
-   are charged to the type the job already uses (watch, else ledger) while it has quota room;
-   otherwise the normal choice, with a warning that the job is split across types.
+   are restricted to the type the job already uses (watch, else ledger) while it has quota room;
+   otherwise rule 3, with a warning that the job may be split across types.
 
 8. The webhook owns every `accel.dev/*` annotation and `accelerator.opendatahub.io/type` except
    the author keys of accel.admission.author_keys: each one the author set is overwritten with accel's value
@@ -76,18 +78,11 @@ from accel.admission.resources import (
     rename_resources,
     target_resource,
 )
-from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
 from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy.kueue import is_queued
 from accel.policy.models import Mode, Profile, Team
 from accel.quota.ledger import Ledger
-from accel.quota.rules import (
-    RESERVATION_ANNOTATION,
-    check_quota,
-    choose_quota_type,
-    has_type_quota,
-    team_usage_now,
-)
+from accel.quota.rules import has_type_quota, team_usage_now, type_room
 
 TEAM_ANNOTATION = "accel.dev/team"
 NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")
@@ -150,28 +145,40 @@ def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
     builder.set_members(["metadata", "annotations"], values)
 
 
-def _quota_type(
+def _room_types(
     builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger,
     now: float, namespace: str,
-) -> tuple[str, str | None]:
-    """Rules 3 and 7: the single type this pod is charged to (kept when a first pass already chose)
-    and, when it splits the pod's job across types, the warning saying so."""
-    current = (builder.get(["metadata", "annotations"]) or {}).get(QUOTA_TYPE_ANNOTATION)
-    if current in types:
-        return str(current), None
+) -> tuple[tuple[str, ...], str | None]:
+    """Rules 3 and 7: the allowed types this pod may still land on (quota room on the type's own
+    line), in preference order, and, when that leaves the type of the pod's job, the warning."""
     view = light_view(builder.document)
     amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
     usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
     job = job_of(namespace, view.labels)
     earlier = job_type(job, ctx.job_types, ledger, now=now) if job else None
-    if earlier in amounts and not check_quota(team, earlier, amounts[earlier], usage):
-        return str(earlier), None
-    units = sum(view.accelerators.values())
-    chosen = choose_quota_type(team, types, amounts, usage, free_units=ctx.free_units, units=units)
-    if job is None or earlier is None or earlier == chosen:
-        return chosen, None
+    if earlier in amounts and type_room(team, str(earlier), amounts[str(earlier)], usage) is None:
+        return (str(earlier),), None
+    room = tuple(t for t in types if type_room(team, t, amounts[t], usage) is None) or types
+    if job is None or not earlier:
+        return room, None
     why = f"no {earlier} quota left" if earlier in amounts else f"{earlier} is not allowed for this pod"
-    return chosen, msg.job_split(job[1], earlier, chosen, why)
+    return room, msg.job_split(job[1], earlier, ", ".join(room), why)
+
+
+def _node_type(pod: Mapping[str, Any], types: tuple[str, ...], profile: Profile, team: str, ctx: AdmissionContext) -> str | Finding | None:
+    """Rule 4: the real type of the node an author-set `spec.nodeName` names (None: no nodeName),
+    or why the pod may not run there."""
+    spec = pod.get("spec") or {}
+    name = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    if not name:
+        return None
+    node = ctx.inventory.node(str(name))
+    node_type = node.accelerator_type if node is not None else None
+    if node is None or not node_type:
+        return msg.node_not_accelerator(str(name), profile.name)
+    if types and node_type not in types:
+        return msg.node_type_not_allowed(str(name), node_type, profile.name, team, types)
+    return node_type
 
 
 def _apply_affinity(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
@@ -205,17 +212,13 @@ def _apply_placement(builder: PatchBuilder, profile: Profile, ctx: AdmissionCont
 
 
 def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: str | None,
-                 quota_type: str | None, reservation_id: str, ctx: AdmissionContext) -> None:
+                 ctx: AdmissionContext) -> None:
     values = {PROFILE_ANNOTATION: profile.name}
     if len(types) == 1:
         values[TYPE_ANNOTATION] = types[0]
-    if quota_type:
-        values[QUOTA_TYPE_ANNOTATION] = quota_type
     values.update(ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document)))
     if team:
         values[TEAM_ANNOTATION] = team
-        current = (builder.get(["metadata", "annotations"]) or {}).get(RESERVATION_ANNOTATION)
-        values[RESERVATION_ANNOTATION] = current or reservation_id
     _annotate(builder, values)
     _scrub(builder, values)
 
@@ -240,14 +243,13 @@ def mutate(
     *,
     namespace: str,
     ctx: AdmissionContext,
-    reservation_id: str,
     ledger: Ledger | None = None,
     now: float = 0.0,
 ) -> Decision:
     """Plan the patch for one pod CREATE (module rules); the result is before `apply_mode`.
 
-    `ledger` is the replica's last-seen quota ledger (no IO here): it only steers the choice of
-    the quota type; the binding check happens at validation against the fresh ledger.
+    `ledger` is the replica's last-seen quota ledger (no IO here): it only steers which types
+    keep a place in the affinity; the binding check happens at validation against the fresh ledger.
     """
     if namespace in ctx.excluded:
         return passthrough("excluded-namespace")
@@ -290,20 +292,22 @@ def mutate(
         types = generic_candidates(resources, team.rules, ctx)
         if not types:
             return _denied(pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name)
-    quota_type: str | None = None
     warnings: tuple[str, ...] = ()
     queued = is_queued(metadata.get("labels") or {}, profile)  # accel.policy.kueue: Kueue owns its quota
-    if team.rules is not None and not queued and (len(types) > 1 or narrowed) and has_type_quota(team.rules, types):
-        quota_type, split = _quota_type(builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace)
+    node_type = _node_type(pod, types, profile, team.name or "", ctx)
+    if isinstance(node_type, Finding):
+        return _denied(pod, node_type, profile=profile.name, team=team.name or "")
+    if node_type is not None:
+        types = (node_type,)
+    elif team.rules is not None and not queued and len(types) > 1 and has_type_quota(team.rules, types):
+        types, split = _room_types(builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace)
         warnings += (split,) if split else ()
-        types = (quota_type,)
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
     if finding:
         return _denied(pod, finding, profile=profile.name, team=team.name or "")
-    _annotations(builder, profile, types, team.name, quota_type, reservation_id, ctx)
+    _annotations(builder, profile, types, team.name, ctx)
     if ctx.policy.settings.team_pod_label and team.name:  # cost tools (OpenCost/Kubecost) group by pod label
         builder.set_members(["metadata", "labels"], {ctx.policy.settings.team_pod_label: team.name})
-    audit = {"quota-type": quota_type} if quota_type else {}
     reason = "mutated" if builder else "unchanged"
     return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document,
-                    warnings=warnings, audit=audit)
+                    warnings=warnings)

@@ -16,9 +16,13 @@ Rules:
    `maxGpusPerPod`.
 4. Quota per team per type and "*" (accel.quota). The charged type is what the inventory will
    count for the pod (`accel.capacity.inventory.pod_accelerator_type`), the amount its GPU-equivalents, so
-   admission and usage never disagree. `dryRun` requests, warn and dry-run modes evaluate without
-   reserving (`commit=False`). The reservation records the pod's job (accel.admission.jobs), so
-   later pods of the job find its type before the watch shows this one.
+   admission and usage never disagree. A pod whose type the bind fixes (UNDECIDED) is checked on
+   "*" and needs room on the type line of at least one type it may use. An author-set
+   `spec.nodeName` is charged as that node's real type (accel.admission.plan rule 4, checked again
+   here). The reservation id is the pod's uid as the API server assigned it (the validating
+   review carries it), never an annotation (accel.quota.rules invariant 2). `dryRun` requests, warn and
+   dry-run modes evaluate without reserving (`commit=False`). The reservation records the pod's
+   job (accel.admission.jobs), so later pods of the job find its type before the watch shows it.
 5. All failed checks of step 2-3 are reported together; the first one names the reason code.
 6. Nothing mutation wrote is trusted (issue 21; accel.admission.author_keys rule 3): the team is the
    namespace label, the profile is resolved again (a GPU pod with no usable profile is denied as
@@ -38,7 +42,13 @@ from typing import Any
 
 from accel.admission import messages as msg
 from accel.admission.author_keys import owned_keys
-from accel.admission.context import AdmissionContext, light_view, shape_errors, wants_accelerators
+from accel.admission.context import (
+    AdmissionContext,
+    gpu_equivalents,
+    light_view,
+    shape_errors,
+    wants_accelerators,
+)
 from accel.admission.generic import generic_candidates, is_restricted, narrowing_finding
 from accel.admission.jobs import job_of
 from accel.admission.messages import Finding
@@ -53,9 +63,11 @@ from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION
 from accel.quota.ledger import Ledger, Reservation
 from accel.quota.rules import (
     RESERVATION_ANNOTATION,
+    UNDECIDED,
     ReservationOutcome,
     check_quota,
     decide_reservation,
+    has_type_quota,
 )
 
 MAX_SUGGESTIONS = 3
@@ -68,6 +80,7 @@ class QuotaRequest:
     reservation: Reservation
     team: Team
     commit: bool
+    candidates: Mapping[str, Fraction] | None = None  # an UNDECIDED pod: type -> amount on it
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,15 @@ def _checks(
             narrowing = narrowing_finding(pod, view, profile=profile, team=team.rules, ctx=ctx)
             findings += [narrowing] if narrowing else []
     findings += _owned_findings(view, profile, team.rules, team.name, ctx)
+    node_name = view.node_name
+    if node_name and profile is not None:
+        node = ctx.inventory.node(node_name)
+        node_type = node.accelerator_type if node is not None else None
+        types = _possible_types(view, profile, team.rules, ctx)
+        if node is None or not node_type:
+            findings.append(msg.node_not_accelerator(node_name, profile.name))
+        elif types and node_type not in types:
+            findings.append(msg.node_type_not_allowed(node_name, node_type, profile.name, team.name or "", types))
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
         findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
     cap = policy.settings.max_gpus_per_pod
@@ -156,6 +178,16 @@ def _owned_findings(view: PodView, profile: Profile | None, team: Team | None, t
         else:
             findings.append(msg.forged_annotation(key, value, None))
     return findings
+def _possible_types(view: PodView, profile: Profile, team: Team | None, ctx: AdmissionContext) -> tuple[str, ...]:
+    """The types the pod may use under its profile and team ((): any), in preference order."""
+    if profile.is_generic:
+        return generic_candidates(view.accelerators, team, ctx) if team is not None and is_restricted(team) else ()
+    return allowed_types(profile, team)
+
+
+def _pod_uid(pod: Mapping[str, Any]) -> str:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("uid") or "") if isinstance(metadata, Mapping) else ""
 
 
 def plan_validation(
@@ -175,6 +207,9 @@ def plan_validation(
     if errors := shape_errors(pod):
         return ValidationPlan(deny(msg.malformed_pod(errors)))
     view = light_view(pod)
+    spec = pod.get("spec") or {}
+    if spec.get("nodeName"):  # accel.admission rule 4: charged as the node's real type
+        view = view.model_copy(update={"node_name": str(spec["nodeName"])})
     findings, team, team_name, profile = _checks(pod, view, namespace, ctx)
     profile_name = profile.name if profile else ""
     if findings:
@@ -187,11 +222,20 @@ def plan_validation(
     if team is None or not team.quota:
         return ValidationPlan(allowed, profile=profile)
     accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
-    if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota):
+    if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota and not (
+            accel_type == UNDECIDED and profile is not None and has_type_quota(team, _possible_types(view, profile, team, ctx)))):
         return ValidationPlan(allowed, profile=profile)
+    candidates: dict[str, Fraction] | None = None
+    if accel_type == UNDECIDED and profile is not None:
+        types = _possible_types(view, profile, team, ctx)
+        if has_type_quota(team, types):
+            candidates = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
     ttl = ctx.policy.settings.quota.reservation_ttl_seconds
     reservation = Reservation(
-        id=view.annotations.get(RESERVATION_ANNOTATION) or request_uid,
+        # The API server's uid for this pod (accel.quota invariant 2); a review without one (only
+        # hand-made ones) falls back to the request uid, which the grace check then releases.
+        id=_pod_uid(pod) or request_uid,
+        name=str((pod.get("metadata") or {}).get("name") or ""),
         team=team.name,
         type=accel_type,
         amount=amount,
@@ -201,7 +245,7 @@ def plan_validation(
         job=job[1] if (job := job_of(namespace, view.labels)) else "",
     )
     commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
-    return ValidationPlan(allowed, QuotaRequest(reservation, team, commit), profile)
+    return ValidationPlan(allowed, QuotaRequest(reservation, team, commit, candidates), profile)
 
 
 def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext, now: float) -> ReservationOutcome:
@@ -214,12 +258,13 @@ def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext
         visible=ctx.visible,
         now=now,
         commit=request.commit,
+        candidates=request.candidates,
     )
 
 
 def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: str, ctx: AdmissionContext) -> list[str]:
     """Other enabled profiles the team may use with a type that has room for the same amount."""
-    team, amount, found = request.team, request.reservation.amount, []
+    team, amount, found = request.team, request.reservation.amount, []  # (UNDECIDED: any candidate's amount)
     for profile in ctx.policy.profiles:
         if not profile.enabled or not profile.types or profile.name == current:
             continue

@@ -257,16 +257,23 @@ def _node_name(obj: Mapping[str, Any]) -> str:
     return str(_mapping(obj.get("metadata")).get("name") or "")
 
 
+UNDECIDED_TYPE = ""  # = accel.quota.UNDECIDED: a pending pod whose type the bind will fix
+
+
 def pod_accelerator_type(pod: PodView, inventory: Inventory, policy: Policy | None) -> str:
-    """The type a pod uses or will use: the bind annotation, its node, else its profile's choice."""
-    if pod.annotations.get(TYPE_ANNOTATION):
-        return pod.annotations[TYPE_ANNOTATION]
+    """The type a pod uses or will use (accel.quota invariant 1): a bound pod's node type (the
+    hardware, never an annotation), else the type admission fixed (`accelerator.opendatahub.io/type`,
+    written by the webhook when exactly one type was possible), else its profile's only type; a
+    pending pod of a multi-type or generic profile is UNDECIDED until bound; no profile: unknown."""
     if pod.node_name and (node := inventory.node(pod.node_name)) and node.accelerator_type:
         return node.accelerator_type
-    if pod.annotations.get(QUOTA_TYPE_ANNOTATION):
-        return pod.annotations[QUOTA_TYPE_ANNOTATION]
-    profile = policy.profile(pod.requested_profile or "") if policy else None
-    return profile.types[0] if profile and profile.types else UNKNOWN_TYPE
+    if pod.annotations.get(TYPE_ANNOTATION):
+        return pod.annotations[TYPE_ANNOTATION]
+    profile = policy.profile(pod.requested_profile or "") if policy and pod.requested_profile else None
+    if profile is None:
+        return UNKNOWN_TYPE
+    types = profile.types
+    return types[0] if len(types) == 1 else UNDECIDED_TYPE
 
 
 def pod_gpu_equivalents(pod: PodView, inventory: Inventory, catalog: Catalog, policy: Policy | None) -> Fraction:

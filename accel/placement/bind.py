@@ -19,7 +19,7 @@ from accel.placement.prioritize import ScoreStep
 from accel.placement.score import PLACEMENT_ANNOTATION, Explanation, explain
 from accel.placement.score_rules import choose_assignment
 from accel.placement.state import ExtenderState, JobHold
-from accel.policy.pricing import PRICE_ANNOTATION, gpu_hour_price, price_annotations
+from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION, gpu_hour_price, price_annotations
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +57,10 @@ class BindStep:
     ) -> BindPlan:
         """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot.
 
-        A pod whose type was only decided here (generic or multi-type profile without a quota
-        type) has no price yet: with a `catalog`, the bind also writes its cost annotations for
-        the type it actually got (accel.policy.pricing), so chargeback never misses a placed pod.
+        The type annotation and, with a `catalog`, the price annotations are ALWAYS those of the
+        type the pod actually got (the node's), overwriting whatever the pod carried: the
+        webhook's estimate for a multi-type pod, or a value its author wrote (issue 21: a user
+        `cost-per-hour: "0.01"` must not survive binding). Unpriced types get "" for both.
         """
         self.state.assumptions.prune(now, index.bound_uids)
         pod = self.state.pods_seen.get(uid) or index.pods_by_uid.get(uid)
@@ -90,7 +91,7 @@ class BindStep:
                 TYPE_ANNOTATION: devices.gpu_type,
                 DEVICES_ANNOTATION: format_assignment(assignment),
             }
-            if catalog is not None and PRICE_ANNOTATION not in pod.annotations:
+            if catalog is not None:
                 annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog)
         explanation = self.explain_bind(index, req, node, devices.gpu_type if req.wants_accelerators else "")
         annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
@@ -113,12 +114,13 @@ class BindStep:
 
 def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:
     """Cost annotations for the type the pod got at bind (see `BindStep.plan_bind`)."""
+    unpriced = {PRICE_ANNOTATION: "", COST_ANNOTATION: ""}  # a Binding can only set values, not remove them
     inventory_node = index.node(node)
     if inventory_node is None:
-        return {}
+        return unpriced
     profile = index.policy.profile(pod.requested_profile or "")
     equivalents = sum(
         (inventory_node.gpu_equivalents(resource, units, catalog) for resource, units in pod.accelerators.items()),
         Fraction(0),
     )
-    return price_annotations(gpu_hour_price(profile, accel_type, catalog), equivalents)
+    return price_annotations(gpu_hour_price(profile, accel_type, catalog), equivalents) or unpriced

@@ -43,11 +43,12 @@ class PodRequest:
     problem: str | None = None  # makes every node unresolvable (e.g. unknown profile)
     job: JobKey | None = None
     sharing: str = ""  # rule 4: "exclusive" or "time-sliced" for a typed profile; "" = no constraint
+    blocked_types: tuple[tuple[str, str], ...] = ()  # (type, why): the team's quota on it is full (accel.quota.bind)
 
     @property
     def signature(self) -> tuple[object, ...]:
         """Everything a node verdict depends on besides the node (a cache key)."""
-        return (self.resources, self.allowed_types, self.problem, self.sharing)
+        return (self.resources, self.allowed_types, self.problem, self.sharing, self.blocked_types)
 
     @property
     def wants_accelerators(self) -> bool:
@@ -132,6 +133,9 @@ def check_devices(request: PodRequest, devices: NodeDevices) -> Verdict:
     if allowed is not None and gpu_type not in allowed:
         wanted = ", ".join(allowed) or "no type (profile and quota-type disagree)"
         return Verdict(False, f"accel: node has {gpu_type}, pod may use {wanted}", unresolvable=True)
+    for blocked, why in request.blocked_types:
+        if blocked == gpu_type:  # preemption cannot help: evicting pods on this node frees no quota
+            return Verdict(False, why, unresolvable=True)
     for resource, units in request.resources:
         pool = devices.pools.get(resource)
         if pool is None:

@@ -13,6 +13,10 @@ must not walk every reservation (the ledger holds every pod admitted in the last
    O(reservations), and stays exact (no float, no repeated Fraction addition).
 The memo fields (`members`, `totals`, `clean_for`, `earliest_expiry`) are derived data: they never
 take part in equality, and a `Ledger(...)` built without them computes them.
+
+Two kinds of entries (accel.quota invariant 1): an admission reservation (`stage` "admitted",
+id = the pod's uid) and a bind conversion (`stage` "bound", id = `bound/<uid>`) that moves
+`undecided` GPU-equivalents off the undecided type ("") onto the type the pod was bound to.
 """
 
 from __future__ import annotations
@@ -30,22 +34,29 @@ LEDGER_KEY = "ledger.json"
 Totals = Mapping[str, Mapping[tuple[str, int], tuple[int, int]]]
 
 
+ADMITTED = "admitted"
+BOUND = "bound"
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """GPU-equivalents held for one admitted pod until the watch shows it."""
+    """GPU-equivalents held for one pod until the watch shows it (see module docstring)."""
 
     id: str
     team: str
-    type: str
+    type: str  # "" = undecided: counts only against the "*" quota until the bind fixes the type
     amount: Fraction
     namespace: str = ""
     created: float = 0.0
     expires: float = 0.0
     replica: str = ""
     job: str = ""  # the pod's job label value (accel.admission.jobs), "" = none
+    name: str = ""  # the pod's name, to ask the API server whether it exists (webhook/reconcile.py)
+    stage: str = ADMITTED
+    undecided: Fraction = Fraction(0)  # stage "bound": what leaves the undecided type ("")
 
     def to_json(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "team": self.team,
             "type": self.type,
             "amount": str(self.amount),
@@ -56,6 +67,12 @@ class Reservation:
         }
         if self.job:
             data["job"] = self.job
+        if self.name:
+            data["name"] = self.name
+        if self.stage != ADMITTED:
+            data["stage"] = self.stage
+        if self.undecided:
+            data["undecided"] = str(self.undecided)
         return data
 
     @classmethod
@@ -70,6 +87,9 @@ class Reservation:
             expires=float(data.get("expires", 0.0)),
             replica=str(data.get("replica", "")),
             job=str(data.get("job", "")),  # absent in documents written before jobs were recorded
+            name=str(data.get("name", "")),
+            stage=str(data.get("stage", ADMITTED)),
+            undecided=Fraction(str(data.get("undecided", "0"))),
         )
 
 
@@ -79,14 +99,23 @@ def _member(rid: str, entry: Mapping[str, Any]) -> str:
     return (orjson.dumps(rid) + b":" + orjson.dumps(entry)).decode()
 
 
+def contributions(reservation: Reservation) -> tuple[tuple[str, Fraction], ...]:
+    """(type, GPU-equivalents) a live entry adds to its team's usage: its amount on its type and,
+    for a bind conversion, minus `undecided` on the undecided type (the pod moves, it is not added)."""
+    if reservation.undecided:
+        return ((reservation.type, reservation.amount), ("", -reservation.undecided))
+    return ((reservation.type, reservation.amount),)
+
+
 def _add(totals: dict[tuple[str, int], tuple[int, int]], reservation: Reservation, sign: int) -> None:
-    key = (reservation.type, reservation.amount.denominator)
-    count, numerator = totals.get(key, (0, 0))
-    count, numerator = count + sign, numerator + sign * reservation.amount.numerator
-    if count:
-        totals[key] = (count, numerator)
-    else:
-        totals.pop(key, None)
+    for accel_type, amount in contributions(reservation):
+        key = (accel_type, amount.denominator)
+        count, numerator = totals.get(key, (0, 0))
+        count, numerator = count + sign, numerator + sign * amount.numerator
+        if count:
+            totals[key] = (count, numerator)
+        else:
+            totals.pop(key, None)
 
 
 def _totals(reservations: Iterable[Reservation]) -> dict[str, dict[tuple[str, int], tuple[int, int]]]:
@@ -144,18 +173,34 @@ class Ledger:
         assert self.earliest_expiry is not None
         return self.clean_for is visible and now < self.earliest_expiry and not self.corrupt
 
-    def pruned(self, *, now: float, visible: frozenset[str]) -> Ledger:
-        """Without expired reservations and those whose pod the watch already shows (invariant 2)."""
+    def pruned(self, *, now: float, visible: frozenset[str], settle_s: float = 0.0) -> Ledger:
+        """Without expired entries and those whose pod the watch already shows (invariant 2) since
+        at least `settle_s` (the entry's age: another replica's watch may lag this one's, and must
+        not see the pod in neither the ledger nor its watch). Entries kept only for settling make
+        the ledger not clean: `team_usage_now` then walks it and skips them."""
         if self.is_clean(now=now, visible=visible):
             return self
-        kept = {rid: r for rid, r in self.reservations.items() if r.expires > now and rid not in visible}
+        settled = now - settle_s
+        kept = {rid: r for rid, r in self.reservations.items()
+                if r.expires > now and (rid not in visible or r.created > settled)}
+        clean = not any(rid in visible for rid in kept)
         if len(kept) == len(self.reservations) and not self.corrupt:
-            object.__setattr__(self, "clean_for", visible)  # memo only: the data is unchanged
+            if clean:
+                object.__setattr__(self, "clean_for", visible)  # memo only: the data is unchanged
             object.__setattr__(self, "earliest_expiry", min((r.expires for r in kept.values()), default=float("inf")))
             return self
         assert self.members is not None
         members = {rid: self.members[rid] for rid in kept}
-        return Ledger(kept, members=members, clean_for=visible)
+        return Ledger(kept, members=members, clean_for=visible if clean else None)
+
+    def without(self, ids: Iterable[str]) -> Ledger:
+        """This ledger less the entries `ids` (those absent are ignored); self when none is present."""
+        gone = {rid for rid in ids if rid in self.reservations}
+        if not gone:
+            return self
+        kept = {rid: r for rid, r in self.reservations.items() if rid not in gone}
+        assert self.members is not None
+        return Ledger(kept, members={rid: self.members[rid] for rid in kept})
 
     def with_reservation(self, reservation: Reservation) -> Ledger:
         """This ledger plus (or with a replaced) `reservation`; memo fields updated, not rebuilt."""

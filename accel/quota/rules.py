@@ -4,20 +4,30 @@ Quota is written per team in GPU-equivalents per canonical type and for all type
 (design.md, "Policy"). Amounts are exact `Fraction`s: a time-sliced replica is 1/replicas, a MIG
 slice g/max_g (accel.cluster.gpu_equivalents).
 
-What counts as used (invariants):
+Who decides the type, and when quota is charged and freed (invariants):
 1. Usage = bound and pending non-terminal pods from the watch (`accel.capacity.inventory.team_usage`) plus
-   live ledger reservations whose pod the watch does not show yet. A reservation is matched to its
-   pod by the id the mutating webhook wrote into the pod's `accel.dev/reservation` annotation, never
-   by pod name (generateName pods have none at mutate time), so a pod visible in the watch AND
-   still in the ledger counts exactly once.
-2. A reservation expires `reservation_ttl_seconds` after it was made (the pod never appeared:
-   denied by a later webhook, dry-run client, deleted). Expired and watch-visible reservations are
-   dropped whenever a replica writes the ledger.
-3. A decision never counts the request's own reservation twice: its id is left out of usage before
+   live ledger entries the watch does not account for yet. A pending pod whose type is not fixed
+   yet (a multi-type or generic profile with more than one candidate) counts as the undecided
+   type "" (UNDECIDED): only the "*" quota sees it. Its type is fixed where the capacity is, at
+   bind (extender/app.py), which checks the type's quota and converts the pod with a `bound/<uid>`
+   ledger entry: +amount on the bound type, -amount on "" (a move, never a second count).
+2. An admission reservation is keyed to the REAL pod: its uid, which the API server assigns before
+   validating admission (the validating webhook sees it; the mutating one does not). Nothing the
+   pod's author writes (no annotation) is ever used as, or to exclude, a reservation id. A
+   reservation is consumed as soon as the replica's watch has shown its pod (present, or seen and
+   since deleted: `visible`); a bind conversion as soon as the watch shows the pod bound or
+   deleted. So a pod counts exactly once from admission to deletion, and its quota is free again
+   the moment the watch shows it deleted.
+3. A reservation whose pod never appears (a later admission step rejected it: a ResourceQuota,
+   another webhook) is released after a short grace once the API server confirms the pod does not
+   exist (webhook/reconcile.py); `reservation_ttl_seconds` is only the hard upper bound. dryRun
+   requests never reserve. Consumed entries stay in the document (not counted) for SETTLE_S
+   seconds, so a replica whose watch lags still counts the pod once, then the next write drops them.
+4. A decision never counts the request's own entry twice: its id is left out of usage before
    checking, then upserted (an API server retry of the same admission does not double-charge).
-4. The ledger is one JSON document (ConfigMap `accel-quota-ledger`, key `ledger.json`) written only
-   with compare-and-swap on its resourceVersion (webhook/ledger.py), so two replicas never both
-   admit into the last free GPU.
+5. The ledger is one JSON document (ConfigMap `accel-quota-ledger`, key `ledger.json`) written only
+   with compare-and-swap on its resourceVersion (serving/ledger.py), by every webhook replica and
+   the extender, so two writers never both take the last free GPU of a quota line.
 """
 
 from __future__ import annotations
@@ -29,13 +39,18 @@ from decimal import Decimal
 from fractions import Fraction
 
 from accel.policy.models import ALL_TYPES, Team
-from accel.quota.ledger import (
-    Ledger,
-    Reservation,
-)
+from accel.quota.ledger import Ledger, Reservation, contributions
 
-RESERVATION_ANNOTATION = "accel.dev/reservation"
+RESERVATION_ANNOTATION = "accel.dev/reservation"  # no longer written nor read (invariant 2); kept for docs
 LEDGER_NAME = "accel-quota-ledger"
+SETTLE_S = 30.0  # how long an entry the watch accounts for is kept (invariant 3: bound on watch lag)
+UNDECIDED = ""  # the type of a pending pod whose type the bind will fix (invariant 1)
+BOUND_PREFIX = "bound/"
+
+
+def bound_id(pod_uid: str) -> str:
+    """The ledger id of the bind conversion of the pod `pod_uid` (invariant 1)."""
+    return BOUND_PREFIX + pod_uid
 
 Usage = Mapping[str, Fraction]  # canonical type -> GPU-equivalents
 
@@ -66,22 +81,24 @@ def team_usage_now(
         partial = {}
         for rid, reservation in ledger.reservations.items():
             if reservation.team == team and rid != exclude and reservation.expires > now and rid not in visible:
-                key = (reservation.type, reservation.amount.denominator)
-                count, numerator = partial.get(key, (0, 0))
-                partial[key] = (count + 1, numerator + reservation.amount.numerator)
+                for accel_type, amount in contributions(reservation):
+                    key = (accel_type, amount.denominator)
+                    count, numerator = partial.get(key, (0, 0))
+                    partial[key] = (count + 1, numerator + amount.numerator)
     for (accel_type, denominator), (_, numerator) in partial.items():
         usage[accel_type] = usage.get(accel_type, Fraction(0)) + Fraction(numerator, denominator)
     return usage
 
 
 def _discount(partial: dict[tuple[str, int], tuple[int, int]], reservation: Reservation) -> None:
-    """Take one reservation out of (type, denominator) -> (count, numerator) sums."""
-    key = (reservation.type, reservation.amount.denominator)
-    count, numerator = partial[key]
-    if count > 1:
-        partial[key] = (count - 1, numerator - reservation.amount.numerator)
-    else:
-        del partial[key]
+    """Take one entry out of (type, denominator) -> (count, numerator) sums."""
+    for accel_type, amount in contributions(reservation):
+        key = (accel_type, amount.denominator)
+        count, numerator = partial[key]
+        if count > 1:
+            partial[key] = (count - 1, numerator - amount.numerator)
+        else:
+            del partial[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +108,9 @@ class QuotaExcess:
     team: str
     key: str
     limit: Fraction
-    used: Fraction
+    used: Fraction  # in use (the watch) plus `reserved`
     requested: Fraction
+    reserved: Fraction = Fraction(0)  # of `used`: held by admissions and binds in flight (the ledger)
 
     @property
     def would_use(self) -> Fraction:
@@ -118,39 +136,37 @@ def ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
     return numerator, denominator
 
 
-def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> list[QuotaExcess]:
-    """Every quota line (the type's, then "*") that `amount` more of `accel_type` would overrun."""
+def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage, *, keys: tuple[str, ...] | None = None,
+                in_use: Usage | None = None) -> list[QuotaExcess]:
+    """Every quota line (the type's, then "*"; or only `keys`) that `amount` more of `accel_type`
+    would overrun. `in_use` (the watch's share of `usage`) splits each excess into in use and reserved."""
     excess: list[QuotaExcess] = []
-    for key in (accel_type, ALL_TYPES):
+    for key in keys if keys is not None else (accel_type, ALL_TYPES):
         limit = limit_of(team, key)
-        if limit is None or (key == ALL_TYPES and key == accel_type):
+        if limit is None or (key == ALL_TYPES and key == accel_type) or key == UNDECIDED:
             continue
         num, den = ratio_sum(usage.values() if key == ALL_TYPES else (usage.get(key, Fraction(0)),))
         # used + amount > limit, cross-multiplied (all denominators are positive): exact, no Fraction math
         if (num * amount.denominator + amount.numerator * den) * limit.denominator > limit.numerator * den * amount.denominator:
-            excess.append(QuotaExcess(team.name, key, limit, Fraction(num, den), amount))
+            used = Fraction(num, den)
+            reserved = used - _line(in_use, key) if in_use is not None else Fraction(0)
+            excess.append(QuotaExcess(team.name, key, limit, used, amount, reserved))
     return excess
+
+
+def _line(usage: Usage, key: str) -> Fraction:
+    return sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
+
+
+def type_room(team: Team, accel_type: str, amount: Fraction, usage: Usage) -> QuotaExcess | None:
+    """None when `amount` more of `accel_type` fits the type's own quota line (the "*" line is
+    checked at admission, where the pod is already counted as undecided), else the excess."""
+    found = check_quota(team, accel_type, amount, usage, keys=(accel_type,))
+    return found[0] if found else None
 
 
 def has_type_quota(team: Team, types: Iterable[str]) -> bool:
     return any(t in team.quota for t in types)
-
-
-def choose_quota_type(
-    team: Team,
-    candidates: Iterable[str],
-    amount_of: Mapping[str, Fraction],
-    usage: Usage,
-    *,
-    free_units: Mapping[str, int],
-    units: int,
-) -> str:
-    """The type a multi-type request is charged to: the first type in preference order with quota
-    room and free devices in the cluster, else the first with quota room, else the first."""
-    ordered = list(candidates)
-    room = [t for t in ordered if not check_quota(team, t, amount_of[t], usage)]
-    ready = [t for t in room if free_units.get(t, 0) >= units]
-    return (ready or room or ordered)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +187,50 @@ def decide_reservation(
     visible: frozenset[str],
     now: float,
     commit: bool = True,
+    candidates: Mapping[str, Fraction] | None = None,
 ) -> ReservationOutcome:
     """Check `reservation` against the team's quota; on room (and `commit`) return the new ledger.
 
-    `usage` in the outcome is the team's usage before this request (for messages and metrics).
+    `candidates` (type -> amount on it) is for an undecided reservation: besides the "*" line, at
+    least one candidate must have room on its own type line (else every candidate's excess is
+    reported). `usage` in the outcome is the team's usage before this request (messages, metrics).
     """
-    pruned = ledger.pruned(now=now, visible=visible)
+    pruned = ledger.pruned(now=now, visible=visible, settle_s=SETTLE_S)
     usage = team_usage_now(team.name, base, pruned, visible=visible, now=now, exclude=reservation.id)
-    excess = check_quota(team, reservation.type, reservation.amount, usage)
+    in_use = base.get(team.name, {})
+    excess = check_quota(team, reservation.type, reservation.amount, usage, in_use=in_use)
+    if not excess and candidates:
+        per_type = [check_quota(team, t, amount, usage, keys=(t,), in_use=in_use) for t, amount in candidates.items()]
+        if all(per_type):
+            excess = [found[0] for found in per_type]
     if excess or not commit:
         return ReservationOutcome(None, tuple(excess), usage)
     return ReservationOutcome(pruned.with_reservation(reservation), (), usage)
+
+
+Seen = Mapping[str, tuple[float, bool]]  # pod uid -> (last time the watch showed it, bound then)
+
+
+def watch_ids(pods: Iterable[tuple[str, bool]], previous: Seen, *, now: float, keep_s: float) -> tuple[frozenset[str], dict[str, tuple[float, bool]]]:
+    """The ledger ids the watch accounts for (invariant 2), and the new `Seen` memo.
+
+    `pods` are (uid, bound) of the pods the watch shows now. A pod the watch showed earlier and
+    no longer shows was deleted (or finished): its reservation and bind conversion are consumed
+    too, so its quota is free the moment it is gone. Gone pods are remembered `keep_s` seconds
+    (at least the reservation TTL: no entry of theirs can outlive that).
+    """
+    seen: dict[str, tuple[float, bool]] = {}
+    ids: set[str] = set()
+    for uid, bound in pods:
+        if not uid:
+            continue
+        seen[uid] = (now, bound)
+        ids.add(uid)
+        if bound:
+            ids.add(BOUND_PREFIX + uid)
+    for uid, (when, bound) in previous.items():
+        if uid not in seen and now - when <= keep_s:
+            seen[uid] = (when, bound)
+            ids.add(uid)
+            ids.add(BOUND_PREFIX + uid)
+    return frozenset(ids), seen

@@ -112,7 +112,7 @@ def bodies(gpu: bool, count: int) -> list[tuple[bytes, bytes]]:
     template["spec"]["containers"][0]["env"] = [{"name": f"V{i}", "value": "x" * 20} for i in range(ENV_VARS)]
     template["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     template["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "train-data"}}]
-    decision = mutate(template, namespace="nlp", ctx=ctx, reservation_id="template")
+    decision = mutate(template, namespace="nlp", ctx=ctx)
     mutated = jsonpatch.apply_patch(template, list(decision.ops)) if decision.ops else template
     out = []
     for i in range(count):

@@ -53,14 +53,14 @@ def test_two_label_keys_give_one_term_per_key_anded_with_every_user_term() -> No
         {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
         {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
     ]}}}
-    decision = mutate(pod, namespace="nlp", ctx=ctx, reservation_id="r")
+    decision = mutate(pod, namespace="nlp", ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(decision.ops))
     terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert [(t["matchExpressions"][0]["values"], t["matchExpressions"][1]["key"]) for t in terms] == [
         (["a"], "nvidia.com/gpu.product"), (["a"], "amd.com/gpu.product-name"),
         (["b"], "nvidia.com/gpu.product"), (["b"], "amd.com/gpu.product-name"),
     ]
-    assert mutate(patched, namespace="nlp", ctx=ctx, reservation_id="r2").ops == ()
+    assert mutate(patched, namespace="nlp", ctx=ctx).ops == ()
 
 
 def test_a_term_that_only_contradicts_some_keys_is_still_satisfiable() -> None:
@@ -77,7 +77,7 @@ def test_a_term_that_only_contradicts_some_keys_is_still_satisfiable() -> None:
 def test_observed_node_label_values_join_the_catalog_spellings() -> None:
     odd = node_model("a100-odd", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB-Custom")
     ctx = make_context(nodes=(*DEFAULT_NODES, odd))
-    decision = mutate(gpu_pod(), namespace="nlp", ctx=ctx, reservation_id="r")
+    decision = mutate(gpu_pod(), namespace="nlp", ctx=ctx)
     patched = jsonpatch.apply_patch(gpu_pod(), list(decision.ops))
     values = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
@@ -91,7 +91,7 @@ def test_usd_strings(amount: float, text: str) -> None:
 
 
 def test_dry_run_mode_drops_the_patch_and_records_the_decision() -> None:
-    decision = mutate(gpu_pod(), namespace="nlp", ctx=make_context(), reservation_id="r")
+    decision = mutate(gpu_pod(), namespace="nlp", ctx=make_context())
     assert decision.ops
     shown = apply_mode(decision, Mode.DRY_RUN)
     assert shown.allowed and shown.ops == () and shown.audit["decision"] == "would-allow-mutated"

@@ -89,7 +89,7 @@ def gaudi_policy() -> Any:
 def test_gaudi_profile_end_to_end(nodes: tuple[NodeInventory, ...], allowed: bool) -> None:
     ctx = build_context(gaudi_policy(), make_inventory(nodes=nodes))
     pod = gpu_pod(namespace="research", profile="gaudi", gpus="8", resource="habana.ai/gaudi")
-    decision = mutate(pod, namespace="research", ctx=ctx, reservation_id="r")
+    decision = mutate(pod, namespace="research", ctx=ctx)
     assert decision.allowed is allowed, decision.finding
     if not allowed:
         assert decision.reason == "profile-unusable"
@@ -98,5 +98,5 @@ def test_gaudi_profile_end_to_end(nodes: tuple[NodeInventory, ...], allowed: boo
     terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": INSTANCE, "operator": "In", "values": ["dl1.24xlarge"]}]}]
     assert patched["metadata"]["annotations"]["accelerator.opendatahub.io/type"] == "intel-gaudi-32gb"
-    assert mutate(patched, namespace="research", ctx=ctx, reservation_id="r2").ops == ()
+    assert mutate(patched, namespace="research", ctx=ctx).ops == ()
 

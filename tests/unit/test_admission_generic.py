@@ -86,7 +86,7 @@ def test_generic_candidates(team: Team, resources: list[str], pods: list[dict[st
 def admit(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1", ledger: Ledger | None = None) -> tuple[Decision, Decision, dict[str, Any]]:
     """Mutate, apply the patch, validate (with the quota step against `ledger`)."""
     namespace = pod["metadata"]["namespace"]
-    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id=uid)
+    mutated = mutate(pod, namespace=namespace, ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops else pod
     return mutated, validate(patched, ctx, uid=uid, ledger=ledger), patched
 
@@ -107,9 +107,12 @@ def test_vision_generic_pod_is_narrowed_to_an_allowed_type_never_h100_or_h200() 
     ctx = make_context([busy("a100-1", 8)])  # no free A100: most free allowed type is V100
     mutated, validated, patched = admit(gpu_pod(namespace="vision", profile="gpu-any", gpus="1"), ctx)
     assert mutated.allowed and validated.allowed, validated.finding
-    assert patched["metadata"]["annotations"][QUOTA_TYPE] == patched["metadata"]["annotations"][TYPE] == "nvidia-v100-32gb"
-    assert required_values(patched) == {"Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB", "Tesla-V100S-PCIE-32GB"}
-    assert patched["metadata"]["annotations"]["accel.dev/gpu-hour-price"] == "3.90"  # the V100's catalog price
+    # every allowed candidate with quota room stays (the bind fixes the type), never H100/H200
+    assert TYPE not in patched["metadata"]["annotations"] and QUOTA_TYPE not in patched["metadata"]["annotations"]
+    values = required_values(patched)
+    assert {"Tesla-V100-SXM2-32GB", "NVIDIA-A100-SXM4-80GB"} <= values
+    assert not any("H100" in v or "H200" in v for v in values)
+    assert patched["metadata"]["annotations"]["accel.dev/gpu-hour-price"] == "3.90"  # the first candidate's, until bind
 
 
 def test_generic_pods_cannot_bypass_a_per_type_quota() -> None:
@@ -120,7 +123,7 @@ def test_generic_pods_cannot_bypass_a_per_type_quota() -> None:
     outcomes = []
     for i in range(3):
         pod = gpu_pod(namespace="vision", profile="gpu-any", gpus="1")
-        mutated = mutate(pod, namespace="vision", ctx=ctx, reservation_id=f"r{i}", ledger=ledger)
+        mutated = mutate(pod, namespace="vision", ctx=ctx, ledger=ledger)
         patched = jsonpatch.apply_patch(pod, list(mutated.ops))
         plan = plan_validation(patched, namespace="vision", ctx=ctx, request_uid=f"r{i}", now=0.0, dry_run=False)
         assert plan.quota is not None and plan.quota.reservation.type == "nvidia-l4-24gb"
@@ -151,12 +154,7 @@ def _drop_affinity(pod: dict[str, Any]) -> None:
 
 
 def _annotate_h100(pod: dict[str, Any]) -> None:
-    pod["metadata"]["annotations"][TYPE] = pod["metadata"]["annotations"][QUOTA_TYPE] = "nvidia-h100-80gb"
-
-
-def _drop_annotations(pod: dict[str, Any]) -> None:
-    pod["metadata"]["annotations"].pop(TYPE)
-    pod["metadata"]["annotations"].pop(QUOTA_TYPE)
+    pod["metadata"]["annotations"][TYPE] = "nvidia-h100-80gb"
 
 
 def _widen_affinity(pod: dict[str, Any]) -> None:
@@ -171,7 +169,6 @@ def _widen_affinity(pod: dict[str, Any]) -> None:
         pytest.param(_drop_affinity, id="affinity-removed-denied"),
         pytest.param(_widen_affinity, id="affinity-widened-to-h100-denied"),
         pytest.param(_annotate_h100, id="type-annotation-outside-allowed-denied"),
-        pytest.param(_drop_annotations, id="type-annotation-removed-denied"),
     ],
 )
 def test_validation_requires_the_narrowing(tamper: Any) -> None:

@@ -32,7 +32,7 @@ A100_ONLY = [{"name": "vision", "quota": {"nvidia-a100-80gb": 2}, "allowedTypes"
 
 def admit(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> tuple[Decision, Decision, dict[str, Any]]:
     namespace = pod["metadata"]["namespace"]
-    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id=uid)
+    mutated = mutate(pod, namespace=namespace, ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops and mutated.allowed else pod
     return mutated, validate(patched, ctx, uid=uid), patched
 
@@ -61,7 +61,8 @@ def test_no_profile_gpu_pod_gets_the_policy_default_and_is_routed_narrowed_and_c
     mutated, validated, patched = admit(no_profile_pod("vision", gpus="2"), ctx)
     assert (mutated.reason, mutated.profile, validated.reason) == ("mutated", "gpu-any", "allowed")
     notes = patched["metadata"]["annotations"]
-    assert notes["accel.dev/profile"] == "gpu-any" and notes["accel.dev/quota-type"] == "nvidia-a100-80gb"
+    assert notes["accel.dev/profile"] == "gpu-any" and notes["accelerator.opendatahub.io/type"] == "nvidia-a100-80gb"
+    assert "accel.dev/quota-type" not in notes  # the type is fixed at bind; here only one type is possible
     assert patched["spec"]["schedulerName"] == "accel-scheduler"
     assert "NVIDIA-A100-SXM4-80GB" in required_types(patched) and not any("H100" in v or "H200" in v for v in required_types(patched))
     plan = plan_validation(patched, namespace="vision", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
@@ -71,7 +72,7 @@ def test_no_profile_gpu_pod_gets_the_policy_default_and_is_routed_narrowed_and_c
 
 def test_the_issue_case_three_8_gpu_pods_on_an_a100_quota_of_2_are_denied() -> None:
     ctx = make_context(policy=example_policy(teams=A100_ONLY))
-    mutated = mutate(no_profile_pod("vision", gpus="8"), namespace="vision", ctx=ctx, reservation_id="u")
+    mutated = mutate(no_profile_pod("vision", gpus="8"), namespace="vision", ctx=ctx)
     patched = jsonpatch.apply_patch(no_profile_pod("vision", gpus="8"), list(mutated.ops))
     decision = validate(patched, ctx)
     assert decision.allowed is False and decision.reason == "quota-exceeded", decision
@@ -97,7 +98,7 @@ def test_default_profile_rules(settings: dict[str, Any], teams: list[dict[str, A
                                reason: str, profile: str, words: list[str]) -> None:
     ctx = make_context(policy=example_policy(teams=teams, **settings), namespace_annotations=namespace_annotations)
     pod = no_profile_pod("vision")
-    mutated = mutate(pod, namespace="vision", ctx=ctx, reservation_id="u")
+    mutated = mutate(pod, namespace="vision", ctx=ctx)
     assert (mutated.reason, mutated.profile) == (reason, profile), mutated.finding
     if mutated.finding:
         for word in words:
@@ -109,7 +110,7 @@ def test_default_profile_rules(settings: dict[str, Any], teams: list[dict[str, A
 def test_pod_without_accelerator_and_profile_passes_untouched_even_with_accel_annotations() -> None:
     ctx = make_context()
     pod = gpu_pod(profile=None, gpus=None, annotations={"accel.dev/team": "vision"})
-    decision = mutate(pod, namespace="nlp", ctx=ctx, reservation_id="u")
+    decision = mutate(pod, namespace="nlp", ctx=ctx)
     assert (decision.allowed, decision.reason, decision.ops) == (True, "no-accelerator", ())
 
 
@@ -152,7 +153,7 @@ def test_resource_must_match_profile(namespace: str, profile: str, resources: di
     ctx = make_context()
     pod = gpu_pod(namespace=namespace, profile=profile, gpus=None)
     pod["spec"]["containers"][0]["resources"] = {"requests": dict(resources), "limits": dict(resources)}
-    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id="u")
+    mutated = mutate(pod, namespace=namespace, ctx=ctx)
     assert mutated.reason == reason, mutated.finding
     for word in words:
         assert mutated.finding is not None and word in mutated.finding.message, mutated.finding
@@ -206,7 +207,7 @@ def test_each_forged_annotation_is_overwritten_or_removed_on_create(key: str) ->
     assert mutated.allowed and validated.allowed, (mutated.finding, validated.finding)
     notes = patched["metadata"]["annotations"]
     clean = gpu_pod(namespace="vision", profile="a100-80gb")
-    expected = jsonpatch.apply_patch(clean, list(mutate(clean, namespace="vision", ctx=ctx, reservation_id="uid-1").ops))
+    expected = jsonpatch.apply_patch(clean, list(mutate(clean, namespace="vision", ctx=ctx).ops))
     assert notes.get(key) == expected["metadata"]["annotations"].get(key), notes
     assert notes == {**expected["metadata"]["annotations"], "accel.dev/job": "j1"}
     ops = {(op["op"], op["path"]) for op in mutated.ops}
@@ -226,15 +227,15 @@ def test_validation_alone_denies_each_forged_annotation(key: str) -> None:
 def test_reinvocation_over_our_own_patch_is_a_no_op() -> None:
     ctx = make_context()
     pod = gpu_pod(namespace="vision", profile="a100-80gb", annotations=FORGED)
-    first = mutate(pod, namespace="vision", ctx=ctx, reservation_id="uid-1")
+    first = mutate(pod, namespace="vision", ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(first.ops))
-    assert mutate(patched, namespace="vision", ctx=ctx, reservation_id="uid-2").ops == ()
+    assert mutate(patched, namespace="vision", ctx=ctx).ops == ()
 
 
 def test_warn_mode_admits_a_denied_pod_without_the_forged_annotations_and_enforce_sends_no_patch() -> None:
     ctx = make_context()
     pod = gpu_pod(namespace="vision", profile="premium-h200", annotations=FORGED)  # vision may not use premium-h200
-    raw = mutate(pod, namespace="vision", ctx=ctx, reservation_id="u")
+    raw = mutate(pod, namespace="vision", ctx=ctx)
     assert raw.reason == "profile-not-allowed"
     warned = apply_mode(raw, Mode.WARN)
     patched = jsonpatch.apply_patch(pod, list(warned.ops))

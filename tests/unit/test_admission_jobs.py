@@ -16,6 +16,7 @@ from tests.builders import gpu_pod, make_context, make_inventory
 
 JOB = {"training.kubeflow.org/job-name": "llama"}
 QUOTA_TYPE = "accel.dev/quota-type"
+TYPE = "accelerator.opendatahub.io/type"
 
 
 def worker(i: int, *, node: str | None = None, namespace: str = "nlp", labels: dict[str, str] | None = None,
@@ -43,7 +44,7 @@ FULL_H100 = [worker(10 + i, node="h100-1", labels={}, gpus="8") for i in range(2
 @pytest.mark.parametrize(
     ("pods", "ledger", "labels", "expected", "split"),
     [
-        pytest.param([], Ledger(), JOB, "nvidia-h200-141gb", False, id="first-pod-of-job-gets-normal-choice"),
+        pytest.param([], Ledger(), JOB, None, False, id="first-pod-of-job-gets-normal-choice"),
         pytest.param([H100_WORKER], Ledger(), JOB, "nvidia-h100-80gb", False, id="job-on-h100-in-watch-keeps-h100"),
         pytest.param([], ledger_of(reservation("r0", "nvidia-a100-80gb")), JOB, "nvidia-a100-80gb", False,
                      id="job-type-from-ledger-before-the-watch-shows-it"),
@@ -51,21 +52,23 @@ FULL_H100 = [worker(10 + i, node="h100-1", labels={}, gpus="8") for i in range(2
                                    reservation("r1", "nvidia-h100-80gb", created=2)), JOB, "nvidia-h100-80gb", False,
                      id="newest-ledger-reservation-wins"),
         pytest.param([], ledger_of(reservation("r0", "nvidia-a100-80gb", namespace="research")), JOB,
-                     "nvidia-h200-141gb", False, id="same-job-name-in-another-namespace-ignored"),
-        pytest.param([H100_WORKER], Ledger(), {}, "nvidia-h200-141gb", False, id="pod-without-job-label-not-steered"),
-        pytest.param([H100_WORKER, *FULL_H100], Ledger(), JOB, "nvidia-h200-141gb", True,
+                     None, False, id="same-job-name-in-another-namespace-ignored"),
+        pytest.param([H100_WORKER], Ledger(), {}, None, False, id="pod-without-job-label-not-steered"),
+        pytest.param([H100_WORKER, *FULL_H100], Ledger(), JOB, None, True,
                      id="job-type-out-of-quota-falls-back-with-split-warning"),
         pytest.param([worker(0, node="a100-1", labels={"volcano.sh/job-name": "llama"})], Ledger(),
                      {"volcano.sh/job-name": "llama"}, "nvidia-a100-80gb", False, id="volcano-job-label-counts"),
     ],
 )
 def test_job_pods_prefer_their_jobs_type(pods: list[dict[str, Any]], ledger: Ledger, labels: dict[str, str],
-                                         expected: str, split: bool) -> None:
+                                         expected: str | None, split: bool) -> None:
+    """`expected`: the one type the job's pod is restricted to, or None: left to the bind (accel.admission rule 3)."""
     ctx = make_context(pods)
     pod = worker(1, labels=labels)
-    decision = mutate(pod, namespace="nlp", ctx=ctx, reservation_id="uid-new", ledger=ledger, now=0.0)
+    decision = mutate(pod, namespace="nlp", ctx=ctx, ledger=ledger, now=0.0)
     patched = jsonpatch.apply_patch(pod, list(decision.ops))
-    assert decision.allowed and patched["metadata"]["annotations"][QUOTA_TYPE] == expected
+    assert decision.allowed and patched["metadata"]["annotations"].get(TYPE) == expected
+    assert QUOTA_TYPE not in patched["metadata"]["annotations"]
     assert bool(decision.warnings) is split
     if split:
         assert 'job "llama" is split across types' in decision.warnings[0] and "nvidia-h100-80gb" in decision.warnings[0]
@@ -83,7 +86,7 @@ def test_job_type_is_the_most_common_among_its_pods_ties_by_name() -> None:
 def test_validation_records_the_job_in_the_reservation() -> None:
     ctx = make_context()
     pod = worker(1)
-    patched = jsonpatch.apply_patch(pod, list(mutate(pod, namespace="nlp", ctx=ctx, reservation_id="u").ops))
+    patched = jsonpatch.apply_patch(pod, list(mutate(pod, namespace="nlp", ctx=ctx).ops))
     plan = plan_validation(patched, namespace="nlp", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
     assert plan.quota is not None and plan.quota.reservation.job == "llama"
 

@@ -89,13 +89,13 @@ def pods(draw: Any) -> dict[str, Any]:
 def test_patch_applies_and_second_pass_is_a_no_op(pod: dict[str, Any]) -> None:
     namespace = pod["metadata"]["namespace"]
     original = copy.deepcopy(pod)
-    first = mutate(pod, namespace=namespace, ctx=CTX, reservation_id="r1")
+    first = mutate(pod, namespace=namespace, ctx=CTX)
     assert pod == original  # the input is never modified
     if not first.ops:
         return
     patched = jsonpatch.apply_patch(pod, list(first.ops))
     assert patched == first.document
-    second = mutate(patched, namespace=namespace, ctx=CTX, reservation_id="r2")
+    second = mutate(patched, namespace=namespace, ctx=CTX)
     assert second.allowed and second.ops == (), second.ops
     plan_validation(patched, namespace=namespace, ctx=CTX, request_uid="v", now=0.0, dry_run=False)
 
@@ -159,6 +159,6 @@ def mangled_pods(draw: Any) -> dict[str, Any]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pod=mangled_pods())
 def test_mangled_pods_get_a_decision_never_an_exception(pod: dict[str, Any]) -> None:
-    decision = mutate(pod, namespace="nlp", ctx=CTX, reservation_id="r1")
+    decision = mutate(pod, namespace="nlp", ctx=CTX)
     assert decision.allowed or decision.finding is not None
     plan_validation(pod, namespace="nlp", ctx=CTX, request_uid="v", now=0.0, dry_run=False)

@@ -212,7 +212,7 @@ def test_team_pod_label_is_added_only_when_settings_ask(setting: str | None, exp
 
     policy = example_policy(**({"teamPodLabel": setting} if setting else {}))
     pod = gpu_pod(namespace="nlp")
-    decision = mutate(pod, namespace="nlp", ctx=make_context(policy=policy), reservation_id="r")
+    decision = mutate(pod, namespace="nlp", ctx=make_context(policy=policy))
     labels = jsonpatch.apply_patch(pod, list(decision.ops))["metadata"]["labels"]
     assert labels.get("cost.example.com/team") == expected
 

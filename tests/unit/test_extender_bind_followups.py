@@ -1,4 +1,4 @@
-"""Bind prices pods whose type was only decided at bind; finished pods free their assumptions at once."""
+"""Bind prices every pod as the type it was bound to; finished pods free their assumptions at once."""
 
 from __future__ import annotations
 
@@ -45,15 +45,21 @@ async def test_generic_pod_gets_the_price_of_the_type_it_was_bound_to(aiohttp_cl
     assert float(notes["accel.dev/cost-per-hour"]) == round(2 * price, 4)
 
 
-async def test_admission_price_is_kept_at_bind(aiohttp_client: Any) -> None:
+async def test_a_price_and_type_the_pod_carried_are_overwritten_at_bind(aiohttp_client: Any) -> None:
+    """Issue 21 "forged price": what the author (or the webhook's estimate) wrote never survives binding."""
     cluster = FakeCluster()
-    pod = named_gpu_pod("priced", 1, annotations={"accel.dev/gpu-hour-price": "9.99", "accel.dev/cost-per-hour": "9.99"})
+    forged = {"accel.dev/gpu-hour-price": "0.01", "accel.dev/cost-per-hour": "0.01",
+              "accelerator.opendatahub.io/type": "nvidia-l4-24gb"}
+    pod = named_gpu_pod("priced", 1, profile="gpu-any", annotations=forged)
     cluster.apply(pod)
-    state = ClusterState.static(shared_example_policy(), inventory([node_object("n")]))
+    state = ClusterState.static(shared_example_policy(), inventory([node_object("n", "nvidia-h100-80gb")]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
-    await post(client, "/filter", args(pod, ["n"]))
-    await post(client, "/bind", bind_args("priced", "n"))
-    assert cluster.get("pods", "priced", "team-a")["metadata"]["annotations"]["accel.dev/gpu-hour-price"] == "9.99"  # type: ignore[index]
+    await post(client, "/filter", args({**pod, "metadata": {**pod["metadata"], "annotations": {}}}, ["n"]))
+    assert await post(client, "/bind", bind_args("priced", "n")) == {"Error": ""}
+    notes = cluster.get("pods", "priced", "team-a")["metadata"]["annotations"]  # type: ignore[index]
+    price = shared_example_policy().catalog["nvidia-h100-80gb"].price_per_gpu_hour
+    assert notes["accelerator.opendatahub.io/type"] == "nvidia-h100-80gb"
+    assert float(notes["accel.dev/gpu-hour-price"]) == float(notes["accel.dev/cost-per-hour"]) == round(price, 4)
 
 
 async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_client: Any) -> None:

@@ -27,7 +27,7 @@ SCHEMAS = {
 
 
 def admit(pod: dict[str, Any], ctx: Any) -> tuple[Any, Any]:
-    mutated = mutate(pod, namespace=pod["metadata"]["namespace"], ctx=ctx, reservation_id="r1")
+    mutated = mutate(pod, namespace=pod["metadata"]["namespace"], ctx=ctx)
     assert mutated.allowed, mutated.finding
     patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops else pod
     plan = plan_validation(patched, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid="r1", now=0.0, dry_run=False)
@@ -59,7 +59,7 @@ def test_queued_pods_are_not_in_accel_usage_and_still_get_affinity() -> None:
     usage = team_usage(make_inventory(running), catalog=parsed.catalog, policy=parsed.policy)
     assert usage["vision"]["nvidia-a100-80gb"] == 2
     mutated = mutate(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), namespace="vision",
-                     ctx=make_context(), reservation_id="r")
+                     ctx=make_context())
     assert any(op["path"].startswith("/spec/affinity") for op in (dict(o) for o in mutated.ops))
 
 

@@ -1,4 +1,4 @@
-"""accel.quota.rules (pure ledger and quota math) and webhook.ledger (the CAS loop over a CasStore)."""
+"""accel.quota.rules (pure ledger and quota math) and serving.ledger (the CAS loop over a CasStore)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
 from accel.quota.rules import (
     LEDGER_NAME,
     check_quota,
-    choose_quota_type,
     decide_reservation,
     team_usage_now,
+    type_room,
 )
 from kube.fake import FakeCluster
-from webhook.ledger import LedgerClient
+from serving.ledger import LedgerClient
 
 NLP = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(16), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)})
 
@@ -84,13 +84,37 @@ def test_decision_without_commit_never_returns_a_ledger() -> None:
     assert outcome.ledger is None and outcome.excess == ()
 
 
-def test_choose_quota_type_prefers_room_and_free_devices() -> None:
-    amounts = {"nvidia-h100-80gb": Fraction(8), "nvidia-a100-80gb": Fraction(8)}
-    types = ["nvidia-h100-80gb", "nvidia-a100-80gb"]
-    usage = {"nvidia-h100-80gb": Fraction(4)}
-    assert choose_quota_type(NLP, types, amounts, usage, free_units={"nvidia-a100-80gb": 8}, units=8) == "nvidia-a100-80gb"
-    assert choose_quota_type(NLP, types, amounts, {}, free_units={"nvidia-a100-80gb": 8, "nvidia-h100-80gb": 8}, units=8) == "nvidia-h100-80gb"
-    assert choose_quota_type(NLP, types, amounts, {}, free_units={}, units=8) == "nvidia-h100-80gb"
+def test_type_room_checks_only_the_type_line() -> None:
+    usage = {"nvidia-h100-80gb": Fraction(4), "": Fraction(12)}  # "*" is full: 16 + 4 of 20
+    assert type_room(NLP, "nvidia-h100-80gb", Fraction(4), usage) is None  # 8 of 8: exactly at the limit
+    excess = type_room(NLP, "nvidia-h100-80gb", Fraction(5), usage)
+    assert excess is not None and excess.key == "nvidia-h100-80gb" and excess.would_use == 9
+
+
+def test_undecided_reservation_needs_room_on_some_candidate_type() -> None:
+    team = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(4), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)})
+    base = {"nlp": {"nvidia-h100-80gb": Fraction(8), "nvidia-a100-80gb": Fraction(2)}}
+    undecided = res("x", 2, accel_type="")
+    both = {"nvidia-h100-80gb": Fraction(2), "nvidia-a100-80gb": Fraction(2)}
+    fits = decide_reservation(Ledger(), undecided, team=team, base=base, visible=frozenset(), now=0.0, candidates=both)
+    assert fits.excess == () and fits.ledger is not None  # H100 is full, A100 has exactly room for 2
+    full = {"nlp": {"nvidia-h100-80gb": Fraction(8), "nvidia-a100-80gb": Fraction(3)}}
+    denied = decide_reservation(Ledger(), undecided, team=team, base=full, visible=frozenset(), now=0.0, candidates=both)
+    assert [e.key for e in denied.excess] == ["nvidia-h100-80gb", "nvidia-a100-80gb"]
+
+
+def test_bind_conversion_moves_the_pod_between_types_without_a_second_count() -> None:
+    base = {"nlp": {"": Fraction(2)}}  # the pending pod, counted as undecided by the watch
+    moved = Reservation("bound/u1", "nlp", "nvidia-h100-80gb", Fraction(2), expires=100.0, stage="bound",
+                        undecided=Fraction(2))
+    ledger = Ledger().with_reservation(moved)
+    usage = team_usage_now("nlp", base, ledger, visible=frozenset(), now=0.0)
+    assert usage == {"": Fraction(0), "nvidia-h100-80gb": Fraction(2)}
+    assert sum(usage.values()) == 2  # the "*" line sees the pod once
+    # once the watch shows the pod bound, the conversion is consumed and the watch counts it typed
+    shown = {"nlp": {"nvidia-h100-80gb": Fraction(2)}}
+    assert team_usage_now("nlp", shown, ledger, visible=frozenset({"bound/u1"}), now=0.0) == {"nvidia-h100-80gb": Fraction(2)}
+    assert Ledger.from_data(ledger.to_data()) == ledger
 
 
 # ---- CAS loop ---------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from accel.admission.messages import Finding
 from accel.policy.models import Team
 from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
-from accel.quota.rules import LEDGER_NAME, check_quota, decide_reservation, team_usage_now
+from accel.quota.rules import LEDGER_NAME, SETTLE_S, check_quota, decide_reservation, team_usage_now
 from kube.fake import FakeCluster
 from kube.testing import RecordingSleep
+from serving.ledger import LedgerClient
 from tests.unit.test_quota import NLP
-from webhook.ledger import LedgerClient
 
 VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
 
@@ -119,11 +119,24 @@ def test_decisions_in_a_row_stay_clean_so_no_step_walks_the_ledger() -> None:
     shown = frozenset({"gone"})
     ledger = Ledger({"gone": res("gone"), "kept": res("kept")})
     for i in range(3):
-        outcome = decide_reservation(ledger, res(f"new{i}"), team=NLP, base={}, visible=shown, now=1.0)
+        outcome = decide_reservation(ledger, res(f"new{i}"), team=NLP, base={}, visible=shown, now=SETTLE_S + 1)
         assert outcome.ledger is not None
         ledger = outcome.ledger
-        assert ledger.is_clean(now=1.0, visible=shown)
+        assert ledger.is_clean(now=SETTLE_S + 1, visible=shown)
     assert set(ledger.reservations) == {"kept", "new0", "new1", "new2"}
+
+
+def test_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() -> None:
+    """accel.quota invariant 3: a replica whose watch lags must still find the pod in the ledger."""
+    shown = frozenset({"seen"})
+    ledger = Ledger({"seen": res("seen"), "kept": res("kept")})
+    young = decide_reservation(ledger, res("new"), team=NLP, base={}, visible=shown, now=SETTLE_S - 1)
+    assert young.ledger is not None and set(young.ledger.reservations) == {"seen", "kept", "new"}
+    assert young.usage == {"nvidia-a100-80gb": Fraction(1)}  # "kept" only: "seen" is counted by the watch
+    assert not young.ledger.is_clean(now=SETTLE_S - 1, visible=shown)
+    assert team_usage_now("nlp", {}, young.ledger, visible=shown, now=SETTLE_S - 1) == {"nvidia-a100-80gb": Fraction(2)}
+    old = decide_reservation(young.ledger, res("newer"), team=NLP, base={}, visible=shown, now=SETTLE_S)
+    assert old.ledger is not None and "seen" not in old.ledger.reservations
 
 
 fractions = st.builds(Fraction, st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=12))

@@ -73,11 +73,24 @@ async def run_case(request: dict[str, Any], setup: dict[str, Any]) -> dict[str, 
             return result  # the API server stops at the first denial
         validating = json.loads(json.dumps(request))
         validating["request"]["uid"] = uid + "-validate"
-        validating["request"]["object"] = pod
+        validating["request"]["object"] = _as_persisted(pod, uid)
         answer = await (await client.post("/validate", data=orjson.dumps(validating))).json()
         result["validate"] = _response(answer, uid + "-validate")
         result["ledger"] = await _ledger(store)
     return result
+
+
+def _as_persisted(pod: Any, uid: str) -> Any:
+    """The pod as the validating webhook sees it: the API server has set `metadata.uid` and the
+    name generated from `generateName` (the mutating webhook sees neither; accel.quota invariant 2)."""
+    if not isinstance(pod, dict) or not isinstance(pod.get("metadata", {}), dict):
+        return pod  # malformed on purpose: sent as it is
+    pod = json.loads(json.dumps(pod))
+    meta = pod.setdefault("metadata", {})
+    meta.setdefault("uid", "pod-" + uid)
+    if not meta.get("name") and meta.get("generateName"):
+        meta["name"] = meta["generateName"] + "x7k2p"
+    return pod
 
 
 async def _ledger(store: FakeCluster) -> dict[str, Any]:

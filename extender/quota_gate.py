@@ -1,0 +1,106 @@
+"""The extender's per-type quota gate: the IO around `accel.quota.bind` (filter and bind rules).
+
+One per extender app. Per state generation it computes the watch's team usage and the ledger ids
+the watch accounts for (accel.quota invariant 2, the same `watch_ids` memo the webhook keeps).
+`narrow` (filter) reads the ledger and marks the types whose quota is full for the pod; `convert`
+(bind) writes the pod's `bound/<uid>` entry with compare-and-swap through a `LedgerClient`
+before the Binding, `undo` removes it when the Binding fails. Ledger timestamps are wall-clock
+seconds (`wall`), comparable with the webhook replicas'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any
+
+from accel.admission.messages import Finding
+from accel.cluster.pods import PodView
+from accel.placement.filter_rules import PodRequest
+from accel.quota.bind import blocked_types, conversion, decide_conversion, full_reason, gated_team, profile_of
+from accel.quota.charges import ChargeMemo
+from accel.quota.ledger import Ledger
+from accel.quota.rules import ReservationOutcome, Seen, bound_id, team_usage_now, watch_ids
+from serving.ledger import LedgerClient
+
+log = logging.getLogger(__name__)
+
+
+class QuotaGate:
+    """Per-type quota at filter and bind (module docstring)."""
+
+    def __init__(self, ledger: LedgerClient, *, wall: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.wall = wall
+        self._charges = ChargeMemo()
+        self._key: tuple[int, int, int] | None = None
+        self._base: Mapping[str, Mapping[str, Fraction]] = {}
+        self._visible: frozenset[str] = frozenset()
+        self._seen: Seen = {}
+
+    def _watch(self, view: Any) -> tuple[Mapping[str, Mapping[str, Fraction]], frozenset[str]]:
+        key = (id(view.parsed), id(view.inventory), int(view.generation))
+        if key != self._key:
+            inventory, parsed = view.inventory, view.parsed
+            self._base = self._charges.usage(parsed, inventory)
+            self._visible, self._seen = watch_ids(
+                ((p.uid, bool(p.node_name)) for p in inventory.pods), self._seen, now=self.wall(),
+                keep_s=float(parsed.policy.settings.quota.reservation_ttl_seconds))
+            self._key = key
+        return self._base, self._visible
+
+    async def _ledger(self) -> Ledger:
+        try:
+            return await self.ledger.read()
+        except Exception as exc:  # the bind re-checks against a fresh read; the filter may use the last one
+            log.warning("quota ledger read failed in filter; using the last one seen", extra={"error": str(exc)})
+            return self.ledger.last
+
+    async def narrow(self, view: Any, req: PodRequest) -> PodRequest:
+        """`req` with the types whose team quota has no room for the pod blocked (accel.quota.bind rule 2)."""
+        policy = view.parsed.policy
+        team = gated_team(req.pod, view.inventory, policy)
+        if team is None:
+            return req
+        base, visible = self._watch(view)
+        now = self.wall()
+        usage = team_usage_now(team.name, base, await self._ledger(), visible=visible, now=now,
+                               exclude=bound_id(req.pod.uid))
+        blocked = blocked_types(team, req.pod, profile_of(req.pod, policy), view.parsed.catalog, usage)
+        return dataclasses.replace(req, blocked_types=blocked) if blocked else req
+
+    async def convert(self, view: Any, pod: PodView, node: str) -> tuple[str | None, str]:
+        """Rule 3 before binding `pod` to `node`: (entry id to undo on a failed bind or None, error text or "")."""
+        policy = view.parsed.policy
+        team = gated_team(pod, view.inventory, policy)
+        inventory_node = view.inventory.node(node)
+        if team is None or inventory_node is None or not inventory_node.accelerator_type:
+            return None, ""
+        if inventory_node.accelerator_type not in team.quota:
+            return None, ""  # no line for this type: only "*", already charged at admission
+        base, visible = self._watch(view)
+        now = self.wall()
+        ttl = float(policy.settings.quota.reservation_ttl_seconds)
+        entry = conversion(team, pod, inventory_node, profile_of(pod, policy), view.parsed.catalog, now=now, ttl=ttl)
+
+        def decide(ledger: Ledger) -> ReservationOutcome:
+            return decide_conversion(ledger, entry, team=team, base=base, visible=visible, now=now)
+
+        outcome = await self.ledger.run(decide)
+        if isinstance(outcome, Finding):
+            return None, f"accel: cannot bind {pod.namespace}/{pod.name} now: {outcome.message}"
+        if outcome.excess:
+            return None, f"{full_reason(outcome.excess[0])} (bind to {node} refused; the scheduler retries)"
+        return entry.id, ""
+
+    async def undo(self, entry_id: str) -> None:
+        """Remove a conversion whose Binding failed (best effort: the webhook's reconciler also would)."""
+        def decide(ledger: Ledger) -> ReservationOutcome:
+            return ReservationOutcome(ledger.without((entry_id,)))
+
+        outcome = await self.ledger.run(decide)
+        if isinstance(outcome, Finding):
+            log.warning("could not undo a quota conversion; the reconciler releases it", extra={"id": entry_id})

@@ -1,0 +1,106 @@
+"""Frees quota held for pods that never appeared, and tidies the ledger (accel.quota invariant 3).
+
+Each webhook replica runs `Reconciler.run`: every INTERVAL_S it reads the ledger and drops
+1. entries past their TTL, and entries its watch accounts for (accel.quota invariant 2) once they
+   are SETTLE_S old (so a replica whose watch lags still counts the pod once);
+2. entries older than GRACE_S whose pod the watch does not show, after asking the API server:
+   no pod of that namespace/name, another pod under that name (other uid), a finished pod, or
+   for a bind conversion (`bound/<uid>`) a pod that is still unbound (the Binding failed). Such a
+   pod was rejected by a later admission step (a ResourceQuota, another webhook), deleted at once,
+   or was a failed bind: its reservation is released within seconds instead of its full TTL.
+A pod the API server still shows is kept (its watch event is on the way). The drop is one
+compare-and-swap write through the replica's `LedgerClient`, decided again against the
+ledger it reads (another replica may have written meanwhile). Errors are logged and retried at
+the next interval; admission never waits on this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from accel.admission.messages import Finding
+from accel.quota.ledger import Ledger, Reservation
+from accel.quota.rules import BOUND_PREFIX, SETTLE_S, ReservationOutcome
+from kube.errors import KubeError
+from kube.protocol import ObjectSource
+from webhook.admitter import Admitter
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 5.0
+INTERVAL_S = 1.0
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class Reconciler:
+    """One replica's ledger tidying (module docstring); `released` counts grace-check releases."""
+
+    def __init__(self, admitter: Admitter, pods: ObjectSource, *, grace_s: float = GRACE_S,
+                 clock: Callable[[], float] | None = None) -> None:
+        if admitter.ledger is None:
+            raise ValueError("a reconciler needs a replica with a quota ledger")
+        self.admitter = admitter
+        self.ledger = admitter.ledger
+        self.pods = pods
+        self.grace_s = grace_s
+        self.clock = clock or admitter.clock
+        self.released = 0
+
+    async def once(self) -> set[str]:
+        """One pass; returns the ids dropped (empty when nothing was to drop or the write failed)."""
+        ctx = self.admitter.context()
+        now = self.clock()
+        current = await self.ledger.read()
+        drop = {rid for rid, r in current.reservations.items()
+                if r.expires <= now or (rid in ctx.visible and r.created + SETTLE_S <= now)}
+        missing: set[str] = set()
+        for rid, reservation in current.reservations.items():
+            if rid in drop or rid in ctx.visible or now - reservation.created < self.grace_s:
+                continue
+            if not await self._pod_holds(rid, reservation):
+                missing.add(rid)
+        drop |= missing
+        if not drop:
+            return set()
+
+        def decide(ledger: Ledger) -> ReservationOutcome:
+            return ReservationOutcome(ledger.without(drop))
+
+        outcome = await self.ledger.run(decide)
+        if isinstance(outcome, Finding):
+            log.warning("quota ledger tidy failed; retrying", extra={"reason": outcome.message})
+            return set()
+        if missing:
+            self.released += len(missing)
+            log.info("released quota reservations whose pod never appeared", extra={"ids": sorted(missing)})
+        return drop
+
+    async def _pod_holds(self, rid: str, reservation: Reservation) -> bool:
+        """Whether the API server shows the entry's pod, live (and bound, for a bind conversion)."""
+        if not reservation.name or not reservation.namespace:
+            return False  # an entry without a pod to look up cannot be confirmed: its grace is over
+        items, _ = await self.pods.list("pods", reservation.namespace, name=reservation.name)
+        uid = rid.removeprefix(BOUND_PREFIX)
+        for pod in items:
+            meta = pod.get("metadata") or {}
+            if meta.get("uid") != uid:
+                continue
+            if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                return False
+            return not rid.startswith(BOUND_PREFIX) or bool((pod.get("spec") or {}).get("nodeName"))
+        return False
+
+    async def run(self, interval_s: float = INTERVAL_S) -> None:
+        """`once` every `interval_s` until cancelled; API errors are logged and retried."""
+        while True:
+            try:
+                await self.once()
+            except KubeError as exc:
+                log.warning("quota ledger tidy: API server error; retrying", extra={"error": str(exc)})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("quota ledger tidy failed; retrying")
+            await asyncio.sleep(interval_s)
