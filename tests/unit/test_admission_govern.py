@@ -281,8 +281,8 @@ def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], 
     authored = {**forged, **({"accel.dev/job": "j"} if job else {})}
     pod = gpu_pod(namespace=namespace, profile=profile, annotations=authored)
     clean = gpu_pod(namespace=namespace, profile=profile, annotations={"accel.dev/job": "j"} if job else None)
-    mutated = mutate(pod, namespace=namespace, ctx=ctx, reservation_id="uid-1")
-    reference = mutate(clean, namespace=namespace, ctx=ctx, reservation_id="uid-1")
+    mutated = mutate(pod, namespace=namespace, ctx=ctx)
+    reference = mutate(clean, namespace=namespace, ctx=ctx)
     assert (mutated.allowed, mutated.reason) == (reference.allowed, reference.reason)
     if not mutated.allowed:
         return
@@ -292,7 +292,7 @@ def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], 
         after = {k: v for k, v in after.items() if k != "accel.dev/reservation"}
         expected = {k: v for k, v in expected.items() if k != "accel.dev/reservation"}
     assert after == expected
-    assert mutate(jsonpatch.apply_patch(pod, list(mutated.ops)), namespace=namespace, ctx=ctx, reservation_id="uid-2").ops == ()
+    assert mutate(jsonpatch.apply_patch(pod, list(mutated.ops)), namespace=namespace, ctx=ctx).ops == ()
     # Validation alone refuses what mutation would have changed. A price that is the price of one of
     # the pod's allowed types is accepted while the type is undecided (the bind writes the real one).
     found = ctx.policy.profile(profile)
