@@ -17,7 +17,7 @@ by CONCURRENCY workers on keep-alive connections.
 
 Workloads: a realistic GPU pod (ReplicaSet-created, 20 env vars, a volume, the multi-type profile
 large-any, team nlp with per-type quota, the quota ledger in a FakeCluster with real CAS writes;
-each pod has its own reservation id, and a simulated watch shows admitted pods every
+each pod has its own uid (its reservation id), and a simulated watch shows admitted pods every
 WATCH_PERIOD_S, which releases their reservations, as in a live cluster) and a non-GPU pod (the
 raw-JSON fast path). Each workload runs in three modes: `mutate` (only /mutate), `validate` (only
 /validate, of the mutated pod) and `pair` (both, as the API server calls them). The webhook logs
@@ -117,8 +117,9 @@ def bodies(gpu: bool, count: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(count):
         validated = copy.deepcopy(mutated)
-        if gpu:
-            validated["metadata"]["annotations"]["accel.dev/reservation"] = f"pod-{i}"
+        # The API server assigns the uid before validating admission; the reservation is keyed to it
+        # and the simulated watch (which sees the same uid) consumes it.
+        validated["metadata"]["uid"] = f"pod-{i}-uid"
         out.append((orjson.dumps(review(template, uid=f"pod-{i}")), orjson.dumps(review(validated, uid=f"pod-{i}-v"))))
     return out
 
@@ -200,7 +201,11 @@ def p99(latencies: list[float]) -> float:
 def webhook_app() -> tuple[web.Application, ClusterState]:
     parsed = example_policy(teams=BENCH_TEAMS, quota={"reservationTTLSeconds": RESERVATION_TTL_S})
     state = ClusterState.static(parsed, make_inventory())
-    return make_app(state, metrics=Metrics(), ledger_store=FakeCluster(), replica_id="bench"), state
+    # The same fake API server holds the ledger and answers the reconciler's pod look-ups (it has
+    # no pods: a pod the simulated watch no longer shows has finished), so the reconciler frees
+    # reservations as in production and the ledger stays the size a live cluster keeps it.
+    store = FakeCluster()
+    return make_app(state, metrics=Metrics(), ledger_store=store, pod_source=store, replica_id="bench"), state
 
 
 @dataclass(frozen=True)
