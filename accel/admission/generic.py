@@ -73,7 +73,7 @@ def no_candidates(team: Team, profile: Profile, resources: Iterable[str]) -> Fin
     return msg.no_generic_candidates(team.name, profile.name, sorted(set(resources)), team.allowed_types)
 
 
-def _required_terms(pod: Mapping[str, Any]) -> list[Any]:
+def required_terms(pod: Mapping[str, Any]) -> list[Any]:
     affinity = (pod.get("spec") or {}).get("affinity") or {}
     required = (affinity.get("nodeAffinity") or {}).get(REQUIRED) or {}
     terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
@@ -95,7 +95,7 @@ def narrowing_finding(
         selector = ctx.selector(profile, narrowed)
     except AffinityError as exc:
         return msg.profile_unusable(profile.name, str(exc))
-    terms = _required_terms(pod)
+    terms = required_terms(pod)
     if not terms or not all(isinstance(t, Mapping) and restricts(t, selector) for t in terms):
         return msg.not_narrowed(
             team.name, profile.name, f"its required node affinity does not restrict it to {', '.join(narrowed)}"

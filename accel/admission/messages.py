@@ -256,3 +256,14 @@ def warning_text(message: str) -> str:
     """A finding as a client warning, kept under the API server's per-warning cut."""
     text = f"accel: {message}"
     return text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "..."
+
+
+def not_narrowed_typed(profile: str, types: Sequence[str]) -> Finding:
+    """A typed profile's pod that validation sees without the mutating webhook's node affinity."""
+    return Finding(
+        "not-narrowed",
+        f'pod with profile "{profile}" has no required node affinity restricting it to {", ".join(types)} (the '
+        "mutating webhook writes it; it was skipped or undone): recreate the pod, and check that no other webhook "
+        "rewrites accel's node affinity",
+        400,
+    )

@@ -41,6 +41,7 @@ from fractions import Fraction
 from typing import Any
 
 from accel.admission import messages as msg
+from accel.admission.affinity import AffinityError, restricts
 from accel.admission.author_keys import owned_keys
 from accel.admission.context import (
     AdmissionContext,
@@ -49,7 +50,7 @@ from accel.admission.context import (
     shape_errors,
     wants_accelerators,
 )
-from accel.admission.generic import generic_candidates, is_restricted, narrowing_finding
+from accel.admission.generic import generic_candidates, is_restricted, narrowing_finding, required_terms
 from accel.admission.jobs import job_of
 from accel.admission.messages import Finding
 from accel.admission.plan import Decision, deny, passthrough
@@ -118,7 +119,7 @@ def _checks(
         if profile.is_generic and is_restricted(team.rules):
             narrowing = narrowing_finding(pod, view, profile=profile, team=team.rules, ctx=ctx)
             findings += [narrowing] if narrowing else []
-    findings += _owned_findings(view, profile, team.rules, team.name, ctx)
+    findings += _owned_findings(pod, view, profile, team.rules, team.name, ctx)
     node_name = view.node_name
     if node_name and profile is not None:
         node = ctx.inventory.node(node_name)
@@ -141,7 +142,21 @@ PRICE_KEYS = (PRICE_ANNOTATION, COST_ANNOTATION)
 CHECKED_ELSEWHERE = frozenset({PROFILE_ANNOTATION, RESERVATION_ANNOTATION})
 
 
-def _owned_findings(view: PodView, profile: Profile | None, team: Team | None, team_name: str | None,
+def _affinity_finding(pod: Mapping[str, Any], profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
+    """Rule 6: a typed profile's pod must be restricted by its required node affinity to the
+    profile's allowed types (mutation wrote it); else the default scheduler could place it on any
+    GPU while it is charged to an allowed type."""
+    try:
+        selector = ctx.selector(profile, types)
+    except AffinityError as exc:
+        return msg.profile_unusable(profile.name, str(exc))
+    terms = required_terms(pod)
+    if terms and all(isinstance(t, Mapping) and restricts(t, selector) for t in terms):
+        return None
+    return msg.not_narrowed_typed(profile.name, types)
+
+
+def _owned_findings(pod: Mapping[str, Any], view: PodView, profile: Profile | None, team: Team | None, team_name: str | None,
                     ctx: AdmissionContext) -> list[Finding]:
     """Rule 6: owned annotations that disagree with what validation recomputes, and a typed
     profile's resource that mutation would have renamed."""
@@ -159,8 +174,18 @@ def _owned_findings(view: PodView, profile: Profile | None, team: Team | None, t
                                                   "the mutating webhook renames or refuses it; it was skipped or undone"))
     elif profile is not None and (mixed := mixed_replicas(profile, set(view.accelerators))):
         findings.append(mixed)
-    if not present:
-        return findings
+    findings += _forged(view, present, profile, types, narrowed, team_name, ctx)
+    if (profile is not None and profile.accelerators and types and ctx.policy.settings.mode is not Mode.DRY_RUN
+            and not view.node_name and not findings and (away := _affinity_finding(pod, profile, types, ctx))):
+        findings.append(away)  # last, and only alone: a more specific finding above explains the pod better
+    return findings
+
+
+def _forged(view: PodView, present: list[str], profile: Profile | None, types: tuple[str, ...],
+            narrowed: bool, team_name: str | None, ctx: AdmissionContext) -> list[Finding]:
+    """Rule 6 for each owned annotation present."""
+    notes = view.annotations
+    findings: list[Finding] = []
     chosen = [notes[k] for k in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION) if notes.get(k)]
     for key in present:
         value = notes[key]

@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from accel.admission.author_keys import AUTHOR_KEYS, is_webhook_owned
@@ -278,6 +278,12 @@ CASES = st.sampled_from([("vision", "a100-80gb"), ("nlp", "large-any"), ("vision
 def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], forged: dict[str, str], job: bool) -> None:
     namespace, profile = case
     ctx = PROPERTY_CTX
+    found = ctx.policy.profile(profile)
+    assert found is not None
+    # The one kept author value (accel.admission.plan rule 3): a quota type that is one of the
+    # profile's types only narrows the pod, like a nodeSelector on that type would; quota still
+    # checks that type. Everything else must be overwritten or removed.
+    assume(forged.get("accel.dev/quota-type") not in found.types)
     authored = {**forged, **({"accel.dev/job": "j"} if job else {})}
     pod = gpu_pod(namespace=namespace, profile=profile, annotations=authored)
     clean = gpu_pod(namespace=namespace, profile=profile, annotations={"accel.dev/job": "j"} if job else None)
@@ -295,8 +301,6 @@ def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], 
     assert mutate(jsonpatch.apply_patch(pod, list(mutated.ops)), namespace=namespace, ctx=ctx).ops == ()
     # Validation alone refuses what mutation would have changed. A price that is the price of one of
     # the pod's allowed types is accepted while the type is undecided (the bind writes the real one).
-    found = ctx.policy.profile(profile)
-    assert found is not None
     requests = {"nvidia.com/gpu": 1}
     prices = {v for t in (found.types or ("",)) for v in ctx.request_prices(found, t, requests).values()}
     changed = [k for k, v in forged.items() if k != "accel.dev/reservation" and expected.get(k) != v
@@ -308,3 +312,15 @@ def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], 
 
 
 PROPERTY_CTX = make_context()
+
+
+def test_validation_alone_refuses_a_typed_pod_without_the_type_affinity() -> None:
+    ctx = make_context()
+    pod = gpu_pod(namespace="nlp", profile="large-any", annotations={"accelerator.opendatahub.io/type": "nvidia-a100-80gb"})
+    denied = validate(pod, ctx)  # a valid type annotation, but nothing keeps the default scheduler off other GPUs
+    assert denied.allowed is False and denied.reason == "not-narrowed", denied
+    _, validated, patched = admit(gpu_pod(namespace="nlp", profile="a100-80gb"), ctx)
+    assert validated.allowed, validated.finding
+    patched["spec"]["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"].append(
+        "NVIDIA-H100-80GB-HBM3")  # widened by another webhook
+    assert validate(patched, ctx).reason == "not-narrowed"
