@@ -8,11 +8,13 @@ only real waiting is on the event loop, synchronised with `kube.testing.until`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jsonpatch
 import orjson
 import pytest
 from aiohttp import web
@@ -177,9 +179,15 @@ class Clock:
 
 
 async def _validate(client: Client, uid: str) -> bool | None:
-    """True/False = the replica's decision; None = the replica died before answering."""
+    """True/False = the replica's decision; None = the replica died before answering. As the API
+    server does, /validate sees the pod after /mutate's patch (validation refuses a typed pod
+    without the mutating webhook's node affinity)."""
     try:
-        resp = await client.post("/validate", data=orjson.dumps(review(uid=uid)))
+        mutated = await (await client.post("/mutate", data=orjson.dumps(review(uid=uid)))).json()
+        pod = review(uid=uid)["request"]["object"]
+        if "patch" in mutated["response"]:
+            pod = jsonpatch.apply_patch(pod, orjson.loads(base64.b64decode(mutated["response"]["patch"])))
+        resp = await client.post("/validate", data=orjson.dumps(review(pod, uid=uid)))
         data = await resp.json()
     except Exception:
         return None
