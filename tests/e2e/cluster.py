@@ -323,6 +323,12 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-replicas", "quota": {"*": REPLICAS_QUOTA}, "allowedProfiles": all_profiles},
         {"name": "e2e-preempt", "quota": {"*": 64}, "allowedProfiles": all_profiles},
         {"name": "e2e-restart", "quota": {"*": 4}, "allowedProfiles": all_profiles},
+        # test_quota_once: each case its own team (usage release after deletion is asynchronous)
+        {"name": "e2e-forged", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-recreate", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-rquota", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
+        {"name": "e2e-fallback", "quota": {"nvidia-h100-80gb": 16, "nvidia-a100-80gb": 8, "*": 24},
+         "allowedProfiles": all_profiles},
         # test_governance: a team restricted to A100 (no-profile pods get gpu-any narrowed to it), and one
         # whose only allowed profile is not the cluster default (no-profile pods are denied)
         {"name": "e2e-govern", "quota": {"nvidia-a100-80gb": 8, "*": 8}, "allowedTypes": ["nvidia-a100-80gb"],
