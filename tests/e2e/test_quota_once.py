@@ -13,9 +13,11 @@ from tests.e2e import cluster
 from tests.e2e.kubectl import KubectlError, wait_until
 
 
-def _ledger_ids(e2e: cluster.E2ECluster) -> set[str]:
+def _ledger_ids(e2e: cluster.E2ECluster, namespace: str) -> set[str]:
+    """Ids of the ledger entries of pods in `namespace` (the ledger is shared by every team)."""
     found = e2e.kubectl.get("configmap", "accel-quota-ledger", namespace=cluster.NS)
-    return set(json.loads((found.get("data") or {}).get("ledger.json") or '{"reservations": {}}')["reservations"])
+    entries = json.loads((found.get("data") or {}).get("ledger.json") or '{"reservations": {}}')["reservations"]
+    return {rid for rid, entry in entries.items() if entry.get("namespace") == namespace}
 
 
 def _create(e2e: cluster.E2ECluster, ns: str, name: str, *, team: str, gpus: int, profile: str,
@@ -36,8 +38,8 @@ def test_a_forged_reservation_burst_stays_within_quota(e2e: cluster.E2ECluster, 
     pods = [p for p in created if p is not None]
     assert len(pods) == 2
     # the validating webhook saw the API server's uid: the ledger is keyed to the real pods
-    assert "fixed-id" not in _ledger_ids(e2e)
-    assert _ledger_ids(e2e) <= {p["metadata"]["uid"] for p in pods} | {f"bound/{p['metadata']['uid']}" for p in pods}
+    assert "fixed-id" not in _ledger_ids(e2e, ns)
+    assert _ledger_ids(e2e, ns) <= {p["metadata"]["uid"] for p in pods} | {f"bound/{p['metadata']['uid']}" for p in pods}
     assert all("accel.dev/reservation" not in (p["metadata"].get("annotations") or {}) for p in pods)
 
 
