@@ -173,14 +173,14 @@ def usage_report(rolled: Mapping[tuple[str, str], Usage], *, window: str, window
     """The JSON shape of `GET /api/usage` and `accel usage -o json` (rows sorted by team, type);
     `teams` limits the rows to those teams (None: all)."""
     rows: list[dict[str, Any]] = [{"team": team, "type": accel_type, "gpuHours": round(value.gpu_seconds / 3600.0, 4),
-                                   "cost": round(value.cost, 2)}
+                                   "cost": round(value.cost, 4)}
             for (team, accel_type), value in sorted(rolled.items())
             if (teams is None or team in teams) and value.gpu_seconds > 0]
     return {"window": window, "windowSeconds": window_s, "source": source,
             "note": PROMETHEUS_NOTE if source == "prometheus" else PODS_NOTE,
             "currency": currency, "rows": rows,
             "totals": {"gpuHours": round(sum(float(r["gpuHours"]) for r in rows), 4),
-                       "cost": round(sum(float(r["cost"]) for r in rows), 2)}}
+                       "cost": round(sum(float(r["cost"]) for r in rows), 4)}}
 
 
 def usage_from_pods(pods: Iterable[Mapping[str, Any]], *, policy: Policy, catalog: Catalog, inventory: Inventory,

@@ -206,8 +206,16 @@ def test_a_bound_pod_advances_the_chargeback_counters(e2e: cluster.E2ECluster, t
 
     seconds = wait_until(counted, timeout_s=90, what="accel_gpu_seconds_total for team e2e-charge")
     assert seconds > 0
-    with urllib.request.urlopen(e2e.servers.url("api", "/api/usage?since=1h"), context=context, timeout=10) as response:
-        usage = json.loads(response.read())
-    assert usage["source"] == "pods"
-    row = next(r for r in usage["rows"] if r["team"] == "e2e-charge")
-    assert row["type"] == "nvidia-a100-80gb" and row["gpuHours"] > 0 and row["cost"] > 0
+
+    def usage_row() -> dict[str, Any] | None:
+        # The pod is still bound, so its cost keeps growing from a fraction of a cent: poll until the
+        # row shows it rather than reading once a second after the bind.
+        with urllib.request.urlopen(e2e.servers.url("api", "/api/usage?since=1h"), context=context,
+                                    timeout=10) as response:
+            usage = json.loads(response.read())
+        assert usage["source"] == "pods"
+        row = next((r for r in usage["rows"] if r["team"] == "e2e-charge"), None)
+        return row if row and row["gpuHours"] > 0 and row["cost"] > 0 else None
+
+    row = wait_until(usage_row, timeout_s=60, what="a priced /api/usage row for team e2e-charge")
+    assert row["type"] == "nvidia-a100-80gb"
