@@ -23,7 +23,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from accel.capacity.inventory import NodeInventory
@@ -216,6 +217,7 @@ class Assumption:
     assignment: Assignment
     expires_at: float
     job: tuple[str, str] | None = None  # (namespace, job id) for topology co-location
+    assumed_at: float = -math.inf  # when the bind was assumed (the caller's clock)
 
 
 @dataclass
@@ -240,6 +242,18 @@ class AssumedBinds:
         """Forget the assumptions of pods that are gone (terminal or deleted in the watch)."""
         for uid in uids:
             self.by_uid.pop(uid, None)
+
+    def drop_unseen(self, now: float, visible: Collection[str], grace_s: float) -> None:
+        """Forget assumptions whose pod the watch still does not show `grace_s` after the bind.
+
+        A pod deleted right after its bind, before the watch ever showed it, has no "gone" event
+        that `drop` could see; without this its devices stayed taken until the TTL (30 s), and
+        kube-scheduler left pods that needed them pending. A pod that really is bound shows up
+        within the watch's lag, which `grace_s` covers.
+        """
+        for uid, item in list(self.by_uid.items()):
+            if uid not in visible and item.assumed_at + grace_s <= now:
+                del self.by_uid[uid]
 
     def on_node(self, node: str) -> list[Assumption]:
         return [a for a in self.by_uid.values() if a.node == node]

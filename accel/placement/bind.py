@@ -96,7 +96,7 @@ class BindStep:
         explanation = self.explain_bind(index, req, node, devices.gpu_type if req.wants_accelerators else "")
         annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
         expires = now + ttl if math.isfinite(ttl) else math.inf
-        assumption = Assumption(uid, pod.key, node, assignment, expires, req.job)
+        assumption = Assumption(uid, pod.key, node, assignment, expires, req.job, assumed_at=now)
         hold = self.state.hold_after_bind(index, req, node, now)
         return BindPlan(pod, node, annotations, assumption, explanation, hold)
 

@@ -52,6 +52,9 @@ MEMO_LIMIT = 200_000  # verdict / fragmentation memo entries before they are dro
 BREAKDOWNS_KEPT = 64  # pods whose last prioritize breakdown is kept for bind's explanation (6 floats per
 # candidate each: about 15 MB at 5,000 nodes; kube-scheduler binds a pod right after scoring it)
 HOLDS_LIMIT = 10_000
+# An assumed bind whose pod the watch has not shown this long after the bind was deleted before the
+# watch saw it: its devices are freed then, not at the TTL (AssumedBinds.drop_unseen).
+UNSEEN_BIND_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,7 @@ class ExtenderState:
     def request(self, pod: PodView, index: ClusterIndex, now: float) -> PodRequest:
         """Resolve the pod, remember it for bind, count it once (rule 1), prune assumptions and holds."""
         self.assumptions.prune(now, index.bound_uids)
+        self.assumptions.drop_unseen(now, index.pods_by_uid.keys(), UNSEEN_BIND_GRACE_S)
         self.now = now
         if self.holds:
             self.holds = {job: h for job, h in self.holds.items() if h.expires > now}

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from accel.placement.state import UNSEEN_BIND_GRACE_S
 from extender.app import make_app
 from kube.fake import FakeCluster
 from kube.testing import ManualClock
@@ -74,4 +75,23 @@ async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_clien
     assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
     assert "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]
     state.update_static(inventory=inventory([node]))  # `first` finished and was deleted
+    assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
+
+
+async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_grace(aiohttp_client: Any) -> None:
+    """Found on kube-local: a pod deleted right after its bind, never seen by the extender's watch,
+    kept its GPU assumed for the whole TTL (30 s) and kube-scheduler left the next pod pending."""
+    cluster = FakeCluster()
+    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
+    for obj in (first, second):
+        cluster.apply(obj)
+    node = node_object("n", gpus=1)
+    state = ClusterState.static(shared_example_policy(), inventory([node]))  # the watch never shows `first`
+    clock = ManualClock()
+    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=clock))
+    await post(client, "/filter", args(first, ["n"]))
+    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    clock.advance(UNSEEN_BIND_GRACE_S - 1)
+    assert "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]  # within the watch's lag
+    clock.advance(1)
     assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
