@@ -85,7 +85,11 @@ def make_app(
     stand_in = Caller(username="dev-identity", groups=dev_identity, anonymous=False) if dev_identity else None
     app = make_base_app(name="api", metrics=metrics, max_body_bytes=MAX_BODY_BYTES,
                         max_concurrency=MAX_CONCURRENCY, ready=state.ready)
-    app[CONTEXT] = ApiContext(state=state, resolver=CallerResolver(token_reviewer, clock=clock, dev_identity=stand_in), profiles=ProfileCache())
+    app[CONTEXT] = ApiContext(
+        state=state,
+        resolver=CallerResolver(token_reviewer, clock=clock, dev_identity=stand_in),
+        profiles=ProfileCache(),
+    )
     app.router.add_get("/", index)
     app.router.add_get("/static/{filename}", static_file)
     app.router.add_get("/api/hardware-profiles", handlers.list_profiles)

@@ -107,14 +107,30 @@ async def list_nodes(request: web.Request) -> web.Response:
         known = ", ".join(dict.fromkeys([*sorted(view.parsed.catalog.names()), *FILTER_ONLY_TYPES]))
         raise BadRequest(f"query parameter type: {problem}; known: {known}")
     try:
-        rows = node_rows(view.inventory, view.parsed.catalog, type_filter=types, sort=sort.lstrip("-"), descending=descending)
+        rows = node_rows(
+            view.inventory,
+            view.parsed.catalog,
+            type_filter=types,
+            sort=sort.lstrip("-"),
+            descending=descending,
+        )
     except ValueError as exc:
         raise BadRequest(f"query parameter sort: {exc}") from None
     redactor = ctx.redactor(view)
     nodes = [node_json(row, redactor=redactor) for row in rows]
     if redactor is not None:  # the order of real names (the tie-breaker of every sort) is not shown either
         nodes.sort(key=_redacted_sort_key(sort.lstrip("-")), reverse=descending)
-    return _json(dumps({"nodes": nodes, "count": len(nodes), "redacted": redactor is not None, "sortKeys": SORT_KEYS, "observedAt": observed(view)}))
+    return _json(
+        dumps(
+            {
+                "nodes": nodes,
+                "count": len(nodes),
+                "redacted": redactor is not None,
+                "sortKeys": SORT_KEYS,
+                "observedAt": observed(view),
+            }
+        )
+    )
 
 
 def _redacted_sort_key(sort: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -155,7 +171,9 @@ async def draft(request: web.Request) -> web.Response:
         return _json(dumps({**_redacted_draft(view, body, redactor), "observedAt": observed(view)}))
     try:
         chosen = select_nodes(view.inventory, names=body.nodes, selector=body.selector)
-        result = as_json(draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name, selector=body.selector))
+        result = as_json(
+            draft_profile(chosen, view.inventory, view.parsed.catalog, name=body.name, selector=body.selector)
+        )
     except SelectorError as exc:
         raise BadRequest(str(exc)) from None
     return _json(dumps({**result, "observedAt": observed(view)}))
@@ -175,7 +193,8 @@ def _redacted_draft(view: StateView, body: DraftRequest, redactor: Redactor) -> 
     unknown = [n for n in body.nodes if n not in by_id]
     if unknown:
         raise BadRequest(
-            f"nodes: {len(unknown)} entr{'y is' if len(unknown) == 1 else 'ies are'} not a node id; while node names "
+            f"nodes: {len(unknown)} entr{'y is' if len(unknown) == 1 else 'ies are'} not a node id; while "
+            "node names "
             "are redacted, select nodes by the ids GET /api/nodes shows (node:...)"
         )
     try:
@@ -187,8 +206,12 @@ def _redacted_draft(view: StateView, body: DraftRequest, redactor: Redactor) -> 
     hidden = drafted.profile.model_copy(update={"node_selector": {}})
     warnings = [redactor.text(w, all_names) for w in drafted.warnings]
     if drafted.profile.node_selector or drafted.shared_labels:
-        warnings.append("node labels left out (nodeSelector, sharedLabels): they are redacted (api.redactNodeNames)")
-    result = as_json(drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings), "shared_labels": {}}))
+        warnings.append(
+            "node labels left out (nodeSelector, sharedLabels): they are redacted (api.redactNodeNames)"
+        )
+    result = as_json(
+        drafted.model_copy(update={"profile": hidden, "warnings": tuple(warnings), "shared_labels": {}})
+    )
     return {
         **result,
         "nodes": [redactor.node(n) for n in result["nodes"]],
@@ -212,7 +235,9 @@ def _parse(model: type[DraftRequest], data: dict[str, Any]) -> DraftRequest:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()
+        )
         raise BadRequest(f"invalid draft request: {problems}") from None
 
 
@@ -240,6 +265,12 @@ async def usage_body(state: ClusterState, view: StateView, window: str, window_s
             raise web.HTTPBadGateway(reason=f"api.prometheusUrl: {exc}") from None
         return usage_report(rolled, window=window, window_s=window_s, source="prometheus", teams=teams)
     pods = state.watcher.pods.items() if state.watcher is not None else []
-    rolled_pods = usage_from_pods(pods, policy=view.parsed.policy, catalog=view.parsed.catalog, inventory=view.inventory,
-                                  window_s=window_s, now=time.time() if now is None else now)
+    rolled_pods = usage_from_pods(
+        pods,
+        policy=view.parsed.policy,
+        catalog=view.parsed.catalog,
+        inventory=view.inventory,
+        window_s=window_s,
+        now=time.time() if now is None else now,
+    )
     return usage_report(rolled_pods, window=window, window_s=window_s, source="pods", teams=teams)

@@ -76,7 +76,13 @@ def teams_of(caller: Caller, *, policy: Policy, inventory: Inventory) -> frozens
 class CallerResolver:
     """Turns a request into a `Caller` (rules 1-3), caching TokenReview answers per token."""
 
-    def __init__(self, reviewer: TokenReviewer | None, *, clock: Callable[[], float], dev_identity: Caller | None = None) -> None:
+    def __init__(
+        self,
+        reviewer: TokenReviewer | None,
+        *,
+        clock: Callable[[], float],
+        dev_identity: Caller | None = None,
+    ) -> None:
         self._reviewer = reviewer
         self._clock = clock
         self.dev_identity = dev_identity  # rule 4's local-use stand-in for anonymous callers
@@ -88,12 +94,16 @@ class CallerResolver:
         if auth.lower().startswith("bearer ") and self._reviewer is not None:
             user = await self._review(auth[7:].strip())
             if not user.authenticated:  # rule 1: never rescued by a header
-                raise web.HTTPUnauthorized(reason="bearer token was rejected by the API server (TokenReview); get a fresh token")
+                raise web.HTTPUnauthorized(
+                    reason="bearer token was rejected by the API server (TokenReview); get a fresh token"
+                )
         header = settings.trusted_proxy_header
         if header and (value := request.headers.get(header)) is not None:
             if proves_proxy(request, settings):
                 return Caller(username="", groups=_split_groups(value), anonymous=False)
-            log.debug("ignored %s from a peer that is not the trusted proxy", header, extra={"path": request.path})
+            log.debug(
+                "ignored %s from a peer that is not the trusted proxy", header, extra={"path": request.path}
+            )
         if user is None:
             return self.dev_identity or Caller.nobody()
         return Caller(username=user.username, groups=tuple(user.groups), anonymous=False)
@@ -108,7 +118,9 @@ class CallerResolver:
         try:
             user = await self._reviewer.review(token)
         except (KubeError, TimeoutError) as exc:  # API server down or slow
-            raise web.HTTPServiceUnavailable(reason=f"cannot verify the bearer token now ({type(exc).__name__}); retry shortly") from exc
+            raise web.HTTPServiceUnavailable(
+                reason=f"cannot verify the bearer token now ({type(exc).__name__}); retry shortly"
+            ) from exc
         if len(self._cache) >= TOKEN_CACHE_MAX:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             if len(self._cache) >= TOKEN_CACHE_MAX:

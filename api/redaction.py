@@ -3,7 +3,8 @@
 Rules:
 1. A node name becomes `node:<16 hex>`, and each topology value (zone, spine, leaf) becomes
    `<level>:<10 hex>` (a colon is never in a node name or label value, so an id can never be
-   mistaken for, or contain, a real one): HMAC-SHA256 under a secret key, so a dictionary of likely names cannot be
+   mistaken for, or contain, a real one): HMAC-SHA256 under a secret key, so a dictionary of likely names
+cannot be
    hashed and compared (an unkeyed hash could), yet one key gives stable ids (a selection made on
    the page survives a reload, nodes in one zone still group together).
 2. The key comes from `settings.api.redactionKeyFile` (mount it from a Secret; at least 16 bytes).
@@ -77,8 +78,10 @@ class RedactionKeys:
                 return Redactor(Path(key_file).read_bytes().strip())
             except (OSError, ValueError) as exc:
                 log.error(
-                    "cannot use api.redactionKeyFile %s (%s); redacting with a random per-process key instead",
-                    key_file, exc,
+                    "cannot use api.redactionKeyFile %s (%s); redacting with a random per-process key "
+                    "instead",
+                    key_file,
+                    exc,
                 )
         if self._random is None:
             log.warning(

@@ -73,7 +73,9 @@ class ProfileCache:
         self._visibility = {}
         self._generation = view.generation
 
-    def visibility(self, view: StateView, caller: Hashable, compute: Callable[[], frozenset[str]]) -> frozenset[str]:
+    def visibility(
+        self, view: StateView, caller: Hashable, compute: Callable[[], frozenset[str]]
+    ) -> frozenset[str]:
         """The caller's visible profile names, computed once per generation and caller identity."""
         self._refresh(view)
         found = self._visibility.get(caller)

@@ -207,7 +207,9 @@ def create_client_cert(
 ) -> KeyPair:
     """A client certificate whose subject CN is `common_name` (the identity servers check), signed by `ca`."""
     if not common_name or len(common_name) > 64:
-        raise CertificateError("a client certificate needs a common name of 1-64 characters (e.g. accel-scheduler)")
+        raise CertificateError(
+            "a client certificate needs a common name of 1-64 characters (e.g. accel-scheduler)"
+        )
     ca_cert = load_certificate(ca.cert_pem)
     ca_key = load_private_key(ca.key_pem)
     key = _new_key(algorithm)

@@ -246,13 +246,19 @@ class CertificateRotator:
         decision = decide(state, sans=self.sans, now=now, policy=self.policy)
         return decision, apply(decision, state, sans=self.sans, now=now, policy=self.policy)
 
-    def client(self, pair: KeyPair | None, *, name: str, signer: KeyPair) -> tuple[str | None, KeyPair | None]:
+    def client(
+        self, pair: KeyPair | None, *, name: str, signer: KeyPair
+    ) -> tuple[str | None, KeyPair | None]:
         """Rule 6 at one instant: (reason, new pair) when re-issued, (None, pair) when current."""
         now = self.clock()
         reason = client_reason(pair, name=name, signer=signer, now=now, policy=self.policy)
         if reason is None:
             return None, pair
         issued = create_client_cert(
-            signer, common_name=name, now=now, validity=self.policy.serving_validity, algorithm=self.policy.algorithm
+            signer,
+            common_name=name,
+            now=now,
+            validity=self.policy.serving_validity,
+            algorithm=self.policy.algorithm,
         )
         return reason, issued

@@ -99,10 +99,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--new-ca", action="store_true", help="make a new CA even if the directory has one")
     p.set_defaults(func=cmd_create)
 
-    p = sub.add_parser("client", help="a client certificate (e.g. kube-scheduler's) from the CA of a cert directory")
-    p.add_argument("--cert-dir", type=Path, required=True, help="directory written by `accel certs create` (its CA signs)")
-    p.add_argument("--name", default=DEFAULT_CLIENT_NAME, help="the client's identity, the certificate CN (default %(default)s)")
-    p.add_argument("--out-dir", type=Path, required=True, help="where tls.crt, tls.key and ca.crt are written")
+    p = sub.add_parser(
+        "client", help="a client certificate (e.g. kube-scheduler's) from the CA of a cert directory"
+    )
+    p.add_argument(
+        "--cert-dir",
+        type=Path,
+        required=True,
+        help="directory written by `accel certs create` (its CA signs)",
+    )
+    p.add_argument(
+        "--name",
+        default=DEFAULT_CLIENT_NAME,
+        help="the client's identity, the certificate CN (default %(default)s)",
+    )
+    p.add_argument(
+        "--out-dir", type=Path, required=True, help="where tls.crt, tls.key and ca.crt are written"
+    )
     p.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
     p.add_argument("--key-type", choices=("ecdsa-p256", "rsa-2048"), default="ecdsa-p256")
     p.set_defaults(func=cmd_client)
@@ -179,7 +192,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     except (CertificateError, OSError) as exc:
         return _fail(str(exc))
     print(
-        f"wrote {args.out_dir}/{{ca.crt,tls.crt,tls.key}}; serving certificate expires {expiry(serving.cert_pem):%Y-%m-%d}"
+        f"wrote {args.out_dir}/{{ca.crt,tls.crt,tls.key}}; serving certificate expires "
+        f"{expiry(serving.cert_pem):%Y-%m-%d}"
     )
     return 0
 
@@ -194,7 +208,11 @@ def cmd_client(args: argparse.Namespace) -> int:
         )
     try:
         client = create_client_cert(
-            state.ca, common_name=args.name, now=_now(), validity=timedelta(days=args.days), algorithm=args.key_type
+            state.ca,
+            common_name=args.name,
+            now=_now(),
+            validity=timedelta(days=args.days),
+            algorithm=args.key_type,
         )
         write_cert_dir(args.out_dir, CertState(bundle=state.bundle or state.ca.cert_pem, serving=client))
     except (CertificateError, OSError) as exc:
@@ -319,7 +337,9 @@ def parse_client_spec(spec: str) -> ClientSecret:
     """`SECRET=CN` -> ClientSecret; ValueError with the expected form otherwise."""
     secret, sep, name = spec.partition("=")
     if not sep or not secret.strip() or not name.strip():
-        raise ValueError(f"--client {spec!r}: expected SECRET=CN, e.g. accel-scheduler-client=accel-scheduler")
+        raise ValueError(
+            f"--client {spec!r}: expected SECRET=CN, e.g. accel-scheduler-client=accel-scheduler"
+        )
     return ClientSecret(secret=secret.strip(), common_name=name.strip())
 
 

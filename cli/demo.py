@@ -34,13 +34,27 @@ def _default(relative: str) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("demo", help="simulated day on a sample cluster through the real webhook, extender and API")
-    parser.add_argument("--pods", type=int, default=DEFAULT_PODS, help="pods to submit over the day (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=7, help="workload and tie-break seed (default: %(default)s)")
+    parser = subparsers.add_parser(
+        "demo", help="simulated day on a sample cluster through the real webhook, extender and API"
+    )
+    parser.add_argument(
+        "--pods", type=int, default=DEFAULT_PODS, help="pods to submit over the day (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="workload and tie-break seed (default: %(default)s)"
+    )
     parser.add_argument("--policy", metavar="DIR", help="policy directory (default: examples/policy)")
-    parser.add_argument("--snapshot", metavar="FILE", help="cluster snapshot (default: examples/cluster.yaml)")
-    parser.add_argument("--out", metavar="DIR", default="accel-demo", help="report directory (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr (a bar on a terminal, a line per tenth of the run otherwise)")
+    parser.add_argument(
+        "--snapshot", metavar="FILE", help="cluster snapshot (default: examples/cluster.yaml)"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", default="accel-demo", help="report directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (a bar on a terminal, a line per tenth of the run otherwise)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -105,7 +119,9 @@ async def run_demo(options: DemoOptions, *, progress: ProgressBar | None = None)
     from cli.demo_servers import run_servers
 
     with tempfile.TemporaryDirectory(prefix="accel-demo-") as tmp:
-        async with run_servers(policy_dir=options.policy_dir, snapshot=options.snapshot, workdir=Path(tmp)) as servers:
+        async with run_servers(
+            policy_dir=options.policy_dir, snapshot=options.snapshot, workdir=Path(tmp)
+        ) as servers:
             return await run_day(servers, options, on_progress=progress)
 
 

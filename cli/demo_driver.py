@@ -62,7 +62,9 @@ class Driver(PodSteps):
 
     async def _schedule_existing(self) -> None:
         """Rule 2: the pods the snapshot shows running end during the first `existing_end_h` hours."""
-        for pod in sorted(self.watcher.pods.items(), key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
+        for pod in sorted(
+            self.watcher.pods.items(), key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])
+        ):
             view = parse_pod(pod)
             if view.node_name and not view.terminal:
                 self._push(round(self.rng.uniform(0.5, self.options.existing_end_h), 4), "finish", view.key)
@@ -96,7 +98,10 @@ class Driver(PodSteps):
             async with self.session.get(f"{self.servers.urls['api']}/api/hardware-profiles",
                                         headers={"Authorization": f"Bearer {token}"}) as resp:
                 if resp.status != 200:
-                    raise CliError(f"demo: GET /api/hardware-profiles answered HTTP {resp.status}: {(await resp.text())[:300]}")
+                    raise CliError(
+                        f"demo: GET /api/hardware-profiles answered HTTP {resp.status}: "
+                        f"{(await resp.text())[:300]}"
+                    )
                 body = await resp.json()
             views[team.name] = [_profile_name(item) for item in body.get("profiles", [])]
         return views
@@ -107,7 +112,9 @@ def _profile_name(item: dict[str, Any]) -> str:
     return str((item.get("metadata") or {}).get("name") or item.get("name") or "?")
 
 
-async def run_day(servers: Servers, options: DemoOptions, *, on_progress: Callable[[Progress], None] | None = None) -> DemoResult:
+async def run_day(
+    servers: Servers, options: DemoOptions, *, on_progress: Callable[[Progress], None] | None = None
+) -> DemoResult:
     """Generate the workload from the seed and drive it through `servers`."""
     parsed = servers.states["webhook"].view().parsed
     workload = generate_workload(seed=options.seed, count=options.pods, day_hours=options.day_hours)
@@ -116,7 +123,9 @@ async def run_day(servers: Servers, options: DemoOptions, *, on_progress: Callab
     watching = asyncio.create_task(watcher.run(), name="demo-scheduler-informers")
     try:
         await watcher.wait_synced()
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=servers.client_ssl, limit=8)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=servers.client_ssl, limit=8)
+        ) as session:
             driver = Driver(servers, session, options, parsed, watcher, on_progress)
             # The API server's chargeback counters, on virtual time and their own watermark ConfigMap.
             driver.counter = ChargebackCounter(servers.states["api"], servers.cluster, CollectorRegistry(),

@@ -37,8 +37,15 @@ SYNC_DEADLINE_S = 10.0
 class DriverIO:
     """A demo run's state and IO (see module docstring); cli.demo_driver.Driver builds on it."""
 
-    def __init__(self, servers: Servers, session: aiohttp.ClientSession, options: DemoOptions, parsed: ParsedPolicy,
-                 watcher: ClusterWatcher, on_progress: Callable[[Progress], None] | None = None) -> None:
+    def __init__(
+        self,
+        servers: Servers,
+        session: aiohttp.ClientSession,
+        options: DemoOptions,
+        parsed: ParsedPolicy,
+        watcher: ClusterWatcher,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
         self.servers, self.session, self.options, self.parsed = servers, session, options, parsed
         self.watcher = watcher  # kube-scheduler's informers (its own, like any API client)
         self.cache = SchedulerCache(watcher, parsed)
@@ -101,11 +108,15 @@ class DriverIO:
         stamp = datetime.fromtimestamp(self.virtual_time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if phase == "Running":
             status["startTime"] = stamp
-            status["conditions"] = [*(c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"),
-                                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp}]
+            status["conditions"] = [
+                *(c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"),
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+            ]
         elif phase == "Succeeded":
-            status["containerStatuses"] = [{"name": c.get("name", "main"), "state": {"terminated": {"finishedAt": stamp}}}
-                                           for c in (pod.get("spec") or {}).get("containers") or [{}]]
+            status["containerStatuses"] = [
+                {"name": c.get("name", "main"), "state": {"terminated": {"finishedAt": stamp}}}
+                for c in (pod.get("spec") or {}).get("containers") or [{}]
+            ]
         stored = self.cluster.apply(pod)
         await self._synced(key)
         return stored
@@ -142,8 +153,14 @@ class DriverIO:
             "object": pod, "oldObject": None, "dryRun": False,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         }
-        review = await self._post("webhook", path, {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+        review = await self._post(
+            "webhook",
+            path,
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request},
+        )
         response: dict[str, Any] = review["response"]
         if response.get("uid") != request["uid"]:
-            raise CliError(f"demo: {path} answered uid {response.get('uid')!r} for request {request['uid']!r}")
+            raise CliError(
+                f"demo: {path} answered uid {response.get('uid')!r} for request {request['uid']!r}"
+            )
         return response

@@ -75,12 +75,27 @@ class PodRecord:
         """The frozen record the report reads."""
         profile = parsed.policy.profile(self.profile) if self.profile else None
         return PodOutcome(
-            name=self.pod.name, team=self.pod.team, kind=self.pod.kind, profile=self.profile,
-            admitted=self.admitted, reason=self.reason, message=self.message, node=self.node,
-            accel_type=self.accel_type, node_type=self.node_type, profile_types=profile.types if profile else (), gpus=self.gpus,
-            cost_per_hour=self.cost_per_hour, started_h=self.started_h, finished_h=self.finished_h,
-            waiting=self.waiting if self.node is None else "", job=self.pod.job, leaf=self.leaf,
-            leaf_room=self.leaf_room, cheaper_free=self.cheaper_free, order_chose=self.order_chose,
+            name=self.pod.name,
+            team=self.pod.team,
+            kind=self.pod.kind,
+            profile=self.profile,
+            admitted=self.admitted,
+            reason=self.reason,
+            message=self.message,
+            node=self.node,
+            accel_type=self.accel_type,
+            node_type=self.node_type,
+            profile_types=profile.types if profile else (),
+            gpus=self.gpus,
+            cost_per_hour=self.cost_per_hour,
+            started_h=self.started_h,
+            finished_h=self.finished_h,
+            waiting=self.waiting if self.node is None else "",
+            job=self.pod.job,
+            leaf=self.leaf,
+            leaf_room=self.leaf_room,
+            cheaper_free=self.cheaper_free,
+            order_chose=self.order_chose,
         )
 
 

@@ -50,7 +50,11 @@ def tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
 
 
 def _expression_holds(expr: Obj, labels: Mapping[str, str]) -> bool:
-    key, op, values = str(expr.get("key")), str(expr.get("operator")), [str(v) for v in expr.get("values") or ()]
+    key, op, values = (
+        str(expr.get("key")),
+        str(expr.get("operator")),
+        [str(v) for v in expr.get("values") or ()],
+    )
     present = key in labels
     if op == "In":
         return present and labels[key] in values
@@ -75,7 +79,9 @@ def _term_holds(term: Obj, node: NodeInventory) -> bool:
     if not exprs and not fields:
         return False  # an empty term matches nothing
     names = {"metadata.name": node.name}
-    return all(_expression_holds(e, node.labels) for e in exprs) and all(_expression_holds(f, names) for f in fields)
+    return all(_expression_holds(e, node.labels) for e in exprs) and all(
+        _expression_holds(f, names) for f in fields
+    )
 
 
 def affinity_allows(spec: Obj, node: NodeInventory) -> bool:
@@ -83,7 +89,9 @@ def affinity_allows(spec: Obj, node: NodeInventory) -> bool:
     selector = spec.get("nodeSelector") or {}
     if any(node.labels.get(str(k)) != str(v) for k, v in selector.items()):
         return False
-    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
     if not required:
         return True
     return any(_term_holds(term, node) for term in required.get("nodeSelectorTerms") or ())
@@ -155,7 +163,10 @@ class SchedulerCache:
 
     def _node(self, obj: Obj, bound: list[PodView]) -> NodeInventory:
         meta = obj.get("metadata") or {}
-        key = (meta.get("resourceVersion"), tuple((p.key, p.cpu_milli, p.memory_bytes, tuple(sorted(p.accelerators.items()))) for p in bound))
+        key = (
+            meta.get("resourceVersion"),
+            tuple((p.key, p.cpu_milli, p.memory_bytes, tuple(sorted(p.accelerators.items()))) for p in bound),
+        )
         found = self._nodes.get(str(meta.get("name")))
         if found is None or found[0] != key:
             found = (key, build_node(obj, self.parsed.catalog, bound, self.parsed.policy))
@@ -172,7 +183,13 @@ class SchedulerCache:
         for pod in sorted(live, key=lambda p: p.key):
             if pod.node_name:
                 by_node.setdefault(pod.node_name, []).append(pod)
-        nodes = sorted((self._node(o, by_node.get(str((o.get("metadata") or {}).get("name")), [])) for o in w.nodes.items()), key=lambda n: n.name)
+        nodes = sorted(
+            (
+                self._node(o, by_node.get(str((o.get("metadata") or {}).get("name")), []))
+                for o in w.nodes.items()
+            ),
+            key=lambda n: n.name,
+        )
         labels, annotations = {}, {}
         for ns in w.namespaces.items():
             meta = ns.get("metadata") or {}

@@ -55,8 +55,15 @@ def make_certificates(cert_dir: Path) -> bytes:
     (SCHEDULER_CERT/SCHEDULER_KEY) in `cert_dir`; returns the CA PEM."""
     now = datetime.now(UTC)  # certificates must be valid for the real TLS stack
     ca = create_ca(now=now, common_name="accel-demo-ca")
-    sans = serving_sans(["accel-webhook", "accel-extender", "accel-api"], DEFAULT_NAMESPACE, extra_dns=["localhost"], ips=[HOST])
-    write_cert_dir(cert_dir, CertState(ca=ca, bundle=ca.cert_pem, serving=create_serving_cert(ca, sans=sans, now=now)))
+    sans = serving_sans(
+        ["accel-webhook", "accel-extender", "accel-api"],
+        DEFAULT_NAMESPACE,
+        extra_dns=["localhost"],
+        ips=[HOST],
+    )
+    write_cert_dir(
+        cert_dir, CertState(ca=ca, bundle=ca.cert_pem, serving=create_serving_cert(ca, sans=sans, now=now))
+    )
     client = create_client_cert(ca, common_name=DEFAULT_SCHEDULER_CLIENT, now=now)
     write_atomic(cert_dir / SCHEDULER_KEY, client.key_pem, mode=0o600)
     write_atomic(cert_dir / SCHEDULER_CERT, client.cert_pem)
@@ -79,16 +86,28 @@ async def _wait_ready(session: aiohttp.ClientSession, urls: dict[str, str]) -> N
             except aiohttp.ClientError as exc:
                 last = f"{name}: {exc}"
         if pending and time.monotonic() > deadline:
-            raise CliError(f"demo servers not ready after {READY_DEADLINE_S:.0f}s: {', '.join(pending)} ({last})")
+            raise CliError(
+                f"demo servers not ready after {READY_DEADLINE_S:.0f}s: {', '.join(pending)} ({last})"
+            )
         if pending:
             await asyncio.sleep(0.02)
 
 
-async def _start(component: str, app: web.Application, cert_dir: Path, stop: asyncio.Event) -> tuple[asyncio.Task[None], int]:
+async def _start(
+    component: str, app: web.Application, cert_dir: Path, stop: asyncio.Event
+) -> tuple[asyncio.Task[None], int]:
     loop = asyncio.get_running_loop()
     port: asyncio.Future[int] = loop.create_future()
     task = asyncio.create_task(
-        serve(app, host=HOST, port=0, tls=ReloadingTLS(cert_dir, client_ca=cert_dir / "ca.crt"), stop=stop, shutdown_timeout=5.0, on_started=port.set_result),
+        serve(
+            app,
+            host=HOST,
+            port=0,
+            tls=ReloadingTLS(cert_dir, client_ca=cert_dir / "ca.crt"),
+            stop=stop,
+            shutdown_timeout=5.0,
+            on_started=port.set_result,
+        ),
         name=f"demo-{component}",
     )
     waiters: list[asyncio.Future[object]] = [task, port]  # type: ignore[list-item]
@@ -100,7 +119,9 @@ async def _start(component: str, app: web.Application, cert_dir: Path, stop: asy
 
 
 @asynccontextmanager
-async def run_servers(*, policy_dir: Path, snapshot: Path, workdir: Path, namespace: str = DEFAULT_NAMESPACE) -> AsyncIterator[Servers]:
+async def run_servers(
+    *, policy_dir: Path, snapshot: Path, workdir: Path, namespace: str = DEFAULT_NAMESPACE
+) -> AsyncIterator[Servers]:
     """Start the three apps on random free ports; stop them (gracefully) on exit."""
     files = read_policy_files(policy_dir)
     deps = snapshot_cluster(str(snapshot), namespace)
@@ -120,7 +141,14 @@ async def run_servers(*, policy_dir: Path, snapshot: Path, workdir: Path, namesp
             metrics = Metrics()
             # Rebuild on every change, not at most every 0.2 s: the demo changes the cluster a few
             # milliseconds apart, and with the production debounce runs would not reproduce.
-            state = build_state(deps, namespace=namespace, policy_files=files, metrics=metrics, app_name=component, min_rebuild_interval_s=0.0)
+            state = build_state(
+                deps,
+                namespace=namespace,
+                policy_files=files,
+                metrics=metrics,
+                app_name=component,
+                min_rebuild_interval_s=0.0,
+            )
             app = make_component_app(component, state, deps, metrics)
             task, port = await _start(component, app, cert_dir, stop)
             tasks.append(task)

@@ -77,9 +77,13 @@ class PodSteps(DriverIO):
 
     async def _check_quota(self, record: PodRecord) -> None:
         inventory = await self._inventory()
-        usage = team_usage(inventory, catalog=self.parsed.catalog, policy=self.parsed.policy).get(record.pod.team, {})
+        usage = team_usage(inventory, catalog=self.parsed.catalog, policy=self.parsed.policy).get(
+            record.pod.team, {}
+        )
         total = sum(usage.values(), Fraction(0))
-        self.quota_checks.append(QuotaCheck(self.now_h, record.pod.team, record.pod.key, {**usage, ALL_TYPES: total}))
+        self.quota_checks.append(
+            QuotaCheck(self.now_h, record.pod.team, record.pod.key, {**usage, ALL_TYPES: total})
+        )
 
     # --- scheduling ---------------------------------------------------------------------------
     async def _retry_pending(self) -> None:
@@ -116,7 +120,9 @@ class PodSteps(DriverIO):
             return False
         node = names[0]
         if len(names) > 1:
-            scores = await self._post("extender", "/prioritize", {"Pod": obj, "Nodes": None, "NodeNames": names})
+            scores = await self._post(
+                "extender", "/prioritize", {"Pod": obj, "Nodes": None, "NodeNames": names}
+            )
             by_host = {str(h["Host"]): int(h["Score"]) for h in scores or []}
             node = select_host({n: by_host.get(n, 0) for n in names}, self.rng)
         self._measure_choice(record, view, inventory, names, node)
@@ -131,7 +137,9 @@ class PodSteps(DriverIO):
         await self._started(record, node)
         return True
 
-    def _measure_choice(self, record: PodRecord, view: PodView, inventory: Inventory, names: list[str], node: str) -> None:
+    def _measure_choice(
+        self, record: PodRecord, view: PodView, inventory: Inventory, names: list[str], node: str
+    ) -> None:
         """cli.demo_summary rules 4 and 5: what was free when the scheduler chose `node`."""
         job = record.pod.job
         if job and not any(r.node for r in self.records.values() if r.pod.job == job):
@@ -142,8 +150,12 @@ class PodSteps(DriverIO):
         types = profile.types if profile else ()
         chosen = inventory.node(node)
         if profile is not None and len(types) != 1 and chosen is not None and chosen.accelerator_type:
-            free = [t for n in names if (found := inventory.node(n)) is not None and (t := found.accelerator_type)]
-            record.cheaper_free, record.order_chose = cheaper_type_free(chosen.accelerator_type, free, types, self.parsed.catalog)
+            free = [
+                t for n in names if (found := inventory.node(n)) is not None and (t := found.accelerator_type)
+            ]
+            record.cheaper_free, record.order_chose = cheaper_type_free(
+                chosen.accelerator_type, free, types, self.parsed.catalog
+            )
 
     async def _started(self, record: PodRecord, node: str) -> None:
         """The kubelet starts the pod: phase Running; record where, what type, what price."""
@@ -158,7 +170,11 @@ class PodSteps(DriverIO):
         path = node_inv.accelerators.topology.path("leaf") if node_inv else ()
         record.leaf = "/".join(p for p in path if p) if path and path[-1] else None
         record.accel_type = annotations.get(TYPE_ANNOTATION)
-        record.gpus = pod_gpu_equivalents(view, inventory, self.parsed.catalog, self.parsed.policy) if view.wants_accelerators else Fraction(0)
+        record.gpus = (
+            pod_gpu_equivalents(view, inventory, self.parsed.catalog, self.parsed.policy)
+            if view.wants_accelerators
+            else Fraction(0)
+        )
         record.cost_per_hour = _decimal(annotations.get(COST_ANNOTATION))
         if node_inv is not None and view.wants_accelerators:
             observe_shape(self.histogram, node_inv, view)
@@ -169,7 +185,9 @@ def _extender_message(reply: dict[str, Any], offered: int) -> str:
     """The extender's filter answer as one line: its error, or its most common node reason."""
     if reply.get("Error"):
         return f"extender error: {reply['Error']}"
-    reasons = Counter({**(reply.get("FailedNodes") or {}), **(reply.get("FailedAndUnresolvableNodes") or {})}.values())
+    reasons = Counter(
+        {**(reply.get("FailedNodes") or {}), **(reply.get("FailedAndUnresolvableNodes") or {})}.values()
+    )
     common = ", ".join(f"{n} {why}" for why, n in reasons.most_common(2))
     return f"extender filtered all {offered} candidate node(s): {common or 'no reason given'}"
 

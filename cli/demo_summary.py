@@ -131,7 +131,9 @@ def placements_per_type(outcomes: Iterable[PodOutcome]) -> dict[str, int]:
 
 def never_started(outcomes: Iterable[PodOutcome]) -> dict[tuple[str, str], int]:
     """(profile, why) -> admitted GPU pods that never got a node."""
-    counts = Counter((o.profile or "-", o.waiting or "never scheduled") for o in outcomes if o.admitted and not o.node)
+    counts = Counter(
+        (o.profile or "-", o.waiting or "never scheduled") for o in outcomes if o.admitted and not o.node
+    )
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -152,7 +154,11 @@ def job_placements(outcomes: Iterable[PodOutcome]) -> list[JobPlacement]:
     for o in outcomes:
         if o.job and o.node:
             leaves[o.job].append(o.leaf or "?")
-    return [JobPlacement(job, len(found), tuple(sorted(set(found)))) for job, found in sorted(leaves.items()) if len(found) > 1]
+    return [
+        JobPlacement(job, len(found), tuple(sorted(set(found))))
+        for job, found in sorted(leaves.items())
+        if len(found) > 1
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +234,9 @@ def cheaper_type_free(
     """Rule 5: (a less premium type than `chosen` was among `free_types`, the profile's order
     ranks `chosen` above every such type)."""
     types = sorted({chosen, *free_types})
-    prices = {t: p for t in types if (a := catalog.get(t)) is not None and (p := a.price_per_gpu_hour) is not None}
+    prices = {
+        t: p for t in types if (a := catalog.get(t)) is not None and (p := a.price_per_gpu_hour) is not None
+    }
     tflops = {t: f for t in types if (a := catalog.get(t)) is not None and (f := a.dense_tflops) is not None}
     premium = premium_index(types, prices, tflops)
     cheaper = [t for t in types if premium[t] < premium[chosen]]
@@ -290,7 +298,9 @@ def chargeback(outcomes: Iterable[PodOutcome]) -> Chargeback:
         kind = o.placed_type
         money[o.team][kind] += o.charge
         hours[o.team][kind] += float(o.gpus) * o.hours
-    return Chargeback({t: dict(v) for t, v in sorted(money.items())}, {t: dict(v) for t, v in sorted(hours.items())})
+    return Chargeback(
+        {t: dict(v) for t, v in sorted(money.items())}, {t: dict(v) for t, v in sorted(hours.items())}
+    )
 
 
 def observe_shape(histogram: WorkloadHistogram, node: NodeInventory, pod: PodView) -> None:
@@ -300,7 +310,9 @@ def observe_shape(histogram: WorkloadHistogram, node: NodeInventory, pod: PodVie
     for resource, units in pod.accelerators.items():
         pool = devices.pools.get(resource)
         if pool is not None:
-            request = ShapedRequest(resource=resource, units=units, cpu_milli=pod.cpu_milli, types=(gpu_type,))
+            request = ShapedRequest(
+                resource=resource, units=units, cpu_milli=pod.cpu_milli, types=(gpu_type,)
+            )
             histogram.observe(pod_shape(request, slots=pool.slots))
 
 
@@ -325,7 +337,9 @@ def _mixes(histogram: WorkloadHistogram | None) -> Callable[[str], TypicalMix | 
     return mix_for
 
 
-def sample_cluster(t_h: float, inventory: Inventory, catalog: Catalog, histogram: WorkloadHistogram | None) -> ClusterSample:
+def sample_cluster(
+    t_h: float, inventory: Inventory, catalog: Catalog, histogram: WorkloadHistogram | None
+) -> ClusterSample:
     """Allocation per type, free and fragmented GPUs now (rule 3)."""
     mix_for = _mixes(histogram)
     allocated: dict[str, float] = defaultdict(float)
@@ -350,7 +364,9 @@ def sample_cluster(t_h: float, inventory: Inventory, catalog: Catalog, histogram
             mix = mix_for(shape.gpu_type)
             if mix is not None:
                 fragmented += node_fragmentation(shape, mix) / MILLI * scale
-    return ClusterSample(t_h, dict(sorted(allocated.items())), dict(sorted(capacity.items())), free, fragmented)
+    return ClusterSample(
+        t_h, dict(sorted(allocated.items())), dict(sorted(capacity.items())), free, fragmented
+    )
 
 
 def time_weighted_mean(samples: Sequence[ClusterSample], value: str) -> float:

@@ -28,7 +28,12 @@ FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--tokens", "tokens", float, "training tokens in total, e.g. 2e12"),
     ("--dataset-tokens", "datasetTokens", float, "tokens in the dataset (with --epochs)"),
     ("--epochs", "epochs", float, "passes over the dataset (default 1)"),
-    ("--gpus", "gpus", int, "GPUs (or replicas/slices) per job (default: per profile, the fewest that hold the model in memory)"),
+    (
+        "--gpus",
+        "gpus",
+        int,
+        "GPUs (or replicas/slices) per job (default: per profile, the fewest that hold the model in memory)",
+    ),
     ("--max-hours", "maxHours", float, "exclude profiles slower than this"),
     ("--max-cost-per-hour", "maxCostPerHour", float, "exclude profiles costing more USD per hour"),
     ("--min-tokens-per-second", "minTokensPerSecond", float, "serving: exclude profiles decoding slower"),
@@ -72,7 +77,10 @@ def _estimate(args: argparse.Namespace) -> int:
         result = estimate(parse_estimate_request(request_body(args)), parsed)
     except EstimateInputError as exc:
         flag = {key: flag for flag, key, _k, _h in FLAGS}
-        raise CliError("cannot estimate:\n  " + "\n  ".join(f"{flag.get(e.field, '--' + e.field)}: {e.message}" for e in exc.errors)) from exc
+        raise CliError(
+            "cannot estimate:\n  "
+            + "\n  ".join(f"{flag.get(e.field, '--' + e.field)}: {e.message}" for e in exc.errors)
+        ) from exc
     over = [f"{e.profile} ({e.max_per_pod})" for e in result.estimates if args.gpus and e.pods > 1]
     if over:
         print(f"accel: warning: --gpus {args.gpus} is over the per-pod maximum of {', '.join(over)}; "
@@ -92,9 +100,16 @@ def _cells(e: ProfileEstimate) -> list[str]:
         return "-" if value is None else format(value, spec)
 
     return [
-        str(e.rank or "-"), e.profile, e.accelerator_type or "any", f"{e.gpus} {e.unit}", fmt(e.hours),
-        ("yes" if e.fits else "no") if e.supported else "-", fmt(e.cost_per_hour, ",.2f"), fmt(e.total_cost, ",.0f"),
-        fmt(e.tokens_per_second), "; ".join((*e.excluded_because, *e.notes)),
+        str(e.rank or "-"),
+        e.profile,
+        e.accelerator_type or "any",
+        f"{e.gpus} {e.unit}",
+        fmt(e.hours),
+        ("yes" if e.fits else "no") if e.supported else "-",
+        fmt(e.cost_per_hour, ",.2f"),
+        fmt(e.total_cost, ",.0f"),
+        fmt(e.tokens_per_second),
+        "; ".join((*e.excluded_because, *e.notes)),
     ]
 
 
@@ -105,9 +120,17 @@ def render_result(result: EstimateResult) -> str:
     lines = [
         f"{result.workload} {what}, {result.precision}), ranked by {result.rank_by}",
         render_table(HEADERS, [_cells(e) for e in result.estimates]),
-        *(["GPUS: per profile, the fewest that hold the model in memory; choose another count with --gpus N"]
-          if any(e.gpus_sized_to_fit for e in result.estimates) else []),
-        f"assumptions: MFU {a.mfu}, scaling efficiency {a.scaling_efficiency}, {a.flops_per_param_token} FLOPs/param/token, "
-        f"optimizer {a.optimizer_bytes_per_param} B/param, activations +{a.activation_overhead:.0%}; rules: accel/estimates/rules.py",
+        *(
+            [
+                "GPUS: per profile, the fewest that hold the model in memory; choose another count with "
+                "--gpus N"
+            ]
+            if any(e.gpus_sized_to_fit for e in result.estimates)
+            else []
+        ),
+        f"assumptions: MFU {a.mfu}, scaling efficiency {a.scaling_efficiency}, {a.flops_per_param_token} "
+        "FLOPs/param/token, "
+        f"optimizer {a.optimizer_bytes_per_param} B/param, activations +{a.activation_overhead:.0%}; rules: "
+        "accel/estimates/rules.py",
     ]
     return "\n".join(lines)

@@ -23,12 +23,20 @@ from cli.state import CliError, emit, run_guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("explain", help="why the extender placed a pod on its node (score components, runner-up)")
+    parser = subparsers.add_parser(
+        "explain", help="why the extender placed a pod on its node (score components, runner-up)"
+    )
     parser.add_argument("pod", metavar="POD", help="pod name, or NAMESPACE/NAME")
-    parser.add_argument("-n", "--pod-namespace", default="default", help="the pod's namespace (default: %(default)s)")
+    parser.add_argument(
+        "-n", "--pod-namespace", default="default", help="the pod's namespace (default: %(default)s)"
+    )
     group = parser.add_argument_group("cluster state")
     group.add_argument("--snapshot", metavar="FILE", help="read the pod from a v1 List file (YAML or JSON)")
-    group.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig to use instead of in-cluster / KUBECONFIG / ~/.kube/config")
+    group.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to use instead of in-cluster / KUBECONFIG / ~/.kube/config",
+    )
     parser.add_argument("-o", "--output", default="text", choices=("text", "json", "yaml"))
     parser.set_defaults(func=lambda args: run_guarded(_run, args))
 
@@ -37,7 +45,9 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
     namespace, _, name = args.pod.rpartition("/")
     name, namespace = name.strip(), (namespace or args.pod_namespace).strip()
     if not name or not namespace:
-        raise CliError(f"explain: {args.pod!r} is not a pod name; give NAME (with -n NAMESPACE) or NAMESPACE/NAME")
+        raise CliError(
+            f"explain: {args.pod!r} is not a pod name; give NAME (with -n NAMESPACE) or NAMESPACE/NAME"
+        )
     return namespace, name
 
 
@@ -78,7 +88,11 @@ def explanation_of(pod: dict[str, Any]) -> Explanation:
     text = (meta.get("annotations") or {}).get(PLACEMENT_ANNOTATION)
     if not text:
         node = (pod.get("spec") or {}).get("nodeName")
-        where = f"it is on {node}, bound by something other than the accel extender" if node else "it is not bound yet"
+        where = (
+            f"it is on {node}, bound by something other than the accel extender"
+            if node
+            else "it is not bound yet"
+        )
         raise CliError(f"explain: pod {key} has no {PLACEMENT_ANNOTATION} annotation: {where}")
     try:
         return parse_explanation(text)
@@ -87,7 +101,9 @@ def explanation_of(pod: dict[str, Any]) -> Explanation:
 
 
 def render(key: str, found: Explanation) -> str:
-    lines = [f"{key} on {found.node} ({found.accelerator_type or 'no accelerator'}): score {found.score} of 10"]
+    lines = [
+        f"{key} on {found.node} ({found.accelerator_type or 'no accelerator'}): score {found.score} of 10"
+    ]
     if found.job:
         lines.append(f"  job {found.job}")
     lines.append("  score components (points):")
@@ -98,7 +114,10 @@ def render(key: str, found: Explanation) -> str:
             lines.append(f"    {label:<22} {value:+6.2f}")
     lines.append(f"    {'= score':<22} {found.total():6.2f}")
     if found.runner_up is not None:
-        lines.append(f"  runner-up: {found.runner_up} scored {found.runner_up_score} ({found.candidates} candidates scored)")
+        lines.append(
+            f"  runner-up: {found.runner_up} scored {found.runner_up_score} ({found.candidates} candidates "
+            "scored)"
+        )
     else:
         lines.append("  runner-up: none (the only node that passed the filters)")
     return "\n".join(lines)
@@ -106,14 +125,30 @@ def render(key: str, found: Explanation) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     namespace, name = _target(args)
-    pod = _from_snapshot(args.snapshot, namespace, name) if args.snapshot else asyncio.run(_from_cluster(args.kubeconfig, namespace, name))
+    pod = (
+        _from_snapshot(args.snapshot, namespace, name)
+        if args.snapshot
+        else asyncio.run(_from_cluster(args.kubeconfig, namespace, name))
+    )
     if pod is None:
-        raise CliError(f"explain: no pod {namespace}/{name}" + (f" in {args.snapshot}" if args.snapshot else ""))
+        raise CliError(
+            f"explain: no pod {namespace}/{name}" + (f" in {args.snapshot}" if args.snapshot else "")
+        )
     found = explanation_of(pod)
     if args.output == "text":
         print(render(f"{namespace}/{name}", found))
     else:
-        emit({"pod": f"{namespace}/{name}", "node": found.node, "type": found.accelerator_type, "score": found.score,
-              "components": found.components, "runnerUp": {"node": found.runner_up, "score": found.runner_up_score},
-              "candidates": found.candidates, "job": found.job}, args.output)
+        emit(
+            {
+                "pod": f"{namespace}/{name}",
+                "node": found.node,
+                "type": found.accelerator_type,
+                "score": found.score,
+                "components": found.components,
+                "runnerUp": {"node": found.runner_up, "score": found.runner_up_score},
+                "candidates": found.candidates,
+                "job": found.job,
+            },
+            args.output,
+        )
     return 0

@@ -15,9 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser("kueue", help="Kueue integration: export the policy as Kueue objects")
     actions = parser.add_subparsers(dest="kueue_command", metavar="ACTION")
     export = actions.add_parser(
-        "export", help="ResourceFlavor per accelerator type, ClusterQueue per team, LocalQueue per team namespace",
+        "export",
+        help="ResourceFlavor per accelerator type, ClusterQueue per team, LocalQueue per team namespace",
         description="Print the Kueue objects (kueue.x-k8s.io/v1beta1) that mirror the policy, ready for "
-                    "`kubectl apply -f -`. Caveats (what Kueue cannot express exactly) are printed as comments.")
+        "`kubectl apply -f -`. Caveats (what Kueue cannot express exactly) are printed as comments.",
+    )
     add_source_arguments(export)
     export.add_argument("--local-queue", default=DEFAULT_LOCAL_QUEUE, metavar="NAME",
                         help="name of the LocalQueue made in each team namespace (default: %(default)s)")

@@ -18,12 +18,22 @@ from cli.state import CliError, read_policy_files
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("policy", help="policy tools")
     actions = parser.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    validate = actions.add_parser("validate", help="validate a policy directory or ConfigMap file; exit 1 listing every error")
-    validate.add_argument("path", metavar="DIR|FILE", help="a directory holding settings.yaml, profiles.yaml, teams.yaml (and optionally accelerators.yaml), "
-                          "a ConfigMap manifest with those keys, or one of those files")
-    validate.add_argument("--hardware-profiles", metavar="FILE",
-                          help="OpenDataHub HardwareProfiles to validate with the policy (YAML: objects, a multi-document "
-                               "stream or a v1 List, as `kubectl get hardwareprofiles -A -o yaml` prints)")
+    validate = actions.add_parser(
+        "validate", help="validate a policy directory or ConfigMap file; exit 1 listing every error"
+    )
+    validate.add_argument(
+        "path",
+        metavar="DIR|FILE",
+        help="a directory holding settings.yaml, profiles.yaml, teams.yaml (and optionally "
+        "accelerators.yaml), "
+        "a ConfigMap manifest with those keys, or one of those files",
+    )
+    validate.add_argument(
+        "--hardware-profiles",
+        metavar="FILE",
+        help="OpenDataHub HardwareProfiles to validate with the policy (YAML: objects, a multi-document "
+        "stream or a v1 List, as `kubectl get hardwareprofiles -A -o yaml` prints)",
+    )
     validate.set_defaults(func=_validate)
 
 
@@ -34,7 +44,11 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"accel: {exc}", file=sys.stderr)
         return 1
     try:
-        profiles = _hardware_profiles(Path(args.hardware_profiles)) if getattr(args, "hardware_profiles", None) else []
+        profiles = (
+            _hardware_profiles(Path(args.hardware_profiles))
+            if getattr(args, "hardware_profiles", None)
+            else []
+        )
     except CliError as exc:
         print(f"accel: {exc}", file=sys.stderr)
         return 1
@@ -46,7 +60,10 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"  {error}", file=sys.stderr)
         return 1
     policy = parsed.policy
-    print(f"{args.path}: valid ({len(policy.profiles)} profiles, {len(policy.teams)} teams, mode {policy.settings.mode.value})")
+    print(
+        f"{args.path}: valid ({len(policy.profiles)} profiles, {len(policy.teams)} teams, mode "
+        f"{policy.settings.mode.value})"
+    )
     return 0
 
 

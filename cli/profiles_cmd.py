@@ -10,12 +10,16 @@ from cli.state import CliError, add_source_arguments, emit, load_state, run_guar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("profiles", help="hardware profiles: list with availability and price, or discover from nodes")
+    parser = subparsers.add_parser(
+        "profiles", help="hardware profiles: list with availability and price, or discover from nodes"
+    )
     actions = parser.add_subparsers(dest="profiles_command", metavar="ACTION")
     discover = actions.add_parser("discover", help="draft a profile (policy YAML) from selected nodes")
     add_source_arguments(discover)
     discover.add_argument("--nodes", default="", help="comma-separated node names")
-    discover.add_argument("--selector", "-l", default="", help="label selector, e.g. nvidia.com/gpu.product=NVIDIA-H200")
+    discover.add_argument(
+        "--selector", "-l", default="", help="label selector, e.g. nvidia.com/gpu.product=NVIDIA-H200"
+    )
     discover.add_argument("--name", help="profile name (default: from the first type)")
     discover.add_argument("-o", "--output", default="yaml", choices=("yaml", "json"))
     discover.set_defaults(func=lambda args: run_guarded(_discover, args))
@@ -40,7 +44,10 @@ def _discover(args: argparse.Namespace) -> int:
         print(f"# warning: {warning}", file=sys.stderr)
     print(f"# drafted from {len(draft.nodes)} node(s): {', '.join(draft.nodes)}")
     if draft.also_matches:
-        print(f"# it also matches the other {len(draft.also_matches)} node(s) of its type(s): {', '.join(draft.also_matches)}")
+        print(
+            f"# it also matches the other {len(draft.also_matches)} node(s) of its type(s): "
+            f"{', '.join(draft.also_matches)}"
+        )
     if draft.shared_labels:
         shared = ", ".join(f"{k}={v}" for k, v in draft.shared_labels.items())
         print(f"# labels all selected nodes share, not pinned (add to nodeSelector to restrict): {shared}")

@@ -54,16 +54,34 @@ class ClusterDeps:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("serve", help="run the webhook, the scheduler extender or the API server")
-    parser.add_argument("component", choices=COMPONENTS, help="which server: the admission webhook, the scheduler extender or the hardware-profile API and web page")
+    parser.add_argument(
+        "component",
+        choices=COMPONENTS,
+        help="which server: the admission webhook, the scheduler extender or the hardware-profile API and "
+        "web page",
+    )
     add_source_arguments(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8443, help="TCP port to listen on; 0 picks a free one, logged at start (default: %(default)s)")
-    parser.add_argument("--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)")
-    parser.add_argument("--insecure-plaintext", action="store_true", help="serve HTTP without TLS (extender/api, local use only; never the webhook)")
     parser.add_argument(
-        "--client-ca", metavar="FILE",
+        "--port",
+        type=int,
+        default=8443,
+        help="TCP port to listen on; 0 picks a free one, logged at start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)"
+    )
+    parser.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="serve HTTP without TLS (extender/api, local use only; never the webhook)",
+    )
+    parser.add_argument(
+        "--client-ca",
+        metavar="FILE",
         help="CA bundle that client certificates must chain to (extender: default CERT_DIR/ca.crt, the CA "
-             "`accel certs` issues the scheduler's certificate from; api: the trusted proxy's CA, none by default)",
+        "`accel certs` issues the scheduler's certificate from; api: the trusted proxy's CA, none by "
+        "default)",
     )
     parser.add_argument(
         "--client-name", action="append", default=[], metavar="CN",
@@ -72,16 +90,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              f"server's client certificate with this CN on /mutate /validate (README: Security)",
     )
     parser.add_argument(
-        "--allow-unauthenticated", action="store_true",
-        help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port can bind pods)",
+        "--allow-unauthenticated",
+        action="store_true",
+        help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port "
+        "can bind pods)",
     )
     parser.add_argument(
         "--dev-identity", metavar="GROUPS",
         help="api with --snapshot only (local use): treat callers without a token as these comma-separated "
              "groups, e.g. team:nlp, so the web page shows what that team sees",
     )
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=os.environ.get("ACCEL_LOG_LEVEL", "INFO").upper(),
-                        help="least severe log level written to stderr as JSON lines (default: $ACCEL_LOG_LEVEL or INFO)")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=os.environ.get("ACCEL_LOG_LEVEL", "INFO").upper(),
+        help="least severe log level written to stderr as JSON lines (default: $ACCEL_LOG_LEVEL or INFO)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -98,7 +123,9 @@ def snapshot_cluster(path: str, namespace: str) -> ClusterDeps:
     for kind in ("namespaces", "nodes", "configmaps", "pods"):
         for obj in snapshot.of(kind):
             cluster.apply(obj)
-    return ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster)
+    return ClusterDeps(
+        source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster
+    )
 
 
 async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
@@ -110,8 +137,15 @@ async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
     except NoClusterError as exc:
         raise CliError(str(exc)) from exc
     cluster = KubeCluster(api, controller_namespace=namespace)
-    return ClusterDeps(source=cluster.source, cas=cluster.cas, binder=cluster.binder, events=cluster.events, tokens=cluster.tokens, close=cluster.close,
-                       annotator=cluster.annotator)
+    return ClusterDeps(
+        source=cluster.source,
+        cas=cluster.cas,
+        binder=cluster.binder,
+        events=cluster.events,
+        tokens=cluster.tokens,
+        close=cluster.close,
+        annotator=cluster.annotator,
+    )
 
 
 def build_state(
@@ -138,7 +172,9 @@ def build_state(
     if policy_files is None:
         state.policy_source = PolicySource(watcher.policy, state.on_policy, events=deps.events)
     # HardwareProfiles join the policy from files or from the ConfigMap alike.
-    state.hardware_profile_source = HardwareProfileSource(watcher, state.on_hardware_profiles, events=deps.events)
+    state.hardware_profile_source = HardwareProfileSource(
+        watcher, state.on_hardware_profiles, events=deps.events
+    )
     return state
 
 
@@ -162,7 +198,11 @@ def make_component_app(
         from webhook.app import make_app as make_webhook
 
         app: web.Application = make_webhook(
-            state, metrics=metrics, ledger_store=deps.cas, pod_source=deps.source, replica_id=socket.gethostname(),
+            state,
+            metrics=metrics,
+            ledger_store=deps.cas,
+            pod_source=deps.source,
+            replica_id=socket.gethostname(),
             client_names=None if client_names is ... else client_names,
         )
     elif component == "extender":
@@ -170,8 +210,14 @@ def make_component_app(
         from extender.app import warm_up
 
         names = (DEFAULT_SCHEDULER_CLIENT,) if client_names is ... else client_names
-        app = make_extender(state, metrics=metrics, binder=deps.binder, client_names=names, events=deps.events,
-                            ledger_store=deps.cas)
+        app = make_extender(
+            state,
+            metrics=metrics,
+            binder=deps.binder,
+            client_names=names,
+            events=deps.events,
+            ledger_store=deps.cas,
+        )
         warm = partial(warm_up, app)
     else:
         from api.app import make_app as make_api
@@ -205,7 +251,9 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def _freeze_when_ready(state: ClusterState, warm: Callable[[], object]) -> Callable[[web.Application], AsyncIterator[None]]:
+def _freeze_when_ready(
+    state: ClusterState, warm: Callable[[], object]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """Once the state is ready: `warm()` (the extender builds its index), then `freeze_heap`."""
 
     async def wait_and_freeze() -> None:
@@ -266,23 +314,31 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
         raise CliError("--allow-unauthenticated applies to `accel serve extender` only")
     if args.component == "api":
         if args.client_name:
-            raise CliError("--client-name applies to `accel serve extender` and `accel serve webhook`; the API "
-                           "names its trusted proxy in settings (api.trustedProxyNames)")
+            raise CliError(
+                "--client-name applies to `accel serve extender` and `accel serve webhook`; the API "
+                "names its trusted proxy in settings (api.trustedProxyNames)"
+            )
         return given, None
     if args.component == "webhook" and not args.client_name:
         return given, None
     if args.allow_unauthenticated:
-        log.warning("extender verbs are open to any caller (--allow-unauthenticated): anyone who reaches the port can bind pods")
+        log.warning(
+            "extender verbs are open to any caller (--allow-unauthenticated): anyone who reaches the port "
+            "can bind pods"
+        )
         return given, None
     if not args.cert_dir:
         raise CliError(
-            f"the {args.component} authenticates {'kube-scheduler' if args.component == 'extender' else 'the API server'} "
+            f"the {args.component} authenticates "
+            f"{'kube-scheduler' if args.component == 'extender' else 'the API server'} "
             "by client certificate, which needs TLS: give --cert-dir "
             "(and --client-ca), or --allow-unauthenticated for a local experiment"
         )
     ca = given or Path(args.cert_dir) / "ca.crt"
     if not ca.is_file():
-        raise CliError(f"--client-ca {ca}: no such file; give the CA that issued the caller's client certificate")
+        raise CliError(
+            f"--client-ca {ca}: no such file; give the CA that issued the caller's client certificate"
+        )
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
 
 
@@ -295,8 +351,10 @@ def dev_identity_groups(args: argparse.Namespace) -> tuple[str, ...] | None:
     if not args.dev_identity:
         return None
     if args.component != "api" or not args.snapshot:
-        raise CliError("--dev-identity is for local use of `accel serve api --snapshot FILE` only; against a cluster "
-                       "callers identify with a bearer token or through the trusted proxy")
+        raise CliError(
+            "--dev-identity is for local use of `accel serve api --snapshot FILE` only; against a cluster "
+            "callers identify with a bearer token or through the trusted proxy"
+        )
     groups = tuple(g.strip() for g in args.dev_identity.split(",") if g.strip())
     if not groups:
         raise CliError("--dev-identity: give one or more comma-separated groups, e.g. team:nlp")
@@ -314,10 +372,18 @@ def _announce_dev_identity(groups: tuple[str, ...], state: ClusterState) -> None
         unknown = [t for t in named if policy.team(t) is None]
     except RuntimeError:
         pass  # no policy yet (ConfigMap from the snapshot still to come): nothing to check against
-    print(f"accel: development identity: callers without a token are treated as {', '.join(groups)} (local use only)", file=sys.stderr)
+    print(
+        f"accel: development identity: callers without a token are treated as {', '.join(groups)} (local "
+        "use only)",
+        file=sys.stderr,
+    )
     if unknown:
-        print(f"accel: warning: --dev-identity names team(s) {', '.join(unknown)} that the policy does not have; "
-              "the page will show only what every team may use", file=sys.stderr)
+        print(
+            f"accel: warning: --dev-identity names team(s) {', '.join(unknown)} that the policy does not "
+            "have; "
+            "the page will show only what every team may use",
+            file=sys.stderr,
+        )
     log.warning("development identity in use", extra={"groups": list(groups), "unknown_teams": unknown})
 
 
@@ -330,7 +396,10 @@ def _refuse_invalid_policy(path: str, files: dict[str, str]) -> None:
     try:
         parse_policy(files, load_builtin_catalog())
     except PolicyInvalid as exc:
-        raise CliError(f"policy {path} is invalid ({len(exc.errors)} error(s)):\n  " + "\n  ".join(str(e) for e in exc.errors)) from exc
+        raise CliError(
+            f"policy {path} is invalid ({len(exc.errors)} error(s)):\n  "
+            + "\n  ".join(str(e) for e in exc.errors)
+        ) from exc
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -348,18 +417,32 @@ async def _serve(args: argparse.Namespace) -> None:
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
     if policy_files is not None:
         _refuse_invalid_policy(args.policy, policy_files)
-    deps = snapshot_cluster(args.snapshot, args.namespace) if args.snapshot else await real_cluster(args.kubeconfig, args.namespace)
+    deps = (
+        snapshot_cluster(args.snapshot, args.namespace)
+        if args.snapshot
+        else await real_cluster(args.kubeconfig, args.namespace)
+    )
     try:
         metrics = Metrics()
-        state = build_state(deps, namespace=args.namespace, policy_files=policy_files, metrics=metrics, app_name=args.component)
-        app = make_component_app(args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity)
+        state = build_state(
+            deps,
+            namespace=args.namespace,
+            policy_files=policy_files,
+            metrics=metrics,
+            app_name=args.component,
+        )
+        app = make_component_app(
+            args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity
+        )
         if dev_identity:
             _announce_dev_identity(dev_identity, state)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext)
+        await serve(
+            app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext
+        )
     finally:
         if deps.close is not None:
             await deps.close()

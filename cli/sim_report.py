@@ -92,7 +92,9 @@ def pods_per_second(records: Sequence[Record]) -> dict[str, float]:
 def render_table(records: Sequence[Record], published: Published) -> str:
     """Plain-text table: mean +- sd per workload x policy, published mean beside it."""
     summary = summarise(records)
-    lines = [f"{'workload':<12} {'policy':<11} {'unalloc% (ours)':>17} {'published':>10} {'diff pp':>8} {'n':>3}"]
+    lines = [
+        f"{'workload':<12} {'policy':<11} {'unalloc% (ours)':>17} {'published':>10} {'diff pp':>8} {'n':>3}"
+    ]
     for (workload, policy), (mean, sd, n) in summary.items():
         pub = published.get((workload, policy))
         pub_s = f"{pub[0]:10.2f}" if pub else f"{'-':>10}"

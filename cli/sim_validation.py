@@ -107,7 +107,8 @@ def validation_verdict(checks: Sequence[Check]) -> list[str]:
         if not c.within:
             out.append(
                 f"MISS {c.workload}/{c.policy}: {c.mean:.2f} +- {c.sd:.2f} (n={c.n}) vs published "
-                f"{c.published:.2f} +- {c.published_sd:.2f}: {c.diff:+.2f} pp > {c.tolerance} pp, z = {c.z:+.1f}"
+                f"{c.published:.2f} +- {c.published_sd:.2f}: {c.diff:+.2f} pp > {c.tolerance} pp, z = "
+                f"{c.z:+.1f}"
             )
     return out
 

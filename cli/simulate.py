@@ -41,14 +41,33 @@ HOW_TO_GET_TRACE = (
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("simulate", help="replay a GPU cluster trace under scoring policies")
-    p.add_argument("--trace-dir", type=Path, default=None, help=f"openb CSV folder (default {DEFAULT_TRACE_DIR})")
-    p.add_argument("--workloads", default="default", help="comma-separated pod-list stems (openb_pod_list_<stem>.csv in --trace-dir, e.g. default,multigpu50), or 'all' (default: %(default)s)")
-    p.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated scoring policies (default: all of %(default)s)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds, starting at 42 (the published runs use 42..51; Go's RNG is emulated, so seed 42 here is their seed 42)")
+    p.add_argument(
+        "--trace-dir", type=Path, default=None, help=f"openb CSV folder (default {DEFAULT_TRACE_DIR})"
+    )
+    p.add_argument(
+        "--workloads",
+        default="default",
+        help="comma-separated pod-list stems (openb_pod_list_<stem>.csv in --trace-dir, e.g. "
+        "default,multigpu50), or 'all' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--policies",
+        default=",".join(POLICY_NAMES),
+        help="comma-separated scoring policies (default: all of %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="number of seeds, starting at 42 (the published runs use 42..51; Go's RNG is emulated, so seed "
+        "42 here is their seed 42)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="allocation-ratio figure")
-    p.add_argument("--published", type=Path, default=None, help=f"published means CSV (default: ../{PUBLISHED_FILE})")
+    p.add_argument(
+        "--published", type=Path, default=None, help=f"published means CSV (default: ../{PUBLISHED_FILE})"
+    )
     p.set_defaults(func=main)
 
 
@@ -64,7 +83,10 @@ def _validate(args: argparse.Namespace, trace_dir: Path) -> list[str]:
         return errors
     for w in args.workload_list:
         if not pod_file(trace_dir, w).is_file():
-            errors.append(f"--workloads: no {pod_file(trace_dir, w).name}; have {', '.join(available_workloads(trace_dir))}")
+            errors.append(
+                f"--workloads: no {pod_file(trace_dir, w).name}; have "
+                f"{', '.join(available_workloads(trace_dir))}"
+            )
     for p in args.policy_list:
         if p not in POLICY_NAMES:
             errors.append(f"--policies: unknown {p!r}; choose from {', '.join(POLICY_NAMES)}")

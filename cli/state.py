@@ -44,11 +44,27 @@ class ClusterObjects:
 
 def add_source_arguments(parser: argparse.ArgumentParser, *, policy: bool = True) -> None:
     group = parser.add_argument_group("cluster state")
-    group.add_argument("--snapshot", metavar="FILE", help="read nodes/pods/namespaces/configmaps from a v1 List file (YAML or JSON)")
-    group.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig to use instead of in-cluster / KUBECONFIG / ~/.kube/config")
-    group.add_argument("--namespace", default=os.environ.get("ACCEL_NAMESPACE", DEFAULT_NAMESPACE), help="controller namespace holding the accel-policy ConfigMap (default: %(default)s)")
+    group.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="read nodes/pods/namespaces/configmaps from a v1 List file (YAML or JSON)",
+    )
+    group.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to use instead of in-cluster / KUBECONFIG / ~/.kube/config",
+    )
+    group.add_argument(
+        "--namespace",
+        default=os.environ.get("ACCEL_NAMESPACE", DEFAULT_NAMESPACE),
+        help="controller namespace holding the accel-policy ConfigMap (default: %(default)s)",
+    )
     if policy:
-        group.add_argument("--policy", metavar="DIR|FILE", help="policy directory (settings.yaml, profiles.yaml, teams.yaml) or a ConfigMap file")
+        group.add_argument(
+            "--policy",
+            metavar="DIR|FILE",
+            help="policy directory (settings.yaml, profiles.yaml, teams.yaml) or a ConfigMap file",
+        )
 
 
 def load_objects(args: argparse.Namespace) -> ClusterObjects:
@@ -61,7 +77,9 @@ def load_objects(args: argparse.Namespace) -> ClusterObjects:
             raise CliError(str(exc)) from exc
         from kube.names import HARDWARE_PROFILE_KINDS
 
-        found = ClusterObjects(**{kind: list(snapshot.of(kind)) for kind in ("nodes", "pods", "namespaces", "configmaps")})
+        found = ClusterObjects(
+            **{kind: list(snapshot.of(kind)) for kind in ("nodes", "pods", "namespaces", "configmaps")}
+        )
         found.hardware_profiles = [obj for kind in HARDWARE_PROFILE_KINDS for obj in snapshot.of(kind)]
         return found
     return asyncio.run(_list_from_cluster(args))
@@ -107,7 +125,10 @@ def read_policy_files(path: Path) -> dict[str, str]:
     if path.is_dir():
         return {name: read_text_file(path / name) for name in POLICY_FILES if (path / name).is_file()}
     if not path.is_file():
-        raise CliError(f"policy path {path} does not exist; pass a directory with {', '.join(POLICY_FILES[:3])} or a ConfigMap file")
+        raise CliError(
+            f"policy path {path} does not exist; pass a directory with {', '.join(POLICY_FILES[:3])} or a "
+            "ConfigMap file"
+        )
     text = read_text_file(path)
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
@@ -118,7 +139,9 @@ def read_policy_files(path: Path) -> dict[str, str]:
             return {str(k): str(v) for k, v in doc["data"].items()}
     if path.name in POLICY_FILES:
         return {path.name: text}
-    raise CliError(f"{path}: not a policy directory, a ConfigMap with policy keys, or one of {', '.join(POLICY_FILES)}")
+    raise CliError(
+        f"{path}: not a policy directory, a ConfigMap with policy keys, or one of {', '.join(POLICY_FILES)}"
+    )
 
 
 def policy_from_configmaps(configmaps: list[dict[str, Any]], namespace: str) -> dict[str, str] | None:
@@ -135,7 +158,11 @@ def load_policy(args: argparse.Namespace, objects: ClusterObjects | None, catalo
     else:
         files = policy_from_configmaps(objects.configmaps if objects else [], args.namespace) or {}
         if not files:
-            print(f"accel: no policy given and no ConfigMap {POLICY_CONFIGMAP} in {args.namespace}; using an empty policy (pass --policy DIR)", file=sys.stderr)
+            print(
+                f"accel: no policy given and no ConfigMap {POLICY_CONFIGMAP} in {args.namespace}; using an "
+                "empty policy (pass --policy DIR)",
+                file=sys.stderr,
+            )
     try:
         return parse_policy(files, catalog, hardware_profiles=objects.hardware_profiles if objects else ())
     except PolicyInvalid as exc:
@@ -145,7 +172,9 @@ def load_policy(args: argparse.Namespace, objects: ClusterObjects | None, catalo
 def load_state(args: argparse.Namespace) -> tuple[ParsedPolicy, Inventory]:
     objects = load_objects(args)
     parsed = load_policy(args, objects, load_builtin_catalog())
-    inventory = build_inventory(objects.nodes, objects.pods, objects.namespaces, catalog=parsed.catalog, policy=parsed.policy)
+    inventory = build_inventory(
+        objects.nodes, objects.pods, objects.namespaces, catalog=parsed.catalog, policy=parsed.policy
+    )
     return parsed, inventory
 
 

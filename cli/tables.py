@@ -12,12 +12,21 @@ from accel.cluster.gpu_equivalents import format_gpus
 from accel.profiles.summary import ProfileSummary
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("NODE", "name"), ("TYPE", "display_name"), ("GPUS", "gpus"), ("ALLOCATED", "allocated"),
-    ("FREE", "free"), ("MEMORY", "memory"), ("SHARING", "sharing"), ("TOPOLOGY", "topology"), ("STATUS", "status"),
+    ("NODE", "name"),
+    ("TYPE", "display_name"),
+    ("GPUS", "gpus"),
+    ("ALLOCATED", "allocated"),
+    ("FREE", "free"),
+    ("MEMORY", "memory"),
+    ("SHARING", "sharing"),
+    ("TOPOLOGY", "topology"),
+    ("STATUS", "status"),
 )
 
 def table_cells(row: NodeRow) -> list[str]:
-    topology = "/".join(part for part in (row.zone, row.spine, row.leaf) if part) + (" rdma" if row.rdma else "")
+    topology = "/".join(part for part in (row.zone, row.spine, row.leaf) if part) + (
+        " rdma" if row.rdma else ""
+    )
     values = {
         "name": row.name,
         "display_name": row.display_name,
@@ -35,7 +44,10 @@ def table_cells(row: NodeRow) -> list[str]:
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns separated by two spaces, like kubectl."""
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in (headers, *rows)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()
+        for line in (headers, *rows)
+    ]
     return "\n".join(lines)
 
 

@@ -13,13 +13,19 @@ from cli.state import CliError, add_source_arguments, emit, load_objects, load_p
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
-        "usage", help="GPU-hours and cost per team and type over a window (chargeback)",
+        "usage",
+        help="GPU-hours and cost per team and type over a window (chargeback)",
         description="From Prometheus (the accel_gpu_seconds_total / accel_gpu_cost_total counters) when "
-                    "settings api.prometheusUrl or --prometheus is set, else from the pods in the cluster now. "
-                    "The answer says which.")
+        "settings api.prometheusUrl or --prometheus is set, else from the pods in the cluster now. "
+        "The answer says which.",
+    )
     add_source_arguments(parser)
-    parser.add_argument("--since", default="7d", help="window ending now: 30m, 12h, 7d, 2w (default: %(default)s)")
-    parser.add_argument("--prometheus", metavar="URL", help="Prometheus base URL (overrides api.prometheusUrl)")
+    parser.add_argument(
+        "--since", default="7d", help="window ending now: 30m, 12h, 7d, 2w (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--prometheus", metavar="URL", help="Prometheus base URL (overrides api.prometheusUrl)"
+    )
     parser.add_argument("-o", "--output", default="table", choices=("table", "json", "yaml"))
     parser.set_defaults(func=lambda args: run_guarded(_usage, args))
 
@@ -42,9 +48,17 @@ def _usage(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         report = usage_report(rolled, window=args.since, window_s=window_s, source="prometheus")
     else:
-        inventory = build_inventory(objects.nodes, objects.pods, objects.namespaces, catalog=parsed.catalog, policy=parsed.policy)
-        rolled = usage_from_pods(objects.pods, policy=parsed.policy, catalog=parsed.catalog, inventory=inventory,
-                                 window_s=window_s, now=time.time())
+        inventory = build_inventory(
+            objects.nodes, objects.pods, objects.namespaces, catalog=parsed.catalog, policy=parsed.policy
+        )
+        rolled = usage_from_pods(
+            objects.pods,
+            policy=parsed.policy,
+            catalog=parsed.catalog,
+            inventory=inventory,
+            window_s=window_s,
+            now=time.time(),
+        )
         report = usage_report(rolled, window=args.since, window_s=window_s, source="pods")
     if args.output != "table":
         emit(report, args.output)
@@ -58,9 +72,13 @@ def render_usage(report: dict[str, object]) -> str:
     rows = report["rows"]
     assert isinstance(rows, list)
     lines = [f"{'TEAM':<16} {'TYPE':<22} {'GPU-HOURS':>10} {'COST':>12}"]
-    lines += [f"{r['team'] or '-':<16} {r['type']:<22} {r['gpuHours']:>10.2f} {r['cost']:>12.2f}" for r in rows]
+    lines += [
+        f"{r['team'] or '-':<16} {r['type']:<22} {r['gpuHours']:>10.2f} {r['cost']:>12.2f}" for r in rows
+    ]
     totals = report["totals"]
     assert isinstance(totals, dict)
-    lines.append(f"{'total':<16} {'':<22} {totals['gpuHours']:>10.2f} {totals['cost']:>12.2f} {report['currency']}")
+    lines.append(
+        f"{'total':<16} {'':<22} {totals['gpuHours']:>10.2f} {totals['cost']:>12.2f} {report['currency']}"
+    )
     lines.append(f"# last {report['window']}, {report['note']}")
     return "\n".join(lines)

@@ -9,7 +9,8 @@ with `Error` set, which kube-scheduler treats as a failed attempt and retries (p
 1.7). Preempt has no `Error` field: malformed args answer 400; otherwise the reply is always 200
 with the candidates where evicting the proposed victims really makes the pod fit
 (accel.placement.preempt), and an empty map when the state is not ready or the decision failed
-(no eviction on a guess: evictions are not undone by a retry, a skipped preemption is). `accel_extender_requests_total{verb,result}` is recorded once per
+(no eviction on a guess: evictions are not undone by a retry, a skipped preemption is).
+`accel_extender_requests_total{verb,result}` is recorded once per
 request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
 Callers: with `client_names` every verb needs a verified client certificate whose CN is one of
@@ -148,7 +149,9 @@ async def _filter(ext: Extender, request: web.Request) -> web.Response:
                 req = await ext.gate.narrow(ext.state.view(), req)
             cols = core.filter_columns(index, req, args.names, read.names_key)
             required = core.required_topology(index, req, cols)  # Kueue required topology: per node
-            fast = ext.filter_renderer.render(cols) if args.node_names is not None and required is None else None
+            fast = (
+                ext.filter_renderer.render(cols) if args.node_names is not None and required is None else None
+            )
             if fast is None:
                 body = render_filter(args, required if required is not None else core.outcome(index, cols))
             else:
@@ -259,7 +262,9 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
     core.finish_bind(plan)
     if ext.events is not None and plan.explanation is not None:
         involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid}
-        await ext.events.record(involved, PLACED_REASON, plan.explanation.message(), component=PLACED_CONTROLLER)
+        await ext.events.record(
+            involved, PLACED_REASON, plan.explanation.message(), component=PLACED_CONTROLLER
+        )
     return "", "ok"
 
 
@@ -303,10 +308,14 @@ def make_app(
         max_body_bytes=max_body_bytes,
         max_concurrency=max_concurrency,
         ready=state.ready,
-        authenticate=require_client_cert(names, app="extender", metrics=metrics) if names is not None else None,
+        authenticate=require_client_cert(names, app="extender", metrics=metrics)
+        if names is not None
+        else None,
     )
     gate = QuotaGate(LedgerClient(ledger_store)) if ledger_store is not None else None
-    ext = Extender(state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events, gate=gate)
+    ext = Extender(
+        state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events, gate=gate
+    )
     app[EXTENDER] = ext
 
     async def filter_route(request: web.Request) -> web.Response:

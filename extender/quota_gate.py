@@ -56,7 +56,9 @@ class QuotaGate:
         try:
             return await self.ledger.read()
         except Exception as exc:  # the bind re-checks against a fresh read; the filter may use the last one
-            log.warning("quota ledger read failed in filter; using the last one seen", extra={"error": str(exc)})
+            log.warning(
+                "quota ledger read failed in filter; using the last one seen", extra={"error": str(exc)}
+            )
             return self.ledger.last
 
     async def narrow(self, view: Any, req: PodRequest) -> PodRequest:
@@ -73,7 +75,8 @@ class QuotaGate:
         return dataclasses.replace(req, blocked_types=blocked) if blocked else req
 
     async def convert(self, view: Any, pod: PodView, node: str) -> tuple[str | None, str]:
-        """Rule 3 before binding `pod` to `node`: (entry id to undo on a failed bind or None, error text or "")."""
+        """Rule 3 before binding `pod` to `node`: (entry id to undo on a failed bind or None, error text or
+        "")."""
         policy = view.parsed.policy
         team = gated_team(pod, view.inventory, policy)
         inventory_node = view.inventory.node(node)
@@ -84,7 +87,9 @@ class QuotaGate:
         base, visible = self._watch(view)
         now = self.wall()
         ttl = float(policy.settings.quota.reservation_ttl_seconds)
-        entry = conversion(team, pod, inventory_node, profile_of(pod, policy), view.parsed.catalog, now=now, ttl=ttl)
+        entry = conversion(
+            team, pod, inventory_node, profile_of(pod, policy), view.parsed.catalog, now=now, ttl=ttl
+        )
 
         def decide(ledger: Ledger) -> ReservationOutcome:
             return decide_conversion(ledger, entry, team=team, base=base, visible=visible, now=now)
@@ -103,4 +108,6 @@ class QuotaGate:
 
         outcome = await self.ledger.run(decide)
         if isinstance(outcome, Finding):
-            log.warning("could not undo a quota conversion; the reconciler releases it", extra={"id": entry_id})
+            log.warning(
+                "could not undo a quota conversion; the reconciler releases it", extra={"id": entry_id}
+            )

@@ -11,7 +11,8 @@ the decision itself. The prioritize reply is gathered from per-node fragments re
 node list (`extender.priority_reply.PriorityRenderer`; padded with JSON whitespace, so equal as
 JSON, not byte for byte). Tests validate every rendered body against the models below.
 
-Parsing (`extender.raw_args.ArgsReader`, general path `parse_args_json`) applies serving.body's rules (non-empty, valid JSON, an object, at
+Parsing (`extender.raw_args.ArgsReader`, general path `parse_args_json`) applies serving.body's rules
+(non-empty, valid JSON, an object, at
 most MAX_JSON_DEPTH levels) with the same messages, but does not walk a `NodeNames` list of plain
 strings for depth (it is two levels deep by construction): at 5000 nodes that walk cost more than
 the decision.
@@ -127,7 +128,9 @@ class ExtenderPreemptionArgs(_Wire):
 
     pod: dict[str, Any] = Field(alias="Pod")
     node_name_to_victims: dict[str, Victims] | None = Field(default=None, alias="NodeNameToVictims")
-    node_name_to_meta_victims: dict[str, MetaVictims] | None = Field(default=None, alias="NodeNameToMetaVictims")
+    node_name_to_meta_victims: dict[str, MetaVictims] | None = Field(
+        default=None, alias="NodeNameToMetaVictims"
+    )
 
     @model_validator(mode="after")
     def _one_victims_form(self) -> ExtenderPreemptionArgs:
@@ -146,7 +149,9 @@ class ExtenderPreemptionArgs(_Wire):
 
 
 class ExtenderPreemptionResult(_Wire):
-    node_name_to_meta_victims: dict[str, MetaVictims] = Field(default_factory=dict, alias="NodeNameToMetaVictims")
+    node_name_to_meta_victims: dict[str, MetaVictims] = Field(
+        default_factory=dict, alias="NodeNameToMetaVictims"
+    )
 
 
 def _validation_message(exc: ValidationError, what: str) -> str:

@@ -174,7 +174,9 @@ async def ensure_certificates(
         why, pair = rotator.client(current, name=client.common_name, signer=state.ca)
         if why is not None:
             log.info("certificate rotation: %s", why, extra={"secret": client.secret})
-        desired = serving_secret_manifest(CertState(bundle=state.bundle, serving=pair), name=client.secret, namespace=namespace)
+        desired = serving_secret_manifest(
+            CertState(bundle=state.bundle, serving=pair), name=client.secret, namespace=namespace
+        )
         if existing is None or existing.get("data") != desired["data"]:
             await _write(secrets, desired, existing)
             written.append(client.secret)

@@ -178,7 +178,10 @@ class FakeCluster:
         if obj is None:
             raise NotFound(f"{kind} {key!r} not found")
         self._rv += 1
-        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._rv)}}  # history keeps the old one
+        obj = {
+            **obj,
+            "metadata": {**obj["metadata"], "resourceVersion": str(self._rv)},
+        }  # history keeps the old one
         self._publish(kind, WatchEvent("DELETED", obj))
 
     def get(self, kind: Kind, name: str, namespace: str | None = None) -> JsonObject | None:
@@ -264,7 +267,9 @@ class FakeCluster:
         if pod is None:
             raise NotFound(f'pods "{pod_name}" not found in namespace {namespace!r}')
         if pod_uid and pod["metadata"].get("uid") != pod_uid:
-            raise Conflict(f"pod {key}: uid precondition failed (want {pod_uid}, have {pod['metadata'].get('uid')})")
+            raise Conflict(
+                f"pod {key}: uid precondition failed (want {pod_uid}, have {pod['metadata'].get('uid')})"
+            )
         spec = pod.get("spec") or {}
         if spec.get("nodeName"):
             raise Conflict(f'pod {pod_name} is already assigned to node "{spec["nodeName"]}"')
@@ -275,7 +280,10 @@ class FakeCluster:
         conditions = [c for c in status.get("conditions", []) if c.get("type") != "PodScheduled"]
         # The API server stamps the transition time when it sets the condition at binding.
         scheduled_at = self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        status["conditions"] = [*conditions, {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at}]
+        status["conditions"] = [
+            *conditions,
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at},
+        ]
         self._store("pods", key, pod, "MODIFIED")
 
     # ---- EventRecorder -----------------------------------------------------------------------
@@ -296,7 +304,9 @@ class FakeCluster:
 
     # ---- Annotator ---------------------------------------------------------------------------
 
-    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+    async def annotate(
+        self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]
+    ) -> None:
         await self._enter("patch", kind)
         current = self._objects[kind].get(f"{namespace}/{name}" if namespace else name)
         if current is None:

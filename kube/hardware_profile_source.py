@@ -34,7 +34,9 @@ HardwareProfilesCallback = Callable[[list[JsonObject], PolicyMeta], Sequence[str
 class HardwareProfileSource:
     """Feeds HardwareProfile changes seen by `watcher` to `on_change`; reports rejections."""
 
-    def __init__(self, watcher: ClusterWatcher, on_change: HardwareProfilesCallback, *, events: EventRecorder) -> None:
+    def __init__(
+        self, watcher: ClusterWatcher, on_change: HardwareProfilesCallback, *, events: EventRecorder
+    ) -> None:
         self._watcher = watcher
         self._on_change = on_change
         self._events = events
@@ -60,14 +62,18 @@ class HardwareProfileSource:
             errors = [f"internal error while validating the policy: {type(exc).__name__}: {exc}"]
         self.last_errors = errors
         if not errors:
-            log.info("HardwareProfile %s/%s %s: policy accepted", meta.namespace, meta.name, event_type.lower())
+            log.info(
+                "HardwareProfile %s/%s %s: policy accepted", meta.namespace, meta.name, event_type.lower()
+            )
             return
         message = "; ".join(errors)
         log.error("HardwareProfile %s/%s %s: policy rejected, last good policy stays: %s",
                   meta.namespace, meta.name, event_type.lower(), message)
         if event_type == "DELETED":
             return  # no object left to carry the Event
-        task = asyncio.get_running_loop().create_task(self._events.record(obj, REJECTED_REASON, message, type="Warning"))
+        task = asyncio.get_running_loop().create_task(
+            self._events.record(obj, REJECTED_REASON, message, type="Warning")
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -79,5 +85,9 @@ class HardwareProfileSource:
 
 def _fingerprint(obj: JsonObject) -> str:
     """Rule 1: what matters for the policy, as one comparable string."""
-    notes = {k: v for k, v in ((obj.get("metadata") or {}).get("annotations") or {}).items() if k not in ACCEL_NOTES}
+    notes = {
+        k: v
+        for k, v in ((obj.get("metadata") or {}).get("annotations") or {}).items()
+        if k not in ACCEL_NOTES
+    }
     return json.dumps([obj.get("spec"), notes], sort_keys=True, default=str)

@@ -48,7 +48,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delay before retry number `attempt` (0-based): min(max_s, initial_s * factor**attempt) * (1 + jitter*u)."""
+    """Delay before retry number `attempt` (0-based): min(max_s, initial_s * factor**attempt) * (1 +
+    jitter*u)."""
 
     initial_s: float = 0.5
     max_s: float = 30.0
@@ -255,7 +256,9 @@ class ClusterWatcher:
         sleep: Sleep = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        def make(kind: Kind, namespace: str | None = None, name: str | None = None, optional: bool = False) -> Informer:
+        def make(
+            kind: Kind, namespace: str | None = None, name: str | None = None, optional: bool = False
+        ) -> Informer:
             return Informer(source, kind, namespace=namespace, name=name, backoff=backoff,
                             clock=clock, sleep=sleep, rand=rand, optional=optional)
 
@@ -283,7 +286,9 @@ class ClusterWatcher:
 
     async def wait_synced(self) -> None:
         """Return once every informer has listed once."""
-        await asyncio.gather(*(informer.wait_synced() for informer in self.informers if not informer.optional))
+        await asyncio.gather(
+            *(informer.wait_synced() for informer in self.informers if not informer.optional)
+        )
 
     def fresh(self, max_age_s: float) -> tuple[bool, str]:
         """(ready, reason) for /readyz: all synced, and none failing for longer than `max_age_s`."""

@@ -13,9 +13,13 @@ DEFAULT_CONTROLLER_NAMESPACE: Final = "accel-system"
 POLICY_CONFIGMAP: Final = "accel-policy"
 LEDGER_CONFIGMAP: Final = "accel-quota-ledger"
 LEDGER_KEY: Final = "ledger.json"
-CHARGEBACK_CONFIGMAP: Final = "accel-chargeback"  # chargeback watermark + counting replica (serving.chargeback)
+CHARGEBACK_CONFIGMAP: Final = (
+    "accel-chargeback"  # chargeback watermark + counting replica (serving.chargeback)
+)
 WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
-SCHEDULER_CLIENT_SECRET: Final = "accel-scheduler-client"  # kube-scheduler's client certificate for the extender
+SCHEDULER_CLIENT_SECRET: Final = (
+    "accel-scheduler-client"  # kube-scheduler's client certificate for the extender
+)
 EVENT_SOURCE_COMPONENT: Final = "accel"
 
 Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases",
@@ -23,7 +27,14 @@ Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases",
 # OpenDataHub HardwareProfiles (custom resources: watched only while their CRD is installed).
 HARDWARE_PROFILE_KINDS: Final[tuple[Kind, ...]] = (
     "hardwareprofiles.infrastructure.opendatahub.io", "hardwareprofiles.dashboard.opendatahub.io")
-KINDS: Final[tuple[Kind, ...]] = ("nodes", "pods", "namespaces", "configmaps", "leases", *HARDWARE_PROFILE_KINDS)
+KINDS: Final[tuple[Kind, ...]] = (
+    "nodes",
+    "pods",
+    "namespaces",
+    "configmaps",
+    "leases",
+    *HARDWARE_PROFILE_KINDS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +61,19 @@ RESOURCES: Final[dict[Kind, ResourceInfo]] = {
     "configmaps": ResourceInfo("/api/v1", "", "configmaps", "ConfigMap", namespaced=True),
     "leases": ResourceInfo("/apis/coordination.k8s.io/v1", "coordination.k8s.io", "leases", "Lease", True),
     "hardwareprofiles.infrastructure.opendatahub.io": ResourceInfo(
-        "/apis/infrastructure.opendatahub.io/v1alpha1", "infrastructure.opendatahub.io", "hardwareprofiles",
-        "HardwareProfile", True),
+        "/apis/infrastructure.opendatahub.io/v1alpha1",
+        "infrastructure.opendatahub.io",
+        "hardwareprofiles",
+        "HardwareProfile",
+        True,
+    ),
     "hardwareprofiles.dashboard.opendatahub.io": ResourceInfo(
-        "/apis/dashboard.opendatahub.io/v1", "dashboard.opendatahub.io", "hardwareprofiles", "HardwareProfile", True),
+        "/apis/dashboard.opendatahub.io/v1",
+        "dashboard.opendatahub.io",
+        "hardwareprofiles",
+        "HardwareProfile",
+        True,
+    ),
 }
 
 KIND_BY_OBJECT_KIND: Final[dict[str, Kind]] = {

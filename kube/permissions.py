@@ -45,7 +45,9 @@ _INFORMERS: Final = [*_watch("nodes"), *_watch("pods"), *_watch("namespaces"),
                      # OpenDataHub HardwareProfiles (profiles from custom resources), both API groups
                      *(ApiCall(group, "hardwareprofiles", verb)
                        for group in HARDWARE_PROFILE_GROUPS for verb in ("list", "watch"))]
-_LEDGER: Final = [ApiCall("", "configmaps", verb, True, (LEDGER_CONFIGMAP,)) for verb in ("get", "update")] + [
+_LEDGER: Final = [
+    ApiCall("", "configmaps", verb, True, (LEDGER_CONFIGMAP,)) for verb in ("get", "update")
+] + [
     ApiCall("", "configmaps", "create", True)  # RBAC cannot restrict create by name
 ]
 _EVENTS: Final = [ApiCall("", "events", "create")]
@@ -59,18 +61,29 @@ _WEBHOOK_CONFIGS: Final = [
 API_CALLS: Final[dict[str, list[ApiCall]]] = {
     "webhook": [*_INFORMERS, *_LEDGER, *_EVENTS],
     "extender": [*_INFORMERS, ApiCall("", "pods/binding", "create"), *_EVENTS],
-    "api": [*_INFORMERS, ApiCall("authentication.k8s.io", "tokenreviews", "create"),
-            # chargeback watermark (serving.chargeback): compare-and-swap on one ConfigMap
-            *(ApiCall("", "configmaps", verb, True, (CHARGEBACK_CONFIGMAP,)) for verb in ("get", "update")),
-            ApiCall("", "configmaps", "create", True),
-            # detected types and availability written as annotations on each HardwareProfile
-            *(ApiCall(group, "hardwareprofiles", "patch") for group in HARDWARE_PROFILE_GROUPS)],
+    "api": [
+        *_INFORMERS,
+        ApiCall("authentication.k8s.io", "tokenreviews", "create"),
+        # chargeback watermark (serving.chargeback): compare-and-swap on one ConfigMap
+        *(ApiCall("", "configmaps", verb, True, (CHARGEBACK_CONFIGMAP,)) for verb in ("get", "update")),
+        ApiCall("", "configmaps", "create", True),
+        # detected types and availability written as annotations on each HardwareProfile
+        *(ApiCall(group, "hardwareprofiles", "patch") for group in HARDWARE_PROFILE_GROUPS),
+    ],
     "certs": [
         # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
         # reaches the serving pods, which mount the serving Secret whole), and kube-scheduler's
         # client certificate for the extender.
-        *(ApiCall("", "secrets", verb, True, (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca", SCHEDULER_CLIENT_SECRET))
-          for verb in ("get", "update")),
+        *(
+            ApiCall(
+                "",
+                "secrets",
+                verb,
+                True,
+                (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca", SCHEDULER_CLIENT_SECRET),
+            )
+            for verb in ("get", "update")
+        ),
         ApiCall("", "secrets", "create", True),  # RBAC cannot restrict create by name
         *_WEBHOOK_CONFIGS,
     ],

@@ -77,7 +77,9 @@ class PolicySource:
     def _changed(self, event_type: EventType, configmap: JsonObject) -> None:
         meta = policy_meta(configmap)
         if event_type == "DELETED":
-            log.warning("policy ConfigMap %s/%s deleted; keeping the last good policy", meta.namespace, meta.name)
+            log.warning(
+                "policy ConfigMap %s/%s deleted; keeping the last good policy", meta.namespace, meta.name
+            )
             self._offered = None
             return
         if meta.resource_version == self._offered:
@@ -96,7 +98,9 @@ class PolicySource:
             return
         message = "; ".join(errors)
         kept = "the last good policy stays" if self._accepted_any else "no valid policy loaded yet"
-        log.error("policy version %s by %s rejected, %s: %s", meta.resource_version, meta.changed_by, kept, message)
+        log.error(
+            "policy version %s by %s rejected, %s: %s", meta.resource_version, meta.changed_by, kept, message
+        )
         task = asyncio.get_running_loop().create_task(
             self._events.record(configmap, REJECTED_REASON, message, type="Warning"))
         self._pending.add(task)

@@ -119,7 +119,9 @@ class EventRecorder(Protocol):
 class Annotator(Protocol):
     """Merge-patch annotations onto one object (accel's notes on OpenDataHub HardwareProfiles)."""
 
-    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+    async def annotate(
+        self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]
+    ) -> None:
         """Set each annotation (None removes it); raise `NotFound` if the object is gone."""
         ...
 

@@ -37,7 +37,9 @@ class KubeObjectSource:
         info = RESOURCES[kind]
         body = await self._rest.request("GET", info.collection_path(namespace), query=_selector(name))
         version = info.api_prefix.removeprefix("/api/").removeprefix("/apis/")
-        items = [{"apiVersion": version, "kind": info.object_kind, **item} for item in body.get("items") or []]
+        items = [
+            {"apiVersion": version, "kind": info.object_kind, **item} for item in body.get("items") or []
+        ]
         return items, str((body.get("metadata") or {}).get("resourceVersion", ""))
 
     async def watch(
@@ -114,7 +116,9 @@ class KubeBinder:
 class KubeEventRecorder:
     """`EventRecorder`: POST core/v1 Events; failures are logged, never raised."""
 
-    def __init__(self, transport: RestTransport, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, transport: RestTransport, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._rest = transport
         self._now = now
 
@@ -128,7 +132,9 @@ class KubeEventRecorder:
     ) -> None:
         event = build_event(involved, reason, message, type, now=self._now(), component=component)
         try:
-            await self._rest.request("POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event)
+            await self._rest.request(
+                "POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event
+            )
         except Exception as exc:  # best effort by contract: a lost Event must not fail the caller
             log.warning("could not record event %s on %s: %s", reason, event["involvedObject"], exc)
 
@@ -139,7 +145,9 @@ class KubeAnnotator:
     def __init__(self, transport: RestTransport) -> None:
         self._rest = transport
 
-    async def annotate(self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]) -> None:
+    async def annotate(
+        self, kind: Kind, namespace: str | None, name: str, annotations: dict[str, str | None]
+    ) -> None:
         path = f"{RESOURCES[kind].collection_path(namespace)}/{name}"
         await self._rest.request("PATCH", path, body={"metadata": {"annotations": annotations}},
                                  content_type="application/merge-patch+json")

@@ -57,7 +57,9 @@ class RestTransport:
         response = await self._send("GET", path, query, None, timeout)
         try:
             if response.status != 200:
-                raise error_for_status(response.status, _status_message(await response.read(), response.reason))
+                raise error_for_status(
+                    response.status, _status_message(await response.read(), response.reason)
+                )
             buffer = b""
             async for chunk in response.content.iter_any():
                 buffer += chunk
@@ -71,7 +73,12 @@ class RestTransport:
             response.release()
 
     async def _send(
-        self, method: str, path: str, query: Query | None, body: JsonObject | None, timeout: aiohttp.ClientTimeout,
+        self,
+        method: str,
+        path: str,
+        query: Query | None,
+        body: JsonObject | None,
+        timeout: aiohttp.ClientTimeout,
         content_type: str = "application/json",
     ) -> aiohttp.ClientResponse:
         try:

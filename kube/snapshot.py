@@ -72,7 +72,9 @@ def parse_snapshot(text: str, *, source: str = "<snapshot>") -> Snapshot:
     for doc_index, doc in enumerate(documents):
         where = f"{source}: document {doc_index + 1}" if len(documents) > 1 else source
         if not isinstance(doc, dict):
-            raise SnapshotError(f"{where}: expected a mapping (a v1 List or an object), got {type(doc).__name__}")
+            raise SnapshotError(
+                f"{where}: expected a mapping (a v1 List or an object), got {type(doc).__name__}"
+            )
         if doc.get("kind") == "List" or (doc.get("kind") is None and "items" in doc):
             items = doc.get("items")
             if not isinstance(items, list):
@@ -90,7 +92,9 @@ def _add(item: Any, where: str, grouped: dict[Kind, list[JsonObject]], skipped: 
         raise SnapshotError(f"{where}: expected an object mapping, got {type(item).__name__}")
     object_kind = item.get("kind")
     if not isinstance(object_kind, str) or not object_kind:
-        raise SnapshotError(f"{where}: missing 'kind' (e.g. kind: Node); export with `kubectl get ... -o yaml`")
+        raise SnapshotError(
+            f"{where}: missing 'kind' (e.g. kind: Node); export with `kubectl get ... -o yaml`"
+        )
     meta = item.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
         raise SnapshotError(f"{where}: {object_kind} without metadata.name")

@@ -105,8 +105,10 @@ def _observe_middleware(name: str, metrics: Metrics, tracker: InFlight) -> Middl
             label = _handler_label(request)
             pair = children.get((label, code))
             if pair is None:
-                pair = children[(label, code)] = (metrics.http_requests.labels(app=name, handler=label, code=str(code)),
-                                                  metrics.http_duration.labels(app=name, handler=label))
+                pair = children[(label, code)] = (
+                    metrics.http_requests.labels(app=name, handler=label, code=str(code)),
+                    metrics.http_duration.labels(app=name, handler=label),
+                )
             pair[0].inc()
             pair[1].observe(time.perf_counter() - started)
 

@@ -52,8 +52,12 @@ class ChargebackCounter:
         self._gone: dict[str, tuple[JsonObject, float]] = {}  # rule 4: uid -> (last object, deletion seen at)
         self.gpu_seconds = Counter("accel_gpu_seconds_total", "GPU-equivalent seconds held by bound pods",
                                    LABEL_NAMES, registry=registry)
-        self.cost = Counter("accel_gpu_cost_total", "cost of the GPU time held by bound pods, in the policy's currency",
-                            LABEL_NAMES, registry=registry)
+        self.cost = Counter(
+            "accel_gpu_cost_total",
+            "cost of the GPU time held by bound pods, in the policy's currency",
+            LABEL_NAMES,
+            registry=registry,
+        )
         self.counted_through: float | None = None
         if state.watcher is not None:
             state.watcher.pods.add_callback(self._pod_changed)
@@ -61,7 +65,10 @@ class ChargebackCounter:
     def _pod_changed(self, event_type: EventType, pod: JsonObject) -> None:
         if event_type == "DELETED":
             meta = pod.get("metadata") or {}
-            self._gone[str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")] = (pod, self._clock())
+            self._gone[str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")] = (
+                pod,
+                self._clock(),
+            )
 
     async def round(self) -> bool:
         """One round (rules 1-3); True when this replica counted."""
@@ -93,8 +100,10 @@ class ChargebackCounter:
         inventory = self._state.view().inventory
         found = [pod_charge(p, policy=parsed.policy, catalog=parsed.catalog, inventory=inventory)
                  for p in self._state.watcher.pods.items()]
-        found += [pod_charge(p, policy=parsed.policy, catalog=parsed.catalog, inventory=inventory, deleted_at=at)
-                  for p, at in self._gone.values()]
+        found += [
+            pod_charge(p, policy=parsed.policy, catalog=parsed.catalog, inventory=inventory, deleted_at=at)
+            for p, at in self._gone.values()
+        ]
         return [c for c in found if c is not None]
 
     def _forget_before(self, watermark: float | None) -> None:
@@ -102,7 +111,9 @@ class ChargebackCounter:
             self._gone = {uid: (pod, at) for uid, (pod, at) in self._gone.items() if at >= watermark}
 
 
-def run_chargeback(counter: ChargebackCounter, *, interval_s: float = 15.0) -> Callable[[web.Application], AsyncIterator[None]]:
+def run_chargeback(
+    counter: ChargebackCounter, *, interval_s: float = 15.0
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """aiohttp cleanup context: a round every `interval_s` once the state is ready."""
 
     async def loop() -> None:

@@ -115,11 +115,20 @@ class ClusterState:
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
         self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
         if fixed_policy is not None:
-            self.apply_policy(dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace))
+            self.apply_policy(
+                dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace)
+            )
 
     # --- construction helpers -------------------------------------------------------------
     @classmethod
-    def static(cls, parsed: ParsedPolicy, inventory: Inventory, *, clock: Callable[[], float] = time.time, namespace: str = "accel-system") -> ClusterState:
+    def static(
+        cls,
+        parsed: ParsedPolicy,
+        inventory: Inventory,
+        *,
+        clock: Callable[[], float] = time.time,
+        namespace: str = "accel-system",
+    ) -> ClusterState:
         """A state that never changes unless `update_static` is called (tests, demo, snapshots)."""
         state = cls(catalog=parsed.catalog, namespace=namespace, clock=clock)
         state._parsed = parsed
@@ -162,17 +171,28 @@ class ClusterState:
         """
         self._offered_files = files
         first = self._parsed is None
-        change = PolicyChange(resource_version=meta.resource_version, manager=meta.changed_by, changed_at=meta.changed_at or "", accepted=False, diff=policy_diff(self._policy_files, files))
+        change = PolicyChange(
+            resource_version=meta.resource_version,
+            manager=meta.changed_by,
+            changed_at=meta.changed_at or "",
+            accepted=False,
+            diff=policy_diff(self._policy_files, files),
+        )
         try:
             parsed = parse_policy(files, self.catalog, hardware_profiles=self._hardware_profiles)
         except PolicyInvalid as exc:
             change.errors = [str(e) for e in exc.errors]
             self._count("invalid")
             if first:
-                log.error("policy rejected; no valid policy loaded yet, so this server is not ready until one is "
-                          "(`accel policy validate` lists the errors)", extra={"errors": change.errors})
+                log.error(
+                    "policy rejected; no valid policy loaded yet, so this server is not ready until one is "
+                    "(`accel policy validate` lists the errors)",
+                    extra={"errors": change.errors},
+                )
             else:
-                log.error("policy rejected; the last good policy stays in force", extra={"errors": change.errors})
+                log.error(
+                    "policy rejected; the last good policy stays in force", extra={"errors": change.errors}
+                )
         else:
             change.accepted = True
             self._parsed, self._policy_files = parsed, files
@@ -182,8 +202,22 @@ class ClusterState:
                 self.metrics.policy_last_good.set(self._clock())
             if first:
                 policy = parsed.policy
-                log.info("policy loaded", extra={"source": meta.changed_by or "ConfigMap", "profiles": len(policy.profiles), "teams": len(policy.teams), "mode": policy.settings.mode.value})
-        entry = {"resourceVersion": change.resource_version, "who": change.manager, "when": change.changed_at, "accepted": change.accepted, "errors": change.errors}
+                log.info(
+                    "policy loaded",
+                    extra={
+                        "source": meta.changed_by or "ConfigMap",
+                        "profiles": len(policy.profiles),
+                        "teams": len(policy.teams),
+                        "mode": policy.settings.mode.value,
+                    },
+                )
+        entry = {
+            "resourceVersion": change.resource_version,
+            "who": change.manager,
+            "when": change.changed_at,
+            "accepted": change.accepted,
+            "errors": change.errors,
+        }
         if first and change.accepted:
             audit.info("policy change", extra=entry)
             audit.debug("initial policy", extra={**entry, "diff": change.diff})
@@ -205,12 +239,21 @@ class ClusterState:
 
     def view(self) -> StateView:
         if self._parsed is None:
-            raise RuntimeError("no valid policy loaded yet (see the server log; `accel policy validate` lists the errors)")
+            raise RuntimeError(
+                "no valid policy loaded yet (see the server log; `accel policy validate` lists the errors)"
+            )
         key = self._key()
-        if self._view is not None and (key == self._view_key or self._monotonic() - self._built_at < self._min_rebuild):
+        if self._view is not None and (
+            key == self._view_key or self._monotonic() - self._built_at < self._min_rebuild
+        ):
             return self._view
         self._generation += 1
-        self._view = StateView(parsed=self._parsed, inventory=self._build_inventory(self._parsed), observed_at=datetime.fromtimestamp(self._clock(), UTC), generation=self._generation)
+        self._view = StateView(
+            parsed=self._parsed,
+            inventory=self._build_inventory(self._parsed),
+            observed_at=datetime.fromtimestamp(self._clock(), UTC),
+            generation=self._generation,
+        )
         self._view_key, self._built_at = key, self._monotonic()
         return self._view
 
@@ -219,9 +262,22 @@ class ClusterState:
             return self._static_inventory or Inventory()
         w = self.watcher
         pods = w.pods.items()
-        inventory = build_inventory(w.nodes.items(), pods, w.namespaces.items(), catalog=parsed.catalog, policy=parsed.policy, cache=self._parse_cache)
+        inventory = build_inventory(
+            w.nodes.items(),
+            pods,
+            w.namespaces.items(),
+            catalog=parsed.catalog,
+            policy=parsed.policy,
+            cache=self._parse_cache,
+        )
         self._log_new_node_warnings(inventory)
-        live = {(str(p["metadata"].get("uid") or p["metadata"].get("name")), str(p["metadata"].get("resourceVersion") or "")) for p in pods}
+        live = {
+            (
+                str(p["metadata"].get("uid") or p["metadata"].get("name")),
+                str(p["metadata"].get("resourceVersion") or ""),
+            )
+            for p in pods
+        }
         self._parse_cache.retain(live, {str(n["metadata"].get("name")) for n in w.nodes.items()})
         return inventory
 

@@ -43,8 +43,13 @@ async def annotate_round(state: ClusterState, annotator: Annotator) -> int:
         if mapped is None or summary is None or in_force != mapped.profile or kind is None:
             continue
         detected = [t.type for t in summary.by_type if t.nodes > 0]
-        wanted = status_annotations(detected, available=summary.available, available_gpus=summary.available_gpus,
-                                    total_gpus=summary.total_gpus, price_per_gpu_hour=summary.price_per_gpu_hour)
+        wanted = status_annotations(
+            detected,
+            available=summary.available,
+            available_gpus=summary.available_gpus,
+            total_gpus=summary.total_gpus,
+            price_per_gpu_hour=summary.price_per_gpu_hour,
+        )
         meta = obj.get("metadata") or {}
         current = meta.get("annotations") or {}
         if all(current.get(k) == v for k, v in wanted.items()):

@@ -144,5 +144,7 @@ class LedgerClient:
                 attempt += 1
         except KubeError as exc:
             log.warning("quota ledger unavailable", extra={"error": str(exc), "ledger": self.name})
-            return [msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))] * len(batch)
+            return [msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))] * len(
+                batch
+            )
         return [msg.ledger_busy(self.attempts)] * len(batch)

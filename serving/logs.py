@@ -54,7 +54,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str | int = "INFO", *, stream: IO[str] | None = None) -> logging.Handler:
-    """Send the root logger to `stream` (stderr) as JSON lines; replaces earlier handlers. Returns the handler."""
+    """Send the root logger to `stream` (stderr) as JSON lines; replaces earlier handlers. Returns the
+    handler."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -81,7 +81,9 @@ def require_client_cert(
             )
         if name not in allowed:
             metrics.http_rejected.labels(app=app, reason=REJECT_FORBIDDEN).inc()
-            log.warning("refused a client certificate", extra={"app": app, "client": name, "path": request.path})
+            log.warning(
+                "refused a client certificate", extra={"app": app, "client": name, "path": request.path}
+            )
             return web.json_response(
                 {"error": f"client certificate {name!r} may not call {request.path}; allowed: {wanted}"},
                 status=403,

@@ -20,13 +20,19 @@ class PrometheusError(Exception):
     """Prometheus could not answer the usage queries."""
 
 
-async def usage_from_prometheus(url: str, window_s: float, *, session: aiohttp.ClientSession | None = None) -> dict[tuple[str, str], Usage]:
+async def usage_from_prometheus(
+    url: str, window_s: float, *, session: aiohttp.ClientSession | None = None
+) -> dict[tuple[str, str], Usage]:
     """(team, type) -> GPU-seconds and cost over the last `window_s` seconds."""
     own = session is None
     client = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S))
     try:
-        seconds = await _query(client, url, f"sum by (team, type) (increase(accel_gpu_seconds_total[{int(window_s)}s]))")
-        cost = await _query(client, url, f"sum by (team, type) (increase(accel_gpu_cost_total[{int(window_s)}s]))")
+        seconds = await _query(
+            client, url, f"sum by (team, type) (increase(accel_gpu_seconds_total[{int(window_s)}s]))"
+        )
+        cost = await _query(
+            client, url, f"sum by (team, type) (increase(accel_gpu_cost_total[{int(window_s)}s]))"
+        )
     finally:
         if own:
             await client.close()

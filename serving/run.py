@@ -7,7 +7,8 @@ by `serving.app.InFlight` while connections still read, so a request whose body 
 completes too; aiohttp's own shutdown stops reading first), then connections close, the app's
 cleanup contexts run (the TLS poller among them) and the call returns.
 
-Plaintext is refused unless `allow_plaintext=True` (the CLI's `--insecure-plaintext`), and always for an app named "webhook": the API
+Plaintext is refused unless `allow_plaintext=True` (the CLI's `--insecure-plaintext`), and always for an app
+named "webhook": the API
 server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
 """
 
@@ -43,7 +44,8 @@ def require_tls(name: str, tls: ReloadingTLS | None, allow_plaintext: bool) -> N
         )
         raise PlaintextRefused(
             f"refusing to serve {name!r} without TLS: create a certificate with "
-            f"`accel certs create --local --service accel-{name} --out-dir DIR`, then pass --cert-dir DIR; {hint}"
+            f"`accel certs create --local --service accel-{name} --out-dir DIR`, then pass --cert-dir DIR; "
+            f"{hint}"
         )
 
 

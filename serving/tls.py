@@ -100,7 +100,9 @@ class ReloadingTLS:
         try:
             self.context.load_verify_locations(cafile=str(self.client_ca))
         except (OSError, ssl.SSLError) as exc:
-            log.error("client CA rejected; keeping the trusted ones: %s", exc, extra={"ca": str(self.client_ca)})
+            log.error(
+                "client CA rejected; keeping the trusted ones: %s", exc, extra={"ca": str(self.client_ca)}
+            )
             return False
         log.info("client CA loaded", extra={"ca": str(self.client_ca)})
         return True

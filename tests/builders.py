@@ -76,7 +76,9 @@ def node_model(
     mig: Mapping[str, int] | None = None,
 ) -> NodeInventory:
     """A schedulable GPU node as the inventory sees it."""
-    resources = {resource: count * replicas} if not mig else {f"nvidia.com/mig-{p}": n for p, n in mig.items()}
+    resources = (
+        {resource: count * replicas} if not mig else {f"nvidia.com/mig-{p}": n for p, n in mig.items()}
+    )
     accelerators = NodeAccelerators(
         types=(accel_type,),
         vendor=accel_type.split("-", 1)[0],
@@ -87,7 +89,9 @@ def node_model(
         mig=MigLayout(strategy="mixed", slices=dict(mig)) if mig else None,
         resources=resources,
     )
-    return NodeInventory(name=name, labels={key: product, "kubernetes.io/hostname": name}, accelerators=accelerators)
+    return NodeInventory(
+        name=name, labels={key: product, "kubernetes.io/hostname": name}, accelerators=accelerators
+    )
 
 
 DEFAULT_NODES: tuple[NodeInventory, ...] = (
@@ -126,7 +130,9 @@ def make_inventory(
     )
 
 
-def make_context(pods: Iterable[Mapping[str, Any]] = (), *, policy: ParsedPolicy | None = None, **kw: Any) -> AdmissionContext:
+def make_context(
+    pods: Iterable[Mapping[str, Any]] = (), *, policy: ParsedPolicy | None = None, **kw: Any
+) -> AdmissionContext:
     return build_context(policy or example_policy(), make_inventory(pods, **kw))
 
 

@@ -77,10 +77,14 @@ class Admitter:
             ("decision", "reason", "profile", "team"),
         )
         self.quota_used = metrics.gauge(
-            "accel_quota_used_gpus", "GPU-equivalents a team uses per type ('*' = all types).", ("team", "type")
+            "accel_quota_used_gpus",
+            "GPU-equivalents a team uses per type ('*' = all types).",
+            ("team", "type"),
         )
         self.quota_limit = metrics.gauge(
-            "accel_quota_limit_gpus", "A team's quota in GPU-equivalents per type ('*' = all types).", ("team", "type")
+            "accel_quota_limit_gpus",
+            "A team's quota in GPU-equivalents per type ('*' = all types).",
+            ("team", "type"),
         )
 
     def context(self) -> AdmissionContext:
@@ -120,7 +124,9 @@ class Admitter:
         key = (decision.outcome, decision.reason, decision.profile or "-", decision.team or "-")
         child = self._counted.get(key)
         if child is None:
-            child = self._counted[key] = self.decisions.labels(decision=key[0], reason=key[1], profile=key[2], team=key[3])
+            child = self._counted[key] = self.decisions.labels(
+                decision=key[0], reason=key[1], profile=key[2], team=key[3]
+            )
         child.inc()
 
     def _log(self, kind: str, uid: str, namespace: str, decision: Decision) -> None:
@@ -145,7 +151,10 @@ class Admitter:
             return None
         uid, namespace = found
         ctx = self.context()
-        key = ("excluded-namespace" if namespace in ctx.excluded else "no-accelerator", ctx.policy.settings.mode)
+        key = (
+            "excluded-namespace" if namespace in ctx.excluded else "no-accelerator",
+            ctx.policy.settings.mode,
+        )
         decision = self._plain.get(key)
         if decision is None:  # a pure function of (reason, mode): decided once
             decision = self._plain[key] = apply_mode(passthrough(key[0]), key[1])
@@ -187,8 +196,14 @@ class Admitter:
                 outcome = decide_quota(quota, await self._read_ledger(), ctx=ctx, now=now)
             decision = finish_validation(plan, outcome, ctx)
             if isinstance(outcome, ReservationOutcome):
-                self._publish_team(quota.team.name, quota.reservation.type, outcome, decision.allowed and quota.commit,
-                                   quota.reservation.amount, ctx)
+                self._publish_team(
+                    quota.team.name,
+                    quota.reservation.type,
+                    outcome,
+                    decision.allowed and quota.commit,
+                    quota.reservation.amount,
+                    ctx,
+                )
         decision = apply_mode(decision, ctx.policy.settings.mode)
         return self._record("validate", request, decision)
 

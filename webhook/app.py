@@ -86,10 +86,14 @@ def make_app(
         max_body_bytes=max_body_bytes,
         max_concurrency=max_concurrency,
         ready=state.ready,
-        authenticate=require_client_cert(names, app="webhook", metrics=metrics) if names is not None else None,
+        authenticate=require_client_cert(names, app="webhook", metrics=metrics)
+        if names is not None
+        else None,
     )
     ledger = LedgerClient(ledger_store) if ledger_store is not None else None
-    admitter = app[ADMITTER] = Admitter(state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id)
+    admitter = app[ADMITTER] = Admitter(
+        state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id
+    )
     if ledger is not None and pod_source is not None:
         reconciler = Reconciler(admitter, pod_source)
 

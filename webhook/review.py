@@ -64,7 +64,12 @@ class AdmissionRequest(_Wire):
 
     @property
     def is_pod_create(self) -> bool:
-        return self.kind.kind == "Pod" and self.kind.group == "" and self.operation == "CREATE" and not self.sub_resource
+        return (
+            self.kind.kind == "Pod"
+            and self.kind.group == ""
+            and self.operation == "CREATE"
+            and not self.sub_resource
+        )
 
     @property
     def pod_namespace(self) -> str:
@@ -123,18 +128,24 @@ def plain_pod_create(body: Any) -> tuple[str, str] | None:
     if wants_accelerators(pod):
         return None
     metadata = pod.get("metadata")
-    namespace = request.get("namespace") or (metadata.get("namespace") if type(metadata) is dict else "") or ""
+    namespace = (
+        request.get("namespace") or (metadata.get("namespace") if type(metadata) is dict else "") or ""
+    )
     return uid, str(namespace)
 
 
 def _audit(values: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in values.items() if AUDIT_KEY.fullmatch(k)}  # fullmatch: `$` alone lets "key\n" through
+    return {
+        k: v for k, v in values.items() if AUDIT_KEY.fullmatch(k)
+    }  # fullmatch: `$` alone lets "key\n" through
 
 
 def build_response(uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:
     """The AdmissionReview answer for `decision` (module rules 1-4)."""
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
-    if mutating and decision.allowed and decision.ops:  # a denial's ops (accel.admission rule 8) only count once admitted
+    if (
+        mutating and decision.allowed and decision.ops
+    ):  # a denial's ops (accel.admission rule 8) only count once admitted
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(orjson.dumps(list(decision.ops))).decode()
     if decision.warnings:

@@ -63,7 +63,9 @@ class AffinityError(ValueError):
 
 def product_key(accel_type: AcceleratorType) -> str | None:
     """The node label key that names this type's product, from its device plugin's domain."""
-    return next((key for prefix, key in _KEY_BY_RESOURCE_PREFIX if accel_type.resource_name.startswith(prefix)), None)
+    return next(
+        (key for prefix, key in _KEY_BY_RESOURCE_PREFIX if accel_type.resource_name.startswith(prefix)), None
+    )
 
 
 def _variants(label: str, profile: Profile) -> list[str]:
@@ -90,7 +92,9 @@ def _observed(nodes: Sequence[NodeInventory], key: str) -> Iterable[str]:
             yield value
 
 
-def _product_values(accel_type: AcceleratorType, key: str, profile: Profile, nodes: Sequence[NodeInventory]) -> list[str]:
+def _product_values(
+    accel_type: AcceleratorType, key: str, profile: Profile, nodes: Sequence[NodeInventory]
+) -> list[str]:
     mine = [v for label in accel_type.product_labels for v in _variants(label, profile)]
     mine += [v for v in _observed(nodes, key) if _fits_sharing(v, profile)]
     return list(dict.fromkeys(mine))
@@ -100,7 +104,9 @@ def _uncovered(nodes: Sequence[NodeInventory], found: Sequence[tuple[str, list[s
     return [n for n in nodes if not any(n.labels.get(key) in values for key, values in found)]
 
 
-def type_expressions(name: str, profile: Profile, *, catalog: Catalog, inventory: Inventory) -> list[tuple[str, list[str]]]:
+def type_expressions(
+    name: str, profile: Profile, *, catalog: Catalog, inventory: Inventory
+) -> list[tuple[str, list[str]]]:
     """Rule 0: the `(key, values)` alternatives that identify nodes of type `name` (ORed)."""
     accel_type = catalog.get(name)
     if accel_type is None:
@@ -117,11 +123,18 @@ def type_expressions(name: str, profile: Profile, *, catalog: Catalog, inventory
     if instances and (not found or any(n.labels.get(INSTANCE_TYPE_KEY) for n in _uncovered(nodes, found))):
         found.append((INSTANCE_TYPE_KEY, instances))
     if not found:
-        patterns = f"instanceTypes {list(accel_type.instance_types)}" if accel_type.instance_types else "no instanceTypes"
+        patterns = (
+            f"instanceTypes {list(accel_type.instance_types)}"
+            if accel_type.instance_types
+            else "no instanceTypes"
+        )
         raise AffinityError(
-            f"type {name!r} cannot be matched by node affinity: the catalog has no productLabels or gkeAccelerators "
-            f"for it and no node of this type with a {INSTANCE_TYPE_KEY} label is in the cluster ({patterns}); add "
-            "productLabels or gkeAccelerators for it in accelerators.yaml, or retry once its nodes have joined"
+            f"type {name!r} cannot be matched by node affinity: the catalog has no productLabels or "
+            "gkeAccelerators "
+            f"for it and no node of this type with a {INSTANCE_TYPE_KEY} label is in the cluster "
+            f"({patterns}); add "
+            "productLabels or gkeAccelerators for it in accelerators.yaml, or retry once its nodes have "
+            "joined"
         )
     return found
 
@@ -135,7 +148,9 @@ class TypeSelector:
     values_by_key: Mapping[str, frozenset[str]]
 
 
-def build_selector(profile: Profile, types: Sequence[str], *, catalog: Catalog, inventory: Inventory) -> TypeSelector:
+def build_selector(
+    profile: Profile, types: Sequence[str], *, catalog: Catalog, inventory: Inventory
+) -> TypeSelector:
     """Selector over `types` (a non-empty subset of the profile's, in preference order)."""
     values: dict[str, list[str]] = {}
     per_type: list[list[tuple[str, list[str]]]] = []
@@ -169,7 +184,9 @@ def restricts(term: Mapping[str, Any], selector: TypeSelector) -> bool:
     return False
 
 
-def _contradicts(term: Mapping[str, Any], key: str, allowed: frozenset[str], node_selector: Mapping[str, str]) -> str | None:
+def _contradicts(
+    term: Mapping[str, Any], key: str, allowed: frozenset[str], node_selector: Mapping[str, str]
+) -> str | None:
     """Why `term AND key In allowed` can never match, quoting the user's constraint; None if it can."""
     if key in node_selector and node_selector[key] not in allowed:
         return f"nodeSelector {key}={node_selector[key]}"
@@ -211,7 +228,11 @@ def plan_affinity(spec: Mapping[str, Any], selector: TypeSelector) -> AffinityPl
             keys = [e.get("key") for e in term.get("matchExpressions") or () if isinstance(e, Mapping)
                     and restricts({"matchExpressions": [e]}, selector)]
             reason = next(
-                (r for k, v in selector.values_by_key.items() if k in keys and (r := _contradicts({}, k, v, node_selector))),
+                (
+                    r
+                    for k, v in selector.values_by_key.items()
+                    if k in keys and (r := _contradicts({}, k, v, node_selector))
+                ),
                 None,
             )
             satisfiable += reason is None
@@ -219,10 +240,14 @@ def plan_affinity(spec: Mapping[str, Any], selector: TypeSelector) -> AffinityPl
             continue
         changed = True
         for expression in selector.expressions:
-            reason = _contradicts(term, expression["key"], selector.values_by_key[expression["key"]], node_selector)
+            reason = _contradicts(
+                term, expression["key"], selector.values_by_key[expression["key"]], node_selector
+            )
             conflicts += [reason] if reason else []
             satisfiable += reason is None
-            out.append({**term, "matchExpressions": [*(term.get("matchExpressions") or ()), dict(expression)]})
+            out.append(
+                {**term, "matchExpressions": [*(term.get("matchExpressions") or ()), dict(expression)]}
+            )
     existing = node_affinity.get(PREFERRED) or []
     preferred = [p for p in selector.preferred if p not in existing]
     if not satisfiable:

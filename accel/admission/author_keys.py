@@ -25,7 +25,9 @@ JOB_ANNOTATION = "accel.dev/job"
 JOB_SIZE_ANNOTATION = "accel.dev/job-size"
 
 # Rule 1: the complete list of accel-namespaced annotations a pod's author may set.
-AUTHOR_KEYS: frozenset[str] = frozenset({PROFILE_ANNOTATION, ODH_PROFILE_ANNOTATION, JOB_ANNOTATION, JOB_SIZE_ANNOTATION})
+AUTHOR_KEYS: frozenset[str] = frozenset(
+    {PROFILE_ANNOTATION, ODH_PROFILE_ANNOTATION, JOB_ANNOTATION, JOB_SIZE_ANNOTATION}
+)
 
 
 def is_webhook_owned(key: str) -> bool:

@@ -48,7 +48,9 @@ class AdmissionContext:
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _prices: dict[tuple[str, str, Fraction], dict[str, str]] = field(default_factory=dict)
-    _request_prices: dict[tuple[str, str, tuple[tuple[str, int], ...]], dict[str, str]] = field(default_factory=dict)
+    _request_prices: dict[tuple[str, str, tuple[tuple[str, int], ...]], dict[str, str]] = field(
+        default_factory=dict
+    )
 
     @property
     def policy(self) -> Policy:
@@ -86,7 +88,9 @@ class AdmissionContext:
             self._prices[key] = found
         return found
 
-    def request_prices(self, profile: Profile, accel_type: str, requests: Mapping[str, int]) -> dict[str, str]:
+    def request_prices(
+        self, profile: Profile, accel_type: str, requests: Mapping[str, int]
+    ) -> dict[str, str]:
         """`price_annotations` for a pod asking `requests`, charged as `accel_type` (its GPU-equivalents)
         or, with "" (no type chosen), as whole units; memoised per request shape."""
         key = (profile.name, accel_type, tuple(requests.items()))
@@ -162,7 +166,11 @@ def _inherit_memos(context: AdmissionContext, previous: AdmissionContext) -> Non
         context._tolerations, context._prices = previous._tolerations, previous._prices
         context._request_prices = previous._request_prices
     old, new = previous.inventory.nodes, context.inventory.nodes
-    if len(previous._selectors) < MAX_MEMO and len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True)):
+    if (
+        len(previous._selectors) < MAX_MEMO
+        and len(old) == len(new)
+        and all(a is b for a, b in zip(old, new, strict=True))
+    ):
         context._selectors = previous._selectors
 
 
@@ -170,7 +178,9 @@ def wants_accelerators(pod: Mapping[str, Any]) -> bool:
     """Fast check: a profile annotation or any accelerator resource in any container."""
     metadata = pod.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    if isinstance(annotations, Mapping) and (PROFILE_ANNOTATION in annotations or ODH_PROFILE_ANNOTATION in annotations):
+    if isinstance(annotations, Mapping) and (
+        PROFILE_ANNOTATION in annotations or ODH_PROFILE_ANNOTATION in annotations
+    ):
         return True
     spec = pod.get("spec")
     for list_name in CONTAINER_LISTS:
@@ -207,17 +217,38 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
     )
 
 
-def gpu_equivalents(view: PodView | Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
+def gpu_equivalents(
+    view: PodView | Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog
+) -> Fraction:
     """What a pending pod (its view, or just its accelerator requests) would count on `accel_type`."""
-    return requested_gpu_equivalents(view.accelerators if isinstance(view, PodView) else view, accel_type, profile, catalog)
+    return requested_gpu_equivalents(
+        view.accelerators if isinstance(view, PodView) else view, accel_type, profile, catalog
+    )
 
 
-_MAPS: tuple[tuple[str, ...], ...] = (("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),
-         ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"),
-         ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"))
-_LISTS: tuple[tuple[str, ...], ...] = (("spec", "tolerations"), ("spec", "containers"), ("spec", "initContainers"),
-          ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"),
-          ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"))
+_MAPS: tuple[tuple[str, ...], ...] = (
+    ("metadata",),
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("spec",),
+    ("spec", "nodeSelector"),
+    ("spec", "affinity"),
+    ("spec", "affinity", "nodeAffinity"),
+    ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"),
+)
+_LISTS: tuple[tuple[str, ...], ...] = (
+    ("spec", "tolerations"),
+    ("spec", "containers"),
+    ("spec", "initContainers"),
+    (
+        "spec",
+        "affinity",
+        "nodeAffinity",
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "nodeSelectorTerms",
+    ),
+    ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution"),
+)
 
 
 # Every path above and each of its prefixes, parents first, as (path, parent path, key).
@@ -269,7 +300,8 @@ def shape_errors(pod: Mapping[str, Any]) -> list[str]:
             if resources is None:
                 continue
             if type(resources) is not dict or any(
-                resources.get(part) is not None and type(resources.get(part)) is not dict for part in ("requests", "limits")
+                resources.get(part) is not None and type(resources.get(part)) is not dict
+                for part in ("requests", "limits")
             ):
                 errors.append(f"spec.{list_name}[].resources must map requests/limits to objects")
     return errors

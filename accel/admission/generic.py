@@ -43,7 +43,9 @@ NVIDIA_GPU = "nvidia.com/gpu"
 
 def is_restricted(team: Team | None) -> bool:
     """Rule 1: whether a generic pod of `team` must be narrowed to concrete types."""
-    return team is not None and (team.allowed_types is not None or any(key != ALL_TYPES for key in team.quota))
+    return team is not None and (
+        team.allowed_types is not None or any(key != ALL_TYPES for key in team.quota)
+    )
 
 
 def device_resource(resource: str) -> str:
@@ -89,7 +91,9 @@ def narrowing_finding(
         return no_candidates(team, profile, view.accelerators)
     annotated = [v for key in (TYPE_ANNOTATION, QUOTA_TYPE_ANNOTATION) if (v := view.annotations.get(key))]
     if outside := [t for t in annotated if t not in candidates]:
-        return msg.not_narrowed(team.name, profile.name, f"it names type {outside[0]}, not one of {', '.join(candidates)}")
+        return msg.not_narrowed(
+            team.name, profile.name, f"it names type {outside[0]}, not one of {', '.join(candidates)}"
+        )
     narrowed = (annotated[0],) if annotated else candidates
     try:
         selector = ctx.selector(profile, narrowed)
@@ -98,6 +102,8 @@ def narrowing_finding(
     terms = required_terms(pod)
     if not terms or not all(isinstance(t, Mapping) and restricts(t, selector) for t in terms):
         return msg.not_narrowed(
-            team.name, profile.name, f"its required node affinity does not restrict it to {', '.join(narrowed)}"
+            team.name,
+            profile.name,
+            f"its required node affinity does not restrict it to {', '.join(narrowed)}",
         )
     return None

@@ -34,7 +34,8 @@ def _names(names: Iterable[str]) -> str:
 def unknown_profile(name: str, valid: Sequence[str]) -> Finding:
     return Finding(
         "unknown-profile",
-        f'hardware profile "{name}" does not exist; set annotation accel.dev/profile to one of: {_names(valid)}',
+        f'hardware profile "{name}" does not exist; set annotation accel.dev/profile to one of: '
+        f'{_names(valid)}',
         400,
     )
 
@@ -51,7 +52,8 @@ def affinity_conflict(profile: str, types: Sequence[str], conflict: str) -> Find
     return Finding(
         "affinity-conflict",
         f'the pod\'s own node constraint ({conflict}) excludes every node of profile "{profile}" '
-        f"(allowed types: {', '.join(types)}); remove that constraint or pick a profile with the type you need",
+        f"(allowed types: {', '.join(types)}); remove that constraint or pick a profile with the type you "
+        "need",
         400,
     )
 
@@ -88,17 +90,22 @@ def team_mismatch(label: str, namespace: str, ns_team: str, pod_team: str) -> Fi
 def no_team(namespace: str, label: str, pod_label: str | None = None) -> Finding:
     """`pod_label`: the pod's own team label, which never decides the team (issue 21)."""
     ignored = (
-        f' (the pod\'s own label {label}="{pod_label}" does not count: the team comes only from the namespace)'
-        if pod_label else ""
+        f' (the pod\'s own label {label}="{pod_label}" does not count: the team comes only from the '
+        'namespace)'
+        if pod_label
+        else ""
     )
     return Finding(
         "no-team",
-        f'namespace "{namespace}" has no {label} label, so its GPU quota is unknown{ignored}; ask an admin to run '
+        f'namespace "{namespace}" has no {label} label, so its GPU quota is unknown{ignored}; ask an admin '
+        'to run '
         f"kubectl label namespace {namespace} {label}=<team>",
     )
 
 
-def no_profile(team: str | None, resources: Sequence[str], allowed: Sequence[str], skipped: Sequence[str]) -> Finding:
+def no_profile(
+    team: str | None, resources: Sequence[str], allowed: Sequence[str], skipped: Sequence[str]
+) -> Finding:
     """A GPU pod that names no hardware profile and gets no usable default (issue 14 section 1)."""
     whose = f'team "{team}" may use' if team else "usable profiles"
     why = (
@@ -117,7 +124,8 @@ def resource_mismatch(profile: str, container: str, asked: str, uses: str, why: 
     """A pod's accelerator resource that the profile cannot give it (issue 14 section 4)."""
     return Finding(
         "resource-mismatch",
-        f'container "{container}" asks for {asked}, but profile "{profile}" uses {uses} ({why}); request {uses} '
+        f'container "{container}" asks for {asked}, but profile "{profile}" uses {uses} ({why}); request '
+        f'{uses} '
         "instead, or pick a profile that gives what the pod asks for",
     )
 
@@ -128,14 +136,16 @@ def forged_annotation(key: str, value: str, expected: str | None) -> Finding:
     return Finding(
         "forged-annotation",
         f'annotation {key}="{value}" is set by accel only, and {should}; remove it from the pod '
-        "(pod authors may set only accel.dev/profile and the job keys), and check that the mutating webhook ran",
+        "(pod authors may set only accel.dev/profile and the job keys), and check that the mutating webhook "
+        "ran",
     )
 
 
 def unknown_team(team: str, known: Sequence[str]) -> Finding:
     return Finding(
         "unknown-team",
-        f'team "{team}" has no entry in the GPU policy (teams.yaml; known teams: {_names(known)}); ask an admin '
+        f'team "{team}" has no entry in the GPU policy (teams.yaml; known teams: {_names(known)}); ask an '
+        'admin '
         "to add it",
     )
 
@@ -155,15 +165,20 @@ def types_not_allowed(team: str, profile: str, types: Sequence[str], allowed: Se
     )
 
 
-def no_generic_candidates(team: str, profile: str, resources: Sequence[str], allowed: Sequence[str] | None) -> Finding:
+def no_generic_candidates(
+    team: str, profile: str, resources: Sequence[str], allowed: Sequence[str] | None
+) -> Finding:
     """A generic profile for a restricted team with no node type it may use (admission rule 6)."""
     allowed_text = f"allowed types: {', '.join(allowed) or 'none'}" if allowed is not None else "any type"
     return Finding(
         "no-allowed-type",
-        f'profile "{profile}" asks for any GPU ({", ".join(resources) or "none"}), but no node in the cluster has a '
-        f'type team "{team}" may use for it ({allowed_text}); GPUs of type "unknown" cannot be targeted by node '
+        f'profile "{profile}" asks for any GPU ({", ".join(resources) or "none"}), but no node in the '
+        'cluster has a '
+        f'type team "{team}" may use for it ({allowed_text}); GPUs of type "unknown" cannot be targeted by '
+        'node '
         "affinity, so a team with allowedTypes or a per-type quota never runs on them; pick a profile with a "
-        "specific type, or ask an admin to label the GPU nodes (GPU operator) or extend the team's allowedTypes",
+        "specific type, or ask an admin to label the GPU nodes (GPU operator) or extend the team's "
+        "allowedTypes",
     )
 
 
@@ -171,13 +186,16 @@ def node_not_accelerator(node: str, profile: str) -> Finding:
     """An author-set spec.nodeName that names no accelerator node the webhook knows."""
     return Finding(
         "node-not-allowed",
-        f'spec.nodeName "{node}" is not an accelerator node known to accel, so profile "{profile}" cannot run there; '
+        f'spec.nodeName "{node}" is not an accelerator node known to accel, so profile "{profile}" cannot '
+        'run there; '
         "remove spec.nodeName and let the scheduler place the pod",
         400,
     )
 
 
-def node_type_not_allowed(node: str, node_type: str, profile: str, team: str, types: Sequence[str]) -> Finding:
+def node_type_not_allowed(
+    node: str, node_type: str, profile: str, team: str, types: Sequence[str]
+) -> Finding:
     """An author-set spec.nodeName on a node whose type the profile/team does not allow."""
     who = f'profile "{profile}"' + (f' for team "{team}"' if team else "")
     return Finding(
@@ -192,7 +210,8 @@ def not_narrowed(team: str, profile: str, why: str) -> Finding:
     """A generic pod of a restricted team that validation sees without the mutating webhook's narrowing."""
     return Finding(
         "not-narrowed",
-        f'pod with generic profile "{profile}" of team "{team}" was not narrowed to the team\'s GPU types by the '
+        f'pod with generic profile "{profile}" of team "{team}" was not narrowed to the team\'s GPU types '
+        'by the '
         f"mutating webhook ({why}); the mutation was skipped or undone: recreate the pod, and check that "
         "no other webhook rewrites accel's node affinity or annotations",
         400,
@@ -201,7 +220,9 @@ def not_narrowed(team: str, profile: str, why: str) -> Finding:
 
 def job_split(job: str, earlier: str, chosen: str, why: str) -> str:
     """Warning: a multi-node job's pod is charged to another type than the job's earlier pods."""
-    return warning_text(f'job "{job}" is split across types: earlier pods use {earlier}, this one {chosen} ({why})')
+    return warning_text(
+        f'job "{job}" is split across types: earlier pods use {earlier}, this one {chosen} ({why})'
+    )
 
 
 def too_many_gpus(requested: int, limit: int, source: str) -> Finding:
@@ -216,7 +237,9 @@ def _excess_text(excess: QuotaExcess) -> str:
     what = "GPUs across all types" if excess.key == ALL_TYPES else f"{excess.key} GPUs"
     # Pods that exist ("in use") and admissions not yet visible as pods ("reserved") are told apart:
     # a reservation is freed on its own within seconds when its pod never appears.
-    reserved = f", {format_gpus(excess.reserved)} reserved by admissions in flight" if excess.reserved > 0 else ""
+    reserved = (
+        f", {format_gpus(excess.reserved)} reserved by admissions in flight" if excess.reserved > 0 else ""
+    )
     in_use = excess.used - excess.reserved if excess.reserved > 0 else excess.used
     return (
         f"would use {format_gpus(excess.would_use)} of {format_gpus(excess.limit)} {what} "
@@ -226,7 +249,11 @@ def _excess_text(excess: QuotaExcess) -> str:
 
 def quota_exceeded(excess: Sequence[QuotaExcess], suggestions: Sequence[str]) -> Finding:
     """`team "nlp" would use 18 of 16 nvidia-a100-80gb GPUs (16 in use, 2 requested); ask for ...`."""
-    fix = f"ask for profile {_names(suggestions)} or free GPUs" if suggestions else "free GPUs or ask an admin for more quota"
+    fix = (
+        f"ask for profile {_names(suggestions)} or free GPUs"
+        if suggestions
+        else "free GPUs or ask an admin for more quota"
+    )
     text = " and ".join(_excess_text(e) for e in excess)
     return Finding("quota-exceeded", f'team "{excess[0].team}" {text}; {fix}')
 
@@ -262,8 +289,10 @@ def not_narrowed_typed(profile: str, types: Sequence[str]) -> Finding:
     """A typed profile's pod that validation sees without the mutating webhook's node affinity."""
     return Finding(
         "not-narrowed",
-        f'pod with profile "{profile}" has no required node affinity restricting it to {", ".join(types)} (the '
-        "mutating webhook writes it; it was skipped or undone): recreate the pod, and check that no other webhook "
+        f'pod with profile "{profile}" has no required node affinity restricting it to {", ".join(types)} '
+        '(the '
+        "mutating webhook writes it; it was skipped or undone): recreate the pod, and check that no other "
+        "webhook "
         "rewrites accel's node affinity",
         400,
     )

@@ -52,7 +52,8 @@ def escape(token: Token) -> str:
 
 
 def pointer(tokens: Sequence[Token]) -> str:
-    """A JSON Pointer from raw tokens: `("metadata", "annotations", "a/b")` -> `/metadata/annotations/a~1b`."""
+    """A JSON Pointer from raw tokens: `("metadata", "annotations", "a/b")` ->
+    `/metadata/annotations/a~1b`."""
     return _pointer(tuple(tokens))
 
 
@@ -123,7 +124,10 @@ class PatchBuilder:
                 nested: Any = _copy(value)
                 for inner in reversed(tokens[depth + 1 :]):
                     if not isinstance(inner, str):
-                        raise PatchError(f"cannot create array index {inner!r} under missing {pointer(tokens[: depth + 1])}")
+                        raise PatchError(
+                            f"cannot create array index {inner!r} under missing "
+                            f"{pointer(tokens[: depth + 1])}"
+                        )
                     nested = {inner: nested}
                 self._record("replace" if found else "add", tokens[: depth + 1], nested, node, token)
                 return

@@ -135,10 +135,27 @@ def apply_mode(decision: Decision, mode: Mode) -> Decision:
     if mode is Mode.WARN and not decision.allowed and decision.finding is not None:
         warning = msg.warning_text(decision.finding.message)
         audit["decision"] = f"warned-{decision.reason}"
-        return replace(decision, allowed=True, finding=None, warnings=(*decision.warnings, warning), audit=audit, warned=True)
+        return replace(
+            decision,
+            allowed=True,
+            finding=None,
+            warnings=(*decision.warnings, warning),
+            audit=audit,
+            warned=True,
+        )
     d = decision  # every admission passes here: the constructor is several times faster than `replace`
-    return Decision(allowed=d.allowed, reason=d.reason, profile=d.profile, team=d.team, finding=d.finding, ops=d.ops,
-                    document=d.document, warnings=d.warnings, audit=audit, warned=d.warned)
+    return Decision(
+        allowed=d.allowed,
+        reason=d.reason,
+        profile=d.profile,
+        team=d.team,
+        finding=d.finding,
+        ops=d.ops,
+        document=d.document,
+        warnings=d.warnings,
+        audit=audit,
+        warned=d.warned,
+    )
 
 
 def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
@@ -146,8 +163,14 @@ def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
 
 
 def _room_types(
-    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: Team, ctx: AdmissionContext, ledger: Ledger,
-    now: float, namespace: str,
+    builder: PatchBuilder,
+    profile: Profile,
+    types: tuple[str, ...],
+    team: Team,
+    ctx: AdmissionContext,
+    ledger: Ledger,
+    now: float,
+    namespace: str,
 ) -> tuple[tuple[str, ...], str | None]:
     """Rules 3 and 7: the allowed types this pod may still land on (quota room on the type's own
     line), in preference order, and, when that leaves the type of the pod's job, the warning."""
@@ -165,7 +188,9 @@ def _room_types(
     return room, msg.job_split(job[1], earlier, ", ".join(room), why)
 
 
-def _node_type(pod: Mapping[str, Any], types: tuple[str, ...], profile: Profile, team: str, ctx: AdmissionContext) -> str | Finding | None:
+def _node_type(
+    pod: Mapping[str, Any], types: tuple[str, ...], profile: Profile, team: str, ctx: AdmissionContext
+) -> str | Finding | None:
     """Rule 4: the real type of the node an author-set `spec.nodeName` names (None: no nodeName),
     or why the pod may not run there."""
     spec = pod.get("spec") or {}
@@ -181,7 +206,9 @@ def _node_type(pod: Mapping[str, Any], types: tuple[str, ...], profile: Profile,
     return node_type
 
 
-def _apply_affinity(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
+def _apply_affinity(
+    builder: PatchBuilder, profile: Profile, types: tuple[str, ...], ctx: AdmissionContext
+) -> Finding | None:
     try:
         selector = ctx.selector(profile, types)
     except AffinityError as exc:
@@ -216,7 +243,9 @@ def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...]
     values = {PROFILE_ANNOTATION: profile.name}
     if len(types) == 1:
         values[TYPE_ANNOTATION] = types[0]
-    values.update(ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document)))
+    values.update(
+        ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document))
+    )
     if team:
         values[TEAM_ANNOTATION] = team
     _annotate(builder, values)
@@ -259,19 +288,27 @@ def mutate(
         return deny(msg.malformed_pod(errors))
     metadata = pod.get("metadata") or {}
     team = resolve_team(namespace, metadata.get("labels") or {}, policy=ctx.policy, inventory=ctx.inventory)
-    resolved = resolve_profile(metadata.get("annotations") or {}, namespace, team.rules, policy=ctx.policy, inventory=ctx.inventory)
+    resolved = resolve_profile(
+        metadata.get("annotations") or {}, namespace, team.rules, policy=ctx.policy, inventory=ctx.inventory
+    )
     if resolved.finding:
         return _denied(pod, resolved.finding, team=team.name or "")
     profile = resolved.profile
     if profile is None:
-        refused = no_profile_finding(namespace, team.rules, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory)
+        refused = no_profile_finding(
+            namespace, team.rules, accelerator_requests(pod), policy=ctx.policy, inventory=ctx.inventory
+        )
         if refused is not None:
             return _denied(pod, refused, team=team.name or "")
         scrubbed = PatchBuilder(pod)
         _scrub(scrubbed, {})
         return Decision(True, "no-profile", team=team.name or "", ops=tuple(scrubbed.ops),
                         document=scrubbed.document if scrubbed else None)
-    if team.rules is not None and team.rules.allowed_profiles is not None and profile.name not in team.rules.allowed_profiles:
+    if (
+        team.rules is not None
+        and team.rules.allowed_profiles is not None
+        and profile.name not in team.rules.allowed_profiles
+    ):
         refused = msg.profile_not_allowed(team.rules.name, profile.name, team.rules.allowed_profiles)
         return _denied(pod, refused, profile=profile.name, team=team.rules.name)
     types = allowed_types(profile, team.rules)
@@ -291,7 +328,9 @@ def mutate(
         resources = light_view(builder.document).accelerators
         types = generic_candidates(resources, team.rules, ctx)
         if not types:
-            return _denied(pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name)
+            return _denied(
+                pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name
+            )
     warnings: tuple[str, ...] = ()
     queued = is_queued(metadata.get("labels") or {}, profile)  # accel.policy.kueue: Kueue owns its quota
     node_type = _node_type(pod, types, profile, team.name or "", ctx)
@@ -300,14 +339,25 @@ def mutate(
     if node_type is not None:
         types = (node_type,)
     elif team.rules is not None and not queued and len(types) > 1 and has_type_quota(team.rules, types):
-        types, split = _room_types(builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace)
+        types, split = _room_types(
+            builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace
+        )
         warnings += (split,) if split else ()
-    finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(builder, profile, ctx)
+    finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(
+        builder, profile, ctx
+    )
     if finding:
         return _denied(pod, finding, profile=profile.name, team=team.name or "")
     _annotations(builder, profile, types, team.name, ctx)
     if ctx.policy.settings.team_pod_label and team.name:  # cost tools (OpenCost/Kubecost) group by pod label
         builder.set_members(["metadata", "labels"], {ctx.policy.settings.team_pod_label: team.name})
     reason = "mutated" if builder else "unchanged"
-    return Decision(True, reason, profile.name, team.name or "", ops=tuple(builder.ops), document=builder.document,
-                    warnings=warnings)
+    return Decision(
+        True,
+        reason,
+        profile.name,
+        team.name or "",
+        ops=tuple(builder.ops),
+        document=builder.document,
+        warnings=warnings,
+    )

@@ -41,13 +41,17 @@ class TeamResolution:
     finding: Finding | None = None
 
 
-def resolve_team(namespace: str, labels: Mapping[str, str], *, policy: Policy, inventory: Inventory) -> TeamResolution:
+def resolve_team(
+    namespace: str, labels: Mapping[str, str], *, policy: Policy, inventory: Inventory
+) -> TeamResolution:
     """The pod's team; a finding when the labels disagree or the team is unknown to the policy."""
     key = policy.settings.team_label
     ns_team = inventory.team_of(namespace, key)
     pod_team = labels.get(key)
     if ns_team and pod_team and ns_team != pod_team:
-        return TeamResolution(ns_team, policy.team(ns_team), msg.team_mismatch(key, namespace, ns_team, pod_team))
+        return TeamResolution(
+            ns_team, policy.team(ns_team), msg.team_mismatch(key, namespace, ns_team, pod_team)
+        )
     name = ns_team
     if not name:
         return TeamResolution(None, None, msg.no_team(namespace, key, pod_team) if policy.teams else None)
@@ -63,7 +67,9 @@ class ProfileResolution:
     finding: Finding | None = None
 
 
-def default_profile_names(namespace: str, team: Team | None, *, policy: Policy, inventory: Inventory) -> list[str]:
+def default_profile_names(
+    namespace: str, team: Team | None, *, policy: Policy, inventory: Inventory
+) -> list[str]:
     """Steps 2-4 of the module order: the defaults that name something, first first."""
     found = (
         inventory.namespace_annotations.get(namespace, {}).get(NAMESPACE_PROFILE_ANNOTATION),
@@ -93,7 +99,11 @@ def no_profile_finding(namespace: str, team: Team | None, resources: Mapping[str
     enabled = [p.name for p in policy.profiles if p.enabled]
     if not enabled:
         return None
-    allowed = [name for name in enabled if team is None or team.allowed_profiles is None or name in team.allowed_profiles]
+    allowed = [
+        name
+        for name in enabled
+        if team is None or team.allowed_profiles is None or name in team.allowed_profiles
+    ]
     skipped = default_profile_names(namespace, team, policy=policy, inventory=inventory)
     return msg.no_profile(team.name if team else None, sorted(resources), allowed, skipped)
 

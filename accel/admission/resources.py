@@ -47,8 +47,16 @@ def _container_resources(builder: PatchBuilder) -> list[tuple[str, set[str]]]:
             names: set[str] = set()
             for part in ("requests", "limits"):
                 amounts = resources.get(part) if isinstance(resources, dict) else None
-                names.update(str(k) for k in amounts or () if isinstance(amounts, dict) and is_accelerator_resource(str(k)))
-            label = str(container.get("name") or f"{list_name}[{index}]") if isinstance(container, dict) else f"{list_name}[{index}]"
+                names.update(
+                    str(k)
+                    for k in amounts or ()
+                    if isinstance(amounts, dict) and is_accelerator_resource(str(k))
+                )
+            label = (
+                str(container.get("name") or f"{list_name}[{index}]")
+                if isinstance(container, dict)
+                else f"{list_name}[{index}]"
+            )
             found.append((label, names))
     return found
 
@@ -75,27 +83,43 @@ def mixed_replicas(profile: Profile, asked: set[str]) -> Finding | None:
     for name in sorted(asked):
         if name.endswith(SHARED_SUFFIX) and name.removesuffix(SHARED_SUFFIX) in asked:
             device = name.removesuffix(SHARED_SUFFIX)
-            return msg.resource_mismatch(profile.name, "(pod)", f"both {device} and {name}", f"{device} or {name}",
-                                         "whole GPUs and time-sliced replicas cannot be one request")
+            return msg.resource_mismatch(
+                profile.name,
+                "(pod)",
+                f"both {device} and {name}",
+                f"{device} or {name}",
+                "whole GPUs and time-sliced replicas cannot be one request",
+            )
     return None
 
 
-def match_resources(builder: PatchBuilder, profile: Profile, types: Sequence[str], target: str, catalog: Catalog) -> Finding | None:
+def match_resources(
+    builder: PatchBuilder, profile: Profile, types: Sequence[str], target: str, catalog: Catalog
+) -> Finding | None:
     """Rule 4: None when every accelerator resource of the pod fits `profile`, else the denial."""
     containers = _container_resources(builder)
     if profile.is_generic:
-        return mixed_replicas(profile, set().union(*(names for _, names in containers)) if containers else set())
+        return mixed_replicas(
+            profile, set().union(*(names for _, names in containers)) if containers else set()
+        )
     for container, names in containers:
         for name in sorted(names):
             if name == target:
                 continue
             if name == PLAIN_GPU:
                 if target in names:
-                    return msg.resource_mismatch(profile.name, container, f"both {PLAIN_GPU} and {target}", target,
-                                                 "one request per container; the two cannot be merged without dropping or "
-                                                 "double-charging a unit")
+                    return msg.resource_mismatch(
+                        profile.name,
+                        container,
+                        f"both {PLAIN_GPU} and {target}",
+                        target,
+                        "one request per container; the two cannot be merged without dropping or "
+                        "double-charging a unit",
+                    )
                 continue
-            return msg.resource_mismatch(profile.name, container, name, target, _why(name, profile, types, catalog))
+            return msg.resource_mismatch(
+                profile.name, container, name, target, _why(name, profile, types, catalog)
+            )
     return None
 
 

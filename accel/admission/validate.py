@@ -23,9 +23,7 @@ Rules:
    review carries it), never an annotation (accel.quota.rules invariant 2). `dryRun` requests, warn and
    dry-run modes evaluate without reserving (`commit=False`). The reservation records the pod's
    job (accel.admission.jobs), so later pods of the job find its type before the watch shows it.
-5. All failed checks of step 2-3 are reported together; the first one names the reason code
-   (audit annotation `decision`), and when more than one rule broke, audit annotation `reasons`
-   lists every broken rule's code in order (`missing-labels,no-team`), so no code is lost.
+5. All failed checks of step 2-3 are reported together; the first one names the reason code.
 6. Nothing mutation wrote is trusted (issue 21; accel.admission.author_keys rule 3): the team is the
    namespace label, the profile is resolved again (a GPU pod with no usable profile is denied as
    in mutation), a typed profile's pod must ask for exactly the profile's resource (mutation
@@ -105,11 +103,15 @@ def _checks(
         findings.append(msg.missing_labels(required, missing))
     team = resolve_team(namespace, view.labels, policy=policy, inventory=ctx.inventory)
     findings += [team.finding] if team.finding else []
-    resolved = resolve_profile(view.annotations, namespace, team.rules, policy=policy, inventory=ctx.inventory)
+    resolved = resolve_profile(
+        view.annotations, namespace, team.rules, policy=policy, inventory=ctx.inventory
+    )
     findings += [resolved.finding] if resolved.finding else []
     profile = resolved.profile
     if profile is None and resolved.finding is None and view.accelerators:
-        refused = no_profile_finding(namespace, team.rules, view.accelerators, policy=policy, inventory=ctx.inventory)
+        refused = no_profile_finding(
+            namespace, team.rules, view.accelerators, policy=policy, inventory=ctx.inventory
+        )
         findings += [refused] if refused else []
     units = sum(view.accelerators.values())
     if profile is not None and team.rules is not None:
@@ -117,7 +119,11 @@ def _checks(
         if allowed is not None and profile.name not in allowed:
             findings.append(msg.profile_not_allowed(team.rules.name, profile.name, allowed))
         if profile.accelerators and not allowed_types(profile, team.rules):
-            findings.append(msg.types_not_allowed(team.rules.name, profile.name, profile.types, team.rules.allowed_types or ()))
+            findings.append(
+                msg.types_not_allowed(
+                    team.rules.name, profile.name, profile.types, team.rules.allowed_types or ()
+                )
+            )
         if profile.is_generic and is_restricted(team.rules):
             narrowing = narrowing_finding(pod, view, profile=profile, team=team.rules, ctx=ctx)
             findings += [narrowing] if narrowing else []
@@ -130,7 +136,9 @@ def _checks(
         if node is None or not node_type:
             findings.append(msg.node_not_accelerator(node_name, profile.name))
         elif types and node_type not in types:
-            findings.append(msg.node_type_not_allowed(node_name, node_type, profile.name, team.name or "", types))
+            findings.append(
+                msg.node_type_not_allowed(node_name, node_type, profile.name, team.name or "", types)
+            )
     if profile is not None and profile.gpus.max is not None and units > profile.gpus.max:
         findings.append(msg.too_many_gpus(units, profile.gpus.max, f'profile "{profile.name}"'))
     cap = policy.settings.max_gpus_per_pod
@@ -144,7 +152,9 @@ PRICE_KEYS = (PRICE_ANNOTATION, COST_ANNOTATION)
 CHECKED_ELSEWHERE = frozenset({PROFILE_ANNOTATION, RESERVATION_ANNOTATION})
 
 
-def _affinity_finding(pod: Mapping[str, Any], profile: Profile, types: tuple[str, ...], ctx: AdmissionContext) -> Finding | None:
+def _affinity_finding(
+    pod: Mapping[str, Any], profile: Profile, types: tuple[str, ...], ctx: AdmissionContext
+) -> Finding | None:
     """Rule 6: a typed profile's pod must be restricted by its required node affinity to the
     profile's allowed types (mutation wrote it); else the default scheduler could place it on any
     GPU while it is charged to an allowed type."""
@@ -158,8 +168,14 @@ def _affinity_finding(pod: Mapping[str, Any], profile: Profile, types: tuple[str
     return msg.not_narrowed_typed(profile.name, types)
 
 
-def _owned_findings(pod: Mapping[str, Any], view: PodView, profile: Profile | None, team: Team | None, team_name: str | None,
-                    ctx: AdmissionContext) -> list[Finding]:
+def _owned_findings(
+    pod: Mapping[str, Any],
+    view: PodView,
+    profile: Profile | None,
+    team: Team | None,
+    team_name: str | None,
+    ctx: AdmissionContext,
+) -> list[Finding]:
     """Rule 6: owned annotations that disagree with what validation recomputes, and a typed
     profile's resource that mutation would have renamed."""
     notes = view.annotations
@@ -167,18 +183,36 @@ def _owned_findings(pod: Mapping[str, Any], view: PodView, profile: Profile | No
     types: tuple[str, ...] = ()
     narrowed = profile is not None and profile.is_generic and is_restricted(team)
     if profile is not None:
-        types = generic_candidates(view.accelerators, team, ctx) if narrowed and team else allowed_types(profile, team)
+        types = (
+            generic_candidates(view.accelerators, team, ctx)
+            if narrowed and team
+            else allowed_types(profile, team)
+        )
     findings: list[Finding] = []
     if profile is not None and profile.accelerators:
         target = target_resource(profile, types, ctx.catalog)
         if wrong := sorted(r for r in view.accelerators if r != target):
-            findings.append(msg.resource_mismatch(profile.name, "(pod)", wrong[0], target,
-                                                  "the mutating webhook renames or refuses it; it was skipped or undone"))
+            findings.append(
+                msg.resource_mismatch(
+                    profile.name,
+                    "(pod)",
+                    wrong[0],
+                    target,
+                    "the mutating webhook renames or refuses it; it was skipped or undone",
+                )
+            )
     elif profile is not None and (mixed := mixed_replicas(profile, set(view.accelerators))):
         findings.append(mixed)
     findings += _forged(view, present, profile, types, narrowed, team_name, ctx)
-    if (profile is not None and profile.accelerators and types and ctx.policy.settings.mode is not Mode.DRY_RUN
-            and not view.node_name and not findings and (away := _affinity_finding(pod, profile, types, ctx))):
+    if (
+        profile is not None
+        and profile.accelerators
+        and types
+        and ctx.policy.settings.mode is not Mode.DRY_RUN
+        and not view.node_name
+        and not findings
+        and (away := _affinity_finding(pod, profile, types, ctx))
+    ):
         findings.append(away)  # last, and only alone: a more specific finding above explains the pod better
     return findings
 
@@ -205,10 +239,16 @@ def _forged(view: PodView, present: list[str], profile: Profile | None, types: t
         else:
             findings.append(msg.forged_annotation(key, value, None))
     return findings
-def _possible_types(view: PodView, profile: Profile, team: Team | None, ctx: AdmissionContext) -> tuple[str, ...]:
+def _possible_types(
+    view: PodView, profile: Profile, team: Team | None, ctx: AdmissionContext
+) -> tuple[str, ...]:
     """The types the pod may use under its profile and team ((): any), in preference order."""
     if profile.is_generic:
-        return generic_candidates(view.accelerators, team, ctx) if team is not None and is_restricted(team) else ()
+        return (
+            generic_candidates(view.accelerators, team, ctx)
+            if team is not None and is_restricted(team)
+            else ()
+        )
     return allowed_types(profile, team)
 
 
@@ -242,19 +282,24 @@ def plan_validation(
     if findings:
         first = findings[0]
         combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
-        denied = deny(combined, profile=profile_name, team=team_name)
-        if len(reasons := list(dict.fromkeys(f.reason for f in findings))) > 1:  # rule 5: every code
-            denied = Decision(False, first.reason, profile_name, team_name, combined,
-                              audit={"reasons": ",".join(reasons)})
-        return ValidationPlan(denied, profile=profile)
+        return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
     allowed = Decision(True, "allowed", profile_name, team_name)
     if is_queued(view.labels, profile):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
-        return ValidationPlan(Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile)
+        return ValidationPlan(
+            Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile
+        )
     if team is None or not team.quota:
         return ValidationPlan(allowed, profile=profile)
     accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
-    if amount <= 0 or (accel_type not in team.quota and ALL_TYPES not in team.quota and not (
-            accel_type == UNDECIDED and profile is not None and has_type_quota(team, _possible_types(view, profile, team, ctx)))):
+    if amount <= 0 or (
+        accel_type not in team.quota
+        and ALL_TYPES not in team.quota
+        and not (
+            accel_type == UNDECIDED
+            and profile is not None
+            and has_type_quota(team, _possible_types(view, profile, team, ctx))
+        )
+    ):
         return ValidationPlan(allowed, profile=profile)
     candidates: dict[str, Fraction] | None = None
     if accel_type == UNDECIDED and profile is not None:
@@ -279,7 +324,9 @@ def plan_validation(
     return ValidationPlan(allowed, QuotaRequest(reservation, team, commit, candidates), profile)
 
 
-def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext, now: float) -> ReservationOutcome:
+def decide_quota(
+    request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext, now: float
+) -> ReservationOutcome:
     """The pure decision of one compare-and-swap attempt."""
     return decide_reservation(
         ledger,
@@ -293,7 +340,9 @@ def decide_quota(request: QuotaRequest, ledger: Ledger, *, ctx: AdmissionContext
     )
 
 
-def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: str, ctx: AdmissionContext) -> list[str]:
+def _suggestions(
+    request: QuotaRequest, usage: Mapping[str, Fraction], current: str, ctx: AdmissionContext
+) -> list[str]:
     """Other enabled profiles the team may use with a type that has room for the same amount."""
     team, amount, found = request.team, request.reservation.amount, []  # (UNDECIDED: any candidate's amount)
     for profile in ctx.policy.profiles:
@@ -308,7 +357,9 @@ def _suggestions(request: QuotaRequest, usage: Mapping[str, Fraction], current: 
     return found[:MAX_SUGGESTIONS]
 
 
-def finish_validation(plan: ValidationPlan, outcome: ReservationOutcome | Finding, ctx: AdmissionContext) -> Decision:
+def finish_validation(
+    plan: ValidationPlan, outcome: ReservationOutcome | Finding, ctx: AdmissionContext
+) -> Decision:
     """The final decision once the quota step ran (or failed with a ledger Finding)."""
     base = plan.decision
     if isinstance(outcome, Finding):

@@ -29,7 +29,10 @@ def node_free_units(node: NodeInventory, devices: NodeDevices | None = None) -> 
     """Free units per accelerator resource the node advertises (rule 1)."""
     if devices is not None:
         return {name: devices.free_units(name) for name in node.accelerators.resources}
-    return {name: max(0, total - node.allocated.get(name, 0)) for name, total in node.accelerators.resources.items()}
+    return {
+        name: max(0, total - node.allocated.get(name, 0))
+        for name, total in node.accelerators.resources.items()
+    }
 
 
 def free_units_by_type(

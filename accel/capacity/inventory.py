@@ -67,7 +67,9 @@ class NodeInventory(BaseModel):
         single = next(iter(mig.slices), None) if mig and mig.strategy == "single" else None
         accel_type = catalog.get(self.accelerator_type or UNKNOWN_TYPE)
         replicas = self.accelerators.replicas if self.accelerators.sharing is not Sharing.EXCLUSIVE else 1
-        return units * unit_fraction(resource, accel_type=accel_type, replicas=replicas, mig_single_profile=single)
+        return units * unit_fraction(
+            resource, accel_type=accel_type, replicas=replicas, mig_single_profile=single
+        )
 
     def gpus_allocated(self, catalog: Catalog) -> Fraction:
         return sum((self.gpu_equivalents(r, n, catalog) for r, n in self.allocated.items()), Fraction(0))
@@ -125,7 +127,11 @@ def build_node(
     accelerators: NodeAccelerators | None = None,
 ) -> NodeInventory:
     """One node's inventory; `accelerators` skips label normalisation when already known."""
-    metadata, spec, status = _mapping(obj.get("metadata")), _mapping(obj.get("spec")), _mapping(obj.get("status"))
+    metadata, spec, status = (
+        _mapping(obj.get("metadata")),
+        _mapping(obj.get("spec")),
+        _mapping(obj.get("status")),
+    )
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
     capacity, allocatable = _mapping(status.get("capacity")), _mapping(status.get("allocatable"))
     if accelerators is None:
@@ -182,15 +188,24 @@ class ParseCache:
         self._pods: dict[tuple[str, str], PodView] = {}
         self._nodes: dict[str, _NodeEntry] = {}
 
-    def node(self, obj: Mapping[str, Any], catalog: Catalog, bound: tuple[PodView, ...], policy: Policy | None) -> NodeInventory:
+    def node(
+        self, obj: Mapping[str, Any], catalog: Catalog, bound: tuple[PodView, ...], policy: Policy | None
+    ) -> NodeInventory:
         meta = _mapping(obj.get("metadata"))
         version = str(meta.get("resourceVersion") or "")
         if not version:
             return build_node(obj, catalog, bound, policy)
         name, topology = str(meta.get("name") or ""), _topology_keys(policy)
         entry = self._nodes.get(name)
-        if entry is not None and entry.version == version and entry.catalog is catalog and entry.topology == topology:
-            if len(entry.bound) == len(bound) and all(a is b for a, b in zip(entry.bound, bound, strict=True)):
+        if (
+            entry is not None
+            and entry.version == version
+            and entry.catalog is catalog
+            and entry.topology == topology
+        ):
+            if len(entry.bound) == len(bound) and all(
+                a is b for a, b in zip(entry.bound, bound, strict=True)
+            ):
                 return entry.node
             node = build_node(obj, catalog, bound, policy, accelerators=entry.node.accelerators)
         else:
@@ -276,20 +291,29 @@ def pod_accelerator_type(pod: PodView, inventory: Inventory, policy: Policy | No
     return types[0] if len(types) == 1 else UNDECIDED_TYPE
 
 
-def pod_gpu_equivalents(pod: PodView, inventory: Inventory, catalog: Catalog, policy: Policy | None) -> Fraction:
+def pod_gpu_equivalents(
+    pod: PodView, inventory: Inventory, catalog: Catalog, policy: Policy | None
+) -> Fraction:
     """GPU-equivalents a pod holds (bound) or asks for (pending)."""
     if pod.node_name and (node := inventory.node(pod.node_name)):
         return sum((node.gpu_equivalents(r, n, catalog) for r, n in pod.accelerators.items()), Fraction(0))
     profile = policy.profile(pod.requested_profile or "") if policy else None
-    return requested_gpu_equivalents(pod.accelerators, pod_accelerator_type(pod, inventory, policy), profile, catalog)
+    return requested_gpu_equivalents(
+        pod.accelerators, pod_accelerator_type(pod, inventory, policy), profile, catalog
+    )
 
 
-def requested_gpu_equivalents(requests: Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog) -> Fraction:
+def requested_gpu_equivalents(
+    requests: Mapping[str, int], accel_type: str, profile: Profile | None, catalog: Catalog
+) -> Fraction:
     """What accelerator `requests` not yet on a node would count as on `accel_type`: a time-sliced
-    profile's units are 1/replicas of a GPU, MIG slices their compute fraction (accel.cluster.gpu_equivalents)."""
+    profile's units are 1/replicas of a GPU, MIG slices their compute fraction
+    (accel.cluster.gpu_equivalents)."""
     replicas = (profile.replicas or 1) if profile and profile.sharing is ProfileSharing.TIME_SLICED else 1
     found = catalog.get(accel_type)
-    return sum((n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()), Fraction(0))
+    return sum(
+        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in requests.items()), Fraction(0)
+    )
 
 
 def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dict[str, dict[str, Fraction]]:
@@ -301,5 +325,7 @@ def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dic
         team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.admission.resolve)
         if not team or pod_is_queued(pod, queued):  # accel.policy.kueue rule 2: Kueue books queued pods
             continue
-        usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(pod, inventory, catalog, policy)
+        usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(
+            pod, inventory, catalog, policy
+        )
     return {team: dict(types) for team, types in usage.items()}

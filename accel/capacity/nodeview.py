@@ -59,7 +59,13 @@ def node_row(node: NodeInventory, catalog: Catalog) -> NodeRow:
     accel = node.accelerators
     types = accel.types
     kind = MIXED if len(types) > 1 else (types[0] if types else "")
-    display = "Mixed: " + " + ".join(catalog.display_name(t) for t in types) if len(types) > 1 else catalog.display_name(kind) if kind else ""
+    display = (
+        "Mixed: " + " + ".join(catalog.display_name(t) for t in types)
+        if len(types) > 1
+        else catalog.display_name(kind)
+        if kind
+        else ""
+    )
     allocated = node.gpus_allocated(catalog)
     topo = accel.topology
     return NodeRow(
@@ -114,7 +120,10 @@ def closest_type_names(name: str, known: Sequence[str], limit: int = 3) -> list[
         stem = re.sub(r"-\d+gb$", "", candidate)
         if len(name) >= 3 and name in candidate:
             return 1.0  # `h100` -> every nvidia-h100-*, ahead of near misses like nvidia-a100-*
-        return max(difflib.SequenceMatcher(None, name, candidate).ratio(), difflib.SequenceMatcher(None, name, stem).ratio())
+        return max(
+            difflib.SequenceMatcher(None, name, candidate).ratio(),
+            difflib.SequenceMatcher(None, name, stem).ratio(),
+        )
 
     ranked = sorted(known, key=lambda candidate: (-score(candidate), candidate))
     return [c for c in ranked[:limit] if score(c) >= 0.6]
@@ -133,7 +142,11 @@ def node_rows(
     if sort not in SORT_KEYS:
         raise ValueError(f"cannot sort by {sort!r}; choose one of: {', '.join(SORT_KEYS)}")
     # A node whose GPU counts could not be read stays in view: its warning says why it shows 0.
-    rows = [node_row(n, catalog) for n in inventory.nodes if n.accelerators.types or n.accelerators.warnings or not accelerators_only]
+    rows = [
+        node_row(n, catalog)
+        for n in inventory.nodes
+        if n.accelerators.types or n.accelerators.warnings or not accelerators_only
+    ]
     if type_filter:
         wanted = set(type_filter)
         rows = [r for r in rows if r.type in wanted or wanted & set(r.types)]

@@ -222,7 +222,8 @@ def normalise_node(
 def count_warnings(resources: Mapping[str, object], counts: Mapping[str, int], field: str) -> tuple[str, ...]:
     """One message per accelerator count in `resources` that `_counts` had to read as 0 though it is not 0."""
     return tuple(
-        f"status.{field}[{name}] is {resources[name]!r}, not a whole non-negative number of devices; read as 0"
+        f"status.{field}[{name}] is {resources[name]!r}, not a whole non-negative number of devices; read "
+        "as 0"
         for name, count in counts.items()
         if count == 0 and is_accelerator_resource(name) and not _is_zero(resources[name])
     )
@@ -235,7 +236,9 @@ def _is_zero(value: object) -> bool:
         return False
 
 
-def _combine(parts: list[VendorPart], resources: Mapping[str, int], topology: Topology, warnings: tuple[str, ...]) -> NodeAccelerators:
+def _combine(
+    parts: list[VendorPart], resources: Mapping[str, int], topology: Topology, warnings: tuple[str, ...]
+) -> NodeAccelerators:
     """One NodeAccelerators from vendor parts; the part with the most devices is the primary."""
     primary = parts[0]
     types = tuple(dict.fromkeys(t for part in parts for t in part.types))
@@ -300,7 +303,8 @@ def read_topology(
 
 
 def has_rdma(labels: Mapping[str, str], resources: Mapping[str, int]) -> bool:
-    """RDMA/RoCE/EFA capable: an NFD rdma label is true, or an rdma/*, */efa, nvidia.com/rdma* resource > 0."""
+    """RDMA/RoCE/EFA capable: an NFD rdma label is true, or an rdma/*, */efa, nvidia.com/rdma* resource >
+    0."""
     if any(labels.get(key, "").strip().lower() == "true" for key in RDMA_LABELS):
         return True
     return any(count > 0 and _is_fabric_resource(name) for name, count in resources.items())

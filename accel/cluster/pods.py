@@ -60,7 +60,9 @@ class PodView(BaseModel):
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: ABC checks are slow
+    return (
+        value if type(value) is dict or isinstance(value, Mapping) else {}
+    )  # dict first: ABC checks are slow
 
 
 def _list(value: Any) -> list[Any]:
@@ -85,7 +87,9 @@ def _amount(parse: Parser, value: Any) -> int:
         return 0
 
 
-@functools.lru_cache(maxsize=1024)  # pods repeat the same few quantities ("1", "8", "16Gi"); errors are not cached
+@functools.lru_cache(
+    maxsize=1024
+)  # pods repeat the same few quantities ("1", "8", "16Gi"); errors are not cached
 def _parse_text(parse: Parser, text: str) -> int:
     return parse(text)
 
@@ -104,11 +108,17 @@ def effective_requests(spec: Mapping[str, Any], parser_for: Callable[[str], Pars
     for container in _list(spec.get("initContainers")):
         sidecar = _mapping(container).get("restartPolicy") == "Always"
         _add_requests(running if sidecar else regular_init, _mapping(container), parser_for, summed=sidecar)
-    return {name: max(running.get(name, 0), regular_init.get(name, 0)) for name in {**running, **regular_init}}
+    return {
+        name: max(running.get(name, 0), regular_init.get(name, 0)) for name in {**running, **regular_init}
+    }
 
 
 def _add_requests(
-    totals: dict[str, int], container: Mapping[str, Any], parser_for: Callable[[str], Parser | None], *, summed: bool
+    totals: dict[str, int],
+    container: Mapping[str, Any],
+    parser_for: Callable[[str], Parser | None],
+    *,
+    summed: bool,
 ) -> None:
     """Add one container's requests to `totals`: summed (app containers, sidecars) or max (init)."""
     for name, value in container_requests(container).items():
@@ -142,7 +152,9 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
     status = _mapping(obj.get("status"))
     requests = effective_requests(spec, _pod_parser)
     accelerators = {
-        name: requests[name] for name in sorted(requests) if is_accelerator_resource(name) and requests[name] > 0
+        name: requests[name]
+        for name in sorted(requests)
+        if is_accelerator_resource(name) and requests[name] > 0
     }
     return PodView(
         name=str(metadata.get("name") or metadata.get("generateName") or ""),

@@ -36,8 +36,10 @@ def decode_text(data: bytes, source: str) -> str:
                 return data[len(bom):].decode(encoding)
             except UnicodeDecodeError as exc:
                 raise TextDecodeError(
-                    f"{source}: starts with a {encoding.upper()} byte-order mark but byte {exc.start + len(bom)} "
-                    f"is not {encoding.upper()}; save it as UTF-8 (e.g. `iconv -f {encoding.upper()} -t UTF-8`)"
+                    f"{source}: starts with a {encoding.upper()} byte-order mark but byte "
+                    f"{exc.start + len(bom)} "
+                    f"is not {encoding.upper()}; save it as UTF-8 (e.g. `iconv -f {encoding.upper()} -t "
+                    "UTF-8`)"
                 ) from None
     utf16 = _bomless_utf16(data)
     if utf16 is not None:

@@ -1,7 +1,8 @@
 """Per-vendor accelerator detection on one node: NVIDIA, AMD, Intel GPU, Intel Gaudi.
 
 `detect_vendors` runs each vendor's reader (accel.cluster.nvidia, accel.cluster.amd,
-accel.cluster.intel) over the labels that vendor's operator writes (accelerators.md sections 1-3) and the node's device-plugin resources;
+accel.cluster.intel) over the labels that vendor's operator writes (accelerators.md sections 1-3) and the
+node's device-plugin resources;
 each returns one VendorPart or None when the node shows no sign of that vendor.
 `accel.cluster.labels.normalise_node` combines the parts. The shared inputs, output and value
 parsers live in accel.cluster.vendor_facts.

@@ -52,13 +52,17 @@ def _resolve(request: EstimateRequest, settings: EstimateSettings) -> _Job:
                 request.workload == "training", settings)
 
 
-def _selected(request: EstimateRequest, parsed: ParsedPolicy, visible: frozenset[str] | None) -> list[Profile]:
+def _selected(
+    request: EstimateRequest, parsed: ParsedPolicy, visible: frozenset[str] | None
+) -> list[Profile]:
     shown = [p for p in parsed.policy.profiles if visible is None or p.name in visible]
     if request.profiles is None:
         return shown
     by_name = {p.name: p for p in shown}
     errors = [
-        FieldError(field=f"profiles[{i}]", message=f"unknown profile {name!r}; choose from {', '.join(by_name)}")
+        FieldError(
+            field=f"profiles[{i}]", message=f"unknown profile {name!r}; choose from {', '.join(by_name)}"
+        )
         for i, name in enumerate(request.profiles)
         if name not in by_name
     ]
@@ -67,7 +71,9 @@ def _selected(request: EstimateRequest, parsed: ParsedPolicy, visible: frozenset
     return [by_name[name] for name in request.profiles]
 
 
-def _throughput(job: _Job, accel_type: AcceleratorType, fraction: float, gpus: int) -> tuple[float | None, str | None]:
+def _throughput(
+    job: _Job, accel_type: AcceleratorType, fraction: float, gpus: int
+) -> tuple[float | None, str | None]:
     peak, why = peak_tflops(accel_type, job.precision)
     if peak is None:
         return None, why
@@ -78,7 +84,13 @@ def _throughput(job: _Job, accel_type: AcceleratorType, fraction: float, gpus: i
 def _hours(job: _Job, flops_per_second: float) -> float | None:
     if job.tokens is None:
         return None
-    return job.settings.flops_per_param_token * job.active_params * job.tokens / flops_per_second / SECONDS_PER_HOUR
+    return (
+        job.settings.flops_per_param_token
+        * job.active_params
+        * job.tokens
+        / flops_per_second
+        / SECONDS_PER_HOUR
+    )
 
 
 def _unit_memory_gb(profile: Profile, accel_type: AcceleratorType, fraction: float) -> float:
@@ -102,22 +114,37 @@ def _unit_name(profile: Profile) -> str:
 
 def _one(profile: Profile, job: _Job, catalog: Catalog) -> ProfileEstimate:
     base = ProfileEstimate(
-        profile=profile.name, display_name=profile.title,
-        accelerator_type=profile.types[0] if profile.types else None, gpus=job.gpus or max(1, profile.gpus.default),
-        unit=_unit_name(profile), supported=False,
+        profile=profile.name,
+        display_name=profile.title,
+        accelerator_type=profile.types[0] if profile.types else None,
+        gpus=job.gpus or max(1, profile.gpus.default),
+        unit=_unit_name(profile),
+        supported=False,
     )
     if not profile.enabled:
         return base.model_copy(update={"excluded_because": ("profile is disabled",)})
     accel_type = catalog.get(profile.types[0]) if profile.types else None
     if accel_type is None:
-        reason = "generic profile (any GPU type): estimate a profile with a fixed type" if profile.is_generic else "type not in catalog"
+        reason = (
+            "generic profile (any GPU type): estimate a profile with a fixed type"
+            if profile.is_generic
+            else "type not in catalog"
+        )
         return base.model_copy(update={"excluded_because": (reason,)})
     fraction = float(unit_price_fraction(profile, catalog))
     gpus = _job_size(job, _unit_memory_gb(profile, accel_type, fraction))
     per_pod = profile.gpus.max
     pods = math.ceil(gpus / per_pod) if per_pod else 1
     notes = (f"over the profile's max of {per_pod} {base.unit}s per pod: {pods} pods",) if pods > 1 else ()
-    base = base.model_copy(update={"gpus": gpus, "gpus_sized_to_fit": job.gpus is None, "max_per_pod": per_pod, "pods": pods, "notes": notes})
+    base = base.model_copy(
+        update={
+            "gpus": gpus,
+            "gpus_sized_to_fit": job.gpus is None,
+            "max_per_pod": per_pod,
+            "pods": pods,
+            "notes": notes,
+        }
+    )
     flops, why = _throughput(job, accel_type, fraction, gpus)
     if flops is None:
         return base.model_copy(update={"excluded_because": (str(why),)})
@@ -133,7 +160,11 @@ def _job_size(job: _Job, unit_memory_gb: float) -> int:
     """
     if job.gpus is not None:
         return job.gpus
-    fewest = math.ceil(_memory_needed_gb(job) / (unit_memory_gb * USABLE_MEMORY_FRACTION)) if unit_memory_gb > 0 else 1
+    fewest = (
+        math.ceil(_memory_needed_gb(job) / (unit_memory_gb * USABLE_MEMORY_FRACTION))
+        if unit_memory_gb > 0
+        else 1
+    )
     return max(1, fewest)
 
 
@@ -160,22 +191,27 @@ def _fill(base: ProfileEstimate, profile: Profile, job: _Job, catalog: Catalog, 
         other_hours = _hours(job, other_flops) if other_flops else None
         if other_hours is not None:
             by_type[other] = _round(other_hours)
-    return base.model_copy(update={
-        "supported": True,
-        "hours": _round(hours) if job.training and hours is not None else None,
-        "hours_by_type": by_type if job.training else {},
-        "peak_tflops_per_unit": _round(flops / 1e12 / job.settings.mfu / gpus / efficiency),
-        "memory_needed_gb_per_unit": _round(needed / gpus),
-        "memory_gb_per_unit": _round(unit_memory),
-        "fits": fits,
-        "min_gpus_to_fit": min_gpus,
-        "tokens_per_second": _round(tokens_per_second) if tokens_per_second else None,
-        "price_per_gpu_hour": price,
-        "cost_per_hour": _round(cost_per_hour),
-        "total_cost": _round(cost_per_hour * hours) if cost_per_hour is not None and hours is not None and job.training else None,
-        "cost_per_million_tokens": _round(cost_per_hour / (tokens_per_second * 3600) * 1e6)
-        if cost_per_hour is not None and tokens_per_second else None,
-    })
+    return base.model_copy(
+        update={
+            "supported": True,
+            "hours": _round(hours) if job.training and hours is not None else None,
+            "hours_by_type": by_type if job.training else {},
+            "peak_tflops_per_unit": _round(flops / 1e12 / job.settings.mfu / gpus / efficiency),
+            "memory_needed_gb_per_unit": _round(needed / gpus),
+            "memory_gb_per_unit": _round(unit_memory),
+            "fits": fits,
+            "min_gpus_to_fit": min_gpus,
+            "tokens_per_second": _round(tokens_per_second) if tokens_per_second else None,
+            "price_per_gpu_hour": price,
+            "cost_per_hour": _round(cost_per_hour),
+            "total_cost": _round(cost_per_hour * hours)
+            if cost_per_hour is not None and hours is not None and job.training
+            else None,
+            "cost_per_million_tokens": _round(cost_per_hour / (tokens_per_second * 3600) * 1e6)
+            if cost_per_hour is not None and tokens_per_second
+            else None,
+        }
+    )
 
 
 def _round(value: float | None) -> float | None:
@@ -186,7 +222,8 @@ def _limits(est: ProfileEstimate, request: EstimateRequest, training: bool) -> t
     reasons = list(est.excluded_because)
     if est.supported and not est.fits:
         reasons.append(
-            f"does not fit: needs {est.memory_needed_gb_per_unit:g} GB per {est.unit}, has {est.memory_gb_per_unit:g} GB "
+            f"does not fit: needs {est.memory_needed_gb_per_unit:g} GB per {est.unit}, has "
+            f"{est.memory_gb_per_unit:g} GB "
             f"(use at least {est.min_gpus_to_fit} {est.unit}s or a larger type)"
         )
     if request.max_hours is not None and training and est.hours is not None and est.hours > request.max_hours:
@@ -199,7 +236,9 @@ def _limits(est: ProfileEstimate, request: EstimateRequest, training: bool) -> t
     if request.min_tokens_per_second is not None and est.supported:
         tps = est.tokens_per_second or 0.0
         if tps < request.min_tokens_per_second:
-            reasons.append(f"serves {tps:g} tokens/s, under the {request.min_tokens_per_second:g} tokens/s minimum")
+            reasons.append(
+                f"serves {tps:g} tokens/s, under the {request.min_tokens_per_second:g} tokens/s minimum"
+            )
     return tuple(reasons)
 
 
@@ -213,15 +252,23 @@ def _rank_key(est: ProfileEstimate, rank_by: str, training: bool) -> tuple[float
     return (-(est.tokens_per_second or 0.0), est.profile)
 
 
-def rank(estimates: Iterable[ProfileEstimate], request: EstimateRequest, training: bool) -> list[ProfileEstimate]:
+def rank(
+    estimates: Iterable[ProfileEstimate], request: EstimateRequest, training: bool
+) -> list[ProfileEstimate]:
     """Eligible estimates first, ranked 1..n by time or cost; the rest after, unranked, with reasons."""
     checked = [e.model_copy(update={"excluded_because": _limits(e, request, training)}) for e in estimates]
-    eligible = sorted((e for e in checked if not e.excluded_because), key=lambda e: _rank_key(e, request.rank_by, training))
-    rest = sorted((e for e in checked if e.excluded_because), key=lambda e: _rank_key(e, request.rank_by, training))
+    eligible = sorted(
+        (e for e in checked if not e.excluded_because), key=lambda e: _rank_key(e, request.rank_by, training)
+    )
+    rest = sorted(
+        (e for e in checked if e.excluded_because), key=lambda e: _rank_key(e, request.rank_by, training)
+    )
     return [e.model_copy(update={"rank": i}) for i, e in enumerate(eligible, 1)] + rest
 
 
-def estimate(request: EstimateRequest, parsed: ParsedPolicy, *, visible: frozenset[str] | None = None) -> EstimateResult:
+def estimate(
+    request: EstimateRequest, parsed: ParsedPolicy, *, visible: frozenset[str] | None = None
+) -> EstimateResult:
     """Estimates for every (visible, or requested) profile; raises EstimateInputError for unknown profiles."""
     settings = parsed.policy.settings.estimates
     job = _resolve(request, settings)

@@ -35,7 +35,12 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     _dense("llama-3-70b", 70.6e9, "Meta Llama 3 model card"),
     _dense("llama-3.1-405b", 405e9, "Meta Llama 3.1 model card"),
     _dense("mistral-7b", 7.24e9, "Jiang et al. 2023, Mistral 7B"),
-    KnownModel(name="mixtral-8x7b", params=46.7e9, active_params=12.9e9, source="Jiang et al. 2024, Mixtral of Experts"),
+    KnownModel(
+        name="mixtral-8x7b",
+        params=46.7e9,
+        active_params=12.9e9,
+        source="Jiang et al. 2024, Mixtral of Experts",
+    ),
     _dense("falcon-40b", 40e9, "TII Falcon-40B model card"),
     _dense("gpt-3-175b", 175e9, "Brown et al. 2020, GPT-3"),
 )

@@ -100,7 +100,9 @@ class ProfileEstimate(_Model):
     supported: bool
     rank: int | None = None
     excluded_because: tuple[str, ...] = Field(default=(), alias="excludedBecause")
-    gpus_sized_to_fit: bool = Field(default=False, alias="gpusSizedToFit")  # no count asked: the fewest that fit
+    gpus_sized_to_fit: bool = Field(
+        default=False, alias="gpusSizedToFit"
+    )  # no count asked: the fewest that fit
     max_per_pod: int | None = Field(default=None, alias="maxPerPod")  # the profile's gpus.max
     pods: int = 1  # pods the job needs at `max_per_pod` units each
     notes: tuple[str, ...] = ()  # e.g. a job larger than the profile's per-pod max (never excludes)
@@ -142,9 +144,18 @@ def parse_estimate_request(data: Mapping[str, Any]) -> EstimateRequest:
         errors.append(FieldError(field="model", message="give a known model name or params (e.g. 7e9)"))
     if request.model is not None and request.params is None and lookup_model(request.model) is None:
         known = ", ".join(known_model_names())
-        errors.append(FieldError(field="model", message=f"unknown model {request.model!r}; use one of {known}, or give params"))
+        errors.append(
+            FieldError(
+                field="model", message=f"unknown model {request.model!r}; use one of {known}, or give params"
+            )
+        )
     if request.workload == "training" and request.tokens is None and request.dataset_tokens is None:
-        errors.append(FieldError(field="tokens", message="training needs tokens, or datasetTokens and epochs (e.g. tokens: 2e12)"))
+        errors.append(
+            FieldError(
+                field="tokens",
+                message="training needs tokens, or datasetTokens and epochs (e.g. tokens: 2e12)",
+            )
+        )
     if request.tokens is not None and request.dataset_tokens is not None:
         errors.append(FieldError(field="tokens", message="give tokens or datasetTokens x epochs, not both"))
     if errors:
@@ -189,7 +200,10 @@ def peak_tflops(accel_type: AcceleratorType, precision: str) -> tuple[float | No
     arch = accel_type.architecture
     dense = accel_type.dense_tflops
     if dense is None:
-        return None, f"the catalog has no TFLOPS for {accel_type.name}; add bf16TFLOPS for it in accelerators.yaml"
+        return (
+            None,
+            f"the catalog has no TFLOPS for {accel_type.name}; add bf16TFLOPS for it in accelerators.yaml",
+        )
     if precision == "bf16":
         if accel_type.bf16_tflops is None and arch in NO_BF16_ARCHITECTURES:
             return None, f"{accel_type.display_name} ({arch}) has no BF16; use fp16"
@@ -198,6 +212,9 @@ def peak_tflops(accel_type: AcceleratorType, precision: str) -> tuple[float | No
         return accel_type.fp16_tflops or dense, None
     if precision == "fp8":
         if arch not in FP8_ARCHITECTURES:
-            return None, f"{accel_type.display_name} ({arch or 'unknown architecture'}) has no FP8; use bf16 or fp16"
+            return (
+                None,
+                f"{accel_type.display_name} ({arch or 'unknown architecture'}) has no FP8; use bf16 or fp16",
+            )
         return dense * 2, None
     return (dense / 2 if arch in TF32_ARCHITECTURES else dense / 8), None

@@ -112,7 +112,9 @@ class BindStep:
         return explain([node], combined, node, accel_type, job=job)
 
 
-def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog) -> dict[str, str]:
+def _bind_prices(
+    pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog
+) -> dict[str, str]:
     """Cost annotations for the type the pod got at bind (see `BindStep.plan_bind`)."""
     unpriced = {PRICE_ANNOTATION: "", COST_ANNOTATION: ""}  # a Binding can only set values, not remove them
     inventory_node = index.node(node)
@@ -120,7 +122,10 @@ def _bind_prices(pod: PodView, index: ClusterIndex, node: str, accel_type: str, 
         return unpriced
     profile = index.policy.profile(pod.requested_profile or "")
     equivalents = sum(
-        (inventory_node.gpu_equivalents(resource, units, catalog) for resource, units in pod.accelerators.items()),
+        (
+            inventory_node.gpu_equivalents(resource, units, catalog)
+            for resource, units in pod.accelerators.items()
+        ),
         Fraction(0),
     )
     return price_annotations(gpu_hour_price(profile, accel_type, catalog), equivalents) or unpriced

@@ -43,17 +43,25 @@ class ExtenderCore:
     """Learned workload, assumed binds and per-generation caches; one per extender process."""
 
     def __init__(
-        self, *, half_life: float = 2000.0, refresh_every: int = 256, filter_memo_limit: int = FILTER_MEMO_LIMIT
+        self,
+        *,
+        half_life: float = 2000.0,
+        refresh_every: int = 256,
+        filter_memo_limit: int = FILTER_MEMO_LIMIT,
     ) -> None:
         """`filter_memo_limit`: filter decisions kept for reuse (see `filter_columns`; 0: none)."""
-        self.state = ExtenderState(half_life=half_life, refresh_every=refresh_every, filter_memo_limit=filter_memo_limit)
+        self.state = ExtenderState(
+            half_life=half_life, refresh_every=refresh_every, filter_memo_limit=filter_memo_limit
+        )
         self._filter = FilterStep(self.state)
         self._scorer = ScoreStep(self.state)
         self._binder = BindStep(self.state, self._scorer)
         self._preempter = PreemptStep(self.state)
 
     # ---- snapshot and request -------------------------------------------------------------------
-    def index(self, generation: int, policy: Policy, inventory: Inventory, catalog: Catalog | None = None) -> ClusterIndex:
+    def index(
+        self, generation: int, policy: Policy, inventory: Inventory, catalog: Catalog | None = None
+    ) -> ClusterIndex:
         """The index of this generation (rebuilt incrementally); `catalog` refreshes list prices and
         throughput for the scarcity component when it changed."""
         index = self.state.index(generation, policy, inventory)
@@ -82,22 +90,30 @@ class ExtenderCore:
         """Which candidates pass, and why the others fail, in request order."""
         return self._filter.filter(index, req, names, key)
 
-    def required_topology(self, index: ClusterIndex, req: PodRequest, cols: FilterColumns) -> FilterOutcome | None:
+    def required_topology(
+        self, index: ClusterIndex, req: PodRequest, cols: FilterColumns
+    ) -> FilterOutcome | None:
         """Kueue required topology, per node, over what `cols` passed (None: the pod requires none);
         the renderer must then use this outcome instead of the columns."""
         return self._filter.required_topology(index, req, cols)
 
     # ---- prioritize -----------------------------------------------------------------------------
-    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
+    def scores(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
+    ) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0."""
         return self._scorer.scores(index, req, names, key)
 
     # ---- preempt --------------------------------------------------------------------------------
-    def preempt(self, index: ClusterIndex, req: PodRequest, victims: Mapping[str, Sequence[str]]) -> list[str]:
+    def preempt(
+        self, index: ClusterIndex, req: PodRequest, victims: Mapping[str, Sequence[str]]
+    ) -> list[str]:
         """The candidate nodes where evicting their proposed victims lets the pod pass the filter."""
         return self._preempter.preempt(index, req, victims)
 
-    def preempt_verdict(self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str]) -> Verdict:
+    def preempt_verdict(
+        self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str]
+    ) -> Verdict:
         """The preempt decision for one node, with the reason (for logs and tests)."""
         return self._preempter.preempt_verdict(index, req, name, uids)
 

@@ -29,7 +29,8 @@ from accel.placement.state import ExtenderState
 
 
 class FilterStep:
-    """The filter step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+    """The filter step of `accel.placement.core.ExtenderCore`, over the state it shares with the other
+    steps."""
 
     def __init__(self, state: ExtenderState) -> None:
         self.state = state
@@ -82,7 +83,8 @@ class FilterStep:
     def filter(
         self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
     ) -> FilterOutcome:
-        """Which candidates pass, and why the others fail (accel.placement.filter_rules rules), in request order.
+        """Which candidates pass, and why the others fail (accel.placement.filter_rules rules), in request
+        order.
         Remembers the positions of the passed list: prioritize likely gets exactly these."""
         return self.outcome(index, self.filter_columns(index, req, names, key))
 
@@ -94,7 +96,9 @@ class FilterStep:
             index.remember(passed_key, cols.positions[cols.passing])
         return result
 
-    def required_topology(self, index: ClusterIndex, req: PodRequest, cols: FilterColumns) -> FilterOutcome | None:
+    def required_topology(
+        self, index: ClusterIndex, req: PodRequest, cols: FilterColumns
+    ) -> FilterOutcome | None:
         """The module docstring's required-topology pass; None when the pod requires none."""
         if req.job is None or not req.wants_accelerators:
             return None
@@ -113,13 +117,19 @@ class FilterStep:
 
         job = f"{req.job[0]}/{req.job[1]}"
         placed = [n for u, n in index.job_nodes.get(req.job, ()) if u != req.pod.uid]
-        placed += [a.node for a in self.state.assumptions.by_uid.values() if a.job == req.job and a.uid != req.pod.uid]
+        placed += [
+            a.node
+            for a in self.state.assumptions.by_uid.values()
+            if a.job == req.job and a.uid != req.pod.uid
+        ]
         homes = Counter(d for n in placed if (d := domain(n)) is not None)
         allowed: set[tuple[str | None, ...]]
         if homes:  # rule 1
             home = max(homes, key=lambda d: (homes[d], d))
             allowed = {home}
-            why = f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); they are on {level} {'/'.join(p for p in home if p)}"
+            where = "/".join(p for p in home if p)
+            why = f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); they are on {level} "
+            why += where
         else:  # rule 2
             need = self.state.job_need(index, req)
             shaped = self.state.shaped(req, index)
@@ -129,14 +139,20 @@ class FilterStep:
                 if (d := domain(name)) is not None and devices is not None and shaped.units:
                     room[d] += devices.free_units(shaped.resource) // shaped.units
             allowed = {d for d, n in room.items() if n >= need}
-            why = (f"job {job} requires its {need} remaining pods on one {level} ({REQUIRED_TOPOLOGY}); "
-                   + ("this node's " + level + " has no room for them" if allowed else f"no {level} has room for them now"))
+            why = f"job {job} requires its {need} remaining pods on one {level} ({REQUIRED_TOPOLOGY}); " + (
+                "this node's " + level + " has no room for them"
+                if allowed
+                else f"no {level} has room for them now"
+            )
         passed: list[str] = []
         failed = dict(base.failed)
         for name in base.passed:
             d = domain(name)
             if d is None:
-                failed[name] = f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); node has no {level} label"
+                failed[name] = (
+                    f"job {job} requires its pods on one {level} ({REQUIRED_TOPOLOGY}); node has no {level} "
+                    "label"
+                )
             elif d in allowed:
                 passed.append(name)
             else:

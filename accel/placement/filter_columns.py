@@ -84,5 +84,7 @@ def outcome(cols: FilterColumns) -> FilterOutcome:
     for kind, target in ((FAILED, failed), (UNRESOLVABLE, unresolvable)):
         mask = kinds == kind
         if mask.any():
-            target.update(zip(compress(names, mask.tolist()), reason_of[cids[mask] + 1].tolist(), strict=True))
+            target.update(
+                zip(compress(names, mask.tolist()), reason_of[cids[mask] + 1].tolist(), strict=True)
+            )
     return FilterOutcome(passed, failed, unresolvable)

@@ -43,7 +43,9 @@ class PodRequest:
     problem: str | None = None  # makes every node unresolvable (e.g. unknown profile)
     job: JobKey | None = None
     sharing: str = ""  # rule 4: "exclusive" or "time-sliced" for a typed profile; "" = no constraint
-    blocked_types: tuple[tuple[str, str], ...] = ()  # (type, why): the team's quota on it is full (accel.quota.bind)
+    blocked_types: tuple[
+        tuple[str, str], ...
+    ] = ()  # (type, why): the team's quota on it is full (accel.quota.bind)
 
     @property
     def signature(self) -> tuple[object, ...]:
@@ -81,7 +83,9 @@ def resolve_request(pod: PodView, policy: Policy) -> PodRequest:
         known = ", ".join(policy.profile_names) or "none"
         problem = f"accel: profile {name!r} does not exist (known: {known})"
     profile_types = profile.types if profile else ()
-    sharing = profile.sharing.value if profile and profile_types and profile.sharing is not Sharing.MIG else ""
+    sharing = (
+        profile.sharing.value if profile and profile_types and profile.sharing is not Sharing.MIG else ""
+    )
     types: tuple[str, ...] | None = profile_types or None
     types = _narrow(types, pod.annotations.get(QUOTA_TYPE_ANNOTATION))
     if not pod.node_name:
@@ -154,9 +158,17 @@ def _sharing_mismatch(sharing: str, pool: Pool, gpu_type: str) -> Verdict | None
     if not sharing or MIG_RESOURCE.match(pool.resource):
         return None
     if sharing == Sharing.EXCLUSIVE.value and pool.slots > 1:
-        return Verdict(False, f"accel: node shares each {gpu_type} between {pool.slots} pods ({pool.resource}); "
-                       "the pod's profile needs whole GPUs", unresolvable=True)
+        return Verdict(
+            False,
+            f"accel: node shares each {gpu_type} between {pool.slots} pods ({pool.resource}); "
+            "the pod's profile needs whole GPUs",
+            unresolvable=True,
+        )
     if sharing == Sharing.TIME_SLICED.value and pool.slots <= 1:
-        return Verdict(False, f"accel: node does not time-slice its {gpu_type} GPUs ({pool.resource}); the pod's "
-                       "profile is time-sliced", unresolvable=True)
+        return Verdict(
+            False,
+            f"accel: node does not time-slice its {gpu_type} GPUs ({pool.resource}); the pod's "
+            "profile is time-sliced",
+            unresolvable=True,
+        )
     return None

@@ -187,7 +187,9 @@ class ClusterIndex:
         if key is not None and (found := self.recent.get(key)) is not None:
             self.recent.move_to_end(key)
             return found
-        found = np.fromiter(map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count)
+        found = np.fromiter(
+            map(self.position.get, names, repeat(len(self.names))), dtype=np.intp, count=count
+        )
         if key is not None:
             self.remember(key, found)
         return found

@@ -30,7 +30,8 @@ from accel.placement.state import ExtenderState
 
 
 class PreemptStep:
-    """The preempt step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+    """The preempt step of `accel.placement.core.ExtenderCore`, over the state it shares with the other
+    steps."""
 
     def __init__(self, state: ExtenderState) -> None:
         self.state = state
@@ -42,7 +43,9 @@ class PreemptStep:
         victims lets `req` pass the filter, in the given order (module rules)."""
         return [name for name, uids in victims.items() if self.preempt_verdict(index, req, name, uids).ok]
 
-    def preempt_verdict(self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str]) -> Verdict:
+    def preempt_verdict(
+        self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str]
+    ) -> Verdict:
         """Rule 1 for one node; the reason says why a node was dropped (for logs and tests)."""
         if not uids:
             return Verdict(False, f"accel: no victims proposed on node {name}", unresolvable=True)
@@ -51,7 +54,11 @@ class PreemptStep:
             return check_node(req, name, None, None)
         gone = frozenset(uids)
         remaining = [pod for pod in record.pods if pod.uid not in gone]
-        devices = record.devices if len(remaining) == len(record.pods) else build_node_devices(record.node, remaining)
+        devices = (
+            record.devices
+            if len(remaining) == len(record.pods)
+            else build_node_devices(record.node, remaining)
+        )
         devices = self._with_assumed(devices, name, gone | {req.pod.uid})
         return check_node(req, name, record.node, devices)
 

@@ -52,7 +52,8 @@ class Scores:
 
 
 class ScoreStep:
-    """The prioritize step of `accel.placement.core.ExtenderCore`, over the state it shares with the other steps."""
+    """The prioritize step of `accel.placement.core.ExtenderCore`, over the state it shares with the other
+    steps."""
 
     def __init__(self, state: ExtenderState) -> None:
         self.state = state
@@ -61,11 +62,19 @@ class ScoreStep:
         key = (cid, shaped, self.state.mix_version, strategy)
         value = self.state.frag_memo.get(key)
         if value is None:
-            value = fragmentation_raw(self.state.classes.class_rep[cid][1], shaped, self.state.mix, strategy=strategy, context=self.state.context)[0]
+            value = fragmentation_raw(
+                self.state.classes.class_rep[cid][1],
+                shaped,
+                self.state.mix,
+                strategy=strategy,
+                context=self.state.context,
+            )[0]
             self.state.frag_memo[key] = value
         return value
 
-    def _class_parts(self, index: ClusterIndex, req: PodRequest, classes: list[int]) -> dict[str, dict[int, float]]:
+    def _class_parts(
+        self, index: ClusterIndex, req: PodRequest, classes: list[int]
+    ) -> dict[str, dict[int, float]]:
         """Normalised preference, fragmentation and scarcity per class, over the candidates' classes."""
         settings = index.policy.settings.scoring
         rep = self.state.classes.class_rep
@@ -74,7 +83,12 @@ class ScoreStep:
         frag_raw = {c: self._frag_raw(c, shaped, settings.strategy) for c in classes} if shaped.units else {}
         scarce: dict[int, float] = {}
         if shaped.units and len(shaped.types) > 1:
-            by_type = scarcity_raw([rep[c][1].gpu_type for c in classes], self.state.prices, self.state.free_gpus(index), self.state.tflops)
+            by_type = scarcity_raw(
+                [rep[c][1].gpu_type for c in classes],
+                self.state.prices,
+                self.state.free_gpus(index),
+                self.state.tflops,
+            )
             scarce = normalise({c: by_type[rep[c][1].gpu_type] for c in classes})
         return {"preference": pref, "fragmentation": normalise(frag_raw), "scarcity": scarce}
 
@@ -85,8 +99,12 @@ class ScoreStep:
         size = len(pos)
         if req.job is None:
             return np.zeros(size)
-        peers = self.state.topology.parts(index, req, present_ids(tids), self.state.classes, self.state.assumptions)
-        if peers is not None:  # the job has placed pods: closeness to them (accel.placement.topology_rules rule 3)
+        peers = self.state.topology.parts(
+            index, req, present_ids(tids), self.state.classes, self.state.assumptions
+        )
+        if (
+            peers is not None
+        ):  # the job has placed pods: closeness to them (accel.placement.topology_rules rule 3)
             column, by_node = peers
             topo = column[tids + 1]
             if by_node:  # nodes hosting peers: their own topology part instead of their class's
@@ -120,7 +138,9 @@ class ScoreStep:
         column: FloatColumn = id_column(per_class, len(self.state.classes.class_rep))[cids + 1]
         return column
 
-    def scores(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None) -> Scores:
+    def scores(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], key: bytes | None = None
+    ) -> Scores:
         """Score 0..10 for every candidate, in the order given; unknown nodes get 0.
 
         `key` as in `filter`. The breakdown is kept per pod uid for bind's explanation.
@@ -136,7 +156,13 @@ class ScoreStep:
         return Scores(names, pos, out, index.names)
 
     def combine_columns(
-        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], pos: IntColumn, cids: IntColumn, tids: IntColumn
+        self,
+        index: ClusterIndex,
+        req: PodRequest,
+        names: Sequence[str],
+        pos: IntColumn,
+        cids: IntColumn,
+        tids: IntColumn,
     ) -> Combined:
         w = index.policy.settings.scoring.weights
         parts = self._class_parts(index, req, present_ids(cids))

@@ -1,6 +1,7 @@
 """How the extender's score components become one 0..10 score, and how that score is explained.
 
-The components (accel.placement.score_rules, accel.placement.topology_rules and `scarcity_raw` here) are each normalised
+The components (accel.placement.score_rules, accel.placement.topology_rules and `scarcity_raw` here) are each
+normalised
 to 0..10 over the candidates first (accel.placement.score_rules rule 1). This module combines them, vectorised
 over the candidates, and words the result for the `accel.dev/placement` annotation. The extender,
 the slow reference in the tests and `accel explain` all go through these functions.
@@ -54,19 +55,28 @@ PLACED_CONTROLLER = "accel-extender"
 _FLAT = 1e-9
 
 
-def premium_index(types: Sequence[str], prices: Mapping[str, float], tflops: Mapping[str, float]) -> dict[str, float]:
+def premium_index(
+    types: Sequence[str], prices: Mapping[str, float], tflops: Mapping[str, float]
+) -> dict[str, float]:
     """Rule 5: how premium each type is among `types`, 0..1: the mean of its list price and its
     dense 16-bit throughput, each as a share of the highest among `types` (a fact unknown for any
     of them is left out for all; neither known: 0.5, neutral)."""
     distinct = sorted(set(types))
-    facts = [f for f in (prices, tflops) if all(t in f for t in distinct) and max((f[t] for t in distinct), default=0) > 0]
+    facts = [
+        f
+        for f in (prices, tflops)
+        if all(t in f for t in distinct) and max((f[t] for t in distinct), default=0) > 0
+    ]
     if not facts:
         return dict.fromkeys(distinct, 0.5)
     return {t: sum(f[t] / max(f[u] for u in distinct) for f in facts) / len(facts) for t in distinct}
 
 
 def scarcity_raw(
-    types: Sequence[str], prices: Mapping[str, float], free_gpus: Mapping[str, float], tflops: Mapping[str, float] | None = None
+    types: Sequence[str],
+    prices: Mapping[str, float],
+    free_gpus: Mapping[str, float],
+    tflops: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Rule 5 per distinct type in `types` (the candidates' types); 0 for all when fewer than two."""
     distinct = sorted(set(types))
@@ -123,7 +133,11 @@ class Combined:
 
 
 def active_weights(
-    normalised: Mapping[str, FloatColumn], weights: Mapping[str, float], known: BoolColumn, *, dominant: str | None
+    normalised: Mapping[str, FloatColumn],
+    weights: Mapping[str, float],
+    known: BoolColumn,
+    *,
+    dominant: str | None,
 ) -> dict[str, float]:
     """Rules 1 and 2: the weight each component takes part with (0 when it does not)."""
     active: dict[str, float] = {}
@@ -211,7 +225,8 @@ class Explanation:
         extra = ""
         if abs(self.components.get("reservation", 0.0)) > 1e-9:
             extra += f" {self.components['reservation']:+.2f} (leaf held for another job)"
-        text = f"placed on {self.node} ({self.accelerator_type or 'no accelerator'}): score {self.score} = {parts}{extra}"
+        kind = self.accelerator_type or "no accelerator"
+        text = f"placed on {self.node} ({kind}): score {self.score} = {parts}{extra}"
         if self.runner_up is not None:
             text += f"; runner-up {self.runner_up} scored {self.runner_up_score}"
         else:

@@ -78,10 +78,15 @@ class Breakdown:
 
 
 class ExtenderState:
-    """What the filter, prioritize and bind steps share: snapshot index, learned mix, assumed binds, caches."""
+    """What the filter, prioritize and bind steps share: snapshot index, learned mix, assumed binds,
+    caches."""
 
     def __init__(
-        self, *, half_life: float = 2000.0, refresh_every: int = 256, filter_memo_limit: int = FILTER_MEMO_LIMIT
+        self,
+        *,
+        half_life: float = 2000.0,
+        refresh_every: int = 256,
+        filter_memo_limit: int = FILTER_MEMO_LIMIT,
     ) -> None:
         """`filter_memo_limit`: filter decisions kept for reuse (see `filter_columns`; 0: none)."""
         self.filter_memo_limit = filter_memo_limit
@@ -98,7 +103,9 @@ class ExtenderState:
         self.verdicts: dict[tuple[int, tuple[object, ...]], Verdict] = {}
         self.frag_memo: dict[tuple[int, ShapedRequest, int, str], float] = {}
         self.topology = JobTopology()
-        self.filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = OrderedDict()
+        self.filter_memo: OrderedDict[tuple[int, tuple[object, ...]], tuple[Classes, FilterColumns]] = (
+            OrderedDict()
+        )
         self.context: ClusterContext | None = None  # device share per class, for the scarcity term
         self.holds: dict[JobKey, JobHold] = {}  # rule 3
         self.now = 0.0  # the caller's clock at the last request (holds expire on it)
@@ -130,7 +137,9 @@ class ExtenderState:
         node class with one bincount, so it costs O(classes) per generation; the fragmentation
         memo is only dropped when the shares really changed (nodes added or removed)."""
         counts = np.bincount(index.class_col[:-1], minlength=len(self.classes.class_rep))
-        context = cluster_context([(int(n), self.classes.class_rep[c][1]) for c, n in enumerate(counts.tolist()) if n])
+        context = cluster_context(
+            [(int(n), self.classes.class_rep[c][1]) for c, n in enumerate(counts.tolist()) if n]
+        )
         if context != self.context:
             self.context = context
             self.frag_memo.clear()
@@ -225,7 +234,8 @@ class ExtenderState:
         return len(bound)
 
     def job_size(self, index: ClusterIndex, req: PodRequest) -> int:
-        """The job's size: declared (accel.cluster.job_intent rule 2) or the pods seen, whichever is larger."""
+        """The job's size: declared (accel.cluster.job_intent rule 2) or the pods seen, whichever is
+        larger."""
         if req.job is None:
             return 1
         declared = job_intent(req.pod.labels, req.pod.annotations).size
@@ -255,7 +265,9 @@ class ExtenderState:
             self.holds.pop(min(self.holds, key=lambda j: self.holds[j].expires))
         self.holds[hold.job] = hold
 
-    def held_for_jobs(self, index: ClusterIndex, req: PodRequest, names: Sequence[str], pos: IntColumn) -> BoolColumn | None:
+    def held_for_jobs(
+        self, index: ClusterIndex, req: PodRequest, names: Sequence[str], pos: IntColumn
+    ) -> BoolColumn | None:
         """Rule 3: which candidates taking this pod would leave a held leaf short of its job's pods."""
         if not self.holds or not req.wants_accelerators:
             return None

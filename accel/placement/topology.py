@@ -25,10 +25,14 @@ from accel.placement.score_rules import normalise_array
 from accel.placement.topology_rules import raw_by_level_counts
 
 MEMO_LIMIT = 200_000
-RawParts = tuple[FloatColumn, list[str], FloatColumn, int]  # per topology class; peer hosts, their values; peers
+RawParts = tuple[
+    FloatColumn, list[str], FloatColumn, int
+]  # per topology class; peer hosts, their values; peers
 
 
-def peers(index: ClusterIndex, req: PodRequest, assumptions: AssumedBinds) -> tuple[list[int], dict[str, int]]:
+def peers(
+    index: ClusterIndex, req: PodRequest, assumptions: AssumedBinds
+) -> tuple[list[int], dict[str, int]]:
     """Topology class of every placed peer of the pod's job (bound or assumed), and count per node
     (read-only: they may be the index's shared `job_peers`)."""
     if req.job is None:
@@ -58,7 +62,12 @@ class JobTopology:
         self._of: ClusterIndex | None = None
 
     def parts(
-        self, index: ClusterIndex, req: PodRequest, tids: list[int], classes: Classes, assumptions: AssumedBinds
+        self,
+        index: ClusterIndex,
+        req: PodRequest,
+        tids: list[int],
+        classes: Classes,
+        assumptions: AssumedBinds,
     ) -> tuple[FloatColumn, dict[str, float]] | None:
         """Normalised topology part per topology class (column by tid + 1, for the classes `tids`),
         and per node hosting peers; None when the job has no placed pods (nothing to be close to).
@@ -76,7 +85,9 @@ class JobTopology:
         column[at + 1] = scaled[: len(tids)]
         return column, dict(zip(host_names, scaled[len(tids) :].tolist(), strict=True))
 
-    def _raw(self, index: ClusterIndex, req: PodRequest, classes: Classes, assumptions: AssumedBinds) -> RawParts:
+    def _raw(
+        self, index: ClusterIndex, req: PodRequest, classes: Classes, assumptions: AssumedBinds
+    ) -> RawParts:
         """Raw value of every topology class, and of every node hosting peers (rules 1 and 2)."""
         assert req.job is not None
         peer_tids, per_node = peers(index, req, assumptions)
@@ -87,12 +98,16 @@ class JobTopology:
         if shared and (found := self._memo.get(req.job)) is not None:
             return found
         levels, rdma = classes.topo_columns()
-        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=len(classes.level_ids) + 1).astype(np.float64)
+        peers_on = np.bincount(levels[peer_tids].ravel() + 1, minlength=len(classes.level_ids) + 1).astype(
+            np.float64
+        )
         peers_on[0] = 0.0  # unknown levels never match
         raw_all = raw_by_level_counts(levels, rdma, peers_on, len(peer_tids))
         hosts = [index.records[n].tid for n in per_node]
         same = np.array(list(per_node.values()), dtype=np.float64)
-        raw_hosts = raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same) if hosts else same
+        raw_hosts = (
+            raw_by_level_counts(levels[hosts], rdma[hosts], peers_on, len(peer_tids), same) if hosts else same
+        )
         result = (raw_all, list(per_node), raw_hosts, len(peer_tids))
         if shared:
             if len(self._memo) > MEMO_LIMIT:

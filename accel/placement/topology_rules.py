@@ -107,7 +107,9 @@ def raw_by_level_counts(
         score = SAME_LEAF * leaf + SAME_SPINE * spine_only + SAME_ZONE * zone_only
         if same_node is not None:  # those count SAME_LEAF instead of their closeness to the node itself
             itself = np.where(
-                known[:, 0], SAME_LEAF, np.where(known[:, 1], SAME_SPINE, np.where(known[:, 2], SAME_ZONE, 0.0))
+                known[:, 0],
+                SAME_LEAF,
+                np.where(known[:, 1], SAME_SPINE, np.where(known[:, 2], SAME_ZONE, 0.0)),
             )
             score = score + same_node * (SAME_LEAF - itself)
         near = score / total

@@ -67,7 +67,9 @@ class TypicalMix:
     def _types_ok(self, gpu_type: str) -> npt.NDArray[np.bool_]:
         ok = self._type_ok.get(gpu_type)
         if ok is None:
-            ok = np.array([m.gpu_milli > 0 and (not m.gpu_types or gpu_type in m.gpu_types) for m, _ in self.typical])
+            ok = np.array(
+                [m.gpu_milli > 0 and (not m.gpu_types or gpu_type in m.gpu_types) for m, _ in self.typical]
+            )
             self._type_ok[gpu_type] = ok
         return ok
 

@@ -50,7 +50,9 @@ from accel.policy.models import (
 from accel.policy.odh_profiles import clash_errors, profiles_from_objects
 
 
-def parse_policy(files: Mapping[str, str], catalog: Catalog, *, hardware_profiles: Sequence[Mapping[str, Any]] = ()) -> ParsedPolicy:
+def parse_policy(
+    files: Mapping[str, str], catalog: Catalog, *, hardware_profiles: Sequence[Mapping[str, Any]] = ()
+) -> ParsedPolicy:
     """Build a cross-validated policy or raise `PolicyInvalid` listing every problem.
 
     `hardware_profiles`: OpenDataHub HardwareProfile objects, mapped by `accel.policy.odh_profiles` and
@@ -59,7 +61,13 @@ def parse_policy(files: Mapping[str, str], catalog: Catalog, *, hardware_profile
     errors: list[PolicyError] = []
     for name in files:
         if name not in POLICY_FILES:
-            errors.append(PolicyError(file=name, path="", message=f"unknown policy key; expected one of {', '.join(POLICY_FILES)}"))
+            errors.append(
+                PolicyError(
+                    file=name,
+                    path="",
+                    message=f"unknown policy key; expected one of {', '.join(POLICY_FILES)}",
+                )
+            )
     documents = {name: _load_yaml(name, files.get(name), errors) for name in POLICY_FILES}
     catalog = _apply_overrides(documents[ACCELERATORS_FILE], catalog, errors)
     settings = _build(SETTINGS_FILE, "", Settings, documents[SETTINGS_FILE], errors) or Settings()
@@ -72,7 +80,9 @@ def parse_policy(files: Mapping[str, str], catalog: Catalog, *, hardware_profile
     if errors:
         raise PolicyInvalid(errors)
     built_teams = tuple(t for t in teams.values() if t is not None)
-    return ParsedPolicy(policy=Policy(settings=settings, profiles=tuple(profiles), teams=built_teams), catalog=catalog)
+    return ParsedPolicy(
+        policy=Policy(settings=settings, profiles=tuple(profiles), teams=built_teams), catalog=catalog
+    )
 
 
 @dataclass(frozen=True)
@@ -90,9 +100,17 @@ class _KnownNames:
            errors: Sequence[PolicyError]) -> _KnownNames:
         unreadable = {e.file for e in errors if e.message.startswith(INVALID_YAML)}
         named = _raw_names(documents[PROFILES_FILE], "profiles", "name")
-        profile_names = None if PROFILES_FILE in unreadable or named is None else frozenset(named) | {p.name for p in profiles}
+        profile_names = (
+            None
+            if PROFILES_FILE in unreadable or named is None
+            else frozenset(named) | {p.name for p in profiles}
+        )
         extra = _raw_names(documents[ACCELERATORS_FILE], "accelerators", "name")
-        types = None if ACCELERATORS_FILE in unreadable or extra is None else frozenset(catalog.names()) | frozenset(extra)
+        types = (
+            None
+            if ACCELERATORS_FILE in unreadable or extra is None
+            else frozenset(catalog.names()) | frozenset(extra)
+        )
         return _KnownNames(profile_names, types)
 
 
@@ -106,7 +124,9 @@ def _raw_names(document: Any, key: str, field: str) -> list[str] | None:
     return [str(item[field]) for item in items if isinstance(item, dict) and isinstance(item.get(field), str)]
 
 
-def _external_profiles(objects: Sequence[Mapping[str, Any]], own: list[Profile], catalog: Catalog, errors: list[PolicyError]) -> list[Profile]:
+def _external_profiles(
+    objects: Sequence[Mapping[str, Any]], own: list[Profile], catalog: Catalog, errors: list[PolicyError]
+) -> list[Profile]:
     """HardwareProfile objects as profiles; their errors are reported under the object's name."""
     if not objects:
         return []
@@ -146,7 +166,11 @@ def _apply_overrides(document: Any, catalog: Catalog, errors: list[PolicyError])
         return catalog
     items = document.get("accelerators") if isinstance(document, dict) else None
     if not isinstance(items, list):
-        errors.append(PolicyError(file=ACCELERATORS_FILE, path="accelerators", message="must be a list of accelerator types"))
+        errors.append(
+            PolicyError(
+                file=ACCELERATORS_FILE, path="accelerators", message="must be a list of accelerator types"
+            )
+        )
         return catalog
     good: list[Mapping[str, Any]] = []
     for index, item in enumerate(items):
@@ -162,7 +186,9 @@ def _build(file: str, path: str, model: type[Any], data: Any, errors: list[Polic
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(PolicyError(file=file, path=path, message=f"must be a mapping, got {type(data).__name__}"))
+        errors.append(
+            PolicyError(file=file, path=path, message=f"must be a mapping, got {type(data).__name__}")
+        )
         return None
     try:
         return model.model_validate(data)
@@ -171,18 +197,26 @@ def _build(file: str, path: str, model: type[Any], data: Any, errors: list[Polic
         return None
 
 
-def _build_indexed(file: str, key: str, model: type[Any], document: Any, errors: list[PolicyError]) -> dict[int, Any]:
+def _build_indexed(
+    file: str, key: str, model: type[Any], document: Any, errors: list[PolicyError]
+) -> dict[int, Any]:
     """Each item of the list under `key` by its index in the file: the model, or None when invalid
     (its errors recorded), so later checks name the item's real index."""
     if document is None:
         return {}
     if not isinstance(document, dict) or not isinstance(document.get(key, []), list):
-        errors.append(PolicyError(file=file, path=key, message=f"expected a mapping with a list under {key!r}"))
+        errors.append(
+            PolicyError(file=file, path=key, message=f"expected a mapping with a list under {key!r}")
+        )
         return {}
     extra = sorted(set(document) - {key})
     if extra:
-        errors.append(PolicyError(file=file, path=extra[0], message=f"unknown top-level key; only {key!r} is allowed"))
-    return {i: _build(file, f"{key}[{i}]", model, item, errors) for i, item in enumerate(document.get(key) or [])}
+        errors.append(
+            PolicyError(file=file, path=extra[0], message=f"unknown top-level key; only {key!r} is allowed")
+        )
+    return {
+        i: _build(file, f"{key}[{i}]", model, item, errors) for i, item in enumerate(document.get(key) or [])
+    }
 
 
 def _pydantic_errors(file: str, prefix: str, exc: Exception) -> list[PolicyError]:
@@ -199,8 +233,14 @@ def _pydantic_errors(file: str, prefix: str, exc: Exception) -> list[PolicyError
     return found
 
 
-def _cross_check(documents: Mapping[str, Any], own: Mapping[int, Profile | None], teams: Mapping[int, Team | None],
-                 profiles: Sequence[Profile], known: _KnownNames, catalog: Catalog) -> Iterable[PolicyError]:
+def _cross_check(
+    documents: Mapping[str, Any],
+    own: Mapping[int, Profile | None],
+    teams: Mapping[int, Team | None],
+    profiles: Sequence[Profile],
+    known: _KnownNames,
+    catalog: Catalog,
+) -> Iterable[PolicyError]:
     """References between the files, each reported once (module docstring). Items that failed
     their schema are still checked through their raw fields, so a team with a bad quota still
     gets its unknown-profile reference reported."""
@@ -209,7 +249,9 @@ def _cross_check(documents: Mapping[str, Any], own: Mapping[int, Profile | None]
     settings = documents[SETTINGS_FILE]
     default = settings.get("defaultProfile") if isinstance(settings, dict) else None
     if isinstance(default, str) and known.profiles is not None and default not in known.profiles:
-        yield PolicyError(file=SETTINGS_FILE, path="defaultProfile", message=_unknown("profile", default, known.profiles))
+        yield PolicyError(
+            file=SETTINGS_FILE, path="defaultProfile", message=_unknown("profile", default, known.profiles)
+        )
     raw_profiles = _raw_list(documents[PROFILES_FILE], "profiles")
     for index, built in own.items():
         if built is not None:
@@ -236,29 +278,49 @@ def _check_raw_types(path: str, item: Any, types: frozenset[str]) -> Iterable[Po
     for index, ref in enumerate(refs if isinstance(refs, list) else ()):
         name = ref.get("type") if isinstance(ref, dict) else None
         if isinstance(name, str) and (name not in types or name == UNKNOWN_TYPE):
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators[{index}].type", message=_unknown("accelerator type", name, types))
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.accelerators[{index}].type",
+                message=_unknown("accelerator type", name, types),
+            )
 
 
 def _duplicates(file: str, key: str, names: list[str]) -> Iterable[PolicyError]:
     for name, count in Counter(names).items():
         if count > 1:
             index = names.index(name, names.index(name) + 1)
-            yield PolicyError(file=file, path=f"{key}[{index}].name", message=f"duplicate name {name!r} (names must be unique)")
+            yield PolicyError(
+                file=file,
+                path=f"{key}[{index}].name",
+                message=f"duplicate name {name!r} (names must be unique)",
+            )
 
 
-def _check_profile(path: str, profile: Profile, catalog: Catalog, known_types: Iterable[str] | None = ()) -> Iterable[PolicyError]:
+def _check_profile(
+    path: str, profile: Profile, catalog: Catalog, known_types: Iterable[str] | None = ()
+) -> Iterable[PolicyError]:
     """One profile's own consistency. `known_types`: the type names references may use (() = the
     catalog's; None = unknown because accelerators.yaml is unreadable: not checked, rule 2)."""
     types = profile.types
     names = frozenset(known_types) if known_types else frozenset(catalog.names())
     for index, type_name in enumerate(types if known_types is not None else ()):
         if type_name not in names or type_name == UNKNOWN_TYPE:
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators[{index}].type", message=_unknown("accelerator type", type_name, names))
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.accelerators[{index}].type",
+                message=_unknown("accelerator type", type_name, names),
+            )
     yield from _check_resources(path, profile, catalog)
     if len(set(types)) != len(types):
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators", message="lists the same type twice")
+        yield PolicyError(
+            file=PROFILES_FILE, path=f"{path}.accelerators", message="lists the same type twice"
+        )
     if profile.gpus.max is not None and profile.gpus.default > profile.gpus.max:
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.gpus.default", message=f"default {profile.gpus.default} is above max {profile.gpus.max}")
+        yield PolicyError(
+            file=PROFILES_FILE,
+            path=f"{path}.gpus.default",
+            message=f"default {profile.gpus.default} is above max {profile.gpus.max}",
+        )
     yield from _check_sharing(path, profile, catalog)
 
 
@@ -270,37 +332,75 @@ def _check_resources(path: str, profile: Profile, catalog: Catalog) -> Iterable[
             devices.setdefault(found.resource_name, []).append(type_name)
     if len(devices) > 1:
         spelled = ", ".join(f"{resource} ({', '.join(names)})" for resource, names in devices.items())
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators", message=(
-            f"mixes accelerator resources {spelled}: a pod requests one resource name when it is created, before "
-            "the type is chosen, so only one vendor's nodes could run it; split it into one profile per vendor"))
+        yield PolicyError(
+            file=PROFILES_FILE,
+            path=f"{path}.accelerators",
+            message=(
+                f"mixes accelerator resources {spelled}: a pod requests one resource name when it is "
+                "created, before "
+                "the type is chosen, so only one vendor's nodes could run it; split it into one profile per "
+                "vendor"
+            ),
+        )
     elif profile.sharing is Sharing.TIME_SLICED and devices:
         device = next(iter(devices))
         if profile.shared_resource_name.removesuffix(".shared") != device:
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.sharedResourceName", message=(
-                f"{profile.shared_resource_name!r} is not a resource of {device} devices; use {device}.shared (device "
-                f"plugin renameByDefault=true) or {device} (renameByDefault=false)"))
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.sharedResourceName",
+                message=(
+                    f"{profile.shared_resource_name!r} is not a resource of {device} devices; use "
+                    f"{device}.shared (device "
+                    f"plugin renameByDefault=true) or {device} (renameByDefault=false)"
+                ),
+            )
 
 
 def _check_sharing(path: str, profile: Profile, catalog: Catalog) -> Iterable[PolicyError]:
     if profile.sharing is not Sharing.MIG:
         if profile.mig_profile:
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.migProfile", message=f"set, but sharing is {profile.sharing.value!r}; use sharing: mig or remove migProfile")
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.migProfile",
+                message=f"set, but sharing is {profile.sharing.value!r}; use sharing: mig or remove "
+                "migProfile",
+            )
         if profile.sharing is Sharing.EXCLUSIVE and profile.replicas not in (None, 1):
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.replicas", message="replicas only apply to sharing: time-sliced")
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.replicas",
+                message="replicas only apply to sharing: time-sliced",
+            )
         return
     if not profile.mig_profile:
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.migProfile", message="required when sharing is mig (e.g. 1g.10gb)")
+        yield PolicyError(
+            file=PROFILES_FILE,
+            path=f"{path}.migProfile",
+            message="required when sharing is mig (e.g. 1g.10gb)",
+        )
         return
     if not MIG_PROFILE_PATTERN.match(profile.mig_profile):
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.migProfile", message=f"{profile.mig_profile!r} is not a MIG profile like 1g.10gb")
+        yield PolicyError(
+            file=PROFILES_FILE,
+            path=f"{path}.migProfile",
+            message=f"{profile.mig_profile!r} is not a MIG profile like 1g.10gb",
+        )
         return
     if profile.is_generic:
-        yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators", message="a MIG profile must list the MIG-capable types it applies to")
+        yield PolicyError(
+            file=PROFILES_FILE,
+            path=f"{path}.accelerators",
+            message="a MIG profile must list the MIG-capable types it applies to",
+        )
     for index, type_name in enumerate(profile.types):
         accel = catalog.get(type_name)
         if accel is not None and profile.mig_profile not in accel.mig_profiles:
             valid = ", ".join(accel.mig_profiles) or "none: this type does not support MIG"
-            yield PolicyError(file=PROFILES_FILE, path=f"{path}.accelerators[{index}].type", message=f"MIG profile {profile.mig_profile} is not valid for {type_name} (valid: {valid})")
+            yield PolicyError(
+                file=PROFILES_FILE,
+                path=f"{path}.accelerators[{index}].type",
+                message=f"MIG profile {profile.mig_profile} is not valid for {type_name} (valid: {valid})",
+            )
 
 
 def _check_team(path: str, item: Any, known: _KnownNames, catalog: Catalog) -> Iterable[PolicyError]:
@@ -316,14 +416,24 @@ def _check_team(path: str, item: Any, known: _KnownNames, catalog: Catalog) -> I
                 yield PolicyError(file=TEAMS_FILE, path=f"{path}.quota.{key}", message=message)
         for index, name in _strings(item.get("allowedTypes")):
             if name not in types:
-                yield PolicyError(file=TEAMS_FILE, path=f"{path}.allowedTypes[{index}]", message=_unknown("accelerator type", name, types))
+                yield PolicyError(
+                    file=TEAMS_FILE,
+                    path=f"{path}.allowedTypes[{index}]",
+                    message=_unknown("accelerator type", name, types),
+                )
     if profiles is not None:
         for index, name in _strings(item.get("allowedProfiles")):
             if name not in profiles:
-                yield PolicyError(file=TEAMS_FILE, path=f"{path}.allowedProfiles[{index}]", message=_unknown("profile", name, profiles))
+                yield PolicyError(
+                    file=TEAMS_FILE,
+                    path=f"{path}.allowedProfiles[{index}]",
+                    message=_unknown("profile", name, profiles),
+                )
         default = item.get("defaultProfile")
         if isinstance(default, str) and default not in profiles:
-            yield PolicyError(file=TEAMS_FILE, path=f"{path}.defaultProfile", message=_unknown("profile", default, profiles))
+            yield PolicyError(
+                file=TEAMS_FILE, path=f"{path}.defaultProfile", message=_unknown("profile", default, profiles)
+            )
 
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:

@@ -114,8 +114,12 @@ class ApiSettings(_Model):
     trusted_proxy_header: str | None = Field(default=None, alias="trustedProxyHeader")
     # How a connection proves it comes from that proxy: a verified client certificate (the API's
     # --client-ca) whose CN is in trustedProxyNames, or a loopback peer (the proxy is a sidecar).
-    trusted_proxy_from: Literal["clientCertificate", "loopback"] = Field(default="clientCertificate", alias="trustedProxyFrom")
-    trusted_proxy_names: tuple[str, ...] = Field(default=("accel-api-proxy",), alias="trustedProxyNames", min_length=1)
+    trusted_proxy_from: Literal["clientCertificate", "loopback"] = Field(
+        default="clientCertificate", alias="trustedProxyFrom"
+    )
+    trusted_proxy_names: tuple[str, ...] = Field(
+        default=("accel-api-proxy",), alias="trustedProxyNames", min_length=1
+    )
     max_staleness_seconds: float = Field(default=60.0, alias="maxStalenessSeconds", gt=0)
     # Where `accel usage` / GET /api/usage read the chargeback counters back (e.g.
     # http://prometheus-operated.monitoring:9090); none = computed from the pods in the cluster now.

@@ -73,10 +73,14 @@ class ExternalProfile:
 
 def source_name(obj: Mapping[str, Any]) -> str:
     meta = _mapping(obj.get("metadata"))
-    return f"HardwareProfile {meta.get('namespace', '')}/{meta.get('name', '')} ({obj.get('apiVersion', '?')})"
+    return (
+        f"HardwareProfile {meta.get('namespace', '')}/{meta.get('name', '')} ({obj.get('apiVersion', '?')})"
+    )
 
 
-def profiles_from_objects(objects: Iterable[Mapping[str, Any]], catalog: Catalog) -> tuple[list[ExternalProfile], list[PolicyError]]:
+def profiles_from_objects(
+    objects: Iterable[Mapping[str, Any]], catalog: Catalog
+) -> tuple[list[ExternalProfile], list[PolicyError]]:
     """Map every HardwareProfile (rule 1 skips non-accelerator ones); all errors at once."""
     found: list[ExternalProfile] = []
     errors: list[PolicyError] = []
@@ -88,7 +92,9 @@ def profiles_from_objects(objects: Iterable[Mapping[str, Any]], catalog: Catalog
     return found, errors
 
 
-def profile_from_object(obj: Mapping[str, Any], catalog: Catalog) -> tuple[ExternalProfile | None, list[PolicyError]]:
+def profile_from_object(
+    obj: Mapping[str, Any], catalog: Catalog
+) -> tuple[ExternalProfile | None, list[PolicyError]]:
     """One HardwareProfile -> (accel profile or None, errors); never raises."""
     source = source_name(obj)
     errors: list[PolicyError] = []
@@ -104,7 +110,11 @@ def profile_from_object(obj: Mapping[str, Any], catalog: Catalog) -> tuple[Exter
         return None, []
     if len(accelerators) > 1:
         names = ", ".join(str(item.get("identifier")) for _, item in accelerators)
-        err("spec.identifiers", f"names {len(accelerators)} accelerators ({names}); accel maps one accelerator per profile: split it")
+        err(
+            "spec.identifiers",
+            f"names {len(accelerators)} accelerators ({names}); accel maps one accelerator per profile: "
+            "split it",
+        )
         return None, errors
     index, identifier = accelerators[0]
     selector, tolerations, queue = _scheduling(obj, spec, err)
@@ -116,7 +126,9 @@ def profile_from_object(obj: Mapping[str, Any], catalog: Catalog) -> tuple[Exter
         "gpus": _counts(identifier, f"spec.identifiers[{index}]", err),
         "tolerations": tolerations,
         "kueueLocalQueue": queue,
-        **_sharing(str(identifier.get("identifier") or ""), annotations, f"spec.identifiers[{index}].identifier", err),
+        **_sharing(
+            str(identifier.get("identifier") or ""), annotations, f"spec.identifiers[{index}].identifier", err
+        ),
     }
     types, kept_selector = _types(annotations, selector, catalog, err)
     fields["accelerators"] = [{"type": t} for t in types]
@@ -142,7 +154,9 @@ def _is_accelerator(identifier: Mapping[str, Any]) -> bool:
     return is_accelerator_resource(str(identifier.get("identifier") or ""))
 
 
-def _scheduling(obj: Mapping[str, Any], spec: Mapping[str, Any], err: Any) -> tuple[dict[str, str], list[Any], str | None]:
+def _scheduling(
+    obj: Mapping[str, Any], spec: Mapping[str, Any], err: Any
+) -> tuple[dict[str, str], list[Any], str | None]:
     """(nodeSelector, tolerations, LocalQueue name) from either API group's spelling."""
     if str(obj.get("apiVersion", "")).startswith("dashboard.opendatahub.io/"):
         selector: dict[str, str] = {}
@@ -156,7 +170,11 @@ def _scheduling(obj: Mapping[str, Any], spec: Mapping[str, Any], err: Any) -> tu
     scheduling = _mapping(spec.get("scheduling"))
     node, kueue = _mapping(scheduling.get("node")), _mapping(scheduling.get("kueue"))
     selector = {str(k): str(v) for k, v in _mapping(node.get("nodeSelector")).items()}
-    queue = str(kueue["localQueueName"]) if scheduling.get("type") == "Queue" and kueue.get("localQueueName") else None
+    queue = (
+        str(kueue["localQueueName"])
+        if scheduling.get("type") == "Queue" and kueue.get("localQueueName")
+        else None
+    )
     return selector, _list(node.get("tolerations")), queue
 
 
@@ -168,7 +186,10 @@ def _counts(identifier: Mapping[str, Any], path: str, err: Any) -> dict[str, int
             continue
         number = _whole(value)
         if number is None or number < (1 if key == "max" else 0):
-            err(f"{path}.{field}", f"{value!r} is not a whole number of accelerators (at least {1 if key == 'max' else 0})")
+            err(
+                f"{path}.{field}",
+                f"{value!r} is not a whole number of accelerators (at least {1 if key == 'max' else 0})",
+            )
         else:
             counts[key] = number
     if "max" in counts and counts.get("default", 1) > counts["max"]:
@@ -194,7 +215,10 @@ def _sharing(resource: str, annotations: Mapping[str, str], path: str, err: Any)
         if REPLICAS_ANNOTATION in annotations:
             replicas = _whole(annotations[REPLICAS_ANNOTATION])
             if replicas is None or replicas < 1:
-                err(f"metadata.annotations[{REPLICAS_ANNOTATION}]", f"{annotations[REPLICAS_ANNOTATION]!r} is not a whole number >= 1")
+                err(
+                    f"metadata.annotations[{REPLICAS_ANNOTATION}]",
+                    f"{annotations[REPLICAS_ANNOTATION]!r} is not a whole number >= 1",
+                )
             else:
                 fields["replicas"] = replicas
         return fields
@@ -203,14 +227,20 @@ def _sharing(resource: str, annotations: Mapping[str, str], path: str, err: Any)
     return {"sharing": "exclusive"}
 
 
-def _types(annotations: Mapping[str, str], selector: Mapping[str, str], catalog: Catalog, err: Any) -> tuple[list[str], dict[str, str]]:
+def _types(
+    annotations: Mapping[str, str], selector: Mapping[str, str], catalog: Catalog, err: Any
+) -> tuple[list[str], dict[str, str]]:
     """Rule 4: (ordered canonical types, node selector left to inject)."""
     if TYPES_ANNOTATION in annotations:
         path = f"metadata.annotations[{TYPES_ANNOTATION}]"
         named = [t.strip() for t in annotations[TYPES_ANNOTATION].split(",") if t.strip()]
         for name in named:
             if name not in catalog or name == UNKNOWN_TYPE:
-                err(path, f"unknown accelerator type {name!r} (canonical names like nvidia-h200-141gb; add new ones in accelerators.yaml)")
+                err(
+                    path,
+                    f"unknown accelerator type {name!r} (canonical names like nvidia-h200-141gb; add new "
+                    "ones in accelerators.yaml)",
+                )
         if len(set(named)) != len(named):
             err(path, "lists the same type twice")
         return named, dict(selector)
@@ -222,8 +252,11 @@ def _types(annotations: Mapping[str, str], selector: Mapping[str, str], catalog:
             continue
         found = _type_of_label(key, value, catalog)
         if found is None:
-            err(f"nodeSelector[{key}]", f"{value!r} names no known accelerator type; add it to accelerators.yaml "
-                f"(productLabels) or set the {TYPES_ANNOTATION} annotation")
+            err(
+                f"nodeSelector[{key}]",
+                f"{value!r} names no known accelerator type; add it to accelerators.yaml "
+                f"(productLabels) or set the {TYPES_ANNOTATION} annotation",
+            )
         elif found not in types:
             types.append(found)
     return types, kept
@@ -242,7 +275,10 @@ def _price(text: str, err: Any) -> Decimal | None:
     except InvalidOperation:
         price = Decimal(-1)
     if not price.is_finite() or price < 0:
-        err(f"metadata.annotations[{PRICE_ANNOTATION}]", f"{text!r} is not a price (a non-negative decimal, e.g. 3.50)")
+        err(
+            f"metadata.annotations[{PRICE_ANNOTATION}]",
+            f"{text!r} is not a price (a non-negative decimal, e.g. 3.50)",
+        )
         return None
     return price
 
@@ -253,7 +289,9 @@ def _spec_path(model_path: str) -> str:
     return renames.get(head, head) + (f".{rest}" if rest else "")
 
 
-def clash_errors(external: Sequence[ExternalProfile], configmap_names: Sequence[str], *, profiles_file: str) -> list[PolicyError]:
+def clash_errors(
+    external: Sequence[ExternalProfile], configmap_names: Sequence[str], *, profiles_file: str
+) -> list[PolicyError]:
     """Profiles from profiles.yaml and from HardwareProfiles share one namespace of names."""
     errors: list[PolicyError] = []
     seen: dict[str, str] = {}
@@ -278,13 +316,21 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def status_annotations(detected_types: Sequence[str], *, available: bool, available_gpus: float, total_gpus: float,
-                       price_per_gpu_hour: float | None) -> dict[str, str]:
+def status_annotations(
+    detected_types: Sequence[str],
+    *,
+    available: bool,
+    available_gpus: float,
+    total_gpus: float,
+    price_per_gpu_hour: float | None,
+) -> dict[str, str]:
     """What accel writes onto a HardwareProfile: the types it found on nodes and the availability
     (no timestamps, so an unchanged profile is never rewritten)."""
     price = "" if price_per_gpu_hour is None else f', "pricePerGpuHour": {price_per_gpu_hour:g}'
     return {
         DETECTED_TYPES_ANNOTATION: ",".join(detected_types),
-        AVAILABILITY_ANNOTATION: (f'{{"available": {str(available).lower()}, "availableGpus": {available_gpus:g}, '
-                                  f'"totalGpus": {total_gpus:g}{price}}}'),
+        AVAILABILITY_ANNOTATION: (
+            f'{{"available": {str(available).lower()}, "availableGpus": {available_gpus:g}, '
+            f'"totalGpus": {total_gpus:g}{price}}}'
+        ),
     }

@@ -2,7 +2,8 @@
 
 Price of one GPU-hour of a type: the profile's `costPerGpuHour`, else the catalog's list price
 (with its source and date in the catalog), else unknown. A pod's cost per hour is that price times
-the GPU-equivalents it holds (accel.cluster.gpu_equivalents), so a time-sliced replica or a MIG slice costs its
+the GPU-equivalents it holds (accel.cluster.gpu_equivalents), so a time-sliced replica or a MIG slice costs
+its
 fraction. Amounts are written as USD decimal strings with 2 to 4 decimals.
 """
 
@@ -32,7 +33,11 @@ def usd(amount: Decimal | Fraction | float) -> str:
     """USD as a decimal string: at least 2 and at most 4 decimals (`6.20`, `0.2557`)."""
     with localcontext() as exact:
         exact.prec = 80  # absurd GPU counts must still format, not raise
-        value = Decimal(amount.numerator) / Decimal(amount.denominator) if isinstance(amount, Fraction) else Decimal(str(amount))
+        value = (
+            Decimal(amount.numerator) / Decimal(amount.denominator)
+            if isinstance(amount, Fraction)
+            else Decimal(str(amount))
+        )
         text = str(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
     whole, _, decimals = text.partition(".")
     return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"

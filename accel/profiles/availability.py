@@ -66,7 +66,8 @@ def profile_price(profile: Profile, catalog: Catalog) -> tuple[float | None, str
 def summarise_profile(
     profile: Profile, inventory: Inventory, catalog: Catalog, *, groups: list[NodeGroup] | None = None
 ) -> ProfileSummary:
-    """The summary of one profile against the current inventory (rules 1-2 above and accel.profiles.units rules 1-2)."""
+    """The summary of one profile against the current inventory (rules 1-2 above and accel.profiles.units
+    rules 1-2)."""
     if groups is None:
         groups = group_nodes(inventory, profile.node_selector)
     tallies = tally_nodes(profile, groups, catalog)
@@ -104,10 +105,14 @@ def summarise_profile(
         available_units=sum(t.units for t in tallies.values()),
         largest_free_block=largest,
         total_gpus=float(sum((t.total for t in tallies.values()), Fraction(0))),
-        pending_pods=sum(1 for p in inventory.pods if not p.node_name and p.requested_profile == profile.name),
+        pending_pods=sum(
+            1 for p in inventory.pods if not p.node_name and p.requested_profile == profile.name
+        ),
         price_per_gpu_hour=price,
         price_per_unit_hour=_round_money(unit_price),
-        cost_per_hour_default=_round_money(unit_price * profile.gpus.default if unit_price is not None else None),
+        cost_per_hour_default=_round_money(
+            unit_price * profile.gpus.default if unit_price is not None else None
+        ),
         price_source=source,
         by_type=by_type,
     )

@@ -93,7 +93,9 @@ def matches(labels: Mapping[str, str], terms: Sequence[tuple[str, str, str | Non
     return True
 
 
-def select_nodes(inventory: Inventory, *, names: Sequence[str] = (), selector: str = "") -> list[NodeInventory]:
+def select_nodes(
+    inventory: Inventory, *, names: Sequence[str] = (), selector: str = ""
+) -> list[NodeInventory]:
     """Nodes by name and/or label selector; unknown names raise with the list of known ones."""
     known = {n.name: n for n in inventory.nodes}
     missing = [n for n in names if n not in known]
@@ -107,7 +109,12 @@ def select_nodes(inventory: Inventory, *, names: Sequence[str] = (), selector: s
 
 
 def draft_profile(
-    selected: Sequence[NodeInventory], inventory: Inventory, catalog: Catalog, *, name: str | None = None, selector: str = ""
+    selected: Sequence[NodeInventory],
+    inventory: Inventory,
+    catalog: Catalog,
+    *,
+    name: str | None = None,
+    selector: str = "",
 ) -> Draft:
     """Draft a profile for these nodes' types (module rules); raise SelectorError if none has accelerators.
 
@@ -122,11 +129,16 @@ def draft_profile(
             gpus_by_type[accel_type] += node.accelerators.gpu_count
     types = [t for t, _ in gpus_by_type.most_common() if t != UNKNOWN_TYPE]
     if UNKNOWN_TYPE in gpus_by_type:
-        warnings.append("some selected nodes have GPUs without GPU-operator labels (type unknown); they are left out of the type list")
+        warnings.append(
+            "some selected nodes have GPUs without GPU-operator labels (type unknown); they are left out of "
+            "the type list"
+        )
     sharing, mig_profile, replicas = _sharing(gpu_nodes, warnings)
     common = _common_labels(gpu_nodes)
     asked = {key: value for key, op, value in parse_selector(selector) if op == "=" and value is not None}
-    node_selector = {k: v for k, v in sorted(asked.items()) if common.get(k) == v and not _TYPE_LABEL.match(k)}
+    node_selector = {
+        k: v for k, v in sorted(asked.items()) if common.get(k) == v and not _TYPE_LABEL.match(k)
+    }
     shared = {k: v for k, v in common.items() if k not in node_selector and not _TYPE_LABEL.match(k)}
     chosen = {n.name for n in gpu_nodes}
     also = tuple(
@@ -145,7 +157,13 @@ def draft_profile(
         tolerations=_tolerations(gpu_nodes),
         node_selector=node_selector,
     )
-    return Draft(profile=profile, nodes=tuple(n.name for n in gpu_nodes), also_matches=also, warnings=tuple(warnings), shared_labels=shared)
+    return Draft(
+        profile=profile,
+        nodes=tuple(n.name for n in gpu_nodes),
+        also_matches=also,
+        warnings=tuple(warnings),
+        shared_labels=shared,
+    )
 
 
 def _profile_name(name: str | None, types: Sequence[str]) -> str:
@@ -156,7 +174,9 @@ def _profile_name(name: str | None, types: Sequence[str]) -> str:
         base = "gpu-nodes"
     else:
         vendors = {t.split("-", 1)[0] for t in types}
-        base = types[0] + "".join("-" + (t.split("-", 1)[1] if len(vendors) == 1 and "-" in t else t) for t in types[1:])
+        base = types[0] + "".join(
+            "-" + (t.split("-", 1)[1] if len(vendors) == 1 and "-" in t else t) for t in types[1:]
+        )
     return re.sub(r"[^a-z0-9.-]+", "-", base.lower()).strip("-.")[:63].strip("-.") or "drafted"
 
 
@@ -164,7 +184,10 @@ def _sharing(nodes: Sequence[NodeInventory], warnings: list[str]) -> tuple[Shari
     modes = Counter(n.accelerators.sharing for n in nodes)
     mode = modes.most_common(1)[0][0]
     if len(modes) > 1:
-        warnings.append(f"selected nodes differ in sharing mode ({', '.join(sorted(m.value for m in modes))}); drafted {mode.value}")
+        warnings.append(
+            f"selected nodes differ in sharing mode ({', '.join(sorted(m.value for m in modes))}); drafted "
+            f"{mode.value}"
+        )
     if mode is NodeSharing.MIG:
         slices: Counter[str] = Counter()
         for node in nodes:
@@ -194,13 +217,16 @@ def _tolerations(nodes: Iterable[NodeInventory]) -> tuple[Toleration, ...]:
         for taint in node.taints:
             key, effect = str(taint.get("key", "")), str(taint.get("effect", ""))
             if key and effect in ("NoSchedule", "NoExecute", "PreferNoSchedule"):
-                found[(key, effect)] = Toleration.model_validate({"key": key, "operator": "Exists", "effect": effect})
+                found[(key, effect)] = Toleration.model_validate(
+                    {"key": key, "operator": "Exists", "effect": effect}
+                )
     return tuple(found.values())
 
 
 def as_json(draft: Draft) -> dict[str, Any]:
     return {
-        "profile": draft.profile.model_dump(by_alias=True, exclude_defaults=True, mode="json") | {"name": draft.profile.name},
+        "profile": draft.profile.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+        | {"name": draft.profile.name},
         "nodes": list(draft.nodes),
         "alsoMatches": list(draft.also_matches),
         "warnings": list(draft.warnings),

@@ -30,7 +30,9 @@ from accel.policy.models import Profile, Sharing
 def profile_resource(profile: Profile, node: NodeInventory, catalog: Catalog) -> str | None:
     """The extended resource a pod of `profile` consumes on `node`, or None when it cannot run there."""
     accel = node.accelerators
-    if not accel.types or (profile.accelerators and not any(ref.type in accel.types for ref in profile.accelerators)):
+    if not accel.types or (
+        profile.accelerators and not any(ref.type in accel.types for ref in profile.accelerators)
+    ):
         return None
     if profile.node_selector and any(node.labels.get(k) != v for k, v in profile.node_selector.items()):
         return None

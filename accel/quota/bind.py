@@ -72,7 +72,9 @@ def blocked_types(team: Team, pod: PodView, profile: Profile | None, catalog: Ca
     for key in team.quota:
         if key == ALL_TYPES:
             continue
-        excess = type_room(team, key, requested_gpu_equivalents(pod.accelerators, key, profile, catalog), usage)
+        excess = type_room(
+            team, key, requested_gpu_equivalents(pod.accelerators, key, profile, catalog), usage
+        )
         if excess is not None:
             blocked.append((key, full_reason(excess)))
     return tuple(sorted(blocked))
@@ -84,8 +86,16 @@ def conversion(team: Team, pod: PodView, node: NodeInventory, profile: Profile |
     on_node = sum((node.gpu_equivalents(r, n, catalog) for r, n in pod.accelerators.items()), Fraction(0))
     pending = requested_gpu_equivalents(pod.accelerators, UNDECIDED, profile, catalog)
     return Reservation(
-        id=bound_id(pod.uid), team=team.name, type=node.accelerator_type or "", amount=on_node,
-        namespace=pod.namespace, name=pod.name, created=now, expires=now + ttl, stage=BOUND, undecided=pending,
+        id=bound_id(pod.uid),
+        team=team.name,
+        type=node.accelerator_type or "",
+        amount=on_node,
+        namespace=pod.namespace,
+        name=pod.name,
+        created=now,
+        expires=now + ttl,
+        stage=BOUND,
+        undecided=pending,
     )
 
 

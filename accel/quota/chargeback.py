@@ -73,13 +73,19 @@ def parse_time(value: Any) -> float | None:
         return None
 
 
-def pod_times(obj: Mapping[str, Any], *, deleted_at: float | None = None) -> tuple[float | None, float | None]:
+def pod_times(
+    obj: Mapping[str, Any], *, deleted_at: float | None = None
+) -> tuple[float | None, float | None]:
     """Rules 1 and 2: (charged from, charged until) of a pod object."""
     raw_status = obj.get("status")
     status: Mapping[str, Any] = raw_status if isinstance(raw_status, Mapping) else {}
     conditions = {str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
     scheduled = conditions.get("PodScheduled")
-    start = parse_time(scheduled.get("lastTransitionTime")) if scheduled and scheduled.get("status") == "True" else None
+    start = (
+        parse_time(scheduled.get("lastTransitionTime"))
+        if scheduled and scheduled.get("status") == "True"
+        else None
+    )
     start = start if start is not None else parse_time(status.get("startTime"))
     end: float | None = None
     if status.get("phase") in ("Succeeded", "Failed"):
@@ -165,17 +171,25 @@ def parse_window(text: str) -> float:
 
 PODS_NOTE = ("from the pods in the cluster now (their start/end times): pods already deleted are missing; "
              "set api.prometheusUrl to report from the accel_gpu_seconds_total counters instead")
-PROMETHEUS_NOTE = "from Prometheus: increase() of accel_gpu_seconds_total and accel_gpu_cost_total over the window"
+PROMETHEUS_NOTE = (
+    "from Prometheus: increase() of accel_gpu_seconds_total and accel_gpu_cost_total over the window"
+)
 
 
 def usage_report(rolled: Mapping[tuple[str, str], Usage], *, window: str, window_s: float, source: str,
                  teams: frozenset[str] | None = None, currency: str = "USD") -> dict[str, Any]:
     """The JSON shape of `GET /api/usage` and `accel usage -o json` (rows sorted by team, type);
     `teams` limits the rows to those teams (None: all)."""
-    rows: list[dict[str, Any]] = [{"team": team, "type": accel_type, "gpuHours": round(value.gpu_seconds / 3600.0, 4),
-                                   "cost": round(value.cost, 4)}
-            for (team, accel_type), value in sorted(rolled.items())
-            if (teams is None or team in teams) and value.gpu_seconds > 0]
+    rows: list[dict[str, Any]] = [
+        {
+            "team": team,
+            "type": accel_type,
+            "gpuHours": round(value.gpu_seconds / 3600.0, 4),
+            "cost": round(value.cost, 4),
+        }
+        for (team, accel_type), value in sorted(rolled.items())
+        if (teams is None or team in teams) and value.gpu_seconds > 0
+    ]
     return {"window": window, "windowSeconds": window_s, "source": source,
             "note": PROMETHEUS_NOTE if source == "prometheus" else PODS_NOTE,
             "currency": currency, "rows": rows,
@@ -183,8 +197,19 @@ def usage_report(rolled: Mapping[tuple[str, str], Usage], *, window: str, window
                        "cost": round(sum(float(r["cost"]) for r in rows), 4)}}
 
 
-def usage_from_pods(pods: Iterable[Mapping[str, Any]], *, policy: Policy, catalog: Catalog, inventory: Inventory,
-                    window_s: float, now: float) -> dict[tuple[str, str], Usage]:
+def usage_from_pods(
+    pods: Iterable[Mapping[str, Any]],
+    *,
+    policy: Policy,
+    catalog: Catalog,
+    inventory: Inventory,
+    window_s: float,
+    now: float,
+) -> dict[tuple[str, str], Usage]:
     """(team, type) usage over [now - window_s, now) of the pods given (no history beyond them)."""
-    charges = [c for p in pods if (c := pod_charge(p, policy=policy, catalog=catalog, inventory=inventory)) is not None]
+    charges = [
+        c
+        for p in pods
+        if (c := pod_charge(p, policy=policy, catalog=catalog, inventory=inventory)) is not None
+    ]
     return by_team_and_type(usage_between(charges, now - window_s, now))

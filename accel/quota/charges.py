@@ -59,7 +59,9 @@ class ChargeMemo:
         key = (id(node), notes.get(TYPE_ANNOTATION), notes.get(QUOTA_TYPE_ANNOTATION), pod.requested_profile,
                tuple(pod.accelerators.items()))
         found = self._charges.get(key)
-        if found is None or found[0] is not node:  # the entry holds its node, so its id is not reused meanwhile
+        if (
+            found is None or found[0] is not node
+        ):  # the entry holds its node, so its id is not reused meanwhile
             policy = parsed.policy
             accel_type = pod_accelerator_type(pod, inventory, policy)
             found = (node, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))
@@ -74,7 +76,9 @@ class ChargeMemo:
         previous, current = self._by_pod, {}
         queued = queued_profiles(parsed.policy)
         for pod in inventory.pods:
-            team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.admission.resolve)
+            team = inventory.team_of(
+                pod.namespace, label
+            )  # never the pod's own label (accel.admission.resolve)
             if not team or pod_is_queued(pod, queued):  # accel.policy.kueue rule 2: Kueue books queued pods
                 continue
             node = inventory.node(pod.node_name) if pod.node_name else None

@@ -33,7 +33,9 @@ class KueueExport:
     notes: list[str] = field(default_factory=list)
 
 
-def export_objects(policy: Policy, catalog: Catalog, inventory: Inventory, *, local_queue: str = DEFAULT_LOCAL_QUEUE) -> KueueExport:
+def export_objects(
+    policy: Policy, catalog: Catalog, inventory: Inventory, *, local_queue: str = DEFAULT_LOCAL_QUEUE
+) -> KueueExport:
     """ResourceFlavors, ClusterQueues and LocalQueues for `policy` (module docstring)."""
     notes: list[str] = []
     order = _type_order(policy, catalog, inventory)
@@ -41,14 +43,24 @@ def export_objects(policy: Policy, catalog: Catalog, inventory: Inventory, *, lo
     queues = [_cluster_queue(team, policy, catalog, order, notes) for team in policy.teams]
     local = [_local_queue(team.name, namespace, local_queue) for team in policy.teams
              for namespace in _team_namespaces(team.name, policy, inventory)]
-    shared = sorted({r for p in policy.profiles if p.sharing.value != "exclusive" for r in _shared_resources(p)})
+    shared = sorted(
+        {r for p in policy.profiles if p.sharing.value != "exclusive" for r in _shared_resources(p)}
+    )
     if shared:
-        notes.append(f"quota covers whole GPUs only; profiles also request {', '.join(shared)}: add those resources to "
-                     "the ClusterQueues or to Kueue's excludeResourcePrefixes, or Kueue will not admit such workloads")
+        notes.append(
+            f"quota covers whole GPUs only; profiles also request {', '.join(shared)}: add those resources "
+            "to "
+            "the ClusterQueues or to Kueue's excludeResourcePrefixes, or Kueue will not admit such workloads"
+        )
     for team in policy.teams:
         if not _team_namespaces(team.name, policy, inventory):
-            notes.append(f"team {team.name}: no namespace carries label {policy.settings.team_label}={team.name}; no LocalQueue made")
-    return KueueExport([f for f in flavors if f is not None] + [q for q in queues if q is not None] + local, notes)
+            notes.append(
+                f"team {team.name}: no namespace carries label {policy.settings.team_label}={team.name}; no "
+                "LocalQueue made"
+            )
+    return KueueExport(
+        [f for f in flavors if f is not None] + [q for q in queues if q is not None] + local, notes
+    )
 
 
 def _shared_resources(profile: Profile) -> list[str]:
@@ -69,13 +81,20 @@ def _type_order(policy: Policy, catalog: Catalog, inventory: Inventory) -> list[
 def _flavor(name: str, catalog: Catalog, inventory: Inventory, notes: list[str]) -> dict[str, Any] | None:
     """ResourceFlavor whose nodeLabels pick the type's nodes (one label value, see notes)."""
     accel_type = catalog[name]
-    key = next((k for prefix, k in _PRODUCT_KEY_BY_PREFIX if accel_type.resource_name.startswith(prefix)), None)
-    observed = sorted({n.labels[key] for n in inventory.nodes if key and name in n.accelerators.types and key in n.labels})
+    key = next(
+        (k for prefix, k in _PRODUCT_KEY_BY_PREFIX if accel_type.resource_name.startswith(prefix)), None
+    )
+    observed = sorted(
+        {n.labels[key] for n in inventory.nodes if key and name in n.accelerators.types and key in n.labels}
+    )
     if key and observed:
         value = observed[0]
         if len(observed) > 1:
-            notes.append(f"flavor {name}: nodes label it {', '.join(observed)}; a flavor holds one value, {value} was used "
-                         "(Kueue adds it as a nodeSelector: relabel or split the flavor)")
+            notes.append(
+                f"flavor {name}: nodes label it {', '.join(observed)}; a flavor holds one value, {value} "
+                "was used "
+                "(Kueue adds it as a nodeSelector: relabel or split the flavor)"
+            )
     elif key and accel_type.product_labels:
         value = accel_type.product_labels[0]
     elif accel_type.gke_accelerators:
@@ -83,37 +102,59 @@ def _flavor(name: str, catalog: Catalog, inventory: Inventory, notes: list[str])
     else:
         notes.append(f"flavor {name}: no node label names this type; flavor left out")
         return None
-    return {"apiVersion": KUEUE_API, "kind": "ResourceFlavor", "metadata": {"name": name, "labels": _labels()},
-            "spec": {"nodeLabels": {key: value}}}
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "ResourceFlavor",
+        "metadata": {"name": name, "labels": _labels()},
+        "spec": {"nodeLabels": {key: value}},
+    }
 
 
-def _cluster_queue(team: Team, policy: Policy, catalog: Catalog, order: Sequence[str], notes: list[str]) -> dict[str, Any] | None:
+def _cluster_queue(
+    team: Team, policy: Policy, catalog: Catalog, order: Sequence[str], notes: list[str]
+) -> dict[str, Any] | None:
     """ClusterQueue `team`: per-flavor nominal quota from teams.yaml, flavors in preference order,
     one resource group per device resource (Kueue: a flavor lists exactly its group's resources)."""
     allowed = [t for t in _team_types(team, policy, order) if t in team.quota or ALL_TYPES in team.quota]
     if ALL_TYPES in team.quota and any(t not in team.quota for t in allowed):
-        notes.append(f"team {team.name}: the \"*\" quota ({team.quota[ALL_TYPES]}) is used as each such flavor's "
-                     "nominalQuota; Kueue has no cap across flavors of one ClusterQueue (use a Cohort for that)")
+        notes.append(
+            f'team {team.name}: the "*" quota ({team.quota[ALL_TYPES]}) is used as each such flavor\'s '
+            "nominalQuota; Kueue has no cap across flavors of one ClusterQueue (use a Cohort for that)"
+        )
     groups: dict[str, list[dict[str, Any]]] = {}
     for name in allowed:
         amount = team.quota.get(name, team.quota.get(ALL_TYPES, Decimal(0)))
         if ALL_TYPES in team.quota:
             amount = min(amount, team.quota[ALL_TYPES])
         resource = catalog[name].resource_name
-        groups.setdefault(resource, []).append({"name": name, "resources": [{"name": resource, "nominalQuota": _quantity(amount)}]})
+        groups.setdefault(resource, []).append(
+            {"name": name, "resources": [{"name": resource, "nominalQuota": _quantity(amount)}]}
+        )
     if not groups:
         notes.append(f"team {team.name}: no accelerator quota in teams.yaml; no ClusterQueue made")
         return None
-    return {"apiVersion": KUEUE_API, "kind": "ClusterQueue", "metadata": {"name": team.name, "labels": _labels()},
-            "spec": {"namespaceSelector": {"matchLabels": {policy.settings.team_label: team.name}},
-                     "resourceGroups": [{"coveredResources": [r], "flavors": f} for r, f in groups.items()]}}
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "ClusterQueue",
+        "metadata": {"name": team.name, "labels": _labels()},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {policy.settings.team_label: team.name}},
+            "resourceGroups": [{"coveredResources": [r], "flavors": f} for r, f in groups.items()],
+        },
+    }
 
 
 def _team_types(team: Team, policy: Policy, order: Sequence[str]) -> list[str]:
     """The team's types, in the preference order of its first allowed profiles (then the rest)."""
-    profiles = [p for p in policy.profiles if team.allowed_profiles is None or p.name in team.allowed_profiles]
+    profiles = [
+        p for p in policy.profiles if team.allowed_profiles is None or p.name in team.allowed_profiles
+    ]
     preferred = [t for p in profiles for t in p.types] + list(order)
-    return [t for t in dict.fromkeys(preferred) if t in order and (team.allowed_types is None or t in team.allowed_types)]
+    return [
+        t
+        for t in dict.fromkeys(preferred)
+        if t in order and (team.allowed_types is None or t in team.allowed_types)
+    ]
 
 
 def _team_namespaces(team: str, policy: Policy, inventory: Inventory) -> list[str]:

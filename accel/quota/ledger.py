@@ -187,7 +187,9 @@ class Ledger:
         if len(kept) == len(self.reservations) and not self.corrupt:
             if clean:
                 object.__setattr__(self, "clean_for", visible)  # memo only: the data is unchanged
-            object.__setattr__(self, "earliest_expiry", min((r.expires for r in kept.values()), default=float("inf")))
+            object.__setattr__(
+                self, "earliest_expiry", min((r.expires for r in kept.values()), default=float("inf"))
+            )
             return self
         assert self.members is not None
         members = {rid: self.members[rid] for rid in kept}

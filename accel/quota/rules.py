@@ -80,7 +80,12 @@ def team_usage_now(
     else:
         partial = {}
         for rid, reservation in ledger.reservations.items():
-            if reservation.team == team and rid != exclude and reservation.expires > now and rid not in visible:
+            if (
+                reservation.team == team
+                and rid != exclude
+                and reservation.expires > now
+                and rid not in visible
+            ):
                 for accel_type, amount in contributions(reservation):
                     key = (accel_type, amount.denominator)
                     count, numerator = partial.get(key, (0, 0))
@@ -124,7 +129,9 @@ def limit_of(team: Team, key: str) -> Fraction | None:
 
 @functools.lru_cache(maxsize=1024)  # a policy has a few dozen distinct quota numbers
 def _exact(amount: Decimal | int | str) -> Fraction:
-    return Fraction(amount) if isinstance(amount, Decimal) else Fraction(str(amount))  # Decimal: exact, no text round trip
+    return (
+        Fraction(amount) if isinstance(amount, Decimal) else Fraction(str(amount))
+    )  # Decimal: exact, no text round trip
 
 
 def ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
@@ -136,8 +143,15 @@ def ratio_sum(values: Iterable[Fraction]) -> tuple[int, int]:
     return numerator, denominator
 
 
-def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage, *, keys: tuple[str, ...] | None = None,
-                in_use: Usage | None = None) -> list[QuotaExcess]:
+def check_quota(
+    team: Team,
+    accel_type: str,
+    amount: Fraction,
+    usage: Usage,
+    *,
+    keys: tuple[str, ...] | None = None,
+    in_use: Usage | None = None,
+) -> list[QuotaExcess]:
     """Every quota line (the type's, then "*"; or only `keys`) that `amount` more of `accel_type`
     would overrun. `in_use` (the watch's share of `usage`) splits each excess into in use and reserved."""
     excess: list[QuotaExcess] = []
@@ -147,7 +161,9 @@ def check_quota(team: Team, accel_type: str, amount: Fraction, usage: Usage, *, 
             continue
         num, den = ratio_sum(usage.values() if key == ALL_TYPES else (usage.get(key, Fraction(0)),))
         # used + amount > limit, cross-multiplied (all denominators are positive): exact, no Fraction math
-        if (num * amount.denominator + amount.numerator * den) * limit.denominator > limit.numerator * den * amount.denominator:
+        if (
+            num * amount.denominator + amount.numerator * den
+        ) * limit.denominator > limit.numerator * den * amount.denominator:
             used = Fraction(num, den)
             reserved = used - _line(in_use, key) if in_use is not None else Fraction(0)
             excess.append(QuotaExcess(team.name, key, limit, used, amount, reserved))
@@ -200,7 +216,9 @@ def decide_reservation(
     in_use = base.get(team.name, {})
     excess = check_quota(team, reservation.type, reservation.amount, usage, in_use=in_use)
     if not excess and candidates:
-        per_type = [check_quota(team, t, amount, usage, keys=(t,), in_use=in_use) for t, amount in candidates.items()]
+        per_type = [
+            check_quota(team, t, amount, usage, keys=(t,), in_use=in_use) for t, amount in candidates.items()
+        ]
         if all(per_type):
             excess = [found[0] for found in per_type]
     if excess or not commit:
@@ -211,7 +229,9 @@ def decide_reservation(
 Seen = Mapping[str, tuple[float, bool]]  # pod uid -> (last time the watch showed it, bound then)
 
 
-def watch_ids(pods: Iterable[tuple[str, bool]], previous: Seen, *, now: float, keep_s: float) -> tuple[frozenset[str], dict[str, tuple[float, bool]]]:
+def watch_ids(
+    pods: Iterable[tuple[str, bool]], previous: Seen, *, now: float, keep_s: float
+) -> tuple[frozenset[str], dict[str, tuple[float, bool]]]:
     """The ledger ids the watch accounts for (invariant 2), and the new `Seen` memo.
 
     `pods` are (uid, bound) of the pods the watch shows now. A pod the watch showed earlier and

@@ -110,7 +110,9 @@ class ClusterState:
         free = list(old.shape.free_milli)
         for i in devices:
             if free[i] < pod.gpu_milli:
-                raise ValueError(f"device {i} of node {node} has {free[i]} milli left, pod needs {pod.gpu_milli}")
+                raise ValueError(
+                    f"device {i} of node {node} has {free[i]} milli left, pod needs {pod.gpu_milli}"
+                )
             free[i] -= pod.gpu_milli
         shape = NodeShape(
             gpu_type=old.shape.gpu_type,

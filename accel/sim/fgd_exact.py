@@ -33,7 +33,9 @@ Q1, Q2, Q3, Q4, XL, XR, NA = range(7)
 _BUCKET_ROWS = np.array([Q1, Q2, Q4, XL, XR, NA])[:, None]  # summed in this order, q3 left out
 
 
-def go_typical_pods(pods: Iterable[tuple[PodShape, str]], threshold_pct: int = POPULARITY_THRESHOLD_PCT) -> Typical:
+def go_typical_pods(
+    pods: Iterable[tuple[PodShape, str]], threshold_pct: int = POPULARITY_THRESHOLD_PCT
+) -> Typical:
     """Rule 1 over (FGD key shape, raw gpu_spec string) pairs; a kept key's shape may repeat."""
     counts: dict[tuple[int, int, int, str], tuple[PodShape, int]] = {}
     for shape, spec in pods:

@@ -124,7 +124,9 @@ class FgdPolicy(Policy):
 
     def __init__(self, all_pods: Iterable[PodShape | TracePod]) -> None:
         keyed = (
-            (fgd_key(p.shape), p.gpu_spec) if isinstance(p, TracePod) else (fgd_key(p), "|".join(sorted(p.gpu_types)))
+            (fgd_key(p.shape), p.gpu_spec)
+            if isinstance(p, TracePod)
+            else (fgd_key(p), "|".join(sorted(p.gpu_types)))
             for p in all_pods
         )
         self.mix = GoExactMix(go_typical_pods(keyed))
@@ -166,7 +168,9 @@ class AccelPolicy(Policy):
         return fragmentation_score(state.shape, pod, self.mix, context=self.context)
 
 
-def make_policy(name: str, all_pods: Iterable[PodShape | TracePod], nodes: Iterable[NodeShape] = ()) -> Policy:
+def make_policy(
+    name: str, all_pods: Iterable[PodShape | TracePod], nodes: Iterable[NodeShape] = ()
+) -> Policy:
     """A fresh policy by name (see POLICY_NAMES); `all_pods` is only used by `fgd`, `nodes` (the
     cluster inventory) only by `accel`."""
     simple: dict[str, type[Policy]] = {

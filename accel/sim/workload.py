@@ -92,7 +92,9 @@ def build_run_input(
     order = _tune(rng, order, ordered, tune * (total_gpus * MILLI))  # Go: ratio * float64(capacity)
     for _ in range(INFORMER_DRAWS):
         rng.float64()
-    by_name = range(node_count) if node_names is None else sorted(range(node_count), key=lambda i: node_names[i])
+    by_name = (
+        range(node_count) if node_names is None else sorted(range(node_count), key=lambda i: node_names[i])
+    )
     ranks = rng.perm(node_count)  # the i-th node by name gets name prefix ranks[i]
     priority = [0] * node_count
     for position, node in enumerate(by_name):

@@ -45,13 +45,24 @@ def _objects(busy_shift: int) -> tuple[list[Any], list[Any], list[Any]]:
     nodes, pods = [], []
     for i in range(NODES):
         product, count = PRODUCTS[i % len(PRODUCTS)]
-        labels = {"nvidia.com/gpu.product": product, "nvidia.com/gpu.count": count, "nvidia.com/gpu.present": "true",
-                  "topology.kubernetes.io/zone": f"z{i % 3}", "network.topology.nvidia.com/leaf": f"leaf-{i // 32}"}
-        nodes.append(make_node(f"gpu-{i:04d}", labels=labels, allocatable={"nvidia.com/gpu": count, "cpu": "96"}))
+        labels = {
+            "nvidia.com/gpu.product": product,
+            "nvidia.com/gpu.count": count,
+            "nvidia.com/gpu.present": "true",
+            "topology.kubernetes.io/zone": f"z{i % 3}",
+            "network.topology.nvidia.com/leaf": f"leaf-{i // 32}",
+        }
+        nodes.append(
+            make_node(f"gpu-{i:04d}", labels=labels, allocatable={"nvidia.com/gpu": count, "cpu": "96"})
+        )
         used = (i + busy_shift) % (int(count) + 1)
         if used:
-            pods.append(make_pod(f"job-{i}", "team-nlp", node=f"gpu-{i:04d}", requests={"nvidia.com/gpu": str(used)}))
-    namespaces = [make_namespace(f"team-{t}", labels={"team": t}) for t in ("nlp", "vision", "research", "platform")]
+            pods.append(
+                make_pod(f"job-{i}", "team-nlp", node=f"gpu-{i:04d}", requests={"nvidia.com/gpu": str(used)})
+            )
+    namespaces = [
+        make_namespace(f"team-{t}", labels={"team": t}) for t in ("nlp", "vision", "research", "platform")
+    ]
     return nodes, pods, namespaces
 
 
@@ -70,7 +81,9 @@ def _serve_api(port: int, ready: Any) -> None:
     inventories = []
     for shift in range(2):
         nodes, pods, namespaces = _objects(shift)
-        inventories.append(build_inventory(nodes, pods, namespaces, catalog=parsed.catalog, policy=parsed.policy))
+        inventories.append(
+            build_inventory(nodes, pods, namespaces, catalog=parsed.catalog, policy=parsed.policy)
+        )
     state = ClusterState.static(parsed, inventories[0])
     app = make_app(state, metrics=Metrics())
     counter = {"n": 0}
@@ -89,7 +102,9 @@ def _serve_api(port: int, ready: Any) -> None:
 
 def _serve_bare(port: int, size: int, ready: Any) -> None:
     body = b'{"profiles":"' + b"x" * max(0, size - 16) + b'"}'
-    app = make_base_app(name="bare", metrics=Metrics(), max_body_bytes=1 << 16, max_concurrency=256, ready=lambda: (True, ""))
+    app = make_base_app(
+        name="bare", metrics=Metrics(), max_body_bytes=1 << 16, max_concurrency=256, ready=lambda: (True, "")
+    )
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")

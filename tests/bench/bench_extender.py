@@ -123,7 +123,9 @@ async def measure(ext: str, bare: str, names: list[str], samples: Samples, tag: 
     async with aiohttp.ClientSession() as session:
         for i in range(WARMUP + REQUESTS):
             gpus = (1, 2, 4, 8)[i % 4]
-            pod = named_gpu_pod(f"p{i}-{tag}", gpus, profile="large-any", labels={"accel.dev/job": f"j{i % 50}"})
+            pod = named_gpu_pod(
+                f"p{i}-{tag}", gpus, profile="large-any", labels={"accel.dev/job": f"j{i % 50}"}
+            )
             first = orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
             filtered, reply = await call(session, f"{ext}/filter", first)
             passed = orjson.loads(reply)["NodeNames"]
@@ -132,7 +134,9 @@ async def measure(ext: str, bare: str, names: list[str], samples: Samples, tag: 
             bare_filter, _ = await call(session, f"{bare}/filter", first)
             bare_prioritize, _ = await call(session, f"{bare}/prioritize", second)
             if i >= WARMUP:
-                for key, value in zip(samples, (filtered, prioritized, bare_filter, bare_prioritize), strict=True):
+                for key, value in zip(
+                    samples, (filtered, prioritized, bare_filter, bare_prioritize), strict=True
+                ):
                     samples[key].append(value)
 
 
@@ -145,7 +149,12 @@ def summary(samples: Samples) -> dict[str, float]:
     """ms: p50/p99 per filter+prioritize pair (extender, bare) and p99 per request of each verb."""
     ext = [f + p for f, p in zip(samples["filter"], samples["prioritize"], strict=True)]
     bare = [f + p for f, p in zip(samples["bare_filter"], samples["bare_prioritize"], strict=True)]
-    out = {"p50": pct(ext, 0.5), "p99": pct(ext, 0.99), "bare_p50": pct(bare, 0.5), "bare_p99": pct(bare, 0.99)}
+    out = {
+        "p50": pct(ext, 0.5),
+        "p99": pct(ext, 0.99),
+        "bare_p50": pct(bare, 0.5),
+        "bare_p99": pct(bare, 0.99),
+    }
     for key, values in samples.items():
         out[f"{key}_p99"] = pct(values, 0.99)
     return out
@@ -189,7 +198,10 @@ def filter_cost(n: int) -> dict[str, float]:
         core = ExtenderCore(filter_memo_limit=kept)
         renderer = FilterRenderer(replies_kept=kept)
         index = core.index(view.generation, view.parsed.policy, view.inventory)
-        reqs = [core.request(parse_pod(named_gpu_pod(f"f{g}", g, profile="large-any")), index, 0.0) for g in (1, 2, 4, 8)]
+        reqs = [
+            core.request(parse_pod(named_gpu_pod(f"f{g}", g, profile="large-any")), index, 0.0)
+            for g in (1, 2, 4, 8)
+        ]
         times = []
         for i in range(FILTER_CALLS + 8):
             started = time.perf_counter()
@@ -243,7 +255,10 @@ def main() -> int:
     for n, rounds in results.items():
         m = med[n] = {key: median_of(rounds, key) for key in rounds[0]}
         ratios = sorted(r["p99"] / r["bare_p99"] for r in rounds)
-        verb = {v: statistics.median(r[f"{v}_p99"] / r[f"bare_{v}_p99"] for r in rounds) for v in ("filter", "prioritize")}
+        verb = {
+            v: statistics.median(r[f"{v}_p99"] / r[f"bare_{v}_p99"] for r in rounds)
+            for v in ("filter", "prioritize")
+        }
         print(
             f"  {n:5d} nodes: pair p50 {m['p50']:.2f}  p99 {m['p99']:.2f}  | bare p50 {m['bare_p50']:.2f}  "
             f"p99 {m['bare_p99']:.2f}  | p99 ratio {statistics.median(ratios):.2f}x "
@@ -264,12 +279,14 @@ def main() -> int:
     filters = filter_cost(n)
     print(
         f"  filter at {n} nodes in-process (decision + reply, median us): reused {filters['reused']:.0f}, "
-        f"not reused (e.g. after a bind) {filters['not_reused']:.0f}, as lists+dicts+orjson {filters['generic']:.0f}"
+        f"not reused (e.g. after a bind) {filters['not_reused']:.0f}, as lists+dicts+orjson "
+        f"{filters['generic']:.0f}"
     )
     cost = rebuild_cost(n)
     print(
         f"  index per generation at {n} nodes: {cost['full']:.1f} ms from nothing, "
-        f"{cost['incremental']:.1f} ms after one pod event (incremental, x{cost['full'] / cost['incremental']:.0f})"
+        f"{cost['incremental']:.1f} ms after one pod event (incremental, "
+        f"x{cost['full'] / cost['incremental']:.0f})"
     )
     return 0
 

@@ -106,7 +106,9 @@ def measure(env: cluster.E2ECluster) -> dict[str, list[tuple[float, float, float
                 figures[on] = phase(env, f"r{r}-{name}-{'hook' if on else 'bare'}", gpu)
             results[name].append((*figures[True], *figures[False]))
         # Pending pods would pile up in the watch caches round after round: start each round clean.
-        env.kubectl.run("delete", "pods", "--all", "-n", NAMESPACE, "--grace-period=0", "--force", "--wait=false")
+        env.kubectl.run(
+            "delete", "pods", "--all", "-n", NAMESPACE, "--grace-period=0", "--force", "--wait=false"
+        )
     return results
 
 
@@ -128,13 +130,21 @@ def main() -> int:
         env.server_minor = cluster.server_minor_version(kubectl)
         outofcluster.start(env, workdir, host="127.0.0.1")
         cluster.apply_policy(kubectl, bench_policy())
-        kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {"team": TEAM}}})
+        kubectl.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": NAMESPACE, "labels": {"team": TEAM}},
+            }
+        )
         if control_plane.controller_manager is None:
             with contextlib.suppress(KubectlError):  # already made
                 kubectl.run("create", "serviceaccount", "default", "-n", NAMESPACE)
         wait_until(lambda: kubectl.get("serviceaccount", "default", namespace=NAMESPACE), timeout_s=60,
                    what=f"ServiceAccount default in {NAMESPACE}")  # fmt: skip
-        cluster.wait_for_policy(kubectl, profile=cluster.PARKED_PROFILE, team=TEAM, namespace=NAMESPACE, timeout_s=60)
+        cluster.wait_for_policy(
+            kubectl, profile=cluster.PARKED_PROFILE, team=TEAM, namespace=NAMESPACE, timeout_s=60
+        )
         results = measure(env)
     finally:
         if env is not None:
@@ -145,15 +155,21 @@ def main() -> int:
                     print(f"bench_kube teardown: {stop}: {exc}")
         procs.stop_all()
     ok = True
-    print(f"pod creates through kube-apiserver (local control plane, workdir {workdir}), {WORKERS} concurrent clients, "
-          f"{len(results['gpu'])} rounds x {PODS_PER_PHASE} pods per phase, with webhooks vs without; medians:")
+    print(
+        f"pod creates through kube-apiserver (local control plane, workdir {workdir}), {WORKERS} concurrent "
+        "clients, "
+        f"{len(results['gpu'])} rounds x {PODS_PER_PHASE} pods per phase, with webhooks vs without; medians:"
+    )
     for name, rounds in results.items():
         ratio = statistics.median(hook / bare for hook, _, bare, _ in rounds)
         p99_ratio = statistics.median(hook_p99 / bare_p99 for _, hook_p99, _, bare_p99 in rounds)
-        print(f"  {name:5s} pods: {statistics.median(r[0] for r in rounds):6.0f} pods/s "
-              f"(no webhooks {statistics.median(r[2] for r in rounds):6.0f}) -> {ratio:.2f}x | "
-              f"p99 {statistics.median(r[1] for r in rounds):.0f} ms (no webhooks {statistics.median(r[3] for r in rounds):.0f}) "
-              f"-> {p99_ratio:.2f}x")
+        print(
+            f"  {name:5s} pods: {statistics.median(r[0] for r in rounds):6.0f} pods/s "
+            f"(no webhooks {statistics.median(r[2] for r in rounds):6.0f}) -> {ratio:.2f}x | "
+            f"p99 {statistics.median(r[1] for r in rounds):.0f} ms (no webhooks "
+            f"{statistics.median(r[3] for r in rounds):.0f}) "
+            f"-> {p99_ratio:.2f}x"
+        )
         if name == "gpu":
             ok &= ratio >= TARGETS["gpu_throughput"] and p99_ratio <= TARGETS["gpu_p99"]
     print(f"  targets: GPU >= {TARGETS['gpu_throughput']}x creates/s and p99 <= {TARGETS['gpu_p99']}x -> "

@@ -4,7 +4,8 @@ Default: workload `default`, 10 seeds, all 7 policies, 2 worker processes (about
 on 2 cores). ACCEL_BENCH_FULL=1 runs all 17 published workloads (about 11 minutes on an idle 2-core machine).
 Targets: fgd within 0.3 pp of published, baselines within 0.5 pp (cli/sim_validation.py; each
 miss is printed with its z, the gap in standard errors of the two seed means); every deterministic
-policy's run matches the published run of the same seed on every column (Go's RNG is emulated); accel below fgd on every
+policy's run matches the published run of the same seed on every column (Go's RNG is emulated); accel below
+fgd on every
 workload and <= 4.3 % on default (at least 10 % below fgd); one policy x seed on default <= 10 s,
 timed alone in this process after the matrix (the matrix's own per-run seconds are shown too but
 depend on what else the 2 cores are doing). Ratios are against fgd (and the published means)

@@ -1,4 +1,5 @@
-"""`make bench` soak: 60 s of the mixed load in tests/bench/soak.py (ratios: RSS end/warm-up, p99 last/first)."""
+"""`make bench` soak: 60 s of the mixed load in tests/bench/soak.py (ratios: RSS end/warm-up, p99
+last/first)."""
 
 from __future__ import annotations
 

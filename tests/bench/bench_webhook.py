@@ -75,7 +75,11 @@ MIN_ROUNDS = 3
 MODE_BUDGET_S = 40.0  # per (workload, mode): no new round after this once MIN_ROUNDS are done
 SLICES = 5  # per round and server, alternating
 WARMUP = 100
-MODES: dict[str, tuple[str, ...]] = {"mutate": ("/mutate",), "validate": ("/validate",), "pair": ("/mutate", "/validate")}
+MODES: dict[str, tuple[str, ...]] = {
+    "mutate": ("/mutate",),
+    "validate": ("/validate",),
+    "pair": ("/mutate", "/validate"),
+}
 ENV_VARS = 20
 RESERVATION_TTL_S = 120.0  # the default: pods are released by the watch, not by expiry
 WATCH_PERIOD_S = 0.2  # ClusterState rebuilds the inventory at most every 0.2 s
@@ -93,7 +97,11 @@ def bare_app() -> web.Application:
         body = await read_json(request)
         found = plain_pod_create(body)
         uid = found[0] if found is not None else parse_review(body).request.uid
-        answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": True}}
+        answer = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": uid, "allowed": True},
+        }
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     app.router.add_post("/mutate", echo)
@@ -120,7 +128,12 @@ def bodies(gpu: bool, count: int) -> list[tuple[bytes, bytes]]:
         # The API server assigns the uid before validating admission; the reservation is keyed to it
         # and the simulated watch (which sees the same uid) consumes it.
         validated["metadata"]["uid"] = f"pod-{i}-uid"
-        out.append((orjson.dumps(review(template, uid=f"pod-{i}")), orjson.dumps(review(validated, uid=f"pod-{i}-v"))))
+        out.append(
+            (
+                orjson.dumps(review(template, uid=f"pod-{i}")),
+                orjson.dumps(review(validated, uid=f"pod-{i}-v")),
+            )
+        )
     return out
 
 
@@ -136,8 +149,17 @@ class Server:
 
     async def __aenter__(self) -> Server:
         started = asyncio.get_running_loop().create_future()
-        self.task = asyncio.create_task(serve(self.app, host="127.0.0.1", port=0, tls=ReloadingTLS(self.cert_dir),
-                                              stop=self.stop, shutdown_timeout=5, on_started=started.set_result))
+        self.task = asyncio.create_task(
+            serve(
+                self.app,
+                host="127.0.0.1",
+                port=0,
+                tls=ReloadingTLS(self.cert_dir),
+                stop=self.stop,
+                shutdown_timeout=5,
+                on_started=started.set_result,
+            )
+        )
         self.port = await started
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY))
         return self
@@ -219,8 +241,15 @@ class Round:
     cpu_ratio: float  # bare CPU seconds / webhook CPU seconds for the same pods (client included)
 
 
-async def interleaved(bare: Server, hook: Server, chunk: list[tuple[int, tuple[bytes, bytes]]], done: list[int], *,
-                      first_bare: bool, paths: tuple[str, ...]) -> Round:
+async def interleaved(
+    bare: Server,
+    hook: Server,
+    chunk: list[tuple[int, tuple[bytes, bytes]]],
+    done: list[int],
+    *,
+    first_bare: bool,
+    paths: tuple[str, ...],
+) -> Round:
     """One round: the chunk in SLICES slices, each driven on both servers in alternating order."""
     spent = {bare: 0.0, hook: 0.0}
     cpu = {bare: 0.0, hook: 0.0}
@@ -234,8 +263,13 @@ async def interleaved(bare: Server, hook: Server, chunk: list[tuple[int, tuple[b
             spent[server] += seconds
             cpu[server] += cpu_seconds
             latencies[server] += lat
-    return Round(len(chunk) / spent[hook], p99(latencies[hook]), len(chunk) / spent[bare], p99(latencies[bare]),
-                 cpu[bare] / cpu[hook])
+    return Round(
+        len(chunk) / spent[hook],
+        p99(latencies[hook]),
+        len(chunk) / spent[bare],
+        p99(latencies[bare]),
+        cpu[bare] / cpu[hook],
+    )
 
 
 async def run_workload(gpu: bool, mode: str, cert_dir: Path, ssl: Any) -> list[Round]:
@@ -290,17 +324,25 @@ async def run() -> dict[tuple[str, str], list[Round]]:
 def main() -> int:
     results = asyncio.run(run())
     ok = True
-    print(f"webhook over HTTPS vs bare echo, <= {ROUNDS} rounds x {PAIRS} pods in {SLICES} alternating slices "
-          f"(after {WARMUP} warm-up), {CONCURRENCY} concurrent clients; medians of per-round ratios:")
+    print(
+        f"webhook over HTTPS vs bare echo, <= {ROUNDS} rounds x {PAIRS} pods in {SLICES} alternating slices "
+        f"(after {WARMUP} warm-up), {CONCURRENCY} concurrent clients; medians of per-round ratios:"
+    )
     for (name, mode), rounds in results.items():
         ratio = statistics.median(r.hook_tput / r.bare_tput for r in rounds)
         p99_ratio = statistics.median(r.hook_p99 / r.bare_p99 for r in rounds)
-        tput, bare_tput = statistics.median(r.hook_tput for r in rounds), statistics.median(r.bare_tput for r in rounds)
+        tput, bare_tput = (
+            statistics.median(r.hook_tput for r in rounds),
+            statistics.median(r.bare_tput for r in rounds),
+        )
         spread = ", ".join(f"{r.hook_tput / r.bare_tput:.2f}" for r in rounds)
-        print(f"  {name:5s} {mode:8s}: {tput:6.0f} pods/s (bare {bare_tput:6.0f}) -> {ratio:.2f}x throughput [rounds {spread}] | "
-              f"p99 {statistics.median(r.hook_p99 for r in rounds):.2f} ms "
-              f"(bare {statistics.median(r.bare_p99 for r in rounds):.2f}) -> {p99_ratio:.2f}x | "
-              f"CPU-time throughput {statistics.median(r.cpu_ratio for r in rounds):.2f}x")
+        print(
+            f"  {name:5s} {mode:8s}: {tput:6.0f} pods/s (bare {bare_tput:6.0f}) -> {ratio:.2f}x throughput "
+            f"[rounds {spread}] | "
+            f"p99 {statistics.median(r.hook_p99 for r in rounds):.2f} ms "
+            f"(bare {statistics.median(r.bare_p99 for r in rounds):.2f}) -> {p99_ratio:.2f}x | "
+            f"CPU-time throughput {statistics.median(r.cpu_ratio for r in rounds):.2f}x"
+        )
         if name == "gpu":
             ok &= ratio >= TARGETS["gpu_throughput"] and p99_ratio <= TARGETS["gpu_p99"]
         else:

@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         script = f"import sys, tests.bench.{name} as bench; sys.exit(bench.main())"
         code = subprocess.run([sys.executable, "-c", script], cwd=HERE.parents[1], check=False).returncode
-        verdict = "targets met" if code == 0 else ("ERROR" if code not in (0, 1) else f"TARGET MISSED (exit {code})")
+        verdict = (
+            "targets met"
+            if code == 0
+            else ("ERROR" if code not in (0, 1) else f"TARGET MISSED (exit {code})")
+        )
         results.append((name, verdict, time.perf_counter() - started))
     print("\n===== summary =====")
     for name, verdict, seconds in results:

@@ -140,7 +140,9 @@ async def drive(ports: dict[str, int], ctx: ssl.SSLContext, *, seconds: float, w
             headers = {"Content-Type": "application/json", **apps.auth_headers(call.app)}
             began = time.perf_counter()
             try:
-                async with session.request(call.method, url, data=call.body, headers=headers, ssl=ctx) as resp:
+                async with session.request(
+                    call.method, url, data=call.body, headers=headers, ssl=ctx
+                ) as resp:
                     await resp.read()
                     ok = resp.status == 200
             except (aiohttp.ClientError, OSError, TimeoutError):
@@ -162,7 +164,9 @@ async def drive(ports: dict[str, int], ctx: ssl.SSLContext, *, seconds: float, w
 
 def verdict(windows: list[Window]) -> tuple[bool, list[str]]:
     """Print-ready lines and pass/fail per the module docstring."""
-    lines = [f"{'window':>6} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'RSS MiB':>8}"]
+    lines = [
+        f"{'window':>6} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'RSS MiB':>8}"
+    ]
     for i, w in enumerate(windows):
         p50 = statistics.median(w.latencies) * 1000 if w.latencies else float("nan")
         rss = max(w.rss_kib) / 1024 if w.rss_kib else float("nan")
@@ -181,7 +185,8 @@ def verdict(windows: list[Window]) -> tuple[bool, list[str]]:
     ok = rss_ratio <= RSS_GROWTH_LIMIT and p99_ratio <= P99_FLAT_LIMIT and failures == 0
     lines += [
         f"requests: {total}, failed: {failures}",
-        f"RSS end/warm: {rss_ratio:.3f} (limit {RSS_GROWTH_LIMIT}) [{base_rss / 1024:.1f} -> {end_rss / 1024:.1f} MiB]",
+        f"RSS end/warm: {rss_ratio:.3f} (limit {RSS_GROWTH_LIMIT}) [{base_rss / 1024:.1f} -> "
+        f"{end_rss / 1024:.1f} MiB]",
         f"p99 last/first window: {p99_ratio:.2f} (limit {P99_FLAT_LIMIT}) "
         f"[{first.p99_ms():.1f} -> {windows[-1].p99_ms():.1f} ms]",
         f"SOAK {'PASS' if ok else 'FAIL'}",
@@ -199,16 +204,29 @@ def run(seconds: float, *, concurrency: int = 8, window_s: float | None = None) 
     WINDOW_S[0] = window_s or (60.0 if seconds >= 300 else max(5.0, seconds / 6))
     with tempfile.TemporaryDirectory(prefix="accel-soak-") as tmp:
         state = make_cert_dir(Path(tmp))
-        proc = subprocess.Popen([sys.executable, "-m", "tests.bench.soak", "--serve", tmp], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.soak", "--serve", tmp],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().split()
             if not line or line[0] != "ports":
                 raise RuntimeError(f"soak server did not start: {line}")
             ports = {k: int(v) for k, v in (item.split("=") for item in line[1:])}
-            windows = asyncio.run(drive(ports, client_context(state.bundle), seconds=seconds, window_s=WINDOW_S[0],
-                                        concurrency=concurrency, pid=proc.pid))  # fmt: skip
+            windows = asyncio.run(
+                drive(
+                    ports,
+                    client_context(state.bundle),
+                    seconds=seconds,
+                    window_s=WINDOW_S[0],
+                    concurrency=concurrency,
+                    pid=proc.pid,
+                )
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -216,7 +234,9 @@ def run(seconds: float, *, concurrency: int = 8, window_s: float | None = None) 
             except subprocess.TimeoutExpired:
                 proc.kill()
     ok, lines = verdict(windows)
-    print(f"soak: {seconds:.0f}s, {concurrency} clients, mixed load over webhook/extender/api (HTTPS, loopback)")
+    print(
+        f"soak: {seconds:.0f}s, {concurrency} clients, mixed load over webhook/extender/api (HTTPS, loopback)"
+    )
     print("\n".join(lines), flush=True)
     return 0 if ok else 1
 

@@ -38,9 +38,15 @@ def _pod(name: str = "fuzz-pod", namespace: str = "team-nlp", **meta: Any) -> di
 
 
 def review(obj: Any = None, **request: Any) -> dict[str, Any]:
-    req = {"uid": "00000000-0000-4000-8000-000000000001", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-           "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "team-nlp",
-           "operation": "CREATE", "userInfo": {"username": "fuzz"}, "object": _pod() if obj is None else obj}  # fmt: skip
+    req = {
+        "uid": "00000000-0000-4000-8000-000000000001",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "team-nlp",
+        "operation": "CREATE",
+        "userInfo": {"username": "fuzz"},
+        "object": _pod() if obj is None else obj,
+    }
     req.update(request)
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}
 
@@ -92,15 +98,21 @@ def webhook_cases() -> dict[str, Any]:
         "any-object-is-string.json": review(obj="not a pod"),
         "any-object-is-list.json": review(obj=[1, 2]),
         "any-object-null-on-create.json": review(obj=None, operation="CREATE") | {},
-        "any-object-is-a-node.json": review(obj={"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}),
+        "any-object-is-a-node.json": review(
+            obj={"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}
+        ),
         "any-operation-unknown.json": review(operation="EXPLODE"),
         "any-operation-delete.json": review(operation="DELETE", object=None, oldObject=_pod()),
         "any-dryrun-is-string.json": review(dryRun="yes"),
         "any-namespace-is-number.json": review(namespace=7),
         "any-emoji-names.json": review(obj=_pod(name=EMOJI, labels={"team": EMOJI, "user": EMOJI})),
         "any-rtl-marks.json": review(obj=_pod(name=RTL, annotations={"accel.dev/profile": RTL})),
-        "any-nul-in-strings.json": review(obj=_pod(name=NUL, annotations={"accel.dev/profile": NUL}), namespace=NUL),
-        "any-unknown-profile-unicode.json": review(obj=_pod(annotations={"accel.dev/profile": "pr\u00f6file-\u00e9"})),
+        "any-nul-in-strings.json": review(
+            obj=_pod(name=NUL, annotations={"accel.dev/profile": NUL}), namespace=NUL
+        ),
+        "any-unknown-profile-unicode.json": review(
+            obj=_pod(annotations={"accel.dev/profile": "pr\u00f6file-\u00e9"})
+        ),
         "any-very-long-name.json": review(obj=_pod(name="x" * 20000)),
         "any-labels-is-list.json": review(obj=_pod(labels=["team", "nlp"])),
         "any-annotations-values-not-strings.json": review(obj=_pod(annotations={"accel.dev/profile": 3})),
@@ -108,7 +120,9 @@ def webhook_cases() -> dict[str, Any]:
         "any-containers-not-list.json": _mutated(lambda p: p["spec"].__setitem__("containers", {"main": 1})),
         "any-containers-null.json": _mutated(lambda p: p["spec"].__setitem__("containers", None)),
         "any-container-is-string.json": _mutated(lambda p: p["spec"].__setitem__("containers", ["busybox"])),
-        "any-resources-null.json": _mutated(lambda p: p["spec"]["containers"][0].__setitem__("resources", None)),
+        "any-resources-null.json": _mutated(
+            lambda p: p["spec"]["containers"][0].__setitem__("resources", None)
+        ),
         "any-gpu-negative.json": _gpus("-1"),
         "any-gpu-fraction.json": _gpus("0.5"),
         "any-gpu-huge.json": _gpus("1e100"),
@@ -117,7 +131,9 @@ def webhook_cases() -> dict[str, Any]:
         "any-gpu-huge-integer.json": _gpus(10**40),
         "any-gpu-exponent-overflow.json": _gpus("9e999999999"),
         "any-gpu-emoji-quantity.json": _gpus(EMOJI),
-        "any-affinity-garbage.json": _mutated(lambda p: p["spec"].__setitem__("affinity", {"nodeAffinity": "x"})),
+        "any-affinity-garbage.json": _mutated(
+            lambda p: p["spec"].__setitem__("affinity", {"nodeAffinity": "x"})
+        ),
         "any-tolerations-not-list.json": _mutated(lambda p: p["spec"].__setitem__("tolerations", {"a": 1})),
         "any-spec-missing.json": _mutated(lambda p: p.pop("spec")),
         "any-metadata-missing.json": _mutated(lambda p: p.pop("metadata")),
@@ -160,7 +176,11 @@ def extender_cases() -> dict[str, Any]:
         "any-nodenames-many.json": {**args, "NodeNames": [f"node-{i}" for i in range(3000)]},
         "any-nodenames-duplicates.json": {**args, "NodeNames": ["gpu-a100-01"] * 500},
         "any-nodes-and-names-null.json": {**args, "NodeNames": None},
-        "any-nodes-items-garbage.json": {"Pod": args["Pod"], "Nodes": {"items": [1, "x", None]}, "NodeNames": None},
+        "any-nodes-items-garbage.json": {
+            "Pod": args["Pod"],
+            "Nodes": {"items": [1, "x", None]},
+            "NodeNames": None,
+        },
         "any-nodes-items-null.json": {"Pod": args["Pod"], "Nodes": {"items": None}, "NodeNames": None},
         "any-lowercase-keys.json": {"pod": args["Pod"], "nodenames": args["NodeNames"]},
         "any-pod-gpu-garbage.json": {**args, "Pod": _gpus("lots")["request"]["object"]},
@@ -178,12 +198,32 @@ def extender_cases() -> dict[str, Any]:
 def api_cases() -> dict[str, Any]:
     return {
         "bad-empty-object-estimate.json": {},
-        "any-estimate-negative.json": {"model": {"parameters": -1}, "tokens": -5, "precision": "bf16", "gpus": -2},
+        "any-estimate-negative.json": {
+            "model": {"parameters": -1},
+            "tokens": -5,
+            "precision": "bf16",
+            "gpus": -2,
+        },
         "any-estimate-zero-tokens.json": {"model": "llama-3-8b", "tokens": 0, "precision": "fp8", "gpus": 8},
-        "any-estimate-huge.json": {"model": {"parameters": 1e308}, "tokens": 1e308, "precision": "fp32", "gpus": 10**30},
+        "any-estimate-huge.json": {
+            "model": {"parameters": 1e308},
+            "tokens": 1e308,
+            "precision": "fp32",
+            "gpus": 10**30,
+        },
         "any-estimate-wrong-types.json": {"model": ["x"], "tokens": "many", "precision": 16, "gpus": "all"},
-        "any-estimate-unknown-model-emoji.json": {"model": EMOJI, "tokens": 1e9, "precision": "bf16", "gpus": 1},
-        "any-estimate-unknown-precision.json": {"model": "llama-3-8b", "tokens": 1e9, "precision": RTL, "gpus": 1},
+        "any-estimate-unknown-model-emoji.json": {
+            "model": EMOJI,
+            "tokens": 1e9,
+            "precision": "bf16",
+            "gpus": 1,
+        },
+        "any-estimate-unknown-precision.json": {
+            "model": "llama-3-8b",
+            "tokens": 1e9,
+            "precision": RTL,
+            "gpus": 1,
+        },
         "any-draft-nodes-not-list.json": {"nodes": "gpu-a100-01"},
         "any-draft-unknown-nodes.json": {"nodes": [EMOJI, NUL, RTL], "name": EMOJI},
         "any-draft-selector-garbage.json": {"selector": "===,,,!"},
@@ -202,7 +242,10 @@ API_GETS: dict[str, dict[str, Any]] = {
     "get-profile-very-long.json": {"path": "/api/hardware-profiles/" + "x" * 4000},
     "get-nodes-odd-query.json": {"path": f"/api/nodes?type={EMOJI}&sort={RTL}&sort=name&type=%00"},
     "get-nodes-bad-sort.json": {"path": "/api/nodes?sort=%27%3B%20DROP%20TABLE"},
-    "get-bearer-garbage.json": {"path": "/api/hardware-profiles", "headers": {"Authorization": "Bearer \u00ff\u00fe"}},
+    "get-bearer-garbage.json": {
+        "path": "/api/hardware-profiles",
+        "headers": {"Authorization": "Bearer \u00ff\u00fe"},
+    },
     "get-bearer-empty.json": {"path": "/api/hardware-profiles", "headers": {"Authorization": "Bearer "}},
     "get-basic-auth.json": {"path": "/api/hardware-profiles", "headers": {"Authorization": "Basic dTpw"}},
     "get-bearer-huge.json": {"path": "/api/nodes", "headers": {"Authorization": "Bearer " + "t" * 6000}},

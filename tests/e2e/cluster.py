@@ -61,8 +61,11 @@ class Target:
         """One line for the test report: the mode and where it runs, or why nothing runs."""
         if self.skip_reason:
             return f"e2e skipped: {self.skip_reason}"
-        where = {"kind": f"kind cluster {KIND_CLUSTER}", "kubeconfig": f"KUBECONFIG={os.environ.get('KUBECONFIG')}",
-                 "local": f"control plane on 127.0.0.1 from {self.assets.origin if self.assets else '?'}"}  # fmt: skip
+        where = {
+            "kind": f"kind cluster {KIND_CLUSTER}",
+            "kubeconfig": f"KUBECONFIG={os.environ.get('KUBECONFIG')}",
+            "local": f"control plane on 127.0.0.1 from {self.assets.origin if self.assets else '?'}",
+        }
         servers = "servers on this host" if self.out_of_cluster else "servers in the cluster"
         return f"e2e mode: {self.mode} ({where[self.mode]}; {servers})"
 
@@ -91,7 +94,11 @@ def detect() -> Target:
     if forced == "kind":
         return Target("none", ooc, "ACCEL_E2E_MODE=kind but kind or a working docker is missing")
     kubeconfig = os.environ.get("KUBECONFIG")
-    if forced in ("", "kubeconfig") and kubeconfig and all(Path(p).is_file() for p in kubeconfig.split(os.pathsep)):
+    if (
+        forced in ("", "kubeconfig")
+        and kubeconfig
+        and all(Path(p).is_file() for p in kubeconfig.split(os.pathsep))
+    ):
         if not ooc and not os.environ.get("ACCEL_E2E_IMAGE"):
             return Target("none", ooc, "KUBECONFIG cluster: set ACCEL_E2E_IMAGE to a pullable accel image "
                                        "or ACCEL_E2E_OUT_OF_CLUSTER=1")  # fmt: skip
@@ -128,8 +135,19 @@ def kind_kubectl(workdir: Path) -> Kubectl:
             "kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
             "nodes": [{"role": "control-plane"}, {"role": "worker"}, {"role": "worker"}],
         }))  # fmt: skip
-        _sh("kind", "create", "cluster", "--name", KIND_CLUSTER, "--image", KIND_NODE_IMAGE, "--config", str(config),
-            "--wait", "120s")  # fmt: skip
+        _sh(
+            "kind",
+            "create",
+            "cluster",
+            "--name",
+            KIND_CLUSTER,
+            "--image",
+            KIND_NODE_IMAGE,
+            "--config",
+            str(config),
+            "--wait",
+            "120s",
+        )
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(_sh("kind", "get", "kubeconfig", "--name", KIND_CLUSTER))
     return Kubectl(kubeconfig=str(kubeconfig))
@@ -177,8 +195,13 @@ def deploy_in_cluster(kubectl: Kubectl) -> None:
     )
     for name in ("accel-webhook", "accel-extender", "accel-api", "accel-scheduler"):
         kubectl.run("-n", NS, "rollout", "status", f"deploy/{name}", "--timeout=300s", timeout_s=320)
-    wait_until(lambda: kubectl.get("mutatingwebhookconfiguration", "accel-mutate")["webhooks"][0]["clientConfig"].get("caBundle"),
-               timeout_s=60, what="caBundle injected into accel-mutate")  # fmt: skip
+    wait_until(
+        lambda: kubectl.get("mutatingwebhookconfiguration", "accel-mutate")["webhooks"][0][
+            "clientConfig"
+        ].get("caBundle"),
+        timeout_s=60,
+        what="caBundle injected into accel-mutate",
+    )
 
 
 def fake_gpu_nodes(kubectl: Kubectl) -> dict[str, str]:
@@ -221,44 +244,105 @@ class LocalNode:
 
 
 def _gfd(product: str, count: int, memory_mib: int, spine: str, leaf: str, **extra: str) -> dict[str, str]:
-    return {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(count),
-            "nvidia.com/gpu.memory": str(memory_mib), "nvidia.com/gpu.replicas": "1",
-            "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/mig.strategy": "none",
-            "topology.kubernetes.io/zone": "e2e-zone-a", f"{TOPOLOGY}/spine": spine, f"{TOPOLOGY}/leaf": leaf,
-            **extra}  # fmt: skip
+    return {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.count": str(count),
+        "nvidia.com/gpu.memory": str(memory_mib),
+        "nvidia.com/gpu.replicas": "1",
+        "nvidia.com/gpu.sharing-strategy": "none",
+        "nvidia.com/mig.strategy": "none",
+        "topology.kubernetes.io/zone": "e2e-zone-a",
+        f"{TOPOLOGY}/spine": spine,
+        f"{TOPOLOGY}/leaf": leaf,
+        **extra,
+    }
 
 
 # Several types, one time-sliced node (renameByDefault: nvidia.com/gpu.shared, 2 GPUs x 4
 # replicas) and one MIG node (mixed strategy), on two spines and four leaves.
 LOCAL_NODES = (
-    LocalNode("e2e-h100-1", "nvidia-h100-80gb", _gfd("NVIDIA-H100-80GB-HBM3", 8, 81559, "spine-1", "leaf-1a"),
-              {"nvidia.com/gpu": GPUS_PER_NODE}),
-    LocalNode("e2e-a100-1", "nvidia-a100-80gb", _gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-1", "leaf-1b"),
-              {"nvidia.com/gpu": GPUS_PER_NODE}),
-    LocalNode("e2e-l4-shared-1", "nvidia-l4-24gb",
-              _gfd("NVIDIA-L4", 2, 23034, "spine-2", "leaf-2a", **{"nvidia.com/gpu.replicas": "4",
-                   "nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/device-plugin.config": "l4-shared"}),
-              {"nvidia.com/gpu.shared": 8}),
-    LocalNode("e2e-a100-mig-1", "nvidia-a100-40gb",
-              _gfd("NVIDIA-A100-SXM4-40GB", 2, 40960, "spine-2", "leaf-2b", **{"nvidia.com/mig.strategy": "mixed",
-                   "nvidia.com/mig.capable": "true", "nvidia.com/mig.config": "custom-mixed",
-                   "nvidia.com/mig-1g.5gb.count": "7", "nvidia.com/mig-1g.5gb.memory": "4864",
-                   "nvidia.com/mig-3g.20gb.count": "2", "nvidia.com/mig-3g.20gb.memory": "19968"}),
-              {"nvidia.com/mig-1g.5gb": 7, "nvidia.com/mig-3g.20gb": 2}),
-)  # fmt: skip
+    LocalNode(
+        "e2e-h100-1",
+        "nvidia-h100-80gb",
+        _gfd("NVIDIA-H100-80GB-HBM3", 8, 81559, "spine-1", "leaf-1a"),
+        {"nvidia.com/gpu": GPUS_PER_NODE},
+    ),
+    LocalNode(
+        "e2e-a100-1",
+        "nvidia-a100-80gb",
+        _gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-1", "leaf-1b"),
+        {"nvidia.com/gpu": GPUS_PER_NODE},
+    ),
+    LocalNode(
+        "e2e-l4-shared-1",
+        "nvidia-l4-24gb",
+        _gfd(
+            "NVIDIA-L4",
+            2,
+            23034,
+            "spine-2",
+            "leaf-2a",
+            **{
+                "nvidia.com/gpu.replicas": "4",
+                "nvidia.com/gpu.sharing-strategy": "time-slicing",
+                "nvidia.com/device-plugin.config": "l4-shared",
+            },
+        ),
+        {"nvidia.com/gpu.shared": 8},
+    ),
+    LocalNode(
+        "e2e-a100-mig-1",
+        "nvidia-a100-40gb",
+        _gfd(
+            "NVIDIA-A100-SXM4-40GB",
+            2,
+            40960,
+            "spine-2",
+            "leaf-2b",
+            **{
+                "nvidia.com/mig.strategy": "mixed",
+                "nvidia.com/mig.capable": "true",
+                "nvidia.com/mig.config": "custom-mixed",
+                "nvidia.com/mig-1g.5gb.count": "7",
+                "nvidia.com/mig-1g.5gb.memory": "4864",
+                "nvidia.com/mig-3g.20gb.count": "2",
+                "nvidia.com/mig-3g.20gb.memory": "19968",
+            },
+        ),
+        {"nvidia.com/mig-1g.5gb": 7, "nvidia.com/mig-3g.20gb": 2},
+    ),
+)
 
 
 def local_node_object(node: LocalNode) -> Obj:
     """The Node as a kubelet-less cluster needs it: no taints, Ready, room for pods."""
     resources = {"cpu": "64", "memory": "512Gi", "pods": "110"} | {k: str(v) for k, v in node.gpus.items()}
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
-                                                    "kubernetes.io/arch": "amd64", **node.labels}},
-        "status": {"capacity": resources, "allocatable": resources,
-                   "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                   "message": "accel e2e: a Node object without a kubelet"}]},
-    }  # fmt: skip
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": {
+                "kubernetes.io/hostname": node.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                **node.labels,
+            },
+        },
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "accel e2e: a Node object without a kubelet",
+                }
+            ],
+        },
+    }
 
 
 def create_local_gpu_nodes(kubectl: Kubectl, nodes: tuple[LocalNode, ...] = LOCAL_NODES) -> dict[str, str]:
@@ -276,7 +360,9 @@ def create_local_gpu_nodes(kubectl: Kubectl, nodes: tuple[LocalNode, ...] = LOCA
         kubectl.run("replace", "-f", "-", stdin=json.dumps(current))
         current = kubectl.get("node", node.name)
         current["status"] = current.get("status", {}) | obj["status"]
-        kubectl.run("replace", "--raw", f"/api/v1/nodes/{node.name}/status", "-f", "-", stdin=json.dumps(current))
+        kubectl.run(
+            "replace", "--raw", f"/api/v1/nodes/{node.name}/status", "-f", "-", stdin=json.dumps(current)
+        )
     return {node.gpu_type: node.name for node in nodes}
 
 
@@ -288,24 +374,51 @@ def server_minor_version(kubectl: Kubectl) -> int:
 
 def e2e_policy() -> dict[str, str]:
     """The policy the e2e tests are written against (ConfigMap data: file name -> YAML)."""
-    settings = {"mode": "enforce", "teamLabel": "team", "requiredPodLabels": ["team"], "defaultProfile": "gpu-any",
-                "excludedNamespaces": ["kube-system", NS], "schedulerName": "accel-scheduler",
-                # /readyz turns 503 after this long without a successful list/watch (the API
-                # server restart case waits for it; 60s by default).
-                "api": {"maxStalenessSeconds": API_STALENESS_S}}  # fmt: skip
+    settings = {
+        "mode": "enforce",
+        "teamLabel": "team",
+        "requiredPodLabels": ["team"],
+        "defaultProfile": "gpu-any",
+        "excludedNamespaces": ["kube-system", NS],
+        "schedulerName": "accel-scheduler",
+        # /readyz turns 503 after this long without a successful list/watch (the API
+        # server restart case waits for it; 60s by default).
+        "api": {"maxStalenessSeconds": API_STALENESS_S},
+    }
     profiles = [
-        {"name": "h100-first", "displayName": "H100, then A100", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
-         "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "nvidia-a100-80gb"}]},
-        {"name": "a100-only", "displayName": "A100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
-         "accelerators": [{"type": "nvidia-a100-80gb"}], "costPerGpuHour": 2.0},
+        {
+            "name": "h100-first",
+            "displayName": "H100, then A100",
+            "sharing": "exclusive",
+            "gpus": {"default": 1, "max": 8},
+            "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "nvidia-a100-80gb"}],
+        },
+        {
+            "name": "a100-only",
+            "displayName": "A100 80GB",
+            "sharing": "exclusive",
+            "gpus": {"default": 1, "max": 8},
+            "accelerators": [{"type": "nvidia-a100-80gb"}],
+            "costPerGpuHour": 2.0,
+        },
         {"name": "gpu-any", "displayName": "Any GPU", "accelerators": [], "gpus": {"default": 1, "max": 8}},
-        {"name": "h100-only", "displayName": "H100 80GB", "sharing": "exclusive", "gpus": {"default": 1, "max": 8},
-         "accelerators": [{"type": "nvidia-h100-80gb"}]},
+        {
+            "name": "h100-only",
+            "displayName": "H100 80GB",
+            "sharing": "exclusive",
+            "gpus": {"default": 1, "max": 8},
+            "accelerators": [{"type": "nvidia-h100-80gb"}],
+        },
         # No node has this type: admission-only cases (bursts) park their pods Pending, so they
         # take no GPUs from the scheduling cases.
-        {"name": PARKED_PROFILE, "displayName": "B200 (no such node here)", "sharing": "exclusive",
-         "gpus": {"default": 1, "max": 8}, "accelerators": [{"type": "nvidia-b200-180gb"}]},
-    ]  # fmt: skip
+        {
+            "name": PARKED_PROFILE,
+            "displayName": "B200 (no such node here)",
+            "sharing": "exclusive",
+            "gpus": {"default": 1, "max": 8},
+            "accelerators": [{"type": "nvidia-b200-180gb"}],
+        },
+    ]
     all_profiles = ["h100-first", "a100-only", "gpu-any", "h100-only", PARKED_PROFILE]
     teams = [
         {"name": "e2e-mutate", "quota": {"*": 8}, "allowedProfiles": all_profiles},
@@ -335,13 +448,23 @@ def e2e_policy() -> dict[str, str]:
          "allowedProfiles": ["a100-only", "gpu-any"]},
         {"name": "e2e-govern-strict", "quota": {"*": 8}, "allowedProfiles": ["a100-only"]},
     ]
-    return {"settings.yaml": yaml.safe_dump(settings), "profiles.yaml": yaml.safe_dump({"profiles": profiles}),
-            "teams.yaml": yaml.safe_dump({"teams": teams})}  # fmt: skip
+    return {
+        "settings.yaml": yaml.safe_dump(settings),
+        "profiles.yaml": yaml.safe_dump({"profiles": profiles}),
+        "teams.yaml": yaml.safe_dump({"teams": teams}),
+    }
 
 
 def apply_policy(kubectl: Kubectl, data: dict[str, str]) -> None:
-    kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "accel-policy", "namespace": NS},
-                   "data": data}, server_side=True)  # fmt: skip
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "accel-policy", "namespace": NS},
+            "data": data,
+        },
+        server_side=True,
+    )
 
 
 def gpu_pod(name: str, *, team: str, gpus: int, profile: str | None = None) -> Obj:
@@ -349,11 +472,14 @@ def gpu_pod(name: str, *, team: str, gpus: int, profile: str | None = None) -> O
     annotations = {"accel.dev/profile": profile} if profile else {}
     resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "labels": {"team": team}, "annotations": annotations},
-        "spec": {"terminationGracePeriodSeconds": 0,
-                 "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": resources}]},
-    }  # fmt: skip
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10", "resources": resources}],
+        },
+    }
 
 
 def gpu_pod_template(*, team: str, gpus: int, profile: str, app: str) -> Obj:

@@ -118,7 +118,9 @@ def e2e() -> Iterator[cluster.E2ECluster]:
                        "metadata": {"name": PROBE_NS, "labels": {"team": "e2e-mutate"}}})  # fmt: skip
         cleanup.append(partial(cluster.delete_quietly, kubectl, "namespace", PROBE_NS))
         ensure_default_service_account(env, PROBE_NS)
-        cluster.wait_for_policy(kubectl, profile="a100-only", team="e2e-mutate", namespace=PROBE_NS, timeout_s=60)
+        cluster.wait_for_policy(
+            kubectl, profile="a100-only", team="e2e-mutate", namespace=PROBE_NS, timeout_s=60
+        )
         yield env
     finally:
         _run_cleanup(cleanup)
@@ -193,8 +195,14 @@ def webhook_replicas(e2e: cluster.E2ECluster) -> Iterator[WebhookReplicas]:
     replicas = [servers.running["webhook"], second]
     proxy = RoundRobinProxy([p.port for p in replicas]).start()
     try:
-        outofcluster.apply_webhook_configs(e2e, servers, url_base=f"https://127.0.0.1:{proxy.port}", cleanup=False)
-        wait_until(partial(_admission_goes_through, e2e, proxy, True), timeout_s=30, what="webhooks called via the proxy")
+        outofcluster.apply_webhook_configs(
+            e2e, servers, url_base=f"https://127.0.0.1:{proxy.port}", cleanup=False
+        )
+        wait_until(
+            partial(_admission_goes_through, e2e, proxy, True),
+            timeout_s=30,
+            what="webhooks called via the proxy",
+        )
         yield WebhookReplicas(e2e, replicas, proxy)
     finally:
         outofcluster.apply_webhook_configs(e2e, servers, url_base=f"https://127.0.0.1:{servers.ports['webhook']}",

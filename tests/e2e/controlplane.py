@@ -227,7 +227,9 @@ def wait_ready(check: object, *, process: Process, timeout_s: float, what: str) 
                 f"{process.log_tail()}"
             )
         if time.monotonic() >= deadline:
-            raise ControlPlaneError(f"{what}: not ready after {timeout_s}s; log {process.log}:\n{process.log_tail()}")
+            raise ControlPlaneError(
+                f"{what}: not ready after {timeout_s}s; log {process.log}:\n{process.log_tail()}"
+            )
         time.sleep(0.25)
 
 
@@ -293,20 +295,28 @@ def write_pki(pki: Path) -> None:
     ca_name = _name("accel-e2e-ca")
     ca = _cert(ca_name, ca_key, None, ca=True)
     server_key = _key()
-    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")]
-    sans += [x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")]
+    sans: list[x509.GeneralName] = [
+        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")
+    ]
+    sans += [
+        x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+    ]
     server = _cert(_name("kube-apiserver"), server_key, (ca_name, ca_key), sans=sans)
     admin_key = _key()
     admin = _cert(_name("admin", "system:masters"), admin_key, (ca_name, ca_key), client=True)
     sa_key = _key()
     files = {
-        "ca.crt": ca.public_bytes(serialization.Encoding.PEM), "ca.key": _pem_key(ca_key),
-        "apiserver.crt": server.public_bytes(serialization.Encoding.PEM), "apiserver.key": _pem_key(server_key),
-        "admin.crt": admin.public_bytes(serialization.Encoding.PEM), "admin.key": _pem_key(admin_key),
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        "ca.key": _pem_key(ca_key),
+        "apiserver.crt": server.public_bytes(serialization.Encoding.PEM),
+        "apiserver.key": _pem_key(server_key),
+        "admin.crt": admin.public_bytes(serialization.Encoding.PEM),
+        "admin.key": _pem_key(admin_key),
         "sa.key": _pem_key(sa_key),
-        "sa.pub": sa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo),
-    }  # fmt: skip
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
     for name, data in files.items():
         (pki / name).write_bytes(data)
         (pki / name).chmod(0o600)
@@ -359,32 +369,54 @@ class ControlPlane:
         self.start_apiserver()
         manager = self.binary("kube-controller-manager")
         if manager:
-            self.controller_manager = self.procs.start("kube-controller-manager", [
-                manager, f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", "--secure-port=0",
-                "--leader-elect=false", "--use-service-account-credentials=false",
-                f"--service-account-private-key-file={self.pki / 'sa.key'}", f"--root-ca-file={self.pki / 'ca.crt'}",
-                f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
-                f"--cluster-signing-key-file={self.pki / 'ca.key'}", f"--controllers={CONTROLLERS}",
-            ], self.workdir / "controller-manager.log")  # fmt: skip
+            self.controller_manager = self.procs.start(
+                "kube-controller-manager",
+                [
+                    manager,
+                    f"--kubeconfig={self.kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    "--secure-port=0",
+                    "--leader-elect=false",
+                    "--use-service-account-credentials=false",
+                    f"--service-account-private-key-file={self.pki / 'sa.key'}",
+                    f"--root-ca-file={self.pki / 'ca.crt'}",
+                    f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
+                    f"--cluster-signing-key-file={self.pki / 'ca.key'}",
+                    f"--controllers={CONTROLLERS}",
+                ],
+                self.workdir / "controller-manager.log",
+            )
 
     def _apiserver_argv(self) -> list[str]:
         pki = self.pki
         return [
-            str(self.assets.bin_dir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}", "--advertise-address=127.0.0.1",
+            str(self.assets.bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}", f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}", f"--enable-admission-plugins={ADMISSION_PLUGINS}",
-        ]  # fmt: skip
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+        ]
 
     def start_apiserver(self) -> None:
         """Start kube-apiserver (again, after `stop_apiserver`) on the same etcd and port."""
-        self.apiserver = self.procs.start("kube-apiserver", self._apiserver_argv(), self.workdir / "apiserver.log")
-        wait_ready(self.apiserver_ready, process=self.apiserver, timeout_s=READY_TIMEOUT_S, what="kube-apiserver")
+        self.apiserver = self.procs.start(
+            "kube-apiserver", self._apiserver_argv(), self.workdir / "apiserver.log"
+        )
+        wait_ready(
+            self.apiserver_ready, process=self.apiserver, timeout_s=READY_TIMEOUT_S, what="kube-apiserver"
+        )
 
     def stop_apiserver(self) -> None:
         if self.apiserver is not None:
@@ -396,11 +428,14 @@ class ControlPlane:
         context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return context
 
-    def request(self, method: str, path: str, body: object = None, *, timeout_s: float = 60) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: object = None, *, timeout_s: float = 60
+    ) -> tuple[int, Any]:
         """One HTTPS call as the admin (for bursts too fast for one kubectl process per call).
         Returns (status, decoded JSON body or text)."""
-        connection = http.client.HTTPSConnection("127.0.0.1", self.apiserver_port, context=self.client_context(),
-                                                 timeout=timeout_s)  # fmt: skip
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.apiserver_port, context=self.client_context(), timeout=timeout_s
+        )
         try:
             payload = None if body is None else json.dumps(body)
             connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})

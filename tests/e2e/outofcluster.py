@@ -94,8 +94,12 @@ class Servers:
         return process
 
     def wait_ready(self, process: controlplane.Process) -> None:
-        controlplane.wait_ready(partial(self.is_ready, process.port), process=process, timeout_s=SERVER_READY_S,
-                                what=f"{process.name} on port {process.port}")  # fmt: skip
+        controlplane.wait_ready(
+            partial(self.is_ready, process.port),
+            process=process,
+            timeout_s=SERVER_READY_S,
+            what=f"{process.name} on port {process.port}",
+        )
 
 
 def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) -> Servers:
@@ -111,7 +115,9 @@ def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) ->
                     "--ip", host, "--local"],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     kubeconfig = env.kubectl.kubeconfig or os.environ.get("KUBECONFIG", "")
-    servers = Servers(workdir=workdir, host=host, certs=certs, kubeconfig=kubeconfig, procs=controlplane.processes())
+    servers = Servers(
+        workdir=workdir, host=host, certs=certs, kubeconfig=kubeconfig, procs=controlplane.processes()
+    )
     env.servers = servers
     env.cleanup.append(_stopper(servers))
     env.kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cluster.NS}})
@@ -141,7 +147,9 @@ def _stopper(servers: Servers) -> Any:
     return stop
 
 
-def webhook_configs(env: cluster.E2ECluster, url_base: str, ca_pem: bytes, *, strip_match_conditions: bool) -> list[cluster.Obj]:
+def webhook_configs(
+    env: cluster.E2ECluster, url_base: str, ca_pem: bytes, *, strip_match_conditions: bool
+) -> list[cluster.Obj]:
     """The shipped webhook configurations, pointed at `url_base` by URL with the CA bundle."""
     ca_bundle = base64.b64encode(ca_pem).decode()
     configs = []
@@ -159,13 +167,17 @@ def webhook_configs(env: cluster.E2ECluster, url_base: str, ca_pem: bytes, *, st
     return configs
 
 
-def apply_webhook_configs(env: cluster.E2ECluster, servers: Servers, *, url_base: str, cleanup: bool = True) -> None:
+def apply_webhook_configs(
+    env: cluster.E2ECluster, servers: Servers, *, url_base: str, cleanup: bool = True
+) -> None:
     """Register (or re-point) the webhooks at `url_base`; `cleanup` deletes them at the end of the run."""
     for obj in webhook_configs(env, url_base, servers.ca.read_bytes(),
                                strip_match_conditions=servers.match_conditions_stripped):  # fmt: skip
         env.kubectl.apply(obj)
         if cleanup:
-            env.cleanup.append(partial(cluster.delete_quietly, env.kubectl, obj["kind"], obj["metadata"]["name"]))
+            env.cleanup.append(
+                partial(cluster.delete_quietly, env.kubectl, obj["kind"], obj["metadata"]["name"])
+            )
 
 
 def _scheduler_binary(env: cluster.E2ECluster) -> str | None:
@@ -176,8 +188,11 @@ def _scheduler_binary(env: cluster.E2ECluster) -> str | None:
 
 def scheduler_config(env: cluster.E2ECluster, servers: Servers) -> dict[str, Any]:
     """The shipped KubeSchedulerConfiguration, run on this host against this run's extender."""
-    config_map = next(o for o in cluster.render_manifests(env.kubectl)
-                      if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "accel-scheduler-config")  # fmt: skip
+    config_map = next(
+        o
+        for o in cluster.render_manifests(env.kubectl)
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "accel-scheduler-config"
+    )
     config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
     if env.server_minor < SCHEDULER_CONFIG_V1_SINCE:
         # v1 came in 1.25; v1beta3 has the same extender fields, so only the version changes.
@@ -198,8 +213,22 @@ def _scheduler_client_cert(servers: Servers) -> Path:
     """kube-scheduler's client certificate: the extender answers only CN accel-scheduler (mTLS)."""
     out = servers.workdir / "scheduler-client"
     if not (out / "tls.crt").is_file():
-        subprocess.run([_accel(), "certs", "client", "--cert-dir", str(servers.certs), "--name", "accel-scheduler",
-                        "--out-dir", str(out)], check=True, capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            [
+                _accel(),
+                "certs",
+                "client",
+                "--cert-dir",
+                str(servers.certs),
+                "--name",
+                "accel-scheduler",
+                "--out-dir",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     return out
 
 

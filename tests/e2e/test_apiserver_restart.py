@@ -118,11 +118,15 @@ def test_servers_ride_out_an_apiserver_restart(
     probe["metadata"]["namespace"] = ns
 
     def price() -> float:
-        return float(e2e.kubectl.create(probe, dry_run=True)["metadata"]["annotations"]["accel.dev/gpu-hour-price"])
+        return float(
+            e2e.kubectl.create(probe, dry_run=True)["metadata"]["annotations"]["accel.dev/gpu-hour-price"]
+        )
 
     try:
         cluster.apply_policy(e2e.kubectl, _with_a100_price(5.5))
-        wait_until(lambda: price() == pytest.approx(5.5), timeout_s=30, what="a policy change after the restart")
+        wait_until(
+            lambda: price() == pytest.approx(5.5), timeout_s=30, what="a policy change after the restart"
+        )
     finally:
         cluster.apply_policy(e2e.kubectl, cluster.e2e_policy())
 
@@ -132,6 +136,11 @@ def test_servers_ride_out_an_apiserver_restart(
         pod = cluster.gpu_pod("after-restart", team="e2e-workload", gpus=1, profile="a100-only")
         pod["metadata"]["namespace"] = ns
         e2e.kubectl.create(pod)
-        bound = wait_until(lambda: (p := e2e.kubectl.get("pod", "after-restart", namespace=ns))["spec"].get("nodeName") and p,
-                           timeout_s=60, what="a GPU pod bound after the restart")  # fmt: skip
+        bound = wait_until(
+            lambda: (
+                (p := e2e.kubectl.get("pod", "after-restart", namespace=ns))["spec"].get("nodeName") and p
+            ),
+            timeout_s=60,
+            what="a GPU pod bound after the restart",
+        )
         assert bound["metadata"]["annotations"]["accelerator.opendatahub.io/type"] == "nvidia-a100-80gb"

@@ -33,7 +33,9 @@ def _servers(e2e: cluster.E2ECluster) -> Any:
 
 
 def _post(url: str, body: dict[str, Any], ctx: ssl.SSLContext) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, context=ctx, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -42,7 +44,9 @@ def _post(url: str, body: dict[str, Any], ctx: ssl.SSLContext) -> tuple[int, dic
 
 
 def _rejected(servers: Any) -> float:
-    with urllib.request.urlopen(servers.url("extender", "/metrics"), context=servers.tls_context(), timeout=10) as resp:
+    with urllib.request.urlopen(
+        servers.url("extender", "/metrics"), context=servers.tls_context(), timeout=10
+    ) as resp:
         for line in resp.read().decode().splitlines():
             if line.startswith(UNAUTHENTICATED):
                 return float(line.split()[-1])

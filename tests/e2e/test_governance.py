@@ -29,7 +29,12 @@ def _in(namespace: str, pod: cluster.Obj) -> cluster.Obj:
 
 def _required_values(pod: cluster.Obj) -> set[str]:
     required = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    return {v for term in required["nodeSelectorTerms"] for e in term.get("matchExpressions", []) for v in e.get("values", [])}
+    return {
+        v
+        for term in required["nodeSelectorTerms"]
+        for e in term.get("matchExpressions", [])
+        for v in e.get("values", [])
+    }
 
 
 def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
@@ -70,17 +75,23 @@ def test_no_profile_gpu_pod_without_a_usable_default_is_denied(
         e2e.kubectl.create(_in(ns, cluster.gpu_pod("plain", team="e2e-govern-strict", gpus=1)))
     message = denied.value.stderr
     assert "denied the request" in message and "names no hardware profile" in message, message
-    assert 'team "e2e-govern-strict" may use: "a100-only"' in message and "accel.dev/profile" in message, message
+    assert 'team "e2e-govern-strict" may use: "a100-only"' in message and "accel.dev/profile" in message, (
+        message
+    )
 
 
 def test_pod_team_label_in_an_unlabelled_namespace_does_not_count(
     e2e: cluster.E2ECluster, unlabelled_namespace: str
 ) -> None:
     with pytest.raises(KubectlError) as denied:
-        e2e.kubectl.create(_in(unlabelled_namespace, cluster.gpu_pod("p", team="e2e-govern", gpus=1, profile="a100-only")))
+        e2e.kubectl.create(
+            _in(unlabelled_namespace, cluster.gpu_pod("p", team="e2e-govern", gpus=1, profile="a100-only"))
+        )
     message = denied.value.stderr
     assert "has no team label" in message and 'label team="e2e-govern" does not count' in message, message
-    assert not e2e.kubectl.get("pods", namespace=unlabelled_namespace).get("items"), "nothing was created or charged"
+    assert not e2e.kubectl.get("pods", namespace=unlabelled_namespace).get("items"), (
+        "nothing was created or charged"
+    )
 
 
 def test_forged_annotations_are_overwritten_or_removed(
@@ -88,11 +99,17 @@ def test_forged_annotations_are_overwritten_or_removed(
 ) -> None:
     ns = team_namespace("e2e-govern")
     pod = cluster.gpu_pod("forged", team="e2e-govern", gpus=1, profile="a100-only")
-    pod["metadata"]["annotations"].update({
-        "accel.dev/team": "e2e-sched", TYPE_ANNOTATION: "nvidia-h100-80gb", "accel.dev/cost-per-hour": "0.01",
-        "accel.dev/gpu-hour-price": "0.01", "accel.dev/devices": "nvidia.com/gpu=0", "accel.dev/placement": "x",
-        "accel.dev/job": "j1",
-    })
+    pod["metadata"]["annotations"].update(
+        {
+            "accel.dev/team": "e2e-sched",
+            TYPE_ANNOTATION: "nvidia-h100-80gb",
+            "accel.dev/cost-per-hour": "0.01",
+            "accel.dev/gpu-hour-price": "0.01",
+            "accel.dev/devices": "nvidia.com/gpu=0",
+            "accel.dev/placement": "x",
+            "accel.dev/job": "j1",
+        }
+    )
     stored = e2e.kubectl.create(_in(ns, pod))["metadata"]["annotations"]
     assert stored["accel.dev/team"] == "e2e-govern" and stored[TYPE_ANNOTATION] == "nvidia-a100-80gb"
     assert stored["accel.dev/cost-per-hour"] == stored["accel.dev/gpu-hour-price"] != "0.01"

@@ -16,13 +16,25 @@ PLACEMENT_ANNOTATION = "accel.dev/placement"
 # Leaf "leaf-9a" holds two 4-GPU pods (one 8-GPU node); leaf "leaf-9b" holds three (8 + 4 GPUs). The
 # harness's own A100 node (leaf-1b) holds two. Only leaf-9b can take the whole job.
 JOB_NODES = (
-    cluster.LocalNode("e2e-place-9a-1", "nvidia-a100-80gb",
-                      cluster._gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-9", "leaf-9a"), {"nvidia.com/gpu": 8}),
-    cluster.LocalNode("e2e-place-9b-1", "nvidia-a100-80gb",
-                      cluster._gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-9", "leaf-9b"), {"nvidia.com/gpu": 8}),
-    cluster.LocalNode("e2e-place-9b-2", "nvidia-a100-80gb",
-                      cluster._gfd("NVIDIA-A100-SXM4-80GB", 4, 81920, "spine-9", "leaf-9b"), {"nvidia.com/gpu": 4}),
-)  # fmt: skip
+    cluster.LocalNode(
+        "e2e-place-9a-1",
+        "nvidia-a100-80gb",
+        cluster._gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-9", "leaf-9a"),
+        {"nvidia.com/gpu": 8},
+    ),
+    cluster.LocalNode(
+        "e2e-place-9b-1",
+        "nvidia-a100-80gb",
+        cluster._gfd("NVIDIA-A100-SXM4-80GB", 8, 81920, "spine-9", "leaf-9b"),
+        {"nvidia.com/gpu": 8},
+    ),
+    cluster.LocalNode(
+        "e2e-place-9b-2",
+        "nvidia-a100-80gb",
+        cluster._gfd("NVIDIA-A100-SXM4-80GB", 4, 81920, "spine-9", "leaf-9b"),
+        {"nvidia.com/gpu": 4},
+    ),
+)
 
 
 @pytest.fixture
@@ -46,7 +58,11 @@ def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
 
 def _placed_event(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
     events = json.loads(e2e.kubectl.run("get", "events", "-n", ns, "-o", "json"))["items"]
-    found = [e for e in events if e.get("reason") == "AcceleratorPlaced" and e["involvedObject"].get("name") == name]
+    found = [
+        e
+        for e in events
+        if e.get("reason") == "AcceleratorPlaced" and e["involvedObject"].get("name") == name
+    ]
     return found[0] if found else None
 
 
@@ -62,7 +78,10 @@ def test_three_pod_job_stays_on_the_one_leaf_that_holds_it_and_every_bind_is_exp
         pod["metadata"]["namespace"] = ns
         pod["metadata"]["labels"] |= {"accel.dev/job": "train", "accel.dev/job-size": "3"}
         e2e.kubectl.create(pod)
-    bound = {name: wait_until(partial(_bound, e2e, ns, name), timeout_s=90, what=f"pod {name} bound") for name in names}
+    bound = {
+        name: wait_until(partial(_bound, e2e, ns, name), timeout_s=90, what=f"pod {name} bound")
+        for name in names
+    }
     nodes = {name: pod["spec"]["nodeName"] for name, pod in bound.items()}
     assert {job_nodes.get(node) for node in nodes.values()} == {"leaf-9b"}, nodes
     for name, pod in bound.items():
@@ -72,6 +91,8 @@ def test_three_pod_job_stays_on_the_one_leaf_that_holds_it_and_every_bind_is_exp
         parts = explanation["components"]
         assert set(parts) >= {"preference", "topology", "fragmentation", "scarcity", "rounding"}
         assert abs(sum(parts.values()) - explanation["score"]) < 0.01  # the components add up to the score
-        event = wait_until(partial(_placed_event, e2e, ns, name), timeout_s=30, what=f"AcceleratorPlaced event of {name}")
+        event = wait_until(
+            partial(_placed_event, e2e, ns, name), timeout_s=30, what=f"AcceleratorPlaced event of {name}"
+        )
         assert event["reportingComponent"] == "accel-extender" and event["type"] == "Normal"
         assert f"placed on {nodes[name]}" in event["message"]

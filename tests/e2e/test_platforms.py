@@ -47,17 +47,44 @@ def install_crds(kubectl: Kubectl, *files: str) -> list[str]:
 
 def hardware_profile(name: str, *, default: int = 1, selector: dict[str, str] | None = None,
                      annotations: dict[str, str] | None = None, queue: str | None = None) -> dict[str, Any]:
-    scheduling: dict[str, Any] = ({"type": "Queue", "kueue": {"localQueueName": queue}} if queue else
-                                  {"type": "Node", "node": {"nodeSelector": selector or {},
-                                                            "tolerations": [{"key": "e2e-odh", "operator": "Exists",
-                                                                             "effect": "NoSchedule"}]}})
-    return {"apiVersion": "infrastructure.opendatahub.io/v1alpha1", "kind": "HardwareProfile",
-            "metadata": {"name": name, "namespace": HWP_NS, "annotations": annotations or {}},
-            "spec": {"displayName": name.upper(), "enabled": True, "scheduling": scheduling,
-                     "identifiers": [{"identifier": "cpu", "displayName": "CPU", "resourceType": "CPU",
-                                      "minCount": 1, "defaultCount": 1},
-                                     {"identifier": "nvidia.com/gpu", "displayName": "GPU", "resourceType": "Accelerator",
-                                      "minCount": 1, "defaultCount": default, "maxCount": 4}]}}
+    scheduling: dict[str, Any] = (
+        {"type": "Queue", "kueue": {"localQueueName": queue}}
+        if queue
+        else {
+            "type": "Node",
+            "node": {
+                "nodeSelector": selector or {},
+                "tolerations": [{"key": "e2e-odh", "operator": "Exists", "effect": "NoSchedule"}],
+            },
+        }
+    )
+    return {
+        "apiVersion": "infrastructure.opendatahub.io/v1alpha1",
+        "kind": "HardwareProfile",
+        "metadata": {"name": name, "namespace": HWP_NS, "annotations": annotations or {}},
+        "spec": {
+            "displayName": name.upper(),
+            "enabled": True,
+            "scheduling": scheduling,
+            "identifiers": [
+                {
+                    "identifier": "cpu",
+                    "displayName": "CPU",
+                    "resourceType": "CPU",
+                    "minCount": 1,
+                    "defaultCount": 1,
+                },
+                {
+                    "identifier": "nvidia.com/gpu",
+                    "displayName": "GPU",
+                    "resourceType": "Accelerator",
+                    "minCount": 1,
+                    "defaultCount": default,
+                    "maxCount": 4,
+                },
+            ],
+        },
+    }
 
 
 def odh_pod(name: str, *, team: str, namespace: str, profile: str, gpus: int = 0,
@@ -96,14 +123,29 @@ def test_a_hardware_profile_cr_mutates_the_pods_that_name_it(
     pod = wait_until(mutated, timeout_s=60, what="the webhook knows HardwareProfile odh-a100")
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "2"  # defaultCount of the Accelerator identifier
-    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    values = {v for t in terms for e in t["matchExpressions"] if e["key"] == "nvidia.com/gpu.product" for v in e["values"]}
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    values = {
+        v
+        for t in terms
+        for e in t["matchExpressions"]
+        if e["key"] == "nvidia.com/gpu.product"
+        for v in e["values"]
+    }
     assert "NVIDIA-A100-SXM4-80GB" in values and not any("H100" in v for v in values)
     assert {"key": "e2e-odh", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
 
-    notes = wait_until(lambda: (o := odh.get(HWP_KIND, "odh-a100", namespace=HWP_NS))["metadata"].get("annotations", {})
-                       .get("accel.dev/detected-accelerator-types") and o["metadata"]["annotations"],
-                       timeout_s=90, what="accel's annotations on the HardwareProfile")
+    notes = wait_until(
+        lambda: (
+            (o := odh.get(HWP_KIND, "odh-a100", namespace=HWP_NS))["metadata"]
+            .get("annotations", {})
+            .get("accel.dev/detected-accelerator-types")
+            and o["metadata"]["annotations"]
+        ),
+        timeout_s=90,
+        what="accel's annotations on the HardwareProfile",
+    )
     assert notes["accel.dev/detected-accelerator-types"] == "nvidia-a100-80gb"
     assert json.loads(notes["accel.dev/availability"])["totalGpus"] >= 8
 
@@ -114,7 +156,9 @@ def test_the_api_server_prunes_status_fields_so_accel_uses_annotations(odh: Kube
     odh.run("patch", HWP_KIND, "odh-status-probe", "-n", HWP_NS, "--subresource=status", "--type=merge",
             "-p", json.dumps({"status": {"detectedTypes": ["nvidia-a100-80gb"], "available": True}}))
     stored = odh.get(HWP_KIND, "odh-status-probe", namespace=HWP_NS)
-    assert "detectedTypes" not in (stored.get("status") or {}) and "available" not in (stored.get("status") or {})
+    assert "detectedTypes" not in (stored.get("status") or {}) and "available" not in (
+        stored.get("status") or {}
+    )
     odh.delete(HWP_KIND, "odh-status-probe", namespace=HWP_NS)
 
 
@@ -123,16 +167,31 @@ def test_a_name_clash_with_the_configmap_is_refused_with_an_event_and_the_policy
     ns = team_namespace("e2e-odh")
     odh.create(hardware_profile("a100-only", selector=A100))  # profiles.yaml has a100-only too
     event = wait_until(
-        lambda: next((e for e in odh.get("events", namespace=HWP_NS)["items"]
-                      if e["reason"] == "PolicyRejected" and e["involvedObject"]["name"] == "a100-only"), None),
-        timeout_s=60, what="PolicyRejected event on the clashing HardwareProfile")
-    assert "profiles.yaml profiles[" in event["message"] and "HardwareProfile e2e-odh-profiles/a100-only" in event["message"]
+        lambda: next(
+            (
+                e
+                for e in odh.get("events", namespace=HWP_NS)["items"]
+                if e["reason"] == "PolicyRejected" and e["involvedObject"]["name"] == "a100-only"
+            ),
+            None,
+        ),
+        timeout_s=60,
+        what="PolicyRejected event on the clashing HardwareProfile",
+    )
+    assert (
+        "profiles.yaml profiles[" in event["message"]
+        and "HardwareProfile e2e-odh-profiles/a100-only" in event["message"]
+    )
     pod = odh.create(odh_pod("q", team="e2e-odh", namespace=ns, profile="a100-only"), dry_run=True)
-    assert pod["metadata"]["annotations"]["accel.dev/profile"] == "a100-only"  # last good policy still in force
+    assert (
+        pod["metadata"]["annotations"]["accel.dev/profile"] == "a100-only"
+    )  # last good policy still in force
     odh.delete(HWP_KIND, "a100-only", namespace=HWP_NS)
 
 
-def test_a_kueue_pod_is_not_denied_for_accel_quota(odh: Kubectl, team_namespace: Callable[[str], str]) -> None:
+def test_a_kueue_pod_is_not_denied_for_accel_quota(
+    odh: Kubectl, team_namespace: Callable[[str], str]
+) -> None:
     ns = team_namespace("e2e-kueue")  # accel quota 0 for this team
     plain = cluster.gpu_pod("plain", team="e2e-kueue", gpus=1, profile="a100-only")
     plain["metadata"]["namespace"] = ns
@@ -159,14 +218,32 @@ def test_kueue_export_is_accepted_by_the_api_server_with_kueues_crds(e2e: cluste
     try:
         assert e2e.control_plane is not None or os.environ.get("KUBECONFIG"), "needs a kubeconfig for the CLI"
         kubeconfig = str(e2e.control_plane.kubeconfig) if e2e.control_plane else os.environ["KUBECONFIG"]
-        done = subprocess.run([sys.executable, "-m", "cli.main", "kueue", "export", "--kubeconfig", kubeconfig,
-                               "--namespace", cluster.NS], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "kueue",
+                "export",
+                "--kubeconfig",
+                kubeconfig,
+                "--namespace",
+                cluster.NS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         objects = [o for o in yaml.safe_load_all(done.stdout) if o]
         kinds = {o["kind"] for o in objects}
         assert {"ResourceFlavor", "ClusterQueue", "LocalQueue"} <= kinds
         accepted = []
-        for obj in objects:  # the API server validates the schema (and CEL rules from 1.25); nothing is stored
+        for (
+            obj
+        ) in objects:  # the API server validates the schema (and CEL rules from 1.25); nothing is stored
             try:
                 accepted.append(kubectl.create(obj, dry_run=True)["kind"])
             except KubectlError as exc:  # other tests' team namespaces may be going away meanwhile
@@ -179,7 +256,9 @@ def test_kueue_export_is_accepted_by_the_api_server_with_kueues_crds(e2e: cluste
             kubectl.create(bad, dry_run=True)
         if e2e.server_minor >= 25:  # CEL rules in CRDs are served from 1.25 (alpha, off, before)
             bad = json.loads(json.dumps(next(o for o in objects if o["kind"] == "ClusterQueue")))
-            bad["spec"]["resourceGroups"][0]["flavors"][0]["resources"].append({"name": "cpu", "nominalQuota": 1})
+            bad["spec"]["resourceGroups"][0]["flavors"][0]["resources"].append(
+                {"name": "cpu", "nominalQuota": 1}
+            )
             with pytest.raises(KubectlError, match="same number of resources"):
                 kubectl.create(bad, dry_run=True)
     finally:
@@ -187,18 +266,26 @@ def test_kueue_export_is_accepted_by_the_api_server_with_kueues_crds(e2e: cluste
             cluster.delete_quietly(kubectl, "crd", name)
 
 
-def test_a_bound_pod_advances_the_chargeback_counters(e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]) -> None:
+def test_a_bound_pod_advances_the_chargeback_counters(
+    e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
+) -> None:
     if not e2e.scheduler_running or e2e.servers is None:
         pytest.skip("needs the scheduler with the extender and the API server on this host")
     ns = team_namespace("e2e-charge")
     pod = cluster.gpu_pod("charged", team="e2e-charge", gpus=2, profile="a100-only")
     pod["metadata"]["namespace"] = ns
     e2e.kubectl.create(pod)
-    wait_until(lambda: e2e.kubectl.get("pod", "charged", namespace=ns)["spec"].get("nodeName"), timeout_s=60, what="bound")
+    wait_until(
+        lambda: e2e.kubectl.get("pod", "charged", namespace=ns)["spec"].get("nodeName"),
+        timeout_s=60,
+        what="bound",
+    )
     context = e2e.servers.tls_context()
 
     def counted() -> float | None:
-        with urllib.request.urlopen(e2e.servers.url("api", "/metrics"), context=context, timeout=10) as response:
+        with urllib.request.urlopen(
+            e2e.servers.url("api", "/metrics"), context=context, timeout=10
+        ) as response:
             text = response.read().decode()
         values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith("accel_gpu_seconds_total{") and 'team="e2e-charge"' in line]

@@ -98,8 +98,11 @@ def test_bind_of_a_deleted_or_already_bound_pod_fails_cleanly(
     # The pod the scheduler just bound, bound again elsewhere: the API server's 409, passed on.
     bound = e2e.kubectl.get("pod", "full", namespace=ns)
     a100 = e2e.gpu_nodes["nvidia-a100-80gb"]
-    again = _post(servers, "/bind", {"PodName": "full", "PodNamespace": ns, "PodUID": bound["metadata"]["uid"],
-                                     "Node": a100})  # fmt: skip
+    again = _post(
+        servers,
+        "/bind",
+        {"PodName": "full", "PodNamespace": ns, "PodUID": bound["metadata"]["uid"], "Node": a100},
+    )
     assert again["Error"], "a second bind must fail"
     assert _node_of(e2e, ns, "full") == h100, "the first bind stands"
 
@@ -107,8 +110,15 @@ def test_bind_of_a_deleted_or_already_bound_pod_fails_cleanly(
 @pytest.fixture
 def priority_classes(e2e: cluster.E2ECluster) -> Iterator[None]:
     for name, value in ((LOW, 100), (HIGH, 100000)):
-        e2e.kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                           "metadata": {"name": name}, "value": value, "preemptionPolicy": "PreemptLowerPriority"})  # fmt: skip
+        e2e.kubectl.apply(
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+                "preemptionPolicy": "PreemptLowerPriority",
+            }
+        )
     yield
     for name in (LOW, HIGH):
         cluster.delete_quietly(e2e.kubectl, "priorityclass", name)
@@ -132,11 +142,17 @@ def test_preemption_evicts_only_pods_holding_the_gpus_needed(
     e2e.kubectl.create(bystander)
 
     def placed() -> dict[str, str] | None:
-        nodes = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in e2e.kubectl.get("pods", namespace=ns)["items"]}
+        nodes = {
+            p["metadata"]["name"]: p["spec"].get("nodeName")
+            for p in e2e.kubectl.get("pods", namespace=ns)["items"]
+        }
         return nodes if len(nodes) == len(low) + 1 and all(nodes.values()) else None  # type: ignore[return-value]
 
     before = wait_until(placed, timeout_s=90, what="16 low-priority pods bound (both GPU nodes full)")
-    assert sum(1 for n in before.values() if n == h100) == 9 and sum(1 for n in before.values() if n == a100) == 8
+    assert (
+        sum(1 for n in before.values() if n == h100) == 9
+        and sum(1 for n in before.values() if n == a100) == 8
+    )
 
     e2e.kubectl.create(_pod("urgent", ns, gpus=2, profile="h100-only", priority=HIGH))
     node = wait_until(lambda: _node_of(e2e, ns, "urgent"), timeout_s=90, what="the high-priority pod bound")

@@ -29,9 +29,12 @@ def test_a_burst_over_two_replicas_admits_exactly_the_quota(
     assert len(existing) <= cluster.REPLICAS_QUOTA, f"over-admission: {len(existing)} pods, {kinds}"
     assert kinds["admitted"] == len(existing), f"admitted {kinds['admitted']} but {len(existing)} exist"
     assert kinds["admitted"] == cluster.REPLICAS_QUOTA, (
-        f"the quota should be used to the last GPU: {kinds}; errors: {[o.detail for o in outcomes if o.kind == 'error'][:3]}"
+        f"the quota should be used to the last GPU: {kinds}; errors: "
+        f"{[o.detail for o in outcomes if o.kind == 'error'][:3]}"
     )
     assert kinds["quota"] == BURST - cluster.REPLICAS_QUOTA, kinds
     assert all(o.seconds < CALL_DEADLINE_S for o in outcomes), "a create hung"
-    used = {port: webhook_replicas.proxy.connections[port] for port in (p.port for p in webhook_replicas.replicas)}
+    used = {
+        port: webhook_replicas.proxy.connections[port] for port in (p.port for p in webhook_replicas.replicas)
+    }
     assert all(used.values()), f"both replicas must have served the burst: connections per port {used}"

@@ -65,5 +65,13 @@ def test_killing_a_webhook_replica_during_a_burst(
         verdict = create_one(e2e, probe | {"metadata": probe["metadata"] | {"name": "after"}})
         assert verdict.kind == "quota", verdict
     else:
-        wait_until(lambda: e2e.kubectl.get("deployment", "accel-webhook", namespace=cluster.NS)["status"].get("availableReplicas") == 3,
-                   timeout_s=120, what="accel-webhook back to 3 available replicas")  # fmt: skip
+        wait_until(
+            lambda: (
+                e2e.kubectl.get("deployment", "accel-webhook", namespace=cluster.NS)["status"].get(
+                    "availableReplicas"
+                )
+                == 3
+            ),
+            timeout_s=120,
+            what="accel-webhook back to 3 available replicas",
+        )

@@ -23,7 +23,10 @@ def test_prefers_h100_then_falls_back_to_a100_when_full(
 ) -> None:
     if not e2e.scheduler_running:
         pytest.skip("accel-scheduler is not running (out-of-cluster mode without kube-scheduler on PATH)")
-    if not set(cluster.FAKE_GPUS) <= set(e2e.gpu_nodes) or len({e2e.gpu_nodes[t] for t in cluster.FAKE_GPUS}) < 2:
+    if (
+        not set(cluster.FAKE_GPUS) <= set(e2e.gpu_nodes)
+        or len({e2e.gpu_nodes[t] for t in cluster.FAKE_GPUS}) < 2
+    ):
         pytest.skip("needs two worker nodes to fake an H100 and an A100 node")
     ns = team_namespace("e2e-sched")
     placed = {}

@@ -48,9 +48,14 @@ def test_deployment_pods_are_admitted_mutated_and_bound_by_the_extender(
     _require_controllers_and_scheduler(e2e)
     ns = team_namespace("e2e-workload")
     template = cluster.gpu_pod_template(team="e2e-workload", gpus=2, profile="h100-only", app="trainer")
-    e2e.kubectl.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "trainer", "namespace": ns},
-                        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "trainer"}},
-                                 "template": template}})  # fmt: skip
+    e2e.kubectl.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "trainer", "namespace": ns},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "trainer"}}, "template": template},
+        }
+    )
     pods = wait_until(lambda: _all_bound(e2e, ns, "trainer", 2), timeout_s=90, what="2 Deployment pods bound")
     _assert_mutated_and_bound(pods, profile="h100-only", node=e2e.gpu_nodes["nvidia-h100-80gb"],
                               gpu_type="nvidia-h100-80gb")  # fmt: skip
@@ -63,9 +68,14 @@ def test_job_pods_are_admitted_mutated_and_bound_by_the_extender(
     ns = team_namespace("e2e-workload")
     template = cluster.gpu_pod_template(team="e2e-workload", gpus=1, profile="a100-only", app="batch")
     template["spec"]["restartPolicy"] = "Never"
-    e2e.kubectl.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": ns},
-                        "spec": {"completions": 3, "parallelism": 3, "backoffLimit": 0,
-                                 "template": template}})  # fmt: skip
+    e2e.kubectl.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "batch", "namespace": ns},
+            "spec": {"completions": 3, "parallelism": 3, "backoffLimit": 0, "template": template},
+        }
+    )
     pods = wait_until(lambda: _all_bound(e2e, ns, "batch", 3), timeout_s=90, what="3 Job pods bound")
     _assert_mutated_and_bound(pods, profile="a100-only", node=e2e.gpu_nodes["nvidia-a100-80gb"],
                               gpu_type="nvidia-a100-80gb")  # fmt: skip
@@ -80,9 +90,14 @@ def test_over_quota_deployment_shows_the_full_denial_on_its_replicaset(
         pytest.skip("no kube-controller-manager in KUBEBUILDER_ASSETS: nothing creates the pods")
     ns = team_namespace("e2e-overquota")  # quota: 2 GPUs in all
     template = cluster.gpu_pod_template(team="e2e-overquota", gpus=1, profile="gpu-any", app="greedy")
-    e2e.kubectl.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "greedy", "namespace": ns},
-                        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "greedy"}},
-                                 "template": template}})  # fmt: skip
+    e2e.kubectl.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "greedy", "namespace": ns},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "greedy"}}, "template": template},
+        }
+    )
     wait_until(lambda: len(_pods(e2e, ns, "greedy")) == 2, timeout_s=60, what="2 of 3 pods admitted")
 
     # What the webhook says about one more such pod now, word for word, as kubectl shows it.
@@ -96,8 +111,11 @@ def test_over_quota_deployment_shows_the_full_denial_on_its_replicaset(
 
     def failed_create() -> list[str]:
         events = e2e.kubectl.get("events", namespace=ns)["items"]
-        return [ev["message"] for ev in events
-                if ev.get("reason") == "FailedCreate" and ev["involvedObject"].get("kind") == "ReplicaSet"]  # fmt: skip
+        return [
+            ev["message"]
+            for ev in events
+            if ev.get("reason") == "FailedCreate" and ev["involvedObject"].get("kind") == "ReplicaSet"
+        ]
 
     messages = wait_until(failed_create, timeout_s=60, what="FailedCreate event on the ReplicaSet")
     assert any(DENIED + reason in message for message in messages), (reason, messages)

@@ -39,8 +39,11 @@ async def test_over_the_limit_is_503_fast_and_the_rest_complete(served: Served) 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no client-side cap
 
     async def call() -> tuple[int, bytes, str | None]:
-        async with session.post(client.make_url(route), data=stalled(),
-                                headers={"Content-Type": "application/json", **apps.auth_headers(name)}) as resp:  # fmt: skip
+        async with session.post(
+            client.make_url(route),
+            data=stalled(),
+            headers={"Content-Type": "application/json", **apps.auth_headers(name)},
+        ) as resp:
             return resp.status, await resp.read(), resp.headers.get("Retry-After")
 
     calls = [asyncio.create_task(call()) for _ in range(limit + EXTRA)]

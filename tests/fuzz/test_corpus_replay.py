@@ -25,11 +25,15 @@ PER_REQUEST_TIMEOUT_S = 10.0
 # Crashes the corpus found in code owned by other engineers, reported to them (see docs/reliability.md).
 # A case listed here may fail; every other case must pass, and a listed case that passes is reported
 # so the entry can be dropped. Remove entries as the owners fix them.
-KNOWN_CRASHES: dict[str, frozenset[str]] = {}  # all reported webhook crashes are fixed (shape check in the core)
+KNOWN_CRASHES: dict[
+    str, frozenset[str]
+] = {}  # all reported webhook crashes are fixed (shape check in the core)
 
 
 def corpus_files(app: str) -> list[Path]:
-    return sorted(p for p in (CORPUS / app).iterdir() if p.suffix in (".json", ".bin") and not p.name.startswith("get-"))
+    return sorted(
+        p for p in (CORPUS / app).iterdir() if p.suffix in (".json", ".bin") and not p.name.startswith("get-")
+    )
 
 
 def get_specs() -> list[Path]:
@@ -122,7 +126,9 @@ async def test_chunked_body_over_the_limit_is_413(served: Served) -> None:
 def https_sample(app: str) -> list[Path]:
     """Every `bad-` case plus every fifth `any-` case (known crashes left out)."""
     files = [p for p in corpus_files(app) if p.name not in KNOWN_CRASHES.get(app, frozenset())]
-    return [p for p in files if p.name.startswith("bad-")] + [p for p in files if p.name.startswith("any-")][::5]
+    return [p for p in files if p.name.startswith("bad-")] + [p for p in files if p.name.startswith("any-")][
+        ::5
+    ]
 
 
 @pytest.mark.parametrize("name", apps.APP_NAMES)
@@ -146,13 +152,19 @@ async def test_corpus_sample_over_real_https(name: str, tmp_path: Path) -> None:
                 async with asyncio.timeout(PER_REQUEST_TIMEOUT_S), session.post(
                     base + route, data=raw, headers=headers, ssl=ctx
                 ) as resp:
-                    check_answer(name, route, resp.status, await resp.read(), sent=raw, expect=expectation(path))
+                    check_answer(
+                        name, route, resp.status, await resp.read(), sent=raw, expect=expectation(path)
+                    )
 
 
 def test_docs_state_the_corpus_size_as_it_is() -> None:
     """README and docs/reliability.md quote the number of checked-in requests; it must be today's."""
-    count = sum(1 for app in apps.APP_NAMES for p in (CORPUS / app).iterdir() if p.suffix in (".json", ".bin"))
+    count = sum(
+        1 for app in apps.APP_NAMES for p in (CORPUS / app).iterdir() if p.suffix in (".json", ".bin")
+    )
     root = CORPUS.parents[1]
     for doc in (root / "README.md", root / "docs" / "reliability.md"):
         quoted = re.findall(r"(\d+) checked-in nasty requests", doc.read_text(encoding="utf-8"))
-        assert quoted == [str(count)], f"{doc.name} says {quoted} checked-in nasty requests; tests/corpus holds {count}"
+        assert quoted == [str(count)], (
+            f"{doc.name} says {quoted} checked-in nasty requests; tests/corpus holds {count}"
+        )

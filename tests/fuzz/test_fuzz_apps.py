@@ -45,7 +45,9 @@ class Live:
     def post(self, route: str, raw: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         async def call() -> tuple[int, bytes]:
             async with asyncio.timeout(TIMEOUT_S):
-                resp = await self.client.post(route, data=raw, headers={"Content-Type": "application/json", **headers})
+                resp = await self.client.post(
+                    route, data=raw, headers={"Content-Type": "application/json", **headers}
+                )
                 return resp.status, await resp.read()
 
         return self.runner.run(call())
@@ -58,10 +60,14 @@ class Live:
 def _app_params() -> list[object]:
     """Apps with known, reported crashes (KNOWN_CRASHES) run as non-strict xfail; the rest must pass."""
     return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=f"known crashes: {sorted(KNOWN_CRASHES[name])}", strict=False))
-        if name in KNOWN_CRASHES else name
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(reason=f"known crashes: {sorted(KNOWN_CRASHES[name])}", strict=False),
+        )
+        if name in KNOWN_CRASHES
+        else name
         for name in apps.APP_NAMES
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module", params=_app_params())

@@ -39,19 +39,31 @@ async def api(tmp_path: Path, settings: str = CERT_PROXY) -> AsyncIterator[tuple
     parsed = sample_policy(settings)
     cluster = FakeCluster()
     cluster.add_token("nlp-token", "alice", ("team:nlp", "system:authenticated"))
-    app = make_app(ClusterState.static(parsed, sample_inventory(parsed)), metrics=Metrics(), token_reviewer=cluster, clock=ManualClock())
+    app = make_app(
+        ClusterState.static(parsed, sample_inventory(parsed)),
+        metrics=Metrics(),
+        token_reviewer=cluster,
+        clock=ManualClock(),
+    )
     async with serving(app, tls=ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt")) as port:
         yield f"https://127.0.0.1:{port}", pki
 
 
 async def profiles(base: str, ctx: ssl.SSLContext, headers: dict[str, str]) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.get(f"{base}/api/hardware-profiles", ssl=ctx, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/hardware-profiles", ssl=ctx, headers=headers) as resp,
+    ):
         body = await resp.json()
         return resp.status, {p["name"] for p in body["profiles"]} if resp.status == 200 else body
 
 
-@pytest.mark.parametrize("client", [None, "scheduler", "other"], ids=["no-certificate", "scheduler-cert", "other-cert"])
-async def test_spoofed_group_header_without_the_proxy_certificate_grants_nothing(tmp_path: Path, client: str | None) -> None:
+@pytest.mark.parametrize(
+    "client", [None, "scheduler", "other"], ids=["no-certificate", "scheduler-cert", "other-cert"]
+)
+async def test_spoofed_group_header_without_the_proxy_certificate_grants_nothing(
+    tmp_path: Path, client: str | None
+) -> None:
     async with api(tmp_path) as (base, pki):
         assert await profiles(base, pki.context(client), SPOOF) == (200, ANONYMOUS)
 
@@ -64,7 +76,10 @@ async def test_proxy_certificate_from_a_foreign_ca_fails_the_handshake(tmp_path:
 
 async def test_the_proxy_certificate_makes_the_header_count(tmp_path: Path) -> None:
     async with api(tmp_path) as (base, pki):
-        assert await profiles(base, pki.context("proxy"), {"X-Forwarded-Groups": "team:research"}) == (200, RESEARCH)
+        assert await profiles(base, pki.context("proxy"), {"X-Forwarded-Groups": "team:research"}) == (
+            200,
+            RESEARCH,
+        )
 
 
 @pytest.mark.parametrize("client", [None, "proxy"], ids=["spoofer", "real-proxy"])
@@ -78,11 +93,17 @@ async def test_a_rejected_token_stays_401_even_with_the_header(tmp_path: Path, c
 async def test_an_accepted_token_with_a_spoofed_header_is_just_the_token(tmp_path: Path) -> None:
     async with api(tmp_path) as (base, pki):
         _, token_only = await profiles(base, pki.context(), {"Authorization": "Bearer nlp-token"})
-        assert await profiles(base, pki.context(), {**SPOOF, "Authorization": "Bearer nlp-token"}) == (200, token_only)
+        assert await profiles(base, pki.context(), {**SPOOF, "Authorization": "Bearer nlp-token"}) == (
+            200,
+            token_only,
+        )
         assert token_only != ANONYMOUS
 
 
 async def test_loopback_proof_trusts_a_sidecar_on_127_0_0_1(tmp_path: Path) -> None:
     """trustedProxyFrom: loopback (the proxy is a sidecar): this test client is on 127.0.0.1."""
-    async with api(tmp_path, "api: {trustedProxyHeader: X-Forwarded-Groups, trustedProxyFrom: loopback}") as (base, pki):
+    async with api(tmp_path, "api: {trustedProxyHeader: X-Forwarded-Groups, trustedProxyFrom: loopback}") as (
+        base,
+        pki,
+    ):
         assert await profiles(base, pki.context(), {"X-Forwarded-Groups": "team:research"}) == (200, RESEARCH)

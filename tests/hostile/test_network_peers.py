@@ -54,7 +54,10 @@ def node_of(cluster: FakeCluster) -> str | None:
 
 
 async def post(base: str, verb: str, ctx: ssl.SSLContext) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.post(f"{base}/{verb}", json=VERBS[verb], ssl=ctx) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base}/{verb}", json=VERBS[verb], ssl=ctx) as resp,
+    ):
         return resp.status, await resp.json(content_type=None)
 
 
@@ -105,7 +108,9 @@ async def test_a_foreign_or_server_only_certificate_fails_the_handshake(tmp_path
         assert node_of(cluster) is None
 
 
-async def test_webhook_opt_in_client_certificate_refuses_strangers_and_reserves_nothing(tmp_path: Path) -> None:
+async def test_webhook_opt_in_client_certificate_refuses_strangers_and_reserves_nothing(
+    tmp_path: Path,
+) -> None:
     """`accel serve webhook --client-name kube-apiserver`: an AdmissionReview from any other peer
     is 401/403 before it is read, so it cannot reserve quota in the ledger (FakeCluster)."""
     from tests.builders import example_policy, gpu_pod, make_inventory, review
@@ -138,8 +143,13 @@ async def test_a_client_ca_added_to_the_bundle_is_trusted_after_the_reload_poll(
     pki.clients["next-scheduler"] = create_client_cert(next_ca, common_name=SCHEDULER, now=NOW)
     cluster = FakeCluster()
     cluster.apply(named_gpu_pod("victim", 1))
-    app = make_app(ClusterState.static(shared_example_policy(), inventory([node_object("big", gpus=2)])), metrics=Metrics(),
-                   binder=cluster, clock=ManualClock(), client_names=(SCHEDULER,))  # fmt: skip
+    app = make_app(
+        ClusterState.static(shared_example_policy(), inventory([node_object("big", gpus=2)])),
+        metrics=Metrics(),
+        binder=cluster,
+        clock=ManualClock(),
+        client_names=(SCHEDULER,),
+    )
     tls = ReloadingTLS(tmp_path, client_ca=tmp_path / "ca.crt", poll_interval=3600)
     async with serving(app, tls=tls) as port:
         base = f"https://127.0.0.1:{port}"
@@ -147,7 +157,9 @@ async def test_a_client_ca_added_to_the_bundle_is_trusted_after_the_reload_poll(
             await post(base, "bind", pki.context("next-scheduler"))
         write_atomic(tmp_path / "ca.crt", pki.ca.cert_pem + next_ca.cert_pem)
         tls.check_and_reload()  # what the poll task does every poll_interval
-        status, _ = await post(base, "filter", pki.context("next-scheduler"))  # as kube-scheduler: filter, then bind
+        status, _ = await post(
+            base, "filter", pki.context("next-scheduler")
+        )  # as kube-scheduler: filter, then bind
         assert status == 200
         assert await post(base, "bind", pki.context("next-scheduler")) == (200, {"Error": ""})
     assert node_of(cluster) == "big"

@@ -26,14 +26,21 @@ def accel(*args: str) -> subprocess.CompletedProcess[str]:
 def test_extender_without_tls_refuses_to_start_unless_told_unauthenticated() -> None:
     out = accel("serve", "extender", *SOURCE, "--port", str(free_port()), "--insecure-plaintext")
     assert out.returncode == 1
-    assert "authenticates kube-scheduler by client certificate" in out.stderr and "--allow-unauthenticated" in out.stderr
+    assert (
+        "authenticates kube-scheduler by client certificate" in out.stderr
+        and "--allow-unauthenticated" in out.stderr
+    )
     assert "Traceback" not in out.stderr
 
 
 def test_api_client_ca_without_tls_is_refused() -> None:
     """A proxy CA given to a plaintext API would silently verify nothing: refused instead."""
-    out = accel("serve", "api", *SOURCE, "--port", str(free_port()), "--insecure-plaintext", "--client-ca", "x.crt")
-    assert out.returncode == 1 and "--client-ca needs --cert-dir" in out.stderr and "Traceback" not in out.stderr
+    out = accel(
+        "serve", "api", *SOURCE, "--port", str(free_port()), "--insecure-plaintext", "--client-ca", "x.crt"
+    )
+    assert (
+        out.returncode == 1 and "--client-ca needs --cert-dir" in out.stderr and "Traceback" not in out.stderr
+    )
 
 
 def test_certs_client_needs_a_ca(tmp_path: Path) -> None:
@@ -45,15 +52,23 @@ async def test_served_extender_refuses_anonymous_bind_and_serves_the_scheduler(t
     certs, sched = tmp_path / "certs", tmp_path / "scheduler"
     made = accel("certs", "create", "--out-dir", str(certs), "--service", "accel-extender", "--local")
     assert made.returncode == 0, made.stderr
-    made = accel("certs", "client", "--cert-dir", str(certs), "--name", "accel-scheduler", "--out-dir", str(sched))
+    made = accel(
+        "certs", "client", "--cert-dir", str(certs), "--name", "accel-scheduler", "--out-dir", str(sched)
+    )
     assert made.returncode == 0, made.stderr
     assert {p.name for p in sched.iterdir()} >= {"tls.crt", "tls.key", "ca.crt"}
     anonymous = ssl.create_default_context(cafile=str(sched / "ca.crt"))
     scheduler = ssl.create_default_context(cafile=str(sched / "ca.crt"))
     scheduler.load_cert_chain(sched / "tls.crt", sched / "tls.key")
     port = free_port()
-    proc = subprocess.Popen([*ACCEL, "serve", "extender", *SOURCE, "--port", str(port), "--cert-dir", str(certs)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)  # fmt: skip
+    proc = subprocess.Popen(
+        [*ACCEL, "serve", "extender", *SOURCE, "--port", str(port), "--cert-dir", str(certs)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
     bind = {"PodName": "nobody", "PodNamespace": "default", "PodUID": "u", "Node": "gpu-h100-01"}
     try:
         base = f"https://localhost:{port}"

@@ -52,7 +52,9 @@ async def webhook(tmp_path: Path, settings: dict[str, Any]) -> AsyncIterator[tup
         yield port, client_context(state.bundle)
 
 
-async def post(session: aiohttp.ClientSession, port: int, path: str, body: Any, ctx: ssl.SSLContext) -> dict[str, Any]:
+async def post(
+    session: aiohttp.ClientSession, port: int, path: str, body: Any, ctx: ssl.SSLContext
+) -> dict[str, Any]:
     async with session.post(f"https://127.0.0.1:{port}{path}", data=orjson.dumps(body), ssl=ctx,
                             headers={"Content-Type": "application/json"}) as response:
         assert response.status == 200, await response.text()
@@ -61,14 +63,23 @@ async def post(session: aiohttp.ClientSession, port: int, path: str, body: Any, 
 
 def required_values(pod: dict[str, Any]) -> set[str]:
     affinity = (pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}
-    terms = (affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    terms = (affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get(
+        "nodeSelectorTerms"
+    ) or []
     return {v for t in terms for e in t.get("matchExpressions", []) for v in e.get("values", [])}
 
 
 def test_the_corpus_covers_every_author_case() -> None:
     names = {p.stem for p in CASES}
-    assert {"forged-team-annotation", "forged-type-annotation", "forged-price", "forged-devices", "forged-placement",
-            "team-label-in-unlabelled-namespace", "no-profile-restricted-team"} <= names
+    assert {
+        "forged-team-annotation",
+        "forged-type-annotation",
+        "forged-price",
+        "forged-devices",
+        "forged-placement",
+        "team-label-in-unlabelled-namespace",
+        "no-profile-restricted-team",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
@@ -82,8 +93,16 @@ async def test_hostile_pod(path: Path, tmp_path: Path) -> None:
         if "patch" in mutated:
             assert mutated["allowed"], "a patch only comes with an allowed answer"
             patched = jsonpatch.apply_patch(pod, orjson.loads(base64.b64decode(mutated["patch"])))
-        validated = await post(session, port, "/validate", review(patched, uid="v-1"), ctx) if mutated["allowed"] else mutated
-        again = await post(session, port, "/mutate", review(patched, uid="m-2"), ctx) if mutated["allowed"] else {}
+        validated = (
+            await post(session, port, "/validate", review(patched, uid="v-1"), ctx)
+            if mutated["allowed"]
+            else mutated
+        )
+        again = (
+            await post(session, port, "/mutate", review(patched, uid="m-2"), ctx)
+            if mutated["allowed"]
+            else {}
+        )
         bypassed = await post(session, port, "/validate", review(pod, uid="v-2"), ctx)
 
     decision = validated if mutated["allowed"] else mutated
@@ -108,4 +127,7 @@ async def test_hostile_pod(path: Path, tmp_path: Path) -> None:
     if mutated["allowed"]:
         assert "patch" not in again, "reinvocation over our own patch is a no-op"
     if "bypass_reason" in expect:
-        assert bypassed["allowed"] is False and bypassed["auditAnnotations"]["decision"] == expect["bypass_reason"], bypassed
+        assert (
+            bypassed["allowed"] is False
+            and bypassed["auditAnnotations"]["decision"] == expect["bypass_reason"]
+        ), bypassed

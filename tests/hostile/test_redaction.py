@@ -55,7 +55,12 @@ async def api(tmp_path: Path, *, key: bytes | None = KEY) -> AsyncIterator[tuple
     secrets = {n.name for n in inventory.nodes} | {v for n in inventory.nodes for v in (
         n.labels.get("kubernetes.io/hostname"), n.accelerators.topology.zone,
         n.accelerators.topology.spine, n.accelerators.topology.leaf) if v}
-    app = make_app(ClusterState.static(parsed, inventory), metrics=Metrics(), token_reviewer=FakeCluster(), clock=ManualClock())
+    app = make_app(
+        ClusterState.static(parsed, inventory),
+        metrics=Metrics(),
+        token_reviewer=FakeCluster(),
+        clock=ManualClock(),
+    )
     async with serving(app, tls=ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
         yield Api(f"https://127.0.0.1:{port}", client_context(certs.bundle), session), secrets
 
@@ -75,11 +80,21 @@ async def test_no_real_name_or_topology_value_in_any_answer(tmp_path: Path) -> N
         assert any("node labels left out" in w for w in draft["warnings"])
         await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": ids[:2]})
         await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": ids})  # mixed types: warnings
-        status, _ = await srv.call("POST", "/api/hardware-profiles/draft", {"nodes": [i for i in ids if "cpu" in i] or ids[-1:]})
+        status, _ = await srv.call(
+            "POST", "/api/hardware-profiles/draft", {"nodes": [i for i in ids if "cpu" in i] or ids[-1:]}
+        )
         await srv.call("POST", "/api/estimates", {"model": "llama-3-70b", "tokens": 2e12})
         await srv.call("POST", "/api/estimates", {"model": "gpu-h100-01", "tokens": "x"})
-        for path in ("/api/hardware-profiles", "/api/hardware-profiles/gpu-any", "/api/hardware-profiles/nope",
-                     "/api/usage", "/api/accelerators", "/api/openapi.json", "/nodes/gpu-h100-01", "/metrics"):
+        for path in (
+            "/api/hardware-profiles",
+            "/api/hardware-profiles/gpu-any",
+            "/api/hardware-profiles/nope",
+            "/api/usage",
+            "/api/accelerators",
+            "/api/openapi.json",
+            "/nodes/gpu-h100-01",
+            "/metrics",
+        ):
             await srv.call("GET", path)
         answers = "\n".join(srv.seen)
     assert "GET /metrics -> 200" in answers and "POST /api/estimates -> 200" in answers
@@ -92,12 +107,16 @@ async def test_no_real_name_or_topology_value_in_any_answer(tmp_path: Path) -> N
     {"nodes": ["gpu-h100-99"]},  # a guess that is wrong
     {"nodes": ["node-" + hashlib.sha256(b"gpu-h100-01").hexdigest()[:10]]},  # the old unkeyed id
 ], ids=["real-name", "wrong-guess", "unkeyed-hash"])
-async def test_lookup_by_name_is_refused_the_same_whether_the_node_exists(tmp_path: Path, body: dict[str, Any]) -> None:
+async def test_lookup_by_name_is_refused_the_same_whether_the_node_exists(
+    tmp_path: Path, body: dict[str, Any]
+) -> None:
     async with api(tmp_path) as (srv, _):
         status, answer = await srv.call("POST", "/api/hardware-profiles/draft", body)
     assert status == 400
-    assert answer == {"error": "nodes: 1 entry is not a node id; while node names are redacted, select nodes by the ids "
-                               "GET /api/nodes shows (node:...)"}
+    assert answer == {
+        "error": "nodes: 1 entry is not a node id; while node names are redacted, select nodes by the ids "
+        "GET /api/nodes shows (node:...)"
+    }
 
 
 @pytest.mark.parametrize("selector", ["kubernetes.io/hostname=gpu-h100-01", "kubernetes.io/hostname=gpu-nope",
@@ -119,7 +138,9 @@ async def test_ids_are_keyed(tmp_path: Path) -> None:
     assert ids.isdisjoint({n["name"] for n in other["nodes"]})
 
 
-async def test_without_a_key_file_a_random_key_is_used_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_without_a_key_file_a_random_key_is_used_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="api.redaction")
     async with api(tmp_path / "a", key=None) as (srv, _):
         _, first = await srv.call("GET", "/api/nodes")
@@ -129,7 +150,9 @@ async def test_without_a_key_file_a_random_key_is_used_and_logged(tmp_path: Path
     assert "will change on restart" in caplog.text
 
 
-async def test_a_short_key_file_is_refused_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_short_key_file_is_refused_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="api.redaction")
     async with api(tmp_path, key=b"short") as (srv, secrets):
         status, nodes = await srv.call("GET", "/api/nodes")

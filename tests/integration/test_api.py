@@ -47,7 +47,9 @@ def sample_policy(settings_extra: str = "") -> ParsedPolicy:
 def sample_inventory(parsed: ParsedPolicy, *, drop_pods: bool = False) -> Inventory:
     snap = load_snapshot(SNAPSHOT)
     pods = [] if drop_pods else snap.of("pods")
-    return build_inventory(snap.of("nodes"), pods, snap.of("namespaces"), catalog=parsed.catalog, policy=parsed.policy)
+    return build_inventory(
+        snap.of("nodes"), pods, snap.of("namespaces"), catalog=parsed.catalog, policy=parsed.policy
+    )
 
 
 @dataclass
@@ -59,10 +61,14 @@ class Server:
     cluster: FakeCluster
     clock: ManualClock
 
-    async def get(self, path: str, *, token: str | None = None, headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    async def get(
+        self, path: str, *, token: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         all_headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         async with self.session.get(self.base + path, ssl=self.ssl, headers=all_headers) as resp:
-            return resp.status, await (resp.json() if resp.content_type == "application/json" else resp.text())
+            return resp.status, await (
+                resp.json() if resp.content_type == "application/json" else resp.text()
+            )
 
     async def post(self, path: str, body: Any, *, token: str | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -71,14 +77,20 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def api_server(tmp_path: Path, parsed: ParsedPolicy | None = None, *, dev_identity: tuple[str, ...] | None = None) -> AsyncIterator[Server]:
+async def api_server(
+    tmp_path: Path, parsed: ParsedPolicy | None = None, *, dev_identity: tuple[str, ...] | None = None
+) -> AsyncIterator[Server]:
     """The API app served over HTTPS on an ephemeral 127.0.0.1 port."""
     certs = make_cert_dir(tmp_path)
     parsed = parsed or sample_policy()
     state = ClusterState.static(parsed, sample_inventory(parsed))
     cluster, clock = FakeCluster(), ManualClock()
     cluster.add_token("nlp-token", "alice", ("team:nlp", "system:authenticated"))
-    cluster.add_token("sa-token", "system:serviceaccount:team-vision:trainer", ("system:serviceaccounts", "system:serviceaccounts:team-vision"))
+    cluster.add_token(
+        "sa-token",
+        "system:serviceaccount:team-vision:trainer",
+        ("system:serviceaccounts", "system:serviceaccounts:team-vision"),
+    )
     app = make_app(state, metrics=Metrics(), token_reviewer=cluster, clock=clock, dev_identity=dev_identity)
     stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(app, host="127.0.0.1", port=0, tls=ReloadingTLS(tmp_path), stop=stop,
@@ -88,7 +100,14 @@ async def api_server(tmp_path: Path, parsed: ParsedPolicy | None = None, *, dev_
         task.result()
     try:
         async with aiohttp.ClientSession() as session:
-            yield Server(f"https://127.0.0.1:{started.result()}", session, client_context(certs.bundle), state, cluster, clock)
+            yield Server(
+                f"https://127.0.0.1:{started.result()}",
+                session,
+                client_context(certs.bundle),
+                state,
+                cluster,
+                clock,
+            )
     finally:
         stop.set()
         await task
@@ -159,11 +178,18 @@ async def test_whoami_and_the_local_dev_identity(tmp_path: Path) -> None:
     async with api_server(tmp_path) as srv:
         assert (await srv.get("/api/whoami"))[1]["anonymous"] is True
         status, who = await srv.get("/api/whoami", token="nlp-token")
-        assert status == 200 and who["teams"] == ["nlp"] and who["username"] == "alice" and who["devIdentity"] is False
+        assert (
+            status == 200
+            and who["teams"] == ["nlp"]
+            and who["username"] == "alice"
+            and who["devIdentity"] is False
+        )
     async with api_server(tmp_path, dev_identity=("team:nlp",)) as srv:
         status, who = await srv.get("/api/whoami")
         assert (who["anonymous"], who["teams"], who["devIdentity"]) == (False, ["nlp"], True)
-        assert len(_names((await srv.get("/api/hardware-profiles"))[1])) == 6  # what nlp sees, not anonymous's 2
+        assert (
+            len(_names((await srv.get("/api/hardware-profiles"))[1])) == 6
+        )  # what nlp sees, not anonymous's 2
         status, who = await srv.get("/api/whoami", token="sa-token")  # a real token still wins
         assert who["teams"] == ["vision"] and who["devIdentity"] is False
 
@@ -193,7 +219,9 @@ async def test_redaction_hides_names_and_labels_but_drafts_still_work(tmp_path: 
         names = [n["name"] for n in body["nodes"]]
         assert redact_name("gpu-h100-01") in names and not any(n.startswith("gpu-") for n in names)
         assert all(n["labels"] == {} for n in body["nodes"]) and body["redacted"] is True
-        status, draft = await srv.post("/api/hardware-profiles/draft", {"nodes": [redact_name("gpu-h100-01")]})
+        status, draft = await srv.post(
+            "/api/hardware-profiles/draft", {"nodes": [redact_name("gpu-h100-01")]}
+        )
         assert status == 200 and draft["nodes"] == [redact_name("gpu-h100-01")]
         assert all("gpu-h100-0" not in w for w in draft["warnings"])
 
@@ -201,8 +229,15 @@ async def test_redaction_hides_names_and_labels_but_drafts_still_work(tmp_path: 
 @pytest.mark.parametrize(
     ("body", "status", "check"),
     [
-        pytest.param({"nodes": ["gpu-h200-01", "gpu-h200-02"], "name": "h200-pool"}, 200, "name: h200-pool", id="by-names"),
-        pytest.param({"selector": "nvidia.com/gpu.product=NVIDIA-H200"}, 200, "nvidia-h200-141gb", id="by-selector"),
+        pytest.param(
+            {"nodes": ["gpu-h200-01", "gpu-h200-02"], "name": "h200-pool"},
+            200,
+            "name: h200-pool",
+            id="by-names",
+        ),
+        pytest.param(
+            {"selector": "nvidia.com/gpu.product=NVIDIA-H200"}, 200, "nvidia-h200-141gb", id="by-selector"
+        ),
         pytest.param({}, 400, "select nodes", id="nothing-selected"),
         pytest.param({"nodes": ["nope"]}, 400, "unknown node", id="unknown-node"),
         pytest.param({"nodes": "gpu-h200-01"}, 400, "nodes", id="nodes-not-a-list"),
@@ -217,7 +252,9 @@ async def test_draft(tmp_path: Path, body: dict[str, Any], status: int, check: s
 
 async def test_estimates_rank_visible_profiles_and_report_errors(tmp_path: Path) -> None:
     async with api_server(tmp_path) as srv:
-        status, body = await srv.post("/api/estimates", {"model": "llama-3-70b", "tokens": 2e12, "gpus": 64}, token="nlp-token")
+        status, body = await srv.post(
+            "/api/estimates", {"model": "llama-3-70b", "tokens": 2e12, "gpus": 64}, token="nlp-token"
+        )
         assert status == 200
         assert {e["profile"] for e in body["estimates"]} == NLP_PROFILES
         ranked = [e for e in body["estimates"] if e["rank"]]
@@ -225,8 +262,12 @@ async def test_estimates_rank_visible_profiles_and_report_errors(tmp_path: Path)
         assert body["assumptions"]["mfu"] == 0.4 and body["assumptions"]["rules"]
         status, body = await srv.post("/api/estimates", {"params": -1, "tokens": 0})
         assert status == 400 and {e["field"] for e in body["errors"]} == {"params", "tokens"}
-        status, body = await srv.post("/api/estimates", {"params": 1e9, "tokens": 1e9, "profiles": ["premium-h200"]})
-        assert status == 400 and body["errors"][0]["field"] == "profiles[0]"  # not visible to anonymous callers
+        status, body = await srv.post(
+            "/api/estimates", {"params": 1e9, "tokens": 1e9, "profiles": ["premium-h200"]}
+        )
+        assert (
+            status == 400 and body["errors"][0]["field"] == "profiles[0]"
+        )  # not visible to anonymous callers
 
 
 async def test_openapi_catalog_models_probes_and_page(tmp_path: Path) -> None:

@@ -23,8 +23,13 @@ from cli.demo_report import summary_text, write_report
 from cli.demo_summary import chargeback, decision_counts, preference_rates
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONS = DemoOptions(pods=100, seed=7, policy_dir=ROOT / "examples/policy", snapshot=ROOT / "examples/cluster.yaml",
-                      day_hours=8.0)
+OPTIONS = DemoOptions(
+    pods=100,
+    seed=7,
+    policy_dir=ROOT / "examples/policy",
+    snapshot=ROOT / "examples/cluster.yaml",
+    day_hours=8.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +51,18 @@ def test_no_admission_ever_exceeded_a_quota(result: DemoResult) -> None:
         assert team is not None, check
         for key, limit in team.quota.items():
             used = check.usage.get(key, Fraction(0)) if key != ALL_TYPES else check.usage[ALL_TYPES]
-            assert used <= Fraction(str(limit)), f"{check.pod} at hour {check.t_h:.2f}: {check.team} uses {used} of {limit} {key}"
+            assert used <= Fraction(str(limit)), (
+                f"{check.pod} at hour {check.t_h:.2f}: {check.team} uses {used} of {limit} {key}"
+            )
 
 
 def test_every_placement_is_on_an_allowed_type_and_annotated_with_it(result: DemoResult) -> None:
     placed = [o for o in result.outcomes if o.node and o.gpus]
     assert placed
     for o in placed:
-        assert o.accel_type == o.node_type, f"{o.name} on {o.node}: annotation {o.accel_type}, node {o.node_type}"
+        assert o.accel_type == o.node_type, (
+            f"{o.name} on {o.node}: annotation {o.accel_type}, node {o.node_type}"
+        )
         if o.profile_types:
             assert o.node_type in o.profile_types, f"{o.name} ({o.profile}) on {o.node_type}"
 
@@ -62,7 +71,9 @@ def test_every_placement_respects_the_team_allowed_types(result: DemoResult) -> 
     for o in result.outcomes:
         team = result.parsed.policy.team(o.team)
         if o.node and o.gpus and team is not None and team.allowed_types is not None:
-            assert o.placed_type in team.allowed_types, f"{o.name} ({o.team}, {o.profile}) ran on {o.placed_type}"
+            assert o.placed_type in team.allowed_types, (
+                f"{o.name} ({o.team}, {o.profile}) ran on {o.placed_type}"
+            )
 
 
 def test_chargeback_adds_up(result: DemoResult) -> None:
@@ -73,13 +84,17 @@ def test_chargeback_adds_up(result: DemoResult) -> None:
                   if o.node and o.gpus and o.cost_per_hour is not None and o.hours), Decimal(0))
     assert by_pod == bill.total
     priced = [o for o in result.outcomes if o.node and o.gpus and o.placed_type != "unknown"]
-    assert all(o.cost_per_hour is not None and o.cost_per_hour > 0 for o in priced), "placed GPU pods without a price"
+    assert all(o.cost_per_hour is not None and o.cost_per_hour > 0 for o in priced), (
+        "placed GPU pods without a price"
+    )
 
 
 def test_the_chargeback_counters_outlive_the_pods_and_match_the_records(result: DemoResult) -> None:
     """Every pod is deleted when it finishes; the counters, advanced from pod times, still hold the day."""
     bill = chargeback(result.outcomes)
-    by_team_type = {(team, kind): hours for team, types in bill.gpu_hours.items() for kind, hours in types.items()}
+    by_team_type = {
+        (team, kind): hours for team, types in bill.gpu_hours.items() for kind, hours in types.items()
+    }
     counted = {key: seconds / 3600 for key, (seconds, _cost) in result.counters.items() if seconds > 0}
     assert counted.keys() == by_team_type.keys()
     for key, hours in by_team_type.items():
@@ -125,6 +140,8 @@ def test_without_matplotlib_the_report_says_how_to_get_the_plots(
 
 
 def test_a_seed_reproduces_the_same_day() -> None:
-    small = DemoOptions(pods=25, seed=3, policy_dir=OPTIONS.policy_dir, snapshot=OPTIONS.snapshot, day_hours=4.0)
+    small = DemoOptions(
+        pods=25, seed=3, policy_dir=OPTIONS.policy_dir, snapshot=OPTIONS.snapshot, day_hours=4.0
+    )
     first, second = (asyncio.run(run_demo(small)) for _ in range(2))
     assert first.outcomes == second.outcomes

@@ -25,8 +25,13 @@ def _comparable(summary: str) -> str:
 
 
 def test_demo_doc_summary_is_todays_default_run(tmp_path: Path) -> None:
-    result = subprocess.run([str(ACCEL), "demo", "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                            timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [str(ACCEL), "demo", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     # stderr is a pipe here, not a terminal: plain progress lines, not one line of `\r` redraws
@@ -39,4 +44,6 @@ def test_demo_doc_summary_is_todays_default_run(tmp_path: Path) -> None:
         DOC.write_text(head + BEGIN + summary + END + tail, encoding="utf-8")
         return
     assert _comparable(documented) == _comparable(summary), (
-        "docs/demo.md's sample summary differs from today's `accel demo`; rerun with ACCEL_UPDATE_DOCS=1 to rewrite it")
+        "docs/demo.md's sample summary differs from today's `accel demo`; rerun with ACCEL_UPDATE_DOCS=1 to "
+        "rewrite it"
+    )

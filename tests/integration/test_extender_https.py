@@ -29,7 +29,10 @@ async def test_schedule_two_pods_over_https(tmp_path: Path) -> None:
     cluster.apply(second)
     inv = inventory([node_object("big", gpus=2), node_object("small", gpus=1)])
     app = make_app(
-        ClusterState.static(shared_example_policy(), inv), metrics=Metrics(), binder=cluster, clock=ManualClock()
+        ClusterState.static(shared_example_policy(), inv),
+        metrics=Metrics(),
+        binder=cluster,
+        clock=ManualClock(),
     )
     async with serving(app, tls=ReloadingTLS(tmp_path)) as port, aiohttp.ClientSession() as session:
         base = f"https://127.0.0.1:{port}"

@@ -138,10 +138,14 @@ async def test_hung_api_server_does_not_stall_answers(live: Live) -> None:
     gate.set()
 
 
-async def test_broken_policy_keeps_last_good_with_event_metric_and_audit(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+async def test_broken_policy_keeps_last_good_with_event_metric_and_audit(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="accel.audit.policy")
     good = live.state.view().parsed
-    broken = dict(apps.example_files(), **{"profiles.yaml": "profiles:\n- name: broken\n  sharing: sideways\n"})
+    broken = dict(
+        apps.example_files(), **{"profiles.yaml": "profiles:\n- name: broken\n  sharing: sideways\n"}
+    )
     live.cluster.apply(policy_configmap(broken, "mallory-edit", "2026-02-02T10:00:00Z"))
     invalid = {"result": "invalid"}
     await until(lambda: live.metrics.registry.get_sample_value("accel_policy_reload_total", invalid) == 1)
@@ -152,7 +156,11 @@ async def test_broken_policy_keeps_last_good_with_event_metric_and_audit(live: L
     (event,) = [e for e in live.cluster.events if e["reason"] == "PolicyRejected"]
     assert event["type"] == "Warning" and event["involvedObject"]["name"] == POLICY_CONFIGMAP
     assert "profiles.yaml: profiles[0].sharing" in event["message"]
-    rejected = [r for r in caplog.records if r.name == "accel.audit.policy" and r.__dict__.get("who") == "mallory-edit"]
+    rejected = [
+        r
+        for r in caplog.records
+        if r.name == "accel.audit.policy" and r.__dict__.get("who") == "mallory-edit"
+    ]
     assert len(rejected) == 1
     record = rejected[0].__dict__
     assert record["accepted"] is False and record["when"] == "2026-02-02T10:00:00Z"
@@ -161,7 +169,9 @@ async def test_broken_policy_keeps_last_good_with_event_metric_and_audit(live: L
     fixed = dict(apps.example_files(), **{"settings.yaml": apps.example_files()["settings.yaml"].replace(
         "mode: enforce", "mode: warn")})  # fmt: skip
     live.cluster.apply(policy_configmap(fixed, "alice-kubectl", "2026-02-02T11:00:00Z"))
-    await until(lambda: live.metrics.registry.get_sample_value("accel_policy_reload_total", {"result": "ok"}) == 2)
+    await until(
+        lambda: live.metrics.registry.get_sample_value("accel_policy_reload_total", {"result": "ok"}) == 2
+    )
     assert live.state.view().parsed.policy.settings.mode.value == "warn"
     accepted = [r.__dict__ for r in caplog.records if r.__dict__.get("who") == "alice-kubectl"]
     assert accepted and accepted[0]["accepted"] is True and "+mode: warn" in accepted[0]["diff"]

@@ -70,7 +70,10 @@ async def test_webhook_rotation_under_load_fails_nothing(tmp_path: Path) -> None
 
     async with running(build("webhook"), tls) as port:
         before = await peer_serial(port, ctx)
-        sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=i % 2 == 0)) for i in range(CLIENTS)]
+        sessions = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=i % 2 == 0))
+            for i in range(CLIENTS)
+        ]
         workers = [asyncio.create_task(client(s, port)) for s in sessions]
         await more(100)
         rotated = reissue(tmp_path, state)  # certs: new serving pair from the same CA, written atomically

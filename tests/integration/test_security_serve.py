@@ -65,7 +65,9 @@ def webhook_process(cert_dir: Path) -> Iterator[tuple[subprocess.Popen[str], int
         proc.wait()
 
 
-async def wait_ready(session: aiohttp.ClientSession, base: str, ctx: ssl.SSLContext, proc: subprocess.Popen[str]) -> None:
+async def wait_ready(
+    session: aiohttp.ClientSession, base: str, ctx: ssl.SSLContext, proc: subprocess.Popen[str]
+) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
@@ -102,7 +104,9 @@ async def test_real_webhook_refuses_tls_below_12_and_serves_12(tmp_path: Path) -
         for version, ok in ((ssl.TLSVersion.TLSv1_1, False), (ssl.TLSVersion.TLSv1_2, True)):
             ctx = client_context(state.bundle, version=version)
             if ok:
-                _r, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+                _r, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+                )
                 assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
                 writer.close()
             else:
@@ -133,7 +137,9 @@ async def test_sigterm_drains_every_in_flight_admission(tmp_path: Path) -> None:
                                         headers={"Content-Type": "application/json"}) as resp:  # fmt: skip
                     return resp.status, await resp.read()
 
-            calls = [asyncio.create_task(admit("/mutate" if i % 2 else "/validate")) for i in range(IN_FLIGHT)]
+            calls = [
+                asyncio.create_task(admit("/mutate" if i % 2 else "/validate")) for i in range(IN_FLIGHT)
+            ]
             async with aiohttp.ClientSession() as probe:
                 deadline = time.monotonic() + 30
                 while await inflight(probe, base, ctx) < IN_FLIGHT:

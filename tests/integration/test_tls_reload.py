@@ -28,7 +28,9 @@ from tests.integration.tls_fixtures import client_context, make_cert_dir, reissu
 REPO = Path(__file__).resolve().parents[2]
 
 
-def running(app: web.Application, tls: ReloadingTLS | None, *, allow_plaintext: bool = False) -> contextlib.AbstractAsyncContextManager[int]:
+def running(
+    app: web.Application, tls: ReloadingTLS | None, *, allow_plaintext: bool = False
+) -> contextlib.AbstractAsyncContextManager[int]:
     """Serve `app` on a free loopback port for the block; yields the port."""
     return serving(app, tls=tls, allow_plaintext=allow_plaintext)
 

@@ -32,13 +32,25 @@ def _ensure_chromium() -> str | None:
     if Path(CHROMIUM).exists():
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): apt-get install -y chromium"
+        return (
+            f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
+            "apt-get install -y chromium"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True, env=env)
+        subprocess.run(
+            ["apt-get", "update", "-qq"], check=True, timeout=INSTALL_TIMEOUT_S, capture_output=True, env=env
+        )
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            check=True,
+            timeout=INSTALL_TIMEOUT_S,
+            capture_output=True,
+            env=env,
+        )
     except (subprocess.SubprocessError, OSError) as exc:
-        return f"could not install chromium with apt-get ({type(exc).__name__}); install it to run the browser test"
+        why = type(exc).__name__
+        return f"could not install chromium with apt-get ({why}); install it to run the browser test"
     return None if Path(CHROMIUM).exists() else "apt-get ran but /usr/bin/chromium is still missing"
 
 
@@ -75,7 +87,9 @@ async def test_page_shows_profiles_nodes_drafts_and_estimates(tmp_path: Path, pa
         cards = page.locator(".card")
         await expect(cards).to_have_count(2)  # anonymous: profiles every team may use
         await expect(page.locator("#identity")).to_contain_text("Viewing as anonymous")
-        await expect(page.locator('.card[data-profile="notebook-shared"] .headline')).to_contain_text("replicas available")
+        await expect(page.locator('.card[data-profile="notebook-shared"] .headline')).to_contain_text(
+            "replicas available"
+        )
         await expect(page.locator("#status")).to_contain_text("Cluster state observed")
 
         await page.click("details.token summary")
@@ -83,7 +97,9 @@ async def test_page_shows_profiles_nodes_drafts_and_estimates(tmp_path: Path, pa
         await page.click("#token-apply")
         await expect(cards).to_have_count(6)
         await expect(page.locator("#identity")).to_contain_text("Viewing as alice team nlp")
-        await expect(page.locator('.card[data-profile="premium-h200"] h3')).to_have_text("Premium GPU (NVIDIA H200 141GB)")
+        await expect(page.locator('.card[data-profile="premium-h200"] h3')).to_have_text(
+            "Premium GPU (NVIDIA H200 141GB)"
+        )
 
         await page.select_option("#type-filter", "nvidia-h100-80gb")
         await expect(page.locator("#nodes tbody tr")).to_have_count(5)

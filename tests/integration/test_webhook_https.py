@@ -43,16 +43,22 @@ def tls_dir(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 def webhook_app(state: Any, store: FakeCluster | None, replica: str, **kw: Any) -> web.Application:
-    return make_app(state, metrics=Metrics(), ledger_store=store, replica_id=replica, max_concurrency=1000, **kw)
+    return make_app(
+        state, metrics=Metrics(), ledger_store=store, replica_id=replica, max_concurrency=1000, **kw
+    )
 
 
-async def post(session: aiohttp.ClientSession, port: int, path: str, body: Any, ctx: ssl.SSLContext) -> tuple[int, Any]:
+async def post(
+    session: aiohttp.ClientSession, port: int, path: str, body: Any, ctx: ssl.SSLContext
+) -> tuple[int, Any]:
     async with session.post(f"https://127.0.0.1:{port}{path}", data=orjson.dumps(body), ssl=ctx,
                             headers={"Content-Type": "application/json"}) as response:
         return response.status, await response.json()
 
 
-async def admit(session: aiohttp.ClientSession, port: int, pod: dict[str, Any], uid: str, ctx: ssl.SSLContext) -> dict[str, Any]:
+async def admit(
+    session: aiohttp.ClientSession, port: int, pod: dict[str, Any], uid: str, ctx: ssl.SSLContext
+) -> dict[str, Any]:
     """What the API server does: /mutate, apply the patch, /validate the result."""
     status, answer = await post(session, port, "/mutate", review(pod, uid=uid), ctx)
     assert status == 200, answer
@@ -73,13 +79,22 @@ def test_routes_constant_lists_what_the_app_serves() -> None:
     assert set(ROUTES) <= served
 
 
-async def test_mutate_over_https_returns_a_v1_review_with_base64_patch(tls_dir: tuple[Path, ssl.SSLContext]) -> None:
+async def test_mutate_over_https_returns_a_v1_review_with_base64_patch(
+    tls_dir: tuple[Path, ssl.SSLContext],
+) -> None:
     cert_dir, ctx = tls_dir
     state = ClusterState.static(example_policy(), make_inventory())
-    async with running(webhook_app(state, FakeCluster(), "r1"), ReloadingTLS(cert_dir)) as port, aiohttp.ClientSession() as s:
+    async with (
+        running(webhook_app(state, FakeCluster(), "r1"), ReloadingTLS(cert_dir)) as port,
+        aiohttp.ClientSession() as s,
+    ):
         status, answer = await post(s, port, "/mutate", review(gpu_pod(), uid="abc"), ctx)
         assert status == 200
-        assert (answer["apiVersion"], answer["kind"], answer["response"]["uid"]) == ("admission.k8s.io/v1", "AdmissionReview", "abc")
+        assert (answer["apiVersion"], answer["kind"], answer["response"]["uid"]) == (
+            "admission.k8s.io/v1",
+            "AdmissionReview",
+            "abc",
+        )
         assert answer["response"]["patchType"] == "JSONPatch"
         ops = orjson.loads(base64.b64decode(answer["response"]["patch"]))
         assert {"op": "replace", "path": "/spec/schedulerName", "value": "accel-scheduler"} in ops
@@ -92,14 +107,22 @@ async def test_mutate_over_https_returns_a_v1_review_with_base64_patch(tls_dir: 
         (b"{not json", "not valid JSON"),
         (orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}), "request"),
         (orjson.dumps({"apiVersion": "v1beta1", "kind": "AdmissionReview", "request": {}}), "apiVersion"),
-        (orjson.dumps(review(gpu_pod()) | {"request": {**review(gpu_pod())["request"], "object": None}}), "request.object"),
+        (
+            orjson.dumps(review(gpu_pod()) | {"request": {**review(gpu_pod())["request"], "object": None}}),
+            "request.object",
+        ),
     ],
     ids=["garbage", "no-request", "wrong-version", "create-without-object"],
 )
-async def test_malformed_review_is_400_with_a_reason(tls_dir: tuple[Path, ssl.SSLContext], body: bytes, fragment: str) -> None:
+async def test_malformed_review_is_400_with_a_reason(
+    tls_dir: tuple[Path, ssl.SSLContext], body: bytes, fragment: str
+) -> None:
     cert_dir, ctx = tls_dir
     state = ClusterState.static(example_policy(), make_inventory())
-    async with running(webhook_app(state, None, "r1"), ReloadingTLS(cert_dir)) as port, aiohttp.ClientSession() as s:
+    async with (
+        running(webhook_app(state, None, "r1"), ReloadingTLS(cert_dir)) as port,
+        aiohttp.ClientSession() as s,
+    ):
         for path in ("/mutate", "/validate"):
             async with s.post(f"https://127.0.0.1:{port}{path}", data=body, ssl=ctx,
                               headers={"Content-Type": "application/json"}) as response:
@@ -111,7 +134,10 @@ async def test_malformed_review_is_400_with_a_reason(tls_dir: tuple[Path, ssl.SS
 async def test_readyz_is_false_until_a_policy_is_loaded(tls_dir: tuple[Path, ssl.SSLContext]) -> None:
     cert_dir, ctx = tls_dir
     state = ClusterState(catalog=load_builtin_catalog(), namespace="accel-system")
-    async with running(webhook_app(state, None, "r1"), ReloadingTLS(cert_dir)) as port, aiohttp.ClientSession() as s:
+    async with (
+        running(webhook_app(state, None, "r1"), ReloadingTLS(cert_dir)) as port,
+        aiohttp.ClientSession() as s,
+    ):
         async with s.get(f"https://127.0.0.1:{port}/readyz", ssl=ctx) as response:
             assert response.status == 503
         state.update_static(example_policy(), make_inventory())
@@ -121,7 +147,10 @@ async def test_readyz_is_false_until_a_policy_is_loaded(tls_dir: tuple[Path, ssl
 
 @pytest.mark.parametrize(
     ("profile", "namespace", "accel_type", "limit"),
-    [("a100-80gb", "nlp", "nvidia-a100-80gb", Fraction(16)), ("notebook-shared", "vision", "nvidia-l4-24gb", Fraction(2))],
+    [
+        ("a100-80gb", "nlp", "nvidia-a100-80gb", Fraction(16)),
+        ("notebook-shared", "vision", "nvidia-l4-24gb", Fraction(2)),
+    ],
     ids=["whole-a100s-quota-16", "time-sliced-l4-quarters-quota-2"],
 )
 async def test_two_replicas_500_concurrent_admissions_fill_quota_exactly(

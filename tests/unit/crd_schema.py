@@ -62,7 +62,11 @@ def _scalar_checks(obj: Any, schema: dict[str, Any], where: str) -> list[str]:
 
 
 def _object_checks(obj: dict[str, Any], schema: dict[str, Any], path: str) -> list[str]:
-    problems = [f"{path or '(root)'}: missing required field {name!r}" for name in schema.get("required", []) if name not in obj]
+    problems = [
+        f"{path or '(root)'}: missing required field {name!r}"
+        for name in schema.get("required", [])
+        if name not in obj
+    ]
     if len(obj) > schema.get("maxProperties", len(obj)):
         problems.append(f"{path}: more than {schema['maxProperties']} properties")
     properties = schema.get("properties")
@@ -73,7 +77,11 @@ def _object_checks(obj: dict[str, Any], schema: dict[str, Any], path: str) -> li
             problems += validate(value, properties[key], child)
         elif isinstance(extra, dict):
             problems += validate(value, extra, child)
-        elif properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields") and path != "metadata":
+        elif (
+            properties is not None
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+            and path != "metadata"
+        ):
             problems.append(f"{child}: unknown field (the API server would prune it)")
     return problems
 

@@ -1,6 +1,7 @@
 """A slow, per-node reference of the extender's filter and prioritize, to check the fast path against.
 
-It follows the rules as written (accel.placement.filter_rules, accel.placement.score_rules, accel.placement.topology_rules) one node
+It follows the rules as written (accel.placement.filter_rules, accel.placement.score_rules,
+accel.placement.topology_rules) one node
 at a time with the plain functions, no classes, columns or caches. The one thing it copies from
 the engine is the candidate set each component is normalised over (rule 1 of accel.placement.score_rules):
 preference and fragmentation over the candidates, topology over the candidates' raw values
@@ -35,7 +36,9 @@ from accel.placement.topology_rules import (
 )
 
 
-def reference_filter(core: ExtenderCore, index: ClusterIndex, req: PodRequest, names: Sequence[str]) -> FilterOutcome:
+def reference_filter(
+    core: ExtenderCore, index: ClusterIndex, req: PodRequest, names: Sequence[str]
+) -> FilterOutcome:
     passed: list[str] = []
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
@@ -117,16 +120,32 @@ def reference_prioritize(
         strategy = settings.strategy
         every = [(1, d) for n in index.names if (d := index.devices(n)) is not None]  # node by node
         context = cluster_context(every)
-        frag = normalise({n: fragmentation_raw(d, shaped, core.state.mix, strategy=strategy, context=context)[0] for n, d in devices.items() if d})
+        frag = normalise(
+            {
+                n: fragmentation_raw(d, shaped, core.state.mix, strategy=strategy, context=context)[0]
+                for n, d in devices.items()
+                if d
+            }
+        )
     scarce: dict[str, float] = {}
     if shaped.units and len(shaped.types) > 1:
-        by_type = scarcity_raw([d.gpu_type for d in devices.values() if d], core.state.prices, core.state.free_gpus(index), core.state.tflops)
+        by_type = scarcity_raw(
+            [d.gpu_type for d in devices.values() if d],
+            core.state.prices,
+            core.state.free_gpus(index),
+            core.state.tflops,
+        )
         scarce = normalise({n: by_type[d.gpu_type] for n, d in devices.items() if d})
     topo = _topology(core, index, req, known)
     w = settings.weights
     parts = {"preference": pref, "fragmentation": frag, "scarcity": scarce, "topology": topo}
     columns = {k: np.array([v.get(n, 0.0) for n in names]) for k, v in parts.items()}
-    weights = {"preference": w.preference, "fragmentation": w.fragmentation, "topology": w.topology, "scarcity": w.scarcity}
+    weights = {
+        "preference": w.preference,
+        "fragmentation": w.fragmentation,
+        "topology": w.topology,
+        "scarcity": w.scarcity,
+    }
     known_mask = np.array([n in devices for n in names], dtype=bool)
     pos = index.positions(names, len(names))
     held = core.state.held_for_jobs(index, req, names, pos)

@@ -33,7 +33,16 @@ import yaml
 Obj = dict[str, Any]
 
 SUPPORTED_KEYS = frozenset(
-    {"apiVersion", "kind", "resources", "components", "configMapGenerator", "images", "patches", "patchesStrategicMerge"}
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "components",
+        "configMapGenerator",
+        "images",
+        "patches",
+        "patchesStrategicMerge",
+    }
 )
 # Strategic-merge keys for the core lists our patches touch (from k8s.io/api struct tags).
 MERGE_KEYS = {
@@ -70,9 +79,16 @@ def build(directory: Path) -> list[Obj]:
         )
     for entry in spec.get("components", []):
         component = directory / entry
-        kind = (yaml.safe_load((component / "kustomization.yaml").read_text()) or {}).get("kind") if component.is_dir() else None
+        kind = (
+            (yaml.safe_load((component / "kustomization.yaml").read_text()) or {}).get("kind")
+            if component.is_dir()
+            else None
+        )
         if kind != "Component":
-            raise KustomizeError(f"{kfile}: components: {component} is not a directory with a `kind: Component` kustomization.yaml")
+            raise KustomizeError(
+                f"{kfile}: components: {component} is not a directory with a `kind: Component` "
+                "kustomization.yaml"
+            )
         objects.extend(build(component))
     for image in spec.get("images", []):
         for obj in objects:
@@ -174,13 +190,17 @@ def _patches(directory: Path, spec: Obj, kfile: Path) -> Iterator[Obj]:
                 f"{kfile}: patches[{index}].target is not supported; name the object in the patch"
             )
         if "path" in entry:
-            yield from load_documents(_within_root(directory, directory / entry["path"], where=f"{kfile}: patches"))
+            yield from load_documents(
+                _within_root(directory, directory / entry["path"], where=f"{kfile}: patches")
+            )
         elif "patch" in entry:
             yield from (doc for doc in yaml.safe_load_all(entry["patch"]) if doc)
         else:
             raise KustomizeError(f"{kfile}: patches[{index}] needs `path` or `patch`")
     for rel in spec.get("patchesStrategicMerge", []):
-        yield from load_documents(_within_root(directory, directory / rel, where=f"{kfile}: patchesStrategicMerge"))
+        yield from load_documents(
+            _within_root(directory, directory / rel, where=f"{kfile}: patchesStrategicMerge")
+        )
 
 
 def _apply_patch(objects: list[Obj], patch: Obj, *, where: str) -> None:

@@ -101,13 +101,24 @@ class QuotaWorld:
 
     # ---- the API server and kube-scheduler -----------------------------------------------
 
-    async def create(self, *, profile: str, gpus: int, mutator: int = 0, validator: int = 0,
-                     rejected_later: bool = False, dry_run: bool = False, annotations: Mapping[str, str] | None = None,
-                     node_name: str | None = None) -> dict[str, Any] | None:
+    async def create(
+        self,
+        *,
+        profile: str,
+        gpus: int,
+        mutator: int = 0,
+        validator: int = 0,
+        rejected_later: bool = False,
+        dry_run: bool = False,
+        annotations: Mapping[str, str] | None = None,
+        node_name: str | None = None,
+    ) -> dict[str, Any] | None:
         """One pod CREATE through both webhooks; the stored pod, or None when it was not stored."""
         n = next(self._ids)
         pod = review_pod(profile, gpus, annotations, node_name)
-        mutated = await self.replicas[mutator].mutate(parse_review(review(pod, uid=f"m{n}", dry_run=dry_run)).request)
+        mutated = await self.replicas[mutator].mutate(
+            parse_review(review(pod, uid=f"m{n}", dry_run=dry_run)).request
+        )
         if not mutated.allowed:
             self.denials.append(mutated.finding.message if mutated.finding else mutated.reason)
             return None
@@ -127,7 +138,9 @@ class QuotaWorld:
         self.cluster.delete("pods", name, "nlp")
 
     def pending(self) -> list[dict[str, Any]]:
-        return sorted((p for p in self.pods() if not p["spec"].get("nodeName")), key=lambda p: p["metadata"]["name"])
+        return sorted(
+            (p for p in self.pods() if not p["spec"].get("nodeName")), key=lambda p: p["metadata"]["name"]
+        )
 
     async def bind(self, name: str) -> str:
         """kube-scheduler for one pending pod: filter, then /bind on the best passing node;
@@ -147,7 +160,9 @@ class QuotaWorld:
         if not passed:
             return ""
         order = list(req.profile_types)
-        best = min(passed, key=lambda n: order.index(t) if (t := index.node(n).accelerator_type) in order else 99)  # type: ignore[union-attr]
+        best = min(
+            passed, key=lambda n: order.index(t) if (t := index.node(n).accelerator_type) in order else 99
+        )  # type: ignore[union-attr]
         error, _ = await _do_bind(ext, "nlp", name, obj["metadata"]["uid"], best)
         return "" if error else best
 
@@ -175,7 +190,9 @@ class QuotaWorld:
         """What replica `replica` counts for nlp (watch + ledger), per type and "*", zeros dropped."""
         ctx = self.replicas[replica].context()
         data, _ = await self.cluster.read(LEDGER_NAME)
-        usage = team_usage_now("nlp", ctx.usage, Ledger.from_data(data), visible=ctx.visible, now=self.clock())
+        usage = team_usage_now(
+            "nlp", ctx.usage, Ledger.from_data(data), visible=ctx.visible, now=self.clock()
+        )
         usage = {t: v for t, v in usage.items() if v}
         if usage:
             usage[ALL_TYPES] = sum(usage.values(), Fraction(0))
@@ -192,23 +209,38 @@ class QuotaWorld:
             view = parse_pod(obj)
             profile = self.policy.policy.profile(view.requested_profile or "")
             equivalents = pod_gpu_equivalents(view, inventory, self.policy.catalog, self.policy.policy)
-            want = price_annotations(gpu_hour_price(profile, node.accelerator_type, self.policy.catalog), equivalents)
+            want = price_annotations(
+                gpu_hour_price(profile, node.accelerator_type, self.policy.catalog), equivalents
+            )
             notes = obj["metadata"].get("annotations") or {}
             got = {k: notes.get(k) for k in want}
-            if got != want or notes.get("accelerator.opendatahub.io/type") != (node.accelerator_type or UNKNOWN_TYPE):
+            if got != want or notes.get("accelerator.opendatahub.io/type") != (
+                node.accelerator_type or UNKNOWN_TYPE
+            ):
                 wrong.append(f"{obj['metadata']['name']} on {node.name}: {got} != {want}")
         return wrong
 
 
-def review_pod(profile: str, gpus: int, annotations: Mapping[str, str] | None, node_name: str | None) -> dict[str, Any]:
+def review_pod(
+    profile: str, gpus: int, annotations: Mapping[str, str] | None, node_name: str | None
+) -> dict[str, Any]:
     notes = {"accel.dev/profile": profile, **(annotations or {})}
     resources = {"requests": {"nvidia.com/gpu": str(gpus)}, "limits": {"nvidia.com/gpu": str(gpus)}}
     spec: dict[str, Any] = {"containers": [{"name": "main", "image": "pytorch:2", "resources": resources}]}
     if node_name:
         spec["nodeName"] = node_name
-    return {"apiVersion": "v1", "kind": "Pod", "spec": spec, "status": {"phase": "Pending"},
-            "metadata": {"namespace": "nlp", "generateName": "train-", "labels": {"team": "nlp", "user": "alice", "job_type": "training"},
-                         "annotations": notes}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": spec,
+        "status": {"phase": "Pending"},
+        "metadata": {
+            "namespace": "nlp",
+            "generateName": "train-",
+            "labels": {"team": "nlp", "user": "alice", "job_type": "training"},
+            "annotations": notes,
+        },
+    }
 
 
 def _affinity_allows(pod: Mapping[str, Any], node: NodeInventory | None) -> bool:
@@ -219,7 +251,9 @@ def _affinity_allows(pod: Mapping[str, Any], node: NodeInventory | None) -> bool
     if any(node.labels.get(k) != v for k, v in selector.items()):
         return False
     affinity = ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
-    terms = (affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    terms = (affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get(
+        "nodeSelectorTerms"
+    ) or []
     if not terms:
         return True
     return any(all(node.labels.get(e["key"]) in e.get("values", ()) for e in t.get("matchExpressions") or ()

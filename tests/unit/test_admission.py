@@ -31,7 +31,9 @@ from tests.builders import (
 from webhook.app import ADMITTER, make_app
 from webhook.review import parse_review
 
-MIXED_PROFILE = [{"name": "mixed", "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "amd-mi300x-192gb"}]}]
+MIXED_PROFILE = [
+    {"name": "mixed", "accelerators": [{"type": "nvidia-h100-80gb"}, {"type": "amd-mi300x-192gb"}]}
+]
 
 
 def policy_with_mixed_profile() -> Any:
@@ -49,13 +51,21 @@ def policy_with_mixed_profile() -> Any:
 def test_two_label_keys_give_one_term_per_key_anded_with_every_user_term() -> None:
     ctx = build_context(policy_with_mixed_profile(), make_inventory())
     pod = gpu_pod(profile="mixed")
-    pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
-    ]}}}
+    pod["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                ]
+            }
+        }
+    }
     decision = mutate(pod, namespace="nlp", ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(decision.ops))
-    terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert [(t["matchExpressions"][0]["values"], t["matchExpressions"][1]["key"]) for t in terms] == [
         (["a"], "nvidia.com/gpu.product"), (["a"], "amd.com/gpu.product-name"),
         (["b"], "nvidia.com/gpu.product"), (["b"], "amd.com/gpu.product-name"),
@@ -68,8 +78,21 @@ def test_a_term_that_only_contradicts_some_keys_is_still_satisfiable() -> None:
     profile = ctx.policy.profile("mixed")
     assert profile is not None
     selector = ctx.selector(profile, profile.types)
-    spec = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["Tesla-T4"]}]}]}}}}
+    spec = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["Tesla-T4"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+    }
     plan = plan_affinity(spec, selector)
     assert plan.conflict is None and plan.required_terms is not None and len(plan.required_terms) == 2
 
@@ -84,8 +107,11 @@ def test_observed_node_label_values_join_the_catalog_spellings() -> None:
     assert "NVIDIA-A100-SXM4-80GB-Custom" in values and "NVIDIA-A100-SXM4-80GB" in values
 
 
-@pytest.mark.parametrize(("amount", "text"), [(6.2, "6.20"), (0.8, "0.80"), (2, "2.00"), (0.255714285, "0.2557")],
-                         ids=["two-decimals", "leading-zero", "whole", "four-decimals-max"])
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [(6.2, "6.20"), (0.8, "0.80"), (2, "2.00"), (0.255714285, "0.2557")],
+    ids=["two-decimals", "leading-zero", "whole", "four-decimals-max"],
+)
 def test_usd_strings(amount: float, text: str) -> None:
     assert usd(amount) == text
 
@@ -132,6 +158,7 @@ async def test_decisions_and_quota_gauges_are_exported() -> None:
     mutated = await adm.mutate(parse_review(review(gpu_pod(gpus="2"))).request)
     await adm.validate(parse_review(review(dict(mutated.document or {}))).request)
     text = metrics.render().decode()
-    assert 'accel_admission_decisions_total{decision="allowed",profile="a100-80gb",reason="allowed",team="nlp"} 1.0' in text
+    series = 'decision="allowed",profile="a100-80gb",reason="allowed",team="nlp"'
+    assert f"accel_admission_decisions_total{{{series}}} 1.0" in text
     assert 'accel_quota_used_gpus{team="nlp",type="nvidia-a100-80gb"} 2.0' in text
     assert 'accel_quota_limit_gpus{team="nlp",type="*"} 40.0' in text

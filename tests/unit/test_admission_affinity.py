@@ -1,4 +1,5 @@
-"""Which node labels identify a type in the injected affinity (accel.admission.affinity rule 0, issue 4 item 4).
+"""Which node labels identify a type in the injected affinity (accel.admission.affinity rule 0, issue 4 item
+4).
 
 Gaudi nodes carry no label naming the generation; only the instance type does. The catalog has
 shell patterns (`dl1.*`), node affinity needs concrete values, so the values observed on the
@@ -30,7 +31,9 @@ INSTANCE = "node.kubernetes.io/instance-type"
 A100_LABELS = ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe", "A100-SXM4-80GB", "A100-80GB-PCIe"]
 
 
-def node(name: str, accel_type: str, labels: dict[str, str], resource: str = "nvidia.com/gpu") -> NodeInventory:
+def node(
+    name: str, accel_type: str, labels: dict[str, str], resource: str = "nvidia.com/gpu"
+) -> NodeInventory:
     accelerators = NodeAccelerators(types=(accel_type,), vendor=accel_type.split("-", 1)[0], gpu_count=8,
                                     resources={resource: 8})
     return NodeInventory(name=name, labels=labels, accelerators=accelerators)
@@ -49,25 +52,54 @@ def profile(*types: str) -> Profile:
 @pytest.mark.parametrize(
     ("types", "nodes", "expected"),
     [
-        pytest.param(("nvidia-a100-80gb",), DEFAULT_NODES, {PRODUCT: A100_LABELS}, id="gfd-labelled-type-uses-product-key-only"),
-        pytest.param(("intel-gaudi-32gb",), (DL1,), {INSTANCE: ["dl1.24xlarge"]}, id="gaudi-from-observed-instance-type"),
-        pytest.param(("intel-gaudi-32gb",), (DL1, DL1_B), {INSTANCE: ["dl1.24xlarge", "dl1.24xlarge-custom"]},
-                     id="every-observed-instance-type-of-the-type"),
-        pytest.param(("nvidia-a100-80gb",), (*DEFAULT_NODES, GKE_A100), {PRODUCT: A100_LABELS, GKE: ["nvidia-a100-80gb"]},
-                     id="gke-node-without-product-label-adds-gke-key"),
-        pytest.param(("nvidia-v100-32gb",), (GKE_V100,),
-                     {PRODUCT: ["Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB", "Tesla-V100S-PCIE-32GB"],
-                      GKE: ["nvidia-tesla-v100"]}, id="gke-alias-from-catalog-and-node"),
+        pytest.param(
+            ("nvidia-a100-80gb",),
+            DEFAULT_NODES,
+            {PRODUCT: A100_LABELS},
+            id="gfd-labelled-type-uses-product-key-only",
+        ),
+        pytest.param(
+            ("intel-gaudi-32gb",),
+            (DL1,),
+            {INSTANCE: ["dl1.24xlarge"]},
+            id="gaudi-from-observed-instance-type",
+        ),
+        pytest.param(
+            ("intel-gaudi-32gb",),
+            (DL1, DL1_B),
+            {INSTANCE: ["dl1.24xlarge", "dl1.24xlarge-custom"]},
+            id="every-observed-instance-type-of-the-type",
+        ),
+        pytest.param(
+            ("nvidia-a100-80gb",),
+            (*DEFAULT_NODES, GKE_A100),
+            {PRODUCT: A100_LABELS, GKE: ["nvidia-a100-80gb"]},
+            id="gke-node-without-product-label-adds-gke-key",
+        ),
+        pytest.param(
+            ("nvidia-v100-32gb",),
+            (GKE_V100,),
+            {
+                PRODUCT: ["Tesla-V100-SXM2-32GB", "Tesla-V100-PCIE-32GB", "Tesla-V100S-PCIE-32GB"],
+                GKE: ["nvidia-tesla-v100"],
+            },
+            id="gke-alias-from-catalog-and-node",
+        ),
     ],
 )
 def test_keys_that_identify_a_type(types: tuple[str, ...], nodes: tuple[NodeInventory, ...],
                                    expected: dict[str, list[str]]) -> None:
-    selector = build_selector(profile(*types), types, catalog=load_builtin_catalog(), inventory=make_inventory(nodes=nodes))
+    selector = build_selector(
+        profile(*types), types, catalog=load_builtin_catalog(), inventory=make_inventory(nodes=nodes)
+    )
     assert {e["key"]: e["values"] for e in selector.expressions} == expected
 
 
 def test_a_type_nothing_identifies_is_a_clear_error() -> None:
-    with pytest.raises(AffinityError, match=r"intel-gaudi-32gb.*instanceTypes \['dl1\.\*'\].*productLabels or gkeAccelerators"):
+    with pytest.raises(
+        AffinityError,
+        match=r"intel-gaudi-32gb.*instanceTypes \['dl1\.\*'\].*productLabels or gkeAccelerators",
+    ):
         build_selector(profile("intel-gaudi-32gb"), ("intel-gaudi-32gb",), catalog=load_builtin_catalog(),
                        inventory=make_inventory(nodes=DEFAULT_NODES))
 
@@ -95,7 +127,9 @@ def test_gaudi_profile_end_to_end(nodes: tuple[NodeInventory, ...], allowed: boo
         assert decision.reason == "profile-unusable"
         return
     patched = jsonpatch.apply_patch(pod, list(decision.ops))
-    terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = patched["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms == [{"matchExpressions": [{"key": INSTANCE, "operator": "In", "values": ["dl1.24xlarge"]}]}]
     assert patched["metadata"]["annotations"]["accelerator.opendatahub.io/type"] == "intel-gaudi-32gb"
     assert mutate(patched, namespace="research", ctx=ctx).ops == ()

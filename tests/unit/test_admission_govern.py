@@ -30,7 +30,9 @@ A100_ONLY = [{"name": "vision", "quota": {"nvidia-a100-80gb": 2}, "allowedTypes"
               "allowedProfiles": ["a100-80gb", "gpu-any"]}]
 
 
-def admit(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> tuple[Decision, Decision, dict[str, Any]]:
+def admit(
+    pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1"
+) -> tuple[Decision, Decision, dict[str, Any]]:
     namespace = pod["metadata"]["namespace"]
     mutated = mutate(pod, namespace=namespace, ctx=ctx)
     patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops and mutated.allowed else pod
@@ -38,7 +40,9 @@ def admit(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> 
 
 
 def validate(pod: dict[str, Any], ctx: AdmissionContext, *, uid: str = "uid-1") -> Decision:
-    plan = plan_validation(pod, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid=uid, now=0.0, dry_run=False)
+    plan = plan_validation(
+        pod, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid=uid, now=0.0, dry_run=False
+    )
     if plan.quota is None:
         return plan.decision
     return finish_validation(plan, decide_quota(plan.quota, Ledger(), ctx=ctx, now=0.0), ctx)
@@ -53,7 +57,7 @@ def required_types(pod: dict[str, Any]) -> set[str]:
     return {v for t in terms for e in t["matchExpressions"] for v in e["values"]}
 
 
-# ---- issue 14 section 1: a GPU pod without a profile is governed -------------------------------------------------
+# ---- issue 14 section 1: a GPU pod without a profile is governed -------------------------------------------
 
 
 def test_no_profile_gpu_pod_gets_the_policy_default_and_is_routed_narrowed_and_charged() -> None:
@@ -61,10 +65,15 @@ def test_no_profile_gpu_pod_gets_the_policy_default_and_is_routed_narrowed_and_c
     mutated, validated, patched = admit(no_profile_pod("vision", gpus="2"), ctx)
     assert (mutated.reason, mutated.profile, validated.reason) == ("mutated", "gpu-any", "allowed")
     notes = patched["metadata"]["annotations"]
-    assert notes["accel.dev/profile"] == "gpu-any" and notes["accelerator.opendatahub.io/type"] == "nvidia-a100-80gb"
+    assert (
+        notes["accel.dev/profile"] == "gpu-any"
+        and notes["accelerator.opendatahub.io/type"] == "nvidia-a100-80gb"
+    )
     assert "accel.dev/quota-type" not in notes  # the type is fixed at bind; here only one type is possible
     assert patched["spec"]["schedulerName"] == "accel-scheduler"
-    assert "NVIDIA-A100-SXM4-80GB" in required_types(patched) and not any("H100" in v or "H200" in v for v in required_types(patched))
+    assert "NVIDIA-A100-SXM4-80GB" in required_types(patched) and not any(
+        "H100" in v or "H200" in v for v in required_types(patched)
+    )
     plan = plan_validation(patched, namespace="vision", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
     assert plan.quota is not None and plan.quota.reservation.type == "nvidia-a100-80gb"
     assert plan.quota.reservation.amount == 2
@@ -81,22 +90,64 @@ def test_the_issue_case_three_8_gpu_pods_on_an_a100_quota_of_2_are_denied() -> N
 @pytest.mark.parametrize(
     ("settings", "teams", "namespace_annotations", "reason", "profile", "words"),
     [
-        pytest.param({"defaultProfile": None}, A100_ONLY, None, "no-profile", "",
-                     ['team "vision" may use: "a100-80gb", "gpu-any"', "accel.dev/profile"], id="no-default-denied"),
-        pytest.param({}, [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"]}], None, "no-profile", "",
-                     ['the defaults ("gpu-any") are not allowed for team "vision"', '"a100-80gb"'],
-                     id="default-not-allowed-for-team-denied"),
-        pytest.param({}, [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"], "defaultProfile": "a100-80gb"}], None,
-                     "mutated", "a100-80gb", [], id="team-default-used-when-policy-default-not-allowed"),
-        pytest.param({}, A100_ONLY, {"vision": {"accel.dev/default-profile": "a100-80gb"}}, "mutated", "a100-80gb", [],
-                     id="namespace-default-first"),
-        pytest.param({}, A100_ONLY, {"vision": {"accel.dev/default-profile": "premium-h200"}}, "mutated", "gpu-any", [],
-                     id="namespace-default-not-allowed-skipped"),
+        pytest.param(
+            {"defaultProfile": None},
+            A100_ONLY,
+            None,
+            "no-profile",
+            "",
+            ['team "vision" may use: "a100-80gb", "gpu-any"', "accel.dev/profile"],
+            id="no-default-denied",
+        ),
+        pytest.param(
+            {},
+            [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"]}],
+            None,
+            "no-profile",
+            "",
+            ['the defaults ("gpu-any") are not allowed for team "vision"', '"a100-80gb"'],
+            id="default-not-allowed-for-team-denied",
+        ),
+        pytest.param(
+            {},
+            [{**A100_ONLY[0], "allowedProfiles": ["a100-80gb"], "defaultProfile": "a100-80gb"}],
+            None,
+            "mutated",
+            "a100-80gb",
+            [],
+            id="team-default-used-when-policy-default-not-allowed",
+        ),
+        pytest.param(
+            {},
+            A100_ONLY,
+            {"vision": {"accel.dev/default-profile": "a100-80gb"}},
+            "mutated",
+            "a100-80gb",
+            [],
+            id="namespace-default-first",
+        ),
+        pytest.param(
+            {},
+            A100_ONLY,
+            {"vision": {"accel.dev/default-profile": "premium-h200"}},
+            "mutated",
+            "gpu-any",
+            [],
+            id="namespace-default-not-allowed-skipped",
+        ),
     ],
 )
-def test_default_profile_rules(settings: dict[str, Any], teams: list[dict[str, Any]], namespace_annotations: Any,
-                               reason: str, profile: str, words: list[str]) -> None:
-    ctx = make_context(policy=example_policy(teams=teams, **settings), namespace_annotations=namespace_annotations)
+def test_default_profile_rules(
+    settings: dict[str, Any],
+    teams: list[dict[str, Any]],
+    namespace_annotations: Any,
+    reason: str,
+    profile: str,
+    words: list[str],
+) -> None:
+    ctx = make_context(
+        policy=example_policy(teams=teams, **settings), namespace_annotations=namespace_annotations
+    )
     pod = no_profile_pod("vision")
     mutated = mutate(pod, namespace="vision", ctx=ctx)
     assert (mutated.reason, mutated.profile) == (reason, profile), mutated.finding
@@ -114,10 +165,12 @@ def test_pod_without_accelerator_and_profile_passes_untouched_even_with_accel_an
     assert (decision.allowed, decision.reason, decision.ops) == (True, "no-accelerator", ())
 
 
-# ---- issue 14 section 4: the request must match the profile ------------------------------------------------------
+# ---- issue 14 section 4: the request must match the profile ------------------------------------------------
 
 
-def two_containers(profile: str, first: dict[str, str], second: dict[str, str], namespace: str = "nlp") -> dict[str, Any]:
+def two_containers(
+    profile: str, first: dict[str, str], second: dict[str, str], namespace: str = "nlp"
+) -> dict[str, Any]:
     pod = gpu_pod(namespace=namespace, profile=profile, gpus=None)
     base = pod["spec"]["containers"][0]
     pod["spec"]["containers"] = [
@@ -130,22 +183,68 @@ def two_containers(profile: str, first: dict[str, str], second: dict[str, str], 
 @pytest.mark.parametrize(
     ("namespace", "profile", "resources", "reason", "words"),
     [
-        pytest.param("nlp", "a100-80gb", {"amd.com/gpu": "1"}, "resource-mismatch",
-                     ["amd.com/gpu", "uses nvidia.com/gpu", "not amd devices"], id="amd-under-nvidia-profile"),
-        pytest.param("nlp", "inference-mig", {"nvidia.com/mig-3g.40gb": "1"}, "resource-mismatch",
-                     ["uses nvidia.com/mig-1g.10gb", "1g.10gb MIG slices, not 3g.40gb"], id="other-mig-size"),
-        pytest.param("nlp", "notebook-shared", {"nvidia.com/mig-1g.10gb": "1"}, "resource-mismatch",
-                     ["uses nvidia.com/gpu.shared", "nvidia-l4-24gb has no MIG"], id="mig-under-l4"),
-        pytest.param("nlp", "a100-80gb", {"nvidia.com/gpu.shared": "1"}, "resource-mismatch",
-                     ["uses nvidia.com/gpu", "not a time-sliced one"], id="shared-under-exclusive"),
-        pytest.param("nlp", "inference-mig", {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"}, "resource-mismatch",
-                     ["both nvidia.com/gpu and nvidia.com/mig-1g.10gb"], id="plain-and-mig-in-one-container"),
-        pytest.param("nlp", "notebook-shared", {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"}, "resource-mismatch",
-                     ["both nvidia.com/gpu and nvidia.com/gpu.shared"], id="plain-and-shared-in-one-container"),
-        pytest.param("platform", "gpu-any", {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"}, "resource-mismatch",
-                     ["whole GPUs and time-sliced replicas"], id="generic-plain-and-shared"),
-        pytest.param("research", "amd-mi300x", {"nvidia.com/gpu": "2"}, "mutated", [], id="plain-renamed-to-amd"),
-        pytest.param("platform", "gpu-any", {"amd.com/gpu": "1"}, "mutated", [], id="generic-takes-any-vendor"),
+        pytest.param(
+            "nlp",
+            "a100-80gb",
+            {"amd.com/gpu": "1"},
+            "resource-mismatch",
+            ["amd.com/gpu", "uses nvidia.com/gpu", "not amd devices"],
+            id="amd-under-nvidia-profile",
+        ),
+        pytest.param(
+            "nlp",
+            "inference-mig",
+            {"nvidia.com/mig-3g.40gb": "1"},
+            "resource-mismatch",
+            ["uses nvidia.com/mig-1g.10gb", "1g.10gb MIG slices, not 3g.40gb"],
+            id="other-mig-size",
+        ),
+        pytest.param(
+            "nlp",
+            "notebook-shared",
+            {"nvidia.com/mig-1g.10gb": "1"},
+            "resource-mismatch",
+            ["uses nvidia.com/gpu.shared", "nvidia-l4-24gb has no MIG"],
+            id="mig-under-l4",
+        ),
+        pytest.param(
+            "nlp",
+            "a100-80gb",
+            {"nvidia.com/gpu.shared": "1"},
+            "resource-mismatch",
+            ["uses nvidia.com/gpu", "not a time-sliced one"],
+            id="shared-under-exclusive",
+        ),
+        pytest.param(
+            "nlp",
+            "inference-mig",
+            {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.10gb": "1"},
+            "resource-mismatch",
+            ["both nvidia.com/gpu and nvidia.com/mig-1g.10gb"],
+            id="plain-and-mig-in-one-container",
+        ),
+        pytest.param(
+            "nlp",
+            "notebook-shared",
+            {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"},
+            "resource-mismatch",
+            ["both nvidia.com/gpu and nvidia.com/gpu.shared"],
+            id="plain-and-shared-in-one-container",
+        ),
+        pytest.param(
+            "platform",
+            "gpu-any",
+            {"nvidia.com/gpu": "1", "nvidia.com/gpu.shared": "1"},
+            "resource-mismatch",
+            ["whole GPUs and time-sliced replicas"],
+            id="generic-plain-and-shared",
+        ),
+        pytest.param(
+            "research", "amd-mi300x", {"nvidia.com/gpu": "2"}, "mutated", [], id="plain-renamed-to-amd"
+        ),
+        pytest.param(
+            "platform", "gpu-any", {"amd.com/gpu": "1"}, "mutated", [], id="generic-takes-any-vendor"
+        ),
     ],
 )
 def test_resource_must_match_profile(namespace: str, profile: str, resources: dict[str, str], reason: str,
@@ -164,21 +263,29 @@ def test_resource_must_match_profile(namespace: str, profile: str, resources: di
 def test_plain_and_shared_in_two_containers_of_a_time_sliced_pod_both_become_replicas() -> None:
     ctx = make_context()
     pod = two_containers("notebook-shared", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu.shared": "1"})
-    pod["spec"]["initContainers"] = [pod["spec"]["containers"].pop(0)]  # effective request: 1 (max of init, app)
+    pod["spec"]["initContainers"] = [
+        pod["spec"]["containers"].pop(0)
+    ]  # effective request: 1 (max of init, app)
     mutated, validated, patched = admit(pod, ctx)
     assert mutated.reason == "mutated" and validated.allowed, validated.finding
-    asked = [c["resources"]["limits"] for c in (*patched["spec"]["initContainers"], *patched["spec"]["containers"])]
+    asked = [
+        c["resources"]["limits"] for c in (*patched["spec"]["initContainers"], *patched["spec"]["containers"])
+    ]
     assert asked == [{"nvidia.com/gpu.shared": "1"}, {"nvidia.com/gpu.shared": "1"}]
     plan = plan_validation(patched, namespace="nlp", ctx=ctx, request_uid="u", now=0.0, dry_run=False)
-    assert plan.quota is not None and plan.quota.reservation.amount * 4 == 1  # one quarter GPU, not a whole one
+    assert (
+        plan.quota is not None and plan.quota.reservation.amount * 4 == 1
+    )  # one quarter GPU, not a whole one
 
 
 def test_validation_refuses_a_plain_gpu_under_a_mig_profile_that_mutation_did_not_rename() -> None:
     decision = validate(gpu_pod(profile="inference-mig"), make_context())
-    assert decision.reason == "resource-mismatch" and "nvidia.com/mig-1g.10gb" in (decision.finding.message if decision.finding else "")
+    assert decision.reason == "resource-mismatch" and "nvidia.com/mig-1g.10gb" in (
+        decision.finding.message if decision.finding else ""
+    )
 
 
-# ---- issue 21: pod authors are untrusted -------------------------------------------------------------------------
+# ---- issue 21: pod authors are untrusted -------------------------------------------------------------------
 
 FORGED = {
     "accel.dev/team": "platform",
@@ -193,7 +300,12 @@ FORGED = {
 
 
 def test_the_allowlist_is_small_and_everything_else_in_our_namespaces_is_owned() -> None:
-    assert {"accel.dev/profile", "opendatahub.io/hardware-profile-name", "accel.dev/job", "accel.dev/job-size"} == AUTHOR_KEYS
+    assert {
+        "accel.dev/profile",
+        "opendatahub.io/hardware-profile-name",
+        "accel.dev/job",
+        "accel.dev/job-size",
+    } == AUTHOR_KEYS
     for key in FORGED:
         assert is_webhook_owned(key), key
     assert not is_webhook_owned("example.com/anything") and not is_webhook_owned("accel.dev/profile")
@@ -202,7 +314,9 @@ def test_the_allowlist_is_small_and_everything_else_in_our_namespaces_is_owned()
 @pytest.mark.parametrize("key", sorted(FORGED))
 def test_each_forged_annotation_is_overwritten_or_removed_on_create(key: str) -> None:
     ctx = make_context()
-    pod = gpu_pod(namespace="vision", profile="a100-80gb", annotations={key: FORGED[key], "accel.dev/job": "j1"})
+    pod = gpu_pod(
+        namespace="vision", profile="a100-80gb", annotations={key: FORGED[key], "accel.dev/job": "j1"}
+    )
     mutated, validated, patched = admit(pod, ctx)
     assert mutated.allowed and validated.allowed, (mutated.finding, validated.finding)
     notes = patched["metadata"]["annotations"]
@@ -234,7 +348,9 @@ def test_reinvocation_over_our_own_patch_is_a_no_op() -> None:
 
 def test_warn_mode_admits_a_denied_pod_without_the_forged_annotations_and_enforce_sends_no_patch() -> None:
     ctx = make_context()
-    pod = gpu_pod(namespace="vision", profile="premium-h200", annotations=FORGED)  # vision may not use premium-h200
+    pod = gpu_pod(
+        namespace="vision", profile="premium-h200", annotations=FORGED
+    )  # vision may not use premium-h200
     raw = mutate(pod, namespace="vision", ctx=ctx)
     assert raw.reason == "profile-not-allowed"
     warned = apply_mode(raw, Mode.WARN)
@@ -265,17 +381,30 @@ def test_pod_label_that_agrees_with_the_namespace_is_fine_and_one_that_disagrees
     assert denied.reason == "team-mismatch"
 
 
-# ---- property: nothing an author writes under accel's keys survives mutation or passes validation --------------
+# ---- property: nothing an author writes under accel's keys survives mutation or passes validation ----------
 
 OWNED_KEYS = st.sampled_from([*FORGED, "accel.dev/reservation", "accel.dev/anything", "accel.dev/x.y"])
-VALUES = st.sampled_from(["0.01", "nlp", "vision", "nvidia-h200-141gb", "nvidia-a100-80gb", "0", "", "2.50", "x" * 70])
-CASES = st.sampled_from([("vision", "a100-80gb"), ("nlp", "large-any"), ("vision", "gpu-any"), ("platform", "gpu-any"),
-                         ("nlp", "inference-mig"), ("research", "amd-mi300x"), ("unlabelled", "a100-80gb")])
+VALUES = st.sampled_from(
+    ["0.01", "nlp", "vision", "nvidia-h200-141gb", "nvidia-a100-80gb", "0", "", "2.50", "x" * 70]
+)
+CASES = st.sampled_from(
+    [
+        ("vision", "a100-80gb"),
+        ("nlp", "large-any"),
+        ("vision", "gpu-any"),
+        ("platform", "gpu-any"),
+        ("nlp", "inference-mig"),
+        ("research", "amd-mi300x"),
+        ("unlabelled", "a100-80gb"),
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=CASES, forged=st.dictionaries(OWNED_KEYS, VALUES, max_size=5), job=st.booleans())
-def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], forged: dict[str, str], job: bool) -> None:
+def test_forged_owned_annotations_never_survive_mutation(
+    case: tuple[str, str], forged: dict[str, str], job: bool
+) -> None:
     namespace, profile = case
     ctx = PROPERTY_CTX
     found = ctx.policy.profile(profile)
@@ -294,7 +423,9 @@ def test_forged_owned_annotations_never_survive_mutation(case: tuple[str, str], 
         return
     after = jsonpatch.apply_patch(pod, list(mutated.ops))["metadata"].get("annotations") or {}
     expected = jsonpatch.apply_patch(clean, list(reference.ops))["metadata"].get("annotations") or {}
-    if "accel.dev/reservation" in forged and namespace != "unlabelled":  # the reservation id is quota's (issue 21)
+    if (
+        "accel.dev/reservation" in forged and namespace != "unlabelled"
+    ):  # the reservation id is quota's (issue 21)
         after = {k: v for k, v in after.items() if k != "accel.dev/reservation"}
         expected = {k: v for k, v in expected.items() if k != "accel.dev/reservation"}
     assert after == expected
@@ -316,8 +447,14 @@ PROPERTY_CTX = make_context()
 
 def test_validation_alone_refuses_a_typed_pod_without_the_type_affinity() -> None:
     ctx = make_context()
-    pod = gpu_pod(namespace="nlp", profile="large-any", annotations={"accelerator.opendatahub.io/type": "nvidia-a100-80gb"})
-    denied = validate(pod, ctx)  # a valid type annotation, but nothing keeps the default scheduler off other GPUs
+    pod = gpu_pod(
+        namespace="nlp",
+        profile="large-any",
+        annotations={"accelerator.opendatahub.io/type": "nvidia-a100-80gb"},
+    )
+    denied = validate(
+        pod, ctx
+    )  # a valid type annotation, but nothing keeps the default scheduler off other GPUs
     assert denied.allowed is False and denied.reason == "not-narrowed", denied
     _, validated, patched = admit(gpu_pod(namespace="nlp", profile="a100-80gb"), ctx)
     assert validated.allowed, validated.finding

@@ -1,4 +1,5 @@
-"""Pods of one multi-node job keep one accelerator type (accel.admission.plan rule 7, accel.admission.jobs)."""
+"""Pods of one multi-node job keep one accelerator type (accel.admission.plan rule 7,
+accel.admission.jobs)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def worker(i: int, *, node: str | None = None, namespace: str = "nlp", labels: d
     return pod
 
 
-def reservation(rid: str, accel_type: str, *, job: str = "llama", namespace: str = "nlp", created: float = 0.0) -> Reservation:
+def reservation(
+    rid: str, accel_type: str, *, job: str = "llama", namespace: str = "nlp", created: float = 0.0
+) -> Reservation:
     return Reservation(id=rid, team="nlp", type=accel_type, amount=Fraction(8), namespace=namespace,
                        created=created, expires=created + 120, job=job)
 
@@ -45,24 +48,59 @@ FULL_H100 = [worker(10 + i, node="h100-1", labels={}, gpus="8") for i in range(2
     ("pods", "ledger", "labels", "expected", "split"),
     [
         pytest.param([], Ledger(), JOB, None, False, id="first-pod-of-job-gets-normal-choice"),
-        pytest.param([H100_WORKER], Ledger(), JOB, "nvidia-h100-80gb", False, id="job-on-h100-in-watch-keeps-h100"),
-        pytest.param([], ledger_of(reservation("r0", "nvidia-a100-80gb")), JOB, "nvidia-a100-80gb", False,
-                     id="job-type-from-ledger-before-the-watch-shows-it"),
-        pytest.param([], ledger_of(reservation("r0", "nvidia-a100-80gb", created=1),
-                                   reservation("r1", "nvidia-h100-80gb", created=2)), JOB, "nvidia-h100-80gb", False,
-                     id="newest-ledger-reservation-wins"),
-        pytest.param([], ledger_of(reservation("r0", "nvidia-a100-80gb", namespace="research")), JOB,
-                     None, False, id="same-job-name-in-another-namespace-ignored"),
+        pytest.param(
+            [H100_WORKER], Ledger(), JOB, "nvidia-h100-80gb", False, id="job-on-h100-in-watch-keeps-h100"
+        ),
+        pytest.param(
+            [],
+            ledger_of(reservation("r0", "nvidia-a100-80gb")),
+            JOB,
+            "nvidia-a100-80gb",
+            False,
+            id="job-type-from-ledger-before-the-watch-shows-it",
+        ),
+        pytest.param(
+            [],
+            ledger_of(
+                reservation("r0", "nvidia-a100-80gb", created=1),
+                reservation("r1", "nvidia-h100-80gb", created=2),
+            ),
+            JOB,
+            "nvidia-h100-80gb",
+            False,
+            id="newest-ledger-reservation-wins",
+        ),
+        pytest.param(
+            [],
+            ledger_of(reservation("r0", "nvidia-a100-80gb", namespace="research")),
+            JOB,
+            None,
+            False,
+            id="same-job-name-in-another-namespace-ignored",
+        ),
         pytest.param([H100_WORKER], Ledger(), {}, None, False, id="pod-without-job-label-not-steered"),
-        pytest.param([H100_WORKER, *FULL_H100], Ledger(), JOB, None, True,
-                     id="job-type-out-of-quota-falls-back-with-split-warning"),
-        pytest.param([worker(0, node="a100-1", labels={"volcano.sh/job-name": "llama"})], Ledger(),
-                     {"volcano.sh/job-name": "llama"}, "nvidia-a100-80gb", False, id="volcano-job-label-counts"),
+        pytest.param(
+            [H100_WORKER, *FULL_H100],
+            Ledger(),
+            JOB,
+            None,
+            True,
+            id="job-type-out-of-quota-falls-back-with-split-warning",
+        ),
+        pytest.param(
+            [worker(0, node="a100-1", labels={"volcano.sh/job-name": "llama"})],
+            Ledger(),
+            {"volcano.sh/job-name": "llama"},
+            "nvidia-a100-80gb",
+            False,
+            id="volcano-job-label-counts",
+        ),
     ],
 )
 def test_job_pods_prefer_their_jobs_type(pods: list[dict[str, Any]], ledger: Ledger, labels: dict[str, str],
                                          expected: str | None, split: bool) -> None:
-    """`expected`: the one type the job's pod is restricted to, or None: left to the bind (accel.admission rule 3)."""
+    """`expected`: the one type the job's pod is restricted to, or None: left to the bind (accel.admission
+    rule 3)."""
     ctx = make_context(pods)
     pod = worker(1, labels=labels)
     decision = mutate(pod, namespace="nlp", ctx=ctx, ledger=ledger, now=0.0)
@@ -71,7 +109,10 @@ def test_job_pods_prefer_their_jobs_type(pods: list[dict[str, Any]], ledger: Led
     assert QUOTA_TYPE not in patched["metadata"]["annotations"]
     assert bool(decision.warnings) is split
     if split:
-        assert 'job "llama" is split across types' in decision.warnings[0] and "nvidia-h100-80gb" in decision.warnings[0]
+        assert (
+            'job "llama" is split across types' in decision.warnings[0]
+            and "nvidia-h100-80gb" in decision.warnings[0]
+        )
 
 
 def test_job_type_is_the_most_common_among_its_pods_ties_by_name() -> None:

@@ -28,7 +28,9 @@ PRODUCTS = ["NVIDIA-H200", "Tesla-T4", "NVIDIA-A100-SXM4-80GB", "NVIDIA-L4", "AM
 
 quantities = st.sampled_from(["0", "1", "2", "4", "8"])
 resource_maps = st.dictionaries(
-    st.sampled_from(["nvidia.com/gpu", "cpu", "memory", "amd.com/gpu", "nvidia.com/gpu.shared"]), quantities, max_size=3
+    st.sampled_from(["nvidia.com/gpu", "cpu", "memory", "amd.com/gpu", "nvidia.com/gpu.shared"]),
+    quantities,
+    max_size=3,
 )
 
 
@@ -48,37 +50,56 @@ def containers(draw: Any, *, init: bool = False) -> dict[str, Any]:
     return container
 
 
-expressions = st.fixed_dictionaries({
-    "key": st.sampled_from(["nvidia.com/gpu.product", "topology.kubernetes.io/zone", "amd.com/gpu.product-name"]),
-    "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]),
-    "values": st.lists(st.sampled_from([*PRODUCTS, "z1", "z2"]), max_size=2),
-})
+expressions = st.fixed_dictionaries(
+    {
+        "key": st.sampled_from(
+            ["nvidia.com/gpu.product", "topology.kubernetes.io/zone", "amd.com/gpu.product-name"]
+        ),
+        "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]),
+        "values": st.lists(st.sampled_from([*PRODUCTS, "z1", "z2"]), max_size=2),
+    }
+)
 
 
 @st.composite
 def pods(draw: Any) -> dict[str, Any]:
     namespace = draw(st.sampled_from(NAMESPACES))
-    annotations = draw(st.dictionaries(st.sampled_from(["a/b", "x~y", "note"]), st.text(max_size=3), max_size=2))
+    annotations = draw(
+        st.dictionaries(st.sampled_from(["a/b", "x~y", "note"]), st.text(max_size=3), max_size=2)
+    )
     profile = draw(st.sampled_from(PROFILES))
     if profile:
         annotations["accel.dev/profile"] = profile
     metadata: dict[str, Any] = {"generateName": "p-", "namespace": namespace}
     if annotations or draw(st.booleans()):
         metadata["annotations"] = annotations
-    labels = draw(st.dictionaries(st.sampled_from(["team", "user", "job_type"]), st.sampled_from(["nlp", "u", "x"]), max_size=3))
+    labels = draw(
+        st.dictionaries(
+            st.sampled_from(["team", "user", "job_type"]), st.sampled_from(["nlp", "u", "x"]), max_size=3
+        )
+    )
     if labels:
         metadata["labels"] = labels
     spec: dict[str, Any] = {"containers": draw(st.lists(containers(), min_size=1, max_size=3))}
     if draw(st.booleans()):
         spec["initContainers"] = draw(st.lists(containers(init=True), min_size=1, max_size=2))
     if draw(st.booleans()):
-        terms = draw(st.lists(st.fixed_dictionaries({"matchExpressions": st.lists(expressions, min_size=1, max_size=2)}),
-                              min_size=1, max_size=2))
-        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+        terms = draw(
+            st.lists(
+                st.fixed_dictionaries({"matchExpressions": st.lists(expressions, min_size=1, max_size=2)}),
+                min_size=1,
+                max_size=2,
+            )
+        )
+        spec["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
+        }
     if draw(st.booleans()):
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if draw(st.booleans()):
-        spec["nodeSelector"] = {draw(st.sampled_from(["nvidia.com/gpu.product", "disk"])): draw(st.sampled_from(PRODUCTS))}
+        spec["nodeSelector"] = {
+            draw(st.sampled_from(["nvidia.com/gpu.product", "disk"])): draw(st.sampled_from(PRODUCTS))
+        }
     if draw(st.booleans()):
         spec["schedulerName"] = "default-scheduler"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
@@ -114,7 +135,9 @@ def bodies(draw: Any) -> bytes:
         return orjson.dumps(review(draw(pods()), uid="u"))
     if kind == "junk-request":
         base = review({"metadata": {}}, uid="u")
-        base["request"].update(draw(st.dictionaries(st.sampled_from(["uid", "kind", "object", "operation", "dryRun"]), junk)))
+        base["request"].update(
+            draw(st.dictionaries(st.sampled_from(["uid", "kind", "object", "operation", "dryRun"]), junk))
+        )
         return orjson.dumps(base)
     if kind == "junk-json":
         return orjson.dumps(draw(junk))
@@ -131,7 +154,9 @@ def test_handlers_never_answer_5xx(batch: list[bytes]) -> None:
         async with TestClient(TestServer(app)) as client:
             for body in batch:
                 for path in ("/mutate", "/validate"):
-                    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+                    response = await client.post(
+                        path, data=body, headers={"Content-Type": "application/json"}
+                    )
                     codes.append(response.status)
                     answer = await response.json()
                     assert ("response" in answer) == (response.status == 200)
@@ -145,10 +170,21 @@ def mangled_pods(draw: Any) -> dict[str, Any]:
     """A GPU pod with one field the planner reads replaced by junk of any JSON type."""
     pod = draw(pods())
     pod["metadata"].setdefault("annotations", {})["accel.dev/profile"] = "a100-80gb"
-    target = draw(st.sampled_from([
-        ("metadata", "labels"), ("metadata", "annotations"), ("spec", "tolerations"), ("spec", "nodeSelector"),
-        ("spec", "affinity"), ("spec", "containers"), ("spec", "initContainers"), ("spec",), ("metadata",),
-    ]))
+    target = draw(
+        st.sampled_from(
+            [
+                ("metadata", "labels"),
+                ("metadata", "annotations"),
+                ("spec", "tolerations"),
+                ("spec", "nodeSelector"),
+                ("spec", "affinity"),
+                ("spec", "containers"),
+                ("spec", "initContainers"),
+                ("spec",),
+                ("metadata",),
+            ]
+        )
+    )
     node = pod
     for key in target[:-1]:
         node = node[key]

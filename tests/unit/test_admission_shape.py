@@ -19,8 +19,16 @@ from tests.builders import gpu_pod
 
 REQUIRED = ("spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
 TERMS = (*REQUIRED, "nodeSelectorTerms")
-OBJECTS = [("metadata",), ("metadata", "labels"), ("metadata", "annotations"), ("spec",), ("spec", "nodeSelector"),
-           ("spec", "affinity"), ("spec", "affinity", "nodeAffinity"), REQUIRED]
+OBJECTS = [
+    ("metadata",),
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("spec",),
+    ("spec", "nodeSelector"),
+    ("spec", "affinity"),
+    ("spec", "affinity", "nodeAffinity"),
+    REQUIRED,
+]
 LISTS = [("spec", "tolerations"), ("spec", "containers"), ("spec", "initContainers"), TERMS,
          ("spec", "affinity", "nodeAffinity", "preferredDuringSchedulingIgnoredDuringExecution")]
 
@@ -80,7 +88,9 @@ def rejected_paths(pod: dict[str, Any]) -> list[str]:
     try:
         ReferencePod.model_validate(pod)
     except ValidationError as exc:
-        return ["".join("[]" if type(k) is int else f".{k}" for k in e["loc"]).lstrip(".") for e in exc.errors()]
+        return [
+            "".join("[]" if type(k) is int else f".{k}" for k in e["loc"]).lstrip(".") for e in exc.errors()
+        ]
     return []
 
 
@@ -88,12 +98,24 @@ def covers(reported: str, rejected: str) -> bool:
     return rejected == reported or rejected.startswith((reported + ".", reported + "["))
 
 
-MANGLED = [*OBJECTS, *LISTS, (*TERMS, "0"), (*TERMS, "0", "matchExpressions"), ("spec", "containers", "0", "resources"),
-           ("spec", "containers", "0", "resources", "requests"), ("spec", "containers", "0", "resources", "limits"),
-           ("spec", "initContainers", "0")]
-junk = st.one_of(st.none(), st.integers(), st.text(max_size=2), st.lists(st.integers(), max_size=2),
-                 st.lists(st.dictionaries(st.sampled_from(["matchExpressions", "resources"]), st.integers()), max_size=2),
-                 st.just({}))
+MANGLED = [
+    *OBJECTS,
+    *LISTS,
+    (*TERMS, "0"),
+    (*TERMS, "0", "matchExpressions"),
+    ("spec", "containers", "0", "resources"),
+    ("spec", "containers", "0", "resources", "requests"),
+    ("spec", "containers", "0", "resources", "limits"),
+    ("spec", "initContainers", "0"),
+]
+junk = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=2),
+    st.lists(st.integers(), max_size=2),
+    st.lists(st.dictionaries(st.sampled_from(["matchExpressions", "resources"]), st.integers()), max_size=2),
+    st.just({}),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,31 +146,65 @@ def test_reports_exactly_what_schema_validation_rejects(mangles: list[tuple[tupl
     assert all(any(covers(r, x) for r in reported) for x in rejected), (reported, rejected)
 
 
-@pytest.mark.parametrize(("pod", "errors"), [
-    (gpu_pod(), []),
-    ({"metadata": {"labels": []}, "spec": {"tolerations": {}, "affinity": []}},
-     ["metadata.labels must be an object", "spec.affinity must be an object", "spec.tolerations must be a list of objects"]),
-    ({"metadata": [], "spec": {"containers": {}}}, ["metadata must be an object", "spec.containers must be a list of objects"]),
-    ({"spec": {"affinity": {"nodeAffinity": "x"}}}, ["spec.affinity.nodeAffinity must be an object"]),
-], ids=["well-formed-pod", "objects-before-lists", "list-metadata-and-map-containers", "string-node-affinity"])
+@pytest.mark.parametrize(
+    ("pod", "errors"),
+    [
+        (gpu_pod(), []),
+        (
+            {"metadata": {"labels": []}, "spec": {"tolerations": {}, "affinity": []}},
+            [
+                "metadata.labels must be an object",
+                "spec.affinity must be an object",
+                "spec.tolerations must be a list of objects",
+            ],
+        ),
+        (
+            {"metadata": [], "spec": {"containers": {}}},
+            ["metadata must be an object", "spec.containers must be a list of objects"],
+        ),
+        ({"spec": {"affinity": {"nodeAffinity": "x"}}}, ["spec.affinity.nodeAffinity must be an object"]),
+    ],
+    ids=[
+        "well-formed-pod",
+        "objects-before-lists",
+        "list-metadata-and-map-containers",
+        "string-node-affinity",
+    ],
+)
 def test_examples_in_table_order(pod: dict[str, Any], errors: list[str]) -> None:
     assert shape_errors(pod) == errors
 
 
 def test_enforce_mode_keeps_every_field_of_the_decision_but_the_audit() -> None:
-    """apply_mode builds the enforce answer field by field (speed); a new Decision field must not be dropped."""
-    values = {"allowed": False, "reason": "r", "profile": "p", "team": "t", "finding": Finding("r", "m", 403),
-              "ops": ({"op": "add"},), "document": {"a": 1}, "warnings": ("w",), "audit": {"x": "y"}, "warned": True}
+    """apply_mode builds the enforce answer field by field (speed); a new Decision field must not be
+    dropped."""
+    values = {
+        "allowed": False,
+        "reason": "r",
+        "profile": "p",
+        "team": "t",
+        "finding": Finding("r", "m", 403),
+        "ops": ({"op": "add"},),
+        "document": {"a": 1},
+        "warnings": ("w",),
+        "audit": {"x": "y"},
+        "warned": True,
+    }
     assert {f.name for f in dataclasses.fields(Decision)} == set(values)
     decision = Decision(**values)  # type: ignore[arg-type]
     audit = {"decision": "r", "profile": "p", "team": "t", "x": "y"}
     assert apply_mode(decision, Mode.ENFORCE) == dataclasses.replace(decision, audit=audit)
 
 
-@pytest.mark.parametrize("pod", [gpu_pod(), gpu_pod(name="n", labels={"x": "1"}, annotations={"a/b": "c"}), {"metadata": {}, "spec": {}}],
-                         ids=["replica-pod", "named-pod-with-notes", "empty-pod"])
+@pytest.mark.parametrize(
+    "pod",
+    [gpu_pod(), gpu_pod(name="n", labels={"x": "1"}, annotations={"a/b": "c"}), {"metadata": {}, "spec": {}}],
+    ids=["replica-pod", "named-pod-with-notes", "empty-pod"],
+)
 def test_light_view_is_what_validation_would_build(pod: dict[str, Any]) -> None:
     """light_view skips pydantic validation (speed); its fields must be exactly what validation gives."""
     view = light_view(pod)
     assert view == PodView.model_validate(view.model_dump())
-    assert {k: type(v) for k, v in view.model_dump().items()} == {k: type(v) for k, v in PodView.model_validate(view.model_dump()).model_dump().items()}
+    assert {k: type(v) for k, v in view.model_dump().items()} == {
+        k: type(v) for k, v in PodView.model_validate(view.model_dump()).model_dump().items()
+    }

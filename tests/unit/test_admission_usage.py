@@ -1,4 +1,5 @@
-"""accel.quota.charges: memoised charges give exactly `accel.capacity.inventory`'s, generation after generation."""
+"""accel.quota.charges: memoised charges give exactly `accel.capacity.inventory`'s, generation after
+generation."""
 
 from __future__ import annotations
 
@@ -22,15 +23,27 @@ POLICY = example_policy()
 PODS: dict[str, dict[str, Any]] = {
     "pending-a100": gpu_pod(name="p1", gpus="2"),
     "pending-time-sliced": gpu_pod(name="p2", profile="notebook-shared", resource="nvidia.com/gpu.shared"),
-    "bound-time-sliced": gpu_pod(name="p3", profile="notebook-shared", resource="nvidia.com/gpu.shared", node="l4-1"),
-    "bound-mig": gpu_pod(name="p4", namespace="vision", profile="inference-mig", resource="nvidia.com/mig-1g.10gb",
-                         gpus="3", node="a100-mig"),
+    "bound-time-sliced": gpu_pod(
+        name="p3", profile="notebook-shared", resource="nvidia.com/gpu.shared", node="l4-1"
+    ),
+    "bound-mig": gpu_pod(
+        name="p4",
+        namespace="vision",
+        profile="inference-mig",
+        resource="nvidia.com/mig-1g.10gb",
+        gpus="3",
+        node="a100-mig",
+    ),
     "bound-h100": gpu_pod(name="p5", namespace="research", profile="large-any", node="h100-1"),
     "team-from-pod-label": gpu_pod(name="p6", namespace="unlabelled", labels={"team": "platform"}),
     "no-team": gpu_pod(name="p7", namespace="kube-system", labels={"team": ""}),
     "zero-gpus": gpu_pod(name="p8", gpus="0"),
-    "type-annotation": gpu_pod(name="p9", profile="large-any", annotations={"accelerator.opendatahub.io/type": "nvidia-h100-80gb"}),
-    "quota-type-annotation": gpu_pod(name="p10", profile="large-any", annotations={"accel.dev/quota-type": "nvidia-a100-80gb"}),
+    "type-annotation": gpu_pod(
+        name="p9", profile="large-any", annotations={"accelerator.opendatahub.io/type": "nvidia-h100-80gb"}
+    ),
+    "quota-type-annotation": gpu_pod(
+        name="p10", profile="large-any", annotations={"accel.dev/quota-type": "nvidia-a100-80gb"}
+    ),
     "bound-to-unknown-node": gpu_pod(name="p11", node="gone-1"),
 }
 
@@ -39,8 +52,11 @@ def reference(parsed: ParsedPolicy, inventory: Inventory) -> dict[str, dict[str,
     return team_usage(inventory, catalog=parsed.catalog, policy=parsed.policy)
 
 
-@pytest.mark.parametrize("names", [[], list(PODS), ["pending-a100", "pending-time-sliced"], ["bound-mig", "no-team"]],
-                         ids=["empty-cluster", "every-kind-of-pod", "pending-only", "bound-and-teamless"])
+@pytest.mark.parametrize(
+    "names",
+    [[], list(PODS), ["pending-a100", "pending-time-sliced"], ["bound-mig", "no-team"]],
+    ids=["empty-cluster", "every-kind-of-pod", "pending-only", "bound-and-teamless"],
+)
 def test_usage_equals_a_full_walk(names: list[str]) -> None:
     inventory = make_inventory([PODS[n] for n in names])
     assert ChargeMemo().usage(POLICY, inventory) == reference(POLICY, inventory)
@@ -58,7 +74,9 @@ def test_each_charge_equals_the_inventory_functions_even_from_a_shared_memo() ->
 
 def test_pods_of_one_shape_are_charged_once_and_what_changed_is_recharged() -> None:
     memo = ChargeMemo()
-    replicas = make_inventory([gpu_pod(name=f"r{i}", annotations={"accel.dev/reservation": f"id-{i}"}) for i in range(5)])
+    replicas = make_inventory(
+        [gpu_pod(name=f"r{i}", annotations={"accel.dev/reservation": f"id-{i}"}) for i in range(5)]
+    )
     memo.usage(POLICY, replicas)
     assert memo.computed == 1  # five replicas, one shape
 
@@ -66,7 +84,9 @@ def test_pods_of_one_shape_are_charged_once_and_what_changed_is_recharged() -> N
     memo.usage(POLICY, first)
     counted = memo.computed
     nodes = tuple(n.model_copy() if n.name == "l4-1" else n for n in first.nodes)  # l4-1 rebuilt by the watch
-    second = Inventory(nodes=nodes, pods=first.pods, namespace_labels={**first.namespace_labels, "vision": {"team": "nlp"}})
+    second = Inventory(
+        nodes=nodes, pods=first.pods, namespace_labels={**first.namespace_labels, "vision": {"team": "nlp"}}
+    )
     assert memo.usage(POLICY, second) == reference(POLICY, second)  # vision's pod now counts for nlp
     assert memo.computed == counted + 1  # only the pod bound to the rebuilt node
 
@@ -91,7 +111,9 @@ def test_next_generation_keeps_memos_only_while_their_inputs_are_the_same() -> N
     selector = first.selector(profile, ("nvidia-a100-80gb",))
     prices = first.request_prices(profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1})
 
-    pods_changed = build_context(POLICY, inventory.model_copy(update={"pods": inventory.pods[:2]}), previous=first)
+    pods_changed = build_context(
+        POLICY, inventory.model_copy(update={"pods": inventory.pods[:2]}), previous=first
+    )
     assert pods_changed.selector(profile, ("nvidia-a100-80gb",)) is selector
     assert pods_changed.request_prices(profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is prices
 
@@ -105,4 +127,6 @@ def test_next_generation_keeps_memos_only_while_their_inputs_are_the_same() -> N
     other_profile = other.policy.profile("a100-80gb")
     assert other_profile is not None
     policy_changed = build_context(other, inventory, previous=first)
-    assert policy_changed.request_prices(other_profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is not prices
+    assert (
+        policy_changed.request_prices(other_profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is not prices
+    )

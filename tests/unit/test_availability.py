@@ -1,4 +1,5 @@
-"""Profile availability (accel/profiles/availability.py): units, GPU-equivalents, availability, price, visibility."""
+"""Profile availability (accel/profiles/availability.py): units, GPU-equivalents, availability, price,
+visibility."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ from accel.profiles.availability import profile_summaries, visible_profiles
 from cli.tables import render_profiles_table
 from kube.testing import make_namespace, make_node, make_pod
 
-H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8", "nvidia.com/gpu.present": "true"}
+H100 = {
+    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    "nvidia.com/gpu.count": "8",
+    "nvidia.com/gpu.present": "true",
+}
 L4_SHARED = {
     "nvidia.com/gpu.product": "NVIDIA-L4-SHARED", "nvidia.com/gpu.count": "2", "nvidia.com/gpu.replicas": "4",
     "nvidia.com/gpu.sharing-strategy": "time-slicing",
 }
 A100_MIG = {
-    "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "1", "nvidia.com/mig.strategy": "mixed",
+    "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+    "nvidia.com/gpu.count": "1",
+    "nvidia.com/mig.strategy": "mixed",
 }
 
 PROFILES = """
@@ -65,8 +72,12 @@ def _parsed(teams: str = TEAMS) -> ParsedPolicy:
 
 def _cluster(parsed: ParsedPolicy, *, h100_busy: int = 0, cordon: bool = False) -> Any:
     nodes = [
-        make_node("h1", labels={**H100, "topology.kubernetes.io/zone": "a"}, allocatable={"nvidia.com/gpu": "8"}),
-        make_node("h2", labels={**H100, "topology.kubernetes.io/zone": "a"}, allocatable={"nvidia.com/gpu": "8"}),
+        make_node(
+            "h1", labels={**H100, "topology.kubernetes.io/zone": "a"}, allocatable={"nvidia.com/gpu": "8"}
+        ),
+        make_node(
+            "h2", labels={**H100, "topology.kubernetes.io/zone": "a"}, allocatable={"nvidia.com/gpu": "8"}
+        ),
         make_node("l4", labels=L4_SHARED, allocatable={"nvidia.com/gpu.shared": "8"}),
         make_node("mig", labels=A100_MIG, allocatable={"nvidia.com/mig-1g.10gb": "7"}),
         make_node("cpu", allocatable={"cpu": "8"}),
@@ -78,7 +89,13 @@ def _cluster(parsed: ParsedPolicy, *, h100_busy: int = 0, cordon: bool = False) 
         make_pod("nb", "ml", node="l4", requests={"nvidia.com/gpu.shared": "3"}),
         make_pod("wait", "ml", requests={"nvidia.com/gpu": "1"}, annotations={"accel.dev/profile": "h100"}),
     ]
-    return build_inventory(nodes, pods, [make_namespace("ml", labels={"team": "nlp"})], catalog=parsed.catalog, policy=parsed.policy)
+    return build_inventory(
+        nodes,
+        pods,
+        [make_namespace("ml", labels={"team": "nlp"})],
+        catalog=parsed.catalog,
+        policy=parsed.policy,
+    )
 
 
 def _by_name(parsed: ParsedPolicy, inventory: Any) -> dict[str, Any]:
@@ -89,13 +106,19 @@ def _by_name(parsed: ParsedPolicy, inventory: Any) -> dict[str, Any]:
     ("profile", "units", "gpus_free", "gpus_total", "unit"),
     [
         pytest.param("h100", 14, 14.0, 16.0, "GPU", id="exclusive-counts-free-whole-gpus-over-both-nodes"),
-        pytest.param("l4-notebook", 5, 1.25, 2.0, "replica", id="time-sliced-counts-replicas-as-quarter-gpus"),
+        pytest.param(
+            "l4-notebook", 5, 1.25, 2.0, "replica", id="time-sliced-counts-replicas-as-quarter-gpus"
+        ),
         pytest.param("mig-small", 7, 1.0, 1.0, "1g.10gb slice", id="mig-counts-slices-as-sevenths"),
         pytest.param("zone-b-only", 0, 0.0, 0.0, "GPU", id="node-selector-excludes-nodes-in-other-zones"),
-        pytest.param("anything", 14, 14.0, 16.0, "GPU", id="generic-exclusive-profile-skips-shared-and-mig-nodes"),
+        pytest.param(
+            "anything", 14, 14.0, 16.0, "GPU", id="generic-exclusive-profile-skips-shared-and-mig-nodes"
+        ),
     ],
 )
-def test_units_and_gpu_equivalents(profile: str, units: int, gpus_free: float, gpus_total: float, unit: str) -> None:
+def test_units_and_gpu_equivalents(
+    profile: str, units: int, gpus_free: float, gpus_total: float, unit: str
+) -> None:
     parsed = _parsed()
     summary = _by_name(parsed, _cluster(parsed, h100_busy=2))[profile]
     assert summary.available_units == units
@@ -112,7 +135,9 @@ def test_units_and_gpu_equivalents(profile: str, units: int, gpus_free: float, g
         pytest.param(6, False, True, 8, id="scattered-free-counts-per-node-not-in-sum"),
     ],
 )
-def test_available_means_a_default_pod_fits_on_one_node(busy: int, cordon: bool, available: bool, largest: int) -> None:
+def test_available_means_a_default_pod_fits_on_one_node(
+    busy: int, cordon: bool, available: bool, largest: int
+) -> None:
     parsed = _parsed()
     summary = _by_name(parsed, _cluster(parsed, h100_busy=busy, cordon=cordon))["h100"]
     assert (summary.available, summary.largest_free_block) == (available, largest)
@@ -142,12 +167,31 @@ def test_prices_and_pending_pods() -> None:
 @pytest.mark.parametrize(
     ("teams", "caller", "expected"),
     [
-        pytest.param(TEAMS, ["nlp"], {"h100", "l4-notebook", "anything"}, id="team-sees-its-allowed-profiles"),
-        pytest.param(TEAMS, ["nlp", "vision"], {"h100", "l4-notebook", "mig-small", "anything"}, id="two-teams-see-the-union"),
-        pytest.param(TEAMS, ["platform"], {"h100", "h100-priced", "l4-notebook", "mig-small", "zone-b-only", "retired", "anything"}, id="team-without-list-sees-all"),
+        pytest.param(
+            TEAMS, ["nlp"], {"h100", "l4-notebook", "anything"}, id="team-sees-its-allowed-profiles"
+        ),
+        pytest.param(
+            TEAMS,
+            ["nlp", "vision"],
+            {"h100", "l4-notebook", "mig-small", "anything"},
+            id="two-teams-see-the-union",
+        ),
+        pytest.param(
+            TEAMS,
+            ["platform"],
+            {"h100", "h100-priced", "l4-notebook", "mig-small", "zone-b-only", "retired", "anything"},
+            id="team-without-list-sees-all",
+        ),
         pytest.param(TEAMS, ["ghost"], set(), id="unknown-team-sees-nothing"),
-        pytest.param(TEAMS, None, {"l4-notebook", "anything"}, id="anonymous-sees-profiles-every-team-allows"),
-        pytest.param("teams: []", None, {"h100", "h100-priced", "l4-notebook", "mig-small", "zone-b-only", "retired", "anything"}, id="anonymous-sees-all-without-teams"),
+        pytest.param(
+            TEAMS, None, {"l4-notebook", "anything"}, id="anonymous-sees-profiles-every-team-allows"
+        ),
+        pytest.param(
+            "teams: []",
+            None,
+            {"h100", "h100-priced", "l4-notebook", "mig-small", "zone-b-only", "retired", "anything"},
+            id="anonymous-sees-all-without-teams",
+        ),
     ],
 )
 def test_visibility(teams: str, caller: list[str] | None, expected: set[str]) -> None:
@@ -156,7 +200,9 @@ def test_visibility(teams: str, caller: list[str] | None, expected: set[str]) ->
 
 def test_summaries_keep_policy_order_and_filter_by_visibility() -> None:
     parsed = _parsed()
-    names = [s.name for s in profile_summaries(parsed, _cluster(parsed), visible=frozenset({"anything", "h100"}))]
+    names = [
+        s.name for s in profile_summaries(parsed, _cluster(parsed), visible=frozenset({"anything", "h100"}))
+    ]
     assert names == ["h100", "anything"]
 
 
@@ -167,7 +213,22 @@ def test_table_and_json_shape() -> None:
     assert table[0].split()[:3] == ["PROFILE", "TYPE", "SHARING"]
     assert any(line.startswith("retired") and line.rstrip().endswith("disabled") for line in table)
     item = summaries[0].model_dump(mode="json", by_alias=True)
-    for key in ("name", "displayName", "acceleratorType", "acceleratorTypes", "memory", "architecture", "available",
-                "availableGpus", "totalGpus", "pendingPods", "pricePerGpuHour", "sharing", "enabled", "gpus", "displayType"):
+    for key in (
+        "name",
+        "displayName",
+        "acceleratorType",
+        "acceleratorTypes",
+        "memory",
+        "architecture",
+        "available",
+        "availableGpus",
+        "totalGpus",
+        "pendingPods",
+        "pricePerGpuHour",
+        "sharing",
+        "enabled",
+        "gpus",
+        "displayType",
+    ):
         assert key in item
     yaml.safe_dump(item)  # plain data all the way down (CLI -o yaml)

@@ -33,11 +33,16 @@ def stamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def running_pod(name: str, *, gpus: int, start: float, end: float | None = None, namespace: str = "team-nlp") -> dict[str, Any]:
+def running_pod(
+    name: str, *, gpus: int, start: float, end: float | None = None, namespace: str = "team-nlp"
+) -> dict[str, Any]:
     pod = make_pod(name, namespace, node="gpu-1", requests={"nvidia.com/gpu": str(gpus)}, uid=f"uid-{name}",
                    annotations={"accel.dev/profile": "large-any"})
-    status: dict[str, Any] = {"phase": "Running", "startTime": stamp(start + 2),
-                              "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(start)}]}
+    status: dict[str, Any] = {
+        "phase": "Running",
+        "startTime": stamp(start + 2),
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(start)}],
+    }
     if end is not None:
         status["phase"] = "Succeeded"
         status["containerStatuses"] = [{"name": "main", "state": {"terminated": {"finishedAt": stamp(end)}}}]
@@ -45,22 +50,49 @@ def running_pod(name: str, *, gpus: int, start: float, end: float | None = None,
     return pod
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ({"phase": "Pending"}, (None, None)),
-    ({"phase": "Running", "startTime": stamp(T0)}, (T0, None)),
-    ({"phase": "Running", "startTime": stamp(T0 + 5),
-      "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(T0)}]}, (T0, None)),
-    ({"phase": "Failed", "startTime": stamp(T0),
-      "containerStatuses": [{"state": {"terminated": {"finishedAt": stamp(T0 + 60)}}},
-                            {"state": {"terminated": {"finishedAt": stamp(T0 + 90)}}}]}, (T0, T0 + 90)),
-    ({"phase": "Running", "startTime": "yesterday"}, (None, None)),
-], ids=["pending-owes-nothing", "start-time", "scheduled-condition-first", "last-container-ends-it", "malformed-time"])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"phase": "Pending"}, (None, None)),
+        ({"phase": "Running", "startTime": stamp(T0)}, (T0, None)),
+        (
+            {
+                "phase": "Running",
+                "startTime": stamp(T0 + 5),
+                "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp(T0)}],
+            },
+            (T0, None),
+        ),
+        (
+            {
+                "phase": "Failed",
+                "startTime": stamp(T0),
+                "containerStatuses": [
+                    {"state": {"terminated": {"finishedAt": stamp(T0 + 60)}}},
+                    {"state": {"terminated": {"finishedAt": stamp(T0 + 90)}}},
+                ],
+            },
+            (T0, T0 + 90),
+        ),
+        ({"phase": "Running", "startTime": "yesterday"}, (None, None)),
+    ],
+    ids=[
+        "pending-owes-nothing",
+        "start-time",
+        "scheduled-condition-first",
+        "last-container-ends-it",
+        "malformed-time",
+    ],
+)
 def test_pod_times(status: dict[str, Any], expected: tuple[float | None, float | None]) -> None:
     assert pod_times({"status": status}) == expected
 
 
 def test_a_deleted_running_pod_ends_when_its_deletion_was_seen() -> None:
-    assert pod_times({"status": {"phase": "Running", "startTime": stamp(T0)}}, deleted_at=T0 + 30) == (T0, T0 + 30)
+    assert pod_times({"status": {"phase": "Running", "startTime": stamp(T0)}}, deleted_at=T0 + 30) == (
+        T0,
+        T0 + 30,
+    )
 
 
 def test_usage_is_the_overlap_with_the_window_times_gpus_and_price() -> None:
@@ -75,7 +107,9 @@ def test_usage_is_the_overlap_with_the_window_times_gpus_and_price() -> None:
     assert usage[labels].cost == pytest.approx(2 * 0.5 * 3.6)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800.0), ("12h", 43200.0), ("30m", 1800.0), ("2w", 1209600.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800.0), ("12h", 43200.0), ("30m", 1800.0), ("2w", 1209600.0)]
+)
 def test_parse_window(text: str, seconds: float) -> None:
     assert parse_window(text) == seconds
 
@@ -95,9 +129,22 @@ async def cluster_state() -> AsyncIterator[tuple[FakeCluster, ClusterState]]:
     fake = FakeCluster(controller_namespace=NS)
     fake.apply(make_namespace(NS))
     fake.apply(make_namespace("team-nlp", labels={"team": "nlp"}))
-    fake.apply(make_node("gpu-1", labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, allocatable={"nvidia.com/gpu": "8"}))
+    fake.apply(
+        make_node(
+            "gpu-1",
+            labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            allocatable={"nvidia.com/gpu": "8"},
+        )
+    )
     fake.apply(make_configmap("accel-policy", NS, POLICY))
-    state = build_state(deps(fake), namespace=NS, policy_files=None, metrics=Metrics(), app_name="t", min_rebuild_interval_s=0.0)
+    state = build_state(
+        deps(fake),
+        namespace=NS,
+        policy_files=None,
+        metrics=Metrics(),
+        app_name="t",
+        min_rebuild_interval_s=0.0,
+    )
     task = asyncio.create_task(state.run())
     await until(lambda: state.ready()[0])
     yield fake, state
@@ -106,7 +153,9 @@ async def cluster_state() -> AsyncIterator[tuple[FakeCluster, ClusterState]]:
 
 
 def sample(counter: ChargebackCounter, name: str = "gpu_seconds") -> float:
-    return float(getattr(counter, name).labels("nlp", "team-nlp", "nvidia-h100-80gb", "large-any")._value.get())
+    return float(
+        getattr(counter, name).labels("nlp", "team-nlp", "nvidia-h100-80gb", "large-any")._value.get()
+    )
 
 
 async def test_one_replica_counts_each_interval_once_and_a_restart_resumes_at_the_watermark(
@@ -124,7 +173,9 @@ async def test_one_replica_counts_each_interval_once_and_a_restart_resumes_at_th
     assert await first.round() and not await second.round()
     assert sample(first) == pytest.approx(2 * 660) and sample(second) == 0
 
-    restarted = ChargebackCounter(state, fake, CollectorRegistry(), identity="replica-1", clock=clock)  # same holder, new process
+    restarted = ChargebackCounter(
+        state, fake, CollectorRegistry(), identity="replica-1", clock=clock
+    )  # same holder, new process
     clock.advance(30)
     assert await restarted.round()
     assert sample(restarted) == pytest.approx(2 * 30)  # from the watermark, not from the pod's start
@@ -134,7 +185,9 @@ async def test_one_replica_counts_each_interval_once_and_a_restart_resumes_at_th
     assert sample(second) == pytest.approx(2 * 120)
 
 
-async def test_a_pod_deleted_between_rounds_is_charged_until_it_ended(cluster_state: tuple[FakeCluster, ClusterState]) -> None:
+async def test_a_pod_deleted_between_rounds_is_charged_until_it_ended(
+    cluster_state: tuple[FakeCluster, ClusterState],
+) -> None:
     fake, state = cluster_state
     clock = ManualClock(T0 + 100)
     counter = ChargebackCounter(state, fake, CollectorRegistry(), identity="r", clock=clock)
@@ -160,19 +213,26 @@ async def test_usage_route_from_current_pods_says_so_and_from_prometheus_when_co
     try:
         body = await (await client.get("/api/usage?since=1d")).json()
         assert body["source"] == "pods" and "api.prometheusUrl" in body["note"]
-        assert body["rows"] == [{"team": "nlp", "type": "nvidia-h100-80gb", "gpuHours": 4.0, "cost": round(4 * H100_PRICE, 2)}]
+        assert body["rows"] == [
+            {"team": "nlp", "type": "nvidia-h100-80gb", "gpuHours": 4.0, "cost": round(4 * H100_PRICE, 2)}
+        ]
         bad = await client.get("/api/usage?since=forever")
         assert bad.status == 400 and "units" in await bad.text()
 
         prometheus = await fake_prometheus()
         try:
             url = str(prometheus.make_url("")).rstrip("/")
-            policy = {**POLICY, "settings.yaml": POLICY["settings.yaml"] + f"\napi:\n  prometheusUrl: {url}\n"}
+            policy = {
+                **POLICY,
+                "settings.yaml": POLICY["settings.yaml"] + f"\napi:\n  prometheusUrl: {url}\n",
+            }
             fake.apply(make_configmap("accel-policy", NS, policy))
             await until(lambda: state.view().parsed.policy.settings.api.prometheus_url == url)
             body = await (await client.get("/api/usage?since=7d")).json()
             assert body["source"] == "prometheus"
-            assert body["rows"] == [{"team": "vision", "type": "nvidia-a100-80gb", "gpuHours": 2.0, "cost": 3.5}]
+            assert body["rows"] == [
+                {"team": "vision", "type": "nvidia-a100-80gb", "gpuHours": 2.0, "cost": 3.5}
+            ]
             assert prometheus.queries == ['sum by (team, type) (increase(accel_gpu_seconds_total[604800s]))',
                                           'sum by (team, type) (increase(accel_gpu_cost_total[604800s]))']
         finally:
@@ -226,9 +286,17 @@ def test_what_a_pod_author_can_edit_after_admission_never_sets_type_or_price() -
     parsed = example_policy()
     pod = running_pod("forged", gpus=1, start=T0, namespace="nlp")
     pod["spec"]["nodeName"] = "a100-1"
-    pod["metadata"]["annotations"] = {"accel.dev/profile": "legacy-v100",  # V100 profile with costPerGpuHour 0.90
-                                      "accel.dev/gpu-hour-price": "0", "accelerator.opendatahub.io/type": "nvidia-l4-24gb"}
+    pod["metadata"]["annotations"] = {
+        "accel.dev/profile": "legacy-v100",  # V100 profile with costPerGpuHour 0.90
+        "accel.dev/gpu-hour-price": "0",
+        "accelerator.opendatahub.io/type": "nvidia-l4-24gb",
+    }
     charge = pod_charge(pod, policy=parsed.policy, catalog=parsed.catalog, inventory=make_inventory([pod]))
     assert charge is not None
-    assert charge.labels == ("nlp", "nlp", "nvidia-a100-80gb", "")  # node's type; legacy-v100 does not cover it
+    assert charge.labels == (
+        "nlp",
+        "nlp",
+        "nvidia-a100-80gb",
+        "",
+    )  # node's type; legacy-v100 does not cover it
     assert charge.price == parsed.catalog["nvidia-a100-80gb"].price.usd_per_gpu_hour  # catalog, not "0"

@@ -33,7 +33,19 @@ def test_nodes_json_gives_every_gpu_node_its_canonical_type(capsys: pytest.Captu
 
 
 def test_nodes_table_filters_and_sorts(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "nodes", "--snapshot", SNAPSHOT, "--policy", POLICY, "--type", "nvidia-h100-80gb", "--sort", "free", "--desc")
+    code, out, _ = run(
+        capsys,
+        "nodes",
+        "--snapshot",
+        SNAPSHOT,
+        "--policy",
+        POLICY,
+        "--type",
+        "nvidia-h100-80gb",
+        "--sort",
+        "free",
+        "--desc",
+    )
     lines = out.strip().splitlines()
     assert code == 0 and lines[0].startswith("NODE")
     assert all("H100" in line for line in lines[1:]) and len(lines) == 6
@@ -42,7 +54,11 @@ def test_nodes_table_filters_and_sorts(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_nodes_rejects_unknown_type_with_the_closest_known(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "nodes", "--snapshot", SNAPSHOT, "--policy", POLICY, "--type", "nvidia-a101")
-    assert code == 1 and "unknown accelerator type 'nvidia-a101' (did you mean" in err and "nvidia-a100-80gb" in err
+    assert (
+        code == 1
+        and "unknown accelerator type 'nvidia-a101' (did you mean" in err
+        and "nvidia-a100-80gb" in err
+    )
 
 
 def test_policy_validate_accepts_the_sample(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,13 +66,19 @@ def test_policy_validate_accepts_the_sample(capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and "valid (8 profiles, 4 teams" in out
 
 
-def test_policy_validate_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "profiles.yaml").write_text("profiles:\n- name: a\n  accelerators: [{type: nvidia-a100-81gb}]\n- name: a\n")
+def test_policy_validate_lists_every_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "profiles.yaml").write_text(
+        "profiles:\n- name: a\n  accelerators: [{type: nvidia-a100-81gb}]\n- name: a\n"
+    )
     (tmp_path / "teams.yaml").write_text("teams:\n- name: t\n  quota: {nvidia-a100-80gb: -1}\n")
     code, _, err = run(capsys, "policy", "validate", str(tmp_path))
     assert code == 1
     assert "3 error(s)" in err
-    assert "profiles.yaml: profiles[0].accelerators[0].type: unknown accelerator type 'nvidia-a100-81gb'" in err
+    assert (
+        "profiles.yaml: profiles[0].accelerators[0].type: unknown accelerator type 'nvidia-a100-81gb'" in err
+    )
 
 
 def test_policy_validate_reads_a_configmap_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +89,19 @@ def test_policy_validate_reads_a_configmap_file(tmp_path: Path, capsys: pytest.C
 
 
 def test_discover_drafts_a_pasteable_profile(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "profiles", "discover", "--snapshot", SNAPSHOT, "--policy", POLICY, "--nodes", "gpu-h100-01,gpu-h100-02", "--name", "h100-pool")
+    code, out, _ = run(
+        capsys,
+        "profiles",
+        "discover",
+        "--snapshot",
+        SNAPSHOT,
+        "--policy",
+        POLICY,
+        "--nodes",
+        "gpu-h100-01,gpu-h100-02",
+        "--name",
+        "h100-pool",
+    )
     assert code == 0
     profile = yaml.safe_load(out)["profiles"][0]
     assert profile["name"] == "h100-pool"
@@ -78,7 +112,19 @@ def test_discover_drafts_a_pasteable_profile(capsys: pytest.CaptureFixture[str])
 
 
 def test_discover_by_selector_finds_time_slicing(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "profiles", "discover", "--snapshot", SNAPSHOT, "--policy", POLICY, "-l", "nvidia.com/gpu.sharing-strategy=time-slicing", "-o", "json")
+    code, out, _ = run(
+        capsys,
+        "profiles",
+        "discover",
+        "--snapshot",
+        SNAPSHOT,
+        "--policy",
+        POLICY,
+        "-l",
+        "nvidia.com/gpu.sharing-strategy=time-slicing",
+        "-o",
+        "json",
+    )
     draft = json.loads(out)
     assert code == 0 and draft["nodes"] == ["gpu-l4-shared-01"]
     assert draft["profile"]["sharing"] == "time-sliced" and draft["profile"]["replicas"] == 4

@@ -25,7 +25,11 @@ def deps(cluster: FakeCluster) -> ClusterDeps:
 
 
 def h100_node(name: str) -> dict[str, object]:
-    return make_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, allocatable={"nvidia.com/gpu": "8", "cpu": "64"})
+    return make_node(
+        name,
+        labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        allocatable={"nvidia.com/gpu": "8", "cpu": "64"},
+    )
 
 
 @pytest.fixture
@@ -39,7 +43,14 @@ def cluster() -> FakeCluster:
 
 async def test_view_follows_the_watch_and_policy_from_the_configmap(cluster: FakeCluster) -> None:
     cluster.apply(make_configmap("accel-policy", NS, POLICY))
-    state = build_state(deps(cluster), namespace=NS, policy_files=None, metrics=Metrics(), app_name="test", min_rebuild_interval_s=0.0)
+    state = build_state(
+        deps(cluster),
+        namespace=NS,
+        policy_files=None,
+        metrics=Metrics(),
+        app_name="test",
+        min_rebuild_interval_s=0.0,
+    )
     task = asyncio.create_task(state.run())
     try:
         await until(lambda: state.ready()[0])
@@ -54,7 +65,9 @@ async def test_view_follows_the_watch_and_policy_from_the_configmap(cluster: Fak
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_broken_policy_keeps_the_last_good_one_with_event_metric_and_audit(cluster: FakeCluster, caplog: pytest.LogCaptureFixture) -> None:
+async def test_broken_policy_keeps_the_last_good_one_with_event_metric_and_audit(
+    cluster: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
     cluster.apply(make_configmap("accel-policy", NS, POLICY))
     metrics = Metrics()
     state = build_state(deps(cluster), namespace=NS, policy_files=None, metrics=metrics, app_name="test")
@@ -62,8 +75,12 @@ async def test_broken_policy_keeps_the_last_good_one_with_event_metric_and_audit
     caplog.set_level(logging.INFO, logger="accel.audit.policy")
     try:
         await until(lambda: state.ready()[0])
-        broken = make_configmap("accel-policy", NS, {**POLICY, "teams.yaml": "teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n"})
-        broken["metadata"]["managedFields"] = [{"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-25T10:00:00Z"}]
+        broken = make_configmap(
+            "accel-policy", NS, {**POLICY, "teams.yaml": "teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n"}
+        )
+        broken["metadata"]["managedFields"] = [
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2026-11-25T10:00:00Z"}
+        ]
         cluster.apply(broken)
         await until(lambda: len(state.history) >= 2)
         await state.policy_source.drain()  # type: ignore[union-attr]
@@ -75,7 +92,9 @@ async def test_broken_policy_keeps_the_last_good_one_with_event_metric_and_audit
         assert any(e.get("reason") == "PolicyRejected" for e in cluster.events)
         assert metrics.policy_reload.labels(result="invalid")._value.get() == 1
         audit = [r for r in caplog.records if r.name == "accel.audit.policy"]
-        assert audit and audit[-1].__dict__["who"] == "kubectl-edit" and audit[-1].__dict__["accepted"] is False
+        assert (
+            audit and audit[-1].__dict__["who"] == "kubectl-edit" and audit[-1].__dict__["accepted"] is False
+        )
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -115,7 +134,10 @@ def test_first_policy_is_logged_as_a_summary_and_changes_as_diffs(caplog: pytest
     (first,) = [r.__dict__ for r in caplog.records if r.name == "accel.audit.policy"]
     assert "diff" not in first and first["accepted"] is True
     caplog.clear()
-    state.apply_policy({**POLICY, "settings.yaml": POLICY["settings.yaml"].replace("mode: enforce", "mode: warn")}, PolicyMeta("2", "kubectl", None, "accel-policy", NS))
+    state.apply_policy(
+        {**POLICY, "settings.yaml": POLICY["settings.yaml"].replace("mode: enforce", "mode: warn")},
+        PolicyMeta("2", "kubectl", None, "accel-policy", NS),
+    )
     (change,) = [r.__dict__ for r in caplog.records if r.name == "accel.audit.policy"]
     assert "+mode: warn" in change["diff"]
     assert not [r for r in caplog.records if r.getMessage() == "policy loaded"]
@@ -126,7 +148,10 @@ def test_a_rejected_first_policy_does_not_claim_one_is_in_force(caplog: pytest.L
     from serving.cluster_state import ClusterState
 
     state = ClusterState(catalog=load_builtin_catalog(), namespace=NS)
-    state.apply_policy({"teams.yaml": "teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n"}, PolicyMeta("1", "kubectl", None, "accel-policy", NS))
+    state.apply_policy(
+        {"teams.yaml": "teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n"},
+        PolicyMeta("1", "kubectl", None, "accel-policy", NS),
+    )
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert messages and "no valid policy loaded yet" in messages[0] and "in force" not in messages[0]
     with pytest.raises(RuntimeError, match="accel policy validate") as caught:

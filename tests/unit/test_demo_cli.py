@@ -23,12 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
     ids=["zero-pods", "missing-policy-dir", "missing-snapshot"],
 )
-def test_bad_arguments_fail_fast_with_what_and_how(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_fail_fast_with_what_and_how(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--no-progress", *argv]) == 1
     assert message in capsys.readouterr().err
 
 
-def test_invalid_policy_is_reported_with_its_errors_before_any_server_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_policy_is_reported_with_its_errors_before_any_server_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name in ("settings.yaml", "teams.yaml"):
         (tmp_path / name).write_text((ROOT / "examples/policy" / name).read_text())
     (tmp_path / "profiles.yaml").write_text("profiles:\n- name: Bad_Name\n")
@@ -56,4 +60,6 @@ def test_progress_without_a_terminal_is_a_plain_line_per_tenth() -> None:
     bar.close()
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and len(lines) == 10
-    assert lines[0].startswith("progress: 50/500 pods  admitted 50") and lines[-1].startswith("progress: 500/500 pods")
+    assert lines[0].startswith("progress: 50/500 pods  admitted 50") and lines[-1].startswith(
+        "progress: 500/500 pods"
+    )

@@ -28,9 +28,14 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 CATALOG = load_builtin_catalog()
 
 
-def gpu_node(name: str, *, product: str = "NVIDIA-H100-80GB-HBM3", gpus: int = 8, taint: bool = True, **spec: Any) -> dict[str, Any]:
-    node = make_node(name, labels={"nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus), "zone": "a"},
-                     allocatable={"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": str(gpus)})
+def gpu_node(
+    name: str, *, product: str = "NVIDIA-H100-80GB-HBM3", gpus: int = 8, taint: bool = True, **spec: Any
+) -> dict[str, Any]:
+    node = make_node(
+        name,
+        labels={"nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus), "zone": "a"},
+        allocatable={"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": str(gpus)},
+    )
     node["spec"] = {"taints": [GPU_TAINT]} if taint else {}
     node["spec"].update(spec)
     return node
@@ -64,25 +69,98 @@ def _node_inv(node: dict[str, Any]) -> Any:
         ({}, True),
         ({"nodeSelector": {"zone": "a"}}, True),
         ({"nodeSelector": {"zone": "b"}}, False),
-        ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H200"]}]},
-            {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]}}}}, True),
-        ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "Exists"}, {"key": "nvidia.com/gpu.count", "operator": "Gt", "values": ["8"]}]}]}}}}, False),
-        ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}, True),
-        ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}}}, False),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "nvidia.com/gpu.product",
+                                            "operator": "In",
+                                            "values": ["NVIDIA-H200"],
+                                        }
+                                    ]
+                                },
+                                {"matchExpressions": [{"key": "zone", "operator": "Exists"}]},
+                            ]
+                        }
+                    }
+                }
+            },
+            True,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "zone", "operator": "Exists"},
+                                        {"key": "nvidia.com/gpu.count", "operator": "Gt", "values": ["8"]},
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            },
+            False,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchFields": [
+                                        {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            },
+            True,
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}
+                    }
+                }
+            },
+            False,
+        ),
     ],
-    ids=["no-constraint", "selector-match", "selector-mismatch", "terms-ored", "expressions-anded",
-         "match-fields-name", "empty-term-matches-nothing"],
+    ids=[
+        "no-constraint",
+        "selector-match",
+        "selector-mismatch",
+        "terms-ored",
+        "expressions-anded",
+        "match-fields-name",
+        "empty-term-matches-nothing",
+    ],
 )
 def test_affinity(spec: dict[str, Any], ok: bool) -> None:
     assert affinity_allows(spec, _node_inv(gpu_node("n1"))) is ok
 
 
 def test_feasible_nodes_applies_every_filter() -> None:
-    nodes = [gpu_node("tainted"), gpu_node("open", taint=False), gpu_node("cordoned", taint=False, unschedulable=True),
-             gpu_node("small", taint=False, gpus=2)]
+    nodes = [
+        gpu_node("tainted"),
+        gpu_node("open", taint=False),
+        gpu_node("cordoned", taint=False, unschedulable=True),
+        gpu_node("small", taint=False, gpus=2),
+    ]
     busy = make_pod("busy", node="open", requests={"nvidia.com/gpu": "6"})
     inventory = build_inventory(nodes, [busy], catalog=CATALOG)
     pod = make_pod("p", requests={"nvidia.com/gpu": "2", "cpu": "1"})
@@ -106,7 +184,11 @@ def test_select_host_takes_the_best_and_breaks_ties_with_the_seed() -> None:
 def test_scheduler_cache_equals_build_inventory_after_changes() -> None:
     async def scenario() -> None:
         cluster = FakeCluster()
-        for obj in (gpu_node("n1"), gpu_node("n2", product="NVIDIA-H200"), make_namespace("team-a", labels={"team": "a"})):
+        for obj in (
+            gpu_node("n1"),
+            gpu_node("n2", product="NVIDIA-H200"),
+            make_namespace("team-a", labels={"team": "a"}),
+        ):
             cluster.apply(obj)
         parsed = ParsedPolicy(policy=Policy(), catalog=CATALOG)
         watcher = ClusterWatcher(cluster)
@@ -117,7 +199,13 @@ def test_scheduler_cache_equals_build_inventory_after_changes() -> None:
         cluster.apply(make_pod("p1", "team-a", node="n1", requests={"nvidia.com/gpu": "3"}))
         await until(lambda: watcher.pods.version > 0)
         second = cache.inventory()
-        expected = build_inventory(watcher.nodes.items(), watcher.pods.items(), watcher.namespaces.items(), catalog=CATALOG, policy=parsed.policy)
+        expected = build_inventory(
+            watcher.nodes.items(),
+            watcher.pods.items(),
+            watcher.namespaces.items(),
+            catalog=CATALOG,
+            policy=parsed.policy,
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert first is not second and cache.inventory() is second  # rebuilt on change, memoised otherwise
@@ -129,7 +217,11 @@ def test_scheduler_cache_equals_build_inventory_after_changes() -> None:
 
 
 def test_unschedulable_message_counts_nodes_per_first_failing_filter() -> None:
-    nodes = [gpu_node("tainted"), gpu_node("full", taint=False, gpus=1), gpu_node("cordoned", taint=False, unschedulable=True)]
+    nodes = [
+        gpu_node("tainted"),
+        gpu_node("full", taint=False, gpus=1),
+        gpu_node("cordoned", taint=False, unschedulable=True),
+    ]
     inventory = build_inventory(nodes, [], catalog=CATALOG)
     pod = make_pod("p", requests={"nvidia.com/gpu": "2"})
     assert unschedulable_message(pod, parse_pod(pod), inventory) == (

@@ -33,21 +33,39 @@ LARGE = ("nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb")
 
 def ran(name: str, team: str, accel_type: str, *, gpus: int = 8, price: str | None = "10", hours: float = 2.0,
         profile: str = "large-any", types: tuple[str, ...] = LARGE) -> PodOutcome:
-    return PodOutcome(name=name, team=team, kind="training", profile=profile, admitted=True, node=f"node-{accel_type}",
-                      accel_type=accel_type, node_type=accel_type, profile_types=types, gpus=Fraction(gpus),
-                      cost_per_hour=Decimal(price) if price else None, started_h=1.0, finished_h=1.0 + hours)
+    return PodOutcome(
+        name=name,
+        team=team,
+        kind="training",
+        profile=profile,
+        admitted=True,
+        node=f"node-{accel_type}",
+        accel_type=accel_type,
+        node_type=accel_type,
+        profile_types=types,
+        gpus=Fraction(gpus),
+        cost_per_hour=Decimal(price) if price else None,
+        started_h=1.0,
+        finished_h=1.0 + hours,
+    )
 
 
 def denied(name: str, reason: str) -> PodOutcome:
-    return PodOutcome(name=name, team="nlp", kind="over-quota", profile=None, admitted=False, reason=reason, message="why")
+    return PodOutcome(
+        name=name, team="nlp", kind="over-quota", profile=None, admitted=False, reason=reason, message="why"
+    )
 
 
 OUTCOMES = [
     ran("a", "nlp", "nvidia-h200-141gb"),
     ran("b", "nlp", "nvidia-h100-80gb", price="7.5", hours=4.0),
     ran("c", "research", "nvidia-a100-80gb", price="3.3333", hours=1.5),
-    ran("d", "vision", "nvidia-a100-80gb", gpus=2, price="5", profile="a100-80gb", types=("nvidia-a100-80gb",)),
-    PodOutcome(name="e", team="nlp", kind="training", profile="large-any", admitted=True, profile_types=LARGE),  # gave up
+    ran(
+        "d", "vision", "nvidia-a100-80gb", gpus=2, price="5", profile="a100-80gb", types=("nvidia-a100-80gb",)
+    ),
+    PodOutcome(
+        name="e", team="nlp", kind="training", profile="large-any", admitted=True, profile_types=LARGE
+    ),  # gave up
     denied("f", "quota-exceeded"),
     denied("g", "quota-exceeded"),
     denied("h", "missing-labels"),
@@ -55,11 +73,19 @@ OUTCOMES = [
 
 
 def test_decision_counts_by_reason() -> None:
-    assert decision_counts(OUTCOMES) == {("admitted", ""): 5, ("denied", "quota-exceeded"): 2, ("denied", "missing-labels"): 1}
+    assert decision_counts(OUTCOMES) == {
+        ("admitted", ""): 5,
+        ("denied", "quota-exceeded"): 2,
+        ("denied", "missing-labels"): 1,
+    }
 
 
 def test_placements_count_only_pods_that_ran_gpus() -> None:
-    assert placements_per_type(OUTCOMES) == {"nvidia-a100-80gb": 2, "nvidia-h100-80gb": 1, "nvidia-h200-141gb": 1}
+    assert placements_per_type(OUTCOMES) == {
+        "nvidia-a100-80gb": 2,
+        "nvidia-h100-80gb": 1,
+        "nvidia-h200-141gb": 1,
+    }
 
 
 def test_preference_rates_rate_multi_type_profiles_only() -> None:
@@ -73,7 +99,10 @@ def test_preference_rates_rate_multi_type_profiles_only() -> None:
 
 def test_chargeback_is_cost_per_hour_times_hours_and_sums_exactly() -> None:
     bill = chargeback(OUTCOMES)
-    assert bill.by_team_type["nlp"] == {"nvidia-h200-141gb": Decimal("20.0"), "nvidia-h100-80gb": Decimal("30.0")}
+    assert bill.by_team_type["nlp"] == {
+        "nvidia-h200-141gb": Decimal("20.0"),
+        "nvidia-h100-80gb": Decimal("30.0"),
+    }
     assert bill.by_team_type["research"] == {"nvidia-a100-80gb": Decimal("4.99995")}
     assert bill.team_total("nlp") == Decimal(50)
     assert bill.total == Decimal("20") + Decimal("30") + Decimal("4.99995") + Decimal("10")
@@ -83,7 +112,10 @@ def test_chargeback_is_cost_per_hour_times_hours_and_sums_exactly() -> None:
 
 def test_unpriced_or_unstarted_pods_cost_nothing() -> None:
     assert ran("x", "nlp", "unknown", price=None).charge == 0
-    assert PodOutcome(name="y", team="t", kind="k", profile=None, admitted=True, cost_per_hour=Decimal(3)).charge == 0
+    assert (
+        PodOutcome(name="y", team="t", kind="k", profile=None, admitted=True, cost_per_hour=Decimal(3)).charge
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,13 +124,19 @@ def test_unpriced_or_unstarted_pods_cost_nothing() -> None:
     ids=["no-samples", "one-sample", "step-function-ignores-last-value"],
 )
 def test_time_weighted_mean(values: list[float], expected: float) -> None:
-    samples = [ClusterSample(t_h=float(i), allocated={}, capacity={}, free=v, fragmented=0.0) for i, v in enumerate(values)]
+    samples = [
+        ClusterSample(t_h=float(i), allocated={}, capacity={}, free=v, fragmented=0.0)
+        for i, v in enumerate(values)
+    ]
     assert time_weighted_mean(samples, "free") == pytest.approx(expected)
 
 
 def h100(name: str) -> dict[str, Any]:
-    return make_node(name, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8"},
-                     allocatable={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"})
+    return make_node(
+        name,
+        labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8"},
+        allocatable={"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"},
+    )
 
 
 def test_sample_counts_allocation_free_and_fragmentation_against_the_observed_mix() -> None:
@@ -137,8 +175,10 @@ def test_pools_are_fragmented_only_for_pods_that_can_use_them() -> None:
 
 
 def test_never_started_groups_admitted_unplaced_pods_by_profile_and_reason() -> None:
-    stuck = [PodOutcome(name=n, team="nlp", kind="notebook", profile="notebook-shared", admitted=True, waiting=why)
-             for n, why in (("a", "taint"), ("b", "taint"), ("c", ""))]
+    stuck = [
+        PodOutcome(name=n, team="nlp", kind="notebook", profile="notebook-shared", admitted=True, waiting=why)
+        for n, why in (("a", "taint"), ("b", "taint"), ("c", ""))
+    ]
     assert never_started([*OUTCOMES[:4], *stuck, denied("x", "quota-exceeded")]) == {
         ("notebook-shared", "taint"): 2,
         ("notebook-shared", "never scheduled"): 1,
@@ -147,7 +187,16 @@ def test_never_started_groups_admitted_unplaced_pods_by_profile_and_reason() -> 
 
 def test_job_placements_count_leaves_of_jobs_with_two_or_more_running_pods() -> None:
     def member(name: str, job: str, leaf: str | None, node: str | None = "n") -> PodOutcome:
-        return PodOutcome(name=name, team="nlp", kind="gang", profile="large-any", admitted=True, node=node, job=job, leaf=leaf)
+        return PodOutcome(
+            name=name,
+            team="nlp",
+            kind="gang",
+            profile="large-any",
+            admitted=True,
+            node=node,
+            job=job,
+            leaf=leaf,
+        )
 
     jobs = job_placements([member("a0", "a", "s1/l1"), member("a1", "a", "s1/l1"),
                            member("b0", "b", "s1/l1"), member("b1", "b", "s2/l2"), member("b2", "b", None),

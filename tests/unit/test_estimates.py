@@ -1,4 +1,5 @@
-"""Estimates (accel/estimates/rules.py, accel/estimates/estimator.py): the math by hand, fit, ranking, limits, errors."""
+"""Estimates (accel/estimates/rules.py, accel/estimates/estimator.py): the math by hand, fit, ranking,
+limits, errors."""
 
 from __future__ import annotations
 
@@ -128,7 +129,9 @@ def test_time_sliced_replica_gets_a_quarter_of_compute_and_memory(parsed: Parsed
         pytest.param({"minTokensPerSecond": 1e6}, "h100", "tokens/s", id="min-serving-speed-excludes-all"),
     ],
 )
-def test_limits_exclude_with_reasons(parsed: ParsedPolicy, limits: dict[str, float], excluded_profile: str, reason_word: str) -> None:
+def test_limits_exclude_with_reasons(
+    parsed: ParsedPolicy, limits: dict[str, float], excluded_profile: str, reason_word: str
+) -> None:
     out = _run(parsed, params=7e9, tokens=1e12, gpus=8, **limits)
     assert out[excluded_profile].rank is None
     assert any(reason_word in r for r in out[excluded_profile].excluded_because)
@@ -141,7 +144,9 @@ def test_inference_ranks_by_tokens_per_second_from_bandwidth(parsed: ParsedPolic
     assert out["h100"].tokens_per_second == pytest.approx(expected, rel=1e-3)
     assert out["h100"].hours is None
     ranked = [e for e in out["_result"].estimates if e.rank]
-    assert [e.tokens_per_second for e in ranked] == sorted((e.tokens_per_second for e in ranked), reverse=True)
+    assert [e.tokens_per_second for e in ranked] == sorted(
+        (e.tokens_per_second for e in ranked), reverse=True
+    )
 
 
 def test_known_models_and_moe_active_params(parsed: ParsedPolicy) -> None:
@@ -160,11 +165,17 @@ def test_generic_and_disabled_profiles_are_explained(parsed: ParsedPolicy) -> No
     [
         pytest.param({"params": -7e9, "tokens": 1e12}, {"params"}, id="negative-params"),
         pytest.param({"params": 7e9, "tokens": 0}, {"tokens"}, id="zero-tokens"),
-        pytest.param({"model": "gpt-99"}, {"model", "tokens"}, id="unknown-model-and-no-tokens-reported-together"),
+        pytest.param(
+            {"model": "gpt-99"}, {"model", "tokens"}, id="unknown-model-and-no-tokens-reported-together"
+        ),
         pytest.param({"tokens": 1e12}, {"model"}, id="neither-model-nor-params"),
-        pytest.param({"params": 7e9, "tokens": 1, "precision": "int3"}, {"precision"}, id="unknown-precision"),
+        pytest.param(
+            {"params": 7e9, "tokens": 1, "precision": "int3"}, {"precision"}, id="unknown-precision"
+        ),
         pytest.param({"params": 7e9, "tokens": 1, "gpu": 8}, {"gpu"}, id="misspelt-field"),
-        pytest.param({"params": 7e9, "tokens": 1, "datasetTokens": 1}, {"tokens"}, id="tokens-and-dataset-both"),
+        pytest.param(
+            {"params": 7e9, "tokens": 1, "datasetTokens": 1}, {"tokens"}, id="tokens-and-dataset-both"
+        ),
     ],
 )
 def test_bad_input_names_every_field(body: dict[str, Any], fields: set[str]) -> None:

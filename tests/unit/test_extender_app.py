@@ -143,7 +143,11 @@ async def test_malformed_args_are_400_with_reason(aiohttp_client: Any, body: Jso
 
 
 async def test_preference_order_ranks_h200_over_h100_over_a100(aiohttp_client: Any) -> None:
-    nodes = [node_object("a100"), node_object("h100", "nvidia-h100-80gb"), node_object("h200", "nvidia-h200-141gb")]
+    nodes = [
+        node_object("a100"),
+        node_object("h100", "nvidia-h100-80gb"),
+        node_object("h200", "nvidia-h200-141gb"),
+    ]
     client = await client_for(aiohttp_client, inventory(nodes))
     body = await post(
         client, "/prioritize", args(named_gpu_pod("p", 8, profile="large-any"), ["a100", "h100", "h200"])

@@ -60,7 +60,9 @@ async def test_a_price_and_type_the_pod_carried_are_overwritten_at_bind(aiohttp_
     notes = cluster.get("pods", "priced", "team-a")["metadata"]["annotations"]  # type: ignore[index]
     price = shared_example_policy().catalog["nvidia-h100-80gb"].price_per_gpu_hour
     assert notes["accelerator.opendatahub.io/type"] == "nvidia-h100-80gb"
-    assert float(notes["accel.dev/gpu-hour-price"]) == float(notes["accel.dev/cost-per-hour"]) == round(price, 4)
+    assert (
+        float(notes["accel.dev/gpu-hour-price"]) == float(notes["accel.dev/cost-per-hour"]) == round(price, 4)
+    )
 
 
 async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_client: Any) -> None:
@@ -69,7 +71,9 @@ async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_clien
     for obj in (first, second):
         cluster.apply(obj)
     node = node_object("n", gpus=1)
-    state = ClusterState.static(shared_example_policy(), inventory([node], [first]))  # the watch shows `first` pending
+    state = ClusterState.static(
+        shared_example_policy(), inventory([node], [first])
+    )  # the watch shows `first` pending
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(first, ["n"]))
     assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
@@ -78,7 +82,9 @@ async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_clien
     assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
 
 
-async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_grace(aiohttp_client: Any) -> None:
+async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_grace(
+    aiohttp_client: Any,
+) -> None:
     """Found on kube-local: a pod deleted right after its bind, never seen by the extender's watch,
     kept its GPU assumed for the whole TTL (30 s) and kube-scheduler left the next pod pending."""
     cluster = FakeCluster()
@@ -92,6 +98,8 @@ async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_
     await post(client, "/filter", args(first, ["n"]))
     assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
     clock.advance(UNSEEN_BIND_GRACE_S - 1)
-    assert "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]  # within the watch's lag
+    assert (
+        "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]
+    )  # within the watch's lag
     clock.advance(1)
     assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]

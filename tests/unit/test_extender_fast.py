@@ -54,13 +54,23 @@ def random_cluster(rng: random.Random, size: int) -> tuple[list[dict[str, Any]],
         for k in range(rng.randint(0, 2)):
             labels = {JOB: f"j{rng.randint(0, 3)}"} if rng.random() < 0.7 else {}
             used = rng.randint(1, gpus)
-            pods.append(named_gpu_pod(f"b{i}-{k}", used, profile=None, node=name, labels=labels, cpu=str(rng.randint(1, 9))))
+            pods.append(
+                named_gpu_pod(
+                    f"b{i}-{k}", used, profile=None, node=name, labels=labels, cpu=str(rng.randint(1, 9))
+                )
+            )
     return nodes, pods
 
 
 def random_pod(rng: random.Random, i: int) -> dict[str, Any]:
     labels = {JOB: f"j{rng.randint(0, 4)}"} if rng.random() < 0.6 else {}
-    return named_gpu_pod(f"q{i}", rng.choice((1, 2, 4, 8)), profile=rng.choice(PROFILES), labels=labels, cpu=str(rng.randint(1, 4)))
+    return named_gpu_pod(
+        f"q{i}",
+        rng.choice((1, 2, 4, 8)),
+        profile=rng.choice(PROFILES),
+        labels=labels,
+        cpu=str(rng.randint(1, 4)),
+    )
 
 
 def random_names(rng: random.Random, index: ClusterIndex) -> list[str]:
@@ -78,7 +88,9 @@ def assume_some(rng: random.Random, core: ExtenderCore, index: ClusterIndex, cou
         core.request(pod, index, 0.0)
         node = rng.choice(index.names)
         try:
-            core.begin_bind(index, namespace=pod.namespace, name=pod.name, uid=pod.uid, node=node, now=0.0, ttl=60.0)
+            core.begin_bind(
+                index, namespace=pod.namespace, name=pod.name, uid=pod.uid, node=node, now=0.0, ttl=60.0
+            )
         except BindRefused:  # the pod does not fit there; the next one may
             continue
 
@@ -124,9 +136,15 @@ def _cluster(extra_pods: list[dict[str, Any]] | None = None, **node_kw: Any) -> 
     ("change", "rebuilt"),
     [
         pytest.param({}, 0, id="nothing-changed-rebuilds-nothing"),
-        pytest.param({"extra_pods": [named_gpu_pod("new", 1, node="n3")]}, 1, id="pod-bound-rebuilds-its-node"),
+        pytest.param(
+            {"extra_pods": [named_gpu_pod("new", 1, node="n3")]}, 1, id="pod-bound-rebuilds-its-node"
+        ),
         pytest.param({"cordoned": True}, 1, id="node-cordoned-rebuilds-that-node"),
-        pytest.param({"extra_pods": [named_gpu_pod("x", 1, node="n3"), named_gpu_pod("y", 1, node="n4")]}, 2, id="two-nodes"),
+        pytest.param(
+            {"extra_pods": [named_gpu_pod("x", 1, node="n3"), named_gpu_pod("y", 1, node="n4")]},
+            2,
+            id="two-nodes",
+        ),
     ],
 )
 def test_new_generation_rebuilds_only_changed_nodes(change: dict[str, Any], rebuilt: int) -> None:
@@ -153,7 +171,9 @@ def test_class_ids_and_verdicts_carry_over_but_answers_follow_the_new_generation
     cid = int(index.class_col[index.position["n0"]])
     index = core.index(2, policy, _cluster(extra_pods=[named_gpu_pod("fill", 1, node="n0")]))
     assert int(index.class_col[index.position["n0"]]) != cid  # a new class: 7 of 8 free
-    assert core.filter(index, req, ["n0"]).failed == {"n0": "accel: only 7 of 8 nvidia-a100-80gb GPUs free, pod needs 8"}
+    assert core.filter(index, req, ["n0"]).failed == {
+        "n0": "accel: only 7 of 8 nvidia-a100-80gb GPUs free, pod needs 8"
+    }
     index = core.index(3, policy, _cluster())
     assert int(index.class_col[index.position["n0"]]) == cid  # same state, same id, memo reused
     assert core.filter(index, req, ["n0"]).passed == ["n0"]
@@ -234,7 +254,9 @@ def _deep(levels: int) -> Any:
         pytest.param(orjson.dumps({"Pod": {"a": _deep(70)}, "NodeNames": ["a"]}), id="pod-nested-too-deep"),
         pytest.param(orjson.dumps({"Pod": {}, "NodeNames": ["a"], "x": _deep(70)}), id="extra-key-too-deep"),
         pytest.param(orjson.dumps({"Pod": {"a": _deep(60)}, "NodeNames": ["a"]}), id="pod-deep-but-allowed"),
-        pytest.param(orjson.dumps({"Pod": {}, "NodeNames": None, "node_names": _deep(70)}), id="field-name-deep"),
+        pytest.param(
+            orjson.dumps({"Pod": {}, "NodeNames": None, "node_names": _deep(70)}), id="field-name-deep"
+        ),
         pytest.param(orjson.dumps({"Pod": {}, "Nodes": {"items": [{"a": _deep(70)}]}}), id="nodes-too-deep"),
         pytest.param(orjson.dumps({"Pod": {}, "Nodes": None, "NodeNames": None}), id="no-node-form"),
         pytest.param(orjson.dumps({"Pod": [], "NodeNames": ["a"]}), id="pod-not-an-object"),

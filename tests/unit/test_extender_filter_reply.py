@@ -86,7 +86,9 @@ def test_fragments_follow_a_changed_node_list() -> None:
     index = core.index(2, shared_example_policy().policy, grown)
     cols = core.filter_columns(index, req, ["n6", "n0"])
     reply = renderer.render(cols)
-    assert reply is not None and _same_json(reply.body, render_filter(_args(["n6", "n0"]), core.outcome(index, cols)))
+    assert reply is not None and _same_json(
+        reply.body, render_filter(_args(["n6", "n0"]), core.outcome(index, cols))
+    )
 
 
 def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_class() -> None:
@@ -99,15 +101,21 @@ def test_a_run_of_same_shape_pods_reuses_the_decision_until_a_candidate_changes_
     assert again is first and renderer.render(again) is renderer.render(first)
     other_shape = core.request(parse_pod(named_gpu_pod("r", 1, profile="large-any")), index, 0.0)
     assert core.filter_columns(index, other_shape, names) is not first
-    core.begin_bind(index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0)
+    core.begin_bind(
+        index, namespace=req.pod.namespace, name="q", uid=same_shape.pod.uid, node="n0", now=0.0, ttl=60.0
+    )
     assert core.filter_columns(index, same_shape, names) is not first  # n0 re-classed, still fits
     second = core.request(parse_pod(named_gpu_pod("s", 4, profile="large-any")), index, 0.0)
-    core.begin_bind(index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0)  # n0: no GPU left
+    core.begin_bind(
+        index, namespace=req.pod.namespace, name="s", uid=second.pod.uid, node="n0", now=0.0, ttl=60.0
+    )  # n0: no GPU left
     changed = core.filter_columns(index, same_shape, names)
     assert changed is not first and "n0" in core.outcome(index, changed).failed
     assert core.outcome(index, changed) == reference_filter(core, index, same_shape, names)
     reply = renderer.render(changed)
-    assert reply is not None and _same_json(reply.body, render_filter(_args(names), core.outcome(index, changed)))
+    assert reply is not None and _same_json(
+        reply.body, render_filter(_args(names), core.outcome(index, changed))
+    )
 
 
 @pytest.mark.parametrize(

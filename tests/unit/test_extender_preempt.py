@@ -57,7 +57,8 @@ def cluster() -> Inventory:
         node_object("a100-cordoned", cordoned=True),
     ]
     pods = [
-        named_gpu_pod(name, units, node=node, resource=resource, profile=None) for name, node, units, resource in BOUND
+        named_gpu_pod(name, units, node=node, resource=resource, profile=None)
+        for name, node, units, resource in BOUND
     ]
     return inventory(nodes, pods)
 
@@ -80,7 +81,10 @@ def meta_args(pod: Json, victims: dict[str, list[str]], pdb: int = 0) -> Json:
 
 
 def full_args(pod: Json, victims: dict[str, list[str]]) -> Json:
-    by_uid = {f"uid-{name}": named_gpu_pod(name, units, node=node, resource=resource) for name, node, units, resource in BOUND}
+    by_uid = {
+        f"uid-{name}": named_gpu_pod(name, units, node=node, resource=resource)
+        for name, node, units, resource in BOUND
+    }
     full = {
         n: {"Pods": [by_uid.get(u) or {"metadata": {"uid": u}} for u in uids], "NumPDBViolations": 1}
         for n, uids in victims.items()
@@ -97,7 +101,11 @@ def meta_reply(victims: dict[str, list[str]], pdb: int = 0) -> Json:
 
 
 async def client_for(aiohttp_client: Any, state: ClusterState | None = None) -> TestClient[Any, Any]:
-    app = make_app(state or ClusterState.static(shared_example_policy(), cluster()), metrics=Metrics(), clock=ManualClock())
+    app = make_app(
+        state or ClusterState.static(shared_example_policy(), cluster()),
+        metrics=Metrics(),
+        clock=ManualClock(),
+    )
     return await aiohttp_client(app)  # type: ignore[no-any-return]
 
 
@@ -122,7 +130,9 @@ def test_preempt_is_a_route() -> None:
         pytest.param({"a100-full": ["uid-small", "uid-big"]}, ["a100-full"], id="two-victims-kept-in-order"),
         pytest.param({"mixed": ["uid-whole"]}, ["mixed"], id="mixed-node-whole-gpus-freed"),
         pytest.param({"mixed": ["uid-slices", "uid-whole"]}, ["mixed"], id="mixed-node-both-pools-freed"),
-        pytest.param({"a100-full": ["uid-ghost", "uid-big"]}, ["a100-full"], id="unknown-uid-returned-unchanged"),
+        pytest.param(
+            {"a100-full": ["uid-ghost", "uid-big"]}, ["a100-full"], id="unknown-uid-returned-unchanged"
+        ),
         pytest.param({"a100-full": ["uid-ghost"]}, [], id="unknown-uid-frees-nothing"),
         pytest.param({"a100-full": ["uid-whole"]}, [], id="another-nodes-victim-frees-nothing-here"),
         pytest.param({"a100-full": []}, [], id="no-victims-dropped"),
@@ -158,13 +168,25 @@ async def test_time_sliced_pod_is_not_helped_by_whole_gpu_victims(aiohttp_client
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        pytest.param({"Pod": {}, "NodeNameToVictims": None, "NodeNameToMetaVictims": None}, "both are null", id="no-victims-map"),
+        pytest.param(
+            {"Pod": {}, "NodeNameToVictims": None, "NodeNameToMetaVictims": None},
+            "both are null",
+            id="no-victims-map",
+        ),
         pytest.param({"NodeNameToMetaVictims": {}}, "Pod", id="no-pod"),
-        pytest.param({"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": [{}]}}}, "UID", id="meta-pod-without-uid"),
-        pytest.param({"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": "x"}}}, "Pods", id="pods-not-a-list"),
-        pytest.param({"Pod": {}, "NodeNameToVictims": {"n": {"Pods": [{"metadata": {}}]}}}, "metadata.uid", id="full-pod-without-uid"),
+        pytest.param(
+            {"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": [{}]}}}, "UID", id="meta-pod-without-uid"
+        ),
+        pytest.param(
+            {"Pod": {}, "NodeNameToMetaVictims": {"n": {"Pods": "x"}}}, "Pods", id="pods-not-a-list"
+        ),
+        pytest.param(
+            {"Pod": {}, "NodeNameToVictims": {"n": {"Pods": [{"metadata": {}}]}}},
+            "metadata.uid",
+            id="full-pod-without-uid",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_malformed_args_answer_400_with_reason(aiohttp_client: Any, body: Json, needle: str) -> None:
     client = await client_for(aiohttp_client)
     resp = await client.post("/preempt", json=body)
@@ -201,11 +223,15 @@ def test_assumed_binds_count_unless_they_are_victims_or_the_preemptor() -> None:
     index = core.index(1, policy, cluster())
     req = core.request(parse_pod(PREEMPTOR), index, 0.0)
     # 6 GPUs freed by "big", but an in-flight bind holds 5 of them: the pod (3) no longer fits.
-    core.state.assumptions.assume(Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    core.state.assumptions.assume(
+        Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0)
+    )
     assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == []
     assert "only 1 of 8" in core.preempt_verdict(index, req, "a100-full", ["uid-big"]).reason
     # The same bind is ignored when it is a victim's, or the preemptor's own.
     assert core.preempt(index, req, {"a100-full": ["uid-big", "uid-other"]}) == ["a100-full"]
     core.state.assumptions.forget("uid-other")
-    core.state.assumptions.assume(Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0))
+    core.state.assumptions.assume(
+        Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0)
+    )
     assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == ["a100-full"]

@@ -70,7 +70,9 @@ def test_reader_answers_like_parse_args_json(raw: bytes) -> None:
 def test_a_repeated_list_is_decoded_once_and_keyed_by_its_json() -> None:
     reader = ArgsReader()
     first = reader.read(_body(NodeNames=["n0", "n1"]))
-    again = reader.read(orjson.dumps({"Pod": named_gpu_pod("q", 2), "Nodes": None, "NodeNames": ["n0", "n1"]}))
+    again = reader.read(
+        orjson.dumps({"Pod": named_gpu_pod("q", 2), "Nodes": None, "NodeNames": ["n0", "n1"]})
+    )
     other = reader.read(_body(NodeNames=["n0", "n2"]))
     assert again.args.names is first.args.names and again.names_key is first.names_key
     assert first.names_key == orjson.dumps(["n0", "n1"])
@@ -86,5 +88,7 @@ def test_the_pod_of_a_filter_prioritize_pair_is_parsed_once() -> None:
     view = reader.pod(filter_read)
     assert view == parse_pod(POD)
     assert reader.pod(prioritize_read) is view
-    changed = reader.read(orjson.dumps({"Pod": named_gpu_pod("p", 2, profile="large-any"), "Nodes": None, "NodeNames": ["n1"]}))
+    changed = reader.read(
+        orjson.dumps({"Pod": named_gpu_pod("p", 2, profile="large-any"), "Nodes": None, "NodeNames": ["n1"]})
+    )
     assert reader.pod(changed) is not view and reader.pod(changed).accelerators != view.accelerators

@@ -32,9 +32,15 @@ def node_with_pods(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]
     pods = []
     for i, size in enumerate(sizes):
         # Some pods carry a device assignment (valid, out of range or garbage), most do not.
-        note = draw(st.sampled_from([None, None, ",".join(str(d) for d in range(size)), "9,9,9,9"[: 2 * size - 1], "x"]))
+        note = draw(
+            st.sampled_from(
+                [None, None, ",".join(str(d) for d in range(size)), "9,9,9,9"[: 2 * size - 1], "x"]
+            )
+        )
         annotations = {"accel.dev/devices": note} if note else None
-        pods.append(named_gpu_pod(f"p{i}", size, node="n1", resource=resource, annotations=annotations, profile=None))
+        pods.append(
+            named_gpu_pod(f"p{i}", size, node="n1", resource=resource, annotations=annotations, profile=None)
+        )
     return node, pods
 
 
@@ -49,9 +55,13 @@ def test_device_model_agrees_with_the_totals(case: tuple[dict[str, Any], list[di
 
 
 def test_free_units_count_requests_and_never_go_negative() -> None:
-    inv = inventory([node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("b", 9, node="n1")])
+    inv = inventory(
+        [node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("b", 9, node="n1")]
+    )
     assert node_free_units(inv.nodes[0]) == {"nvidia.com/gpu": 0}
-    inv = inventory([node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("pending", 2)])
+    inv = inventory(
+        [node_object("n1", gpus=8)], [named_gpu_pod("a", 3, node="n1"), named_gpu_pod("pending", 2)]
+    )
     assert node_free_units(inv.nodes[0]) == {"nvidia.com/gpu": 5}  # a pending pod holds no device
 
 

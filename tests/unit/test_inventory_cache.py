@@ -18,7 +18,14 @@ def versioned(obj: dict[str, Any], version: str) -> dict[str, Any]:
 
 def nodes() -> list[dict[str, Any]]:
     return [
-        versioned(make_node(f"gpu-{i}", labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}, allocatable={"nvidia.com/gpu": "8"}), "1")
+        versioned(
+            make_node(
+                f"gpu-{i}",
+                labels={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                allocatable={"nvidia.com/gpu": "8"},
+            ),
+            "1",
+        )
         for i in range(3)
     ]
 
@@ -33,7 +40,9 @@ def test_unchanged_nodes_are_reused_and_pod_changes_recount_allocation() -> None
     catalog, cache = load_builtin_catalog(), ParseCache()
     objs = nodes()
     first = build_inventory(objs, [bound_pod("a", "gpu-0", "2")], catalog=catalog, cache=cache)
-    second = build_inventory(objs, [bound_pod("a", "gpu-0", "2"), bound_pod("b", "gpu-1", "3")], catalog=catalog, cache=cache)
+    second = build_inventory(
+        objs, [bound_pod("a", "gpu-0", "2"), bound_pod("b", "gpu-1", "3")], catalog=catalog, cache=cache
+    )
     assert second.node("gpu-0") is first.node("gpu-0")  # same object: nothing about it changed
     assert second.node("gpu-2") is first.node("gpu-2")
     assert second.node("gpu-1").allocated == {"nvidia.com/gpu": 3}
@@ -49,7 +58,10 @@ def test_a_new_node_version_or_catalog_is_rebuilt() -> None:
     versioned(relabelled[0], "2")
     second = build_inventory(relabelled, [], catalog=catalog, cache=cache)
     assert second.node("gpu-0").accelerator_type == "nvidia-h100-80gb"
-    other = parse_policy({"accelerators.yaml": "accelerators: [{name: nvidia-a100-80gb, displayName: A100 renamed}]\n"}, catalog).catalog
+    other = parse_policy(
+        {"accelerators.yaml": "accelerators: [{name: nvidia-a100-80gb, displayName: A100 renamed}]\n"},
+        catalog,
+    ).catalog
     third = build_inventory(relabelled, [], catalog=other, cache=cache)
     assert third.node("gpu-1") is not first.node("gpu-1")
 

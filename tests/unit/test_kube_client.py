@@ -59,13 +59,18 @@ async def test_configuration_order(tmp_path: Path, explicit: bool, in_cluster: b
 async def test_create_builds_a_client_on_the_resolved_configuration(tmp_path: Path) -> None:
     factory = ApiClientFactory(str(_kubeconfig(tmp_path / "k.yaml", "https://k:6443")), environ={})
     client = await factory.create()
-    assert client.configuration.host == "https://k:6443" and factory.source == f"kubeconfig {tmp_path / 'k.yaml'}"
+    assert (
+        client.configuration.host == "https://k:6443"
+        and factory.source == f"kubeconfig {tmp_path / 'k.yaml'}"
+    )
     await client.close()
 
 
 async def test_explicit_kubeconfig_that_fails_does_not_fall_back(tmp_path: Path) -> None:
     _kubeconfig(tmp_path / "good.yaml", "https://env:6443")
-    factory = ApiClientFactory(str(tmp_path / "missing.yaml"), environ={"KUBECONFIG": str(tmp_path / "good.yaml")})
+    factory = ApiClientFactory(
+        str(tmp_path / "missing.yaml"), environ={"KUBECONFIG": str(tmp_path / "good.yaml")}
+    )
     with pytest.raises(NoClusterError, match=r"missing\.yaml"):
         await factory.configuration()
 

@@ -40,7 +40,9 @@ async def test_cas_two_concurrent_writers_lose_no_update() -> None:
     data, version = await cluster.read(LEDGER_CONFIGMAP)
     assert json.loads(data[LEDGER_KEY]) == {"n": 50}
     assert conflicts, "the writers never raced: the test would not catch a lost update"
-    assert version == cluster.get("configmaps", LEDGER_CONFIGMAP, "accel-system")["metadata"]["resourceVersion"]
+    assert (
+        version == cluster.get("configmaps", LEDGER_CONFIGMAP, "accel-system")["metadata"]["resourceVersion"]
+    )
 
 
 @pytest.mark.parametrize(("setup", "expected_version", "wins"), [
@@ -50,7 +52,9 @@ async def test_cas_two_concurrent_writers_lose_no_update() -> None:
     pytest.param({"k": "v"}, "stale", False, id="replace-with-stale-version-conflicts"),
     pytest.param({"k": "v"}, "current", True, id="replace-with-current-version-succeeds"),
 ])
-async def test_cas_write_table(setup: dict[str, str] | None, expected_version: str | None, wins: bool) -> None:
+async def test_cas_write_table(
+    setup: dict[str, str] | None, expected_version: str | None, wins: bool
+) -> None:
     cluster = FakeCluster()
     if setup is not None:
         assert await cluster.write("doc", setup, None)
@@ -73,13 +77,17 @@ async def test_bind_sets_node_merges_annotations_and_is_watched() -> None:
     pod = cluster.apply(make_pod("p", "team-a", annotations={"keep": "1"}))
     _, rv = await cluster.list("pods")
     stream = cluster.watch("pods", rv)
-    await cluster.bind("team-a", "p", pod["metadata"]["uid"], "gpu-1", {"accelerator.opendatahub.io/type": "x"})
+    await cluster.bind(
+        "team-a", "p", pod["metadata"]["uid"], "gpu-1", {"accelerator.opendatahub.io/type": "x"}
+    )
     event = await anext(stream)
     assert event.type == "MODIFIED"
     assert event.object["spec"]["nodeName"] == "gpu-1"
     assert event.object["metadata"]["annotations"] == {"keep": "1", "accelerator.opendatahub.io/type": "x"}
     (scheduled,) = [c for c in event.object["status"]["conditions"] if c["type"] == "PodScheduled"]
-    assert scheduled["status"] == "True" and scheduled["lastTransitionTime"]  # stamped, as the API server does
+    assert (
+        scheduled["status"] == "True" and scheduled["lastTransitionTime"]
+    )  # stamped, as the API server does
     await stream.aclose()
 
 
@@ -100,8 +108,9 @@ async def test_bind_errors(name: str, uid: str | None, error: type[Exception]) -
 async def test_two_concurrent_binds_exactly_one_wins() -> None:
     cluster = FakeCluster()
     cluster.apply(make_pod("p", "ns", uid="u"))
-    results = await asyncio.gather(cluster.bind("ns", "p", "u", "n1", {}), cluster.bind("ns", "p", "u", "n2", {}),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        cluster.bind("ns", "p", "u", "n1", {}), cluster.bind("ns", "p", "u", "n2", {}), return_exceptions=True
+    )
     assert sorted(type(r).__name__ for r in results) == ["Conflict", "NoneType"]
 
 
@@ -113,7 +122,11 @@ async def test_watch_replays_from_version_in_order_and_filters() -> None:
     cluster.apply(make_pod("b", "ns2"))
     cluster.delete("pods", "a", "ns1")
     events = [e async for e in _take(cluster.watch("pods", rv), 3)]
-    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("DELETED", "a"),
+    ]
     only_ns2 = [e async for e in _take(cluster.watch("pods", rv, "ns2"), 1)]
     assert [e.object["metadata"]["name"] for e in only_ns2] == ["b"]
 
@@ -135,7 +148,10 @@ async def test_history_replays_each_version_as_it_was_and_hands_out_private_copi
     await cluster.bind("ns", "p", "u", "n1", {"a": "b"})
     cluster.delete("configmaps", "ledger", cluster.controller_namespace)
     replay = [e async for e in _take(cluster.watch("configmaps", rv), 3)]
-    seen = [(e.type, e.object["metadata"]["resourceVersion"], (e.object.get("data") or {}).get("k")) for e in replay]
+    seen = [
+        (e.type, e.object["metadata"]["resourceVersion"], (e.object.get("data") or {}).get("k"))
+        for e in replay
+    ]
     assert seen[:2] == [("ADDED", first, "1"), ("MODIFIED", str(int(first) + 1), "2")]
     assert seen[2][0] == "DELETED" and int(seen[2][1]) > int(first) + 1
     replay[0].object["data"]["k"] = "tampered"
@@ -194,13 +210,23 @@ async def test_bookmark_carries_current_version() -> None:
 
 async def test_events_and_token_reviews() -> None:
     cluster = FakeCluster(now=lambda: datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
-    await cluster.record(cluster.apply(make_pod("p", "ns")), "PolicyRejected", "teams.yaml: bad", type="Warning")
+    await cluster.record(
+        cluster.apply(make_pod("p", "ns")), "PolicyRejected", "teams.yaml: bad", type="Warning"
+    )
     (event,) = cluster.events
     assert event["involvedObject"]["kind"] == "Pod" and event["involvedObject"]["namespace"] == "ns"
-    assert (event["reason"], event["type"], event["lastTimestamp"]) == ("PolicyRejected", "Warning", "2025-01-02T03:04:05Z")
+    assert (event["reason"], event["type"], event["lastTimestamp"]) == (
+        "PolicyRejected",
+        "Warning",
+        "2025-01-02T03:04:05Z",
+    )
     cluster.add_token("t0k", "system:serviceaccount:a:b", ("system:serviceaccounts",))
     user = await cluster.review("t0k")
-    assert (user.authenticated, user.username, user.groups) == (True, "system:serviceaccount:a:b", ("system:serviceaccounts",))
+    assert (user.authenticated, user.username, user.groups) == (
+        True,
+        "system:serviceaccount:a:b",
+        ("system:serviceaccounts",),
+    )
     assert not (await cluster.review("nope")).authenticated
 
 

@@ -56,12 +56,19 @@ class Harness:
         return sorted(o["metadata"]["name"] for o in self.informer.items())
 
 
-@pytest.mark.parametrize("delta", [
-    pytest.param(lambda c: c.apply(make_pod("b", "team-a")), id="pod-added"),
-    pytest.param(lambda c: c.delete("pods", "a", "team-a"), id="pod-deleted"),
-    pytest.param(lambda c: c.apply({**make_pod("a", "team-a"), "spec": {"nodeName": "gpu-1"}}), id="pod-modified"),
-])
-async def test_watch_events_keep_store_equal_to_cluster(cluster: FakeCluster, delta: Callable[[FakeCluster], object]) -> None:
+@pytest.mark.parametrize(
+    "delta",
+    [
+        pytest.param(lambda c: c.apply(make_pod("b", "team-a")), id="pod-added"),
+        pytest.param(lambda c: c.delete("pods", "a", "team-a"), id="pod-deleted"),
+        pytest.param(
+            lambda c: c.apply({**make_pod("a", "team-a"), "spec": {"nodeName": "gpu-1"}}), id="pod-modified"
+        ),
+    ],
+)
+async def test_watch_events_keep_store_equal_to_cluster(
+    cluster: FakeCluster, delta: Callable[[FakeCluster], object]
+) -> None:
     async with Harness(cluster) as h:
         before = h.informer.version
         delta(cluster)

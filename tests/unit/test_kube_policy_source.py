@@ -25,7 +25,9 @@ async def test_accepts_good_rejects_bad_with_event_and_keeps_going() -> None:
         offered.append((data, meta))
         return ["teams.yaml: teams[0].quota: expected a mapping"] if "teams.yaml" in data else []
 
-    informer = Informer(cluster, "configmaps", namespace="accel-system", name="accel-policy", sleep=RecordingSleep())
+    informer = Informer(
+        cluster, "configmaps", namespace="accel-system", name="accel-policy", sleep=RecordingSleep()
+    )
     source = PolicySource(informer, on_policy, events=cluster)
     task = asyncio.create_task(informer.run())
     await until(lambda: len(offered) == 1)
@@ -78,5 +80,7 @@ async def test_callback_exception_is_a_rejection() -> None:
     pytest.param({}, "unknown", None, id="no-provenance"),
 ])
 def test_policy_meta_names_who_and_when(metadata: dict[str, object], who: str, when: str | None) -> None:
-    meta = policy_meta({"metadata": {"name": "accel-policy", "namespace": "ns", "resourceVersion": "7", **metadata}})
+    meta = policy_meta(
+        {"metadata": {"name": "accel-policy", "namespace": "ns", "resourceVersion": "7", **metadata}}
+    )
     assert (meta.changed_by, meta.changed_at, meta.resource_version) == (who, when, "7")

@@ -30,7 +30,9 @@ def admit(pod: dict[str, Any], ctx: Any) -> tuple[Any, Any]:
     mutated = mutate(pod, namespace=pod["metadata"]["namespace"], ctx=ctx)
     assert mutated.allowed, mutated.finding
     patched = jsonpatch.apply_patch(pod, list(mutated.ops)) if mutated.ops else pod
-    plan = plan_validation(patched, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid="r1", now=0.0, dry_run=False)
+    plan = plan_validation(
+        patched, namespace=pod["metadata"]["namespace"], ctx=ctx, request_uid="r1", now=0.0, dry_run=False
+    )
     if plan.quota is None:
         return plan, plan.decision
     return plan, finish_validation(plan, decide_quota(plan.quota, Ledger(), ctx=ctx, now=0.0), ctx)
@@ -53,8 +55,10 @@ def test_a_pod_with_the_queue_label_is_not_charged_nor_denied_when_accel_quota_i
 
 
 def test_queued_pods_are_not_in_accel_usage_and_still_get_affinity() -> None:
-    running = [gpu_pod(namespace="vision", name="q", node="a100-1", gpus="4", labels={QUEUE_LABEL: "default"}),
-               gpu_pod(namespace="vision", name="p", node="a100-1", gpus="2")]
+    running = [
+        gpu_pod(namespace="vision", name="q", node="a100-1", gpus="4", labels={QUEUE_LABEL: "default"}),
+        gpu_pod(namespace="vision", name="p", node="a100-1", gpus="2"),
+    ]
     parsed = example_policy()
     usage = team_usage(make_inventory(running), catalog=parsed.catalog, policy=parsed.policy)
     assert usage["vision"]["nvidia-a100-80gb"] == 2
@@ -70,7 +74,9 @@ def test_a_queue_scheduled_hardware_profile_makes_its_pods_queued() -> None:
                                 annotations={"accel.dev/accelerator-types": "nvidia-a100-80gb"})
     parsed = parse_policy(files, load_builtin_catalog(), hardware_profiles=[hwp])
     ctx = make_context(policy=parsed)
-    pod = gpu_pod(namespace="vision", profile=None, annotations={"opendatahub.io/hardware-profile-name": "queued-a100"})
+    pod = gpu_pod(
+        namespace="vision", profile=None, annotations={"opendatahub.io/hardware-profile-name": "queued-a100"}
+    )
     plan, decision = admit(pod, ctx)
     assert decision.allowed and plan.quota is None and decision.profile == "queued-a100"
 
@@ -79,7 +85,11 @@ def test_export_is_valid_against_kueue_schemas_and_follows_the_policy() -> None:
     parsed = example_policy()
     inventory = make_inventory()
     result = export_objects(parsed.policy, parsed.catalog, inventory)
-    problems = [f"{o['kind']} {o['metadata']['name']}: {p}" for o in result.objects for p in validate(o, SCHEMAS[o["kind"]])]
+    problems = [
+        f"{o['kind']} {o['metadata']['name']}: {p}"
+        for o in result.objects
+        for p in validate(o, SCHEMAS[o["kind"]])
+    ]
     assert problems == []
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for obj in result.objects:
@@ -90,9 +100,15 @@ def test_export_is_valid_against_kueue_schemas_and_follows_the_policy() -> None:
     queues = {q["metadata"]["name"]: q["spec"] for q in by_kind["ClusterQueue"]}
     nlp = queues["nlp"]["resourceGroups"][0]
     # flavor order = preference order of nlp's profiles (premium-h200, then large-any's h200, h100, a100)
-    assert [f["name"] for f in nlp["flavors"]][:3] == ["nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb"]
+    assert [f["name"] for f in nlp["flavors"]][:3] == [
+        "nvidia-h200-141gb",
+        "nvidia-h100-80gb",
+        "nvidia-a100-80gb",
+    ]
     assert nlp["flavors"][1]["resources"] == [{"name": "nvidia.com/gpu", "nominalQuota": 16}]
-    vision = {f["name"]: f["resources"][0]["nominalQuota"] for f in queues["vision"]["resourceGroups"][0]["flavors"]}
+    vision = {
+        f["name"]: f["resources"][0]["nominalQuota"] for f in queues["vision"]["resourceGroups"][0]["flavors"]
+    }
     assert vision == {"nvidia-a100-80gb": 12, "nvidia-l4-24gb": 2, "nvidia-v100-32gb": 8}
     assert queues["vision"]["namespaceSelector"] == {"matchLabels": {"team": "vision"}}
     local = {(q["metadata"]["namespace"], q["spec"]["clusterQueue"]) for q in by_kind["LocalQueue"]}
@@ -100,16 +116,56 @@ def test_export_is_valid_against_kueue_schemas_and_follows_the_policy() -> None:
     assert any("Cohort" in note for note in result.notes)
 
 
-@pytest.mark.parametrize(("obj", "fragment"), [
-    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"},
-      "spec": {"resourceGroups": [{"coveredResources": ["nvidia.com/gpu"],
-                                   "flavors": [{"name": "A_B", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 1}]}]}]}},
-     "does not match"),
-    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"},
-      "spec": {"resourceGroups": [{"coveredResources": ["nvidia.com/gpu"], "flavors": [{"name": "a", "resources": [{"name": "g"}]}]}]}},
-     "missing required field 'nominalQuota'"),
-    ({"apiVersion": "kueue.x-k8s.io/v1beta1", "kind": "ClusterQueue", "metadata": {"name": "x"}, "spec": {"nominal": 1}},
-     "unknown field"),
-], ids=["bad-flavor-name", "missing-quota", "unknown-field"])
-def test_the_schema_check_catches_what_the_api_server_would_refuse(obj: dict[str, Any], fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        (
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta1",
+                "kind": "ClusterQueue",
+                "metadata": {"name": "x"},
+                "spec": {
+                    "resourceGroups": [
+                        {
+                            "coveredResources": ["nvidia.com/gpu"],
+                            "flavors": [
+                                {"name": "A_B", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 1}]}
+                            ],
+                        }
+                    ]
+                },
+            },
+            "does not match",
+        ),
+        (
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta1",
+                "kind": "ClusterQueue",
+                "metadata": {"name": "x"},
+                "spec": {
+                    "resourceGroups": [
+                        {
+                            "coveredResources": ["nvidia.com/gpu"],
+                            "flavors": [{"name": "a", "resources": [{"name": "g"}]}],
+                        }
+                    ]
+                },
+            },
+            "missing required field 'nominalQuota'",
+        ),
+        (
+            {
+                "apiVersion": "kueue.x-k8s.io/v1beta1",
+                "kind": "ClusterQueue",
+                "metadata": {"name": "x"},
+                "spec": {"nominal": 1},
+            },
+            "unknown field",
+        ),
+    ],
+    ids=["bad-flavor-name", "missing-quota", "unknown-field"],
+)
+def test_the_schema_check_catches_what_the_api_server_would_refuse(
+    obj: dict[str, Any], fragment: str
+) -> None:
     assert any(fragment in p for p in validate(obj, SCHEMAS["ClusterQueue"]))

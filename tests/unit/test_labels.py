@@ -251,85 +251,226 @@ H100_TOPOLOGY = {
 # (node labels, capacity, allocatable (None: = capacity), expected facts), one row per node shape.
 NODES: list[Any] = [
     # --- NVIDIA: exclusive, time-slicing, MPS ----------------------------------------------------
-    pytest.param(H100_TOPOLOGY, {"nvidia.com/gpu": "8"}, None, {
-        "types": ("nvidia-h100-80gb",), "vendor": "nvidia", "gpu_count": 8, "memory_gb": 80, "form_factor": "sxm",
-        "sharing": Sharing.EXCLUSIVE, "replicas": 1, "mig": None, "resources": {"nvidia.com/gpu": 8},
-        "leaf_path": (None, "us-east-1a", None, "spine-2", "leaf-7"), "hostname": "gpu-01", "rdma": True,
-        "clique": "7b968a6d-c8aa-45e1-9e07-e1e51be99c31.1",
-    }, id="eight-h100-exclusive-with-topology"),
-    pytest.param({"nvidia.com/gpu.product": "Tesla-T4-SHARED", "nvidia.com/gpu.count": "4", "nvidia.com/gpu.replicas": "4",
-                  "nvidia.com/gpu.sharing-strategy": "time-slicing"}, {"nvidia.com/gpu": "16"}, None, {
-        "types": ("nvidia-t4-16gb",), "gpu_count": 4, "sharing": Sharing.TIME_SLICED, "replicas": 4,
-        "resources": {"nvidia.com/gpu": 16},
-    }, id="time-sliced-with-shared-suffix"),
-    pytest.param({"nvidia.com/gpu.product": "NVIDIA-A10G", "nvidia.com/gpu.replicas": "10"},
-                 {"nvidia.com/gpu.shared": "80"}, {"nvidia.com/gpu.shared": "78"}, {
-        "types": ("nvidia-a10g-24gb",), "gpu_count": 8, "sharing": Sharing.TIME_SLICED, "replicas": 10,
-        "resources": {"nvidia.com/gpu.shared": 78},
-    }, id="time-sliced-rename-by-default-advertises-gpu-shared"),
-    pytest.param({"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.count": "2"}, {"nvidia.com/gpu.shared": "8"}, None,
-                 {"gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 4},
-                 id="time-sliced-replicas-inferred-when-label-missing"),
-    pytest.param({"nvidia.com/gpu.product": "NVIDIA-L40S", "nvidia.com/gpu.sharing-strategy": "mps",
-                  "nvidia.com/gpu.replicas": "2"}, {"nvidia.com/gpu": "4"}, None,
-                 {"types": ("nvidia-l40s-48gb",), "gpu_count": 2, "sharing": Sharing.MPS, "replicas": 2}, id="mps"),
+    pytest.param(
+        H100_TOPOLOGY,
+        {"nvidia.com/gpu": "8"},
+        None,
+        {
+            "types": ("nvidia-h100-80gb",),
+            "vendor": "nvidia",
+            "gpu_count": 8,
+            "memory_gb": 80,
+            "form_factor": "sxm",
+            "sharing": Sharing.EXCLUSIVE,
+            "replicas": 1,
+            "mig": None,
+            "resources": {"nvidia.com/gpu": 8},
+            "leaf_path": (None, "us-east-1a", None, "spine-2", "leaf-7"),
+            "hostname": "gpu-01",
+            "rdma": True,
+            "clique": "7b968a6d-c8aa-45e1-9e07-e1e51be99c31.1",
+        },
+        id="eight-h100-exclusive-with-topology",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "Tesla-T4-SHARED",
+            "nvidia.com/gpu.count": "4",
+            "nvidia.com/gpu.replicas": "4",
+            "nvidia.com/gpu.sharing-strategy": "time-slicing",
+        },
+        {"nvidia.com/gpu": "16"},
+        None,
+        {
+            "types": ("nvidia-t4-16gb",),
+            "gpu_count": 4,
+            "sharing": Sharing.TIME_SLICED,
+            "replicas": 4,
+            "resources": {"nvidia.com/gpu": 16},
+        },
+        id="time-sliced-with-shared-suffix",
+    ),
+    pytest.param(
+        {"nvidia.com/gpu.product": "NVIDIA-A10G", "nvidia.com/gpu.replicas": "10"},
+        {"nvidia.com/gpu.shared": "80"},
+        {"nvidia.com/gpu.shared": "78"},
+        {
+            "types": ("nvidia-a10g-24gb",),
+            "gpu_count": 8,
+            "sharing": Sharing.TIME_SLICED,
+            "replicas": 10,
+            "resources": {"nvidia.com/gpu.shared": 78},
+        },
+        id="time-sliced-rename-by-default-advertises-gpu-shared",
+    ),
+    pytest.param(
+        {"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.count": "2"},
+        {"nvidia.com/gpu.shared": "8"},
+        None,
+        {"gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 4},
+        id="time-sliced-replicas-inferred-when-label-missing",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "NVIDIA-L40S",
+            "nvidia.com/gpu.sharing-strategy": "mps",
+            "nvidia.com/gpu.replicas": "2",
+        },
+        {"nvidia.com/gpu": "4"},
+        None,
+        {"types": ("nvidia-l40s-48gb",), "gpu_count": 2, "sharing": Sharing.MPS, "replicas": 2},
+        id="mps",
+    ),
     # --- NVIDIA MIG --------------------------------------------------------------------------------
-    pytest.param({"nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb", "nvidia.com/gpu.count": "56",
-                  "nvidia.com/gpu.memory": "5120", "nvidia.com/mig.strategy": "single"}, {"nvidia.com/gpu": "56"}, None, {
-        "types": ("nvidia-a100-40gb",), "gpu_count": 8, "memory_gb": 40, "sharing": Sharing.MIG,
-        "mig": MigLayout(strategy="single", slices={"1g.5gb": 56}),
-    }, id="mig-single-56-slices-on-8-gpus"),
-    pytest.param({"nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb-SHARED", "nvidia.com/gpu.count": "7",
-                  "nvidia.com/gpu.replicas": "2"}, {"nvidia.com/gpu": "14"}, None, {
-        "gpu_count": 1, "sharing": Sharing.MIG, "replicas": 2, "mig": MigLayout(strategy="single", slices={"1g.5gb": 14}),
-    }, id="mig-single-time-sliced"),
-    pytest.param({
-        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
-        "nvidia.com/mig.strategy": "mixed",
-        "nvidia.com/mig-1g.10gb.count": "14",
-        "nvidia.com/mig-1g.10gb.product": "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb",
-        "nvidia.com/mig-3g.40gb.count": "2",
-        "nvidia.com/mig-3g.40gb.product": "NVIDIA-H100-80GB-HBM3-MIG-3g.40gb",
-    }, {"nvidia.com/gpu": "5", "nvidia.com/mig-1g.10gb": "14", "nvidia.com/mig-3g.40gb": "2"},
-        {"nvidia.com/gpu": "5", "nvidia.com/mig-1g.10gb": "12", "nvidia.com/mig-3g.40gb": "2"}, {
-        "types": ("nvidia-h100-80gb",),
-        "gpu_count": 5 + 2 + 1,  # 5 whole, 14 x 1g.10gb on 2 GPUs, 2 x 3g.40gb on 1
-        "sharing": Sharing.MIG,
-        "mig": MigLayout(strategy="mixed", slices={"1g.10gb": 12, "3g.40gb": 2}),
-        "resources": {"nvidia.com/gpu": 5, "nvidia.com/mig-1g.10gb": 12, "nvidia.com/mig-3g.40gb": 2},
-    }, id="mig-mixed-two-profiles-plus-whole-gpus-is-one-type"),
-    pytest.param({"nvidia.com/mig-2g.20gb.count": "3", "nvidia.com/mig-2g.20gb.product": "NVIDIA-A100-SXM4-80GB-MIG-2g.20gb"},
-                 {}, None, {"types": ("nvidia-a100-80gb",), "gpu_count": 1,
-                            "mig": MigLayout(strategy="mixed", slices={"2g.20gb": 3})},
-                 id="mig-mixed-from-labels-only-before-device-plugin-reports"),
-    pytest.param({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-1g.5gb.count": "7",
-                  "nvidia.com/mig-1g.5gb.product": "A100-SXM4-40GB-MIG-1g.5gb"},
-                 {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.5gb": "7"}, None,
-                 {"type_set": {"nvidia-a100-80gb", "nvidia-a100-40gb"}}, id="two-nvidia-types-on-one-node"),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb",
+            "nvidia.com/gpu.count": "56",
+            "nvidia.com/gpu.memory": "5120",
+            "nvidia.com/mig.strategy": "single",
+        },
+        {"nvidia.com/gpu": "56"},
+        None,
+        {
+            "types": ("nvidia-a100-40gb",),
+            "gpu_count": 8,
+            "memory_gb": 40,
+            "sharing": Sharing.MIG,
+            "mig": MigLayout(strategy="single", slices={"1g.5gb": 56}),
+        },
+        id="mig-single-56-slices-on-8-gpus",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "A100-SXM4-40GB-MIG-1g.5gb-SHARED",
+            "nvidia.com/gpu.count": "7",
+            "nvidia.com/gpu.replicas": "2",
+        },
+        {"nvidia.com/gpu": "14"},
+        None,
+        {
+            "gpu_count": 1,
+            "sharing": Sharing.MIG,
+            "replicas": 2,
+            "mig": MigLayout(strategy="single", slices={"1g.5gb": 14}),
+        },
+        id="mig-single-time-sliced",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+            "nvidia.com/mig.strategy": "mixed",
+            "nvidia.com/mig-1g.10gb.count": "14",
+            "nvidia.com/mig-1g.10gb.product": "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb",
+            "nvidia.com/mig-3g.40gb.count": "2",
+            "nvidia.com/mig-3g.40gb.product": "NVIDIA-H100-80GB-HBM3-MIG-3g.40gb",
+        },
+        {"nvidia.com/gpu": "5", "nvidia.com/mig-1g.10gb": "14", "nvidia.com/mig-3g.40gb": "2"},
+        {"nvidia.com/gpu": "5", "nvidia.com/mig-1g.10gb": "12", "nvidia.com/mig-3g.40gb": "2"},
+        {
+            "types": ("nvidia-h100-80gb",),
+            "gpu_count": 5 + 2 + 1,  # 5 whole, 14 x 1g.10gb on 2 GPUs, 2 x 3g.40gb on 1
+            "sharing": Sharing.MIG,
+            "mig": MigLayout(strategy="mixed", slices={"1g.10gb": 12, "3g.40gb": 2}),
+            "resources": {"nvidia.com/gpu": 5, "nvidia.com/mig-1g.10gb": 12, "nvidia.com/mig-3g.40gb": 2},
+        },
+        id="mig-mixed-two-profiles-plus-whole-gpus-is-one-type",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/mig-2g.20gb.count": "3",
+            "nvidia.com/mig-2g.20gb.product": "NVIDIA-A100-SXM4-80GB-MIG-2g.20gb",
+        },
+        {},
+        None,
+        {
+            "types": ("nvidia-a100-80gb",),
+            "gpu_count": 1,
+            "mig": MigLayout(strategy="mixed", slices={"2g.20gb": 3}),
+        },
+        id="mig-mixed-from-labels-only-before-device-plugin-reports",
+    ),
+    pytest.param(
+        {
+            "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+            "nvidia.com/mig-1g.5gb.count": "7",
+            "nvidia.com/mig-1g.5gb.product": "A100-SXM4-40GB-MIG-1g.5gb",
+        },
+        {"nvidia.com/gpu": "1", "nvidia.com/mig-1g.5gb": "7"},
+        None,
+        {"type_set": {"nvidia-a100-80gb", "nvidia-a100-40gb"}},
+        id="two-nvidia-types-on-one-node",
+    ),
     # --- AMD -----------------------------------------------------------------------------------------
-    pytest.param({"amd.com/gpu.product-name": "AMD_Instinct_MI300X_OAM", "amd.com/gpu.device-id": "74a1",
-                  "amd.com/gpu.family": "AI", "amd.com/gpu.vram": "192G", "amd.com/gpu.cu-count": "304"},
-                 {"amd.com/gpu": "8"}, None, {
-        "types": ("amd-mi300x-192gb",), "vendor": "amd", "gpu_count": 8, "memory_gb": 192,
-        "product_label": "AMD_Instinct_MI300X_OAM", "form_factor": "oam", "resources": {"amd.com/gpu": 8},
-    }, id="amd-mi300x-current-labels"),
-    pytest.param({"beta.amd.com/gpu.product-name.AMD_Instinct_MI250X": "1", "beta.amd.com/gpu.vram.64G": "1"},
-                 {"amd.com/gpu": "8"}, None, {"types": ("amd-mi250x-128gb",), "gpu_count": 8},
-                 id="amd-legacy-value-in-key-labels"),
-    pytest.param({"amd.com/gpu.device-id": "74a1"}, {"amd.com/gpu": "1"}, None, {"types": ("amd-mi300x-192gb",)},
-                 id="amd-device-id-only"),
+    pytest.param(
+        {
+            "amd.com/gpu.product-name": "AMD_Instinct_MI300X_OAM",
+            "amd.com/gpu.device-id": "74a1",
+            "amd.com/gpu.family": "AI",
+            "amd.com/gpu.vram": "192G",
+            "amd.com/gpu.cu-count": "304",
+        },
+        {"amd.com/gpu": "8"},
+        None,
+        {
+            "types": ("amd-mi300x-192gb",),
+            "vendor": "amd",
+            "gpu_count": 8,
+            "memory_gb": 192,
+            "product_label": "AMD_Instinct_MI300X_OAM",
+            "form_factor": "oam",
+            "resources": {"amd.com/gpu": 8},
+        },
+        id="amd-mi300x-current-labels",
+    ),
+    pytest.param(
+        {"beta.amd.com/gpu.product-name.AMD_Instinct_MI250X": "1", "beta.amd.com/gpu.vram.64G": "1"},
+        {"amd.com/gpu": "8"},
+        None,
+        {"types": ("amd-mi250x-128gb",), "gpu_count": 8},
+        id="amd-legacy-value-in-key-labels",
+    ),
+    pytest.param(
+        {"amd.com/gpu.device-id": "74a1"},
+        {"amd.com/gpu": "1"},
+        None,
+        {"types": ("amd-mi300x-192gb",)},
+        id="amd-device-id-only",
+    ),
     # --- Intel -------------------------------------------------------------------------------------
-    pytest.param({"gpu.intel.com/family": "Max_Series", "gpu.intel.com/product": "Max_1550", "gpu.intel.com/device.count": "4"},
-                 {"gpu.intel.com/i915": "4", "gpu.intel.com/i915_monitoring": "1"}, None, {
-        "types": ("intel-max-1550-128gb",), "vendor": "intel", "gpu_count": 4, "memory_gb": 128,
-        "resources": {"gpu.intel.com/i915": 4},
-    }, id="intel-max-monitoring-resources-are-not-accelerators"),
-    pytest.param({"gpu.intel.com/product": "Max_1100", "gpu.intel.com/device.count": "2"}, {"gpu.intel.com/i915": "8"}, None,
-                 {"gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 4}, id="intel-shared-devices-are-time-sliced"),
+    pytest.param(
+        {
+            "gpu.intel.com/family": "Max_Series",
+            "gpu.intel.com/product": "Max_1550",
+            "gpu.intel.com/device.count": "4",
+        },
+        {"gpu.intel.com/i915": "4", "gpu.intel.com/i915_monitoring": "1"},
+        None,
+        {
+            "types": ("intel-max-1550-128gb",),
+            "vendor": "intel",
+            "gpu_count": 4,
+            "memory_gb": 128,
+            "resources": {"gpu.intel.com/i915": 4},
+        },
+        id="intel-max-monitoring-resources-are-not-accelerators",
+    ),
+    pytest.param(
+        {"gpu.intel.com/product": "Max_1100", "gpu.intel.com/device.count": "2"},
+        {"gpu.intel.com/i915": "8"},
+        None,
+        {"gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 4},
+        id="intel-shared-devices-are-time-sliced",
+    ),
     # --- Intel Gaudi: the generation only from evidence ------------------------------------------------
     *(
-        pytest.param({"habana.ai/device.count": "8", **({"node.kubernetes.io/instance-type": it} if it else {})},
-                     {"habana.ai/gaudi": "8"}, None, {"types": (expected,), "gpu_count": 8, "vendor": "intel"}, id=name)
+        pytest.param(
+            {"habana.ai/device.count": "8", **({"node.kubernetes.io/instance-type": it} if it else {})},
+            {"habana.ai/gaudi": "8"},
+            None,
+            {"types": (expected,), "gpu_count": 8, "vendor": "intel"},
+            id=name,
+        )
         for it, expected, name in [
             ("dl1.24xlarge", "intel-gaudi-32gb", "gaudi-aws-dl1-is-gaudi1"),
             ("gx3d-160x1792x8gaudi3", "intel-gaudi3-128gb", "gaudi-instance-name-says-gaudi3"),
@@ -339,23 +480,48 @@ NODES: list[Any] = [
         ]
     ),
     # --- unknown and garbage ---------------------------------------------------------------------------
-    pytest.param({}, {"nvidia.com/gpu": "4"}, None, {"types": ("unknown",), "vendor": "nvidia", "gpu_count": 4, "memory_gb": None},
-                 id="gpus-in-capacity-but-no-labels-is-unknown"),
-    pytest.param({"nvidia.com/gpu.product": "NVIDIA-TITAN-RTX", "nvidia.com/gpu.memory": "24576"}, {"nvidia.com/gpu": "2"}, None,
-                 {"types": ("unknown",), "memory_gb": 24.0, "product_label": "NVIDIA-TITAN-RTX"},
-                 id="unknown-product-keeps-nvml-memory"),
+    pytest.param(
+        {},
+        {"nvidia.com/gpu": "4"},
+        None,
+        {"types": ("unknown",), "vendor": "nvidia", "gpu_count": 4, "memory_gb": None},
+        id="gpus-in-capacity-but-no-labels-is-unknown",
+    ),
+    pytest.param(
+        {"nvidia.com/gpu.product": "NVIDIA-TITAN-RTX", "nvidia.com/gpu.memory": "24576"},
+        {"nvidia.com/gpu": "2"},
+        None,
+        {"types": ("unknown",), "memory_gb": 24.0, "product_label": "NVIDIA-TITAN-RTX"},
+        id="unknown-product-keeps-nvml-memory",
+    ),
     *(
-        pytest.param(labels, {"nvidia.com/gpu": gpu} if gpu else {}, None, {"types": types, "gpu_count": count}, id=name)
+        pytest.param(
+            labels,
+            {"nvidia.com/gpu": gpu} if gpu else {},
+            None,
+            {"types": types, "gpu_count": count},
+            id=name,
+        )
         for labels, gpu, types, count, name in [
             ({}, "abc", (), 0, "garbage-capacity-is-zero"),
             ({}, "-4", (), 0, "negative-capacity-is-zero"),
             ({}, "1.5", (), 0, "fractional-capacity-is-zero"),
             ({}, "1e999999", (), 0, "absurd-exponent-is-zero"),
             ({"nvidia.com/gpu.product": "NVIDIA-L4"}, "abc", ("nvidia-l4-24gb",), 0, "label-without-devices"),
-            ({"nvidia.com/gpu.count": "lots", "nvidia.com/gpu.product": "NVIDIA-L4"}, "2", ("nvidia-l4-24gb",), 2,
-             "bad-count-label"),
-            ({"nvidia.com/gpu.replicas": "-3", "nvidia.com/gpu.product": "NVIDIA-L4"}, "2", ("nvidia-l4-24gb",), 2,
-             "bad-replicas"),
+            (
+                {"nvidia.com/gpu.count": "lots", "nvidia.com/gpu.product": "NVIDIA-L4"},
+                "2",
+                ("nvidia-l4-24gb",),
+                2,
+                "bad-count-label",
+            ),
+            (
+                {"nvidia.com/gpu.replicas": "-3", "nvidia.com/gpu.product": "NVIDIA-L4"},
+                "2",
+                ("nvidia-l4-24gb",),
+                2,
+                "bad-replicas",
+            ),
             ({"nvidia.com/gpu.present": "true"}, "", ("unknown",), 0, "present-label-only"),
             ({"nvidia.com/gpu.product": "-SHARED"}, "1", ("unknown",), 1, "suffix-only-product"),
         ]
@@ -365,25 +531,49 @@ NODES: list[Any] = [
         pytest.param(labels, GPU, None, {"types": (expected,)}, id=name)
         for labels, expected, name in [
             ({"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}, "nvidia-a100-40gb", "gke-tesla-a100"),
-            ({"cloud.google.com/gke-accelerator": "nvidia-h100-mega-80gb"}, "nvidia-h100-80gb", "gke-h100-mega"),
+            (
+                {"cloud.google.com/gke-accelerator": "nvidia-h100-mega-80gb"},
+                "nvidia-h100-80gb",
+                "gke-h100-mega",
+            ),
             ({"cloud.google.com/gke-accelerator": "nvidia-h200-141gb"}, "nvidia-h200-141gb", "gke-canonical"),
             ({"cloud.google.com/gke-accelerator": "nvidia-l4"}, "nvidia-l4-24gb", "gke-l4"),
             ({"cloud.google.com/gke-accelerator": "nvidia-tesla-k80"}, "unknown", "gke-unknown-alias"),
             ({"k8s.amazonaws.com/accelerator": "NVIDIA-A10G"}, "nvidia-a10g-24gb", "eks-accelerator"),
-            ({"nvidia.com/gpu.product": "NVIDIA-L40S", "cloud.google.com/gke-accelerator": "nvidia-l4"}, "nvidia-l40s-48gb",
-             "operator-label-beats-cloud-alias"),
+            (
+                {"nvidia.com/gpu.product": "NVIDIA-L40S", "cloud.google.com/gke-accelerator": "nvidia-l4"},
+                "nvidia-l40s-48gb",
+                "operator-label-beats-cloud-alias",
+            ),
         ]
     ),
-    pytest.param({"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-gpu-sharing-strategy": "time-sharing",
-                  "cloud.google.com/gke-max-shared-clients-per-gpu": "3"}, {"nvidia.com/gpu": "6"}, None,
-                 {"types": ("nvidia-l4-24gb",), "gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 3},
-                 id="gke-time-sharing-labels"),
-    pytest.param({"cloud.google.com/gke-accelerator": "nvidia-tesla-a100", "cloud.google.com/gke-gpu-partition-size": "1g.5gb"},
-                 {"nvidia.com/gpu": "14"}, None, {
-        "types": ("nvidia-a100-40gb",), "gpu_count": 2, "sharing": Sharing.MIG,
-        "mig": MigLayout(strategy="single", slices={"1g.5gb": 14}),
-    }, id="gke-mig-partition-is-single-strategy"),
-    # --- RDMA ------------------------------------------------------------------------------------------------
+    pytest.param(
+        {
+            "cloud.google.com/gke-accelerator": "nvidia-l4",
+            "cloud.google.com/gke-gpu-sharing-strategy": "time-sharing",
+            "cloud.google.com/gke-max-shared-clients-per-gpu": "3",
+        },
+        {"nvidia.com/gpu": "6"},
+        None,
+        {"types": ("nvidia-l4-24gb",), "gpu_count": 2, "sharing": Sharing.TIME_SLICED, "replicas": 3},
+        id="gke-time-sharing-labels",
+    ),
+    pytest.param(
+        {
+            "cloud.google.com/gke-accelerator": "nvidia-tesla-a100",
+            "cloud.google.com/gke-gpu-partition-size": "1g.5gb",
+        },
+        {"nvidia.com/gpu": "14"},
+        None,
+        {
+            "types": ("nvidia-a100-40gb",),
+            "gpu_count": 2,
+            "sharing": Sharing.MIG,
+            "mig": MigLayout(strategy="single", slices={"1g.5gb": 14}),
+        },
+        id="gke-mig-partition-is-single-strategy",
+    ),
+    # --- RDMA -----------------------------------------------------------------------------------------------
     *(
         pytest.param(labels, {**GPU, **resources}, None, {"rdma": rdma}, id=name)
         for labels, resources, rdma, name in [

@@ -28,4 +28,6 @@ def test_import_contracts_hold() -> None:
 
 @pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_core_module_reads_no_environment(path: Path) -> None:
-    assert "os.environ" not in path.read_text(encoding="utf-8"), "the core must receive configuration, not read it"
+    assert "os.environ" not in path.read_text(encoding="utf-8"), (
+        "the core must receive configuration, not read it"
+    )

@@ -98,8 +98,14 @@ def test_monitoring_is_an_opt_in_component() -> None:
         found = {o["kind"] for o in build(overlay)} & operator_kinds
         assert not found, f"{overlay.relative_to(MANIFESTS)} needs prometheus-operator CRDs: {found}"
     plain, monitored = build(KIND_OVERLAY), build(MONITORED_OVERLAY)
-    added = {(o["kind"], o["metadata"]["name"]) for o in monitored} - {(o["kind"], o["metadata"]["name"]) for o in plain}
-    assert added == {("ServiceMonitor", "accel"), ("PrometheusRule", "accel"), ("ConfigMap", "accel-grafana-dashboard")}
+    added = {(o["kind"], o["metadata"]["name"]) for o in monitored} - {
+        (o["kind"], o["metadata"]["name"]) for o in plain
+    }
+    assert added == {
+        ("ServiceMonitor", "accel"),
+        ("PrometheusRule", "accel"),
+        ("ConfigMap", "accel-grafana-dashboard"),
+    }
     deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "kubectl apply --server-side -k manifests/overlays/kind\n" in deploy
     assert "kubectl apply --server-side -k manifests/overlays/kind-monitoring" in deploy
@@ -141,7 +147,9 @@ def test_dashboard_json_parses_and_every_panel_has_queries() -> None:
     assert all(panel["targets"] for panel in dashboard["panels"])
 
 
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"])
+@pytest.mark.parametrize(
+    "overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"]
+)
 def test_assembly_gives_unique_objects(overlay: Path) -> None:
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in build(overlay)]
     assert len(keys) == len(set(keys)), f"duplicate objects: {[k for k in keys if keys.count(k) > 1]}"
@@ -158,7 +166,9 @@ def _kubectl_kustomize_works() -> bool:
 @pytest.mark.skipif(
     not _kubectl_kustomize_works(), reason="kubectl (with kustomize) not on PATH; lite build only"
 )
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"])
+@pytest.mark.parametrize(
+    "overlay", [MANIFESTS / "base", KIND_OVERLAY, MONITORED_OVERLAY], ids=["base", "kind", "kind-monitoring"]
+)
 def test_lite_assembly_equals_real_kustomize(overlay: Path) -> None:
     out = subprocess.run(
         ["kubectl", "kustomize", str(overlay)],  # default load restrictor, as `kubectl apply -k`
@@ -366,8 +376,9 @@ def test_webhook_configuration_contract(objects: list[Obj], kind: str, name: str
 
 
 @pytest.mark.parametrize("kind,name,hook,path,side_effects", WEBHOOKS, ids=["mutate", "validate"])
-def test_webhook_path_is_served_by_the_webhook_app(objects: list[Obj], kind: str, name: str, hook: str, path: str,
-                                                   side_effects: str) -> None:  # fmt: skip
+def test_webhook_path_is_served_by_the_webhook_app(
+    objects: list[Obj], kind: str, name: str, hook: str, path: str, side_effects: str
+) -> None:
     routes = _routes("webhook.app")
     assert path in routes, f"{path} not in webhook.app.ROUTES {routes}"
 
@@ -397,10 +408,19 @@ def test_match_conditions_cover_every_accelerator_resource_and_profile_annotatio
             for c in webhook["matchConditions"]
             if c["name"] == "asks-for-accelerator-or-profile"
         )
-        for needle in ("'nvidia.com/gpu'", "'nvidia.com/gpu.shared'", "startsWith('nvidia.com/mig-')", "'amd.com/gpu'",
-                       "'habana.ai/gaudi'", "startsWith('gpu.intel.com/')", "'accel.dev/profile'",
-                       "'opendatahub.io/hardware-profile-name'", "object.spec.initContainers", "c.resources.requests",
-                       "c.resources.limits"):  # fmt: skip
+        for needle in (
+            "'nvidia.com/gpu'",
+            "'nvidia.com/gpu.shared'",
+            "startsWith('nvidia.com/mig-')",
+            "'amd.com/gpu'",
+            "'habana.ai/gaudi'",
+            "startsWith('gpu.intel.com/')",
+            "'accel.dev/profile'",
+            "'opendatahub.io/hardware-profile-name'",
+            "object.spec.initContainers",
+            "c.resources.requests",
+            "c.resources.limits",
+        ):
             assert needle in expression, f"{name}: matchCondition does not mention {needle}"
         assert expression.count("(") == expression.count(")")
 
@@ -441,8 +461,14 @@ def test_scheduler_config_wires_the_extender(objects: list[Obj]) -> None:
 def test_managed_resources_list_every_accelerator_name(objects: list[Obj]) -> None:
     managed = _scheduler_config(objects)["extenders"][0]["managedResources"]
     names = [m["name"] for m in managed]
-    expected = {"nvidia.com/gpu", "nvidia.com/gpu.shared", "amd.com/gpu", "habana.ai/gaudi", "gpu.intel.com/i915",
-                "gpu.intel.com/xe"}  # fmt: skip
+    expected = {
+        "nvidia.com/gpu",
+        "nvidia.com/gpu.shared",
+        "amd.com/gpu",
+        "habana.ai/gaudi",
+        "gpu.intel.com/i915",
+        "gpu.intel.com/xe",
+    }
     profiles = set(MIG_PROFILES) | _catalog_mig_profiles()
     expected |= {f"nvidia.com/mig-{p}{s}" for p in profiles for s in ("", ".shared")}
     assert len(names) == len(set(names))
@@ -565,17 +591,24 @@ def test_apiserver_cidr_overlay_narrows_the_webhook_to_an_ip_block() -> None:
     assert policy["ingress"] == [
         {"from": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 8443, "protocol": "TCP"}]}
     ]
-    assert find(objects, "NetworkPolicy", "accel-extender-ingress") == find(build(MANIFESTS / "base"), "NetworkPolicy", "accel-extender-ingress")
+    assert find(objects, "NetworkPolicy", "accel-extender-ingress") == find(
+        build(MANIFESTS / "base"), "NetworkPolicy", "accel-extender-ingress"
+    )
 
 
-def test_scheduler_authenticates_to_the_extender_with_the_cert_jobs_client_certificate(objects: list[Obj]) -> None:
+def test_scheduler_authenticates_to_the_extender_with_the_cert_jobs_client_certificate(
+    objects: list[Obj],
+) -> None:
     """tlsConfig's certFile/keyFile/caFile lie on the mounted Secret the cert Job keeps, whose CN is the
     one `accel serve extender` accepts by default; the extender verifies against its own ca.crt."""
     from cli.serve import DEFAULT_SCHEDULER_CLIENT
 
     tls = _scheduler_config(objects)["extenders"][0]["tlsConfig"]
     (c,) = find(objects, "Deployment", "accel-scheduler")["spec"]["template"]["spec"]["containers"]
-    volumes = {v["name"]: v for v in find(objects, "Deployment", "accel-scheduler")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {
+        v["name"]: v
+        for v in find(objects, "Deployment", "accel-scheduler")["spec"]["template"]["spec"]["volumes"]
+    }
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     for key, file in (("certFile", "tls.crt"), ("keyFile", "tls.key"), ("caFile", "ca.crt")):
         path = Path(tls[key])
@@ -584,7 +617,9 @@ def test_scheduler_authenticates_to_the_extender_with_the_cert_jobs_client_certi
     job_args = pod_specs(find(objects, "Job", "accel-certs")).__next__()["containers"][0]["args"]
     assert f"accel-scheduler-client={DEFAULT_SCHEDULER_CLIENT}" in job_args
     (ext,) = find(objects, "Deployment", "accel-extender")["spec"]["template"]["spec"]["containers"]
-    assert "--allow-unauthenticated" not in ext["args"] and "--client-ca" not in ext["args"]  # default: CERT_DIR/ca.crt
+    assert (
+        "--allow-unauthenticated" not in ext["args"] and "--client-ca" not in ext["args"]
+    )  # default: CERT_DIR/ca.crt
 
 
 def test_api_mounts_the_optional_redaction_key_where_the_readme_says(objects: list[Obj]) -> None:
@@ -592,7 +627,11 @@ def test_api_mounts_the_optional_redaction_key_where_the_readme_says(objects: li
     volumes = {v["name"]: v for v in spec["volumes"]}
     (c,) = spec["containers"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    assert volumes["redaction"]["secret"] == {"secretName": "accel-api-redaction", "optional": True, "defaultMode": 0o440}
+    assert volumes["redaction"]["secret"] == {
+        "secretName": "accel-api-redaction",
+        "optional": True,
+        "defaultMode": 0o440,
+    }
     assert mounts["redaction"] == "/etc/accel/redaction"
     assert "redactionKeyFile: /etc/accel/redaction/key" in (ROOT / "README.md").read_text()
 
@@ -612,10 +651,19 @@ def test_alerts_and_dashboard_use_only_contract_metrics(monitored: list[Obj]) ->
     used = {m for expr in _promql(objects) for m in re.findall(r"\baccel_[a-z_]+", expr)}
     assert used <= CONTRACT_METRICS, f"unknown metric names: {used - CONTRACT_METRICS}"
     alerts = {
-        r["alert"] for g in find(objects, "PrometheusRule", "accel")["spec"]["groups"] for r in g["rules"] if "alert" in r
+        r["alert"]
+        for g in find(objects, "PrometheusRule", "accel")["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
     }
-    for needed in ("AccelWebhookErrors", "AccelWebhookLatencyHigh", "AccelAdmissionDenialsSpike", "AccelQuotaNearLimit",
-                   "AccelCertExpiringSoon", "AccelExtenderErrors"):  # fmt: skip
+    for needed in (
+        "AccelWebhookErrors",
+        "AccelWebhookLatencyHigh",
+        "AccelAdmissionDenialsSpike",
+        "AccelQuotaNearLimit",
+        "AccelCertExpiringSoon",
+        "AccelExtenderErrors",
+    ):
         assert needed in alerts
     assert (ROOT / "docs" / "deploy.md").is_file()
     docs = (ROOT / "docs" / "deploy.md").read_text()
@@ -663,7 +711,9 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_every_package() -> None:
     sources = {s for line in copied for s in line.split()}
     for package in {p.rstrip("*") for p in packages}:
         assert package in sources, f"Dockerfile does not COPY package {package}"
-    ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    ignored = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and ln[0] != "#"
+    ]
     for source in sources:
         assert (ROOT / source).exists(), f"COPY source {source} does not exist"
         assert source not in ignored, f"COPY source {source} is excluded by .dockerignore"
@@ -680,7 +730,9 @@ def test_the_image_runs_without_the_plot_extra() -> None:
         "from cli.main import main\n"
         "main(['serve', '--help'])\n"  # argparse exits 0 after printing
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 

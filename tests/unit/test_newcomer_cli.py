@@ -25,9 +25,13 @@ ACCEL = Path(sys.executable).with_name("accel")
 SAMPLE = ["--snapshot", SNAPSHOT, "--policy", str(POLICY)]
 
 
-def accel(*argv: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def accel(
+    *argv: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     assert ACCEL.is_file(), f"{ACCEL} missing: install the project (make .venv/.installed)"
-    return subprocess.run([str(ACCEL), *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [str(ACCEL), *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -38,8 +42,12 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def served_api(*argv: str, log: Path) -> Iterator[str]:
     """`accel serve api --insecure-plaintext --port 0 ...` until the block ends; yields its base URL."""
     with log.open("w") as sink:
-        proc = subprocess.Popen([str(ACCEL), "serve", "api", "--host", "127.0.0.1", "--port", "0", "--insecure-plaintext", *argv],
-                                stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [str(ACCEL), "serve", "api", "--host", "127.0.0.1", "--port", "0", "--insecure-plaintext", *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -72,8 +80,12 @@ def get(url: str) -> tuple[int, Any]:
 # --- files in other encodings ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("encoding", "bom"), [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-8", b"\xef\xbb\xbf")])
-def test_snapshot_and_policy_in_utf16_or_with_a_bom_are_read(tmp_path: Path, encoding: str, bom: bytes) -> None:
+@pytest.mark.parametrize(
+    ("encoding", "bom"), [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-8", b"\xef\xbb\xbf")]
+)
+def test_snapshot_and_policy_in_utf16_or_with_a_bom_are_read(
+    tmp_path: Path, encoding: str, bom: bytes
+) -> None:
     """What PowerShell's `>` writes (UTF-16 LE with a BOM) reads like the UTF-8 original."""
     snapshot = tmp_path / "cluster.yaml"
     snapshot.write_bytes(bom + Path(SNAPSHOT).read_text(encoding="utf-8").encode(encoding))
@@ -99,7 +111,10 @@ def test_binary_snapshot_and_policy_are_clear_errors(tmp_path: Path) -> None:
     policy = tmp_path / "policy"
     policy.mkdir()
     (policy / "teams.yaml").write_bytes("teams:\n- name: caf\xe9\n".encode("latin-1"))
-    for command in (["policy", "validate", str(policy)], ["nodes", "--snapshot", SNAPSHOT, "--policy", str(policy)]):
+    for command in (
+        ["policy", "validate", str(policy)],
+        ["nodes", "--snapshot", SNAPSHOT, "--policy", str(policy)],
+    ):
         result = accel(*command)
         no_traceback(result)
         assert result.returncode == 1
@@ -109,7 +124,17 @@ def test_binary_snapshot_and_policy_are_clear_errors(tmp_path: Path) -> None:
 def test_server_with_a_binary_snapshot_says_so_and_exits(tmp_path: Path) -> None:
     binary = tmp_path / "cluster.yaml"
     binary.write_bytes(b"\x00\x01\x02binary")
-    result = accel("serve", "api", "--insecure-plaintext", "--port", "0", "--snapshot", str(binary), "--policy", str(POLICY))
+    result = accel(
+        "serve",
+        "api",
+        "--insecure-plaintext",
+        "--port",
+        "0",
+        "--snapshot",
+        str(binary),
+        "--policy",
+        str(POLICY),
+    )
     no_traceback(result)
     assert result.returncode == 1 and "is a binary file" in result.stderr
 
@@ -129,7 +154,9 @@ def test_a_closed_pipe_ends_the_command_quietly(command: list[str]) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody will ever read: the first write fails with EPIPE
     try:
-        proc = subprocess.run([str(ACCEL), *command], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [str(ACCEL), *command], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, cwd=ROOT
+        )
     finally:
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
@@ -161,7 +188,17 @@ def test_serving_without_certificates_says_which_commands_to_run() -> None:
 
 def test_serving_an_invalid_policy_dir_fails_at_start_with_its_errors(tmp_path: Path) -> None:
     (tmp_path / "teams.yaml").write_text("teams:\n- name: x\n  quota: {nope-gpu-1gb: 1}\n", encoding="utf-8")
-    result = accel("serve", "api", "--insecure-plaintext", "--port", "0", "--snapshot", SNAPSHOT, "--policy", str(tmp_path))
+    result = accel(
+        "serve",
+        "api",
+        "--insecure-plaintext",
+        "--port",
+        "0",
+        "--snapshot",
+        SNAPSHOT,
+        "--policy",
+        str(tmp_path),
+    )
     no_traceback(result)
     assert result.returncode == 1
     assert f"policy {tmp_path} is invalid (1 error(s))" in result.stderr and "nope-gpu-1gb" in result.stderr
@@ -198,8 +235,10 @@ def test_unreadable_gpu_capacities_are_warned_about(tmp_path: Path) -> None:
     assert result.returncode == 0 and "gpu-bad-1" in result.stdout
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warnings == [
-        "accel: warning: node gpu-bad-1: status.capacity[nvidia.com/gpu] is 'abc', not a whole non-negative number of devices; read as 0",
-        "accel: warning: node gpu-bad-1: status.allocatable[nvidia.com/gpu] is '-8', not a whole non-negative number of devices; read as 0",
+        "accel: warning: node gpu-bad-1: status.capacity[nvidia.com/gpu] is 'abc', not a whole non-negative "
+        "number of devices; read as 0",
+        "accel: warning: node gpu-bad-1: status.allocatable[nvidia.com/gpu] is '-8', not a whole "
+        "non-negative number of devices; read as 0",
     ]  # and none for gpu-ok-1, whose "0" is a real zero
 
 
@@ -211,13 +250,29 @@ def test_unreadable_gpu_capacities_are_warned_about_by_the_api_and_in_its_log(tm
         status, body = get(base + "/api/nodes")
         assert status == 200
         warned = {n["name"]: n["warnings"] for n in body["nodes"]}
-        assert warned["gpu-bad-1"][0].startswith("status.capacity[nvidia.com/gpu] is 'abc'") and warned["gpu-ok-1"] == []
+        assert (
+            warned["gpu-bad-1"][0].startswith("status.capacity[nvidia.com/gpu] is 'abc'")
+            and warned["gpu-ok-1"] == []
+        )
         status, body = get(base + "/api/nodes?type=bogus")
-        assert status == 400 and "unknown accelerator type 'bogus'" in body["error"] and "nvidia-h100-80gb" in body["error"]
+        assert (
+            status == 400
+            and "unknown accelerator type 'bogus'" in body["error"]
+            and "nvidia-h100-80gb" in body["error"]
+        )
     records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    logged = [(r["node"], r["problem"].split(",")[0]) for r in records if r.get("message") == "node status value unreadable"]
-    assert sorted(logged) == [("gpu-bad-1", "status.allocatable[nvidia.com/gpu] is '-8'"), ("gpu-bad-1", "status.capacity[nvidia.com/gpu] is 'abc'")]
-    startup = [r["message"] for r in records if r.get("logger") != "accel.audit.policy" and r["level"] == "info"][:3]
+    logged = [
+        (r["node"], r["problem"].split(",")[0])
+        for r in records
+        if r.get("message") == "node status value unreadable"
+    ]
+    assert sorted(logged) == [
+        ("gpu-bad-1", "status.allocatable[nvidia.com/gpu] is '-8'"),
+        ("gpu-bad-1", "status.capacity[nvidia.com/gpu] is 'abc'"),
+    ]
+    startup = [
+        r["message"] for r in records if r.get("logger") != "accel.audit.policy" and r["level"] == "info"
+    ][:3]
     assert startup == ["policy loaded", "serving", "ready"]  # a summary, not the policy
     assert not any("collector" in r["message"] or "diff" in r for r in records)
 
@@ -248,8 +303,15 @@ def test_estimate_sizes_each_profile_to_the_fewest_gpus_that_fit() -> None:
     assert result.returncode == 0, result.stderr
     rows = {e["profile"]: e for e in json.loads(result.stdout)["estimates"]}
     # 8.03e9 params x (2 + 2 + 12) B x 1.2 = 154 GB over units of 0.9 x memory
-    assert {p: rows[p]["gpus"] for p in ("large-any", "amd-mi300x", "a100-80gb")} == {"large-any": 2, "amd-mi300x": 1, "a100-80gb": 3}
-    assert all(rows[p]["fits"] and rows[p]["rank"] and rows[p]["gpusSizedToFit"] for p in ("large-any", "amd-mi300x", "a100-80gb"))
+    assert {p: rows[p]["gpus"] for p in ("large-any", "amd-mi300x", "a100-80gb")} == {
+        "large-any": 2,
+        "amd-mi300x": 1,
+        "a100-80gb": 3,
+    }
+    assert all(
+        rows[p]["fits"] and rows[p]["rank"] and rows[p]["gpusSizedToFit"]
+        for p in ("large-any", "amd-mi300x", "a100-80gb")
+    )
     assert rows["large-any"]["hours"] < 100  # not the 82,620 h of one pod-default GPU
     table = accel("estimate", "--model", "llama-3-8b", "--tokens", "2e9", *SAMPLE)
     assert "does not fit" not in table.stdout and "the fewest that hold the model" in table.stdout
@@ -259,7 +321,10 @@ def test_estimate_sizes_each_profile_to_the_fewest_gpus_that_fit() -> None:
 def test_estimate_warns_when_gpus_exceed_a_profiles_per_pod_max() -> None:
     result = accel("estimate", "--model", "llama-3-8b", "--tokens", "2e9", "--gpus", "16", *SAMPLE)
     assert result.returncode == 0
-    assert "accel: warning: --gpus 16 is over the per-pod maximum of" in result.stderr and "a100-80gb (8)" in result.stderr
+    assert (
+        "accel: warning: --gpus 16 is over the per-pod maximum of" in result.stderr
+        and "a100-80gb (8)" in result.stderr
+    )
     assert "over the profile's max of 8 GPUs per pod: 2 pods" in result.stdout
 
 
@@ -272,7 +337,10 @@ def test_dev_identity_lets_the_local_page_show_a_teams_view(tmp_path: Path) -> N
         status, who = get(base + "/api/whoami")
         assert status == 200 and who["teams"] == ["nlp"] and who["devIdentity"] is True
         assert len(get(base + "/api/hardware-profiles")[1]["profiles"]) == 6  # anonymous sees 2
-    assert "accel: development identity: callers without a token are treated as team:nlp (local use only)" in log.read_text()
+    assert (
+        "accel: development identity: callers without a token are treated as team:nlp (local use only)"
+        in log.read_text()
+    )
 
 
 @pytest.mark.parametrize("argv", [
@@ -282,7 +350,10 @@ def test_dev_identity_lets_the_local_page_show_a_teams_view(tmp_path: Path) -> N
 def test_dev_identity_is_refused_outside_a_local_snapshot_api(argv: list[str]) -> None:
     result = accel(*argv, "--dev-identity", "team:nlp")
     no_traceback(result)
-    assert result.returncode == 1 and "--dev-identity is for local use of `accel serve api --snapshot FILE` only" in result.stderr
+    assert (
+        result.returncode == 1
+        and "--dev-identity is for local use of `accel serve api --snapshot FILE` only" in result.stderr
+    )
 
 
 # --- README quickstart --------------------------------------------------------------------
@@ -338,7 +409,15 @@ def test_discover_drafts_on_the_type_not_on_the_selected_nodes_leaf_and_product(
 
 
 def test_discover_pins_only_what_the_selector_asked_for_minus_the_product_string() -> None:
-    result = accel("profiles", "discover", *SAMPLE, "-l", "topology.kubernetes.io/zone=eu-west-1a,nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3", "-o", "json")
+    result = accel(
+        "profiles",
+        "discover",
+        *SAMPLE,
+        "-l",
+        "topology.kubernetes.io/zone=eu-west-1a,nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",
+        "-o",
+        "json",
+    )
     assert result.returncode == 0, result.stderr
     profile = json.loads(result.stdout)["profile"]
     assert profile["nodeSelector"] == {"topology.kubernetes.io/zone": "eu-west-1a"}

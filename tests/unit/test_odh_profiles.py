@@ -31,10 +31,18 @@ def mapped(obj: dict[str, Any]) -> Any:
 
 def test_node_profile_maps_counts_type_tolerations_and_keeps_other_selector_keys() -> None:
     obj = make_hardware_profile("h100", default="2", maximum=8, node_selector={**H100, "pool": "train"})
-    obj["spec"]["scheduling"]["node"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    obj["spec"]["scheduling"]["node"]["tolerations"] = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     external = mapped(obj)
     p = external.profile
-    assert (p.name, p.display_name, p.types, p.gpus.default, p.gpus.max) == ("h100", "H100", ("nvidia-h100-80gb",), 2, 8)
+    assert (p.name, p.display_name, p.types, p.gpus.default, p.gpus.max) == (
+        "h100",
+        "H100",
+        ("nvidia-h100-80gb",),
+        2,
+        8,
+    )
     assert dict(p.node_selector) == {"pool": "train"}  # the product key became accel's affinity
     assert p.tolerations[0].key == "nvidia.com/gpu" and p.sharing is Sharing.EXCLUSIVE
     assert (external.namespace, external.local_queue, p.kueue_local_queue) == ("opendatahub", None, None)
@@ -46,9 +54,13 @@ def test_node_profile_maps_counts_type_tolerations_and_keeps_other_selector_keys
     ("nvidia.com/mig-1g.10gb", {}, Sharing.MIG, {"mig_profile": "1g.10gb"}),
     ("amd.com/gpu", {}, Sharing.EXCLUSIVE, {}),
 ], ids=["time-sliced-from-shared-name", "mig-from-mig-resource", "amd-exclusive"])
-def test_sharing_comes_from_the_resource_name(gpu: str, annotations: dict[str, str], sharing: Sharing, extra: dict[str, Any]) -> None:
+def test_sharing_comes_from_the_resource_name(
+    gpu: str, annotations: dict[str, str], sharing: Sharing, extra: dict[str, Any]
+) -> None:
     types = "nvidia-a100-80gb" if "amd" not in gpu else "amd-mi300x-192gb"
-    p = mapped(make_hardware_profile("p", gpu=gpu, annotations={TYPES_ANNOTATION: types, **annotations})).profile
+    p = mapped(
+        make_hardware_profile("p", gpu=gpu, annotations={TYPES_ANNOTATION: types, **annotations})
+    ).profile
     assert p.sharing is sharing
     assert {k: getattr(p, k) for k in extra} == extra
 
@@ -80,22 +92,56 @@ def test_deprecated_dashboard_group_reads_node_selectors_list() -> None:
     assert (p.types, p.enabled, p.gpus.max, p.tolerations[0].key) == (("nvidia-a100-80gb",), False, 4, "gpu")
 
 
-@pytest.mark.parametrize(("change", "path", "fragment"), [
-    (lambda o: o["metadata"]["annotations"].update({TYPES_ANNOTATION: "nvidia-a100-81gb"}),
-     f"metadata.annotations[{TYPES_ANNOTATION}]", "unknown accelerator type 'nvidia-a100-81gb'"),
-    (lambda o: o["spec"]["scheduling"]["node"]["nodeSelector"].update({"nvidia.com/gpu.product": "NVIDIA-Z9000"}),
-     "nodeSelector[nvidia.com/gpu.product]", "names no known accelerator type"),
-    (lambda o: o["spec"]["identifiers"][1].update({"defaultCount": "two"}),
-     "spec.identifiers[1].defaultCount", "not a whole number"),
-    (lambda o: o["spec"]["identifiers"][1].update({"defaultCount": 4, "maxCount": 2}),
-     "spec.identifiers[1].defaultCount", "above maxCount 2"),
-    (lambda o: o["spec"]["identifiers"].append({"identifier": "amd.com/gpu", "resourceType": "Accelerator"}),
-     "spec.identifiers", "accel maps one accelerator per profile"),
-    (lambda o: o["metadata"]["annotations"].update({"accel.dev/cost-per-gpu-hour": "cheap"}),
-     "metadata.annotations[accel.dev/cost-per-gpu-hour]", "not a price"),
-], ids=["unknown-annotated-type", "unknown-product-label", "count-not-a-number", "default-above-max",
-        "two-accelerators", "bad-price"])
-def test_bad_hardware_profiles_are_reported_under_the_object_name(change: Any, path: str, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "path", "fragment"),
+    [
+        (
+            lambda o: o["metadata"]["annotations"].update({TYPES_ANNOTATION: "nvidia-a100-81gb"}),
+            f"metadata.annotations[{TYPES_ANNOTATION}]",
+            "unknown accelerator type 'nvidia-a100-81gb'",
+        ),
+        (
+            lambda o: o["spec"]["scheduling"]["node"]["nodeSelector"].update(
+                {"nvidia.com/gpu.product": "NVIDIA-Z9000"}
+            ),
+            "nodeSelector[nvidia.com/gpu.product]",
+            "names no known accelerator type",
+        ),
+        (
+            lambda o: o["spec"]["identifiers"][1].update({"defaultCount": "two"}),
+            "spec.identifiers[1].defaultCount",
+            "not a whole number",
+        ),
+        (
+            lambda o: o["spec"]["identifiers"][1].update({"defaultCount": 4, "maxCount": 2}),
+            "spec.identifiers[1].defaultCount",
+            "above maxCount 2",
+        ),
+        (
+            lambda o: o["spec"]["identifiers"].append(
+                {"identifier": "amd.com/gpu", "resourceType": "Accelerator"}
+            ),
+            "spec.identifiers",
+            "accel maps one accelerator per profile",
+        ),
+        (
+            lambda o: o["metadata"]["annotations"].update({"accel.dev/cost-per-gpu-hour": "cheap"}),
+            "metadata.annotations[accel.dev/cost-per-gpu-hour]",
+            "not a price",
+        ),
+    ],
+    ids=[
+        "unknown-annotated-type",
+        "unknown-product-label",
+        "count-not-a-number",
+        "default-above-max",
+        "two-accelerators",
+        "bad-price",
+    ],
+)
+def test_bad_hardware_profiles_are_reported_under_the_object_name(
+    change: Any, path: str, fragment: str
+) -> None:
     obj = make_hardware_profile("bad", node_selector=dict(H100))
     change(obj)
     profile, errors = profile_from_object(obj, CATALOG)
@@ -109,17 +155,24 @@ def test_names_are_shared_with_profiles_yaml_and_a_clash_names_both_sources() ->
              "teams.yaml": "teams:\n- name: t\n  allowedProfiles: [h100, odh-a100]\n"}
     ok = parse_policy(files, CATALOG, hardware_profiles=[
         make_hardware_profile("odh-a100", node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"})])
-    assert ok.policy.profile("odh-a100") is not None and ok.policy.profile("odh-a100").types == ("nvidia-a100-80gb",)
+    assert ok.policy.profile("odh-a100") is not None and ok.policy.profile("odh-a100").types == (
+        "nvidia-a100-80gb",
+    )
     with pytest.raises(PolicyInvalid) as caught:
         parse_policy(files, CATALOG, hardware_profiles=[make_hardware_profile("h100", namespace="ml"),
                                                          make_hardware_profile("odh-a100"),
                                                          make_hardware_profile("odh-a100", namespace="ml")])
     found = {(e.file, e.message.split(";")[0]) for e in caught.value.errors}
     assert found == {
-        ("HardwareProfile ml/h100 (infrastructure.opendatahub.io/v1alpha1)",
-         "profile name 'h100' is also defined by profiles.yaml profiles[0]"),
-        (SOURCE.format("odh-a100"),
-         "profile name 'odh-a100' is also defined by HardwareProfile ml/odh-a100 (infrastructure.opendatahub.io/v1alpha1)"),
+        (
+            "HardwareProfile ml/h100 (infrastructure.opendatahub.io/v1alpha1)",
+            "profile name 'h100' is also defined by profiles.yaml profiles[0]",
+        ),
+        (
+            SOURCE.format("odh-a100"),
+            "profile name 'odh-a100' is also defined by HardwareProfile ml/odh-a100 "
+            "(infrastructure.opendatahub.io/v1alpha1)",
+        ),
     }
 
 
@@ -191,8 +244,13 @@ def test_the_builder_makes_objects_the_published_crd_accepts(obj: dict[str, Any]
 def test_the_published_status_schema_would_prune_anything_accel_wrote_there() -> None:
     from tests.unit.crd_schema import load_schema
 
-    status = load_schema("infrastructure.opendatahub.io_hardwareprofiles.yaml", "v1alpha1")["properties"]["status"]
-    assert status == {"description": status["description"], "type": "object"}  # no fields, no preserve-unknown
+    status = load_schema("infrastructure.opendatahub.io_hardwareprofiles.yaml", "v1alpha1")["properties"][
+        "status"
+    ]
+    assert status == {
+        "description": status["description"],
+        "type": "object",
+    }  # no fields, no preserve-unknown
 
 
 async def test_accel_writes_detected_types_and_availability_as_annotations_once() -> None:
@@ -207,23 +265,43 @@ async def test_accel_writes_detected_types_and_availability_as_annotations_once(
     cluster = FakeCluster(controller_namespace="accel-system")
     cluster.apply(make_namespace("accel-system"))
     cluster.apply(make_node("gpu-1", labels=dict(H100), allocatable={"nvidia.com/gpu": "8"}))
-    cluster.apply(make_configmap("accel-policy", "accel-system",
-                                 {p.name: p.read_text() for p in (root / "examples" / "policy").glob("*.yaml")}))
+    cluster.apply(
+        make_configmap(
+            "accel-policy",
+            "accel-system",
+            {p.name: p.read_text() for p in (root / "examples" / "policy").glob("*.yaml")},
+        )
+    )
     cluster.apply(make_hardware_profile("odh-h100", node_selector=dict(H100)))
     cluster.apply(make_hardware_profile("odh-cpu", gpu=None))
-    deps = ClusterDeps(source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster)
+    deps = ClusterDeps(
+        source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster
+    )
     state = build_state(deps, namespace="accel-system", policy_files=None, metrics=Metrics(), app_name="t",
                         min_rebuild_interval_s=0.0)
     task = asyncio.create_task(state.run())
     try:
         await until(lambda: state.ready()[0] and state.view().parsed.policy.profile("odh-h100") is not None)
         assert await annotate_round(state, cluster) == 1
-        notes = cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-h100", "opendatahub")["metadata"]["annotations"]
+        notes = cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-h100", "opendatahub")[
+            "metadata"
+        ]["annotations"]
         assert notes["accel.dev/detected-accelerator-types"] == "nvidia-h100-80gb"
-        assert notes["accel.dev/availability"] == '{"available": true, "availableGpus": 8, "totalGpus": 8, "pricePerGpuHour": 3.78}'
-        assert not cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-cpu", "opendatahub")["metadata"]["annotations"]
-        await until(lambda: "accel.dev/availability" in (state.watcher.hardware_profile_objects()[0]["metadata"].get("annotations") or {})
-                    or "accel.dev/availability" in (state.watcher.hardware_profile_objects()[-1]["metadata"].get("annotations") or {}))
+        assert (
+            notes["accel.dev/availability"]
+            == '{"available": true, "availableGpus": 8, "totalGpus": 8, "pricePerGpuHour": 3.78}'
+        )
+        assert not cluster.get("hardwareprofiles.infrastructure.opendatahub.io", "odh-cpu", "opendatahub")[
+            "metadata"
+        ]["annotations"]
+        await until(
+            lambda: (
+                "accel.dev/availability"
+                in (state.watcher.hardware_profile_objects()[0]["metadata"].get("annotations") or {})
+                or "accel.dev/availability"
+                in (state.watcher.hardware_profile_objects()[-1]["metadata"].get("annotations") or {})
+            )
+        )
         assert await annotate_round(state, cluster) == 0  # unchanged: not rewritten
     finally:
         task.cancel()
@@ -248,16 +326,33 @@ async def test_accels_own_notes_on_a_hardware_profile_do_not_revalidate_the_poli
         await task
 
 
-def test_policy_validate_checks_hardware_profiles_with_the_policy(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_validate_checks_hardware_profiles_with_the_policy(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     import yaml as pyyaml
 
     from cli.main import main
 
     root = __import__("pathlib").Path(__file__).resolve().parents[2]
     listing = tmp_path / "hwp.yaml"
-    listing.write_text(pyyaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [
-        make_hardware_profile("a100-80gb", node_selector=dict(H100)), make_hardware_profile("odh-h100", node_selector=dict(H100))]}))
-    assert main(["policy", "validate", str(root / "examples" / "policy"), "--hardware-profiles", str(listing)]) == 1
+    listing.write_text(
+        pyyaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    make_hardware_profile("a100-80gb", node_selector=dict(H100)),
+                    make_hardware_profile("odh-h100", node_selector=dict(H100)),
+                ],
+            }
+        )
+    )
+    assert (
+        main(["policy", "validate", str(root / "examples" / "policy"), "--hardware-profiles", str(listing)])
+        == 1
+    )
     err = capsys.readouterr().err
-    assert "HardwareProfile opendatahub/a100-80gb (infrastructure.opendatahub.io/v1alpha1): metadata.name" in err
+    assert (
+        "HardwareProfile opendatahub/a100-80gb (infrastructure.opendatahub.io/v1alpha1): metadata.name" in err
+    )
     assert "also defined by profiles.yaml profiles[" in err and "odh-h100" not in err

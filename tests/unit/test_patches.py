@@ -45,7 +45,10 @@ CASES: list[tuple[str, dict[str, Any], Any, list[dict[str, Any]]]] = [
     (
         "second-key-into-created-map-is-a-member-add",
         {"metadata": {}},
-        lambda b: (b.set(["metadata", "annotations", "a/b"], "1"), b.set(["metadata", "annotations", "c"], "2")),
+        lambda b: (
+            b.set(["metadata", "annotations", "a/b"], "1"),
+            b.set(["metadata", "annotations", "c"], "2"),
+        ),
         [
             {"op": "add", "path": "/metadata/annotations", "value": {"a/b": "1"}},
             {"op": "add", "path": "/metadata/annotations/c", "value": "2"},
@@ -84,7 +87,10 @@ CASES: list[tuple[str, dict[str, Any], Any, list[dict[str, Any]]]] = [
     (
         "append-to-missing-array-adds-array",
         {"spec": {}},
-        lambda b: (b.append(["spec", "tolerations"], {"key": "a"}), b.append(["spec", "tolerations"], {"key": "b"})),
+        lambda b: (
+            b.append(["spec", "tolerations"], {"key": "a"}),
+            b.append(["spec", "tolerations"], {"key": "b"}),
+        ),
         [
             {"op": "add", "path": "/spec/tolerations", "value": [{"key": "a"}]},
             {"op": "add", "path": "/spec/tolerations/-", "value": {"key": "b"}},
@@ -112,7 +118,9 @@ CASES: list[tuple[str, dict[str, Any], Any, list[dict[str, Any]]]] = [
 
 
 @pytest.mark.parametrize(("doc", "action", "ops"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_ops_are_minimal_and_apply_to_the_original(doc: dict[str, Any], action: Any, ops: list[dict[str, Any]]) -> None:
+def test_ops_are_minimal_and_apply_to_the_original(
+    doc: dict[str, Any], action: Any, ops: list[dict[str, Any]]
+) -> None:
     builder = PatchBuilder(doc)
     action(builder)
     assert builder.ops == ops
@@ -144,7 +152,9 @@ values = st.one_of(st.integers(), st.text(max_size=3), st.none())
     doc=st.dictionaries(keys, st.dictionaries(keys, values, max_size=3) | values, max_size=4),
     paths=st.lists(st.tuples(st.lists(keys, min_size=1, max_size=3), values), max_size=5),
 )
-def test_any_sequence_of_sets_applies_cleanly_and_is_idempotent(doc: dict[str, Any], paths: list[Any]) -> None:
+def test_any_sequence_of_sets_applies_cleanly_and_is_idempotent(
+    doc: dict[str, Any], paths: list[Any]
+) -> None:
     builder = PatchBuilder(doc)
     for tokens, value in paths:
         builder.set(tokens, value)
@@ -168,7 +178,9 @@ parents = st.one_of(st.none(), st.just("scalar"), st.just(["x"]), st.dictionarie
 
 
 @given(
-    meta=st.one_of(st.none(), st.dictionaries(st.sampled_from(["annotations", "labels"]), parents, max_size=2)),
+    meta=st.one_of(
+        st.none(), st.dictionaries(st.sampled_from(["annotations", "labels"]), parents, max_size=2)
+    ),
     members=st.dictionaries(keys, values, max_size=4),
 )
 def test_set_members_records_exactly_what_one_set_per_key_records(meta: Any, members: dict[str, Any]) -> None:
@@ -179,4 +191,6 @@ def test_set_members_records_exactly_what_one_set_per_key_records(meta: Any, mem
         for key, value in members.items():
             one_by_one.set(["metadata", "annotations", key], value)
 
-    assert _outcome(batched, lambda: batched.set_members(["metadata", "annotations"], members)) == _outcome(one_by_one, each)
+    assert _outcome(batched, lambda: batched.set_members(["metadata", "annotations"], members)) == _outcome(
+        one_by_one, each
+    )

@@ -77,13 +77,21 @@ def test_required_topology_wins_over_preferred() -> None:
         "kueue.x-k8s.io/podset-preferred-topology": "network.topology.nvidia.com/leaf",
     }
     assert job_intent({}, notes) == JobIntent(0, "spine", True)
-    assert job_intent({}, {"kueue.x-k8s.io/podset-preferred-topology": "topology.kubernetes.io/zone"}) == JobIntent(0, "zone", False)
+    assert job_intent(
+        {}, {"kueue.x-k8s.io/podset-preferred-topology": "topology.kubernetes.io/zone"}
+    ) == JobIntent(0, "zone", False)
 
 
 @pytest.mark.parametrize(
     "label",
-    ["accel.dev/job", "training.kubeflow.org/job-name", "jobset.sigs.k8s.io/jobset-name", "volcano.sh/job-name",
-     "scheduling.x-k8s.io/pod-group", "kueue.x-k8s.io/pod-group-name"],
+    [
+        "accel.dev/job",
+        "training.kubeflow.org/job-name",
+        "jobset.sigs.k8s.io/jobset-name",
+        "volcano.sh/job-name",
+        "scheduling.x-k8s.io/pod-group",
+        "kueue.x-k8s.io/pod-group-name",
+    ],
 )
 def test_every_job_label_names_a_job(label: str) -> None:
     assert job_key("ns", {label: "j"}) == ("ns", "j")
@@ -117,7 +125,11 @@ def test_room_levels_scores_the_leaf_that_holds_the_whole_job() -> None:
 
 def test_flat_components_do_not_squeeze_the_range() -> None:
     known = np.ones(3, dtype=bool)
-    parts = {"preference": np.full(3, 10.0), "fragmentation": np.array([0.0, 5.0, 10.0]), "topology": np.zeros(3)}
+    parts = {
+        "preference": np.full(3, 10.0),
+        "fragmentation": np.array([0.0, 5.0, 10.0]),
+        "topology": np.zeros(3),
+    }
     combined = combine(parts, {"preference": 3, "fragmentation": 2, "topology": 2}, known)
     assert combined.scores.tolist() == [0, 5, 10]
     assert combined.contributions["preference"].tolist() == [0.0, 0.0, 0.0]
@@ -168,7 +180,10 @@ def test_scores_are_in_range_deterministic_and_explained_exactly(
     data: st.DataObject, weights: dict[str, float], dominant: str | None
 ) -> None:
     size = data.draw(st.integers(1, 12))
-    parts = {c: np.array(data.draw(st.lists(st.floats(0, 10, allow_nan=False), min_size=size, max_size=size))) for c in COMPONENTS}
+    parts = {
+        c: np.array(data.draw(st.lists(st.floats(0, 10, allow_nan=False), min_size=size, max_size=size)))
+        for c in COMPONENTS
+    }
     known = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)))
     held = np.array(data.draw(st.lists(st.booleans(), min_size=size, max_size=size)))
     first = combine(parts, weights, known, dominant=dominant, held=held)
@@ -234,7 +249,9 @@ async def test_three_pod_job_lands_on_the_one_leaf_that_holds_it(aiohttp_client:
     bound = [used("b2", 4)]
     snapshot = inventory(two_leaves(), bound + ([] if declared else pods))
     state = ClusterState.static(shared_example_policy(), snapshot)
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster))
+    client = await aiohttp_client(
+        make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster)
+    )
     names = ["a1", "b1", "b2"]
     first, scores = await schedule(client, pods[0], names)
     assert first in ("b1", "b2"), scores  # a1 alone would be the best fit, but its leaf holds only 2 pods
@@ -250,7 +267,9 @@ async def test_job_leaf_is_held_for_its_remaining_pods_until_the_ttl(aiohttp_cli
         cluster.apply(pod)
     clock = ManualClock()
     state = ClusterState.static(shared_example_policy(), inventory(two_leaves(), [used("b2", 4)]))
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=clock, events=cluster))
+    client = await aiohttp_client(
+        make_app(state, metrics=Metrics(), binder=cluster, clock=clock, events=cluster)
+    )
     first, _ = await schedule(client, job[0], ["a1", "b1", "b2"])
     assert first == "b2"  # exact fit inside the leaf that holds the job
     # b1 must keep room for the job's two other 4-GPU pods; a lone 1-GPU pod is steered to a1.
@@ -265,9 +284,15 @@ async def test_generic_pod_takes_the_cheap_gpu_and_leaves_the_premium_one(aiohtt
     cluster = FakeCluster()
     pod = named_gpu_pod("any", 1, profile="gpu-any")
     cluster.apply(pod)
-    nodes = [node_object("h200", "nvidia-h200-141gb"), node_object("l4", "nvidia-l4-24gb"), node_object("a100")]
+    nodes = [
+        node_object("h200", "nvidia-h200-141gb"),
+        node_object("l4", "nvidia-l4-24gb"),
+        node_object("a100"),
+    ]
     state = ClusterState.static(shared_example_policy(), inventory(nodes))
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster))
+    client = await aiohttp_client(
+        make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock(), events=cluster)
+    )
     chosen, scores = await schedule(client, pod, ["h200", "l4", "a100"])
     assert chosen == "l4"
     assert scores["l4"] == 10 and scores["h200"] == min(scores.values()) and scores["h200"] < scores["a100"]
@@ -286,7 +311,9 @@ async def test_exact_fit_four_gpu_pod_scores_above_an_empty_node(aiohttp_client:
     cluster = FakeCluster()
     pod = named_gpu_pod("four", 4)
     cluster.apply(pod)
-    state = ClusterState.static(shared_example_policy(), inventory([node_object("empty"), node_object("half")], [used("half", 4)]))
+    state = ClusterState.static(
+        shared_example_policy(), inventory([node_object("empty"), node_object("half")], [used("half", 4)])
+    )
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     chosen, scores = await schedule(client, pod, ["empty", "half"])
     assert chosen == "half" and scores == {"half": 10, "empty": 0}
@@ -310,8 +337,12 @@ async def test_a_lone_candidate_is_explained_without_a_runner_up(aiohttp_client:
     state = ClusterState.static(shared_example_policy(), inventory([node_object("n")]))
     client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
     await post(client, "/filter", args(pod, ["n"]))  # kube-scheduler skips prioritize for one node
-    assert await post(client, "/bind", {"PodName": "lone", "PodNamespace": "team-a", "PodUID": "uid-lone", "Node": "n"}) == {"Error": ""}
-    found = parse_explanation(cluster.get("pods", "lone", "team-a")["metadata"]["annotations"][PLACEMENT_ANNOTATION])  # type: ignore[index]
+    assert await post(
+        client, "/bind", {"PodName": "lone", "PodNamespace": "team-a", "PodUID": "uid-lone", "Node": "n"}
+    ) == {"Error": ""}
+    found = parse_explanation(
+        cluster.get("pods", "lone", "team-a")["metadata"]["annotations"][PLACEMENT_ANNOTATION]
+    )  # type: ignore[index]
     assert found.node == "n" and found.runner_up is None and found.total() == pytest.approx(found.score)
 
 
@@ -365,9 +396,15 @@ async def test_accel_explain_prints_the_annotation_of_a_real_bind(
 @pytest.mark.parametrize(
     ("pod", "message"),
     [
-        (named_gpu_pod("plain", 1, node="l4"), "has no accel.dev/placement annotation: it is on l4, bound by something other"),
+        (
+            named_gpu_pod("plain", 1, node="l4"),
+            "has no accel.dev/placement annotation: it is on l4, bound by something other",
+        ),
         (named_gpu_pod("plain", 1), "it is not bound yet"),
-        (named_gpu_pod("plain", 1, annotations={PLACEMENT_ANNOTATION: "{oops"}), "is not a placement explanation"),
+        (
+            named_gpu_pod("plain", 1, annotations={PLACEMENT_ANNOTATION: "{oops"}),
+            "is not a placement explanation",
+        ),
     ],
 )
 def test_accel_explain_says_why_there_is_nothing_to_explain(
@@ -404,7 +441,9 @@ def test_leaf_room_counts_whole_pods_per_leaf() -> None:
         ("nvidia-h200-141gb", [], (), (False, False)),
     ],
 )
-def test_cheaper_type_free(chosen: str, free: list[str], order: tuple[str, ...], expected: tuple[bool, bool]) -> None:
+def test_cheaper_type_free(
+    chosen: str, free: list[str], order: tuple[str, ...], expected: tuple[bool, bool]
+) -> None:
     from cli.demo_summary import cheaper_type_free
 
     assert cheaper_type_free(chosen, free, order, shared_example_policy().catalog) == expected
@@ -416,16 +455,35 @@ def test_premium_use_and_job_leaf_target() -> None:
     from cli.demo_summary import PodOutcome, job_leaf_target, premium_use
 
     def out(name: str, **kw: Any) -> PodOutcome:
-        return PodOutcome(name=name, team="t", kind="k", profile="p", admitted=True, node="n", gpus=Fraction(2),
-                          started_h=0.0, finished_h=1.5, **kw)
+        return PodOutcome(
+            name=name,
+            team="t",
+            kind="k",
+            profile="p",
+            admitted=True,
+            node="n",
+            gpus=Fraction(2),
+            started_h=0.0,
+            finished_h=1.5,
+            **kw,
+        )
 
     outcomes = [
-        out("a", cheaper_free=True), out("b", cheaper_free=True, order_chose=True), out("c", cheaper_free=False),
-        out("j1", job="j", leaf="l1", leaf_room=True), out("j2", job="j", leaf="l1"),
-        out("k1", job="k", leaf="l1", leaf_room=False), out("k2", job="k", leaf="l2"),
+        out("a", cheaper_free=True),
+        out("b", cheaper_free=True, order_chose=True),
+        out("c", cheaper_free=False),
+        out("j1", job="j", leaf="l1", leaf_room=True),
+        out("j2", job="j", leaf="l1"),
+        out("k1", job="k", leaf="l1", leaf_room=False),
+        out("k2", job="k", leaf="l2"),
     ]
     use = premium_use(outcomes)
-    assert (use.multi_type_hours, use.while_cheaper_free, use.by_profile_order, use.against_policy) == (9.0, 6.0, 3.0, 3.0)
+    assert (use.multi_type_hours, use.while_cheaper_free, use.by_profile_order, use.against_policy) == (
+        9.0,
+        6.0,
+        3.0,
+        3.0,
+    )
     target = job_leaf_target(outcomes)
     assert (target.one_leaf, target.had_room, target.one_leaf_of_those, target.jobs) == (1, 1, 1, 2)
 
@@ -436,7 +494,9 @@ def test_premium_use_and_job_leaf_target() -> None:
 def required_pod(name: str, size: int = 3) -> Json:
     notes = {"kueue.x-k8s.io/podset-required-topology": "network.topology.nvidia.com/leaf",
              "kueue.x-k8s.io/pod-group-total-count": str(size)}
-    return named_gpu_pod(name, 4, profile="a100-80gb", labels={"kueue.x-k8s.io/pod-group-name": "tas"}, annotations=notes)
+    return named_gpu_pod(
+        name, 4, profile="a100-80gb", labels={"kueue.x-k8s.io/pod-group-name": "tas"}, annotations=notes
+    )
 
 
 async def test_required_topology_filters_to_the_leaf_that_holds_the_job(aiohttp_client: Any) -> None:

@@ -23,7 +23,9 @@ VALUES = ["1", "2", "4", "0", "500m", "1Gi", "-1", "bogus", "1.5"]
 def reference(spec: Mapping[str, Any], resource: str, parse: Callable[[Any], int]) -> int:
     """max(max(regular init containers), sum(app containers) + sum(sidecar init containers)), literally."""
     init = [c for c in spec.get("initContainers", []) if isinstance(c, dict)]
-    running = [c for c in spec.get("containers", []) if isinstance(c, dict)] + [c for c in init if c.get("restartPolicy") == "Always"]
+    running = [c for c in spec.get("containers", []) if isinstance(c, dict)] + [
+        c for c in init if c.get("restartPolicy") == "Always"
+    ]
     regular = [c for c in init if c.get("restartPolicy") != "Always"]
 
     def amount(container: Mapping[str, Any]) -> int:
@@ -39,9 +41,13 @@ def reference(spec: Mapping[str, Any], resource: str, parse: Callable[[Any], int
 resource_maps = st.dictionaries(st.sampled_from(RESOURCES), st.sampled_from(VALUES), max_size=3)
 containers = st.builds(
     lambda requests, limits, sidecar: {
-        "name": "c", "resources": {"requests": requests, "limits": limits}, **({"restartPolicy": "Always"} if sidecar else {})
+        "name": "c",
+        "resources": {"requests": requests, "limits": limits},
+        **({"restartPolicy": "Always"} if sidecar else {}),
     },
-    resource_maps, resource_maps, st.booleans(),
+    resource_maps,
+    resource_maps,
+    st.booleans(),
 )
 specs = st.fixed_dictionaries({"containers": st.lists(containers, max_size=3)},
                               optional={"initContainers": st.lists(containers, max_size=3)})
@@ -50,7 +56,11 @@ specs = st.fixed_dictionaries({"containers": st.lists(containers, max_size=3)},
 @settings(max_examples=300, deadline=None)
 @given(spec=specs)
 def test_one_walk_equals_the_per_resource_rule(spec: dict[str, Any]) -> None:
-    expected = {r: n for r in sorted(RESOURCES) if is_accelerator_resource(r) and (n := reference(spec, r, parse_count)) > 0}
+    expected = {
+        r: n
+        for r in sorted(RESOURCES)
+        if is_accelerator_resource(r) and (n := reference(spec, r, parse_count)) > 0
+    }
     assert accelerator_requests(spec) == expected
     assert list(accelerator_requests(spec)) == sorted(expected)
     view = parse_pod({"spec": spec})

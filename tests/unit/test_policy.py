@@ -43,37 +43,101 @@ PROFILE = "profiles:\n- name: p\n  accelerators: [{type: nvidia-a100-80gb}]\n"
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
-        ({"profiles.yaml": "profiles:\n- name: p\n  accelerators: [{type: nvidia-a100-81gb}]\n"},
-         ("profiles.yaml", "profiles[0].accelerators[0].type", "unknown accelerator type 'nvidia-a100-81gb'")),
-        ({"profiles.yaml": PROFILE + "- name: p\n"}, ("profiles.yaml", "profiles[1].name", "duplicate name 'p'")),
-        ({"profiles.yaml": PROFILE, "teams.yaml": "teams:\n- name: t\n  quota: {nvidia-a100-80gb: -2}\n"},
-         ("teams.yaml", "teams[0].quota", "non-negative")),
-        ({"profiles.yaml": PROFILE, "teams.yaml": "teams:\n- name: t\n  quota: {nvidia-a100-80gb: lots}\n"},
-         ("teams.yaml", "teams[0].quota", "")),
-        ({"profiles.yaml": PROFILE, "teams.yaml": "teams:\n- name: t\n  allowedProfiles: [nope]\n"},
-         ("teams.yaml", "teams[0].allowedProfiles[0]", "unknown profile 'nope'")),
-        ({"profiles.yaml": "profiles:\n- name: m\n  accelerators: [{type: nvidia-a100-80gb}]\n  sharing: mig\n  migProfile: 1g.5gb\n"},
-         ("profiles.yaml", "profiles[0].accelerators[0].type", "MIG profile 1g.5gb is not valid for nvidia-a100-80gb")),
-        ({"profiles.yaml": "profiles:\n- name: m\n  accelerators: [{type: nvidia-l4-24gb}]\n  sharing: mig\n  migProfile: 1g.10gb\n"},
-         ("profiles.yaml", "profiles[0].accelerators[0].type", "not valid for nvidia-l4-24gb")),
-        ({"profiles.yaml": "profiles:\n- name: e\n  accelerators: [{type: nvidia-a100-80gb}]\n  sharing: exclusive\n  migProfile: 1g.10gb\n"},
-         ("profiles.yaml", "profiles[0].migProfile", "sharing is 'exclusive'")),
-        ({"profiles.yaml": "profiles:\n- name: e\n  accelerators: [{type: nvidia-a100-80gb}]\n  sharing: mig\n"},
-         ("profiles.yaml", "profiles[0].migProfile", "required when sharing is mig")),
+        (
+            {"profiles.yaml": "profiles:\n- name: p\n  accelerators: [{type: nvidia-a100-81gb}]\n"},
+            (
+                "profiles.yaml",
+                "profiles[0].accelerators[0].type",
+                "unknown accelerator type 'nvidia-a100-81gb'",
+            ),
+        ),
+        (
+            {"profiles.yaml": PROFILE + "- name: p\n"},
+            ("profiles.yaml", "profiles[1].name", "duplicate name 'p'"),
+        ),
+        (
+            {"profiles.yaml": PROFILE, "teams.yaml": "teams:\n- name: t\n  quota: {nvidia-a100-80gb: -2}\n"},
+            ("teams.yaml", "teams[0].quota", "non-negative"),
+        ),
+        (
+            {
+                "profiles.yaml": PROFILE,
+                "teams.yaml": "teams:\n- name: t\n  quota: {nvidia-a100-80gb: lots}\n",
+            },
+            ("teams.yaml", "teams[0].quota", ""),
+        ),
+        (
+            {"profiles.yaml": PROFILE, "teams.yaml": "teams:\n- name: t\n  allowedProfiles: [nope]\n"},
+            ("teams.yaml", "teams[0].allowedProfiles[0]", "unknown profile 'nope'"),
+        ),
+        (
+            {
+                "profiles.yaml": "profiles:\n- name: m\n  accelerators: [{type: nvidia-a100-80gb}]\n  "
+                "sharing: mig\n  migProfile: 1g.5gb\n"
+            },
+            (
+                "profiles.yaml",
+                "profiles[0].accelerators[0].type",
+                "MIG profile 1g.5gb is not valid for nvidia-a100-80gb",
+            ),
+        ),
+        (
+            {
+                "profiles.yaml": "profiles:\n- name: m\n  accelerators: [{type: nvidia-l4-24gb}]\n  "
+                "sharing: mig\n  migProfile: 1g.10gb\n"
+            },
+            ("profiles.yaml", "profiles[0].accelerators[0].type", "not valid for nvidia-l4-24gb"),
+        ),
+        (
+            {
+                "profiles.yaml": "profiles:\n- name: e\n  accelerators: [{type: nvidia-a100-80gb}]\n  "
+                "sharing: exclusive\n  migProfile: 1g.10gb\n"
+            },
+            ("profiles.yaml", "profiles[0].migProfile", "sharing is 'exclusive'"),
+        ),
+        (
+            {
+                "profiles.yaml": "profiles:\n- name: e\n  accelerators: [{type: nvidia-a100-80gb}]\n  "
+                "sharing: mig\n"
+            },
+            ("profiles.yaml", "profiles[0].migProfile", "required when sharing is mig"),
+        ),
         ({"settings.yaml": "mode: yolo\n"}, ("settings.yaml", "mode", "")),
-        ({"settings.yaml": "defaultProfile: ghost\n"}, ("settings.yaml", "defaultProfile", "unknown profile 'ghost'")),
+        (
+            {"settings.yaml": "defaultProfile: ghost\n"},
+            ("settings.yaml", "defaultProfile", "unknown profile 'ghost'"),
+        ),
         ({"settings.yaml": "mode: [unclosed\n"}, ("settings.yaml", "line", "invalid YAML")),
         ({"settings.yaml": "teamLable: team\n"}, ("settings.yaml", "teamLable", "unknown field")),
-        ({"profiles.yaml": "profiles:\n- name: g\n  gpus: {default: 4, max: 2}\n"}, ("profiles.yaml", "profiles[0].gpus.default", "above max")),
+        (
+            {"profiles.yaml": "profiles:\n- name: g\n  gpus: {default: 4, max: 2}\n"},
+            ("profiles.yaml", "profiles[0].gpus.default", "above max"),
+        ),
         ({"teams.yaml": "teams: {a: 1}\n"}, ("teams.yaml", "teams", "expected a mapping with a list")),
         ({"extra.yaml": "x: 1\n"}, ("extra.yaml", "", "unknown policy key")),
     ],
-    ids=["unknown-type", "duplicate-profile", "negative-quota", "non-numeric-quota", "unknown-allowed-profile",
-         "mig-profile-wrong-size", "mig-on-non-mig-type", "exclusive-with-mig-profile", "mig-without-profile",
-         "bad-mode", "unknown-default-profile", "yaml-syntax", "misspelled-field", "default-above-max",
-         "teams-not-a-list", "unknown-file"],
+    ids=[
+        "unknown-type",
+        "duplicate-profile",
+        "negative-quota",
+        "non-numeric-quota",
+        "unknown-allowed-profile",
+        "mig-profile-wrong-size",
+        "mig-on-non-mig-type",
+        "exclusive-with-mig-profile",
+        "mig-without-profile",
+        "bad-mode",
+        "unknown-default-profile",
+        "yaml-syntax",
+        "misspelled-field",
+        "default-above-max",
+        "teams-not-a-list",
+        "unknown-file",
+    ],
 )
-def test_broken_policy_names_file_path_and_reason(files: dict[str, str], expected: tuple[str, str, str]) -> None:
+def test_broken_policy_names_file_path_and_reason(
+    files: dict[str, str], expected: tuple[str, str, str]
+) -> None:
     found = errors_of(files)
     file, path, message = expected
     assert any(f == file and p.startswith(path) and message in m for f, p, m in found), found
@@ -90,7 +154,8 @@ def test_all_errors_are_reported_at_once() -> None:
 
 def test_policy_can_add_a_new_accelerator_type_without_a_release() -> None:
     files = {
-        "accelerators.yaml": "accelerators:\n- name: nvidia-b300-288gb\n  displayName: NVIDIA B300 288GB\n  vendor: nvidia\n  model: B300\n  memoryGB: 288\n  productLabels: [NVIDIA-B300]\n",
+        "accelerators.yaml": "accelerators:\n- name: nvidia-b300-288gb\n  displayName: NVIDIA B300 288GB\n  "
+        "vendor: nvidia\n  model: B300\n  memoryGB: 288\n  productLabels: [NVIDIA-B300]\n",
         "profiles.yaml": "profiles:\n- name: b300\n  accelerators: [{type: nvidia-b300-288gb}]\n",
     }
     parsed = parse_policy(files, load_builtin_catalog())

@@ -19,7 +19,14 @@ from accel.cluster.quantity import (
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2", Decimal(2)), ("500m", Decimal("0.5")), ("1Gi", Decimal(2**30)), ("1e3", Decimal(1000)), ("1.5k", Decimal(1500)), (4, Decimal(4))],
+    [
+        ("2", Decimal(2)),
+        ("500m", Decimal("0.5")),
+        ("1Gi", Decimal(2**30)),
+        ("1e3", Decimal(1000)),
+        ("1.5k", Decimal(1500)),
+        (4, Decimal(4)),
+    ],
     ids=["plain", "milli", "binary-giga", "exponent", "decimal-kilo", "int"],
 )
 def test_quantities_parse_exactly(text: Any, expected: Decimal) -> None:
@@ -43,7 +50,9 @@ def test_cpu_rounds_up_and_memory_in_bytes() -> None:
     assert parse_bytes("64Mi") == 64 * 2**20
 
 
-def _container(limits: dict[str, str] | None = None, requests: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def _container(
+    limits: dict[str, str] | None = None, requests: dict[str, str] | None = None, **extra: Any
+) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     if limits:
         resources["limits"] = limits
@@ -56,26 +65,59 @@ def _container(limits: dict[str, str] | None = None, requests: dict[str, str] | 
     ("spec", "expected"),
     [
         ({"containers": [_container({"nvidia.com/gpu": "2"})]}, {"nvidia.com/gpu": 2}),
-        ({"containers": [_container({"nvidia.com/gpu": "1"}), _container({"nvidia.com/gpu": "2"})]}, {"nvidia.com/gpu": 3}),
-        ({"containers": [_container({"nvidia.com/gpu": "1"})], "initContainers": [_container({"nvidia.com/gpu": "4"})]}, {"nvidia.com/gpu": 4}),
-        ({"containers": [_container({"nvidia.com/gpu": "1"})], "initContainers": [_container({"nvidia.com/gpu": "1"}, restartPolicy="Always")]}, {"nvidia.com/gpu": 2}),
-        ({"containers": [_container(requests={"nvidia.com/mig-1g.10gb": "1"})]}, {"nvidia.com/mig-1g.10gb": 1}),
+        (
+            {"containers": [_container({"nvidia.com/gpu": "1"}), _container({"nvidia.com/gpu": "2"})]},
+            {"nvidia.com/gpu": 3},
+        ),
+        (
+            {
+                "containers": [_container({"nvidia.com/gpu": "1"})],
+                "initContainers": [_container({"nvidia.com/gpu": "4"})],
+            },
+            {"nvidia.com/gpu": 4},
+        ),
+        (
+            {
+                "containers": [_container({"nvidia.com/gpu": "1"})],
+                "initContainers": [_container({"nvidia.com/gpu": "1"}, restartPolicy="Always")],
+            },
+            {"nvidia.com/gpu": 2},
+        ),
+        (
+            {"containers": [_container(requests={"nvidia.com/mig-1g.10gb": "1"})]},
+            {"nvidia.com/mig-1g.10gb": 1},
+        ),
         ({"containers": [_container({"cpu": "2"})]}, {}),
         ({"containers": [_container({"nvidia.com/gpu": "lots"})]}, {}),
         ({"containers": "not-a-list"}, {}),
     ],
-    ids=["limit-implies-request", "containers-sum", "init-container-max", "sidecar-adds", "mig-request", "no-gpu", "garbage-count-ignored", "garbage-spec"],
+    ids=[
+        "limit-implies-request",
+        "containers-sum",
+        "init-container-max",
+        "sidecar-adds",
+        "mig-request",
+        "no-gpu",
+        "garbage-count-ignored",
+        "garbage-spec",
+    ],
 )
 def test_effective_accelerator_requests(spec: dict[str, Any], expected: dict[str, int]) -> None:
     assert dict(parse_pod({"metadata": {"name": "p"}, "spec": spec}).accelerators) == expected
 
 
 def test_pod_view_reads_profile_node_and_phase() -> None:
-    pod = parse_pod({
-        "metadata": {"name": "p", "namespace": "ns", "annotations": {"opendatahub.io/hardware-profile-name": "odh"}},
-        "spec": {"nodeName": "n1", "containers": [_container({"nvidia.com/gpu": "1"}, {"cpu": "500m"})]},
-        "status": {"phase": "Succeeded"},
-    })
+    pod = parse_pod(
+        {
+            "metadata": {
+                "name": "p",
+                "namespace": "ns",
+                "annotations": {"opendatahub.io/hardware-profile-name": "odh"},
+            },
+            "spec": {"nodeName": "n1", "containers": [_container({"nvidia.com/gpu": "1"}, {"cpu": "500m"})]},
+            "status": {"phase": "Succeeded"},
+        }
+    )
     assert (pod.requested_profile, pod.node_name, pod.terminal, pod.cpu_milli) == ("odh", "n1", True, 500)
 
 

@@ -21,12 +21,16 @@ from accel.quota.rules import (
 from kube.fake import FakeCluster
 from serving.ledger import LedgerClient
 
-NLP = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(16), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)})
+NLP = Team(
+    name="nlp", quota={"nvidia-a100-80gb": Decimal(16), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)}
+)
 
 
 def res(rid: str, amount: Fraction | int = 1, *, team: str = "nlp", accel_type: str = "nvidia-a100-80gb",
         expires: float = 100.0) -> Reservation:
-    return Reservation(id=rid, team=team, type=accel_type, amount=Fraction(amount), created=0.0, expires=expires)
+    return Reservation(
+        id=rid, team=team, type=accel_type, amount=Fraction(amount), created=0.0, expires=expires
+    )
 
 
 @pytest.mark.parametrize(
@@ -35,12 +39,28 @@ def res(rid: str, amount: Fraction | int = 1, *, team: str = "nlp", accel_type: 
         ("nvidia-a100-80gb", 2, {"nvidia-a100-80gb": Fraction(14)}, []),
         ("nvidia-a100-80gb", 2, {"nvidia-a100-80gb": Fraction(15)}, ["nvidia-a100-80gb"]),
         ("nvidia-h100-80gb", 1, {"nvidia-a100-80gb": Fraction(16), "nvidia-h100-80gb": Fraction(4)}, ["*"]),
-        ("nvidia-a100-80gb", 9, {"nvidia-a100-80gb": Fraction(8), "nvidia-h100-80gb": Fraction(8)}, ["nvidia-a100-80gb", "*"]),
+        (
+            "nvidia-a100-80gb",
+            9,
+            {"nvidia-a100-80gb": Fraction(8), "nvidia-h100-80gb": Fraction(8)},
+            ["nvidia-a100-80gb", "*"],
+        ),
         ("nvidia-l4-24gb", Fraction(1, 4), {"nvidia-a100-80gb": Fraction(79, 4)}, []),
-        ("nvidia-l4-24gb", Fraction(1, 4), {"nvidia-a100-80gb": Fraction(16), "nvidia-h100-80gb": Fraction(15, 4) + Fraction(1, 100)}, ["*"]),
+        (
+            "nvidia-l4-24gb",
+            Fraction(1, 4),
+            {"nvidia-a100-80gb": Fraction(16), "nvidia-h100-80gb": Fraction(15, 4) + Fraction(1, 100)},
+            ["*"],
+        ),
     ],
-    ids=["fits-exactly-under", "2x-a100-over-type-quota", "total-quota-caps-other-type", "both-lines-overrun",
-         "quarter-gpu-fills-total-exactly", "quarter-gpu-tips-total-over"],
+    ids=[
+        "fits-exactly-under",
+        "2x-a100-over-type-quota",
+        "total-quota-caps-other-type",
+        "both-lines-overrun",
+        "quarter-gpu-fills-total-exactly",
+        "quarter-gpu-tips-total-over",
+    ],
 )
 def test_check_quota(accel_type: str, amount: Fraction, usage: dict[str, Fraction], keys: list[str]) -> None:
     assert [e.key for e in check_quota(NLP, accel_type, Fraction(amount), usage)] == keys
@@ -52,8 +72,11 @@ def test_ledger_round_trips_exact_fractions() -> None:
     assert again.reservations == ledger.reservations
 
 
-@pytest.mark.parametrize("raw", ["not json", "{}", '{"reservations": {"x": {"team": 1}}}', '{"reservations": []}'],
-                         ids=["garbage", "no-reservations-key", "entry-missing-fields", "wrong-shape"])
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", "{}", '{"reservations": {"x": {"team": 1}}}', '{"reservations": []}'],
+    ids=["garbage", "no-reservations-key", "entry-missing-fields", "wrong-shape"],
+)
 def test_unreadable_ledger_is_empty_and_marked(raw: str) -> None:
     ledger = Ledger.from_data({LEDGER_KEY: raw})
     assert ledger.reservations == {} and ledger.corrupt
@@ -68,7 +91,9 @@ def test_reservation_visible_in_watch_counts_once() -> None:
 
 def test_expired_reservations_do_not_count_and_are_pruned() -> None:
     ledger = Ledger({"old": res("old", 8, expires=10.0), "new": res("new", 1, expires=200.0)})
-    assert team_usage_now("nlp", {}, ledger, visible=frozenset(), now=50.0) == {"nvidia-a100-80gb": Fraction(1)}
+    assert team_usage_now("nlp", {}, ledger, visible=frozenset(), now=50.0) == {
+        "nvidia-a100-80gb": Fraction(1)
+    }
     assert set(ledger.pruned(now=50.0, visible=frozenset()).reservations) == {"new"}
 
 
@@ -80,7 +105,9 @@ def test_decision_excludes_own_reservation_so_a_retry_is_not_double_charged() ->
 
 
 def test_decision_without_commit_never_returns_a_ledger() -> None:
-    outcome = decide_reservation(Ledger(), res("x"), team=NLP, base={}, visible=frozenset(), now=0.0, commit=False)
+    outcome = decide_reservation(
+        Ledger(), res("x"), team=NLP, base={}, visible=frozenset(), now=0.0, commit=False
+    )
     assert outcome.ledger is None and outcome.excess == ()
 
 
@@ -92,14 +119,20 @@ def test_type_room_checks_only_the_type_line() -> None:
 
 
 def test_undecided_reservation_needs_room_on_some_candidate_type() -> None:
-    team = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(4), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)})
+    team = Team(
+        name="nlp", quota={"nvidia-a100-80gb": Decimal(4), "nvidia-h100-80gb": Decimal(8), "*": Decimal(20)}
+    )
     base = {"nlp": {"nvidia-h100-80gb": Fraction(8), "nvidia-a100-80gb": Fraction(2)}}
     undecided = res("x", 2, accel_type="")
     both = {"nvidia-h100-80gb": Fraction(2), "nvidia-a100-80gb": Fraction(2)}
-    fits = decide_reservation(Ledger(), undecided, team=team, base=base, visible=frozenset(), now=0.0, candidates=both)
+    fits = decide_reservation(
+        Ledger(), undecided, team=team, base=base, visible=frozenset(), now=0.0, candidates=both
+    )
     assert fits.excess == () and fits.ledger is not None  # H100 is full, A100 has exactly room for 2
     full = {"nlp": {"nvidia-h100-80gb": Fraction(8), "nvidia-a100-80gb": Fraction(3)}}
-    denied = decide_reservation(Ledger(), undecided, team=team, base=full, visible=frozenset(), now=0.0, candidates=both)
+    denied = decide_reservation(
+        Ledger(), undecided, team=team, base=full, visible=frozenset(), now=0.0, candidates=both
+    )
     assert [e.key for e in denied.excess] == ["nvidia-h100-80gb", "nvidia-a100-80gb"]
 
 
@@ -113,7 +146,9 @@ def test_bind_conversion_moves_the_pod_between_types_without_a_second_count() ->
     assert sum(usage.values()) == 2  # the "*" line sees the pod once
     # once the watch shows the pod bound, the conversion is consumed and the watch counts it typed
     shown = {"nlp": {"nvidia-h100-80gb": Fraction(2)}}
-    assert team_usage_now("nlp", shown, ledger, visible=frozenset({"bound/u1"}), now=0.0) == {"nvidia-h100-80gb": Fraction(2)}
+    assert team_usage_now("nlp", shown, ledger, visible=frozenset({"bound/u1"}), now=0.0) == {
+        "nvidia-h100-80gb": Fraction(2)
+    }
     assert Ledger.from_data(ledger.to_data()) == ledger
 
 
@@ -121,7 +156,9 @@ def test_bind_conversion_moves_the_pod_between_types_without_a_second_count() ->
 
 
 def decide_with(reservation: Reservation, now: float = 0.0):  # type: ignore[no-untyped-def]
-    return lambda ledger: decide_reservation(ledger, reservation, team=NLP, base={}, visible=frozenset(), now=now)
+    return lambda ledger: decide_reservation(
+        ledger, reservation, team=NLP, base={}, visible=frozenset(), now=now
+    )
 
 
 async def no_sleep(_: float) -> None:
@@ -193,7 +230,11 @@ async def test_store_unreachable_denies_with_the_cause() -> None:
     store = FakeCluster()
     store.set_unreachable(True)
     outcome = await LedgerClient(store, sleep=no_sleep).run(decide_with(res("r1")))
-    assert isinstance(outcome, Finding) and outcome.reason == "quota-unavailable" and "Unreachable" in outcome.message
+    assert (
+        isinstance(outcome, Finding)
+        and outcome.reason == "quota-unavailable"
+        and "Unreachable" in outcome.message
+    )
 
 
 async def test_concurrent_reservations_never_exceed_quota() -> None:

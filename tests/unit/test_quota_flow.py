@@ -40,11 +40,19 @@ async def ledger_ids(world: QuotaWorld) -> set[str]:
 async def test_a_burst_with_a_forged_reservation_id_stays_within_quota() -> None:
     world = small_a100_world(2)
     forged = {"accel.dev/reservation": "fixed-id"}
-    stored = await asyncio.gather(*(world.create(profile="a100-80gb", gpus=1, mutator=i % 2, validator=(i + 1) % 2,
-                                                 annotations=forged) for i in range(6)))
+    stored = await asyncio.gather(
+        *(
+            world.create(
+                profile="a100-80gb", gpus=1, mutator=i % 2, validator=(i + 1) % 2, annotations=forged
+            )
+            for i in range(6)
+        )
+    )
     assert sum(p is not None for p in stored) == 2
     assert "fixed-id" not in await ledger_ids(world)  # ids are the pods' uids, never the author's value
-    assert len(world.denials) == 4 and all("would use 3 of 2 nvidia-a100-80gb" in d for d in world.denials), world.denials
+    assert len(world.denials) == 4 and all("would use 3 of 2 nvidia-a100-80gb" in d for d in world.denials), (
+        world.denials
+    )
 
 
 async def test_reservations_are_keyed_to_the_pod_uid_and_counted_once() -> None:
@@ -72,7 +80,9 @@ async def test_delete_then_create_at_a_full_quota_is_admitted_at_once() -> None:
 async def test_a_pod_rejected_by_a_later_step_frees_its_reservation_within_the_grace() -> None:
     world = small_a100_world(2)
     assert await world.create(profile="a100-80gb", gpus=1) is not None
-    assert await world.create(profile="a100-80gb", gpus=1, rejected_later=True) is None  # e.g. a ResourceQuota
+    assert (
+        await world.create(profile="a100-80gb", gpus=1, rejected_later=True) is None
+    )  # e.g. a ResourceQuota
     world.sync_all()
     assert await world.create(profile="a100-80gb", gpus=1) is None
     assert "1 in use, 1 reserved by admissions in flight" in world.denials[-1]
@@ -102,7 +112,10 @@ async def test_multi_type_pod_falls_back_when_the_first_type_is_free_only_in_fra
 
 
 async def test_a_full_type_quota_drops_that_type_at_filter_and_the_pod_lands_on_the_next() -> None:
-    nodes = (gpu_node("h200-big", H200, "NVIDIA-H200", count=8), gpu_node("a100-a", A100, "NVIDIA-A100-SXM4-80GB"))
+    nodes = (
+        gpu_node("h200-big", H200, "NVIDIA-H200", count=8),
+        gpu_node("a100-a", A100, "NVIDIA-A100-SXM4-80GB"),
+    )
     world = QuotaWorld(nodes=nodes)  # nlp: H200 3, A100 4, "*" 6
     first = await world.create(profile="large-any", gpus=2)
     second = await world.create(profile="large-any", gpus=2)
@@ -187,12 +200,20 @@ async def test_a_denial_from_the_cached_ledger_is_decided_again_on_a_fresh_read(
     store = FakeCluster()
     mine, other = LedgerClient(store), LedgerClient(store)
     big = Reservation("a", "nlp", A100, Fraction(16), expires=100.0)
-    assert isinstance(await mine.run(lambda ledger: decide_reservation(ledger, big, team=NLP, base={}, visible=frozenset(), now=0.0)),
-                      ReservationOutcome)
+    assert isinstance(
+        await mine.run(
+            lambda ledger: decide_reservation(ledger, big, team=NLP, base={}, visible=frozenset(), now=0.0)
+        ),
+        ReservationOutcome,
+    )
     await other.read()
-    await other.run(lambda ledger: ReservationOutcome(ledger.without(["a"])))  # freed elsewhere; `mine` has not seen it
+    await other.run(
+        lambda ledger: ReservationOutcome(ledger.without(["a"]))
+    )  # freed elsewhere; `mine` has not seen it
     more = Reservation("b", "nlp", A100, Fraction(4), expires=100.0)
-    outcome = await mine.run(lambda ledger: decide_reservation(ledger, more, team=NLP, base={}, visible=frozenset(), now=0.0))
+    outcome = await mine.run(
+        lambda ledger: decide_reservation(ledger, more, team=NLP, base={}, visible=frozenset(), now=0.0)
+    )
     assert isinstance(outcome, ReservationOutcome) and outcome.excess == ()
 
 
@@ -238,11 +259,17 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
         kind = step[0]
         if kind == "create":
             _, profile, gpus, mutator, validator, rejected = step
-            await world.create(profile=profile, gpus=gpus, mutator=mutator, validator=validator, rejected_later=rejected)
+            await world.create(
+                profile=profile, gpus=gpus, mutator=mutator, validator=validator, rejected_later=rejected
+            )
         elif kind == "burst":
             _, profile, gpus, count = step
-            await asyncio.gather(*(world.create(profile=profile, gpus=gpus, mutator=i % 2, validator=(i + 1) % 2)
-                                   for i in range(count)))
+            await asyncio.gather(
+                *(
+                    world.create(profile=profile, gpus=gpus, mutator=i % 2, validator=(i + 1) % 2)
+                    for i in range(count)
+                )
+            )
         elif kind in ("bind", "delete"):
             names = [p["metadata"]["name"] for p in (world.pending() if kind == "bind" else world.pods())]
             if names:

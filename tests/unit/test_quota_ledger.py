@@ -21,10 +21,17 @@ from kube.testing import RecordingSleep
 from serving.ledger import LedgerClient
 from tests.unit.test_quota import NLP
 
-VISIBLE_SETS: tuple[frozenset[str], ...] = (frozenset(), frozenset({"r1"}), frozenset({"r2", "r3"}), frozenset({"r1", "r2", "r3", "r4"}))
+VISIBLE_SETS: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset({"r1"}),
+    frozenset({"r2", "r3"}),
+    frozenset({"r1", "r2", "r3", "r4"}),
+)
 
 
-def walked_usage(team: str, ledger: Ledger, *, visible: frozenset[str], now: float, exclude: str | None) -> dict[str, Fraction]:
+def walked_usage(
+    team: str, ledger: Ledger, *, visible: frozenset[str], now: float, exclude: str | None
+) -> dict[str, Fraction]:
     """The definition (accel.quota.rules invariant 1), one reservation at a time."""
     usage: dict[str, Fraction] = {}
     for rid, r in ledger.reservations.items():
@@ -34,7 +41,9 @@ def walked_usage(team: str, ledger: Ledger, *, visible: frozenset[str], now: flo
 
 
 def encoded(ledger: Ledger) -> str:
-    return orjson.dumps({"reservations": {rid: r.to_json() for rid, r in ledger.reservations.items()}}).decode()
+    return orjson.dumps(
+        {"reservations": {rid: r.to_json() for rid, r in ledger.reservations.items()}}
+    ).decode()
 
 
 reservations = st.builds(
@@ -49,7 +58,9 @@ reservations = st.builds(
 steps = st.lists(
     st.one_of(
         st.tuples(st.just("add"), reservations),
-        st.tuples(st.just("prune"), st.sampled_from([0.0, 15.0, 25.0]), st.sampled_from(range(len(VISIBLE_SETS)))),
+        st.tuples(
+            st.just("prune"), st.sampled_from([0.0, 15.0, 25.0]), st.sampled_from(range(len(VISIBLE_SETS)))
+        ),
         st.tuples(st.just("reparse")),
     ),
     max_size=25,
@@ -59,7 +70,9 @@ steps = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(steps=steps, now=st.sampled_from([0.0, 15.0]), visible=st.sampled_from(range(len(VISIBLE_SETS))),
        exclude=st.sampled_from([None, "r1", "r2"]))
-def test_memoised_ledger_agrees_with_a_full_walk(steps: list[tuple[Any, ...]], now: float, visible: int, exclude: str | None) -> None:
+def test_memoised_ledger_agrees_with_a_full_walk(
+    steps: list[tuple[Any, ...]], now: float, visible: int, exclude: str | None
+) -> None:
     ledger = Ledger()
     for step in steps:
         if step[0] == "add":
@@ -68,7 +81,9 @@ def test_memoised_ledger_agrees_with_a_full_walk(steps: list[tuple[Any, ...]], n
             before = dict(ledger.reservations)
             ledger = ledger.pruned(now=step[1], visible=VISIBLE_SETS[step[2]])
             assert dict(ledger.reservations) == {
-                rid: r for rid, r in before.items() if r.expires > step[1] and rid not in VISIBLE_SETS[step[2]]
+                rid: r
+                for rid, r in before.items()
+                if r.expires > step[1] and rid not in VISIBLE_SETS[step[2]]
             }
         else:
             ledger = Ledger.from_data(ledger.to_data())
@@ -94,9 +109,15 @@ SHOWN = frozenset({"x"})
 @pytest.mark.parametrize(
     ("visible", "now", "clean"),
     [(SHOWN, 0.0, True), (SHOWN, 100.0, False), (frozenset({"x"}).union(), 0.0, False)],
-    ids=["same-visible-set-before-expiry-is-clean", "at-earliest-expiry-is-not-clean", "an-equal-but-other-set-is-not-known-clean"],
+    ids=[
+        "same-visible-set-before-expiry-is-clean",
+        "at-earliest-expiry-is-not-clean",
+        "an-equal-but-other-set-is-not-known-clean",
+    ],
 )
-def test_clean_only_for_the_set_it_was_pruned_against_and_before_expiry(visible: frozenset[str], now: float, clean: bool) -> None:
+def test_clean_only_for_the_set_it_was_pruned_against_and_before_expiry(
+    visible: frozenset[str], now: float, clean: bool
+) -> None:
     ledger = Ledger({"a": res("a")}).pruned(now=0.0, visible=SHOWN)
     assert ledger.is_clean(now=now, visible=visible) is clean
 
@@ -110,7 +131,12 @@ def test_adding_a_reservation_the_watch_already_shows_is_pruned_next_time() -> N
 
 def test_upsert_moves_the_amount_between_teams() -> None:
     shown: frozenset[str] = frozenset()
-    ledger = Ledger().pruned(now=0.0, visible=shown).with_reservation(res("a")).with_reservation(res("a", team="vision"))
+    ledger = (
+        Ledger()
+        .pruned(now=0.0, visible=shown)
+        .with_reservation(res("a"))
+        .with_reservation(res("a", team="vision"))
+    )
     assert team_usage_now("nlp", {}, ledger, visible=shown, now=0.0) == {}
     assert team_usage_now("vision", {}, ledger, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
 
@@ -119,7 +145,9 @@ def test_decisions_in_a_row_stay_clean_so_no_step_walks_the_ledger() -> None:
     shown = frozenset({"gone"})
     ledger = Ledger({"gone": res("gone"), "kept": res("kept")})
     for i in range(3):
-        outcome = decide_reservation(ledger, res(f"new{i}"), team=NLP, base={}, visible=shown, now=SETTLE_S + 1)
+        outcome = decide_reservation(
+            ledger, res(f"new{i}"), team=NLP, base={}, visible=shown, now=SETTLE_S + 1
+        )
         assert outcome.ledger is not None
         ledger = outcome.ledger
         assert ledger.is_clean(now=SETTLE_S + 1, visible=shown)
@@ -134,20 +162,29 @@ def test_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() ->
     assert young.ledger is not None and set(young.ledger.reservations) == {"seen", "kept", "new"}
     assert young.usage == {"nvidia-a100-80gb": Fraction(1)}  # "kept" only: "seen" is counted by the watch
     assert not young.ledger.is_clean(now=SETTLE_S - 1, visible=shown)
-    assert team_usage_now("nlp", {}, young.ledger, visible=shown, now=SETTLE_S - 1) == {"nvidia-a100-80gb": Fraction(2)}
+    assert team_usage_now("nlp", {}, young.ledger, visible=shown, now=SETTLE_S - 1) == {
+        "nvidia-a100-80gb": Fraction(2)
+    }
     old = decide_reservation(young.ledger, res("newer"), team=NLP, base={}, visible=shown, now=SETTLE_S)
     assert old.ledger is not None and "seen" not in old.ledger.reservations
 
 
-fractions = st.builds(Fraction, st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=12))
+fractions = st.builds(
+    Fraction, st.integers(min_value=0, max_value=40), st.integers(min_value=1, max_value=12)
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(usage=st.dictionaries(st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb"]), fractions, max_size=2),
-       amount=fractions, limit=st.sampled_from(["0", "1", "2.5", "7", "0.25"]), total=st.sampled_from(["1", "3", "3.75"]),
-       accel_type=st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb", "*"]))
-def test_check_quota_equals_fraction_arithmetic(usage: dict[str, Fraction], amount: Fraction, limit: str, total: str,
-                                                accel_type: str) -> None:
+@given(
+    usage=st.dictionaries(st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb"]), fractions, max_size=2),
+    amount=fractions,
+    limit=st.sampled_from(["0", "1", "2.5", "7", "0.25"]),
+    total=st.sampled_from(["1", "3", "3.75"]),
+    accel_type=st.sampled_from(["nvidia-a100-80gb", "nvidia-l4-24gb", "*"]),
+)
+def test_check_quota_equals_fraction_arithmetic(
+    usage: dict[str, Fraction], amount: Fraction, limit: str, total: str, accel_type: str
+) -> None:
     team = Team(name="nlp", quota={"nvidia-a100-80gb": Decimal(limit), "*": Decimal(total)})
     want = []
     for key in (accel_type, "*"):
@@ -167,10 +204,18 @@ async def test_decisions_arriving_during_a_write_are_committed_together_in_order
     nlp = Team(name="nlp", quota={"*": Decimal(4)})
 
     def decide(rid: str) -> Any:
-        return lambda ledger: decide_reservation(ledger, res(rid), team=nlp, base={}, visible=frozenset(), now=0.0)
+        return lambda ledger: decide_reservation(
+            ledger, res(rid), team=nlp, base={}, visible=frozenset(), now=0.0
+        )
 
     outcomes = await asyncio.gather(*(client.run(decide(f"r{i}")) for i in range(5)))
-    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [False, False, False, False, True]
+    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     assert client.writes == 2
     data, _ = await store.read(LEDGER_NAME)
     assert list(Ledger.from_data(data).reservations) == ["r0", "r1", "r2", "r3"]
@@ -182,7 +227,9 @@ async def test_a_failed_write_reaches_every_waiter_and_later_callers_still_commi
     client = LedgerClient(store, sleep=RecordingSleep())
 
     def decide(rid: str) -> Any:
-        return lambda ledger: decide_reservation(ledger, res(rid), team=NLP, base={}, visible=frozenset(), now=0.0)
+        return lambda ledger: decide_reservation(
+            ledger, res(rid), team=NLP, base={}, visible=frozenset(), now=0.0
+        )
 
     def boom(_ledger: Ledger) -> Any:
         raise RuntimeError("decision failed")

@@ -42,7 +42,9 @@ def test_each_key_is_kept_exactly_when_the_api_server_accepts_it(key: str, kept:
 
 
 def test_only_bad_keys_means_no_audit_annotations_field() -> None:
-    response = build_response("uid", Decision(True, "allowed", audit={"a/b": "1"}), mutating=False)["response"]
+    response = build_response("uid", Decision(True, "allowed", audit={"a/b": "1"}), mutating=False)[
+        "response"
+    ]
     assert "auditAnnotations" not in response
 
 

@@ -37,5 +37,7 @@ def test_the_license_is_an_spdx_expression() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert project["project"]["license"] == "Apache-2.0"
-    assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])  # first to read it
+    assert any(
+        r.startswith("setuptools>=77") for r in project["build-system"]["requires"]
+    )  # first to read it
     assert importlib.metadata.metadata("accel").get("License-Expression") == "Apache-2.0"

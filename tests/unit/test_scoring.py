@@ -1,4 +1,5 @@
-"""Score components against hand-computed values (accel.placement.score_rules, accel.placement.topology_rules)."""
+"""Score components against hand-computed values (accel.placement.score_rules,
+accel.placement.topology_rules)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,9 @@ def test_combine(parts: list[tuple[float, float]], score: int) -> None:
     that tell the candidates apart, rounded half up, clamped to 0..10. A second candidate one
     point off everywhere keeps every component active."""
     names = ("preference", "fragmentation", "topology", "scarcity")
-    normalised = {n: np.array([s, s + 1 if s < 10 else s - 1]) for n, (_, s) in zip(names, parts, strict=False)}
+    normalised = {
+        n: np.array([s, s + 1 if s < 10 else s - 1]) for n, (_, s) in zip(names, parts, strict=False)
+    }
     weights = {n: float(w) for n, (w, _) in zip(names, parts, strict=False)}
     combined = combine(normalised, weights, np.array([True, True]))
     assert int(combined.scores[0]) == score

@@ -71,7 +71,8 @@ def test_pods_and_nodes_are_read_only_except_binding(objects: list[Obj], account
     writes = {
         g
         for g in _grants(objects, account)
-        if g.resource in ("pods", "nodes", "namespaces", "pods/status", "nodes/status") and g.verb not in READ_VERBS
+        if g.resource in ("pods", "nodes", "namespaces", "pods/status", "nodes/status")
+        and g.verb not in READ_VERBS
     }
     assert not writes, f"{account} may modify workloads or nodes: {writes}"
     bindings = {g.resource for g in _grants(objects, account) if g.resource == "pods/binding"}
@@ -118,7 +119,9 @@ def test_final_image_stage_runs_as_numeric_non_root_user() -> None:
     users = re.findall(r"^USER (\S+)$", stage, re.M)
     assert users, "the final stage sets no USER: the container would run as root"
     user = users[-1].split(":")
-    assert all(part.isdigit() for part in user), f"USER {users[-1]} must be numeric (runAsNonRoot checks UIDs)"
+    assert all(part.isdigit() for part in user), (
+        f"USER {users[-1]} must be numeric (runAsNonRoot checks UIDs)"
+    )
     assert int(user[0]) != 0 and (len(user) == 1 or int(user[1]) != 0), f"USER {users[-1]} is root"
     last_user = stage.rfind("\nUSER ")
     assert stage.find("\nRUN ", last_user) == -1, "no RUN after the final USER may run as root later"

@@ -83,7 +83,9 @@ def test_app_metrics_are_idempotent_and_type_checked() -> None:
         m.gauge("accel_webhook_denials_total", "x")
 
 
-@pytest.mark.parametrize("created", [0.0, 1_764_909_314.0, 1_764_909_314.1239, 1_764_909_314.9999, 1_764_909_315.5])
+@pytest.mark.parametrize(
+    "created", [0.0, 1_764_909_314.0, 1_764_909_314.1239, 1_764_909_314.9999, 1_764_909_315.5]
+)
 def test_log_timestamp_matches_isoformat_milliseconds(created: float) -> None:
     """The per-second cached timestamp writes what datetime.isoformat(timespec="milliseconds") writes."""
     from datetime import UTC, datetime

@@ -26,9 +26,13 @@ def test_table_with_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "pods/s:" in out
 
 
-def test_json_has_one_record_per_workload_policy_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_has_one_record_per_workload_policy_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     trace = write_synthetic_trace(tmp_path / "csv", pods=400)
-    rc = main(["simulate", "--trace-dir", str(trace), "--policies", "random,accel", "--seeds", "2", "-o", "json"])
+    rc = main(
+        ["simulate", "--trace-dir", str(trace), "--policies", "random,accel", "--seeds", "2", "-o", "json"]
+    )
     records = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert sorted((r["policy"], r["seed"]) for r in records) == [("accel", 42), ("accel", 43),
@@ -83,7 +87,9 @@ def test_real_trace_reproduces_the_published_per_seed_curve(
     capsys: pytest.CaptureFixture[str], workload: str, policy: str, seed: int
 ) -> None:
     """Go's RNG emulated: the same seed gives the published run's allocation curve, every column."""
-    rc = main(["simulate", "--workloads", workload, "--policies", policy, "--seeds", str(seed - 41), "-o", "json"])
+    rc = main(
+        ["simulate", "--workloads", workload, "--policies", policy, "--seeds", str(seed - 41), "-o", "json"]
+    )
     record = next(r for r in json.loads(capsys.readouterr().out) if r["seed"] == seed)
     assert rc == 0
     published = read_published_curves(PUBLISHED_CURVES)[workload, policy, seed]

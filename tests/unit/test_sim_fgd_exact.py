@@ -46,7 +46,11 @@ def _go_reference(mix: GoExactMix, gpu_type: str, free: tuple[int, ...], cpu_lef
             kind = NA
         else:
             hosts = sum(f >= shape.gpu_milli for f in free) >= shape.gpu_count
-            kind = (Q3 if cpu_left >= shape.cpu_milli else Q4) if hosts else (Q2 if cpu_left >= shape.cpu_milli else Q1)
+            kind = (
+                (Q3 if cpu_left >= shape.cpu_milli else Q4)
+                if hosts
+                else (Q2 if cpu_left >= shape.cpu_milli else Q1)
+            )
         if kind == Q3:
             frag = sum(f for f in free if f < shape.gpu_milli)
             data[Q2] += freq * float(frag)
@@ -68,7 +72,11 @@ def test_fragmentation_is_bit_identical_to_the_sequential_go_loop() -> None:
         count = 0 if milli == 0 else rng.choice([1, 1, 2, 8]) if milli == 1000 else 1
         types = rng.choice([frozenset(), frozenset({"T4"}), V100]) if milli else frozenset()
         shapes.append(PodShape(rng.choice([1000, 2000, 8000, 16000]), milli, count, types))
-    mix = GoExactMix(go_typical_pods([(s, "|".join(sorted(s.gpu_types))) for s in shapes for _ in range(rng.randint(1, 9))]))
+    mix = GoExactMix(
+        go_typical_pods(
+            [(s, "|".join(sorted(s.gpu_types))) for s in shapes for _ in range(rng.randint(1, 9))]
+        )
+    )
     for _ in range(300):
         free = tuple(rng.choice([0, 50, 130, 500, 650, 1000]) for _ in range(rng.choice([2, 4, 8])))
         gpu_type, cpu = rng.choice(["T4", "V100M16", "A100"]), rng.randint(0, 64) * 1000

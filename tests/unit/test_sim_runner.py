@@ -60,9 +60,15 @@ def test_packing_score(free: tuple[int, ...], pod: PodShape, expected: int) -> N
         pytest.param(W1, (0, 1000), SHARE, 21, id="only-other-tag"),
         pytest.param(TAG_SHARE, (500, 1000), CPU, 0, id="cpu-pod-zero"),
         # whole-GPU pods are tagged per GPU count ("1-gpu" != "2-gpu"), as in the FGD simulator
-        pytest.param(W1, (0, 1000, 1000, 1000), WHOLE2, 25 * 5000 // 8000, id="1-gpu-node-is-other-tag-for-2-gpu-pod"),
-        pytest.param(W2, (0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 75, id="2-gpu-node-same-tag-for-2-gpu-pod"),
-        pytest.param(W1 | W2, (0, 0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 50, id="1-and-2-gpu-node-mixed"),
+        pytest.param(
+            W1, (0, 1000, 1000, 1000), WHOLE2, 25 * 5000 // 8000, id="1-gpu-node-is-other-tag-for-2-gpu-pod"
+        ),
+        pytest.param(
+            W2, (0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 75, id="2-gpu-node-same-tag-for-2-gpu-pod"
+        ),
+        pytest.param(
+            W1 | W2, (0, 0, 0, 1000, 1000), WHOLE2, 25 * 6000 // 8000 + 50, id="1-and-2-gpu-node-mixed"
+        ),
         pytest.param(W2, (0, 0, 1000), WHOLE1, 25 * 7000 // 8000, id="2-gpu-node-is-other-tag-for-1-gpu-pod"),
     ],
 )

@@ -10,7 +10,10 @@ import pytest
 from accel.sim.trace import TraceError
 from cli.sim_trace import NODE_FILE, load_nodes, load_pods, pod_file
 
-POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time"
+POD_HEADER = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    "creation_time,deletion_time,scheduled_time"
+)
 
 
 def write_synthetic_trace(
@@ -62,7 +65,9 @@ def test_synthetic_trace_loads_with_expected_shapes(tmp_path: Path) -> None:
         pytest.param("p,1000,10,0,500,,", (0, 0), id="cpu-only-pod-has-no-milli"),
     ],
 )
-def test_gpu_milli_is_clamped_like_the_fgd_converter(tmp_path: Path, row: str, expected: tuple[int, int]) -> None:
+def test_gpu_milli_is_clamped_like_the_fgd_converter(
+    tmp_path: Path, row: str, expected: tuple[int, int]
+) -> None:
     path = tmp_path / "pods.csv"
     path.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n" + row + "\n")
     shape = load_pods(path)[0].shape
@@ -79,8 +84,12 @@ def test_multigpu_files_without_milli_column_mean_whole_gpus(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        pytest.param("name,cpu_milli,num_gpu\np,1,0\n", "missing column(s) ['memory_mib']", id="missing-column"),
-        pytest.param("name,cpu_milli,memory_mib,num_gpu\np,x,1,0\n", ":2: column 'cpu_milli' is 'x'", id="bad-int"),
+        pytest.param(
+            "name,cpu_milli,num_gpu\np,1,0\n", "missing column(s) ['memory_mib']", id="missing-column"
+        ),
+        pytest.param(
+            "name,cpu_milli,memory_mib,num_gpu\np,x,1,0\n", ":2: column 'cpu_milli' is 'x'", id="bad-int"
+        ),
         pytest.param("name,cpu_milli,memory_mib,num_gpu\n", "no pod rows", id="empty"),
     ],
 )

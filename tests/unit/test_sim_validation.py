@@ -66,7 +66,9 @@ def test_verdict_counts_per_policy_and_lists_each_miss_with_z() -> None:
 
 
 def test_markdown_table_marks_misses_and_missing_cells() -> None:
-    table = render_validation_markdown(SUMMARY, PUBLISHED, ["default", "multigpu50"], ["random", "fgd", "accel"])
+    table = render_validation_markdown(
+        SUMMARY, PUBLISHED, ["default", "multigpu50"], ["random", "fgd", "accel"]
+    )
     assert table.splitlines() == [
         "| workload | random | fgd | accel |",
         "|---|---|---|---|",
@@ -85,12 +87,16 @@ def test_per_seed_deterministic_policy_must_match_every_column() -> None:
     ours = {("default", "fgd", 42): _curve(95.004), ("default", "fgd", 43): _curve(95.2),
             ("default", "random", 42): _curve(85.0), ("default", "accel", 42): _curve(96.0)}
     lines, failures = per_seed_verdict(ours, published)
-    assert lines[0].startswith("per seed fgd: 1/2 runs match") and "worst 0.200 pp (default seed 43)" in lines[0]
+    assert (
+        lines[0].startswith("per seed fgd: 1/2 runs match") and "worst 0.200 pp (default seed 43)" in lines[0]
+    )
     assert "not reproducible per seed" in lines[1]  # random: reported, never a failure
     assert "rule 4 in cli/sim_validation.py" in lines[1]  # says where "rule 4" is
     assert failures == ["per-seed fgd: 1 run(s) off the published curve, worst 0.200 pp (default seed 43)"]
     assert per_seed_verdict({("default", "fgd", 42): _curve(95.0)}, published) == (
-        ["per seed fgd: 1/1 runs match the published curve within 0.01 pp; worst 0.000 pp (default seed 42)"], [])
+        ["per seed fgd: 1/1 runs match the published curve within 0.01 pp; worst 0.000 pp (default seed 42)"],
+        [],
+    )
 
 
 def test_published_curves_reader_keys_by_workload_policy_seed(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Time-slicing without the device plugin's rename (renameByDefault=false; accel.placement.filter_rules rule 4).
+"""Time-slicing without the device plugin's rename (renameByDefault=false; accel.placement.filter_rules rule
+4).
 
 Such a node advertises its replicas as plain `nvidia.com/gpu`: only GFD's labels
 (`nvidia.com/gpu.sharing-strategy=time-slicing`, `nvidia.com/gpu.replicas=4`) say they are replicas.
@@ -41,13 +42,22 @@ def l4_node(name: str, labels: dict[str, str], gpus: int) -> NodeInventory:
     return NodeInventory(name=name, labels=all_labels, accelerators=accelerators)
 
 
-SLICED = l4_node("l4-sliced", {"nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/gpu.replicas": "4"}, 16)
+SLICED = l4_node(
+    "l4-sliced", {"nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/gpu.replicas": "4"}, 16
+)
 WHOLE = l4_node("l4-whole", {"nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/gpu.replicas": "1"}, 4)
-OLD_GFD = l4_node("l4-old", {"nvidia.com/gpu.replicas": "4"}, 16)  # no sharing-strategy label: replicas decide
+OLD_GFD = l4_node(
+    "l4-old", {"nvidia.com/gpu.replicas": "4"}, 16
+)  # no sharing-strategy label: replicas decide
 
 
 def pod(profile: str) -> PodView:
-    return PodView(name="p", namespace="nlp", annotations={"accel.dev/profile": profile}, accelerators={"nvidia.com/gpu": 1})
+    return PodView(
+        name="p",
+        namespace="nlp",
+        annotations={"accel.dev/profile": profile},
+        accelerators={"nvidia.com/gpu": 1},
+    )
 
 
 @pytest.mark.parametrize(
@@ -55,10 +65,14 @@ def pod(profile: str) -> PodView:
     [
         pytest.param("l4-shared", SLICED, True, "", id="time-sliced-on-sliced-node"),
         pytest.param("l4-shared", OLD_GFD, True, "", id="time-sliced-on-replicas-only-node"),
-        pytest.param("l4-shared", WHOLE, False, "does not time-slice", id="time-sliced-never-on-exclusive-node"),
+        pytest.param(
+            "l4-shared", WHOLE, False, "does not time-slice", id="time-sliced-never-on-exclusive-node"
+        ),
         pytest.param("l4-whole", WHOLE, True, "", id="exclusive-on-exclusive-node"),
         pytest.param("l4-whole", SLICED, False, "between 4 pods", id="exclusive-never-on-sliced-node"),
-        pytest.param("l4-whole", OLD_GFD, False, "needs whole GPUs", id="exclusive-never-on-replicas-only-node"),
+        pytest.param(
+            "l4-whole", OLD_GFD, False, "needs whole GPUs", id="exclusive-never-on-replicas-only-node"
+        ),
         pytest.param("any", SLICED, True, "", id="generic-anywhere"),
     ],
 )
@@ -73,7 +87,10 @@ def test_sharing_mode_decides_the_node(profile: str, node: NodeInventory, ok: bo
 
 def test_the_sharing_mode_is_part_of_the_verdict_cache_key() -> None:
     policy = parse_policy({"profiles.yaml": PROFILES}, load_builtin_catalog()).policy
-    assert resolve_request(pod("l4-shared"), policy).signature != resolve_request(pod("l4-whole"), policy).signature
+    assert (
+        resolve_request(pod("l4-shared"), policy).signature
+        != resolve_request(pod("l4-whole"), policy).signature
+    )
 
 
 def test_quota_counts_a_replica_as_a_fraction_only_on_a_time_sliced_node() -> None:

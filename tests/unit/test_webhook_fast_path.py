@@ -16,7 +16,7 @@ from serving.body import BadRequest
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 from tests.builders import example_policy, gpu_pod, make_inventory, review
-from tests.unit.webhook_harness import GOLDEN_DIR, load_case, step_decision
+from tests.unit.webhook_harness import GOLDEN_DIR, load_case
 from webhook.admitter import Admitter
 from webhook.review import build_response, parse_review
 
@@ -69,7 +69,9 @@ def test_bodies_left_to_the_full_path(body: dict[str, Any]) -> None:
     ],
 )
 @pytest.mark.parametrize("mutating", [True, False], ids=["mutate", "validate"])
-async def test_fast_answer_equals_the_full_path(settings: dict[str, Any], namespace: str, mutating: bool) -> None:
+async def test_fast_answer_equals_the_full_path(
+    settings: dict[str, Any], namespace: str, mutating: bool
+) -> None:
     body = review(plain_pod(namespace))
     fast = admitter(**settings).answer_plain(copy.deepcopy(body), mutating=mutating)
     full_admitter = admitter(**settings)
@@ -93,5 +95,6 @@ def test_fast_answers_on_golden_requests_match_their_expected_mutate_response(ca
         parse_review(request)
     except BadRequest:  # pragma: no cover - would be a fast-path bug
         pytest.fail("fast path answered a body the full parser refuses")
-    assert fast["response"].pop("uid") == request["request"]["uid"]
-    assert step_decision(fast["response"]) == expected["mutate"]
+    response = dict(fast["response"])
+    response.pop("uid")
+    assert response == expected["mutate"]
