@@ -31,6 +31,7 @@ With a quota gate, /filter also fails the nodes of types whose team quota is ful
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import Counter
 
+from accel.capacity.inventory import Inventory
 from accel.cluster.pods import parse_pod
 from accel.placement.bind import BindRefused
 from accel.placement.core import ExtenderCore
@@ -200,6 +202,10 @@ async def _bind(ext: Extender, request: web.Request) -> web.Response:
         ext.binds.labels(result=outcome).inc()
 
 
+def _team_of(inventory: Inventory, label: str, namespace: str) -> str | None:
+    return inventory.team_of(namespace, label)
+
+
 async def _preempt(ext: Extender, request: web.Request) -> web.Response:
     result = "error"
     try:
@@ -209,7 +215,10 @@ async def _preempt(ext: Extender, request: web.Request) -> web.Response:
             core, index, _ = ext.index()
             req = core.request(parse_pod(args.pod), index, ext.clock())
             uids = {node: [p.uid for p in v.pods] for node, v in candidates.items()}
-            kept = {node: candidates[node] for node in core.preempt(index, req, uids)}
+            view = ext.state.view()
+            label = view.parsed.policy.settings.team_label
+            team_of = functools.partial(_team_of, view.inventory, label)
+            kept = {node: candidates[node] for node in core.preempt(index, req, uids, team_of)}
         except NotReady as exc:
             log.warning("extender preempt skipped: %s", exc)
             return _json(render_preemption({}))

@@ -79,7 +79,7 @@ from accel.admission.resources import (
     target_resource,
 )
 from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
-from accel.policy.kueue import is_queued
+from accel.policy.kueue import QUEUE_LABEL, is_queued
 from accel.policy.models import Mode, Profile, Team
 from accel.quota.ledger import Ledger
 from accel.quota.rules import has_type_quota, team_usage_now, type_room
@@ -332,7 +332,8 @@ def mutate(
                 pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name
             )
     warnings: tuple[str, ...] = ()
-    queued = is_queued(metadata.get("labels") or {}, profile)  # accel.policy.kueue: Kueue owns its quota
+    # accel.policy.kueue: Kueue owns its quota
+    queued = is_queued(metadata.get("labels") or {}, profile, team.rules)
     node_type = _node_type(pod, types, profile, team.name or "", ctx)
     if isinstance(node_type, Finding):
         return _denied(pod, node_type, profile=profile.name, team=team.name or "")
@@ -349,6 +350,8 @@ def mutate(
     if finding:
         return _denied(pod, finding, profile=profile.name, team=team.name or "")
     _annotations(builder, profile, types, team.name, ctx)
+    if queued and profile.kueue_local_queue:  # accel.policy.kueue: Kueue's pod integration gates by label
+        builder.set_members(["metadata", "labels"], {QUEUE_LABEL: profile.kueue_local_queue})
     if ctx.policy.settings.team_pod_label and team.name:  # cost tools (OpenCost/Kubecost) group by pod label
         builder.set_members(["metadata", "labels"], {ctx.policy.settings.team_pod_label: team.name})
     reason = "mutated" if builder else "unchanged"

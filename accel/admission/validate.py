@@ -284,7 +284,7 @@ def plan_validation(
         combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
         return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
     allowed = Decision(True, "allowed", profile_name, team_name)
-    if is_queued(view.labels, profile):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
+    if is_queued(view.labels, profile, team):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
         return ValidationPlan(
             Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile
         )

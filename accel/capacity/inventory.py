@@ -25,7 +25,7 @@ from accel.cluster.gpu_equivalents import unit_fraction
 from accel.cluster.labels import NodeAccelerators, Sharing, normalise_node
 from accel.cluster.pods import TYPE_ANNOTATION, PodView, parse_pod
 from accel.cluster.quantity import QuantityError, parse_bytes, parse_milli
-from accel.policy.kueue import pod_is_queued, queued_profiles
+from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import Policy, Profile
 from accel.policy.models import Sharing as ProfileSharing
 
@@ -320,10 +320,10 @@ def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dic
     """team -> canonical type -> GPU-equivalents of bound and pending non-terminal pods."""
     usage: dict[str, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
     label = policy.settings.team_label
-    queued = queued_profiles(policy)
+    queued = kueue_scope(policy)
     for pod in inventory.pods:
         team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.admission.resolve)
-        if not team or pod_is_queued(pod, queued):  # accel.policy.kueue rule 2: Kueue books queued pods
+        if not team or pod_is_queued(pod, queued, team):  # accel.policy.kueue rule 2: Kueue books queued pods
             continue
         usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(
             pod, inventory, catalog, policy

@@ -33,7 +33,7 @@ from accel.placement.filter import FilterStep
 from accel.placement.filter_columns import FilterColumns, FilterOutcome
 from accel.placement.filter_rules import PodRequest, Verdict
 from accel.placement.index import ClusterIndex
-from accel.placement.preempt import PreemptStep
+from accel.placement.preempt import PreemptStep, TeamOf
 from accel.placement.prioritize import Scores, ScoreStep
 from accel.placement.state import FILTER_MEMO_LIMIT, ExtenderState
 from accel.policy.models import Policy
@@ -106,16 +106,17 @@ class ExtenderCore:
 
     # ---- preempt --------------------------------------------------------------------------------
     def preempt(
-        self, index: ClusterIndex, req: PodRequest, victims: Mapping[str, Sequence[str]]
+        self, index: ClusterIndex, req: PodRequest, victims: Mapping[str, Sequence[str]], team_of: TeamOf
     ) -> list[str]:
-        """The candidate nodes where evicting their proposed victims lets the pod pass the filter."""
-        return self._preempter.preempt(index, req, victims)
+        """The candidate nodes where evicting their proposed victims (all of the preemptor's team,
+        unless the policy allows otherwise) lets the pod pass the filter."""
+        return self._preempter.preempt(index, req, victims, team_of)
 
     def preempt_verdict(
-        self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str]
+        self, index: ClusterIndex, req: PodRequest, name: str, uids: Sequence[str], team_of: TeamOf
     ) -> Verdict:
         """The preempt decision for one node, with the reason (for logs and tests)."""
-        return self._preempter.preempt_verdict(index, req, name, uids)
+        return self._preempter.preempt_verdict(index, req, name, uids, team_of)
 
     # ---- bind (rule 2) --------------------------------------------------------------------------
     def begin_bind(

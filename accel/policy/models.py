@@ -137,6 +137,9 @@ class Settings(_Model):
     excluded_namespaces: tuple[str, ...] = Field(default=("kube-system",), alias="excludedNamespaces")
     scheduler_name: str | None = Field(default=None, alias="schedulerName")
     max_gpus_per_pod: int | None = Field(default=None, alias="maxGpusPerPod", ge=1)
+    # May a pod's PriorityClass evict another team's pods (accel.placement.preempt rule 4)? Off by
+    # default: any author may name any PriorityClass, so on would let one team evict another.
+    cross_team_preemption: bool = Field(default=False, alias="crossTeamPreemption")
     topology_keys: Mapping[str, tuple[str, ...]] | None = Field(default=None, alias="topologyKeys")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
@@ -205,6 +208,10 @@ class Team(_Model):
     allowed_profiles: tuple[str, ...] | None = Field(default=None, alias="allowedProfiles")  # None = all
     allowed_types: tuple[str, ...] | None = Field(default=None, alias="allowedTypes")  # None = all
     default_profile: str | None = Field(default=None, alias="defaultProfile")
+    # Kueue admits this team's queued workloads (its namespaces are in Kueue's managed set, with the
+    # pod or job integrations that gate them). Only then does a pod's `kueue.x-k8s.io/queue-name`
+    # label, which its author writes, hand the pod's quota to Kueue (accel.policy.kueue).
+    kueue_managed: bool = Field(default=False, alias="kueueManaged")
 
     @field_validator("quota", mode="before")
     @classmethod

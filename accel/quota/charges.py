@@ -32,7 +32,7 @@ from accel.capacity.inventory import (
     pod_gpu_equivalents,
 )
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
-from accel.policy.kueue import pod_is_queued, queued_profiles
+from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import ParsedPolicy
 
 MAX_ENTRIES = 4096
@@ -74,12 +74,11 @@ class ChargeMemo:
         label = parsed.policy.settings.team_label
         sums: dict[str, dict[tuple[str, int], int]] = {}
         previous, current = self._by_pod, {}
-        queued = queued_profiles(parsed.policy)
+        queued = kueue_scope(parsed.policy)
         for pod in inventory.pods:
-            team = inventory.team_of(
-                pod.namespace, label
-            )  # never the pod's own label (accel.admission.resolve)
-            if not team or pod_is_queued(pod, queued):  # accel.policy.kueue rule 2: Kueue books queued pods
+            # never the pod's own label (accel.admission.resolve)
+            team = inventory.team_of(pod.namespace, label)
+            if not team or pod_is_queued(pod, queued, team):  # accel.policy.kueue rule 2: Kueue books them
                 continue
             node = inventory.node(pod.node_name) if pod.node_name else None
             seen = previous.get(id(pod))

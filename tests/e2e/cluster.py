@@ -429,7 +429,7 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-reload", "quota": {"*": 8}, "allowedProfiles": all_profiles},
         # test_platforms: HardwareProfile CRs (any profile), Kueue (no accel quota left), chargeback
         {"name": "e2e-odh", "quota": {"*": 8}},
-        {"name": "e2e-kueue", "quota": {"nvidia-a100-80gb": 0, "*": 0}},
+        {"name": "e2e-kueue", "quota": {"nvidia-a100-80gb": 0, "*": 0}, "kueueManaged": True},
         {"name": "e2e-charge", "quota": {"*": 8}, "allowedProfiles": all_profiles},
         {"name": "e2e-workload", "quota": {"*": 16}, "allowedProfiles": all_profiles},
         {"name": "e2e-overquota", "quota": {"*": 2}, "allowedProfiles": all_profiles},
@@ -447,6 +447,10 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-govern", "quota": {"nvidia-a100-80gb": 8, "*": 8}, "allowedTypes": ["nvidia-a100-80gb"],
          "allowedProfiles": ["a100-only", "gpu-any"]},
         {"name": "e2e-govern-strict", "quota": {"*": 8}, "allowedProfiles": ["a100-only"]},
+        # test_redteam_*: hostile authors; each case its own team (quota release is asynchronous)
+        *({"name": f"e2e-redteam-{case}", "quota": {"nvidia-h100-80gb": 2, "*": 2},
+           "allowedProfiles": all_profiles}
+          for case in ("kueue", "init", "workload", "preempt")),
     ]
     return {
         "settings.yaml": yaml.safe_dump(settings),

@@ -7,23 +7,28 @@ for assumed binds.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from accel.capacity.devices import Assumption
-from accel.capacity.inventory import Inventory
+from accel.capacity.inventory import Inventory, build_inventory
 from accel.cluster.pods import parse_pod
 from accel.placement.core import ExtenderCore
 from extender.app import ROUTES, make_app
 from extender.wire import ExtenderPreemptionResult
-from kube.testing import ManualClock, make_node
+from kube.testing import ManualClock, make_namespace, make_node
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
-from tests.builders import inventory, named_gpu_pod, node_object, shared_example_policy
+from tests.builders import example_policy, inventory, named_gpu_pod, node_object, shared_example_policy
 
 Json = dict[str, Any]
+
+
+def no_teams(namespace: str) -> str | None:  # no namespace has a team
+    return None
 
 
 def mixed_node(name: str) -> Json:
@@ -130,9 +135,8 @@ def test_preempt_is_a_route() -> None:
         pytest.param({"a100-full": ["uid-small", "uid-big"]}, ["a100-full"], id="two-victims-kept-in-order"),
         pytest.param({"mixed": ["uid-whole"]}, ["mixed"], id="mixed-node-whole-gpus-freed"),
         pytest.param({"mixed": ["uid-slices", "uid-whole"]}, ["mixed"], id="mixed-node-both-pools-freed"),
-        pytest.param(
-            {"a100-full": ["uid-ghost", "uid-big"]}, ["a100-full"], id="unknown-uid-returned-unchanged"
-        ),
+        # rule 4: a victim the extender has not seen may be another team's: no eviction on a guess
+        pytest.param({"a100-full": ["uid-ghost", "uid-big"]}, [], id="unknown-uid-drops-the-node"),
         pytest.param({"a100-full": ["uid-ghost"]}, [], id="unknown-uid-frees-nothing"),
         pytest.param({"a100-full": ["uid-whole"]}, [], id="another-nodes-victim-frees-nothing-here"),
         pytest.param({"a100-full": []}, [], id="no-victims-dropped"),
@@ -151,9 +155,57 @@ async def test_meta_form_keeps_nodes_where_victims_make_room(
 
 async def test_full_pod_form_answers_in_meta_form(aiohttp_client: Any) -> None:
     client = await client_for(aiohttp_client)
+    victims = {**CANDIDATES, "a100-full": ["uid-small", "uid-big"]}
+    reply = await preempt(client, full_args(PREEMPTOR, victims))
+    assert reply == meta_reply({"a100-full": ["uid-small", "uid-big"]}, pdb=1)
+
+
+async def test_victims_are_returned_unchanged_when_teams_may_preempt_each_other(aiohttp_client: Any) -> None:
+    state = ClusterState.static(example_policy(crossTeamPreemption=True), cluster())
+    client = await client_for(aiohttp_client, state)
     victims = {**CANDIDATES, "a100-full": ["uid-small", "uid-ghost", "uid-big"]}
     reply = await preempt(client, full_args(PREEMPTOR, victims))
     assert reply == meta_reply({"a100-full": ["uid-small", "uid-ghost", "uid-big"]}, pdb=1)
+
+
+def two_teams(victim_namespace: str, *, cross_team: bool = False) -> tuple[ExtenderCore, Any, Any]:
+    """An A100 node full with a 6-GPU pod in `victim_namespace`; the preemptor (3 GPUs) is in
+    namespace `nlp-ns` of team nlp; `vision-ns` belongs to team vision, `loose-ns` to no team."""
+    parsed = example_policy(crossTeamPreemption=cross_team)
+    namespaces = [
+        make_namespace("nlp-ns", labels={"team": "nlp"}),
+        make_namespace("vision-ns", labels={"team": "vision"}),
+        make_namespace("loose-ns"),
+    ]
+    pods = [
+        named_gpu_pod("big", 6, node="a100-full", ns=victim_namespace, profile=None),
+        named_gpu_pod("small", 2, node="a100-full", ns="nlp-ns", profile=None),
+    ]
+    built = build_inventory(
+        [node_object("a100-full")], pods, namespaces, catalog=parsed.catalog, policy=parsed.policy
+    )
+    core = ExtenderCore()
+    index = core.index(1, parsed.policy, built)
+    req = core.request(parse_pod(named_gpu_pod("wants-3", 3, ns="nlp-ns")), index, 0.0)
+    return core, index, (req, partial(built.team_of, team_label="team"))
+
+
+@pytest.mark.parametrize(("victim_namespace", "cross_team", "kept"), [
+    pytest.param("nlp-ns", False, ["a100-full"], id="own-team-victim"),
+    pytest.param("vision-ns", False, [], id="another-teams-victim"),
+    pytest.param("loose-ns", False, [], id="team-less-victim"),
+    pytest.param("vision-ns", True, ["a100-full"], id="another-teams-victim-when-the-policy-allows"),
+])  # fmt: skip
+def test_a_pod_preempts_only_its_own_teams_pods(
+    victim_namespace: str, cross_team: bool, kept: list[str]
+) -> None:
+    # issue 21: a PriorityClass is the author's choice (any namespace may name any class), so it
+    # must not let one team evict another's GPU pods (accel.placement.preempt rule 4).
+    core, index, (req, team_of) = two_teams(victim_namespace, cross_team=cross_team)
+    assert core.preempt(index, req, {"a100-full": ["uid-big"]}, team_of) == kept
+    if not kept:
+        reason = core.preempt_verdict(index, req, "a100-full", ["uid-big"], team_of).reason
+        assert f"{victim_namespace}/big" in reason and "preemptor's team nlp" in reason, reason
 
 
 async def test_time_sliced_pod_is_not_helped_by_whole_gpu_victims(aiohttp_client: Any) -> None:
@@ -226,12 +278,12 @@ def test_assumed_binds_count_unless_they_are_victims_or_the_preemptor() -> None:
     core.state.assumptions.assume(
         Assumption("uid-other", "team-a/other", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0)
     )
-    assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == []
-    assert "only 1 of 8" in core.preempt_verdict(index, req, "a100-full", ["uid-big"]).reason
+    assert core.preempt(index, req, {"a100-full": ["uid-big"]}, no_teams) == []
+    assert "only 1 of 8" in core.preempt_verdict(index, req, "a100-full", ["uid-big"], no_teams).reason
     # The same bind is ignored when it is a victim's, or the preemptor's own.
-    assert core.preempt(index, req, {"a100-full": ["uid-big", "uid-other"]}) == ["a100-full"]
+    assert core.preempt(index, req, {"a100-full": ["uid-big", "uid-other"]}, no_teams) == ["a100-full"]
     core.state.assumptions.forget("uid-other")
     core.state.assumptions.assume(
         Assumption("uid-wants-3", "team-a/wants-3", "a100-full", {"nvidia.com/gpu": (2, 3, 4, 5, 6)}, 100.0)
     )
-    assert core.preempt(index, req, {"a100-full": ["uid-big"]}) == ["a100-full"]
+    assert core.preempt(index, req, {"a100-full": ["uid-big"]}, no_teams) == ["a100-full"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import jsonpatch
 import pytest
+import yaml
 
 from accel.admission.plan import mutate
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
@@ -13,6 +14,7 @@ from accel.capacity.inventory import team_usage
 from accel.cluster.catalog import load_builtin_catalog
 from accel.policy.kueue import QUEUE_LABEL
 from accel.policy.loading import parse_policy
+from accel.policy.models import ParsedPolicy
 from accel.quota.kueue_export import export_objects
 from accel.quota.ledger import Ledger
 from kube.testing import make_hardware_profile
@@ -41,17 +43,43 @@ def admit(pod: dict[str, Any], ctx: Any) -> tuple[Any, Any]:
 def full_a100_quota_of_vision() -> list[dict[str, Any]]:
     """vision's whole nvidia-a100-80gb quota (12) in use by bound pods."""
     return [gpu_pod(namespace="vision", name=f"busy-{i}", node="a100-1", gpus="1") for i in range(8)] + [
-        gpu_pod(namespace="vision", name=f"busy-b{i}", node="a100-2", gpus="1") for i in range(4)]
+        gpu_pod(namespace="vision", name=f"busy-b{i}", node="a100-2", gpus="1") for i in range(4)
+    ]
+
+
+def vision_policy(*, kueue_managed: bool) -> ParsedPolicy:
+    """The example policy, with team vision marked Kueue-managed (teams.yaml `kueueManaged`) or not."""
+    teams = yaml.safe_load((POLICY_DIR / "teams.yaml").read_text())["teams"]
+    for team in teams:
+        if team["name"] == "vision":
+            team["kueueManaged"] = kueue_managed
+    return example_policy(teams=teams)
+
+
+def full_vision_context(*, kueue_managed: bool) -> Any:
+    from tests.builders import DEFAULT_NODES, node_model
+
+    nodes = (*DEFAULT_NODES, node_model("a100-2", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"))
+    return make_context(
+        full_a100_quota_of_vision(), nodes=nodes, policy=vision_policy(kueue_managed=kueue_managed)
+    )
 
 
 def test_a_pod_with_the_queue_label_is_not_charged_nor_denied_when_accel_quota_is_full() -> None:
-    from tests.builders import DEFAULT_NODES, node_model
-    nodes = (*DEFAULT_NODES, node_model("a100-2", "nvidia-a100-80gb", "NVIDIA-A100-SXM4-80GB"))
-    ctx = make_context(full_a100_quota_of_vision(), nodes=nodes)
+    ctx = full_vision_context(kueue_managed=True)
     _, plain = admit(gpu_pod(namespace="vision"), ctx)
     assert not plain.allowed and plain.reason == plain.finding.reason  # over accel quota: denied
     plan, queued = admit(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), ctx)
     assert queued.allowed and plan.quota is None and queued.audit["quota"] == "kueue"
+
+
+def test_the_queue_label_is_no_pass_around_quota_in_a_team_kueue_does_not_manage() -> None:
+    # issue 21: the label is the author's; without Kueue gating the team's pods it would run them
+    # free of any quota. A team the admin has not marked `kueueManaged` is charged as usual.
+    ctx = full_vision_context(kueue_managed=False)
+    plan, labelled = admit(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), ctx)
+    assert not labelled.allowed and labelled.reason == "quota-exceeded"
+    assert plan.quota is not None
 
 
 def test_queued_pods_are_not_in_accel_usage_and_still_get_affinity() -> None:
@@ -59,26 +87,51 @@ def test_queued_pods_are_not_in_accel_usage_and_still_get_affinity() -> None:
         gpu_pod(namespace="vision", name="q", node="a100-1", gpus="4", labels={QUEUE_LABEL: "default"}),
         gpu_pod(namespace="vision", name="p", node="a100-1", gpus="2"),
     ]
-    parsed = example_policy()
+    parsed = vision_policy(kueue_managed=True)
     usage = team_usage(make_inventory(running), catalog=parsed.catalog, policy=parsed.policy)
     assert usage["vision"]["nvidia-a100-80gb"] == 2
-    mutated = mutate(gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}), namespace="vision",
-                     ctx=make_context())
+    unmanaged = vision_policy(kueue_managed=False)
+    usage = team_usage(make_inventory(running), catalog=unmanaged.catalog, policy=unmanaged.policy)
+    assert usage["vision"]["nvidia-a100-80gb"] == 6  # the label alone books nothing with Kueue
+    mutated = mutate(
+        gpu_pod(namespace="vision", labels={QUEUE_LABEL: "default"}),
+        namespace="vision",
+        ctx=make_context(policy=parsed),
+    )
     assert any(op["path"].startswith("/spec/affinity") for op in (dict(o) for o in mutated.ops))
 
 
-def test_a_queue_scheduled_hardware_profile_makes_its_pods_queued() -> None:
+def queue_profile_policy(*, kueue_managed: bool) -> ParsedPolicy:
     files = {p.name: p.read_text() for p in POLICY_DIR.glob("*.yaml")}
-    files["teams.yaml"] = "teams:\n- name: vision\n  quota: {nvidia-a100-80gb: 0}\n"
-    hwp = make_hardware_profile("queued-a100", queue="default",
-                                annotations={"accel.dev/accelerator-types": "nvidia-a100-80gb"})
-    parsed = parse_policy(files, load_builtin_catalog(), hardware_profiles=[hwp])
-    ctx = make_context(policy=parsed)
+    files["teams.yaml"] = (
+        "teams:\n- name: vision\n  quota: {nvidia-a100-80gb: 0}\n"
+        f"  kueueManaged: {str(kueue_managed).lower()}\n"
+    )
+    hwp = make_hardware_profile(
+        "queued-a100", queue="default", annotations={"accel.dev/accelerator-types": "nvidia-a100-80gb"}
+    )
+    return parse_policy(files, load_builtin_catalog(), hardware_profiles=[hwp])
+
+
+def test_a_queue_scheduled_hardware_profile_makes_its_pods_queued() -> None:
+    ctx = make_context(policy=queue_profile_policy(kueue_managed=True))
     pod = gpu_pod(
         namespace="vision", profile=None, annotations={"opendatahub.io/hardware-profile-name": "queued-a100"}
     )
     plan, decision = admit(pod, ctx)
     assert decision.allowed and plan.quota is None and decision.profile == "queued-a100"
+    # Kueue's pod integration gates a pod by the label, so the webhook writes the profile's LocalQueue.
+    labels = dict(mutate(pod, namespace="vision", ctx=ctx).document["metadata"]["labels"])
+    assert labels[QUEUE_LABEL] == "default"
+
+
+def test_a_queue_scheduled_profile_in_a_team_kueue_does_not_manage_is_charged() -> None:
+    ctx = make_context(policy=queue_profile_policy(kueue_managed=False))
+    pod = gpu_pod(
+        namespace="vision", profile=None, annotations={"opendatahub.io/hardware-profile-name": "queued-a100"}
+    )
+    plan, decision = admit(pod, ctx)
+    assert not decision.allowed and plan.quota is not None
 
 
 def test_export_is_valid_against_kueue_schemas_and_follows_the_policy() -> None:
