@@ -321,7 +321,7 @@ def make_app(
         if names is not None
         else None,
     )
-    gate = QuotaGate(LedgerClient(ledger_store)) if ledger_store is not None else None
+    gate = QuotaGate(LedgerClient(ledger_store, metrics=metrics)) if ledger_store is not None else None
     ext = Extender(
         state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events, gate=gate
     )

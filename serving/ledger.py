@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
-from accel.quota.ledger import Ledger
+from accel.quota.ledger import LEDGER_KEY, Ledger
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
 from kube.protocol import CasStore
+from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class LedgerClient:
         attempts: int = DEFAULT_ATTEMPTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -66,6 +68,7 @@ class LedgerClient:
         self._pending: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]] = []
         self._flushing = False
         self._cached: tuple[str | None, Ledger] | None = None
+        self._metrics = _LedgerMetrics(metrics or Metrics(), name)
 
     async def read(self) -> Ledger:
         """The current ledger (also remembered as `last`)."""
@@ -75,6 +78,7 @@ class LedgerClient:
     def _parse(self, data: dict[str, str], version: str | None) -> Ledger:
         if self._cached is None or self._cached[0] != version or version is None:
             self._cached = (version, Ledger.from_data(data))
+            self._metrics.size(self._cached[1], len(data.get(LEDGER_KEY, "")))
         self.last = self._cached[1]
         return self.last
 
@@ -132,14 +136,17 @@ class LedgerClient:
                         optimistic = False
                         continue
                     return outcomes
-                new_version = await self.store.write(self.name, ledger.to_data(), version)
+                data = ledger.to_data()
+                new_version = await self.store.write(self.name, data, version)
                 if new_version is not None:
                     self.writes += 1
+                    self._metrics.written(ledger, len(data[LEDGER_KEY]), len(batch))
                     self._cached = (new_version, ledger)
                     self.last = ledger
                     return outcomes
                 optimistic = False
                 self.conflicts += 1
+                self._metrics.conflicts.inc()
                 await self._sleep(self._rng.uniform(0, min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)))
                 attempt += 1
         except KubeError as exc:
@@ -148,3 +155,45 @@ class LedgerClient:
                 batch
             )
         return [msg.ledger_busy(self.attempts)] * len(batch)
+
+
+class _LedgerMetrics:
+    """What an admin watches of the ledger (README, "Quota"): its size and how often, how much and
+    how contended it is written. Label `ledger` = the ConfigMap's name."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        labels = ("ledger",)
+        self.writes = metrics.counter(
+            "accel_quota_ledger_writes_total",
+            "Successful compare-and-swap writes of the quota ledger.",
+            labels,
+        ).labels(name)
+        self.decisions = metrics.counter(
+            "accel_quota_ledger_decisions_total",
+            "Quota decisions persisted by those writes (group commit: several per write).",
+            labels,
+        ).labels(name)
+        self.written_bytes = metrics.counter(
+            "accel_quota_ledger_written_bytes_total", "Bytes of ledger document written.", labels
+        ).labels(name)
+        self.conflicts = metrics.counter(
+            "accel_quota_ledger_conflicts_total",
+            "Writes refused because another writer changed the ledger first (then read and decided again).",
+            labels,
+        ).labels(name)
+        self.bytes = metrics.gauge(
+            "accel_quota_ledger_bytes", "Size of the ledger document last read or written.", labels
+        ).labels(name)
+        self.entries = metrics.gauge(
+            "accel_quota_ledger_entries", "Entries in the ledger document last read or written.", labels
+        ).labels(name)
+
+    def size(self, ledger: Ledger, size: int) -> None:
+        self.bytes.set(size)
+        self.entries.set(len(ledger.reservations))
+
+    def written(self, ledger: Ledger, size: int, decisions: int) -> None:
+        self.writes.inc()
+        self.decisions.inc(decisions)
+        self.written_bytes.inc(size)
+        self.size(ledger, size)

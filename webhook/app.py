@@ -90,7 +90,7 @@ def make_app(
         if names is not None
         else None,
     )
-    ledger = LedgerClient(ledger_store) if ledger_store is not None else None
+    ledger = LedgerClient(ledger_store, metrics=metrics) if ledger_store is not None else None
     admitter = app[ADMITTER] = Admitter(
         state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id
     )

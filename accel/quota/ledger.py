@@ -127,7 +127,12 @@ def _totals(reservations: Iterable[Reservation]) -> dict[str, dict[tuple[str, in
 
 @dataclass(frozen=True, slots=True)
 class Ledger:
-    """All live reservations by id; `corrupt` marks a stored document we could not read."""
+    """All live reservations by id; `corrupt` marks a stored document we could not read.
+
+    Memo (rules 2-3): when `clean_for` is a visible set, `settling` is exactly the entries that set
+    shows (kept only for SETTLE_S, not counted), `totals` sums every other entry, and
+    `earliest_expiry` is the first expiry among those counted ones.
+    """
 
     reservations: Mapping[str, Reservation] = field(default_factory=dict)
     corrupt: bool = False
@@ -135,15 +140,20 @@ class Ledger:
     totals: Totals | None = field(default=None, compare=False, repr=False)
     clean_for: frozenset[str] | None = field(default=None, compare=False, repr=False)
     earliest_expiry: float | None = field(default=None, compare=False, repr=False)
+    settling: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.members is None:
             members = {rid: _member(rid, r.to_json()) for rid, r in self.reservations.items()}
             object.__setattr__(self, "members", members)
         if self.totals is None:
-            object.__setattr__(self, "totals", _totals(self.reservations.values()))
+            counted = (r for rid, r in self.reservations.items() if rid not in self.settling)
+            object.__setattr__(self, "totals", _totals(counted))
         if self.earliest_expiry is None:
-            earliest = min((r.expires for r in self.reservations.values()), default=float("inf"))
+            earliest = min(
+                (r.expires for rid, r in self.reservations.items() if rid not in self.settling),
+                default=float("inf"),
+            )
             object.__setattr__(self, "earliest_expiry", earliest)
 
     @classmethod
@@ -169,59 +179,88 @@ class Ledger:
         return {LEDGER_KEY: "".join(('{"reservations":{', ",".join(self.members.values()), "}}"))}
 
     def is_clean(self, *, now: float, visible: frozenset[str]) -> bool:
-        """True when nothing is expired at `now` nor shown by `visible` (rule 2, no walk)."""
+        """True when the memo is exact for (`now`, `visible`): `totals` then counts exactly the
+        entries neither expired nor shown by `visible` (rule 2, no walk)."""
         assert self.earliest_expiry is not None
         return self.clean_for is visible and now < self.earliest_expiry and not self.corrupt
 
     def pruned(self, *, now: float, visible: frozenset[str], settle_s: float = 0.0) -> Ledger:
         """Without expired entries and those whose pod the watch already shows (invariant 2) since
         at least `settle_s` (the entry's age: another replica's watch may lag this one's, and must
-        not see the pod in neither the ledger nor its watch). Entries kept only for settling make
-        the ledger not clean: `team_usage_now` then walks it and skips them."""
+        not see the pod in neither the ledger nor its watch).
+
+        A ledger already clean for (`now`, `visible`) is returned as it is: entries whose settling
+        time ran out meanwhile do not count either way, and the next full pass (a new `visible`
+        set: at most one per state generation) or the reconciler's tidy drops them. So a run of
+        decisions between two generations does no walk at all."""
         if self.is_clean(now=now, visible=visible):
             return self
         settled = now - settle_s
-        kept = {rid: r for rid, r in self.reservations.items()
-                if r.expires > now and (rid not in visible or r.created > settled)}
-        clean = not any(rid in visible for rid in kept)
-        if len(kept) == len(self.reservations) and not self.corrupt:
-            if clean:
-                object.__setattr__(self, "clean_for", visible)  # memo only: the data is unchanged
-            object.__setattr__(
-                self, "earliest_expiry", min((r.expires for r in kept.values()), default=float("inf"))
-            )
-            return self
+        kept = {
+            rid: r
+            for rid, r in self.reservations.items()
+            if r.expires > now and (rid not in visible or r.created > settled)
+        }
+        settling = frozenset(rid for rid in kept if rid in visible)
         assert self.members is not None
-        members = {rid: self.members[rid] for rid in kept}
-        return Ledger(kept, members=members, clean_for=visible if clean else None)
+        members = (
+            self.members if len(kept) == len(self.reservations) else {rid: self.members[rid] for rid in kept}
+        )
+        return Ledger(
+            kept if len(kept) != len(self.reservations) else self.reservations,
+            members=members,
+            clean_for=visible,
+            settling=settling,
+        )
 
     def without(self, ids: Iterable[str]) -> Ledger:
-        """This ledger less the entries `ids` (those absent are ignored); self when none is present."""
+        """This ledger less the entries `ids` (those absent are ignored); self when none is present.
+        The memo stays exact (removed counted entries leave `totals`), so no walk follows."""
         gone = {rid for rid in ids if rid in self.reservations}
         if not gone:
             return self
+        assert self.members is not None and self.totals is not None
         kept = {rid: r for rid, r in self.reservations.items() if rid not in gone}
-        assert self.members is not None
-        return Ledger(kept, members={rid: self.members[rid] for rid in kept})
+        members = {rid: self.members[rid] for rid in kept}
+        if self.clean_for is None:
+            return Ledger(kept, members=members)
+        totals = {team: dict(lines) for team, lines in self.totals.items()}
+        for rid in gone:
+            if rid not in self.settling:
+                reservation = self.reservations[rid]
+                _add(totals.setdefault(reservation.team, {}), reservation, -1)
+        return Ledger(
+            kept, members=members, totals=totals, clean_for=self.clean_for, settling=self.settling - gone
+        )
 
     def with_reservation(self, reservation: Reservation) -> Ledger:
-        """This ledger plus (or with a replaced) `reservation`; memo fields updated, not rebuilt."""
+        """This ledger plus (or with a replaced) `reservation`; memo fields updated, not rebuilt.
+        An entry the memo's visible set already shows joins `settling` (the watch counts its pod)."""
         assert self.members is not None and self.totals is not None and self.earliest_expiry is not None
         rid = reservation.id
         totals: dict[str, Mapping[tuple[str, int], tuple[int, int]]] = dict(self.totals)
+        settling = self.settling
         previous = self.reservations.get(rid)
         if previous is not None:  # an upsert: the old amount leaves its team's totals
-            old = dict(totals.get(previous.team, {}))
-            _add(old, previous, -1)
-            totals[previous.team] = old
-        mine = dict(totals.get(reservation.team, {}))
-        _add(mine, reservation, 1)
-        totals[reservation.team] = mine
-        clean = self.clean_for if self.clean_for is not None and rid not in self.clean_for else None
+            if rid in settling:
+                settling = settling - {rid}
+            else:
+                old = dict(totals.get(previous.team, {}))
+                _add(old, previous, -1)
+                totals[previous.team] = old
+        earliest = self.earliest_expiry
+        if self.clean_for is not None and rid in self.clean_for:
+            settling = settling | {rid}
+        else:
+            mine = dict(totals.get(reservation.team, {}))
+            _add(mine, reservation, 1)
+            totals[reservation.team] = mine
+            earliest = min(earliest, reservation.expires)
         return Ledger(
             {**self.reservations, rid: reservation},
             members={**self.members, rid: _member(rid, reservation.to_json())},
             totals=totals,
-            clean_for=clean,
-            earliest_expiry=min(self.earliest_expiry, reservation.expires),
+            clean_for=self.clean_for,
+            earliest_expiry=earliest,
+            settling=settling,
         )

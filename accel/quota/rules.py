@@ -75,7 +75,7 @@ def team_usage_now(
     if ledger.is_clean(now=now, visible=visible) and ledger.totals is not None:
         partial = dict(ledger.totals.get(team, {}))
         own = ledger.reservations.get(exclude) if exclude is not None else None
-        if own is not None and own.team == team:
+        if own is not None and own.team == team and own.id not in ledger.settling:  # settling: not in totals
             _discount(partial, own)
     else:
         partial = {}

@@ -68,8 +68,12 @@ steps = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=steps, now=st.sampled_from([0.0, 15.0]), visible=st.sampled_from(range(len(VISIBLE_SETS))),
-       exclude=st.sampled_from([None, "r1", "r2"]))
+@given(
+    steps=steps,
+    now=st.sampled_from([0.0, 15.0]),
+    visible=st.sampled_from(range(len(VISIBLE_SETS))),
+    exclude=st.sampled_from([None, "r1", "r2"]),
+)
 def test_memoised_ledger_agrees_with_a_full_walk(
     steps: list[tuple[Any, ...]], now: float, visible: int, exclude: str | None
 ) -> None:
@@ -78,13 +82,17 @@ def test_memoised_ledger_agrees_with_a_full_walk(
         if step[0] == "add":
             ledger = ledger.with_reservation(step[1])
         elif step[0] == "prune":
-            before = dict(ledger.reservations)
-            ledger = ledger.pruned(now=step[1], visible=VISIBLE_SETS[step[2]])
-            assert dict(ledger.reservations) == {
-                rid: r
-                for rid, r in before.items()
-                if r.expires > step[1] and rid not in VISIBLE_SETS[step[2]]
+            before, shown = dict(ledger.reservations), VISIBLE_SETS[step[2]]
+            ledger = ledger.pruned(now=step[1], visible=shown)
+            counted = {rid: r for rid, r in ledger.reservations.items() if rid not in shown}
+            # Every entry that still counts is kept; an entry the watch shows may stay (settling,
+            # not counted) until the next full pass; nothing else is added or changed.
+            assert counted == {
+                rid: r for rid, r in before.items() if r.expires > step[1] and rid not in shown
             }
+            assert ledger.reservations.items() <= before.items()
+        if ledger.clean_for is not None:  # the memo's invariant: settling = the entries the set shows
+            assert ledger.settling == {rid for rid in ledger.reservations if rid in ledger.clean_for}
         else:
             ledger = Ledger.from_data(ledger.to_data())
         assert ledger.to_data() == {LEDGER_KEY: encoded(ledger)}
@@ -122,11 +130,12 @@ def test_clean_only_for_the_set_it_was_pruned_against_and_before_expiry(
     assert ledger.is_clean(now=now, visible=visible) is clean
 
 
-def test_adding_a_reservation_the_watch_already_shows_is_pruned_next_time() -> None:
+def test_adding_a_reservation_the_watch_already_shows_settles_without_counting() -> None:
     shown = frozenset({"b"})
     ledger = Ledger({"a": res("a")}).pruned(now=0.0, visible=shown).with_reservation(res("b"))
-    assert not ledger.is_clean(now=0.0, visible=shown)
-    assert set(ledger.pruned(now=0.0, visible=shown).reservations) == {"a"}
+    assert ledger.is_clean(now=0.0, visible=shown) and ledger.settling == {"b"}
+    assert team_usage_now("nlp", {}, ledger, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
+    assert set(ledger.pruned(now=0.0, visible=frozenset({"b"})).reservations) == {"a"}  # next generation
 
 
 def test_upsert_moves_the_amount_between_teams() -> None:
@@ -161,12 +170,29 @@ def test_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() ->
     young = decide_reservation(ledger, res("new"), team=NLP, base={}, visible=shown, now=SETTLE_S - 1)
     assert young.ledger is not None and set(young.ledger.reservations) == {"seen", "kept", "new"}
     assert young.usage == {"nvidia-a100-80gb": Fraction(1)}  # "kept" only: "seen" is counted by the watch
-    assert not young.ledger.is_clean(now=SETTLE_S - 1, visible=shown)
+    # Settling entries do not make the memo inexact: the next decisions read the totals, no walk.
+    assert young.ledger.is_clean(now=SETTLE_S - 1, visible=shown) and young.ledger.settling == {"seen"}
     assert team_usage_now("nlp", {}, young.ledger, visible=shown, now=SETTLE_S - 1) == {
         "nvidia-a100-80gb": Fraction(2)
     }
-    old = decide_reservation(young.ledger, res("newer"), team=NLP, base={}, visible=shown, now=SETTLE_S)
+    # Once settled it is dropped by the next full pass (a new visible set: the next state generation).
+    later = frozenset({"seen"})
+    old = decide_reservation(young.ledger, res("newer"), team=NLP, base={}, visible=later, now=SETTLE_S)
     assert old.ledger is not None and "seen" not in old.ledger.reservations
+
+
+def test_a_settling_entry_re_added_or_removed_keeps_the_memo_exact() -> None:
+    shown = frozenset({"seen"})
+    ledger = Ledger({"seen": res("seen"), "kept": res("kept")}).pruned(
+        now=0.0, visible=shown, settle_s=SETTLE_S
+    )
+    assert ledger.settling == {"seen"}
+    again = ledger.with_reservation(res("seen", expires=50.0))  # an upsert of an entry the watch shows
+    assert again.settling == {"seen"} and again.is_clean(now=0.0, visible=shown)
+    assert team_usage_now("nlp", {}, again, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
+    fewer = again.without(["seen", "kept"])
+    assert fewer.settling == frozenset() and fewer.is_clean(now=0.0, visible=shown)
+    assert team_usage_now("nlp", {}, fewer, visible=shown, now=0.0) == {}
 
 
 fractions = st.builds(
