@@ -354,8 +354,8 @@ def report(results: dict[str, list[Round]]) -> bool:
         bare_p99 = statistics.median(r.bare.p99_ms for r in rounds)
         print(
             f"  {scenario.title:10s}: {hook_rate:5.0f} creates/s (no webhooks {bare_rate:5.0f}) "
-            f"-> {ratio:.2f}x [rounds {spread}] | p99 {hook_p99:.0f} ms (no webhooks {bare_p99:.0f}) -> {p99_ratio:.2f}x | "
-            f"CPU-time {cpu_ratio:.2f}x"
+            f"-> {ratio:.2f}x [rounds {spread}] | p99 {hook_p99:.0f} ms (no webhooks {bare_p99:.0f}) "
+            f"-> {p99_ratio:.2f}x | CPU-time {cpu_ratio:.2f}x"
         )
         groups = sorted({g for r in rounds for g in r.hook.cpu})
         where = ", ".join(
