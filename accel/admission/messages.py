@@ -43,7 +43,8 @@ def unknown_profile(name: str, valid: Sequence[str]) -> Finding:
 def disabled_profile(name: str, valid: Sequence[str]) -> Finding:
     return Finding(
         "disabled-profile",
-        f'hardware profile "{name}" is disabled by the admin; use one of: {_names(valid)}',
+        f'hardware profile "{name}" is disabled by the admin; set annotation accel.dev/profile to one of: '
+        f"{_names(valid)}",
         400,
     )
 
@@ -153,7 +154,8 @@ def unknown_team(team: str, known: Sequence[str]) -> Finding:
 def profile_not_allowed(team: str, profile: str, allowed: Sequence[str]) -> Finding:
     return Finding(
         "profile-not-allowed",
-        f'team "{team}" may not use profile "{profile}"; allowed profiles: {_names(allowed)}',
+        f'team "{team}" may not use profile "{profile}"; set annotation accel.dev/profile to one of the '
+        f"allowed profiles: {_names(allowed)} (or ask an admin to add it to the team's allowedProfiles)",
     )
 
 

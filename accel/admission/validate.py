@@ -23,7 +23,9 @@ Rules:
    review carries it), never an annotation (accel.quota.rules invariant 2). `dryRun` requests, warn and
    dry-run modes evaluate without reserving (`commit=False`). The reservation records the pod's
    job (accel.admission.jobs), so later pods of the job find its type before the watch shows it.
-5. All failed checks of step 2-3 are reported together; the first one names the reason code.
+5. All failed checks of step 2-3 are reported together; the first one names the reason code
+   (audit annotation `decision`), and when more than one rule broke, audit annotation `reasons`
+   lists every broken rule's code in order (`missing-labels,no-team`), so no code is lost.
 6. Nothing mutation wrote is trusted (issue 21; accel.admission.author_keys rule 3): the team is the
    namespace label, the profile is resolved again (a GPU pod with no usable profile is denied as
    in mutation), a typed profile's pod must ask for exactly the profile's resource (mutation
@@ -282,7 +284,11 @@ def plan_validation(
     if findings:
         first = findings[0]
         combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
-        return ValidationPlan(deny(combined, profile=profile_name, team=team_name), profile=profile)
+        denied = deny(combined, profile=profile_name, team=team_name)
+        if len(reasons := list(dict.fromkeys(f.reason for f in findings))) > 1:  # rule 5: every code
+            denied = Decision(False, first.reason, profile_name, team_name, combined,
+                              audit={"reasons": ",".join(reasons)})
+        return ValidationPlan(denied, profile=profile)
     allowed = Decision(True, "allowed", profile_name, team_name)
     if is_queued(view.labels, profile, team):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
         return ValidationPlan(

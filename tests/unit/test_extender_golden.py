@@ -3,7 +3,8 @@
 The verb is the case name's first word (filter, prioritize, bind). `cluster.json` is a v1 List of
 the nodes and pods the extender's watches would hold; `request.json` is the exact body
 kube-scheduler sends (the docs examples among them); `expected.json` the exact reply.
-Regenerate after an intended change with ACCEL_UPDATE_GOLDEN=1 (and review the diff).
+After an intended change, ACCEL_UPDATE_GOLDEN=1 rewrites the files that differ and fails for each
+(never a silent pass); review the diff before committing (tests/golden/README.md).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ async def test_golden(aiohttp_client: Any, case: Path) -> None:
     assert resp.status == 200
     got = await resp.json()
     expected_path = case / "expected.json"
-    if UPDATE or not expected_path.exists():
+    if (UPDATE or not expected_path.exists()) and (
+            not expected_path.exists() or json.loads(expected_path.read_text()) != got):
         expected_path.write_text(json.dumps(got, indent=2) + "\n")
+        pytest.fail(f"{case.name}/expected.json written from the current code: review `git diff {CASES}` "
+                    "(tests/golden/README.md), then rerun without ACCEL_UPDATE_GOLDEN")
     assert got == json.loads(expected_path.read_text())

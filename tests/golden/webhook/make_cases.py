@@ -1,21 +1,28 @@
-"""Write the golden webhook cases: `python -m tests.golden.webhook.make_cases [--update-expected]`.
+"""Write the golden webhook cases' inputs, and expectations only on request (tests/golden/README.md).
 
-Requests and setups are defined here; `expected.json` is written from the current code only for
-new cases (or with --update-expected) and must then be reviewed by a human in the diff: the test
-(tests/unit/test_webhook_golden.py) compares against the committed JSON, not against this script.
+    python -m tests.golden.webhook.make_cases                      # inputs; expectations of new cases
+    python -m tests.golden.webhook.make_cases --update-expected NAME...   # re-derive these cases
+    python -m tests.golden.webhook.make_cases --update-expected    # re-derive every case
+
+Requests and setups are defined here (`cases()`); tests/unit/test_webhook_golden.py checks that
+the committed request.json/setup.json are exactly what this script writes. An `expected.json` is
+derived from the current code (tests.unit.webhook_harness.decision) and printed as a diff against
+the committed one: read every changed line and commit it only if the new decision is the intended
+one. The test compares against the committed JSON, never against this script.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from tests.builders import gpu_pod, review
-from tests.unit.webhook_harness import GOLDEN_DIR, run_case
+from tests.unit.webhook_harness import GOLDEN_DIR, check_wire, decision, run_case
 
 Pod = dict[str, Any]
 Case = tuple[dict[str, Any], dict[str, Any]]  # (request, setup)
@@ -369,21 +376,49 @@ def cases() -> dict[str, Case]:
     return dict(listed)
 
 
+def case_files(request: dict[str, Any], setup: dict[str, Any]) -> dict[str, str]:
+    """The input files of one case, as committed."""
+    request = copy.deepcopy(request)
+    if request["request"]["operation"] == "DELETE":
+        request["request"]["oldObject"], request["request"]["object"] = request["request"]["object"], None
+    files = {"request.json": json.dumps(request, indent=2, sort_keys=True) + "\n"}
+    if setup:
+        files["setup.json"] = json.dumps(setup, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def _as_text(expectation: dict[str, Any]) -> str:
+    return json.dumps(expectation, indent=2, sort_keys=True) + "\n"
+
+
 def main(argv: list[str]) -> int:
     update = "--update-expected" in argv
-    for name, (request, setup) in cases().items():
+    only = {a for a in argv if not a.startswith("--")}
+    all_cases = cases()
+    if unknown := only - set(all_cases):
+        print(f"no such case: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    changed = 0
+    for name, (request, setup) in all_cases.items():
         folder = GOLDEN_DIR / name
         folder.mkdir(parents=True, exist_ok=True)
-        if request["request"]["operation"] == "DELETE":
-            request["request"]["oldObject"], request["request"]["object"] = request["request"]["object"], None
-        (folder / "request.json").write_text(json.dumps(request, indent=2, sort_keys=True) + "\n")
-        if setup:
-            (folder / "setup.json").write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")
+        for file_name, text in case_files(request, setup).items():
+            (folder / file_name).write_text(text)
         expected = folder / "expected.json"
-        if update or not expected.exists():
-            result = asyncio.run(run_case(request, setup))
-            expected.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"{len(cases())} cases in {GOLDEN_DIR}")
+        if expected.exists() and not (update and (not only or name in only)):
+            continue
+        request_sent = json.loads((folder / "request.json").read_text())
+        observed = asyncio.run(run_case(request_sent, setup))
+        check_wire(observed)
+        new = _as_text(decision(observed))
+        old = expected.read_text() if expected.exists() else ""
+        if new != old:
+            changed += 1
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"a/{name}/expected.json", f"b/{name}/expected.json"))
+            expected.write_text(new)
+    print(f"{len(all_cases)} cases in {GOLDEN_DIR}; {changed} expectation(s) written: review each diff above "
+          "(and `git diff tests/golden`) before committing")
     return 0
 
 
