@@ -15,6 +15,13 @@ from pathlib import Path
 from accel.sim.policies import POLICY_NAMES
 from accel.sim.trace import TraceError
 from cli.plotting import PLOT_HINT, plotting_available
+from cli.sim_hindsight import (
+    DEFAULT_SECONDS,
+    DEFAULT_STEPS,
+    HINDSIGHT,
+    HINDSIGHT_NAMES,
+    render_gap_table,
+)
 from cli.sim_matrix import Record, make_tasks, run_matrix
 from cli.sim_report import (
     PUBLISHED_CURVES_FILE,
@@ -24,6 +31,7 @@ from cli.sim_report import (
     read_published,
     read_published_curves,
     render_table,
+    summarise,
     to_json_records,
 )
 from cli.sim_trace import NODE_FILE, available_workloads, pod_file
@@ -53,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--policies",
         default=",".join(POLICY_NAMES),
-        help="comma-separated scoring policies (default: all of %(default)s)",
+        help=f"comma-separated scoring policies (default: all of %(default)s); "
+        f"'{HINDSIGHT}' adds the offline references {', '.join(HINDSIGHT_NAMES)} (the same "
+        "arrivals packed knowing them all, and a lower bound for any packing)",
     )
     p.add_argument(
         "--seeds",
@@ -62,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="number of seeds, starting at 42 (the published runs use 42..51; Go's RNG is emulated, so seed "
         "42 here is their seed 42)",
     )
+    p.add_argument("--hindsight-steps", type=int, default=DEFAULT_STEPS,
+                   help="local-search step budget of the hindsight reference per seed (default: %(default)s)")
+    p.add_argument("--hindsight-seconds", type=float, default=DEFAULT_SECONDS,
+                   help="CPU-time cap on that local search per seed (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="allocation-ratio figure")
@@ -88,8 +102,11 @@ def _validate(args: argparse.Namespace, trace_dir: Path) -> list[str]:
                 f"{', '.join(available_workloads(trace_dir))}"
             )
     for p in args.policy_list:
-        if p not in POLICY_NAMES:
-            errors.append(f"--policies: unknown {p!r}; choose from {', '.join(POLICY_NAMES)}")
+        if p not in POLICY_NAMES and p != HINDSIGHT:
+            choices = ", ".join((*POLICY_NAMES, HINDSIGHT))
+            errors.append(f"--policies: unknown {p!r}; choose from {choices}")
+    if args.hindsight_steps < 0 or args.hindsight_seconds <= 0:
+        errors.append("--hindsight-steps must be >= 0 and --hindsight-seconds > 0")
     if args.seeds < 1 or args.jobs < 1:
         errors.append("--seeds and --jobs must be >= 1")
     if args.plot and not plotting_available():
@@ -108,12 +125,14 @@ def main(args: argparse.Namespace) -> int:
         for e in errors:
             print(f"accel simulate: {e}", file=sys.stderr)
         return 2
-    tasks = make_tasks(trace_dir, args.workload_list, args.policy_list, args.seeds)
+    tasks = make_tasks(trace_dir, args.workload_list, args.policy_list, args.seeds,
+                       hindsight_steps=args.hindsight_steps, hindsight_seconds=args.hindsight_seconds)
 
     def progress(rec: Record) -> None:
         r = rec.result
-        print(f"  {rec.workload} {r.policy} seed={r.seed}: {r.unallocated_gpu_pct:.2f}% "
-              f"({r.pods / r.seconds:,.0f} pods/s)", file=sys.stderr)
+        rate = f"{r.pods / r.seconds:,.0f} pods/s" if r.seconds > 0 else "-"
+        print(f"  {rec.workload} {r.policy} seed={r.seed}: {r.unallocated_gpu_pct:.2f}% ({rate})",
+              file=sys.stderr)
 
     records = run_matrix(tasks, jobs=args.jobs, progress=progress)
     if args.output == "json":
@@ -126,6 +145,8 @@ def main(args: argparse.Namespace) -> int:
         except TraceError:
             published = {}
         print(render_table(records, published))
+        if HINDSIGHT in args.policy_list:
+            print(render_gap_table(summarise(records), args.workload_list))
         try:
             published_runs = read_published_curves(published_path.parent / PUBLISHED_CURVES_FILE)
         except TraceError:
