@@ -75,8 +75,7 @@ PROFILE: ROWS = {
         what=('hardware profile "h300-dreams" does not exist',),
         where=("annotation accel.dev/profile",),
         fix=("set annotation accel.dev/profile to one of:", '"a100-80gb"', '"gpu-any"'))),
-    "disabled-profile": ("disabled-profile", built(gpu_pod(profile="legacy-v100", namespace="vision"),
-                                                   {"profiles": {"legacy-v100": {"enabled": False}}}), Says(
+    "disabled-profile": ("disabled-profile", golden("disabled-profile-denied"), Says(
         what=('hardware profile "legacy-v100" is disabled by the admin',),
         where=("annotation accel.dev/profile",),
         fix=("set annotation accel.dev/profile to one of:", '"a100-80gb"'))),
@@ -84,9 +83,8 @@ PROFILE: ROWS = {
         what=("pod asks for nvidia.com/gpu but names no hardware profile", "no default profile applies"),
         where=("annotation accel.dev/profile", "accel.dev/default-profile", "defaultProfile"),
         fix=('team "vision" may use: "a100-80gb"', "set annotation accel.dev/profile to one of them"))),
-    "profile-unusable": ("profile-unusable", built(
-        gpu_pod(namespace="research", profile="amd-mi300x", gpus="8", resource="habana.ai/gaudi"),
-        {"profiles": {"amd-mi300x": {"accelerators": [{"type": "intel-gaudi-32gb"}]}}}), Says(
+    "profile-unusable": ("profile-unusable", golden(
+        "unusable-profile-type-nothing-identifies-denied"), Says(
         what=('profile "amd-mi300x" cannot be applied',
               "'intel-gaudi-32gb' cannot be matched by node affinity"),
         where=("accelerators.yaml", "node.kubernetes.io/instance-type"),
@@ -113,8 +111,7 @@ TEAM: ROWS = {
               "does not count: the team comes only from the namespace"),
         where=('namespace "unlabelled"', 'the pod\'s own label team="nlp"'),
         fix=("kubectl label namespace unlabelled team=<team>",))),
-    "unknown-team": ("unknown-team", built(gpu_pod(), {"teams": [{"name": "vision", "quota": {"*": 4}}]}),
-                     Says(
+    "unknown-team": ("unknown-team", golden("team-without-policy-entry-denied"), Says(
         what=('team "nlp" has no entry in the GPU policy',),
         where=("teams.yaml", 'known teams: "vision"'),
         fix=("ask an admin to add it",))),
@@ -127,14 +124,12 @@ async def test_team_denials_name_the_namespace_label_and_the_command_that_fixes_
     assert_says(await denial(case()), code, says)
 
 
-VISION_L4_ONLY = {"teams": [{"name": "vision", "quota": {"*": 4}, "allowedTypes": ["nvidia-l4-24gb"]}]}
 PERMISSION: ROWS = {
     "profile-not-allowed": ("profile-not-allowed", golden("profile-not-allowed-for-team-denied"), Says(
         what=('team "vision" may not use profile "premium-h200"',),
         where=("annotation accel.dev/profile", "allowedProfiles"),
         fix=('one of the allowed profiles: "a100-80gb"', "ask an admin to add it"))),
-    "type-not-allowed": ("type-not-allowed", built(gpu_pod(profile="large-any", namespace="vision"),
-                                                   VISION_L4_ONLY),
+    "type-not-allowed": ("type-not-allowed", golden("no-type-of-profile-allowed-for-team-denied"),
                          Says(what=('team "vision" may not use any type of profile "large-any"',
                                     "nvidia-h200-141gb"),
                               where=("allowed types: nvidia-l4-24gb",),
@@ -163,11 +158,12 @@ PLACEMENT: ROWS = {
         what=('excludes every node of profile "premium-h200"',),
         where=("nodeSelector nvidia.com/gpu.product=NVIDIA-L4",),
         fix=("remove that constraint",))),
-    "node-not-allowed-unknown-node": ("node-not-allowed", built(gpu_pod(node="cpu-9")), Says(
+    "node-not-allowed-unknown-node": ("node-not-allowed", golden("node-name-not-an-accelerator-node-denied"),
+                                      Says(
         what=("is not an accelerator node known to accel",),
         where=('spec.nodeName "cpu-9"',),
         fix=("remove spec.nodeName and let the scheduler place the pod",))),
-    "node-not-allowed-wrong-type": ("node-not-allowed", built(gpu_pod(node="h100-1")), Says(
+    "node-not-allowed-wrong-type": ("node-not-allowed", golden("node-name-on-other-type-denied"), Says(
         what=("has nvidia-h100-80gb GPUs", 'profile "a100-80gb" for team "nlp" allows only nvidia-a100-80gb'),
         where=('spec.nodeName "h100-1"',),
         fix=("remove spec.nodeName", "or name a node of an allowed type"))),
@@ -178,12 +174,6 @@ PLACEMENT: ROWS = {
 async def test_placement_denials_quote_the_pods_own_constraint_and_how_to_drop_it(
         code: str, case: Callable[[], Case], says: Says) -> None:
     assert_says(await denial(case()), code, says)
-
-
-def _tolerations_not_a_list() -> dict[str, Any]:
-    pod = gpu_pod()
-    pod["spec"]["tolerations"] = "all"
-    return pod
 
 
 REQUEST: ROWS = {
@@ -203,7 +193,7 @@ REQUEST: ROWS = {
         what=("GPU pods must carry the labels team, user, job_type", "missing: user"),
         where=("metadata.labels",),
         fix=("add them to the pod template's metadata.labels",))),
-    "malformed-pod": ("malformed-pod", built(_tolerations_not_a_list()), Says(
+    "malformed-pod": ("malformed-pod", golden("malformed-tolerations-denied"), Says(
         what=("the pod object is not a valid v1 Pod",),
         where=("spec.tolerations",),
         fix=("must be a list of objects",))),

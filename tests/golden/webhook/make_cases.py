@@ -372,6 +372,19 @@ def cases() -> dict[str, Case]:
             "pod-team-label-in-unlabelled-namespace-team-less",
             p(profile="a100-80gb", namespace="unlabelled", labels={"team": "nlp"}),
         ),
+        # reason codes the corpus had no case for (issue 17: every code has a case that breaks with it)
+        mk("disabled-profile-denied", p(profile="legacy-v100", namespace="vision"),
+           {"profiles": {"legacy-v100": {"enabled": False}}}),
+        mk("team-without-policy-entry-denied", p(), {"teams": [{"name": "vision", "quota": {"*": 4}}]}),
+        mk("no-type-of-profile-allowed-for-team-denied", p(profile="large-any", namespace="vision"),
+           {"teams": [{"name": "vision", "quota": {"*": 4}, "allowedTypes": ["nvidia-l4-24gb"]}]}),
+        mk("node-name-on-allowed-node-typed-and-priced", p(node="a100-1")),
+        mk("node-name-on-other-type-denied", p(node="h100-1")),
+        mk("node-name-not-an-accelerator-node-denied", p(node="cpu-9")),
+        mk("malformed-tolerations-denied", _edit(p(), lambda x: x["spec"].__setitem__("tolerations", "all"))),
+        mk("unusable-profile-type-nothing-identifies-denied",
+           p(profile="amd-mi300x", namespace="research", gpus="8", resource="habana.ai/gaudi"),
+           {"profiles": {"amd-mi300x": {"accelerators": [{"type": "intel-gaudi-32gb"}]}}}),
     ]
     return dict(listed)
 
