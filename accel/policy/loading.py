@@ -56,7 +56,9 @@ def parse_policy(
     """Build a cross-validated policy or raise `PolicyInvalid` listing every problem.
 
     `hardware_profiles`: OpenDataHub HardwareProfile objects, mapped by `accel.policy.odh_profiles` and
-    added to profiles.yaml's profiles (one namespace of names; a clash is an error naming both).
+    added to profiles.yaml's profiles (one namespace of names; a clash is an error naming both). Only
+    those in `settings.hardwareProfileNamespaces` count; the others are ignored (issue 21: whoever
+    may write objects in a namespace must not add profiles for every team, nor block the policy).
     """
     errors: list[PolicyError] = []
     for name in files:
@@ -74,7 +76,8 @@ def parse_policy(
     own = _build_indexed(PROFILES_FILE, "profiles", Profile, documents[PROFILES_FILE], errors)
     teams = _build_indexed(TEAMS_FILE, "teams", Team, documents[TEAMS_FILE], errors)
     profiles = [p for p in own.values() if p is not None]
-    profiles += _external_profiles(hardware_profiles, profiles, catalog, errors)
+    trusted = [o for o in hardware_profiles if _namespace(o) in settings.hardware_profile_namespaces]
+    profiles += _external_profiles(trusted, profiles, catalog, errors)
     known = _KnownNames.of(documents, profiles, catalog, errors)
     errors.extend(_cross_check(documents, own, teams, profiles, known, catalog))
     if errors:
@@ -122,6 +125,11 @@ def _raw_names(document: Any, key: str, field: str) -> list[str] | None:
     if not isinstance(items, list):
         return None
     return [str(item[field]) for item in items if isinstance(item, dict) and isinstance(item.get(field), str)]
+
+
+def _namespace(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    return str(metadata.get("namespace") or "") if isinstance(metadata, Mapping) else ""
 
 
 def _external_profiles(

@@ -140,6 +140,13 @@ class Settings(_Model):
     # May a pod's PriorityClass evict another team's pods (accel.placement.preempt rule 4)? Off by
     # default: any author may name any PriorityClass, so on would let one team evict another.
     cross_team_preemption: bool = Field(default=False, alias="crossTeamPreemption")
+    # Namespaces whose OpenDataHub HardwareProfiles are accel profiles (accel.policy.loading): the
+    # dashboard's own (ODH, Red Hat OpenShift AI). A HardwareProfile elsewhere is ignored: it could be
+    # written by a namespace's users, and would otherwise add a profile every team may use (with its
+    # own price) or, by clashing with a name, freeze every later policy change.
+    hardware_profile_namespaces: tuple[str, ...] = Field(
+        default=("opendatahub", "redhat-ods-applications"), alias="hardwareProfileNamespaces"
+    )
     topology_keys: Mapping[str, tuple[str, ...]] | None = Field(default=None, alias="topologyKeys")
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)

@@ -384,6 +384,8 @@ def e2e_policy() -> dict[str, str]:
         # /readyz turns 503 after this long without a successful list/watch (the API
         # server restart case waits for it; 60s by default).
         "api": {"maxStalenessSeconds": API_STALENESS_S},
+        # test_platforms and test_redteam_profiles create trusted HardwareProfiles here; no others count
+        "hardwareProfileNamespaces": ["e2e-odh-profiles", "e2e-redteam-profiles"],
     }
     profiles = [
         {

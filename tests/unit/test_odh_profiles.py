@@ -158,8 +158,9 @@ def test_names_are_shared_with_profiles_yaml_and_a_clash_names_both_sources() ->
     assert ok.policy.profile("odh-a100") is not None and ok.policy.profile("odh-a100").types == (
         "nvidia-a100-80gb",
     )
-    with pytest.raises(PolicyInvalid) as caught:
-        parse_policy(files, CATALOG, hardware_profiles=[make_hardware_profile("h100", namespace="ml"),
+    with pytest.raises(PolicyInvalid) as caught:  # "ml" is trusted here: hardwareProfileNamespaces
+        trusting_ml = {**files, "settings.yaml": "hardwareProfileNamespaces: [opendatahub, ml]\n"}
+        parse_policy(trusting_ml, CATALOG, hardware_profiles=[make_hardware_profile("h100", namespace="ml"),
                                                          make_hardware_profile("odh-a100"),
                                                          make_hardware_profile("odh-a100", namespace="ml")])
     found = {(e.file, e.message.split(";")[0]) for e in caught.value.errors}
@@ -228,6 +229,23 @@ async def test_hardware_profile_changes_revalidate_and_a_rejection_is_an_event_o
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_hardware_profiles_outside_the_trusted_namespaces_are_ignored() -> None:
+    # issue 21: a HardwareProfile in a team's namespace (its users may be allowed to write one) must
+    # not add a profile every team may use, at its own price, nor freeze the policy with a clash.
+    files = {"profiles.yaml": "profiles:\n- name: h100\n  accelerators: [{type: nvidia-h100-80gb}]\n",
+             "teams.yaml": "teams:\n- name: t\n"}
+    hostile = [make_hardware_profile("h100", namespace="team-t"),  # clashes with profiles.yaml
+               make_hardware_profile("free-h100", namespace="team-t", node_selector=dict(H100),
+                                     annotations={"accel.dev/cost-per-gpu-hour": "0"}),
+               make_hardware_profile("odh-h100", node_selector=dict(H100))]  # opendatahub: trusted by default
+    parsed = parse_policy(files, CATALOG, hardware_profiles=hostile)
+    assert [p.name for p in parsed.policy.profiles] == ["h100", "odh-h100"]
+    assert parsed.policy.profile("h100").types == ("nvidia-h100-80gb",)  # profiles.yaml's, untouched
+    with pytest.raises(PolicyInvalid):  # the same objects from a namespace the admin names
+        parse_policy({**files, "settings.yaml": "hardwareProfileNamespaces: [team-t]\n"}, CATALOG,
+                     hardware_profiles=hostile)
 
 
 @pytest.mark.parametrize("obj", [
