@@ -90,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              f"server's client certificate with this CN on /mutate /validate (README: Security)",
     )
     parser.add_argument(
+        "--annotation-writer", action="append", default=[], metavar="USERNAME",
+        help="webhook: a username (as the API server reports it) that may change the pod annotations "
+        "and labels accel froze at admission (repeatable; default: the shipped accel-extender and "
+        "accel-webhook service accounts of the controller namespace; README: Security)",
+    )
+    parser.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="extender: let any caller use the verbs (local experiments only; anyone who reaches the port "
@@ -186,17 +192,22 @@ def make_component_app(
     *,
     client_names: tuple[str, ...] | EllipsisType | None = ...,
     dev_identity: tuple[str, ...] | None = None,
+    annotation_writers: tuple[str, ...] | None = None,
 ) -> web.Application:
     """The aiohttp app for one component, with the cluster watches running for its lifetime.
 
     `client_names`: the client-certificate CNs the extender or the webhook answers; None: anyone;
     `...` (default): each component's default, kube-scheduler's CN for the extender, anyone for
     the webhook (its client certificate is opt-in).
-    `dev_identity`: the API's stand-in groups for anonymous callers (see `dev_identity_groups`)."""
+    `dev_identity`: the API's stand-in groups for anonymous callers (see `dev_identity_groups`).
+    `annotation_writers`: who may change the pod keys frozen at admission (webhook; None: the
+    shipped service accounts of `state.namespace`, accel.admission.update rule 2)."""
     warm: Callable[[], object] = _nothing_to_warm
     if component == "webhook":
+        from accel.admission.update import default_writers
         from webhook.app import make_app as make_webhook
 
+        writers = annotation_writers if annotation_writers is not None else default_writers(state.namespace)
         app: web.Application = make_webhook(
             state,
             metrics=metrics,
@@ -204,6 +215,7 @@ def make_component_app(
             pod_source=deps.source,
             replica_id=socket.gethostname(),
             client_names=None if client_names is ... else client_names,
+            annotation_writers=writers,
         )
     elif component == "extender":
         from extender.app import make_app as make_extender
@@ -342,6 +354,15 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
 
 
+def annotation_writers(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """`--annotation-writer` values (None: the default), refused for other components."""
+    if args.annotation_writer and args.component != "webhook":
+        raise CliError(
+            "--annotation-writer applies to `accel serve webhook` only (it answers pod UPDATE reviews)"
+        )
+    return tuple(args.annotation_writer) or None
+
+
 def dev_identity_groups(args: argparse.Namespace) -> tuple[str, ...] | None:
     """`--dev-identity team:nlp[,GROUP...]` as groups; refused outside `accel serve api --snapshot`.
 
@@ -432,7 +453,8 @@ async def _serve(args: argparse.Namespace) -> None:
             app_name=args.component,
         )
         app = make_component_app(
-            args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity
+            args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity,
+            annotation_writers=annotation_writers(args),
         )
         if dev_identity:
             _announce_dev_identity(dev_identity, state)

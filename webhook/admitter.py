@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from accel.admission.context import AdmissionContext, build_context
 from accel.admission.plan import Decision, apply_mode, mutate, passthrough
+from accel.admission.update import review_update
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
 from accel.capacity.inventory import Inventory
 from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
@@ -59,8 +60,10 @@ class Admitter:
         ledger: LedgerClient | None,
         clock: Callable[[], float],
         replica_id: str,
+        annotation_writers: tuple[str, ...] = (),
     ) -> None:
         self.state = state
+        self.annotation_writers = annotation_writers  # may change frozen pod keys (accel.admission.update)
         self.ledger = ledger
         self.clock = clock
         self.replica_id = replica_id
@@ -206,6 +209,14 @@ class Admitter:
                 )
         decision = apply_mode(decision, ctx.policy.settings.mode)
         return self._record("validate", request, decision)
+
+    async def review_update(self, request: AdmissionRequest) -> Decision:
+        """A pod UPDATE (accel.admission.update): frozen keys change only by accel's identities."""
+        if not request.is_pod_update:
+            return self._record("update", request, Decision(True, "not-a-pod-update"))
+        raw = review_update(request.old_object, request.object, username=request.user_info.username,
+                            writers=self.annotation_writers)
+        return self._record("update", request, apply_mode(raw, self.context().policy.settings.mode))
 
     async def _read_ledger(self) -> Ledger:
         assert self.ledger is not None

@@ -32,7 +32,7 @@ from webhook.admitter import Admitter, StateSource
 from webhook.reconcile import Reconciler
 from webhook.review import build_response, parse_review
 
-ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/healthz", "/readyz", "/metrics")
+ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/validate-update", "/healthz", "/readyz", "/metrics")
 ADMITTER = web.AppKey("accel_admitter", Admitter)
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server caps objects at ~1.5 MiB; a review holds one pod
 MAX_CONCURRENCY = 256
@@ -62,6 +62,13 @@ async def handle_validate(request: web.Request) -> web.Response:
     return await _admit(request, mutating=False)
 
 
+async def handle_validate_update(request: web.Request) -> web.Response:
+    """Pod UPDATE (accel.admission.update): refuse changes to the keys accel froze at admission."""
+    review = parse_review(await read_json(request))
+    decision = await request.app[ADMITTER].review_update(review.request)
+    return _json(build_response(review.request.uid, decision, mutating=False))
+
+
 def make_app(
     state: StateSource,
     *,
@@ -73,6 +80,7 @@ def make_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_concurrency: int = MAX_CONCURRENCY,
     client_names: Iterable[str] | None = None,
+    annotation_writers: Iterable[str] = (),
 ) -> web.Application:
     """The webhook Application for one replica; `state` is a `serving.cluster_state.ClusterState`.
 
@@ -92,7 +100,8 @@ def make_app(
     )
     ledger = LedgerClient(ledger_store, metrics=metrics) if ledger_store is not None else None
     admitter = app[ADMITTER] = Admitter(
-        state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id
+        state, metrics=metrics, ledger=ledger, clock=clock, replica_id=replica_id,
+        annotation_writers=tuple(annotation_writers),
     )
     if ledger is not None and pod_source is not None:
         reconciler = Reconciler(admitter, pod_source)
@@ -106,4 +115,5 @@ def make_app(
         app.cleanup_ctx.append(tidy)
     app.router.add_post("/mutate", handle_mutate)
     app.router.add_post("/validate", handle_validate)
+    app.router.add_post("/validate-update", handle_validate_update)
     return app

@@ -51,6 +51,10 @@ class GroupVersionKind(_Wire):
     kind: str = ""
 
 
+class UserInfo(_Wire):
+    username: str = ""
+
+
 class AdmissionRequest(_Wire):
     uid: str = Field(min_length=1)
     kind: GroupVersionKind
@@ -61,6 +65,7 @@ class AdmissionRequest(_Wire):
     object: dict[str, Any] | None = None
     old_object: dict[str, Any] | None = Field(default=None, alias="oldObject")
     dry_run: bool = Field(default=False, alias="dryRun")
+    user_info: UserInfo = Field(default_factory=UserInfo, alias="userInfo")
 
     @property
     def is_pod_create(self) -> bool:
@@ -70,6 +75,11 @@ class AdmissionRequest(_Wire):
             and self.operation == "CREATE"
             and not self.sub_resource
         )
+
+    @property
+    def is_pod_update(self) -> bool:
+        kind = self.kind
+        return kind.kind == "Pod" and kind.group == "" and self.operation == "UPDATE" and not self.sub_resource
 
     @property
     def pod_namespace(self) -> str:

@@ -353,11 +353,27 @@ WEBHOOKS = [
 ]
 
 
+UPDATE_HOOK = "validate-update.pods.accel.dev"
+
+
+def _hook(objects: list[Obj], kind: str, name: str, hook: str) -> Obj:
+    """One webhook entry by name; each name appears once in its configuration."""
+    (webhook,) = [w for w in find(objects, kind, name)["webhooks"] if w["name"] == hook]
+    return webhook
+
+
+def test_webhook_configurations_hold_exactly_the_known_entries(objects: list[Obj]) -> None:
+    mutating = find(objects, "MutatingWebhookConfiguration", "accel-mutate")["webhooks"]
+    validating = find(objects, "ValidatingWebhookConfiguration", "accel-validate")["webhooks"]
+    assert [w["name"] for w in mutating] == ["mutate.pods.accel.dev"]
+    assert [w["name"] for w in validating] == ["validate.pods.accel.dev", UPDATE_HOOK]
+
+
 @pytest.mark.parametrize("kind,name,hook,path,side_effects", WEBHOOKS, ids=["mutate", "validate"])
 def test_webhook_configuration_contract(objects: list[Obj], kind: str, name: str, hook: str, path: str,
                                         side_effects: str) -> None:  # fmt: skip
-    (webhook,) = find(objects, kind, name)["webhooks"]
-    assert webhook["name"] == hook and webhook["sideEffects"] == side_effects
+    webhook = _hook(objects, kind, name, hook)
+    assert webhook["sideEffects"] == side_effects
     assert webhook["failurePolicy"] == "Fail" and 1 <= webhook["timeoutSeconds"] <= 30
     assert webhook["admissionReviewVersions"] == ["v1"]
     service = webhook["clientConfig"]["service"]
@@ -383,6 +399,24 @@ def test_webhook_path_is_served_by_the_webhook_app(
     assert path in routes, f"{path} not in webhook.app.ROUTES {routes}"
 
 
+def test_pod_update_webhook_fails_open_on_updates_only(objects: list[Obj]) -> None:
+    """Its own entry: an outage must never block finalizer removal or status updates (issue 21)."""
+    webhook = _hook(objects, "ValidatingWebhookConfiguration", "accel-validate", UPDATE_HOOK)
+    assert webhook["failurePolicy"] == "Ignore" and webhook["sideEffects"] == "None"
+    assert 1 <= webhook["timeoutSeconds"] <= 5
+    assert webhook["rules"] == [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                                 "resources": ["pods"], "scope": "Namespaced"}]  # fmt: skip
+    service = webhook["clientConfig"]["service"]
+    where = (service["namespace"], service["name"], service["path"])
+    assert where == (NS, "accel-webhook", "/validate-update")
+    assert "/validate-update" in _routes("webhook.app")
+    (expr,) = webhook["namespaceSelector"]["matchExpressions"]
+    assert expr == {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": ["kube-system", NS]}  # fmt: skip
+    text = (MANIFESTS / "base" / "admission" / "validating.yaml").read_text()
+    assert "failurePolicy: Ignore" in text and "finalizer removal" in text, "the comment says why Ignore"
+
+
 def test_extender_verbs_are_served_by_the_extender_app(objects: list[Obj]) -> None:
     routes = _routes("extender.app")
     extender = _scheduler_config(objects)["extenders"][0]
@@ -401,8 +435,9 @@ def _routes(module_name: str) -> tuple[str, ...]:
 
 
 def test_match_conditions_cover_every_accelerator_resource_and_profile_annotation(objects: list[Obj]) -> None:
-    for kind, name, *_ in WEBHOOKS:
-        (webhook,) = find(objects, kind, name)["webhooks"]
+    for kind, name, hook in [(k, n, h) for k, n, h, *_ in WEBHOOKS] + [
+            ("ValidatingWebhookConfiguration", "accel-validate", UPDATE_HOOK)]:
+        webhook = _hook(objects, kind, name, hook)
         expression = next(
             c["expression"]
             for c in webhook["matchConditions"]
