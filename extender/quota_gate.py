@@ -20,7 +20,14 @@ from typing import Any
 from accel.admission.messages import Finding
 from accel.cluster.pods import PodView
 from accel.placement.filter_rules import PodRequest
-from accel.quota.bind import blocked_types, conversion, decide_conversion, full_reason, gated_team, profile_of
+from accel.quota.bind import (
+    bind_check,
+    blocked_types,
+    conversion,
+    decide_conversion,
+    full_reason,
+    gated_team,
+)
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
 from accel.quota.rules import ReservationOutcome, Seen, bound_id, team_usage_now, watch_ids
@@ -64,31 +71,34 @@ class QuotaGate:
     async def narrow(self, view: Any, req: PodRequest) -> PodRequest:
         """`req` with the types whose team quota has no room for the pod blocked (accel.quota.bind rule 2)."""
         policy = view.parsed.policy
-        team = gated_team(req.pod, view.inventory, policy)
+        team = gated_team(req.pod, view.inventory, policy, view.parsed.catalog)
         if team is None:
             return req
         base, visible = self._watch(view)
         now = self.wall()
         usage = team_usage_now(team.name, base, await self._ledger(), visible=visible, now=now,
                                exclude=bound_id(req.pod.uid))
-        blocked = blocked_types(team, req.pod, profile_of(req.pod, policy), view.parsed.catalog, usage)
+        blocked = blocked_types(team, req.pod, view.inventory, view.parsed.catalog, usage)
         return dataclasses.replace(req, blocked_types=blocked) if blocked else req
 
     async def convert(self, view: Any, pod: PodView, node: str) -> tuple[str | None, str]:
         """Rule 3 before binding `pod` to `node`: (entry id to undo on a failed bind or None, error text or
         "")."""
         policy = view.parsed.policy
-        team = gated_team(pod, view.inventory, policy)
         inventory_node = view.inventory.node(node)
-        if team is None or inventory_node is None or not inventory_node.accelerator_type:
-            return None, ""
-        if inventory_node.accelerator_type not in team.quota:
-            return None, ""  # no line for this type: only "*", already charged at admission
+        gate = (
+            bind_check(pod, inventory_node, view.inventory, policy, view.parsed.catalog)
+            if inventory_node
+            else None
+        )
+        if gate is None or inventory_node is None:
+            return None, ""  # no quota line for the node's type, or the pod is charged as that type already
+        team, charged = gate
         base, visible = self._watch(view)
         now = self.wall()
         ttl = float(policy.settings.quota.reservation_ttl_seconds)
         entry = conversion(
-            team, pod, inventory_node, profile_of(pod, policy), view.parsed.catalog, now=now, ttl=ttl
+            team, pod, inventory_node, view.inventory, view.parsed.catalog, now=now, ttl=ttl, charged=charged
         )
 
         def decide(ledger: Ledger) -> ReservationOutcome:
@@ -103,6 +113,7 @@ class QuotaGate:
 
     async def undo(self, entry_id: str) -> None:
         """Remove a conversion whose Binding failed (best effort: the webhook's reconciler also would)."""
+
         def decide(ledger: Ledger) -> ReservationOutcome:
             return ReservationOutcome(ledger.without((entry_id,)))
 

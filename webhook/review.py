@@ -79,7 +79,9 @@ class AdmissionRequest(_Wire):
     @property
     def is_pod_update(self) -> bool:
         kind = self.kind
-        return kind.kind == "Pod" and kind.group == "" and self.operation == "UPDATE" and not self.sub_resource
+        return (
+            kind.kind == "Pod" and kind.group == "" and self.operation == "UPDATE" and not self.sub_resource
+        )
 
     @property
     def pod_namespace(self) -> str:

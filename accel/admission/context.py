@@ -20,7 +20,7 @@ from accel.capacity.inventory import Inventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
 from accel.cluster.job_intent import JobKey
 from accel.cluster.labels import is_accelerator_resource
-from accel.cluster.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION, PodView
+from accel.cluster.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION, PodView, required_terms
 from accel.cluster.pods import accelerator_requests as pod_accelerator_requests
 from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
@@ -206,6 +206,7 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
     the CPU/memory sums `accel.cluster.pods.parse_pod` also does; same effective-request rule."""
     metadata = pod.get("metadata") or {}
     accelerators = accelerator_requests(pod)
+    spec = pod.get("spec") or {}
     # Every value is built here with its declared type, so validation would only re-check it:
     # `model_construct` (defaults filled in, no validation) is several times faster per request.
     return PodView.model_construct(
@@ -214,6 +215,11 @@ def light_view(pod: Mapping[str, Any]) -> PodView:
         labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
         annotations={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
         accelerators=accelerators,
+        # The charge reads the immutable node selection (accel.capacity.pod_types), never annotations.
+        required_terms=required_terms(spec) if accelerators else None,
+        node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
+        if accelerators
+        else {},
     )
 
 

@@ -20,10 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from accel.capacity.pod_types import SHARED_SUFFIX, TypeIndex, selectable_types
 from accel.cluster.catalog import UNKNOWN_TYPE, Catalog
+from accel.cluster.gpu_equivalents import SHARED_SUFFIX as SHARED_RESOURCE_SUFFIX
 from accel.cluster.gpu_equivalents import unit_fraction
 from accel.cluster.labels import NodeAccelerators, Sharing, normalise_node
-from accel.cluster.pods import TYPE_ANNOTATION, PodView, parse_pod
+from accel.cluster.pods import PodView, parse_pod
 from accel.cluster.quantity import QuantityError, parse_bytes, parse_milli
 from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import Policy, Profile
@@ -84,12 +86,20 @@ class Inventory(BaseModel):
     namespace_annotations: Mapping[str, Mapping[str, str]] = Field(default_factory=dict)
 
     _node_index: dict[str, NodeInventory] = PrivateAttr(default_factory=dict)
+    _type_index: tuple[Catalog, TypeIndex] | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
         self._node_index = {n.name: n for n in self.nodes}
 
     def node(self, name: str) -> NodeInventory | None:
         return self._node_index.get(name)
+
+    def type_index(self, catalog: Catalog) -> TypeIndex:
+        """Label value -> types for these nodes and `catalog` (accel.capacity.pod_types), built once."""
+        found = self._type_index
+        if found is None or found[0] is not catalog:
+            found = self._type_index = (catalog, TypeIndex(catalog, self.nodes))
+        return found[1]
 
     def team_of(self, namespace: str, team_label: str) -> str | None:
         return self.namespace_labels.get(namespace, {}).get(team_label)
@@ -275,32 +285,56 @@ def _node_name(obj: Mapping[str, Any]) -> str:
 UNDECIDED_TYPE = ""  # = accel.quota.UNDECIDED: a pending pod whose type the bind will fix
 
 
-def pod_accelerator_type(pod: PodView, inventory: Inventory, policy: Policy | None) -> str:
-    """The type a pod uses or will use (accel.quota invariant 1): a bound pod's node type (the
-    hardware, never an annotation), else the type admission fixed (`accelerator.opendatahub.io/type`,
-    written by the webhook when exactly one type was possible), else its profile's only type; a
-    pending pod of a multi-type or generic profile is UNDECIDED until bound; no profile: unknown."""
+def pod_accelerator_type(pod: PodView, inventory: Inventory, catalog: Catalog) -> str:
+    """The type a pod uses or will use (accel.quota invariant 1), from nothing its author can
+    change after admission (issue 21): a bound pod's node type (the hardware); a pending pod's
+    only possible type under its immutable node selection (the required node affinity the
+    webhook wrote, `spec.nodeSelector`: accel.capacity.pod_types), else UNDECIDED (several
+    types, or none named: the bind fixes and checks the type). Never an annotation: the type
+    annotation and the profile are editable with `kubectl annotate` while the pod is pending."""
     if pod.node_name and (node := inventory.node(pod.node_name)) and node.accelerator_type:
         return node.accelerator_type
-    if pod.annotations.get(TYPE_ANNOTATION):
-        return pod.annotations[TYPE_ANNOTATION]
-    profile = policy.profile(pod.requested_profile or "") if policy and pod.requested_profile else None
-    if profile is None:
-        return UNKNOWN_TYPE
-    types = profile.types
-    return types[0] if len(types) == 1 else UNDECIDED_TYPE
+    types = selectable_types(pod.required_terms, pod.node_selector, inventory.type_index(catalog))
+    return next(iter(types)) if types is not None and len(types) == 1 else UNDECIDED_TYPE
 
 
 def pod_gpu_equivalents(
-    pod: PodView, inventory: Inventory, catalog: Catalog, policy: Policy | None
+    pod: PodView, inventory: Inventory, catalog: Catalog, policy: Policy | None = None
 ) -> Fraction:
-    """GPU-equivalents a pod holds (bound) or asks for (pending)."""
+    """GPU-equivalents a pod holds (bound: its node's real sharing) or asks for (pending:
+    `pending_equivalents` on the type it is charged as). `policy` is not read: nothing but the
+    pod's immutable spec and the nodes decide a pod's amount (issue 21)."""
     if pod.node_name and (node := inventory.node(pod.node_name)):
         return sum((node.gpu_equivalents(r, n, catalog) for r, n in pod.accelerators.items()), Fraction(0))
-    profile = policy.profile(pod.requested_profile or "") if policy else None
-    return requested_gpu_equivalents(
-        pod.accelerators, pod_accelerator_type(pod, inventory, policy), profile, catalog
+    return pending_equivalents(pod, pod_accelerator_type(pod, inventory, catalog), inventory, catalog)
+
+
+def pending_equivalents(pod: PodView, accel_type: str, inventory: Inventory, catalog: Catalog) -> Fraction:
+    """What a pending pod counts on `accel_type` (UNDECIDED: on whichever type it can land).
+
+    A unit is a whole GPU, a MIG slice its compute fraction, and for a time-sliced pod (it asks
+    for a shared resource, or its required affinity admits `-SHARED` nodes, as the webhook
+    writes for time-sliced profiles) 1/replicas of a GPU with the replicas of the time-sliced
+    nodes it can land on (the fewest, when they differ: never less than the bind will charge).
+    The profile annotation is not read: an author could re-annotate a pending pod with another
+    profile after admission; the nodes' sharing is what the bind charges anyway."""
+    replicas = 1
+    if _asks_shared(pod):
+        index = inventory.type_index(catalog)
+        types = {accel_type} if accel_type else selectable_types(pod.required_terms, pod.node_selector, index)
+        replicas = index.shared_replicas(types)
+    found = catalog.get(accel_type)
+    return sum(
+        (n * unit_fraction(r, accel_type=found, replicas=replicas) for r, n in pod.accelerators.items()),
+        Fraction(0),
     )
+
+
+def _asks_shared(pod: PodView) -> bool:
+    if any(resource.endswith(SHARED_RESOURCE_SUFFIX) for resource in pod.accelerators):
+        return True
+    values = [v for term in pod.required_terms or () for _, op, vs in term if op == "In" for v in vs]
+    return any(v.upper().endswith(SHARED_SUFFIX) for v in (*values, *pod.node_selector.values()))
 
 
 def requested_gpu_equivalents(
@@ -325,7 +359,7 @@ def team_usage(inventory: Inventory, *, catalog: Catalog, policy: Policy) -> dic
         team = inventory.team_of(pod.namespace, label)  # never the pod's own label (accel.admission.resolve)
         if not team or pod_is_queued(pod, queued, team):  # accel.policy.kueue rule 2: Kueue books queued pods
             continue
-        usage[team][pod_accelerator_type(pod, inventory, policy)] += pod_gpu_equivalents(
+        usage[team][pod_accelerator_type(pod, inventory, catalog)] += pod_gpu_equivalents(
             pod, inventory, catalog, policy
         )
     return {team: dict(types) for team, types in usage.items()}

@@ -23,6 +23,7 @@ ODH_PROFILE_ANNOTATION = "opendatahub.io/hardware-profile-name"
 TYPE_ANNOTATION = "accelerator.opendatahub.io/type"
 DEVICES_ANNOTATION = "accel.dev/devices"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+Terms = tuple[tuple[tuple[str, str, tuple[str, ...]], ...], ...]  # ((key, operator, values), ...) per term
 
 
 class PodView(BaseModel):
@@ -41,6 +42,12 @@ class PodView(BaseModel):
     accelerators: Mapping[str, int] = Field(default_factory=dict)
     cpu_milli: int = 0
     memory_bytes: int = 0
+    # The pod's node selection, which the API server keeps immutable once the pod exists (only a
+    # pod with scheduling gates may narrow it): the required node-affinity terms as
+    # ((key, operator, values), ...) per term (None: no required affinity) and `spec.nodeSelector`.
+    # The charge of a pending pod is read from these, never from annotations (issue 21).
+    required_terms: Terms | None = None
+    node_selector: Mapping[str, str] = Field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -145,6 +152,27 @@ def _pod_parser(name: str) -> Parser | None:
     return _POD_PARSERS.get(name) or _accelerator_parser(name)
 
 
+def required_terms(spec: Mapping[str, Any]) -> Terms | None:
+    """`spec.affinity.nodeAffinity.requiredDuringScheduling...nodeSelectorTerms` as plain tuples
+    (matchExpressions only: fields are not labels); None when the pod has no such terms."""
+    node_affinity = _mapping(_mapping(spec.get("affinity")).get("nodeAffinity"))
+    required = _mapping(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
+    terms = _list(required.get("nodeSelectorTerms"))
+    if not terms:
+        return None
+    return tuple(
+        tuple(
+            (
+                str(e.get("key") or ""),
+                str(e.get("operator") or ""),
+                tuple(str(v) for v in _list(e.get("values"))),
+            )
+            for e in map(_mapping, _list(_mapping(term).get("matchExpressions")))
+        )
+        for term in terms
+    )
+
+
 def parse_pod(obj: Mapping[str, Any]) -> PodView:
     """Build a PodView from a Pod object dict; never raises on odd input."""
     metadata = _mapping(obj.get("metadata"))
@@ -169,4 +197,8 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         accelerators=accelerators,
         cpu_milli=requests.get("cpu", 0),
         memory_bytes=requests.get("memory", 0),
+        required_terms=required_terms(spec) if accelerators else None,
+        node_selector={str(k): str(v) for k, v in _mapping(spec.get("nodeSelector")).items()}
+        if accelerators
+        else {},
     )

@@ -12,8 +12,9 @@ watermark and can neither double count nor need history. Rules:
 3. Amount = GPU-equivalents (accel.cluster.gpu_equivalents: a time-slice 1/replicas, a MIG slice its
    compute fraction) x seconds of overlap with the window. Cost = amount / 3600 x price per GPU-hour
    from the policy in force (the profile's `costPerGpuHour`, else the catalog price of the type).
-4. Labels: team (namespace label), namespace, type (the node's type; the bind annotation only when
-   the node is gone), profile (the requested profile, "" for none).
+4. Labels: team (namespace label), namespace, type (the node's type; when the node is gone, the
+   type its immutable node affinity allows, accel.capacity.pod_types), profile (the requested
+   profile, "" for none).
 5. Nothing a pod's author can edit sets the price (annotations are mutable after admission, which
    sees CREATE only): accel's own price annotation is never read; the type comes from the node,
    the team from the namespace, GPUs from the (immutable) spec; the requested profile is believed
@@ -110,7 +111,7 @@ def pod_charge(obj: Mapping[str, Any], *, policy: Policy, catalog: Catalog, inve
         return None
     node = inventory.node(view.node_name)
     accel_type = (node.accelerator_type if node is not None and node.accelerator_type
-                  else pod_accelerator_type(view, inventory, policy))
+                  else pod_accelerator_type(view, inventory, catalog))
     team = inventory.team_of(view.namespace, policy.settings.team_label) or ""
     profile = _trusted_profile(view, accel_type, team, policy)
     return PodCharge(labels=(team, view.namespace, accel_type, profile.name if profile else ""),

@@ -6,10 +6,12 @@ webhook needs team usage on every state generation (every 0.2 s while pods churn
 blocked the event loop long enough to set the webhook's p99. Rules:
 1. A pod's charge is `accel.capacity.inventory.pod_accelerator_type` and `pod_gpu_equivalents`, which read
    only: the policy (and its catalog), the pod's node when it is bound to one the inventory has,
-   its type, quota-type and profile annotations, and its accelerator requests. `ChargeMemo.charge`
-   keys the result on exactly those (the node and policy by identity: both are frozen, and the
-   inventory keeps unchanged nodes across generations), so pods of one Deployment or Job, and a
-   pod validated now and seen in the watch later, are charged once.
+   its required node-affinity terms and nodeSelector (immutable), the label values and
+   time-slicing the nodes carry (`TypeIndex.token`) and its accelerator requests; never an
+   annotation (issue 21: they stay editable after admission). `ChargeMemo.charge` keys the
+   result on exactly those (the node and policy by identity: both are frozen, and the inventory
+   keeps unchanged nodes across generations; a new token clears the memo), so pods of one
+   Deployment or Job, and a pod validated now and seen in the watch later, are charged once.
 2. `ChargeMemo.usage(parsed, inventory)` equals `team_usage(inventory, catalog=, policy=)` key for
    key (a team with pods on a type has that key, even at 0). The team is looked up per pod each
    time (namespace labels change without the pod changing); sums are integer numerators per
@@ -25,19 +27,18 @@ from __future__ import annotations
 from fractions import Fraction
 
 from accel.capacity.inventory import (
-    QUOTA_TYPE_ANNOTATION,
     Inventory,
     NodeInventory,
     pod_accelerator_type,
     pod_gpu_equivalents,
 )
-from accel.cluster.pods import TYPE_ANNOTATION, PodView
+from accel.cluster.pods import PodView, Terms
 from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import ParsedPolicy
 
 MAX_ENTRIES = 4096
 
-ChargeKey = tuple[int, str | None, str | None, str | None, tuple[tuple[str, int], ...]]  # node by id
+ChargeKey = tuple[int, Terms | None, tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]  # node by id
 
 
 class ChargeMemo:
@@ -45,6 +46,7 @@ class ChargeMemo:
 
     def __init__(self) -> None:
         self._parsed: ParsedPolicy | None = None
+        self._token: frozenset[tuple[str, str, str]] | None = None  # node label values the memo is for
         self._charges: dict[ChargeKey, tuple[NodeInventory | None, str, Fraction]] = {}
         # Rule 4: by pod object, from the previous `usage` call (pod and node held: ids stay theirs).
         self._by_pod: dict[int, tuple[PodView, NodeInventory | None, ParsedPolicy, str, Fraction]] = {}
@@ -52,25 +54,32 @@ class ChargeMemo:
 
     def charge(self, pod: PodView, inventory: Inventory, parsed: ParsedPolicy) -> tuple[str, Fraction]:
         """(type, GPU-equivalents) the pod uses or will use (rule 1)."""
-        if parsed is not self._parsed or len(self._charges) >= MAX_ENTRIES:
-            self._parsed, self._charges = parsed, {}
-        notes = pod.annotations
+        self._sync(parsed, inventory)
         node = inventory.node(pod.node_name) if pod.node_name else None
-        key = (id(node), notes.get(TYPE_ANNOTATION), notes.get(QUOTA_TYPE_ANNOTATION), pod.requested_profile,
-               tuple(pod.accelerators.items()))
+        key = (id(node), pod.required_terms, tuple(pod.node_selector.items()), tuple(pod.accelerators.items()))
         found = self._charges.get(key)
-        if (
-            found is None or found[0] is not node
-        ):  # the entry holds its node, so its id is not reused meanwhile
+        if found is None or found[0] is not node:  # the entry holds its node: its id is not reused meanwhile
             policy = parsed.policy
-            accel_type = pod_accelerator_type(pod, inventory, policy)
+            accel_type = pod_accelerator_type(pod, inventory, parsed.catalog)
             found = (node, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))
             self._charges[key] = found
             self.computed += 1
         return found[1], found[2]
 
+    def _sync(self, parsed: ParsedPolicy, inventory: Inventory) -> None:
+        """Rules 1 and 3: start afresh on a new policy, a full memo, or new node label values."""
+        index = inventory.type_index(parsed.catalog)
+        if index.token is not self._token:
+            if index.token == self._token:
+                index.token = self._token  # interned: the next check of this inventory is `is`
+            else:
+                self._token, self._charges, self._by_pod = index.token, {}, {}
+        if parsed is not self._parsed or len(self._charges) >= MAX_ENTRIES:
+            self._parsed, self._charges = parsed, {}
+
     def usage(self, parsed: ParsedPolicy, inventory: Inventory) -> dict[str, dict[str, Fraction]]:
         """team -> type -> GPU-equivalents of bound and pending non-terminal pods (rule 2)."""
+        self._sync(parsed, inventory)
         label = parsed.policy.settings.team_label
         sums: dict[str, dict[tuple[str, int], int]] = {}
         previous, current = self._by_pod, {}

@@ -180,7 +180,7 @@ class QuotaWorld:
         inventory = self.inventory()
         usage: dict[str, Fraction] = {}
         for pod in inventory.pods:
-            accel_type = pod_accelerator_type(pod, inventory, self.policy.policy)
+            accel_type = pod_accelerator_type(pod, inventory, self.policy.catalog)
             amount = pod_gpu_equivalents(pod, inventory, self.policy.catalog, self.policy.policy)
             usage[accel_type] = usage.get(accel_type, Fraction(0)) + amount
             usage[ALL_TYPES] = usage.get(ALL_TYPES, Fraction(0)) + amount

@@ -67,7 +67,7 @@ def test_each_charge_equals_the_inventory_functions_even_from_a_shared_memo() ->
     inventory = make_inventory(list(PODS.values()))
     for _ in range(2):  # second round: every answer from the memo
         for pod in inventory.pods:
-            expected = (pod_accelerator_type(pod, inventory, POLICY.policy),
+            expected = (pod_accelerator_type(pod, inventory, POLICY.catalog),
                         pod_gpu_equivalents(pod, inventory, POLICY.catalog, POLICY.policy))
             assert memo.charge(pod, inventory, POLICY) == expected, pod.name
 
