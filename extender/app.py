@@ -37,16 +37,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter
 
 from accel.capacity.inventory import Inventory
-from accel.cluster.pods import parse_pod
+from accel.cluster.pods import PodView, parse_pod
 from accel.placement.bind import BindRefused
 from accel.placement.core import ExtenderCore
 from accel.placement.index import ClusterIndex
 from accel.placement.score import PLACED_CONTROLLER, PLACED_REASON
+from accel.policy.models import Profile
+from accel.quota.chargeback import priced_profile
 from extender.filter_reply import FilterRenderer
 from extender.priority_reply import PriorityRenderer
 from extender.quota_gate import QuotaGate
@@ -231,6 +235,14 @@ async def _preempt(ext: Extender, request: web.Request) -> web.Response:
         ext.count("preempt", result)
 
 
+def _price_profile(view: Any, pod: PodView, accel_type: str) -> Profile | None:
+    """The profile a bind prices the pod under: never one its author re-annotated after admission
+    to pay less (accel.quota.chargeback rule 5)."""
+    policy, inventory = view.parsed.policy, view.inventory
+    team = inventory.team_of(pod.namespace, policy.settings.team_label) or ""
+    return priced_profile(pod, accel_type, team, policy, inventory, view.parsed.catalog)
+
+
 async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str) -> tuple[str, str]:
     """(error text or "", bind metric result)."""
     if ext.binder is None:
@@ -240,9 +252,10 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
         )
     try:
         core, index, ttl = ext.index()
+        view = ext.state.view()
         plan = core.begin_bind(
             index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl,
-            catalog=ext.state.view().parsed.catalog,
+            catalog=view.parsed.catalog, price_profile=partial(_price_profile, view),
         )
     except (NotReady, BindRefused) as exc:
         return str(exc), "refused"

@@ -34,18 +34,11 @@ from accel.admission.messages import Finding
 from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
 from accel.cluster.catalog import UNKNOWN_TYPE
 from accel.cluster.pods import TYPE_ANNOTATION, PodView
-from accel.policy.models import ALL_TYPES, Profile, Team
+from accel.policy.models import Profile, Team
 
 SHARED_SUFFIX = ".shared"
 NVIDIA_MIG_PREFIX = "nvidia.com/mig-"
 NVIDIA_GPU = "nvidia.com/gpu"
-
-
-def is_restricted(team: Team | None) -> bool:
-    """Rule 1: whether a generic pod of `team` must be narrowed to concrete types."""
-    return team is not None and (
-        team.allowed_types is not None or any(key != ALL_TYPES for key in team.quota)
-    )
 
 
 def device_resource(resource: str) -> str:

@@ -66,7 +66,7 @@ from accel.admission.context import (
     shape_errors,
     wants_accelerators,
 )
-from accel.admission.generic import generic_candidates, is_restricted, no_candidates
+from accel.admission.generic import generic_candidates, no_candidates
 from accel.admission.jobs import job_of, job_type
 from accel.admission.messages import Finding
 from accel.admission.patches import Op, PatchBuilder
@@ -82,7 +82,7 @@ from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION
 from accel.policy.kueue import QUEUE_LABEL, is_queued
 from accel.policy.models import Mode, Profile, Team
 from accel.quota.ledger import Ledger
-from accel.quota.rules import has_type_quota, team_usage_now, type_room
+from accel.quota.rules import has_type_quota, is_restricted, team_usage_now, type_room
 
 TEAM_ANNOTATION = "accel.dev/team"
 NODE_AFFINITY = ("spec", "affinity", "nodeAffinity")

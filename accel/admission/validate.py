@@ -52,7 +52,7 @@ from accel.admission.context import (
     shape_errors,
     wants_accelerators,
 )
-from accel.admission.generic import generic_candidates, is_restricted, narrowing_finding, required_terms
+from accel.admission.generic import generic_candidates, narrowing_finding, required_terms
 from accel.admission.jobs import job_of
 from accel.admission.messages import Finding
 from accel.admission.plan import Decision, deny, passthrough
@@ -71,6 +71,7 @@ from accel.quota.rules import (
     check_quota,
     decide_reservation,
     has_type_quota,
+    is_restricted,
 )
 
 MAX_SUGGESTIONS = 3

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from accel.capacity.pod_types import SHARED_SUFFIX, TypeIndex, selectable_types
+from accel.capacity.pod_types import MIG_INFIX, SHARED_SUFFIX, TypeIndex, selectable_types
 from accel.cluster.catalog import UNKNOWN_TYPE, Catalog
 from accel.cluster.gpu_equivalents import SHARED_SUFFIX as SHARED_RESOURCE_SUFFIX
 from accel.cluster.gpu_equivalents import unit_fraction
@@ -319,7 +319,7 @@ def pending_equivalents(pod: PodView, accel_type: str, inventory: Inventory, cat
     The profile annotation is not read: an author could re-annotate a pending pod with another
     profile after admission; the nodes' sharing is what the bind charges anyway."""
     replicas = 1
-    if _asks_shared(pod):
+    if asks_time_slices(pod):
         index = inventory.type_index(catalog)
         types = {accel_type} if accel_type else selectable_types(pod.required_terms, pod.node_selector, index)
         replicas = index.shared_replicas(types)
@@ -330,11 +330,15 @@ def pending_equivalents(pod: PodView, accel_type: str, inventory: Inventory, cat
     )
 
 
-def _asks_shared(pod: PodView) -> bool:
+def asks_time_slices(pod: PodView) -> bool:
+    """Whether the immutable spec says the pod takes time-slices: it asks for a shared resource,
+    or its required affinity admits time-sliced (`-SHARED`, not MIG) nodes, which the webhook
+    writes only for time-sliced profiles (accel.admission.affinity)."""
     if any(resource.endswith(SHARED_RESOURCE_SUFFIX) for resource in pod.accelerators):
         return True
     values = [v for term in pod.required_terms or () for _, op, vs in term if op == "In" for v in vs]
-    return any(v.upper().endswith(SHARED_SUFFIX) for v in (*values, *pod.node_selector.values()))
+    return any(v.upper().endswith(SHARED_SUFFIX) and MIG_INFIX not in v.upper()
+               for v in (*values, *pod.node_selector.values()))
 
 
 def requested_gpu_equivalents(

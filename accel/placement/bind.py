@@ -7,6 +7,7 @@ Pure (accel.placement rule 1): the plan is returned, the caller does the bind an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -19,7 +20,10 @@ from accel.placement.prioritize import ScoreStep
 from accel.placement.score import PLACEMENT_ANNOTATION, Explanation, explain
 from accel.placement.score_rules import choose_assignment
 from accel.placement.state import ExtenderState, JobHold
+from accel.policy.models import Profile
 from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION, gpu_hour_price, price_annotations
+
+PriceProfile = Callable[[PodView, str], Profile | None]  # (pod, bound type) -> the profile priced
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,7 @@ class BindStep:
         now: float,
         ttl: float,
         catalog: Catalog | None = None,
+        price_profile: PriceProfile | None = None,
     ) -> BindPlan:
         """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot.
 
@@ -92,7 +97,7 @@ class BindStep:
                 DEVICES_ANNOTATION: format_assignment(assignment),
             }
             if catalog is not None:
-                annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog)
+                annotations |= _bind_prices(pod, index, node, devices.gpu_type, catalog, price_profile)
         explanation = self.explain_bind(index, req, node, devices.gpu_type if req.wants_accelerators else "")
         annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
         expires = now + ttl if math.isfinite(ttl) else math.inf
@@ -113,14 +118,18 @@ class BindStep:
 
 
 def _bind_prices(
-    pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog
+    pod: PodView, index: ClusterIndex, node: str, accel_type: str, catalog: Catalog,
+    price_profile: PriceProfile | None = None,
 ) -> dict[str, str]:
-    """Cost annotations for the type the pod got at bind (see `BindStep.plan_bind`)."""
+    """Cost annotations for the type the pod got at bind (see `BindStep.plan_bind`), priced under
+    `price_profile(pod, type)` (the extender passes accel.quota.chargeback.priced_profile: never
+    an edited profile annotation that lowers the price), else under the requested profile."""
     unpriced = {PRICE_ANNOTATION: "", COST_ANNOTATION: ""}  # a Binding can only set values, not remove them
     inventory_node = index.node(node)
     if inventory_node is None:
         return unpriced
-    profile = index.policy.profile(pod.requested_profile or "")
+    profile = (price_profile(pod, accel_type) if price_profile is not None
+               else index.policy.profile(pod.requested_profile or ""))
     equivalents = sum(
         (
             inventory_node.gpu_equivalents(resource, units, catalog)

@@ -14,11 +14,15 @@ watermark and can neither double count nor need history. Rules:
    from the policy in force (the profile's `costPerGpuHour`, else the catalog price of the type).
 4. Labels: team (namespace label), namespace, type (the node's type; when the node is gone, the
    type its immutable node affinity allows, accel.capacity.pod_types), profile (the requested
-   profile, "" for none).
+   profile when rule 5 believes it, else "").
 5. Nothing a pod's author can edit sets the price (annotations are mutable after admission, which
    sees CREATE only): accel's own price annotation is never read; the type comes from the node,
-   the team from the namespace, GPUs from the (immutable) spec; the requested profile is believed
-   only when the team may use it and it lists the node's type (else no profile: catalog price).
+   the team from the namespace, GPUs from the (immutable) spec. The profile is `priced_profile`:
+   the requested one only when the team may use it, it lists the node's type and the pod's
+   immutable spec is what the webhook writes for it (its node affinity within the profile's
+   types, or none for a generic profile of an unrestricted team; time-slices exactly for a
+   time-sliced profile); otherwise the most expensive profile that passes those checks, so an
+   edited or removed profile annotation never lowers the price (no such profile: the catalog's).
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from accel.capacity.inventory import Inventory, pod_accelerator_type
+from accel.capacity.inventory import Inventory, asks_time_slices, pod_accelerator_type
+from accel.capacity.pod_types import selectable_types
 from accel.cluster.catalog import Catalog
 from accel.cluster.pods import PodView, parse_pod
-from accel.policy.models import Policy, Profile
+from accel.policy.models import Policy, Profile, Sharing
 from accel.policy.pricing import gpu_hour_price
+from accel.quota.rules import is_restricted
 
 Labels = tuple[str, str, str, str]  # team, namespace, type, profile
 LABEL_NAMES = ("team", "namespace", "type", "profile")
@@ -113,20 +119,38 @@ def pod_charge(obj: Mapping[str, Any], *, policy: Policy, catalog: Catalog, inve
     accel_type = (node.accelerator_type if node is not None and node.accelerator_type
                   else pod_accelerator_type(view, inventory, catalog))
     team = inventory.team_of(view.namespace, policy.settings.team_label) or ""
-    profile = _trusted_profile(view, accel_type, team, policy)
-    return PodCharge(labels=(team, view.namespace, accel_type, profile.name if profile else ""),
+    profile = priced_profile(view, accel_type, team, policy, inventory, catalog)
+    believed = profile is not None and profile.name == view.requested_profile  # else: priced, not named
+    return PodCharge(labels=(team, view.namespace, accel_type, profile.name if profile and believed else ""),
                      gpus=_gpus(view, inventory, catalog), price=gpu_hour_price(profile, accel_type, catalog),
                      start=start, end=end)
 
 
-def _trusted_profile(view: PodView, accel_type: str, team: str, policy: Policy) -> Profile | None:
-    """Rule 5: the requested profile, when the team may use it and it covers the node's type."""
-    profile = policy.profile(view.requested_profile) if view.requested_profile else None
-    if profile is None or (profile.types and accel_type not in profile.types):
-        return None
+def priced_profile(view: PodView, accel_type: str, team: str, policy: Policy, inventory: Inventory,
+                   catalog: Catalog) -> Profile | None:
+    """Rule 5: the profile whose price a pod bound to an `accel_type` node pays (None: catalog)."""
     owner = policy.team(team) if team else None
     allowed = owner.allowed_profiles if owner is not None else None
-    return profile if allowed is None or profile.name in allowed else None
+    selectable = selectable_types(view.required_terms, view.node_selector, inventory.type_index(catalog))
+    sliced = asks_time_slices(view)
+
+    def fits(profile: Profile) -> bool:
+        if allowed is not None and profile.name not in allowed:
+            return False
+        if profile.types and accel_type not in profile.types:
+            return False
+        if (profile.sharing is Sharing.TIME_SLICED) != sliced:
+            return False
+        if profile.types:  # the webhook narrowed the pod to (some of) the profile's types
+            return selectable is not None and selectable <= set(profile.types)
+        return selectable is None or is_restricted(owner)  # generic: narrowed only for restricted teams
+
+    requested = policy.profile(view.requested_profile) if view.requested_profile else None
+    if requested is not None and fits(requested):
+        return requested
+    candidates = [p for p in policy.profiles if fits(p)]
+    unpriced = Decimal(-1)
+    return max(candidates, key=lambda p: gpu_hour_price(p, accel_type, catalog) or unpriced, default=None)
 
 
 def _gpus(view: PodView, inventory: Inventory, catalog: Catalog) -> Fraction:

@@ -58,7 +58,7 @@ class ChargeMemo:
         node = inventory.node(pod.node_name) if pod.node_name else None
         key = (id(node), pod.required_terms, tuple(pod.node_selector.items()), tuple(pod.accelerators.items()))
         found = self._charges.get(key)
-        if found is None or found[0] is not node:  # the entry holds its node: its id is not reused meanwhile
+        if found is None or found[0] is not node:  # the entry holds its node: its id is not reused
             policy = parsed.policy
             accel_type = pod_accelerator_type(pod, inventory, parsed.catalog)
             found = (node, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))

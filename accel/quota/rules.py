@@ -185,6 +185,14 @@ def has_type_quota(team: Team, types: Iterable[str]) -> bool:
     return any(t in team.quota for t in types)
 
 
+def is_restricted(team: Team | None) -> bool:
+    """Whether a generic pod of `team` must be narrowed to concrete types (accel.admission.generic
+    rule 1): the team names allowed types or has a quota on some single type."""
+    return team is not None and (
+        team.allowed_types is not None or any(key != ALL_TYPES for key in team.quota)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReservationOutcome:
     """`ledger` is the document to write (None: nothing to write); `excess` non-empty = denied."""

@@ -14,13 +14,14 @@ import jsonpatch
 import pytest
 
 from accel.admission.context import AdmissionContext
-from accel.admission.generic import generic_candidates, is_restricted
+from accel.admission.generic import generic_candidates
 from accel.admission.plan import Decision, mutate
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
 from accel.capacity.inventory import NodeInventory
 from accel.cluster.labels import NodeAccelerators
 from accel.policy.models import Team
 from accel.quota.ledger import Ledger
+from accel.quota.rules import is_restricted
 from tests.builders import DEFAULT_NODES, example_policy, gpu_pod, make_context, node_model
 
 TYPE = "accelerator.opendatahub.io/type"

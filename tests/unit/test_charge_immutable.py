@@ -21,7 +21,7 @@ from accel.admission.plan import mutate
 from accel.capacity.inventory import UNDECIDED_TYPE, pod_accelerator_type, pod_gpu_equivalents, team_usage
 from accel.capacity.pod_types import TypeIndex, selectable_types
 from accel.cluster.pods import PROFILE_ANNOTATION, TYPE_ANNOTATION, parse_pod
-from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION
+from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION, gpu_hour_price
 from accel.quota.bind import bind_check, conversion, decide_conversion, gated_team
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
@@ -205,3 +205,36 @@ def test_an_undecided_pod_is_still_converted_whatever_its_annotations(forged: st
     assert gated_team(view, inventory, POLICY.policy, POLICY.catalog) is not None
     gate = bind_check(view, node("h100-1"), inventory, POLICY.policy, POLICY.catalog)
     assert gate is not None and gate[1] == UNDECIDED_TYPE
+
+
+# ---- the price (accel.quota.chargeback rule 5, the extender's bind prices) -------------------------
+
+
+def priced(pod: dict[str, Any], node_name: str) -> Any:
+    from accel.quota.chargeback import priced_profile
+
+    view = parse_pod(pod)
+    accel_type = next(n for n in DEFAULT_NODES if n.name == node_name).accelerator_type or ""
+    inventory = make_inventory([pod])
+    profile = priced_profile(view, accel_type, view.namespace, POLICY.policy, inventory, POLICY.catalog)
+    return gpu_hour_price(profile, accel_type, POLICY.catalog)
+
+
+@pytest.mark.parametrize("forged", ["gpu-any", "large-any", "notebook-shared", "no-such-profile", None])
+def test_an_edited_profile_never_lowers_the_price(forged: str | None) -> None:
+    pod = admitted("vision", "legacy-v100", name="v")  # costPerGpuHour 0.90 in the example policy
+    honest = priced(pod, "v100-1")
+    assert honest == POLICY.policy.profile("legacy-v100").cost_per_gpu_hour  # type: ignore[union-attr]
+    edit = copy.deepcopy(pod)
+    if forged is None:
+        del edit["metadata"]["annotations"][PROFILE_ANNOTATION]
+    else:
+        edit["metadata"]["annotations"][PROFILE_ANNOTATION] = forged
+    price = priced(edit, "v100-1")
+    assert price is not None and honest is not None and price >= honest
+
+
+def test_a_generic_pod_of_an_unrestricted_team_keeps_its_catalog_price() -> None:
+    pod = admitted("platform", "gpu-any", name="g")  # platform: only a "*" quota, no allowed types
+    assert parse_pod(pod).required_terms is None
+    assert priced(pod, "a100-1") == gpu_hour_price(None, A100, POLICY.catalog)

@@ -38,6 +38,12 @@ def running_pod(
 ) -> dict[str, Any]:
     pod = make_pod(name, namespace, node="gpu-1", requests={"nvidia.com/gpu": str(gpus)}, uid=f"uid-{name}",
                    annotations={"accel.dev/profile": "large-any"})
+    # The node affinity the webhook writes for large-any (chargeback rule 5 believes the profile
+    # only on a pod that carries it): the pod can only run on the profile's types.
+    products = ["NVIDIA-H200", "NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB"]
+    term = {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": products}]}
+    pod["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [term]}}}
     status: dict[str, Any] = {
         "phase": "Running",
         "startTime": stamp(start + 2),
