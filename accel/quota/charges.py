@@ -56,7 +56,8 @@ class ChargeMemo:
         """(type, GPU-equivalents) the pod uses or will use (rule 1)."""
         self._sync(parsed, inventory)
         node = inventory.node(pod.node_name) if pod.node_name else None
-        key = (id(node), pod.required_terms, tuple(pod.node_selector.items()), tuple(pod.accelerators.items()))
+        selector, requests = tuple(pod.node_selector.items()), tuple(pod.accelerators.items())
+        key = (id(node), pod.required_terms, selector, requests)
         found = self._charges.get(key)
         if found is None or found[0] is not node:  # the entry holds its node: its id is not reused
             policy = parsed.policy
