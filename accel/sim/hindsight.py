@@ -3,16 +3,20 @@
 An online policy places each pod when it arrives and never moves it. The reference here sees every
 pod that arrives up to the end of arrival column 100 at once (`arrival_prefix`) and packs them with
 the online simulator's own filter (`pod_fits`: CPU, memory, GPU model, per-device milli) and device
-rules (`best_devices`): first-fit-decreasing, best-fit-decreasing, then a local search that evicts
-and relocates pods to place ones that did not fit.
+rules (`best_devices`): first-fit-decreasing, best-fit-decreasing, a pattern packing (shared pods
+grouped into device-filling bundles by subset sum, then bundles and whole-GPU pods placed by best
+fit), then a local search from the best of the three that evicts and relocates pods to place ones
+that did not fit.
 
 The packing is scored with the online metric: replaying the arrivals in their order, a pod is
 placed on its packed node when it arrives (or rejected), so every event's allocation is that of a
 feasible cluster state, and `runner.allocation_curve` averages column 100 exactly as for a policy.
 
 Rules the packers keep (and why):
-1. CPU-only pods count nothing in the metric but an online scheduler must place them; the packers
-   place them after the GPU pods and the local search relocates them but never drops one.
+1. CPU-only pods count nothing in the metric but an online scheduler must place them when they
+   fit: FFD and BFD place them after the GPU pods, the pattern packer before them; a CPU-only pod
+   left out is counted (`rejected_cpu_pods`), and the local search relocates them but never
+   drops one.
 2. Moves are accepted only when the weighted allocated GPU strictly grows, so the search ends.
 3. A pod's weight is the share of column-100 events at or after its arrival (1 before the
    window): the objective is then the column-100 average itself, before the CSV rounding.
@@ -32,6 +36,7 @@ from accel.sim.runner import REPORT_COLUMN, allocation_curve
 
 #: Nodes tried per rejected pod by the local search's make-room move (cheapest deficits first).
 ROOM_CANDIDATES = 6
+GREEDY_NAMES = ("hindsight-ffd", "hindsight-bfd", "hindsight-pattern")
 
 
 def arrival_prefix(pods: Sequence[PodShape], total_gpus: int, column: int = REPORT_COLUMN) -> int:
@@ -94,6 +99,20 @@ class Packing:
         self.devices_of: list[tuple[int, ...]] = [()] * len(pods)
         self.on_node: list[set[int]] = [set() for _ in nodes]
         self.log: list[tuple[bool, int, int, tuple[int, ...]]] = []  # (placed?, pod, node, devices)
+        # Per node: the GPU milli of pods that name its model, over the milli of that model's
+        # devices. Unconstrained pods avoid high-pressure models (they can go anywhere else).
+        model_devices: dict[str, int] = {}
+        for node in nodes:
+            model_devices[node.gpu_type] = model_devices.get(node.gpu_type, 0) + len(node.free_milli)
+        wanted: dict[str, float] = {}
+        for p in pods:
+            if p.gpu_types:
+                usable = [t for t in p.gpu_types if model_devices.get(t)]
+                total = sum(model_devices[t] for t in usable)
+                for t in usable:  # spread over the models it accepts, by their size
+                    wanted[t] = wanted.get(t, 0.0) + p.total_gpu_milli * model_devices[t] / total
+        self.pressure = np.array([round(wanted.get(n.gpu_type, 0.0) / (MILLI * len(n.free_milli)), 2)
+                                  if n.free_milli else 0.0 for n in nodes])
         gpu_milli = sum(p.total_gpu_milli for p in pods)
         #: CPU milli per GPU milli over the GPU pods (0 = do not score CPU stranding)
         gpu_pod_cpu = sum(p.cpu_milli for p in pods if p.gpu_milli > 0)
@@ -124,12 +143,19 @@ class Packing:
                          int(self.cpu[n]), int(self.mem[n]))
 
     # -- moves ----------------------------------------------------------------------------------
-    def place(self, i: int, n: int) -> None:
+    def place(self, i: int, n: int, device: int = -1) -> None:
+        """Bind pod i to node n: on the simulator's `best_devices`, or on `device` (a one-device
+        pod only) when given."""
         pod = self.pods[i]
         shape = self.node_shape(n)
         if self.node_of[i] != -1 or not pod_fits(shape, pod):
             raise ValueError(f"pod {i} cannot be placed on node {n}")
         devices = best_devices(shape, pod) if pod.gpu_milli > 0 else ()
+        if device >= 0:
+            on_device = 0 <= device < len(shape.free_milli) and shape.free_milli[device] >= pod.gpu_milli
+            if pod.gpu_count != 1 or not on_device:
+                raise ValueError(f"pod {i} cannot be placed on device {device} of node {n}")
+            devices = (device,)
         for d in devices:
             self.free[n, d] -= pod.gpu_milli
         self.cpu[n] -= pod.cpu_milli
@@ -210,7 +236,8 @@ class Packing:
             stranded = np.round(after - before).astype(np.int64)
         else:
             stranded = np.zeros(len(idx), dtype=np.int64)
-        order = np.lexsort((self.rank[idx], cpu_after, idle, device_after, stranded))
+        pressure = self.pressure[idx] if pod.gpu_milli > 0 and not pod.gpu_types else np.zeros(len(idx))
+        order = np.lexsort((self.rank[idx], cpu_after, idle, device_after, stranded, pressure))
         return int(idx[order[0]])
 
 
@@ -230,6 +257,100 @@ def greedy_pack(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank: Sequ
         n = packing.best_fit(pods[i]) if best else packing.first_fit(pods[i])
         if n >= 0:
             packing.place(i, n)
+    packing.log.clear()
+    return packing
+
+
+def _best_fill(sizes: Sequence[int], counts: dict[int, int]) -> list[int]:
+    """The multiset of sizes (at most `counts[m]` of each) with the largest sum <= 1000 milli, larger
+    sizes preferred on ties (they are the hard ones to place). Subset sum over a bitset: cell b of
+    `reach` is set when some multiset sums to b; `parent[b]` remembers how b was first reached."""
+    reach, full = 1, (1 << (MILLI + 1)) - 1
+    parent: dict[int, tuple[int, int]] = {}
+    for m in sizes:  # decreasing
+        for _ in range(min(counts[m], MILLI // m)):
+            new = ((reach << m) & full) & ~reach
+            if not new:
+                break
+            while new:
+                b = (new & -new).bit_length() - 1
+                parent[b] = (m, b - m)
+                new &= new - 1
+            reach |= ((reach << m) & full)
+    b = reach.bit_length() - 1
+    pattern = []
+    while b > 0:
+        m, b = parent[b]
+        pattern.append(m)
+    return pattern
+
+
+def device_bundles(pods: Sequence[PodShape], indices: Sequence[int]) -> list[list[int]]:
+    """Group one-device shared pods (same GPU-model set) into bundles that each fill one device as
+    fully as possible: repeatedly take the best-filling multiset of the sizes left (`_best_fill`)
+    as many times as the counts allow. Best fills come first; what is left at the end (for example
+    810-milli pods with nothing of <= 190 milli to pair) forms the poor bundles."""
+    groups: dict[frozenset[str], dict[int, list[int]]] = {}
+    for i in indices:
+        p = pods[i]
+        if p.gpu_count == 1 and 0 < p.gpu_milli < MILLI:
+            groups.setdefault(p.gpu_types, {}).setdefault(p.gpu_milli, []).append(i)
+    bundles: list[list[int]] = []
+    for by_size in groups.values():
+        for members in by_size.values():  # pop() takes the pod with the least CPU first
+            members.sort(key=lambda i: (pods[i].cpu_milli, pods[i].memory_mib, i), reverse=True)
+        while any(by_size.values()):
+            counts = {m: len(v) for m, v in by_size.items() if v}
+            pattern = _best_fill(sorted(counts, reverse=True), counts)
+            need = {m: pattern.count(m) for m in set(pattern)}
+            reps = min(counts[m] // k for m, k in need.items())
+            for _ in range(reps):
+                bundles.append([by_size[m].pop() for m in pattern])
+    return bundles
+
+
+def pattern_pack(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank: Sequence[int]) -> Packing:
+    """Bundles first, nodes second. CPU-only pods are placed first (an online scheduler must place
+    them too; best fit with the stranding term puts them on CPU-rich nodes); then multi-GPU and
+    whole-GPU pods and the `device_bundles` (each as one device with its pods' CPU and memory) by
+    best fit in that order, best-filled bundles first, and pods that name GPU models before the
+    others; then every pod still out where it fits."""
+    packing = Packing(nodes, pods, rank)
+    everyone = range(len(pods))
+    for i in sorted(everyone, key=lambda j: (-pods[j].cpu_milli, -pods[j].memory_mib, j)):
+        if pods[i].gpu_milli <= 0:  # rule 1: CPU-only pods first, where they strand the least GPU
+            n = packing.best_fit(pods[i])
+            if n >= 0:
+                packing.place(i, n)
+    units: list[tuple[tuple[bool, int, int, int], list[int]]] = []  # pods naming models first
+    for i in everyone:
+        p = pods[i]
+        if p.gpu_milli > 0 and not (p.gpu_count == 1 and p.gpu_milli < MILLI):
+            units.append(((not p.gpu_types, -p.gpu_count, -p.total_gpu_milli, -p.cpu_milli), [i]))
+    for bundle in device_bundles(pods, everyone):
+        fill = sum(pods[i].gpu_milli for i in bundle)
+        key = (not pods[bundle[0]].gpu_types, -1, -fill, -sum(pods[i].cpu_milli for i in bundle))
+        units.append((key, bundle))
+    units.sort(key=lambda u: u[0])
+    for _key, members in units:
+        if len(members) == 1 and not pods[members[0]].is_shared:
+            n = packing.best_fit(pods[members[0]])
+            if n >= 0:
+                packing.place(members[0], n)
+            continue
+        first = pods[members[0]]
+        whole = PodShape(sum(pods[i].cpu_milli for i in members), MILLI, 1, first.gpu_types,
+                         sum(pods[i].memory_mib for i in members))
+        n = packing.best_fit(whole)
+        if n >= 0:
+            device = best_devices(packing.node_shape(n), whole)[0]
+            for i in members:
+                packing.place(i, n, device)
+    for i in _decreasing(pods):
+        if packing.node_of[i] == -1:
+            n = packing.best_fit(pods[i])
+            if n >= 0:
+                packing.place(i, n)
     packing.log.clear()
     return packing
 
@@ -452,14 +573,14 @@ def score(name: str, packing: Packing, total_gpus: int, steps: int = 0) -> Hinds
 def pack_in_hindsight(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank: Sequence[int],
                       total_gpus: int, *, steps: int,
                       stop: Callable[[], bool] | None = None) -> tuple[HindsightResult, ...]:
-    """FFD, BFD and local search from the better of the two, on the arrived prefix `pods`."""
+    """FFD, BFD, pattern packing and local search from the best of them, on the arrived prefix."""
     value = window_weights(pods, total_gpus) * np.fromiter(
         (p.total_gpu_milli for p in pods), dtype=np.float64, count=len(pods))
-    ffd = greedy_pack(nodes, pods, rank, best=False)
-    bfd = greedy_pack(nodes, pods, rank, best=True)
-    results = [score("hindsight-ffd", ffd, total_gpus), score("hindsight-bfd", bfd, total_gpus)]
-    bfd_better = results[1].allocation_curve[REPORT_COLUMN] >= results[0].allocation_curve[REPORT_COLUMN]
-    start = bfd if bfd_better else ffd
+    packings = [greedy_pack(nodes, pods, rank, best=False), greedy_pack(nodes, pods, rank, best=True),
+                pattern_pack(nodes, pods, rank)]
+    results = [score(name, p, total_gpus) for name, p in zip(GREEDY_NAMES, packings, strict=True)]
+    column = [r.allocation_curve[REPORT_COLUMN] for r in results]
+    start = packings[column.index(max(column))]
     used = local_search(start, value, steps=steps, stop=stop)
     results.append(score("hindsight-ls", start, total_gpus, steps=used))
     return tuple(results)

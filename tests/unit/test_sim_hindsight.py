@@ -14,10 +14,13 @@ from hypothesis import strategies as st
 from accel.placement.shapes import NodeShape, PodShape, pod_fits
 from accel.sim.hindsight import (
     Packing,
+    _best_fill,
     arrival_prefix,
+    device_bundles,
     greedy_pack,
     local_search,
     pack_in_hindsight,
+    pattern_pack,
     window_weights,
 )
 from accel.sim.hindsight_bound import gpu_upper_bound
@@ -66,6 +69,17 @@ def test_greedy_strands_slivers_and_local_search_finds_the_optimum() -> None:
     assert 0 < steps <= 1000
     assert _placed_milli(ffd) == 1880
     _check_feasible(SLIVER_NODES, SLIVER_PODS, ffd.node_of)
+
+
+def test_pattern_packing_pairs_the_470s_at_once() -> None:
+    assert sorted(_best_fill([810, 470], {810: 2, 470: 4})) == [470, 470]
+    assert sorted(_best_fill([810, 470, 190], {810: 1, 470: 2, 190: 1})) == [190, 810]
+    bundles = device_bundles(SLIVER_PODS, range(len(SLIVER_PODS)))
+    fills = [sorted(SLIVER_PODS[i].gpu_milli for i in b) for b in bundles]
+    assert fills == [[470, 470], [470, 470], [810], [810]]  # best fills first
+    packing = pattern_pack(SLIVER_NODES, SLIVER_PODS, [0, 1])
+    assert _placed_milli(packing) == 1880
+    _check_feasible(SLIVER_NODES, SLIVER_PODS, packing.node_of)
 
 
 def test_bound_is_exact_on_the_sliver_instance() -> None:
