@@ -573,14 +573,22 @@ def score(name: str, packing: Packing, total_gpus: int, steps: int = 0) -> Hinds
 def pack_in_hindsight(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank: Sequence[int],
                       total_gpus: int, *, steps: int,
                       stop: Callable[[], bool] | None = None) -> tuple[HindsightResult, ...]:
-    """FFD, BFD, pattern packing and local search from the best of them, on the arrived prefix."""
+    """FFD, BFD, pattern packing and the local search (`steps` per start), on the arrived prefix."""
     value = window_weights(pods, total_gpus) * np.fromiter(
         (p.total_gpu_milli for p in pods), dtype=np.float64, count=len(pods))
     packings = [greedy_pack(nodes, pods, rank, best=False), greedy_pack(nodes, pods, rank, best=True),
                 pattern_pack(nodes, pods, rank)]
     results = [score(name, p, total_gpus) for name, p in zip(GREEDY_NAMES, packings, strict=True)]
-    column = [r.allocation_curve[REPORT_COLUMN] for r in results]
-    start = packings[column.index(max(column))]
-    used = local_search(start, value, steps=steps, stop=stop)
-    results.append(score("hindsight-ls", start, total_gpus, steps=used))
+    # The local search runs from the pattern packing and from the better of FFD and BFD (a greedy
+    # packing's own score does not tell which start the search improves most), and keeps the best.
+    greedy = packings[0] if results[0].allocation_curve[REPORT_COLUMN] > results[1].allocation_curve[
+        REPORT_COLUMN] else packings[1]
+    searched = []
+    used = 0
+    for start in (packings[2], greedy):
+        used += local_search(start, value, steps=steps, stop=stop)
+        searched.append(score("hindsight-ls", start, total_gpus))
+    best = max(searched, key=lambda r: r.allocation_curve[REPORT_COLUMN])
+    results.append(HindsightResult(best.name, best.node_of, best.allocation_curve, best.rejected_gpu_pods,
+                                   best.rejected_cpu_pods, steps=used))
     return tuple(results)

@@ -24,7 +24,7 @@ from accel.sim.hindsight import (
     window_weights,
 )
 from accel.sim.hindsight_bound import gpu_upper_bound
-from cli.sim_hindsight import HINDSIGHT, HINDSIGHT_NAMES
+from cli.sim_hindsight import HINDSIGHT, HINDSIGHT_NAMES, hindsight_ratios, render_gap_table
 from cli.sim_matrix import make_tasks, run_matrix
 from tests.unit.test_sim_trace import write_synthetic_trace
 
@@ -229,3 +229,15 @@ def test_hindsight_records_bound_every_online_policy(synthetic: Path) -> None:
         for policy, unallocated in results.items():
             assert results["bound"] <= unallocated + 1e-9, (seed, policy)
         assert results["hindsight-ls"] <= min(results["hindsight-ffd"], results["hindsight-bfd"]) + 1e-9
+
+
+def test_gap_table_and_bench_lines_show_accel_against_the_references() -> None:
+    summary = {("default", "accel"): (4.0, 0.1, 10), ("default", "fgd"): (5.0, 0.1, 10),
+               ("default", "hindsight-ls"): (3.2, 0.1, 10), ("default", "bound"): (2.5, 0.0, 10)}
+    table = render_gap_table(summary, ["default"])
+    row = table.splitlines()[-1]
+    assert row.startswith("| default | 4.00 | 5.00 | - | - | - | 3.20 | 2.50 | +1.50 | 1.25 | +2.50 | 10 |")
+    lines = hindsight_ratios(summary, "default")
+    assert lines[0].startswith(
+        "accel/hindsight-ls unallocated ratio default: 1.250 (4.00 vs 3.20); accel - bound: +1.50")
+    assert "fgd - bound: +2.50" in lines[1]
