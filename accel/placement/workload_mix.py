@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from accel.placement.shapes import DEFAULT_THRESHOLD, ClusterContext, PodShape, Typical
+from accel.placement.shapes import DEFAULT_THRESHOLD, MILLI, ClusterContext, PodShape, Typical
 
 
 class TypicalMix:
@@ -22,11 +22,13 @@ class TypicalMix:
 
     Memo key is (model, sorted free milli, cpu left): F does not depend on device order or memory.
     `cpu_per_gpu_milli` is the mix's CPU milli requested per GPU milli by its GPU pods (None when
-    the mix has no GPU pod); the stranding term of `fragmentation_score` uses it.
+    the mix has no GPU pod); the stranding term of `fragmentation_score` uses it. `fill_residue`
+    (what the mix's common sizes cannot close on a node's partly used devices) feeds its fill term.
     """
 
-    __slots__ = ("_count", "_cpu", "_inverse", "_memo", "_milli", "_pressure", "_prob", "_type_ok",
-                 "_unique_milli", "cpu_per_gpu_milli", "type_demand", "typical")
+    __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_inverse", "_memo",
+                 "_milli", "_pressure", "_prob", "_type_ok", "_unique_milli", "cpu_per_gpu_milli",
+                 "type_demand", "typical")
 
     def __init__(self, typical: Typical) -> None:
         self.typical = typical
@@ -46,6 +48,66 @@ class TypicalMix:
                 share = p * m.total_gpu_milli / gpu / len(m.gpu_types)
                 self.type_demand[model] = self.type_demand.get(model, 0.0) + share
         self._pressure: dict[ClusterContext, dict[str, float]] = {}
+        self._fill_sizes: dict[float, tuple[tuple[int, int], ...]] = {}
+        self._fill_tables: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._fill_memo: dict[tuple[tuple[int, ...], int, float], int] = {}
+
+    def fill_sizes(self, min_share: float) -> tuple[tuple[int, int], ...]:
+        """The per-device sizes the mix keeps asking for: (milli, least CPU milli of a pod that size).
+
+        A shared size (one GPU, < 1000 milli) counts when it has at least `min_share` of the mix's
+        shared-pod probability; 1000 counts when the mix has a whole-GPU pod. Rare sizes are left
+        out on purpose: a device that only a rare size could close will most likely stay idle.
+        """
+        sizes = self._fill_sizes.get(min_share)
+        if sizes is None:
+            share: dict[int, float] = {}
+            cpu: dict[int, int] = {}
+            for m, p in self.typical:
+                if m.gpu_milli <= 0:
+                    continue
+                size = m.gpu_milli if m.is_shared else MILLI
+                share[size] = share.get(size, 0.0) + p
+                cpu[size] = min(cpu.get(size, m.cpu_milli), m.cpu_milli)
+            shared_total = sum(p for size, p in share.items() if size < MILLI)
+            sizes = tuple(sorted(
+                (size, cpu[size]) for size, p in share.items()
+                if size == MILLI or p >= min_share * shared_total
+            ))
+            self._fill_sizes[min_share] = sizes
+        return sizes
+
+    def _residue_table(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """Per free milli f in 0..1000: f minus the largest sum of `sizes` (repeats allowed) <= f."""
+        table = self._fill_tables.get(sizes)
+        if table is None:
+            reachable = [True] + [False] * MILLI
+            for f in range(1, MILLI + 1):
+                reachable[f] = any(x <= f and reachable[f - x] for x in sizes)
+            out, best = [], 0
+            for f in range(MILLI + 1):
+                best = f if reachable[f] else best
+                out.append(f - best)
+            table = self._fill_tables[sizes] = tuple(out)
+        return table
+
+    def fill_residue(self, free: tuple[int, ...], cpu_left: int, min_share: float) -> int:
+        """GPU milli on the node's partly used devices that the mix's common sizes cannot close.
+
+        Each partly used device (0 < free < 1000) is topped up, in the best combination, with the
+        `fill_sizes` whose pods fit the node's CPU left; what stays over is counted. A fully free
+        device counts 0 (whole-GPU pods take it; the stranding term watches its CPU). So 470 + 470
+        leaves 60, 650 + 320 leaves 30, a 230 in a 650's 350 leaves 120 no common size closes, and a
+        device on a node out of CPU keeps all its idle milli.
+        """
+        key = (tuple(sorted(free)), cpu_left, min_share)
+        value = self._fill_memo.get(key)
+        if value is None:
+            sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
+            table = self._residue_table(sizes)
+            value = sum(table[f] for f in free if 0 < f < MILLI)
+            self._fill_memo[key] = value
+        return value
 
     def type_pressure(self, context: ClusterContext) -> dict[str, float]:
         """Per model: constrained demand share / capacity share, capped at 1 (0 = not scarce)."""

@@ -191,3 +191,65 @@ def test_scarcity_term_keeps_scarce_models_for_constrained_pods() -> None:
     aware_a, aware_b = (fragmentation_score(n, WHOLE, mix, context=context)[0] for n in (node_a, node_b))
     # A: pressure 0 (no pod needs A) -> unchanged; B: -0.3 * 1000 milli -> lower score
     assert aware_a == plain_a and aware_b < plain_b
+
+
+def _shared(cpu: int, milli: int) -> PodShape:
+    return PodShape(cpu_milli=cpu, gpu_milli=milli, gpu_count=1)
+
+
+# openb-like mix: whole GPUs, 810s, 470s, 650s and the 320s / 230s that close a 650's 350.
+OPENB_LIKE = TypicalMix((
+    (PodShape(cpu_milli=12000, gpu_milli=1000, gpu_count=1), 0.4), (_shared(3000, 810), 0.2),
+    (_shared(12000, 470), 0.15), (_shared(4000, 320), 0.1), (_shared(12000, 650), 0.08),
+    (_shared(4000, 230), 0.05), (_shared(4000, 110), 0.005),
+))
+
+
+def test_fill_sizes_keep_common_shared_sizes_and_whole_gpus_with_their_least_cpu() -> None:
+    # 110 is 0.005 / 0.585 = 0.9 % of the shared pods: below 3 %, a gap only it closes stays idle
+    assert OPENB_LIKE.fill_sizes(0.03) == (
+        (230, 4000), (320, 4000), (470, 12000), (650, 12000), (810, 3000), (1000, 12000))
+    assert TypicalMix(((WHOLE, 1.0),)).fill_sizes(0.03) == ((1000, 2000),)
+
+
+@pytest.mark.parametrize(
+    ("free", "cpu_left", "residue"),
+    [
+        pytest.param((530,), 64000, 60, id="470s-gap-closed-by-a-470"),
+        pytest.param((350,), 64000, 30, id="650s-gap-closed-by-a-320"),
+        pytest.param((120,), 64000, 120, id="nothing-common-closes-120"),
+        pytest.param((190,), 64000, 190, id="810s-sliver"),
+        pytest.param((1000, 0), 64000, 0, id="free-and-full-devices-count-0"),
+        pytest.param((530, 350), 64000, 90, id="partly-used-devices-add-up"),
+        pytest.param((530,), 4000, 70, id="cpu-left-only-feeds-the-small-sizes"),
+        pytest.param((530,), 2000, 530, id="no-cpu-nothing-closes-it"),
+    ],
+)
+def test_fill_residue(free: tuple[int, ...], cpu_left: int, residue: int) -> None:
+    assert OPENB_LIKE.fill_residue(free, cpu_left, 0.03) == residue
+
+
+def test_fill_term_keeps_a_650s_gap_for_a_320() -> None:
+    # a 230 in a 650's 350 leaves 120 that nothing common closes; next to another 230 (770 free)
+    # it leaves 540 = 320 + 230 + ... . FGD alone prefers the 350 gap, the fill term does not.
+    pod = _shared(4000, 230)
+    gap_350 = NodeShape(gpu_type="A", free_milli=(350, 1000), cpu_left_milli=64000)
+    gap_770 = NodeShape(gpu_type="A", free_milli=(770, 1000), cpu_left_milli=64000)
+    plain = [fragmentation_score(n, pod, OPENB_LIKE, fill_weight=0.0)[0] for n in (gap_350, gap_770)]
+    filled = [fragmentation_score(n, pod, OPENB_LIKE)[0] for n in (gap_350, gap_770)]
+    assert plain[0] > plain[1]
+    assert filled[0] < filled[1]
+
+
+def test_fill_term_sees_a_cpu_pod_starving_partly_used_devices() -> None:
+    # the CPU-only pod leaves 3 cores: only the 810-pods (3 cores) still fit the node and none fits
+    # the 470's 530 gap, so its 530 milli become unclosable; on the node without partly used
+    # devices the same CPU loss costs the fill term nothing.
+    cpu_pod = PodShape(cpu_milli=13000, gpu_milli=0, gpu_count=0)
+    partly = NodeShape(gpu_type="A", free_milli=(530, 0), cpu_left_milli=16000)
+    untouched = NodeShape(gpu_type="A", free_milli=(1000, 0), cpu_left_milli=16000)
+    assert OPENB_LIKE.fill_residue(partly.free_milli, 3000, 0.03) == 530
+    on_partly = fragmentation_score(partly, cpu_pod, OPENB_LIKE)[0]
+    assert on_partly < fragmentation_score(partly, cpu_pod, OPENB_LIKE, fill_weight=0.0)[0]
+    assert fragmentation_score(untouched, cpu_pod, OPENB_LIKE) == fragmentation_score(
+        untouched, cpu_pod, OPENB_LIKE, fill_weight=0.0)
