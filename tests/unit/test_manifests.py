@@ -39,7 +39,7 @@ CONTRACT_METRICS = {
     "accel_http_requests_total", "accel_http_request_duration_seconds_bucket", "accel_http_rejected_total",
     "accel_admission_decisions_total", "accel_quota_used_gpus", "accel_quota_limit_gpus",
     "accel_tls_cert_expiry_timestamp_seconds", "accel_extender_requests_total", "accel_extender_bind_total",
-    "accel_cluster_state_fresh", "accel_policy_reload_total",
+    "accel_cluster_state_fresh", "accel_policy_reload_total", "accel_quota_ledger_bytes",
     # chargeback counters and their recording rules (team_type:accel_gpu_hours:increase1h, ...)
     "accel_gpu_seconds_total", "accel_gpu_cost_total", "accel_gpu_hours", "accel_gpu_cost",
 }  # fmt: skip

@@ -264,3 +264,49 @@ async def test_a_failed_write_reaches_every_waiter_and_later_callers_still_commi
     assert isinstance(results[0], RuntimeError) and not isinstance(results[1], BaseException)
     data, _ = await store.read(LEDGER_NAME)
     assert list(Ledger.from_data(data).reservations) == ["a"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    quota=st.integers(min_value=0, max_value=12),
+    callers=st.lists(st.sampled_from([0, 1]), min_size=1, max_size=30),
+)
+async def test_batches_that_lose_the_race_to_another_replica_never_admit_over_quota(
+    quota: int, callers: list[int]
+) -> None:
+    """Group commit under contention: two replicas' batches race on one ledger; a batch whose CAS
+    write loses is decided again, whole, on the winner's ledger. Exactly min(quota, asks) admitted."""
+    store = FakeCluster(sleep=RecordingSleep())
+    store.set_latency(0.01)  # every store call yields: batches form and the two replicas interleave
+    replicas = [LedgerClient(store, sleep=RecordingSleep()) for _ in range(2)]
+    team = Team(name="nlp", quota={"*": Decimal(quota)})
+
+    def decide(rid: str) -> Any:
+        return lambda ledger: decide_reservation(
+            ledger, res(rid), team=team, base={}, visible=frozenset(), now=0.0
+        )
+
+    outcomes = await asyncio.gather(*(replicas[c].run(decide(f"r{i}")) for i, c in enumerate(callers)))
+    assert not any(isinstance(o, Finding) for o in outcomes), outcomes
+    admitted = {f"r{i}" for i, o in enumerate(outcomes) if not isinstance(o, Finding) and not o.excess}
+    data, _ = await store.read(LEDGER_NAME)
+    assert set(Ledger.from_data(data).reservations) == admitted
+    assert len(admitted) == min(quota, len(callers))
+
+
+async def test_a_batch_that_loses_the_race_is_decided_again_on_the_winner_ledger() -> None:
+    store = FakeCluster(sleep=RecordingSleep())
+    store.set_latency(0.01)
+    replicas = [LedgerClient(store, sleep=RecordingSleep()) for _ in range(2)]
+    team = Team(name="nlp", quota={"*": Decimal(10)})
+
+    def decide(rid: str) -> Any:
+        return lambda ledger: decide_reservation(
+            ledger, res(rid), team=team, base={}, visible=frozenset(), now=0.0
+        )
+
+    outcomes = await asyncio.gather(*(replicas[i % 2].run(decide(f"r{i}")) for i in range(30)))
+    admitted = [o for o in outcomes if not isinstance(o, Finding) and not o.excess]
+    assert len(admitted) == 10
+    assert replicas[1].conflicts >= 1  # its first write raced replica 0's and lost
+    assert replicas[0].writes + replicas[1].writes < len(admitted)  # batches: fewer writes than admissions
