@@ -3,14 +3,15 @@
 An online policy places each pod when it arrives and never moves it. The reference here sees every
 pod that arrives up to the end of arrival column 100 at once (`arrival_prefix`) and packs them with
 the online simulator's own filter (`pod_fits`: CPU, memory, GPU model, per-device milli) and device
-rules (`best_devices`): first-fit-decreasing, best-fit-decreasing, a pattern packing (shared pods
+rule (`best_devices`): first-fit-decreasing, best-fit-decreasing, a pattern packing (shared pods
 grouped into device-filling bundles by subset sum, then bundles and whole-GPU pods placed by best
 fit), then a local search from the best of the three that evicts and relocates pods to place ones
 that did not fit.
 
 The packing is scored with the online metric: replaying the arrivals in their order, a pod is
-placed on its packed node when it arrives (or rejected), so every event's allocation is that of a
-feasible cluster state, and `runner.allocation_curve` averages column 100 exactly as for a policy.
+placed on its packed node and devices when it arrives (or refused), so every event's allocation
+is that of a feasible cluster state (a subset of a feasible packing; the unit tests replay it),
+and `runner.allocation_curve` averages column 100 exactly as for a policy.
 
 Rules the packers keep (and why):
 1. CPU-only pods count nothing in the metric but an online scheduler must place them when they
@@ -26,7 +27,7 @@ No clocks or IO: the local search takes a step budget and an optional `stop` cal
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,6 +66,7 @@ class HindsightResult:
 
     name: str
     node_of: tuple[int, ...]
+    devices_of: tuple[tuple[int, ...], ...]  # each pod's devices on its node (a replay needs them)
     allocation_curve: tuple[float, ...]
     rejected_gpu_pods: int
     rejected_cpu_pods: int
@@ -143,19 +145,20 @@ class Packing:
                          int(self.cpu[n]), int(self.mem[n]))
 
     # -- moves ----------------------------------------------------------------------------------
-    def place(self, i: int, n: int, device: int = -1) -> None:
-        """Bind pod i to node n: on the simulator's `best_devices`, or on `device` (a one-device
-        pod only) when given."""
+    def place(self, i: int, n: int, devices: tuple[int, ...] = ()) -> None:
+        """Bind pod i to node n: on the simulator's `best_devices`, or on `devices` when given (as
+        many distinct devices as the pod asks for, each with room for its milli)."""
         pod = self.pods[i]
         shape = self.node_shape(n)
         if self.node_of[i] != -1 or not pod_fits(shape, pod):
             raise ValueError(f"pod {i} cannot be placed on node {n}")
-        devices = best_devices(shape, pod) if pod.gpu_milli > 0 else ()
-        if device >= 0:
-            on_device = 0 <= device < len(shape.free_milli) and shape.free_milli[device] >= pod.gpu_milli
-            if pod.gpu_count != 1 or not on_device:
-                raise ValueError(f"pod {i} cannot be placed on device {device} of node {n}")
-            devices = (device,)
+        if devices:
+            free = shape.free_milli
+            room = all(0 <= d < len(free) and free[d] >= pod.gpu_milli for d in devices)
+            if len(set(devices)) != pod.gpu_count or not room:
+                raise ValueError(f"pod {i} cannot be placed on devices {devices} of node {n}")
+        else:
+            devices = best_devices(shape, pod) if pod.gpu_milli > 0 else ()
         for d in devices:
             self.free[n, d] -= pod.gpu_milli
         self.cpu[n] -= pod.cpu_milli
@@ -345,7 +348,7 @@ def pattern_pack(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank: Seq
         if n >= 0:
             device = best_devices(packing.node_shape(n), whole)[0]
             for i in members:
-                packing.place(i, n, device)
+                packing.place(i, n, (device,))
     for i in _decreasing(pods):
         if packing.node_of[i] == -1:
             n = packing.best_fit(pods[i])
@@ -564,7 +567,8 @@ def score(name: str, packing: Packing, total_gpus: int, steps: int = 0) -> Hinds
     placed = np.array([n != -1 for n in packing.node_of], dtype=bool)
     curve = allocation_curve(np.cumsum(gpu), np.cumsum(np.where(placed, gpu, 0)), total_gpus)
     rejected_gpu = int(np.sum(~placed & (gpu > 0)))
-    return HindsightResult(name=name, node_of=tuple(packing.node_of), allocation_curve=curve,
+    return HindsightResult(name=name, node_of=tuple(packing.node_of), devices_of=tuple(packing.devices_of),
+                           allocation_curve=curve,
                            rejected_gpu_pods=rejected_gpu,
                            rejected_cpu_pods=int(np.sum(~placed)) - rejected_gpu,
                            steps=steps)
@@ -589,6 +593,5 @@ def pack_in_hindsight(nodes: Sequence[NodeShape], pods: Sequence[PodShape], rank
         used += local_search(start, value, steps=steps, stop=stop)
         searched.append(score("hindsight-ls", start, total_gpus))
     best = max(searched, key=lambda r: r.allocation_curve[REPORT_COLUMN])
-    results.append(HindsightResult(best.name, best.node_of, best.allocation_curve, best.rejected_gpu_pods,
-                                   best.rejected_cpu_pods, steps=used))
+    results.append(replace(best, steps=used))
     return tuple(results)

@@ -4,6 +4,7 @@ whose optimum is known (by construction or by brute force)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,15 @@ def _placed_milli(packing: Packing) -> int:
     return packing.placed_milli()
 
 
-def _check_feasible(nodes: list[NodeShape], pods: list[PodShape],
-                    node_of: tuple[int, ...] | list[int]) -> None:
-    """Replay the assignment from empty nodes with the online filter: every placed pod must fit."""
+def _check_feasible(nodes: list[NodeShape], pods: list[PodShape], node_of: Sequence[int],
+                    devices_of: Sequence[tuple[int, ...]] | None = None) -> None:
+    """Replay the assignment from empty nodes in arrival order with the online filter (and the
+    packing's own devices when given): every placed pod must fit when it arrives."""
     packing = Packing(nodes, pods, range(len(nodes)))
     for i, n in enumerate(node_of):
         if n >= 0:
             assert pod_fits(packing.node_shape(n), pods[i]), f"pod {i} does not fit node {n}"
-            packing.place(i, n)
+            packing.place(i, n, devices_of[i] if devices_of is not None else ())
 
 
 # 2 GPUs; arrivals 810, 810, then four 470s. Greedy-decreasing puts the 810s first and strands two
@@ -68,7 +70,7 @@ def test_greedy_strands_slivers_and_local_search_finds_the_optimum() -> None:
     steps = local_search(ffd, value, steps=1000)
     assert 0 < steps <= 1000
     assert _placed_milli(ffd) == 1880
-    _check_feasible(SLIVER_NODES, SLIVER_PODS, ffd.node_of)
+    _check_feasible(SLIVER_NODES, SLIVER_PODS, ffd.node_of, ffd.devices_of)
 
 
 def test_pattern_packing_pairs_the_470s_at_once() -> None:
@@ -79,7 +81,7 @@ def test_pattern_packing_pairs_the_470s_at_once() -> None:
     assert fills == [[470, 470], [470, 470], [810], [810]]  # best fills first
     packing = pattern_pack(SLIVER_NODES, SLIVER_PODS, [0, 1])
     assert _placed_milli(packing) == 1880
-    _check_feasible(SLIVER_NODES, SLIVER_PODS, packing.node_of)
+    _check_feasible(SLIVER_NODES, SLIVER_PODS, packing.node_of, packing.devices_of)
 
 
 def test_bound_is_exact_on_the_sliver_instance() -> None:
@@ -97,7 +99,7 @@ def test_cpu_decides_which_pods_fit() -> None:
     packing = greedy_pack(nodes, pods, [0], best=True)
     local_search(packing, np.array([1000.0] * 3), steps=100)
     assert _placed_milli(packing) == 2000
-    _check_feasible(nodes, pods, packing.node_of)
+    _check_feasible(nodes, pods, packing.node_of, packing.devices_of)
     bound = gpu_upper_bound(nodes, pods, target_milli=2000)
     assert 2000 <= bound.per_event[-1] <= 2000  # the device count caps it here
 
@@ -123,7 +125,7 @@ def test_multi_gpu_pods_need_whole_devices_on_one_node() -> None:
     packing = greedy_pack(nodes, pods, [0, 1], best=True)
     local_search(packing, np.array([p.total_gpu_milli for p in pods], dtype=float), steps=100)
     assert _placed_milli(packing) == 4000
-    _check_feasible(nodes, pods, packing.node_of)
+    _check_feasible(nodes, pods, packing.node_of, packing.devices_of)
     assert gpu_upper_bound(nodes, pods, target_milli=4000).per_event[-1] == 4000
 
 
@@ -203,7 +205,7 @@ def test_bound_is_never_below_any_packing(nodes: list[NodeShape], pods: list[Pod
     bound = gpu_upper_bound(nodes, pods, target_milli=optimum, iterations=30)
     assert bound.per_event[-1] >= optimum
     for r in results:
-        _check_feasible(nodes, pods, r.node_of)
+        _check_feasible(nodes, pods, r.node_of, r.devices_of)
         placed = sum(p.total_gpu_milli for p, n in zip(pods, r.node_of, strict=True) if n >= 0)
         assert placed <= optimum  # the brute force covers every placement the packers can make
         assert bound.per_event[-1] >= placed
