@@ -62,7 +62,7 @@ def _run_input(pods: list[TracePod], nodes: list[TraceNode], seed: int) -> RunIn
 
 
 def run_records(task: Task) -> list[Record]:
-    """One task's records: one for a policy, five for `hindsight` (top-level for the pool)."""
+    """One task's records: one for a policy, six for `hindsight` (top-level for the pool)."""
     if task.policy != HINDSIGHT:
         return [run_task(task)]
     pods, nodes = _load(task.trace_dir, task.workload)

@@ -238,7 +238,8 @@ def test_gap_table_and_bench_lines_show_accel_against_the_references() -> None:
                ("default", "hindsight-ls"): (3.2, 0.1, 10), ("default", "bound"): (2.5, 0.0, 10)}
     table = render_gap_table(summary, ["default"])
     row = table.splitlines()[-1]
-    assert row.startswith("| default | 4.00 | 5.00 | - | - | - | 3.20 | 2.50 | +1.50 | 1.25 | +2.50 | 10 |")
+    assert row.startswith(
+        "| default | 4.00 | 5.00 | - | - | - | - | 3.20 | 2.50 | +1.50 | 1.25 | +2.50 | 10 |")
     lines = hindsight_ratios(summary, "default")
     assert lines[0].startswith(
         "accel/hindsight-ls unallocated ratio default: 1.250 (4.00 vs 3.20); accel - bound: +1.50")
