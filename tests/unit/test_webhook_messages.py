@@ -10,8 +10,6 @@ where there is one). A rewording changes one row here, not dozens of golden file
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +20,7 @@ from accel.admission import messages as msg
 from kube.errors import Unreachable
 from kube.fake import FakeCluster
 from tests.builders import gpu_pod, review
-from tests.unit.webhook_harness import GOLDEN_DIR, load_case, run_case, validate_only
+from tests.unit.webhook_harness import GOLDEN_DIR, load_case, reason_codes, run_case, validate_only
 
 Case = tuple[dict[str, Any], dict[str, Any]]  # (AdmissionReview request, golden setup)
 
@@ -48,11 +46,11 @@ def built(pod: dict[str, Any], setup: dict[str, Any] | None = None) -> Callable[
 
 
 async def denial(case: Case, *, store: FakeCluster | None = None) -> dict[str, Any]:
-    """The response that denies the pod (the mutating one, else the validating one)."""
+    """The response that denies the pod (the first that does: mutating, validating, update)."""
     observed = await run_case(*case, store=store)
-    response = observed.mutate if not observed.mutate["allowed"] else observed.validate
-    assert response is not None and not response["allowed"], observed
-    return response
+    denials = [r for r in observed.responses if not r["allowed"]]
+    assert denials, observed
+    return denials[0]
 
 
 def assert_says(response: dict[str, Any], code: str, says: Says) -> None:
@@ -271,6 +269,26 @@ async def test_denials_of_a_pod_the_mutating_webhook_did_not_shape_say_so(
     assert_says(response, code, says)
 
 
+UPDATE: ROWS = {
+    "frozen-annotation": ("frozen-annotation", golden("update-author-changes-type-annotation-denied"), Says(
+        what=("cannot be changed after admission", '("nvidia-a100-80gb" -> "nvidia-h100-80gb")'),
+        where=("annotation accelerator.opendatahub.io/type of pod nlp/train-0",),
+        fix=("delete the pod and create it again with the annotation set",
+             "change the workload's pod template"))),
+    "frozen-annotation-several": (
+        "frozen-annotation", golden("update-author-removes-profile-and-price-denied"), Says(
+            what=('("2.50" -> (absent))', "and 1 more accel key"),
+            where=("annotation accel.dev/gpu-hour-price of pod nlp/train-0",),
+            fix=("delete the pod and create it again",))),
+}
+
+
+@pytest.mark.parametrize(("code", "case", "says"), _ids(UPDATE))
+async def test_update_denials_name_the_key_its_change_and_how_to_get_another_value(
+        code: str, case: Callable[[], Case], says: Says) -> None:
+    assert_says(await denial(case()), code, says)
+
+
 async def test_several_broken_rules_are_all_explained_and_all_coded() -> None:
     response = await denial(golden("namespace-without-team-denied")())
     assert response["auditAnnotations"]["decision"] == "missing-labels"
@@ -282,9 +300,9 @@ async def test_several_broken_rules_are_all_explained_and_all_coded() -> None:
 
 def test_every_reason_code_of_the_messages_module_has_a_row_here() -> None:
     """A new denial code gets its text checked here (and, where reachable, a golden case)."""
-    rows = {code for table in (PROFILE, TEAM, PERMISSION, PLACEMENT, REQUEST, QUOTA, BYPASS)
+    rows = {code for table in (PROFILE, TEAM, PERMISSION, PLACEMENT, REQUEST, QUOTA, BYPASS, UPDATE)
             for code, _, _ in table.values()}
-    codes = set(re.findall(r'Finding\(\s*"([a-z-]+)"', inspect.getsource(msg)))
+    codes = reason_codes()
     assert len(codes) > 15, codes
     checked_above = {"quota-unavailable", "quota-busy"}
     assert codes - rows - checked_above == set()

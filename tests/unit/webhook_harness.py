@@ -8,7 +8,8 @@ A case folder holds `request.json` (the AdmissionReview the API server sends to 
 {"enabled": false}}`), `pods` already in the cluster, `namespaceAnnotations`.
 
 `expected.json` = {"mutate": step, "validate": step (absent when mutation denied: the API server
-stops at the first denial), "ledger": reservations written}, where a step is
+stops at the first denial), "ledger": reservations written}; for a pod UPDATE (operation UPDATE,
+sent to /validate-update only, accel.admission.update) it is {"update": step}. A step is
 - `allowed`: the answer;
 - `decision`: audit annotation `decision`, the stable reason code (`quota-exceeded`, `mutated`,
   `warned-unknown-profile`, `would-deny-quota-exceeded`, ...; null when the webhook gives none);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ import orjson
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
+import accel.admission
+from accel.admission.update import default_writers
 from accel.cluster.catalog import load_builtin_catalog
 from accel.policy.loading import parse_policy
 from accel.quota.ledger import Ledger
@@ -49,6 +53,8 @@ from webhook.app import make_app
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden" / "webhook"
 CLOCK_START = 1_000_000.0
+FINDING_CODE = re.compile(r'Finding\(\s*"([a-z-]+)"')
+ACCEL_NAMESPACE = "accel-system"  # accel's service accounts live here (annotation writers of UPDATE cases)
 MAX_WARNING_CHARS = 256  # the API server truncates longer warnings (protocols.md)
 # Audit keys not kept in a step's `audit`: decision and reasons have keys of their own, message is prose.
 NOT_IN_AUDIT = ("decision", "reasons", "message")
@@ -59,14 +65,19 @@ class Observed:
     """Everything one case's run gave back, before it is reduced to the decision."""
 
     request: dict[str, Any]
-    mutate: dict[str, Any]  # the /mutate response minus uid
+    mutate: dict[str, Any] | None  # the /mutate response minus uid; None for a pod UPDATE
     validate: dict[str, Any] | None  # the /validate response minus uid; None when mutation denied
     ledger: dict[str, Any] | None  # reservations written; None when mutation denied
+    update: dict[str, Any] | None = None  # the /validate-update response of a pod UPDATE
 
     @property
     def ops(self) -> list[dict[str, Any]] | None:
         """The decoded JSON Patch of the mutating answer, None when it sent none."""
-        return decode_patch(self.mutate)
+        return decode_patch(self.mutate) if self.mutate is not None else None
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        return [r for r in (self.mutate, self.validate, self.update) if r is not None]
 
     @property
     def patched(self) -> Any:
@@ -111,20 +122,25 @@ def _app(setup: dict[str, Any], store: FakeCluster) -> Any:
     inventory = make_inventory(setup.get("pods", ()), namespace_annotations=setup.get("namespaceAnnotations"))
     state = ClusterState.static(case_policy(setup), inventory)
     return make_app(state, metrics=Metrics(), ledger_store=store, clock=ManualClock(CLOCK_START),
-                    replica_id="golden")
+                    replica_id="golden", annotation_writers=default_writers(ACCEL_NAMESPACE))
 
 
 async def run_case(
     request: dict[str, Any], setup: dict[str, Any], *, store: FakeCluster | None = None
 ) -> Observed:
-    """Send the case's review to /mutate, then (unless denied) the patched pod to /validate.
+    """Send the case's review to /mutate, then (unless denied) the patched pod to /validate; a pod
+    UPDATE goes to /validate-update only (the webhooks registered for UPDATE, manifests/base).
     `store` holds the quota ledger (a fresh FakeCluster unless a test injects faults into one)."""
     store = store if store is not None else FakeCluster()
     async with TestClient(TestServer(_app(setup, store))) as client:
         uid = request["request"]["uid"]
+        if request["request"]["operation"] == "UPDATE":
+            answer = await (await client.post("/validate-update", data=orjson.dumps(request))).json()
+            return Observed(request, None, None, None, update=_response(answer, uid))
         answer = await (await client.post("/mutate", data=orjson.dumps(request))).json()
-        observed = Observed(request, _response(answer, uid), None, None)
-        if not observed.mutate["allowed"]:
+        mutated = _response(answer, uid)
+        observed = Observed(request, mutated, None, None)
+        if not mutated["allowed"]:
             return observed  # the API server stops at the first denial
         validating = json.loads(json.dumps(request))
         validating["request"]["uid"] = uid + "-validate"
@@ -191,7 +207,11 @@ def step_decision(response: dict[str, Any]) -> dict[str, Any]:
 
 def decision(observed: Observed) -> dict[str, Any]:
     """The `expected.json` content for one case."""
-    result: dict[str, Any] = {"mutate": step_decision(observed.mutate)}
+    result: dict[str, Any] = {}
+    if observed.mutate is not None:
+        result["mutate"] = step_decision(observed.mutate)
+    if observed.update is not None:
+        result["update"] = step_decision(observed.update)
     if observed.validate is not None:
         result["validate"] = step_decision(observed.validate)
         result["ledger"] = observed.ledger
@@ -204,9 +224,7 @@ def check_wire(observed: Observed) -> None:
     and a message; warnings are non-empty and short enough not to be cut; dry-run mode explains a
     would-be denial in the audit annotation `message`."""
     observed.patched  # noqa: B018 - raises when the patch does not apply to the incoming pod
-    for response in (observed.mutate, observed.validate):
-        if response is None:
-            continue
+    for response in observed.responses:
         status = response.get("status")
         if response["allowed"]:
             assert status is None, response
@@ -220,6 +238,12 @@ def check_wire(observed: Observed) -> None:
             assert audit.get("message", "").strip(), audit
         if "reasons" in audit:  # the first broken rule names the decision (accel.admission.validate rule 5)
             assert audit["decision"].endswith(audit["reasons"].split(",")[0]), audit
+
+
+def reason_codes() -> set[str]:
+    """Every denial reason code the admission package defines (`Finding("<code>", ...)`)."""
+    package = Path(accel.admission.__file__).parent
+    return {code for source in package.glob("*.py") for code in FINDING_CODE.findall(source.read_text())}
 
 
 def load_case(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -174,6 +174,44 @@ def mk(name: str, pod: Pod, setup: dict[str, Any] | None = None, **kw: Any) -> t
     return name, (review(pod, uid=f"uid-{name}", **kw), setup or {})
 
 
+def admitted_pod() -> Pod:
+    """A pod as the webhooks admitted it (what the author may then try to edit in place)."""
+    pod = gpu_pod(name="train-0", annotations={
+        "accelerator.opendatahub.io/type": "nvidia-a100-80gb", "accel.dev/gpu-hour-price": "2.50",
+        "accel.dev/cost-per-hour": "2.50", "accel.dev/team": "nlp", "example.com/owner": "alice"})
+    pod["metadata"]["uid"] = "pod-uid-train-0"
+    pod["spec"]["nodeName"] = "a100-1"
+    return pod
+
+
+def mk_update(
+    name: str, change: Callable[[Pod], None], *, user: str = "alice@example.com"
+) -> tuple[str, Case]:
+    """A pod UPDATE (accel.admission.update) by `user`: the admitted pod edited by `change`."""
+    old = admitted_pod()
+    request = review(_edit(old, change), uid=f"uid-{name}", operation="UPDATE")
+    request["request"]["oldObject"] = old
+    request["request"]["userInfo"] = {"username": user}
+    return name, (request, {})
+
+
+def _annotate(values: dict[str, str | None]) -> Callable[[Pod], None]:
+    def change(pod: Pod) -> None:
+        notes = pod["metadata"]["annotations"]
+        for key, value in values.items():
+            if value is None:
+                notes.pop(key, None)
+            else:
+                notes[key] = value
+    return change
+
+
+def _deleting(pod: Pod) -> None:
+    pod["metadata"]["deletionTimestamp"] = "2026-12-05T06:00:00Z"
+    _annotate({"accel.dev/profile": None})(pod)
+
+
+EXTENDER_SA = "system:serviceaccount:accel-system:accel-extender"
 FULL_A100 = [_bound("a100-1", 8, i=0), _bound("a100-1", 8, i=1)]
 STAR_ONLY_TEAM = [{"name": "nlp", "quota": {"*": 64}}]
 
@@ -382,6 +420,15 @@ def cases() -> dict[str, Case]:
         mk("node-name-on-other-type-denied", p(node="h100-1")),
         mk("node-name-not-an-accelerator-node-denied", p(node="cpu-9")),
         mk("malformed-tolerations-denied", _edit(p(), lambda x: x["spec"].__setitem__("tolerations", "all"))),
+        # pod UPDATE (issue 21 hole): keys accel decided at admission stay as accel wrote them
+        mk_update("update-author-changes-type-annotation-denied",
+                  _annotate({"accelerator.opendatahub.io/type": "nvidia-h100-80gb"})),
+        mk_update("update-author-removes-profile-and-price-denied",
+                  _annotate({"accel.dev/profile": None, "accel.dev/gpu-hour-price": None})),
+        mk_update("update-author-edits-own-annotation-allowed", _annotate({"example.com/owner": "bob"})),
+        mk_update("update-extender-writes-placement-allowed", _annotate({"accel.dev/placement": "{}"}),
+                  user=EXTENDER_SA),
+        mk_update("update-of-a-pod-being-deleted-allowed", _deleting),
         mk("unusable-profile-type-nothing-identifies-denied",
            p(profile="amd-mi300x", namespace="research", gpus="8", resource="habana.ai/gaudi"),
            {"profiles": {"amd-mi300x": {"accelerators": [{"type": "intel-gaudi-32gb"}]}}}),
