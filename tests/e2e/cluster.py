@@ -453,9 +453,10 @@ def e2e_policy() -> dict[str, str]:
         *({"name": f"e2e-redteam-{case}", "quota": {"nvidia-h100-80gb": 2, "*": 2},
            "allowedProfiles": all_profiles}
           for case in ("kueue", "init", "workload", "preempt")),
-        # test_annotation_edits: parked (B200) pods hold the B200 line, one A100 pod the A100 line
-        {"name": "e2e-edits", "quota": {"nvidia-b200-180gb": 2, "nvidia-a100-80gb": 1, "*": 8},
-         "allowedProfiles": all_profiles},
+        # test_annotation_edits: parked (B200) pods hold the B200 line, one A100 pod the A100 line;
+        # each case its own team (a deleted namespace's quota is freed asynchronously)
+        *({"name": f"e2e-edits-{case}", "quota": {"nvidia-b200-180gb": 2, "nvidia-a100-80gb": 1, "*": 8},
+           "allowedProfiles": all_profiles} for case in ("refused", "open")),
     ]
     return {
         "settings.yaml": yaml.safe_dump(settings),

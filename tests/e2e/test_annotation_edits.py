@@ -1,7 +1,7 @@
 """A pod's author edits its annotations after admission (issue 21's open hole), on a real API server.
 
-The webhooks decide at CREATE; `kubectl annotate --overwrite` later sends a pod UPDATE. Team
-`e2e-edits` has per-type quota (B200: 2, A100: 1). Parked pods (profile `parked`, B200: no such
+The webhooks decide at CREATE; `kubectl annotate --overwrite` later sends a pod UPDATE. Each team
+`e2e-edits-*` has per-type quota (B200: 2, A100: 1). Parked pods (profile `parked`, B200: no such
 node, so they stay Pending) hold the B200 line; one A100 pod holds the A100 line.
 1. With the shipped UPDATE webhook, editing the type or the profile is refused with the reason.
 2. With that webhook gone (its failurePolicy is Ignore: an outage lets the edit through), the
@@ -19,7 +19,7 @@ import pytest
 from tests.e2e import cluster
 from tests.e2e.kubectl import KubectlError, wait_until
 
-TEAM = "e2e-edits"
+REFUSED, OPEN = "e2e-edits-refused", "e2e-edits-open"  # one team per case (cluster.e2e_policy)
 TYPE_KEY = "accelerator.opendatahub.io/type"
 A100 = "nvidia-a100-80gb"
 B200 = "nvidia-b200-180gb"
@@ -27,7 +27,7 @@ UPDATE_HOOK = "validate-update.pods.accel.dev"
 
 
 def _create(e2e: cluster.E2ECluster, ns: str, name: str, profile: str) -> dict | None:
-    pod = cluster.gpu_pod(name, team=TEAM, gpus=1, profile=profile)
+    pod = cluster.gpu_pod(name, team=ns.rsplit("-", 1)[0], gpus=1, profile=profile)
     pod["metadata"]["namespace"] = ns
     try:
         return e2e.kubectl.create(pod)
@@ -51,7 +51,7 @@ def _parked_pair(e2e: cluster.E2ECluster, ns: str) -> list[str]:
 def test_the_update_webhook_refuses_type_and_profile_edits(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
 ) -> None:
-    ns = team_namespace(TEAM)
+    ns = team_namespace(REFUSED)
     _parked_pair(e2e, ns)
     for pair in (f"{TYPE_KEY}={A100}", "accel.dev/profile=a100-only", "accel.dev/gpu-hour-price=0.01"):
         with pytest.raises(KubectlError) as refused:
@@ -89,7 +89,7 @@ def without_update_webhook(e2e: cluster.E2ECluster) -> Iterator[None]:
 def test_without_the_update_webhook_edits_move_no_charge(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str], without_update_webhook: None
 ) -> None:
-    ns = team_namespace(TEAM)
+    ns = team_namespace(OPEN)
     parked = _parked_pair(e2e, ns)
     assert _create(e2e, ns, "a100-holder", "a100-only") is not None  # the A100 line (1) is full
     assert _create(e2e, ns, "parked-2", cluster.PARKED_PROFILE) is None  # so is the B200 line (2)
