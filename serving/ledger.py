@@ -66,7 +66,7 @@ class LedgerClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._pending: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]] = []
-        self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
         self._cached: tuple[str | None, Ledger] | None = None
         self._metrics = _LedgerMetrics(metrics or Metrics(), name)
 
@@ -85,37 +85,48 @@ class LedgerClient:
     async def run(self, decide: Decide) -> ReservationOutcome | Finding:
         """Decide against the current ledger and persist the result with CAS (see class docstring).
 
-        The caller that finds no write in flight commits its own decision directly (no future:
-        the common case of one admission at a time), then flushes whatever queued meanwhile.
+        Every decision waits for its result from the flusher task: the first caller that finds no
+        flush running starts one, which begins on the next turn of the event loop, so decisions
+        already on their way (requests read in the same turn) join its first write instead of
+        each writing alone; later ones queue for the next write. A caller that is cancelled only
+        abandons its own result: the flusher is its own task and always settles the whole batch.
         """
-        if self._flushing:
-            future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
-            self._pending.append((decide, future))
-            return await future
-        self._flushing = True
+        future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
+        self._pending.append((decide, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name=f"ledger-flush-{self.name}")
+        return await future
+
+    async def _flush(self) -> None:
         try:
-            (result,) = await self._commit([decide])
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._settle(batch)
         finally:
-            try:
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    await self._settle(batch)
-            finally:
-                self._flushing = False
-        return result
+            self._flusher = None
 
     async def _settle(self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]) -> None:
         try:
             results = await self._commit([decide for decide, _ in batch])
-        except Exception as exc:
-            for _, future in batch:  # every waiter gets the error; later batches still run
-                future.set_exception(exc)
+        except BaseException as exc:  # every waiter gets the error; later batches still run
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
             return
         for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
-    async def _commit(self, batch: list[Decide]) -> list[ReservationOutcome | Finding]:
-        """Decide the batch and CAS-write it; only a successful write trusts the cached ledger."""
+    async def _commit(self, batch: list[Decide]) -> list[ReservationOutcome | Finding | Exception]:
+        """Decide the batch and CAS-write it; only a successful write trusts the cached ledger.
+        A decision that raises is that caller's result alone (the others are decided as if it
+        had not been there)."""
         optimistic = self._cached is not None and self._cached[0] is not None
         attempt = 0
         try:
@@ -126,9 +137,13 @@ class LedgerClient:
                     data, version = await self.store.read(self.name)
                     ledger = self._parse(data, version)
                 start = ledger
-                outcomes: list[ReservationOutcome | Finding] = []
+                outcomes: list[ReservationOutcome | Finding | Exception] = []
                 for decide in batch:
-                    outcome = decide(ledger)
+                    try:
+                        outcome = decide(ledger)
+                    except Exception as exc:  # a broken decision fails its own caller only
+                        outcomes.append(exc)
+                        continue
                     ledger = outcome.ledger if outcome.ledger is not None else ledger
                     outcomes.append(outcome)
                 if ledger is start:
@@ -151,9 +166,8 @@ class LedgerClient:
                 attempt += 1
         except KubeError as exc:
             log.warning("quota ledger unavailable", extra={"error": str(exc), "ledger": self.name})
-            return [msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))] * len(
-                batch
-            )
+            unavailable = msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+            return [unavailable] * len(batch)
         return [msg.ledger_busy(self.attempts)] * len(batch)
 
 

@@ -222,29 +222,80 @@ def test_check_quota_equals_fraction_arithmetic(
     assert [(e.key, e.used, e.limit) for e in check_quota(team, accel_type, amount, usage)] == want
 
 
-async def test_decisions_arriving_during_a_write_are_committed_together_in_order() -> None:
-    """Group commit: the first caller writes alone; the four queued meanwhile share one write."""
-    store = FakeCluster(sleep=RecordingSleep())
-    store.set_latency(0.01)  # every store call yields, so the later callers queue behind the first write
-    client = LedgerClient(store, sleep=RecordingSleep())
-    nlp = Team(name="nlp", quota={"*": Decimal(4)})
-
+def decide_for(team: Team) -> Any:
     def decide(rid: str) -> Any:
         return lambda ledger: decide_reservation(
-            ledger, res(rid), team=nlp, base={}, visible=frozenset(), now=0.0
+            ledger, res(rid), team=team, base={}, visible=frozenset(), now=0.0
         )
 
+    return decide
+
+
+async def test_decisions_ready_in_the_same_turn_share_one_write_in_order() -> None:
+    """Group commit: the flush starts on the next turn of the event loop, so five decisions made
+    in one turn (requests read together) share the first write, decided in arrival order."""
+    store = FakeCluster()  # no latency: without the turn, each decision would write alone
+    client = LedgerClient(store, sleep=RecordingSleep())
+    decide = decide_for(Team(name="nlp", quota={"*": Decimal(4)}))
     outcomes = await asyncio.gather(*(client.run(decide(f"r{i}")) for i in range(5)))
-    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [
-        False,
-        False,
-        False,
-        False,
-        True,
-    ]
-    assert client.writes == 2
+    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [False] * 4 + [True]
+    assert client.writes == 1
     data, _ = await store.read(LEDGER_NAME)
     assert list(Ledger.from_data(data).reservations) == ["r0", "r1", "r2", "r3"]
+
+
+class GatedStore:
+    """The fake API server, whose writes wait until `open` is set (a write in flight)."""
+
+    def __init__(self, store: FakeCluster) -> None:
+        self.store = store
+        self.open = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def read(self, name: str) -> tuple[dict[str, str], str | None]:
+        return await self.store.read(name)
+
+    async def write(self, name: str, data: dict[str, str], expected_version: str | None) -> str | None:
+        self.writing.set()
+        await self.open.wait()
+        return await self.store.write(name, data, expected_version)
+
+
+async def test_decisions_arriving_during_a_write_share_the_next_one() -> None:
+    store = FakeCluster()
+    gated = GatedStore(store)
+    client = LedgerClient(gated, sleep=RecordingSleep())
+    decide = decide_for(Team(name="nlp", quota={"*": Decimal(4)}))
+    first = asyncio.create_task(client.run(decide("r0")))
+    await asyncio.wait_for(gated.writing.wait(), 10)  # r0's write is in flight
+    later = [asyncio.create_task(client.run(decide(f"r{i}"))) for i in range(1, 5)]
+    await asyncio.sleep(0)
+    gated.open.set()
+    outcomes = [await first, *[await task for task in later]]
+    assert [bool(o.excess) for o in outcomes if not isinstance(o, Finding)] == [False] * 4 + [True]
+    assert client.writes == 2  # r0 alone, then the four that queued meanwhile together
+    data, _ = await store.read(LEDGER_NAME)
+    assert list(Ledger.from_data(data).reservations) == ["r0", "r1", "r2", "r3"]
+
+
+async def test_a_caller_cancelled_while_waiting_does_not_stop_the_batch() -> None:
+    store = FakeCluster()
+    gated = GatedStore(store)
+    client = LedgerClient(gated, sleep=RecordingSleep())
+    decide = decide_for(Team(name="nlp", quota={"*": Decimal(4)}))
+    first = asyncio.create_task(client.run(decide("r0")))
+    await asyncio.wait_for(gated.writing.wait(), 10)
+    first.cancel()  # e.g. the API server gave up on this admission
+    second = asyncio.create_task(client.run(decide("r1")))
+    await asyncio.sleep(0)
+    gated.open.set()
+    outcome = await asyncio.wait_for(second, 10)
+    assert not isinstance(outcome, Finding) and not outcome.excess
+    data, _ = await store.read(LEDGER_NAME)
+    assert list(Ledger.from_data(data).reservations) == [
+        "r0",
+        "r1",
+    ]  # r0 was written: the reconciler frees it
 
 
 async def test_a_failed_write_reaches_every_waiter_and_later_callers_still_commit() -> None:
