@@ -107,7 +107,7 @@ class LedgerClient:
 
     async def _settle(self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]) -> None:
         try:
-            results = await self._commit([decide for decide, _ in batch])
+            results = await self._commit(batch)
         except BaseException as exc:  # every waiter gets the error; later batches still run
             for _, future in batch:
                 if not future.done():
@@ -123,10 +123,14 @@ class LedgerClient:
             else:
                 future.set_result(result)
 
-    async def _commit(self, batch: list[Decide]) -> list[ReservationOutcome | Finding | Exception]:
+    async def _commit(
+        self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]
+    ) -> list[ReservationOutcome | Finding | Exception]:
         """Decide the batch and CAS-write it; only a successful write trusts the cached ledger.
         A decision that raises is that caller's result alone (the others are decided as if it
-        had not been there)."""
+        had not been there). After a lost write the decisions queued meanwhile join the retry
+        (`batch` grows): they would be decided on the same fresh read, and one write instead of
+        two leaves the other writer one fewer chance to collide."""
         optimistic = self._cached is not None and self._cached[0] is not None
         attempt = 0
         try:
@@ -138,7 +142,7 @@ class LedgerClient:
                     ledger = self._parse(data, version)
                 start = ledger
                 outcomes: list[ReservationOutcome | Finding | Exception] = []
-                for decide in batch:
+                for decide, _ in batch:
                     try:
                         outcome = decide(ledger)
                     except Exception as exc:  # a broken decision fails its own caller only
@@ -163,6 +167,8 @@ class LedgerClient:
                 self.conflicts += 1
                 self._metrics.conflicts.inc()
                 await self._sleep(self._rng.uniform(0, min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2**attempt)))
+                batch.extend(self._pending)
+                self._pending = []
                 attempt += 1
         except KubeError as exc:
             log.warning("quota ledger unavailable", extra={"error": str(exc), "ledger": self.name})

@@ -361,3 +361,22 @@ async def test_a_batch_that_loses_the_race_is_decided_again_on_the_winner_ledger
     assert len(admitted) == 10
     assert replicas[1].conflicts >= 1  # its first write raced replica 0's and lost
     assert replicas[0].writes + replicas[1].writes < len(admitted)  # batches: fewer writes than admissions
+
+
+async def test_decisions_queued_during_a_lost_write_join_its_retry() -> None:
+    store = FakeCluster()
+    gated = GatedStore(store)
+    me, other = LedgerClient(gated, sleep=RecordingSleep()), LedgerClient(store, sleep=RecordingSleep())
+    decide = decide_for(Team(name="nlp", quota={"*": Decimal(10)}))
+    await other.run(decide("theirs-0"))
+    first = asyncio.create_task(me.run(decide("r0")))
+    await asyncio.wait_for(gated.writing.wait(), 10)  # r0's write is in flight ...
+    await other.run(decide("theirs-1"))  # ... and another replica writes first: r0's write will lose
+    later = [asyncio.create_task(me.run(decide(f"r{i}"))) for i in range(1, 4)]
+    await asyncio.sleep(0)
+    gated.open.set()
+    outcomes = [await first, *[await task for task in later]]
+    assert all(not isinstance(o, Finding) and not o.excess for o in outcomes)
+    assert me.conflicts == 1 and me.writes == 1  # the retry carried r0 and the three queued meanwhile
+    data, _ = await store.read(LEDGER_NAME)
+    assert set(Ledger.from_data(data).reservations) == {"theirs-0", "theirs-1", "r0", "r1", "r2", "r3"}
