@@ -27,6 +27,31 @@ class Finding:
     code: int = 403
 
 
+MAX_SHOWN_CHARS = 80  # an author-written value in a message: enough to recognise it
+
+
+def shown(value: str) -> str:
+    """An author-written value (an annotation: any text, up to 256 KiB) as a message may quote it.
+
+    Messages reach terminals through kubectl and Events, so control and format characters
+    (newlines, ANSI escapes, right-to-left overrides) are escaped and a quote cannot end the quoted
+    value early; a long value is cut, saying how long it was (issue 21: the author's text must not
+    forge lines in an admin's terminal nor flood logs and Events).
+    """
+    text = value
+    if len(value) > MAX_SHOWN_CHARS:
+        text = f"{value[:MAX_SHOWN_CHARS]}... ({len(value)} characters)"
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(_escaped(ch) for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    return ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+
+
 def _names(names: Iterable[str]) -> str:
     return ", ".join(f'"{n}"' for n in names) or "none"
 
@@ -34,7 +59,7 @@ def _names(names: Iterable[str]) -> str:
 def unknown_profile(name: str, valid: Sequence[str]) -> Finding:
     return Finding(
         "unknown-profile",
-        f'hardware profile "{name}" does not exist; set annotation accel.dev/profile to one of: '
+        f'hardware profile "{shown(name)}" does not exist; set annotation accel.dev/profile to one of: '
         f'{_names(valid)}',
         400,
     )
@@ -43,7 +68,8 @@ def unknown_profile(name: str, valid: Sequence[str]) -> Finding:
 def disabled_profile(name: str, valid: Sequence[str]) -> Finding:
     return Finding(
         "disabled-profile",
-        f'hardware profile "{name}" is disabled by the admin; set annotation accel.dev/profile to one of: '
+        f'hardware profile "{shown(name)}" is disabled by the admin; '
+        "set annotation accel.dev/profile to one of: "
         f"{_names(valid)}",
         400,
     )
@@ -136,7 +162,7 @@ def forged_annotation(key: str, value: str, expected: str | None) -> Finding:
     should = f'accel computes "{expected}"' if expected else "accel does not set it on a new pod"
     return Finding(
         "forged-annotation",
-        f'annotation {key}="{value}" is set by accel only, and {should}; remove it from the pod '
+        f'annotation {key}="{shown(value)}" is set by accel only, and {should}; remove it from the pod '
         "(pod authors may set only accel.dev/profile and the job keys), and check that the mutating webhook "
         "ran",
     )

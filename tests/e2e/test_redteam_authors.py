@@ -9,6 +9,7 @@ each quota case has its own team (quota release after deletion is asynchronous).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -185,3 +186,19 @@ def test_a_priority_class_does_not_evict_another_teams_gpu_pods(
     holder = e2e.kubectl.get("pod", "holder", namespace=victims_ns)
     assert not holder["metadata"].get("deletionTimestamp") and holder["spec"]["nodeName"] == h100
     assert not e2e.kubectl.get("pod", "urgent", namespace=attacker_ns)["spec"].get("nodeName")
+
+
+def test_server_side_apply_is_admitted_like_a_create(
+    e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
+) -> None:
+    # `kubectl apply --server-side` creates through the same admission: forged values do not stick.
+    ns = team_namespace("e2e-mutate")
+    pod = _in(ns, cluster.gpu_pod("applied", team="e2e-mutate", gpus=1, profile="h100-only"))
+    pod["metadata"]["annotations"] |= {"accel.dev/team": "e2e-sched", "accel.dev/gpu-hour-price": "0.01"}
+    pod["spec"]["schedulerName"] = "default-scheduler"
+    e2e.kubectl.run("apply", "--server-side", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+    e2e.kubectl.apply(pod, server_side=True)
+    stored = e2e.kubectl.get("pod", "applied", namespace=ns)
+    notes = stored["metadata"]["annotations"]
+    assert notes["accel.dev/team"] == "e2e-mutate" and notes["accel.dev/gpu-hour-price"] != "0.01", notes
+    assert stored["spec"]["schedulerName"] == "accel-scheduler"

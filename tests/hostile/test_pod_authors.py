@@ -34,12 +34,16 @@ from webhook.app import make_app
 
 CORPUS = Path(__file__).resolve().parent / "pods"
 CASES = sorted(CORPUS.glob("*.yaml"))
+HUGE_VALUE_CHARS = 200_000  # `huge_annotations`: the API server accepts up to 256 KiB of annotations
 
 
 def build_pod(case: dict[str, Any]) -> dict[str, Any]:
     resource = case.get("resource", "nvidia.com/gpu")
+    annotations = dict(case.get("annotations") or {})
+    for key in case.get("huge_annotations", ()):  # values too big to write into the YAML file
+        annotations[key] = "h" * HUGE_VALUE_CHARS
     pod = gpu_pod(namespace=case["namespace"], profile=case.get("profile"), gpus=case.get("gpus", "1"),
-                  labels=case.get("labels"), annotations=case.get("annotations"), resource=resource)
+                  labels=case.get("labels"), annotations=annotations or None, resource=resource)
     return pod
 
 
@@ -111,6 +115,12 @@ async def test_hostile_pod(path: Path, tmp_path: Path) -> None:
         message = decision["status"]["message"]
         assert decision["auditAnnotations"]["decision"] == expect["reason"], decision
         assert expect.get("message", "") in message, message
+    for answer in (decision, bypassed):  # the author's text, quoted in a denial, stays inert and short
+        shown = (answer.get("status") or {}).get("message", "")
+        if expect.get("message_printable"):
+            assert shown.isprintable(), shown
+        if "message_max" in expect:
+            assert len(shown) <= expect["message_max"], len(shown)
     notes = (patched["metadata"].get("annotations") or {})
     for key, value in (expect.get("annotations") or {}).items():
         assert notes.get(key) == value, notes
