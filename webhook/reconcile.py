@@ -49,8 +49,13 @@ class Reconciler:
         self.released = 0
 
     async def once(self) -> set[str]:
-        """One pass; returns the ids dropped (empty when nothing was to drop or the write failed)."""
-        ctx = self.admitter.context()
+        """One pass; returns the ids dropped (empty when nothing was to drop, the write failed, or no
+        policy is loaded yet: without one there is no visible-pod set to tidy against, and a replica
+        that starts before its policy ConfigMap is read must not log a traceback every second)."""
+        try:
+            ctx = self.admitter.context()
+        except RuntimeError:  # serving.cluster_state: no valid policy loaded yet
+            return set()
         now = self.clock()
         current = await self.ledger.read()
         drop = {rid for rid, r in current.reservations.items()

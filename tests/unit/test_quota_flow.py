@@ -5,9 +5,11 @@ through two webhook replicas and one extender over the in-memory cluster (tests/
 from __future__ import annotations
 
 import asyncio
+import logging
 from fractions import Fraction
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,11 +19,13 @@ from accel.policy.models import ALL_TYPES
 from accel.quota.ledger import Ledger, Reservation
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome, decide_reservation
 from kube.fake import FakeCluster
+from serving.cluster_state import ClusterState
 from serving.ledger import LedgerClient
 from tests.builders import example_policy, gpu_pod, make_context
 from tests.builders import node_model as gpu_node
 from tests.unit.quota_world import A100, H200, QuotaWorld
 from tests.unit.test_quota import NLP
+from webhook.reconcile import Reconciler
 
 TYPE = "accelerator.opendatahub.io/type"
 
@@ -294,3 +298,15 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
 @given(history=steps)
 def test_usage_equals_the_pods_that_exist_and_never_exceeds_quota(history: list[tuple[Any, ...]]) -> None:
     asyncio.run(run_history(history))
+
+
+async def test_reconciler_waits_quietly_for_a_policy(caplog: pytest.LogCaptureFixture) -> None:
+    """A replica whose policy ConfigMap is not read yet has nothing to tidy against: the pass is
+    skipped without an error logged (it used to log a traceback every second until the policy came)."""
+    world = QuotaWorld()
+    admitter = world.replicas[0]
+    admitter.state = ClusterState(catalog=world.policy.catalog, namespace="accel-system")
+    reconciler = Reconciler(admitter, world.cluster)
+    with caplog.at_level(logging.WARNING):
+        assert await reconciler.once() == set()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
