@@ -182,7 +182,7 @@ def fragmentation_score(
     pushed through FGD's sigmoid and truncated to `levels` steps instead of 100. Coarser steps
     make near-equal nodes tie, and ties go to the caller's fixed node order, which packs pods onto
     the same nodes. On openb (10 seeds, online mix) default went 4.72 % -> 4.17 % unallocated with
-    the stranding term and to about 3.8 % with the fill term (FGD 4.77 %); see
+    the stranding term and to 3.89 % with the fill term (FGD 4.77 %); see
     docs/simulation-results.md for all 17 workloads.
     """
     mix = as_mix(workload)
