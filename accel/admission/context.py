@@ -144,7 +144,7 @@ def build_context(
         seen=seen,
         free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
-        job_types=job_types(inventory),
+        job_types=job_types(inventory, catalog),
         excluded=frozenset(policy.settings.excluded_namespaces),
     )
     if previous is not None:

@@ -5,9 +5,10 @@ narrowed generic one) could run half on H100 and half on A100: the slowest type 
 job and NCCL rings cross hardware generations. Rules:
 1. A pod's job is (namespace, first present label of `accel.cluster.job_intent.JOB_LABELS`), the same
    key the extender uses for co-location; no label = no job.
-2. The job's type is the most common type among its pods the watch shows (their
-   `accelerator.opendatahub.io/type` or `accel.dev/quota-type` annotation, else their node's
-   type; ties by name); when the watch shows none, the type of the job's newest live ledger
+2. The job's type is the most common type among its pods the watch shows (the type each is
+   charged as, `accel.capacity.inventory.pod_accelerator_type`: its node's, else the one its
+   immutable node affinity allows; never an annotation its author could edit after admission;
+   ties by name); when the watch shows none, the type of the job's newest live ledger
    reservation (written at validation, so pods admitted but not yet visible count).
 3. Mutation charges the pod to that type when it is a candidate and still has quota room;
    otherwise the normal choice, with a warning that the job is split across types.
@@ -18,9 +19,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
-from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION, Inventory
+from accel.capacity.inventory import Inventory, pod_accelerator_type
+from accel.cluster.catalog import Catalog
 from accel.cluster.job_intent import JobKey, job_key
-from accel.cluster.pods import TYPE_ANNOTATION, PodView
+from accel.cluster.pods import PodView
 from accel.quota.ledger import Ledger
 
 
@@ -29,21 +31,17 @@ def job_of(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
     return job_key(namespace, labels)
 
 
-def chosen_type(pod: PodView, inventory: Inventory) -> str | None:
-    """The type already decided for a pod: its annotations, else its node's type; None if undecided."""
-    found = pod.annotations.get(TYPE_ANNOTATION) or pod.annotations.get(QUOTA_TYPE_ANNOTATION)
-    if found:
-        return found
-    node = inventory.node(pod.node_name) if pod.node_name else None
-    return node.accelerator_type if node is not None else None
+def chosen_type(pod: PodView, inventory: Inventory, catalog: Catalog) -> str | None:
+    """The type already decided for a pod (rule 2); None while undecided."""
+    return pod_accelerator_type(pod, inventory, catalog) or None
 
 
-def job_types(inventory: Inventory) -> dict[JobKey, str]:
+def job_types(inventory: Inventory, catalog: Catalog) -> dict[JobKey, str]:
     """Rule 2 over the watch, for every job at once (built once per state generation)."""
     counts: dict[JobKey, Counter[str]] = defaultdict(Counter)
     for pod in inventory.pods:
         job = job_of(pod.namespace, pod.labels)
-        if job is not None and (accel_type := chosen_type(pod, inventory)):
+        if job is not None and (accel_type := chosen_type(pod, inventory, catalog)):
             counts[job][accel_type] += 1
     return {job: min(c, key=lambda t: (-c[t], t)) for job, c in counts.items()}
 

@@ -119,9 +119,24 @@ def test_job_type_is_the_most_common_among_its_pods_ties_by_name() -> None:
     pods = [worker(0, node="h100-1"), worker(1, node="a100-1"), worker(2, node="a100-1"),
             worker(3, annotations={QUOTA_TYPE: "nvidia-h100-80gb"}),
             worker(0, namespace="research", node="h200-1"), worker(1, namespace="research", node="a100-1")]
-    assert job_types(make_inventory(pods)) == {
+    catalog = make_context().catalog
+    assert job_types(make_inventory(pods), catalog) == {
         ("nlp", "llama"): "nvidia-a100-80gb", ("research", "llama"): "nvidia-a100-80gb"}
-    assert job_types(make_inventory(pods[:1] + pods[3:4])) == {("nlp", "llama"): "nvidia-h100-80gb"}
+    assert job_types(make_inventory(pods[:1] + pods[3:4]), catalog) == {("nlp", "llama"): "nvidia-h100-80gb"}
+
+
+def test_a_pending_pods_type_annotation_does_not_steer_its_job() -> None:
+    """Issue 21: annotations stay editable after admission; the job's type is what its pods are
+    charged as (their immutable node affinity), so re-annotating pending pods steers nothing."""
+    ctx = make_context()
+    admitted = []
+    for i in range(3):
+        pod = worker(i, gpus="1")
+        pod["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}  # pinned to A100
+        patched = jsonpatch.apply_patch(pod, list(mutate(pod, namespace="nlp", ctx=ctx).ops))
+        patched["metadata"]["annotations"][TYPE] = "nvidia-h200-141gb"  # edited after admission
+        admitted.append(patched)
+    assert job_types(make_inventory(admitted), ctx.catalog) == {("nlp", "llama"): "nvidia-a100-80gb"}
 
 
 def test_validation_records_the_job_in_the_reservation() -> None:
