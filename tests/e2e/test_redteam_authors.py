@@ -10,6 +10,7 @@ each quota case has its own team (quota release after deletion is asynchronous).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -20,6 +21,7 @@ from tests.e2e.kubectl import KubectlError, wait_until
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 TYPE_ANNOTATION = "accelerator.opendatahub.io/type"
 QUOTA = 2  # every e2e-redteam-* team: {"nvidia-h100-80gb": 2, "*": 2}
+CHURN_FAST_S = 3.0  # well under the 5 s grace after which an unmatched reservation is released
 
 
 def _in(namespace: str, pod: cluster.Obj) -> cluster.Obj:
@@ -202,3 +204,48 @@ def test_server_side_apply_is_admitted_like_a_create(
     notes = stored["metadata"]["annotations"]
     assert notes["accel.dev/team"] == "e2e-mutate" and notes["accel.dev/gpu-hour-price"] != "0.01", notes
     assert stored["spec"]["schedulerName"] == "accel-scheduler"
+
+
+def _recreate_pod(ns: str, name: str) -> cluster.Obj:
+    return _in(ns, cluster.gpu_pod(name, team="e2e-redteam-recreate", gpus=1, profile=cluster.PARKED_PROFILE))
+
+
+def _churn(e2e: cluster.E2ECluster, ns: str, rounds: int, *, wait: bool) -> None:
+    """Create pod `same` and force-delete it, `rounds` times (a new uid each time)."""
+    for _ in range(rounds):
+        if wait:  # a quick delete's reservation may still count for a few seconds (see the xfail below)
+            wait_until(
+                lambda: _admitted(e2e, _recreate_pod(ns, "same")), timeout_s=30, what="pod same admitted"
+            )
+        else:
+            e2e.kubectl.create(_recreate_pod(ns, "same"))
+        e2e.kubectl.run("delete", "pod", "same", "-n", ns, "--grace-period=0", "--force", "--wait=true")
+
+
+def test_deleting_and_recreating_one_name_leaks_no_quota(
+    e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
+) -> None:
+    # Every reservation is freed with its pod, so the team's full quota is there afterwards, and no more.
+    ns = team_namespace("e2e-redteam-recreate")
+    _churn(e2e, ns, QUOTA + 2, wait=True)
+    for name in ("a", "b"):  # each may wait out a churned pod's reservation (the xfail below)
+        wait_until(lambda n=name: _admitted(e2e, _recreate_pod(ns, n)), timeout_s=30, what=f"{name} admitted")
+    assert not _admitted(e2e, _recreate_pod(ns, "c")), "2 of 2 in use: a third pod is over quota"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (owner: ledger, see redteam notes): a pod force-deleted right after admission keeps its "
+    "reservation for the 5 s grace, so quick create/delete cycles lock the team's quota",
+)
+def test_a_pod_deleted_right_after_admission_frees_its_quota_at_once(
+    e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
+) -> None:
+    # Issue 14: "released as soon as its pod is deleted". Measured on kube-local: after 2 such
+    # cycles at a quota of 2 the next create waits 5.7 s ("2 reserved by admissions in flight").
+    ns = team_namespace("e2e-redteam-recreate")
+    started = time.monotonic()
+    _churn(e2e, ns, QUOTA, wait=False)
+    if time.monotonic() - started > CHURN_FAST_S:
+        pytest.skip(f"the churn took over {CHURN_FAST_S} s here: too slow to tell a release from the grace")
+    assert _admitted(e2e, _recreate_pod(ns, "after"))
