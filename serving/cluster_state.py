@@ -237,6 +237,15 @@ class ClusterState:
         w = self.watcher
         return (self._policy_version, w.nodes.version, w.pods.version, w.namespaces.version)
 
+    def policy(self) -> ParsedPolicy:
+        """The policy in force, without building a view (what a request that needs no cluster
+        state reads: the webhook's non-GPU fast path). Raises as `view` does before one is loaded."""
+        if self._parsed is None:
+            raise RuntimeError(
+                "no valid policy loaded yet (see the server log; `accel policy validate` lists the errors)"
+            )
+        return self._parsed
+
     def view(self) -> StateView:
         if self._parsed is None:
             raise RuntimeError(

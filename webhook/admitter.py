@@ -20,15 +20,17 @@ from accel.admission.plan import Decision, apply_mode, mutate, passthrough
 from accel.admission.update import review_update
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
 from accel.capacity.inventory import Inventory
-from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
+from accel.policy.models import ALL_TYPES, ParsedPolicy
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
 from accel.quota.rules import ReservationOutcome, limit_of, ratio_sum
 from serving.ledger import LedgerClient
+from serving.logs import StructuredLog
 from serving.metrics import Metrics
-from webhook.review import AdmissionRequest, build_response, plain_pod_create
+from webhook.review import API_VERSION, KIND, AdmissionRequest, build_response, plain_pod_create
 
 log = logging.getLogger(__name__)
+audit_log = StructuredLog(log)
 
 
 class StateView(Protocol):
@@ -46,6 +48,7 @@ class StateSource(Protocol):
     """What admission reads from `serving.cluster_state.ClusterState`."""
 
     def view(self) -> Any: ...
+    def policy(self) -> ParsedPolicy: ...
     def ready(self) -> tuple[bool, str]: ...
 
 
@@ -73,7 +76,10 @@ class Admitter:
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
         self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
-        self._plain: dict[tuple[str, Mode], Decision] = {}
+        # The non-GPU fast path's policy facts and answers (`answer_plain`), for `_plain_parsed`.
+        self._plain_parsed: ParsedPolicy | None = None
+        self._plain_excluded: frozenset[str] = frozenset()
+        self._plain: dict[tuple[str, bool], tuple[Decision, dict[str, Any]]] = {}
         self.decisions = metrics.counter(
             "accel_admission_decisions_total",
             "Admission decisions by outcome (allowed, denied, warned), reason code, profile and team.",
@@ -133,11 +139,13 @@ class Admitter:
         child.inc()
 
     def _log(self, kind: str, uid: str, namespace: str, decision: Decision) -> None:
+        """The audit line of one admission (INFO, logger `webhook.admitter`), written as a cheap
+        structured write (serving.logs.StructuredLog) when logging is set up as `accel serve` does."""
         if log.isEnabledFor(logging.INFO):
-            log.info(
+            audit_log.info(
                 "admission",
-                extra={"uid": uid, "webhook": kind, "decision": decision.outcome, "reason": decision.reason,
-                       "profile": decision.profile, "team": decision.team, "namespace": namespace},
+                {"uid": uid, "webhook": kind, "decision": decision.outcome, "reason": decision.reason,
+                 "profile": decision.profile, "team": decision.team, "namespace": namespace},
             )
 
     def _record(self, kind: str, request: AdmissionRequest, decision: Decision) -> Decision:
@@ -148,22 +156,28 @@ class Admitter:
     def answer_plain(self, body: Any, *, mutating: bool) -> dict[str, Any] | None:
         """The answer to a review of a pod asking for no accelerator, decided on the raw JSON
         (`webhook.review.plain_pod_create`), or None to take the full path. Same decision, audit,
-        metric and log as the full path (mutate/validate rule 1), without building any model."""
+        metric and log as the full path (mutate/validate rule 1), without building any model and
+        without the cluster state: the decision reads only the policy (excluded namespaces, mode),
+        so such a pod never waits for an inventory or admission context rebuild."""
         found = plain_pod_create(body)
         if found is None:
             return None
         uid, namespace = found
-        ctx = self.context()
-        key = (
-            "excluded-namespace" if namespace in ctx.excluded else "no-accelerator",
-            ctx.policy.settings.mode,
-        )
-        decision = self._plain.get(key)
-        if decision is None:  # a pure function of (reason, mode): decided once
-            decision = self._plain[key] = apply_mode(passthrough(key[0]), key[1])
+        parsed = self.state.policy()
+        if parsed is not self._plain_parsed:  # a new policy: its facts and answers, decided once
+            self._plain_parsed, self._plain = parsed, {}
+            self._plain_excluded = frozenset(parsed.policy.settings.excluded_namespaces)
+        reason = "excluded-namespace" if namespace in self._plain_excluded else "no-accelerator"
+        answer = self._plain.get((reason, mutating))
+        if answer is None:  # a pure function of (reason, mode, endpoint); the response without its uid
+            decision = apply_mode(passthrough(reason), parsed.policy.settings.mode)
+            response = build_response("", decision, mutating=mutating)["response"]
+            del response["uid"]
+            answer = self._plain[(reason, mutating)] = (decision, response)
+        decision, response = answer
         self._count(decision)
         self._log("mutate" if mutating else "validate", uid, namespace, decision)
-        return build_response(uid, decision, mutating=mutating)
+        return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **response}}
 
     async def mutate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:
