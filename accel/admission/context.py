@@ -48,6 +48,9 @@ class AdmissionContext:
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
     _tolerations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _prices: dict[tuple[str, str, Fraction], dict[str, str]] = field(default_factory=dict)
+    _amounts: dict[tuple[str, tuple[str, ...], tuple[tuple[str, int], ...]], dict[str, Fraction]] = field(
+        default_factory=dict
+    )
     _request_prices: dict[tuple[str, str, tuple[tuple[str, int], ...]], dict[str, str]] = field(
         default_factory=dict
     )
@@ -101,6 +104,18 @@ class AdmissionContext:
             else:
                 equivalents = Fraction(sum(requests.values()))
             found = self._request_prices[key] = self.price_annotations(profile, accel_type, equivalents)
+        return found
+
+    def type_amounts(
+        self, profile: Profile, types: tuple[str, ...], requests: Mapping[str, int]
+    ) -> Mapping[str, Fraction]:
+        """{type: `gpu_equivalents`} of a pending pod asking `requests` on each of `types`: a pure
+        function of the policy (profile, catalog), memoised per request shape. Read-only."""
+        key = (profile.name, types, tuple(requests.items()))
+        found = self._amounts.get(key)
+        if found is None:
+            found = {t: gpu_equivalents(requests, t, profile, self.catalog) for t in types}
+            self._amounts[key] = found
         return found
 
     def tolerations(self, profile: Profile) -> list[dict[str, Any]]:
@@ -157,14 +172,15 @@ MAX_MEMO = 4096
 
 def _inherit_memos(context: AdmissionContext, previous: AdmissionContext) -> None:
     """Keep the previous generation's memos that the change cannot have touched: tolerations and
-    prices depend only on the policy (and its catalog), selectors also on the nodes (the same node
-    objects: the inventory keeps unchanged ones). A new generation then starts warm instead of
-    rebuilding them on its first requests, while those wait (the p99). Oversized memos start over."""
+    prices (and amounts per type) depend only on the policy (and its catalog), selectors also on the
+    nodes (the same node objects: the inventory keeps unchanged ones). A new generation then starts
+    warm instead of rebuilding them on its first requests, while those wait (the p99). Oversized
+    memos start over."""
     if previous.parsed is not context.parsed:
         return
-    if len(previous._prices) + len(previous._request_prices) < MAX_MEMO:
+    if len(previous._prices) + len(previous._request_prices) + len(previous._amounts) < MAX_MEMO:
         context._tolerations, context._prices = previous._tolerations, previous._prices
-        context._request_prices = previous._request_prices
+        context._request_prices, context._amounts = previous._request_prices, previous._amounts
     old, new = previous.inventory.nodes, context.inventory.nodes
     if (
         len(previous._selectors) < MAX_MEMO

@@ -61,8 +61,6 @@ from accel.admission.author_keys import forged_keys
 from accel.admission.context import (
     AdmissionContext,
     accelerator_requests,
-    gpu_equivalents,
-    light_view,
     shape_errors,
     wants_accelerators,
 )
@@ -171,13 +169,15 @@ def _room_types(
     ledger: Ledger,
     now: float,
     namespace: str,
+    requests: Mapping[str, int],
 ) -> tuple[tuple[str, ...], str | None]:
     """Rules 3 and 7: the allowed types this pod may still land on (quota room on the type's own
-    line), in preference order, and, when that leaves the type of the pod's job, the warning."""
-    view = light_view(builder.document)
-    amounts = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
+    line), in preference order, and, when that leaves the type of the pod's job, the warning.
+    `requests` are the pod's accelerator requests (after the renames)."""
+    amounts = ctx.type_amounts(profile, types, requests)  # per profile and request shape, memoised
     usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
-    job = job_of(namespace, view.labels)
+    metadata = builder.document.get("metadata") or {}
+    job = job_of(namespace, {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()})
     earlier = job_type(job, ctx.job_types, ledger, now=now) if job else None
     if earlier in amounts and type_room(team, str(earlier), amounts[str(earlier)], usage) is None:
         return (str(earlier),), None
@@ -239,13 +239,11 @@ def _apply_placement(builder: PatchBuilder, profile: Profile, ctx: AdmissionCont
 
 
 def _annotations(builder: PatchBuilder, profile: Profile, types: tuple[str, ...], team: str | None,
-                 ctx: AdmissionContext) -> None:
+                 ctx: AdmissionContext, requests: Mapping[str, int]) -> None:
     values = {PROFILE_ANNOTATION: profile.name}
     if len(types) == 1:
         values[TYPE_ANNOTATION] = types[0]
-    values.update(
-        ctx.request_prices(profile, types[0] if types else "", accelerator_requests(builder.document))
-    )
+    values.update(ctx.request_prices(profile, types[0] if types else "", requests))
     if team:
         values[TEAM_ANNOTATION] = team
     _annotate(builder, values)
@@ -323,13 +321,14 @@ def mutate(
     rename_resources(builder, target)
     ensure_limits(builder, target)
     add_default_count(builder, target, profile.gpus.default)
+    # The accelerator requests as renamed; nothing below changes the pod's resources.
+    requests = accelerator_requests(builder.document)
     narrowed = profile.is_generic and is_restricted(team.rules)
     if narrowed and team.rules is not None:
-        resources = light_view(builder.document).accelerators
-        types = generic_candidates(resources, team.rules, ctx)
+        types = generic_candidates(requests, team.rules, ctx)
         if not types:
             return _denied(
-                pod, no_candidates(team.rules, profile, resources), profile=profile.name, team=team.rules.name
+                pod, no_candidates(team.rules, profile, requests), profile=profile.name, team=team.rules.name
             )
     warnings: tuple[str, ...] = ()
     # accel.policy.kueue: Kueue owns its quota
@@ -341,7 +340,7 @@ def mutate(
         types = (node_type,)
     elif team.rules is not None and not queued and len(types) > 1 and has_type_quota(team.rules, types):
         types, split = _room_types(
-            builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace
+            builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace, requests
         )
         warnings += (split,) if split else ()
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(
@@ -349,7 +348,7 @@ def mutate(
     )
     if finding:
         return _denied(pod, finding, profile=profile.name, team=team.name or "")
-    _annotations(builder, profile, types, team.name, ctx)
+    _annotations(builder, profile, types, team.name, ctx, requests)
     if queued and profile.kueue_local_queue:  # accel.policy.kueue: Kueue's pod integration gates by label
         builder.set_members(["metadata", "labels"], {QUEUE_LABEL: profile.kueue_local_queue})
     if ctx.policy.settings.team_pod_label and team.name:  # cost tools (OpenCost/Kubecost) group by pod label
