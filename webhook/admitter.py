@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 from accel.admission.context import AdmissionContext, build_context
-from accel.admission.plan import Decision, apply_mode, mutate, passthrough
+from accel.admission.plan import Decision, MutationMemo, apply_mode, passthrough
 from accel.admission.update import review_update
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
 from accel.capacity.inventory import Inventory
@@ -73,6 +73,7 @@ class Admitter:
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
         self._charges = ChargeMemo()
+        self._mutations = MutationMemo()  # pods of one template are planned once per context
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
         self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
@@ -183,7 +184,7 @@ class Admitter:
         if not request.is_pod_create or request.object is None:
             return self._record("mutate", request, Decision(True, "not-a-pod-create"))
         ctx = self.context()
-        raw = mutate(
+        raw = self._mutations.mutate(
             request.object,
             namespace=request.pod_namespace,
             ctx=ctx,

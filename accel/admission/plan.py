@@ -51,9 +51,11 @@ would-be decision only in audit annotations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import orjson
 
 from accel.admission import messages as msg
 from accel.admission.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
@@ -160,24 +162,28 @@ def _annotate(builder: PatchBuilder, values: Mapping[str, str]) -> None:
     builder.set_members(["metadata", "annotations"], values)
 
 
-def _room_types(
-    builder: PatchBuilder,
-    profile: Profile,
-    types: tuple[str, ...],
-    team: Team,
-    ctx: AdmissionContext,
-    ledger: Ledger,
-    now: float,
-    namespace: str,
-    requests: Mapping[str, int],
-) -> tuple[tuple[str, ...], str | None]:
+@dataclass(frozen=True, slots=True)
+class RoomInputs:
+    """What rules 3 and 7 read of one pod; the rest is the ledger and the time (`choose_room`)."""
+
+    profile: Profile
+    types: tuple[str, ...]
+    team: Team
+    namespace: str
+    requests: Mapping[str, int]  # the accelerator requests after the renames
+    labels: Mapping[str, str]
+
+
+RoomChoice = tuple[tuple[str, ...], str | None]  # (types kept in the affinity, the job-split warning)
+
+
+def choose_room(inputs: RoomInputs, ctx: AdmissionContext, ledger: Ledger, now: float) -> RoomChoice:
     """Rules 3 and 7: the allowed types this pod may still land on (quota room on the type's own
-    line), in preference order, and, when that leaves the type of the pod's job, the warning.
-    `requests` are the pod's accelerator requests (after the renames)."""
-    amounts = ctx.type_amounts(profile, types, requests)  # per profile and request shape, memoised
+    line), in preference order, and, when that leaves the type of the pod's job, the warning."""
+    team, types = inputs.team, inputs.types
+    amounts = ctx.type_amounts(inputs.profile, types, inputs.requests)  # memoised per request shape
     usage = team_usage_now(team.name, ctx.usage, ledger, visible=ctx.visible, now=now)
-    metadata = builder.document.get("metadata") or {}
-    job = job_of(namespace, {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()})
+    job = job_of(inputs.namespace, inputs.labels)
     earlier = job_type(job, ctx.job_types, ledger, now=now) if job else None
     if earlier in amounts and type_room(team, str(earlier), amounts[str(earlier)], usage) is None:
         return (str(earlier),), None
@@ -277,7 +283,17 @@ def mutate(
 
     `ledger` is the replica's last-seen quota ledger (no IO here): it only steers which types
     keep a place in the affinity; the binding check happens at validation against the fresh ledger.
+    The ledger and `now` are read only by `choose_room` (rules 3 and 7).
     """
+    current = ledger or Ledger()
+    return _mutate(pod, namespace, ctx, lambda inputs: choose_room(inputs, ctx, current, now))
+
+
+def _mutate(
+    pod: Mapping[str, Any], namespace: str, ctx: AdmissionContext, room: Callable[[RoomInputs], RoomChoice]
+) -> Decision:
+    """`mutate`, with the quota type choice (rules 3, 7) asked of `room`: every other step is a
+    function of (pod, namespace, ctx) alone, which `MutationMemo` relies on."""
     if namespace in ctx.excluded:
         return passthrough("excluded-namespace")
     if not wants_accelerators(pod):
@@ -339,9 +355,8 @@ def mutate(
     if node_type is not None:
         types = (node_type,)
     elif team.rules is not None and not queued and len(types) > 1 and has_type_quota(team.rules, types):
-        types, split = _room_types(
-            builder, profile, types, team.rules, ctx, ledger or Ledger(), now, namespace, requests
-        )
+        labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+        types, split = room(RoomInputs(profile, types, team.rules, namespace, requests, labels))
         warnings += (split,) if split else ()
     finding = (_apply_affinity(builder, profile, types, ctx) if types else None) or _apply_placement(
         builder, profile, ctx
@@ -363,3 +378,77 @@ def mutate(
         document=builder.document,
         warnings=warnings,
     )
+
+
+@dataclass
+class _Shape:
+    """One pod shape's decision: `fixed` when the quota type choice was not asked, else one
+    decision per room choice (`inputs` recompute that choice for the current ledger and time)."""
+
+    inputs: RoomInputs | None
+    fixed: Decision | None = None
+    by_room: dict[RoomChoice, Decision] = field(default_factory=dict)
+
+
+class MutationMemo:
+    """`mutate`, remembered per pod shape for one admission context (one replica holds one).
+
+    Pods of one Deployment, ReplicaSet or Job reach the mutating webhook as the same JSON (the
+    API server names them and gives them a uid after mutation), and `mutate` is a function of the
+    pod, its namespace, the context and, only through `choose_room`, the ledger and the time. So:
+    1. The key is the pod's exact JSON bytes (orjson) and the namespace; the memo holds only the
+       current context's entries (a new state generation or policy starts it empty).
+    2. A hit whose plan never asked for the quota type choice returns the remembered decision; one
+       that did recomputes `choose_room` with the current ledger and time and returns the decision
+       remembered for that choice, else plans the pod in full and remembers it too.
+    3. Bounded: at most MAX_SHAPES pod shapes (then it starts over) and MAX_CHOICES choices each.
+    Decisions are shared between the requests of one shape: callers must not modify them (the
+    webhook only renders them). A pod that is not plain JSON data is planned without the memo.
+    """
+
+    MAX_SHAPES = 512
+    MAX_CHOICES = 16
+
+    def __init__(self) -> None:
+        self._ctx: AdmissionContext | None = None
+        self._shapes: dict[tuple[bytes, str], _Shape] = {}
+        self.hits = 0  # decisions answered from the memo (tests, diagnostics)
+
+    def mutate(
+        self, pod: Mapping[str, Any], *, namespace: str, ctx: AdmissionContext, ledger: Ledger | None = None,
+        now: float = 0.0,
+    ) -> Decision:
+        if ctx is not self._ctx:
+            self._ctx, self._shapes = ctx, {}
+        try:
+            key = (orjson.dumps(pod), namespace)
+        except TypeError:  # not JSON data (never from the API server)
+            return mutate(pod, namespace=namespace, ctx=ctx, ledger=ledger, now=now)
+        current = ledger or Ledger()
+        shape = self._shapes.get(key)
+        if shape is not None:
+            if shape.inputs is None and shape.fixed is not None:
+                self.hits += 1
+                return shape.fixed
+            if shape.inputs is not None:
+                found = shape.by_room.get(choose_room(shape.inputs, ctx, current, now))
+                if found is not None:
+                    self.hits += 1
+                    return found
+        asked: list[tuple[RoomInputs, RoomChoice]] = []
+
+        def room(inputs: RoomInputs) -> RoomChoice:
+            choice = choose_room(inputs, ctx, current, now)
+            asked.append((inputs, choice))
+            return choice
+
+        decision = _mutate(pod, namespace, ctx, room)
+        if shape is None:
+            if len(self._shapes) >= self.MAX_SHAPES:
+                self._shapes = {}
+            shape = self._shapes[key] = _Shape(asked[0][0] if asked else None)
+        if not asked:
+            shape.fixed = decision
+        elif len(shape.by_room) < self.MAX_CHOICES:
+            shape.by_room[asked[0][1]] = decision
+        return decision

@@ -1,4 +1,4 @@
-"""Mutation's per-policy memos (accel.admission.context) never change a decision.
+"""Mutation's memos (accel.admission.context, accel.admission.plan.MutationMemo) never change a decision.
 
 `AdmissionContext.type_amounts` replaces computing each type's GPU-equivalents per request; the
 mutating path reuses one accelerator-request walk for the quota type choice, generic candidates
@@ -9,6 +9,7 @@ pod's view; the shared context below is warmed by every earlier example, as a re
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -16,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accel.admission.context import gpu_equivalents, light_view
-from accel.admission.plan import mutate
+from accel.admission.plan import MutationMemo, mutate
 from accel.quota.ledger import Ledger, Reservation
-from tests.builders import example_policy, make_context
+from tests.builders import example_policy, gpu_pod, make_context
 from tests.unit.test_admission_properties import pods
 
 PARSED = example_policy()
@@ -54,3 +55,54 @@ def test_type_amounts_are_each_types_gpu_equivalents(pod: dict[str, Any]) -> Non
         types = profile.types
         amounts = WARM.type_amounts(profile, types, view.accelerators)
         assert amounts == {t: gpu_equivalents(view, t, profile, PARSED.catalog) for t in types}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shapes=st.lists(pods(), min_size=1, max_size=3),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.lists(reservations, max_size=3), st.sampled_from([1.0, 5.0])),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_memoised_mutation_equals_mutation(
+    shapes: list[dict[str, Any]], steps: list[tuple[int, list[Reservation], float]]
+) -> None:
+    """MutationMemo over a stream of pods of a few templates (repeats hit the memo), each with the
+    ledger and time of its moment, answers exactly what a fresh `mutate` answers."""
+    memo = MutationMemo()
+    for index, held, now in steps:
+        pod = shapes[index % len(shapes)]
+        namespace = pod["metadata"]["namespace"]
+        ledger = Ledger({r.id: replace(r, expires=now + 2.0) for r in held})
+        expected = mutate(copy.deepcopy(pod), namespace=namespace, ctx=WARM, ledger=ledger, now=now)
+        assert (
+            memo.mutate(copy.deepcopy(pod), namespace=namespace, ctx=WARM, ledger=ledger, now=now) == expected
+        )
+
+
+def test_memo_hits_for_one_template_and_follows_the_ledger() -> None:
+    """A ReplicaSet's pods: the second pod is a hit; when the ledger fills the first type's quota
+    line, the same template gets the affinity without it (the choice is recomputed per request)."""
+    memo = MutationMemo()
+    pod = gpu_pod(namespace="nlp", profile="large-any", gpus="8")
+    first = memo.mutate(pod, namespace="nlp", ctx=WARM, now=1.0)
+    assert memo.mutate(copy.deepcopy(pod), namespace="nlp", ctx=WARM, now=1.0) is first and memo.hits == 1
+    full = Ledger({"r": Reservation("r", "nlp", "nvidia-h200-141gb", Fraction(16), "nlp", expires=10.0)})
+    without_h200 = memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0)
+    assert without_h200 == mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0) != first
+    assert memo.hits == 1
+    assert (
+        memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=11.0) is first
+    )  # the reservation expired
+    assert memo.hits == 2
+
+
+def test_a_new_context_starts_the_memo_over() -> None:
+    memo = MutationMemo()
+    pod = gpu_pod(namespace="nlp", profile="large-any", gpus="8")
+    memo.mutate(pod, namespace="nlp", ctx=WARM)
+    other = make_context(policy=example_policy(teams=[{"name": "nlp", "quota": {"*": 1}}]))
+    assert memo.mutate(pod, namespace="nlp", ctx=other) == mutate(pod, namespace="nlp", ctx=other)
+    assert memo.hits == 0
