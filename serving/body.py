@@ -71,7 +71,10 @@ def decode_object(raw: bytes) -> dict[str, Any]:
 def parse_json_object(raw: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """Parse bytes into a JSON object with the same rules as `read_json` (usable without HTTP)."""
     value = decode_object(raw)
-    if json_depth_exceeds(value, max_depth):
+    # Nesting depth is at most the number of `{` and `[` in the text (strings included), so a body
+    # with no more of them than the limit cannot exceed it: most bodies skip the walk (a C-level
+    # count of ~1 us instead of ~10 us for an AdmissionReview of a pod).
+    if raw.count(b"{") + raw.count(b"[") > max_depth and json_depth_exceeds(value, max_depth):
         raise BadRequest(f"JSON nests deeper than {max_depth} levels")
     return value
 

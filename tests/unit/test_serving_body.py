@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.body import BadRequest, json_depth_exceeds, parse_json_object
 
@@ -61,3 +64,25 @@ def test_depth_count(value: object, limit: int, expected: bool) -> None:
 def test_very_deep_body_does_not_overflow_the_stack() -> None:
     with pytest.raises(BadRequest):
         parse_json_object(b"[" * 100_000 + b"]" * 100_000)
+
+
+_json = st.recursive(
+    st.none() | st.integers(-(2**40), 2**40) | st.text(alphabet="{[]}ab\"\\", max_size=4),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(alphabet="{[a", max_size=3), inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=3), _json, max_size=3), limit=st.integers(1, 12))
+def test_depth_limit_decided_as_the_full_walk(value: dict[str, object], limit: int) -> None:
+    """parse_json_object skips the walk when the text has no more `{`/`[` than the limit (strings
+    included): it refuses exactly the bodies the walk refuses."""
+    raw = orjson.dumps(value)
+    try:
+        parse_json_object(raw, max_depth=limit)
+        refused = False
+    except BadRequest:
+        refused = True
+    assert refused is json_depth_exceeds(value, limit)
