@@ -20,7 +20,7 @@ from accel.admission.plan import Decision, MutationMemo, apply_mode, passthrough
 from accel.admission.update import review_update
 from accel.admission.validate import decide_quota, finish_validation, plan_validation
 from accel.capacity.inventory import Inventory
-from accel.policy.models import ALL_TYPES, ParsedPolicy
+from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
 from accel.quota.rules import ReservationOutcome, limit_of, ratio_sum
@@ -74,6 +74,8 @@ class Admitter:
         self._ctx_key: tuple[int, int, int] | None = None
         self._charges = ChargeMemo()
         self._mutations = MutationMemo()  # pods of one template are planned once per context
+        self._by_raw: dict[int, tuple[Decision, Mode, Decision]] = {}  # `_moded`
+        self._rendered: dict[tuple[int, bool], tuple[Decision, dict[str, Any]]] = {}  # `respond`
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
         self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
@@ -191,7 +193,34 @@ class Admitter:
             ledger=self.ledger.last if self.ledger else None,
             now=self.clock(),
         )
-        return self._record("mutate", request, apply_mode(raw, ctx.policy.settings.mode))
+        return self._record("mutate", request, self._moded(raw, ctx.policy.settings.mode))
+
+    def _moded(self, raw: Decision, mode: Mode) -> Decision:
+        """`apply_mode(raw, mode)`, the same object again for the same remembered decision (a
+        MutationMemo hit), so `respond` renders it once too. Bounded; holds `raw` so ids stay its."""
+        found = self._by_raw.get(id(raw))
+        if found is not None and found[0] is raw and found[1] is mode:
+            return found[2]
+        moded = apply_mode(raw, mode)
+        if len(self._by_raw) >= MutationMemo.MAX_SHAPES:
+            self._by_raw = {}
+        self._by_raw[id(raw)] = (raw, mode, moded)
+        return moded
+
+    def respond(self, uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:
+        """`build_response(uid, decision, mutating=...)`; for /mutate the rest of the answer is
+        rendered once per decision object (a remembered mutation's patch is not re-encoded per pod;
+        validation decisions are new objects every time, so they are rendered directly)."""
+        if not mutating:
+            return build_response(uid, decision, mutating=False)
+        found = self._rendered.get((id(decision), mutating))
+        if found is None or found[0] is not decision:
+            response = build_response("", decision, mutating=mutating)["response"]
+            del response["uid"]
+            if len(self._rendered) >= MutationMemo.MAX_SHAPES:
+                self._rendered = {}
+            found = self._rendered[(id(decision), mutating)] = (decision, response)
+        return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **found[1]}}
 
     async def validate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:

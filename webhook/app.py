@@ -4,7 +4,7 @@ Served only over HTTPS by `serving.run` (the app is named "webhook", which refus
 Handlers are thin: read the JSON body (serving.body: size/depth limits, 400 on garbage), answer a
 pod that asks for no accelerator straight from the raw JSON (`Admitter.answer_plain`: most pods,
 no models built), else parse the AdmissionReview (400 naming the bad field), ask the `Admitter`,
-render with `build_response`.
+render with `Admitter.respond` (`build_response`, the answer of a remembered mutation rendered once).
 A malformed review is a 400 with a reason, never a 5xx or a traceback.
 
 Without a `ledger_store` (single replica, local runs) quota is checked against the watch only,
@@ -30,7 +30,7 @@ from serving.metrics import Metrics
 from serving.peers import require_client_cert
 from webhook.admitter import Admitter, StateSource
 from webhook.reconcile import Reconciler
-from webhook.review import build_response, parse_review
+from webhook.review import parse_review
 
 ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/validate-update", "/healthz", "/readyz", "/metrics")
 ADMITTER = web.AppKey("accel_admitter", Admitter)
@@ -51,7 +51,7 @@ async def _admit(request: web.Request, *, mutating: bool) -> web.Response:
     review = parse_review(body)
     decide = admitter.mutate if mutating else admitter.validate
     decision = await decide(review.request)
-    return _json(build_response(review.request.uid, decision, mutating=mutating))
+    return _json(admitter.respond(review.request.uid, decision, mutating=mutating))
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
