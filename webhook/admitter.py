@@ -75,7 +75,7 @@ class Admitter:
         self._charges = ChargeMemo()
         self._mutations = MutationMemo()  # pods of one template are planned once per context
         self._by_raw: dict[int, tuple[Decision, Mode, Decision]] = {}  # `_moded`
-        self._rendered: dict[tuple[int, bool], tuple[Decision, dict[str, Any]]] = {}  # `respond`
+        self._rendered: dict[int, tuple[Decision, dict[str, Any] | None]] = {}  # `respond`
         self._counted: dict[tuple[str, str, str, str], Any] = {}
         self._used_gauges: dict[tuple[str, str], Any] = {}
         self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
@@ -193,34 +193,36 @@ class Admitter:
             ledger=self.ledger.last if self.ledger else None,
             now=self.clock(),
         )
-        return self._record("mutate", request, self._moded(raw, ctx.policy.settings.mode))
+        mode = ctx.policy.settings.mode
+        moded = self._moded(raw, mode) if self._mutations.last_hit else apply_mode(raw, mode)
+        return self._record("mutate", request, moded)
 
     def _moded(self, raw: Decision, mode: Mode) -> Decision:
-        """`apply_mode(raw, mode)`, the same object again for the same remembered decision (a
-        MutationMemo hit), so `respond` renders it once too. Bounded; holds `raw` so ids stay its."""
+        """`apply_mode(raw, mode)` of a remembered mutation (a MutationMemo hit): the same object
+        again for the same decision, so `respond` renders it once too. Bounded; holds `raw` and
+        the result, so their ids stay theirs."""
         found = self._by_raw.get(id(raw))
         if found is not None and found[0] is raw and found[1] is mode:
             return found[2]
         moded = apply_mode(raw, mode)
         if len(self._by_raw) >= MutationMemo.MAX_SHAPES:
-            self._by_raw = {}
+            self._by_raw, self._rendered = {}, {}
         self._by_raw[id(raw)] = (raw, mode, moded)
+        self._rendered[id(moded)] = (moded, None)
         return moded
 
     def respond(self, uid: str, decision: Decision, *, mutating: bool) -> dict[str, Any]:
-        """`build_response(uid, decision, mutating=...)`; for /mutate the rest of the answer is
-        rendered once per decision object (a remembered mutation's patch is not re-encoded per pod;
-        validation decisions are new objects every time, so they are rendered directly)."""
-        if not mutating:
-            return build_response(uid, decision, mutating=False)
-        found = self._rendered.get((id(decision), mutating))
-        if found is None or found[0] is not decision:
-            response = build_response("", decision, mutating=mutating)["response"]
+        """`build_response(uid, decision, mutating=...)`; the rest of the answer of a remembered
+        mutation (`_moded`) is rendered once (its patch is not re-encoded per pod)."""
+        slot = self._rendered.get(id(decision)) if mutating else None
+        if slot is None or slot[0] is not decision:
+            return build_response(uid, decision, mutating=mutating)
+        response = slot[1]
+        if response is None:
+            response = build_response("", decision, mutating=True)["response"]
             del response["uid"]
-            if len(self._rendered) >= MutationMemo.MAX_SHAPES:
-                self._rendered = {}
-            found = self._rendered[(id(decision), mutating)] = (decision, response)
-        return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **found[1]}}
+            self._rendered[id(decision)] = (decision, response)
+        return {"apiVersion": API_VERSION, "kind": KIND, "response": {"uid": uid, **response}}
 
     async def validate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:

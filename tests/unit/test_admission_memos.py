@@ -83,26 +83,39 @@ def test_memoised_mutation_equals_mutation(
 
 
 def test_memo_hits_for_one_template_and_follows_the_ledger() -> None:
-    """A ReplicaSet's pods: the second pod is a hit; when the ledger fills the first type's quota
-    line, the same template gets the affinity without it (the choice is recomputed per request)."""
+    """A ReplicaSet's pods: the first is planned and only its key kept, the second planned and
+    remembered, the third a hit; when the ledger fills the first type's quota line, the same
+    template gets the affinity without it (the choice is recomputed per request)."""
     memo = MutationMemo()
     pod = gpu_pod(namespace="nlp", profile="large-any", gpus="8")
     first = memo.mutate(pod, namespace="nlp", ctx=WARM, now=1.0)
-    assert memo.mutate(copy.deepcopy(pod), namespace="nlp", ctx=WARM, now=1.0) is first and memo.hits == 1
+    second = memo.mutate(copy.deepcopy(pod), namespace="nlp", ctx=WARM, now=1.0)
+    assert second == first and second is not first and (memo.hits, memo.last_hit) == (0, False)
+    assert memo.mutate(copy.deepcopy(pod), namespace="nlp", ctx=WARM, now=1.0) is second
+    assert (memo.hits, memo.last_hit) == (1, True)
     full = Ledger({"r": Reservation("r", "nlp", "nvidia-h200-141gb", Fraction(16), "nlp", expires=10.0)})
     without_h200 = memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0)
     assert without_h200 == mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0) != first
     assert memo.hits == 1
-    assert (
-        memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=11.0) is first
-    )  # the reservation expired
-    assert memo.hits == 2
+    assert memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0) is without_h200
+    expired = memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=11.0)  # the reservation expired
+    assert expired is second and memo.hits == 3
+
+
+def test_pods_that_share_no_shape_keep_no_decision() -> None:
+    memo = MutationMemo()
+    for index in range(5):
+        pod = gpu_pod(namespace="nlp", profile="large-any", gpus="8", labels={"run": str(index)})
+        memo.mutate(pod, namespace="nlp", ctx=WARM)
+    assert memo._shapes == {} and len(memo._seen) == 5 and memo.hits == 0
 
 
 def test_a_new_context_starts_the_memo_over() -> None:
     memo = MutationMemo()
     pod = gpu_pod(namespace="nlp", profile="large-any", gpus="8")
-    memo.mutate(pod, namespace="nlp", ctx=WARM)
+    for _ in range(3):
+        memo.mutate(pod, namespace="nlp", ctx=WARM)
+    assert memo.hits == 1
     other = make_context(policy=example_policy(teams=[{"name": "nlp", "quota": {"*": 1}}]))
     assert memo.mutate(pod, namespace="nlp", ctx=other) == mutate(pod, namespace="nlp", ctx=other)
-    assert memo.hits == 0
+    assert memo.hits == 1 and not memo.last_hit
