@@ -30,7 +30,7 @@ from serving.metrics import Metrics
 from serving.peers import require_client_cert
 from webhook.admitter import Admitter, StateSource
 from webhook.reconcile import Reconciler
-from webhook.review import parse_review
+from webhook.review import build_response, parse_review
 
 ROUTES: tuple[str, ...] = ("/mutate", "/validate", "/validate-update", "/healthz", "/readyz", "/metrics")
 ADMITTER = web.AppKey("accel_admitter", Admitter)
