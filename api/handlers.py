@@ -17,7 +17,7 @@ from accel.estimates.rules import EstimateInputError, parse_estimate_request
 from accel.profiles.availability import visible_profiles
 from accel.profiles.discovery import SelectorError, as_json, draft_profile, select_nodes
 from accel.quota.chargeback import parse_window, usage_from_pods, usage_report
-from api.identity import CallerResolver, teams_of
+from api.identity import CallerResolver, teams_of, usage_scope
 from api.redaction import RedactionKeys, Redactor
 from api.views import ProfileCache, dumps, node_json, observed
 from serving.body import BadRequest, read_json
@@ -250,8 +250,9 @@ async def usage(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=f"since: {exc}") from None
     caller = await ctx.resolver.resolve(request, settings=view.parsed.policy.settings.api)
-    teams = teams_of(caller, policy=view.parsed.policy, inventory=view.inventory) or None
-    return _json(dumps(await usage_body(ctx.state, view, window, window_s, teams=teams)))
+    teams, scope = usage_scope(caller, policy=view.parsed.policy, inventory=view.inventory)
+    body = await usage_body(ctx.state, view, window, window_s, teams=teams)
+    return _json(dumps({**body, "scope": scope}))
 
 
 async def usage_body(state: ClusterState, view: StateView, window: str, window_s: float, *,

@@ -73,6 +73,26 @@ def teams_of(caller: Caller, *, policy: Policy, inventory: Inventory) -> frozens
     return frozenset(t for t in named if policy.team(t) is not None)
 
 
+def usage_scope(caller: Caller, *, policy: Policy, inventory: Inventory) -> tuple[frozenset[str] | None, str]:
+    """The teams whose usage the caller may read (None: every team) and a line saying why: a caller
+    in `settings.api.usageAdminGroups` reads every team's, anyone else their own teams' (rules above),
+    an anonymous caller none."""
+    admin = set(caller.groups) & set(policy.settings.api.usage_admin_groups)
+    if admin:
+        return None, f"every team (you are in {', '.join(sorted(admin))}, settings.api.usageAdminGroups)"
+    teams = teams_of(caller, policy=policy, inventory=inventory)
+    if teams is None:
+        return frozenset(), (
+            "no team: anonymous callers see no usage; send a bearer token "
+            "(`Authorization: Bearer $(kubectl create token default -n <your namespace>)`)"
+        )
+    if not teams:
+        return teams, (
+            "no team: your identity names no team of the policy (a team:<name> group or a team namespace)"
+        )
+    return teams, f"your teams: {', '.join(sorted(teams))}"
+
+
 class CallerResolver:
     """Turns a request into a `Caller` (rules 1-3), caching TokenReview answers per token."""
 

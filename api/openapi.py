@@ -189,8 +189,9 @@ def _paths() -> dict[str, Any]:
         "/api/usage": {
             "get": {
                 "summary": "GPU-hours and cost per team and type over ?since=7d (from Prometheus when "
-                "api.prometheusUrl "
-                "is set, else from the pods in the cluster now; `source` and `note` say which)",
+                "api.prometheusUrl is set, else from the pods in the cluster now; `source` and `note` "
+                "say which). Rows of the caller's own teams only; every team's for callers in "
+                "settings.api.usageAdminGroups; none for anonymous callers (`scope` says which)",
                 "tags": ["chargeback"],
                 "parameters": [
                     {
@@ -211,6 +212,7 @@ def _paths() -> dict[str, Any]:
                                         "windowSeconds": {"type": "number"},
                                         "source": {"enum": ["prometheus", "pods"]},
                                         "note": {"type": "string"},
+                                        "scope": {"type": "string"},
                                         "currency": {"type": "string"},
                                         "rows": {
                                             "type": "array",

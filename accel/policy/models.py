@@ -124,6 +124,10 @@ class ApiSettings(_Model):
     # Where `accel usage` / GET /api/usage read the chargeback counters back (e.g.
     # http://prometheus-operated.monitoring:9090); none = computed from the pods in the cluster now.
     prometheus_url: str | None = Field(default=None, alias="prometheusUrl", pattern=r"^https?://")
+    # Who may read every team's GPU-hours and cost from GET /api/usage (FinOps, admins): callers with
+    # one of these groups. Everyone else sees their own teams' rows only, an anonymous caller none:
+    # who runs what, and what it costs, is each team's own business (issue 21).
+    usage_admin_groups: tuple[str, ...] = Field(default=("system:masters",), alias="usageAdminGroups")
 
 
 class Settings(_Model):

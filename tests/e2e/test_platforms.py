@@ -294,15 +294,31 @@ def test_a_bound_pod_advances_the_chargeback_counters(
     seconds = wait_until(counted, timeout_s=90, what="accel_gpu_seconds_total for team e2e-charge")
     assert seconds > 0
 
+    # /api/usage shows a caller its own teams' rows (api.identity.usage_scope): read it as the
+    # namespace's default service account, whose namespace names the team. The controller manager
+    # creates that account shortly after the namespace.
+    token = wait_until(
+        lambda: _token_or_none(e2e.kubectl, ns), timeout_s=30, what=f"a token for {ns}'s default SA"
+    )
+
     def usage_row() -> dict[str, Any] | None:
         # The pod is still bound, so its cost keeps growing from a fraction of a cent: poll until the
         # row shows it rather than reading once a second after the bind.
-        with urllib.request.urlopen(e2e.servers.url("api", "/api/usage?since=1h"), context=context,
-                                    timeout=10) as response:
+        request = urllib.request.Request(
+            e2e.servers.url("api", "/api/usage?since=1h"), headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
             usage = json.loads(response.read())
-        assert usage["source"] == "pods"
+        assert usage["source"] == "pods" and usage["scope"] == "your teams: e2e-charge"
         row = next((r for r in usage["rows"] if r["team"] == "e2e-charge"), None)
         return row if row and row["gpuHours"] > 0 and row["cost"] > 0 else None
 
     row = wait_until(usage_row, timeout_s=60, what="a priced /api/usage row for team e2e-charge")
     assert row["type"] == "nvidia-a100-80gb"
+
+
+def _token_or_none(kubectl: Kubectl, namespace: str) -> str | None:
+    try:
+        return kubectl.run("create", "token", "default", "-n", namespace).strip() or None
+    except KubectlError:  # the service account is not there yet
+        return None

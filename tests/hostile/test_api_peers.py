@@ -9,7 +9,7 @@ review stays 401 whatever header comes with it.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,18 @@ RESEARCH = {"large-any", "amd-mi300x", "notebook-shared", "gpu-any"}
 
 
 @asynccontextmanager
-async def api(tmp_path: Path, settings: str = CERT_PROXY) -> AsyncIterator[tuple[str, Pki]]:
+async def api(
+    tmp_path: Path,
+    settings: str = CERT_PROXY,
+    tokens: Mapping[str, tuple[str, tuple[str, ...]]] | None = None,
+) -> AsyncIterator[tuple[str, Pki]]:
+    """The API over TLS; `tokens` (token -> user, groups) are known to its TokenReview besides nlp-token."""
     pki = make_pki(tmp_path)
     parsed = sample_policy(settings)
     cluster = FakeCluster()
     cluster.add_token("nlp-token", "alice", ("team:nlp", "system:authenticated"))
+    for token, (user, groups) in (tokens or {}).items():
+        cluster.add_token(token, user, groups)
     app = make_app(
         ClusterState.static(parsed, sample_inventory(parsed)),
         metrics=Metrics(),
