@@ -2,7 +2,9 @@
 
 Runs the real console script once with the defaults (500 pods, seed 7), like `make run`, and
 compares its summary with the block between the `demo-summary` markers in docs/demo.md; only the
-wall time may differ. `ACCEL_UPDATE_DOCS=1` rewrites the block instead of failing.
+transport line may differ: its wall time, and the HTTPS call counts, which on a heavily loaded
+machine were seen 1-5 calls lower (/filter among them: scheduling rounds depend on timing there).
+Every decision, placement and count of pods must match. `ACCEL_UPDATE_DOCS=1` rewrites the block instead of failing.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "demo.md"
 ACCEL = Path(sys.executable).with_name("accel")
 BEGIN, END = "<!-- demo-summary:begin -->\n```\n", "```\n<!-- demo-summary:end -->"
-WALL_TIME = re.compile(r"in [0-9.]+ s wall time")
+TRANSPORT = re.compile(r"^- [0-9]+ HTTPS calls in [0-9.]+ s wall time: .*$", re.MULTILINE)
 
 
 def _comparable(summary: str) -> str:
-    return WALL_TIME.sub("in N s wall time", summary)
+    return TRANSPORT.sub("- N HTTPS calls in N s wall time: ...", summary)
 
 
 def test_demo_doc_summary_is_todays_default_run(tmp_path: Path) -> None:
