@@ -4,7 +4,8 @@ Runs the real console script once with the defaults (500 pods, seed 7), like `ma
 compares its summary with the block between the `demo-summary` markers in docs/demo.md; only the
 transport line may differ: its wall time, and the HTTPS call counts, which on a heavily loaded
 machine were seen 1-5 calls lower (/filter among them: scheduling rounds depend on timing there).
-Every decision, placement and count of pods must match. `ACCEL_UPDATE_DOCS=1` rewrites the block instead of failing.
+Every decision, placement and count of pods must match. `ACCEL_UPDATE_DOCS=1` rewrites the block
+instead of failing.
 """
 
 from __future__ import annotations
