@@ -26,6 +26,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from accel.admission.author_keys import owned_keys
 from accel.admission.context import wants_accelerators
 from accel.admission.plan import Decision
 from serving.body import BadRequest
@@ -142,6 +143,9 @@ def plain_pod_create(body: Any) -> tuple[str, str] | None:
     if wants_accelerators(pod):
         return None
     metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if type(metadata) is dict else None
+    if type(annotations) is dict and owned_keys(annotations):
+        return None  # accel-owned annotations to scrub (accel.admission.plan rule 8)
     namespace = (
         request.get("namespace") or (metadata.get("namespace") if type(metadata) is dict else "") or ""
     )

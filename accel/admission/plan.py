@@ -59,7 +59,7 @@ import orjson
 
 from accel.admission import messages as msg
 from accel.admission.affinity import PREFERRED, REQUIRED, AffinityError, plan_affinity
-from accel.admission.author_keys import forged_keys
+from accel.admission.author_keys import forged_keys, owned_keys
 from accel.admission.context import (
     AdmissionContext,
     accelerator_requests,
@@ -262,6 +262,18 @@ def _scrub(builder: PatchBuilder, written: Mapping[str, str]) -> None:
         builder.remove(["metadata", "annotations", key])
 
 
+def _plain(pod: Mapping[str, Any]) -> Decision:
+    """A pod asking for no accelerator passes, but rule 8 holds for it too: an `accel.dev/*` cost,
+    team or type its author wrote would otherwise reach FinOps tools that read those annotations."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping) or not owned_keys(annotations):
+        return passthrough("no-accelerator")
+    builder = PatchBuilder(pod)
+    _scrub(builder, {})
+    return Decision(True, "no-accelerator", ops=tuple(builder.ops), document=builder.document)
+
+
 def _denied(pod: Mapping[str, Any], finding: Finding, *, profile: str = "", team: str = "") -> Decision:
     """A denial that still carries rule 8's scrub: warn mode admits the pod, and must not admit
     the author's team, type or price with it (enforce mode sends no patch with a denial)."""
@@ -297,7 +309,7 @@ def _mutate(
     if namespace in ctx.excluded:
         return passthrough("excluded-namespace")
     if not wants_accelerators(pod):
-        return passthrough("no-accelerator")
+        return _plain(pod)
     if errors := shape_errors(pod):
         return deny(msg.malformed_pod(errors))
     metadata = pod.get("metadata") or {}

@@ -114,3 +114,22 @@ def test_pods_without_accelerators_pass_untouched(
     if e2e.servers is not None and e2e.servers.match_conditions_stripped:
         webhooks = e2e.kubectl.get("validatingwebhookconfiguration", "accel-validate")["webhooks"]
         assert not any(w.get("matchConditions") for w in webhooks), "these pods did reach the webhook"
+
+
+def test_a_cpu_pod_loses_the_accel_annotations_its_author_wrote(
+    e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
+) -> None:
+    """accel.admission.plan rule 8 for pods asking for no accelerator (their matchCondition sends
+    them when they carry accel.dev/* keys): a forged cost, team or type does not reach the API
+    server, where FinOps tools would read it; the author's job key and other vendors' keys stay."""
+    ns = team_namespace("e2e-mutate")
+    sent = _in(ns, cluster.gpu_pod("cpu-forged", team="e2e-mutate", gpus=0))
+    forged = {"accel.dev/cost-per-hour": "0.01", "accel.dev/team": "e2e-quota",
+              "accelerator.opendatahub.io/type": "nvidia-h100-80gb"}
+    kept = {"accel.dev/job": "etl", "example.com/owner": "data-eng"}
+    sent["metadata"]["annotations"] = {**forged, **kept}
+    pod = e2e.kubectl.create(sent)
+    annotations = pod["metadata"].get("annotations") or {}
+    assert not set(forged) & set(annotations), annotations
+    assert {k: annotations.get(k) for k in kept} == kept
+    assert pod["spec"]["schedulerName"] == "default-scheduler"

@@ -158,11 +158,20 @@ def test_default_profile_rules(
         assert again.allowed is False and again.reason == reason
 
 
-def test_pod_without_accelerator_and_profile_passes_untouched_even_with_accel_annotations() -> None:
+def test_pod_without_accelerator_passes_but_loses_accel_owned_annotations() -> None:
+    """Rule 8 holds for pods asking for no accelerator too: FinOps tools read accel's cost, team and
+    type annotations off every pod, so an author's own values must not survive. Author keys stay."""
     ctx = make_context()
-    pod = gpu_pod(profile=None, gpus=None, annotations={"accel.dev/team": "vision"})
+    forged = {"accel.dev/team": "vision", "accel.dev/cost-per-hour": "0.01", "accel.dev/job": "etl"}
+    pod = gpu_pod(profile=None, gpus=None, annotations=forged)
     decision = mutate(pod, namespace="nlp", ctx=ctx)
-    assert (decision.allowed, decision.reason, decision.ops) == (True, "no-accelerator", ())
+    assert (decision.allowed, decision.reason) == (True, "no-accelerator")
+    assert {(op["op"], op["path"]) for op in decision.ops} == {
+        ("remove", "/metadata/annotations/accel.dev~1team"),
+        ("remove", "/metadata/annotations/accel.dev~1cost-per-hour"),
+    }
+    plain = gpu_pod(profile=None, gpus=None, annotations={"accel.dev/job": "etl", "other.io/x": "1"})
+    assert mutate(plain, namespace="nlp", ctx=ctx).ops == ()
 
 
 # ---- issue 14 section 4: the request must match the profile ------------------------------------------------
