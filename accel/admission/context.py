@@ -248,6 +248,7 @@ def gpu_equivalents(
     )
 
 
+_STRING_MAPS: tuple[tuple[str, ...], ...] = (("metadata", "labels"), ("metadata", "annotations"))
 _MAPS: tuple[tuple[str, ...], ...] = (
     ("metadata",),
     ("metadata", "labels"),
@@ -306,6 +307,10 @@ def shape_errors(pod: Mapping[str, Any]) -> list[str]:
         value = at[path]
         if value is not None and type(value) is not dict:
             errors.append(".".join(path) + " must be an object")
+    for path in _STRING_MAPS:  # ObjectMeta: map[string]string (the API server sends nothing else)
+        value = at[path]
+        if type(value) is dict and any(type(v) is not str for v in value.values()):
+            errors.append(".".join(path) + " must map names to strings")
     for list_path in _LISTS:
         items = at[list_path]
         if items is not None and (type(items) is not list or not _objects(items)):

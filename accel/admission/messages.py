@@ -30,7 +30,7 @@ class Finding:
 MAX_SHOWN_CHARS = 80  # an author-written value in a message: enough to recognise it
 
 
-def shown(value: str) -> str:
+def shown(value: object) -> str:
     """An author-written value (an annotation: any text, up to 256 KiB) as a message may quote it.
 
     Messages reach terminals through kubectl and Events, so control and format characters
@@ -38,9 +38,10 @@ def shown(value: str) -> str:
     value early; a long value is cut, saying how long it was (issue 21: the author's text must not
     forge lines in an admin's terminal nor flood logs and Events).
     """
-    text = value
-    if len(value) > MAX_SHOWN_CHARS:
-        text = f"{value[:MAX_SHOWN_CHARS]}... ({len(value)} characters)"
+    full = value if isinstance(value, str) else repr(value)  # a malformed review's number, list...
+    text = full
+    if len(full) > MAX_SHOWN_CHARS:
+        text = f"{full[:MAX_SHOWN_CHARS]}... ({len(full)} characters)"
     if text.isprintable() and '"' not in text and "\\" not in text:
         return text
     return "".join(_escaped(ch) for ch in text)

@@ -470,3 +470,15 @@ def test_validation_alone_refuses_a_typed_pod_without_the_type_affinity() -> Non
     patched["spec"]["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"].append(
         "NVIDIA-H100-80GB-HBM3")  # widened by another webhook
     assert validate(patched, ctx).reason == "not-narrowed"
+
+
+@pytest.mark.parametrize("where", ["annotations", "labels"])
+@pytest.mark.parametrize("value", [3, None, ["a"], {"x": "y"}])
+def test_non_string_metadata_values_are_a_malformed_pod_not_a_crash(where: str, value: Any) -> None:
+    """ObjectMeta maps are map[string]string; a forged review with a number for the profile name
+    used to raise inside the denial message (a 500 from the webhook). Now it is a clear denial."""
+    pod = gpu_pod(profile="a100-80gb")
+    pod["metadata"][where] = {**(pod["metadata"].get(where) or {}), "accel.dev/profile": value}
+    decision = mutate(pod, namespace="nlp", ctx=make_context())
+    assert (decision.allowed, decision.reason) == (False, "malformed-pod")
+    assert f"metadata.{where} must map names to strings" in str(decision.finding)
