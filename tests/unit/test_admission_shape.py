@@ -72,8 +72,8 @@ class _Spec(_Strict):
 
 
 class _Metadata(_Strict):
-    labels: dict[str, Any] | None = None
-    annotations: dict[str, Any] | None = None
+    labels: dict[str, str] | None = None  # ObjectMeta: map[string]string
+    annotations: dict[str, str] | None = None
 
 
 class ReferencePod(_Strict):
