@@ -202,24 +202,23 @@ class Packing:
     # -- node choice ----------------------------------------------------------------------------
     def first_fit(self, pod: PodShape, exclude: int = -1) -> int:
         """The feasible node with the best (lowest) priority rank, or -1."""
+        idx = self._feasible(pod, exclude)
+        return int(idx[np.argmin(self.rank[idx])]) if idx.size else -1
+
+    def _feasible(self, pod: PodShape, exclude: int) -> np.ndarray:
+        """Indices of the nodes `pod` fits on, without node `exclude` (-1: none excluded)."""
         mask = self.fits(pod)
         if exclude >= 0:
             mask[exclude] = False
-        if not mask.any():
-            return -1
-        idx = np.flatnonzero(mask)
-        return int(idx[np.argmin(self.rank[idx])])
+        return np.flatnonzero(mask)
 
     def best_fit(self, pod: PodShape, exclude: int = -1) -> int:
         """The feasible node left tightest: least idle milli on the chosen device (shared pods),
         then least idle GPU milli on the node, then least CPU left (as a share of the node's), then
         priority rank. CPU-only pods go where the least CPU is left."""
-        mask = self.fits(pod)
-        if exclude >= 0:
-            mask[exclude] = False
-        if not mask.any():
+        idx = self._feasible(pod, exclude)
+        if not idx.size:
             return -1
-        idx = np.flatnonzero(mask)
         free = self.free[idx]
         idle = np.where(free > 0, free, 0).sum(axis=1) - pod.total_gpu_milli
         cpu_after = self.cpu[idx] - pod.cpu_milli

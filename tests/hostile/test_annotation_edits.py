@@ -30,6 +30,7 @@ from serving.metrics import Metrics
 from serving.run import serving
 from serving.tls import ReloadingTLS
 from tests.builders import example_policy, gpu_pod, make_inventory, review
+from tests.hostile.test_pod_authors import post
 from tests.integration.tls_fixtures import client_context, make_cert_dir
 from webhook.app import make_app
 
@@ -65,15 +66,6 @@ async def webhook(
                    annotation_writers=default_writers("accel-system"))  # fmt: skip
     async with serving(app, tls=ReloadingTLS(tmp_path)) as port:
         yield port, client_context(certs.bundle)
-
-
-async def post(
-    session: aiohttp.ClientSession, port: int, path: str, body: Any, ctx: ssl.SSLContext
-) -> dict[str, Any]:
-    async with session.post(f"https://127.0.0.1:{port}{path}", data=orjson.dumps(body), ssl=ctx,
-                            headers={"Content-Type": "application/json"}) as response:  # fmt: skip
-        assert response.status == 200, await response.text()
-        return dict((await response.json())["response"])
 
 
 async def admit(session: aiohttp.ClientSession, port: int, ctx: ssl.SSLContext, name: str,
