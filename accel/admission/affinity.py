@@ -39,19 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from accel.capacity.inventory import Inventory, NodeInventory
+from accel.capacity.pod_types import GKE_ACCELERATOR_KEY, INSTANCE_TYPE_KEY, product_key
 from accel.cluster.catalog import AcceleratorType, Catalog
 from accel.policy.models import Profile, Sharing
 
-NVIDIA_PRODUCT_KEY = "nvidia.com/gpu.product"
-AMD_PRODUCT_KEY = "amd.com/gpu.product-name"
-INTEL_PRODUCT_KEY = "gpu.intel.com/product"
-_KEY_BY_RESOURCE_PREFIX: tuple[tuple[str, str], ...] = (
-    ("nvidia.com/", NVIDIA_PRODUCT_KEY),
-    ("amd.com/", AMD_PRODUCT_KEY),
-    ("gpu.intel.com/", INTEL_PRODUCT_KEY),
-)
-GKE_ACCELERATOR_KEY = "cloud.google.com/gke-accelerator"
-INSTANCE_TYPE_KEY = "node.kubernetes.io/instance-type"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 MAX_WEIGHT = 100
@@ -59,13 +50,6 @@ MAX_WEIGHT = 100
 
 class AffinityError(ValueError):
     """A profile whose types cannot be expressed as node affinity (no known label values)."""
-
-
-def product_key(accel_type: AcceleratorType) -> str | None:
-    """The node label key that names this type's product, from its device plugin's domain."""
-    return next(
-        (key for prefix, key in _KEY_BY_RESOURCE_PREFIX if accel_type.resource_name.startswith(prefix)), None
-    )
 
 
 def _variants(label: str, profile: Profile) -> list[str]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from accel.cluster.catalog import Catalog
+from accel.cluster.catalog import AcceleratorType, Catalog
 from accel.cluster.labels import NodeAccelerators, Sharing
 from accel.cluster.pods import Terms
 
@@ -46,6 +46,11 @@ SHARED_SUFFIX = "-SHARED"
 MIG_INFIX = "-MIG-"
 
 
+def product_key(accel_type: AcceleratorType) -> str | None:
+    """The node label key that names this type's product, from its device plugin's domain."""
+    resource = accel_type.resource_name
+    return next((key for prefix, key in PRODUCT_KEY_BY_RESOURCE_PREFIX if resource.startswith(prefix)), None)
+
 
 class LabelledNode(Protocol):
     @property
@@ -60,14 +65,7 @@ def _catalog_values(catalog: Catalog) -> dict[tuple[str, str], frozenset[str]]:
     """Rule 1's catalog half: (key, value) -> types, MIG variants under their plain product value."""
     found: dict[tuple[str, str], set[str]] = {}
     for accel_type in catalog:
-        key = next(
-            (
-                k
-                for prefix, k in PRODUCT_KEY_BY_RESOURCE_PREFIX
-                if accel_type.resource_name.startswith(prefix)
-            ),
-            None,
-        )
+        key = product_key(accel_type)
         for label in accel_type.product_labels if key else ():
             for value in (label, label + SHARED_SUFFIX):
                 found.setdefault((str(key), value), set()).add(accel_type.name)
