@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from accel.admission.author_keys import OWNED_PREFIX, is_webhook_owned
-from accel.admission.messages import Finding
+from accel.admission.messages import Finding, shown
 from accel.admission.plan import Decision, deny
 from accel.cluster.pods import ODH_PROFILE_ANNOTATION, PROFILE_ANNOTATION
 from accel.policy.kueue import QUEUE_LABEL
@@ -71,7 +71,8 @@ def _why(key: str) -> str:
 
 
 def _shown(value: Any) -> str:
-    return "(absent)" if value is None else f'"{value}"'
+    """The author's value as the message quotes it (escaped and cut, like every denial's)."""
+    return "(absent)" if value is None else f'"{shown(value)}"'
 
 
 def frozen_change(key: str, old: Any, new: Any, *, pod: str, label: bool, others: int = 0) -> Finding:

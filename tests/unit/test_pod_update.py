@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accel.admission.author_keys import AUTHOR_KEYS
-from accel.admission.update import default_writers, is_frozen_annotation, review_update
+from accel.admission.update import default_writers, frozen_change, is_frozen_annotation, review_update
 from accel.cluster.pods import TYPE_ANNOTATION
 from accel.policy.kueue import QUEUE_LABEL
 from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION
@@ -202,3 +202,11 @@ async def test_warn_mode_admits_the_edit_with_a_warning() -> None:
             await client.post("/validate-update", data=orjson.dumps(update_review(old, new, AUTHOR)))
         ).json()
     assert answer["response"]["allowed"] is True and "accel.dev/profile" in answer["response"]["warnings"][0]
+
+
+def test_a_refused_edit_quotes_the_new_value_escaped_and_cut() -> None:
+    """The author's text in the denial goes through accel.admission.messages.shown, like every other
+    denial's: no terminal control characters, no 200,000-character message."""
+    finding = frozen_change("accel.dev/profile", "a100", "x\n\x1b[31m" + "y" * 500, pod="ns/p", label=False)
+    assert "\x1b" not in finding.message and "\n" not in finding.message
+    assert len(finding.message) < 800 and "characters)" in finding.message
