@@ -260,9 +260,10 @@ class Admitter:
         """A pod UPDATE (accel.admission.update): frozen keys change only by accel's identities."""
         if not request.is_pod_update:
             return self._record("update", request, Decision(True, "not-a-pod-update"))
+        settings = self.context().policy.settings
         raw = review_update(request.old_object, request.object, username=request.user_info.username,
-                            writers=self.annotation_writers)
-        return self._record("update", request, apply_mode(raw, self.context().policy.settings.mode))
+                            writers=self.annotation_writers, team_pod_label=settings.team_pod_label)
+        return self._record("update", request, apply_mode(raw, settings.mode))
 
     async def _read_ledger(self) -> Ledger:
         assert self.ledger is not None

@@ -6,8 +6,9 @@ accel reads back from a pod and that could change team, quota, type, price, plac
 grouping is frozen after admission. Rules of `review_update`:
 1. Frozen keys: every annotation under `accel.dev/` (the webhook's own ones AND the author keys of
    accel.admission.author_keys: the profile and the job keys are the author's choice at CREATE
-   only), ODH's profile annotation, `accelerator.opendatahub.io/type`, and the Kueue queue label
-   (accel.policy.kueue: it decides whether accel counts the pod at all).
+   only), ODH's profile annotation, `accelerator.opendatahub.io/type`, the Kueue queue label
+   (accel.policy.kueue: it decides whether accel counts the pod at all) and, when the policy sets
+   `teamPodLabel`, that label (OpenCost / Kubecost allocate the pod's cost to the team it names).
 2. An UPDATE that adds, changes or removes a frozen key is refused, unless the requesting user is
    one of accel's own identities (`writers`: the extender's service account by default). Every
    other UPDATE (status, finalizers, other labels and annotations) is allowed untouched, so the
@@ -60,11 +61,13 @@ def _meta(pod: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return _strings((pod or {}).get("metadata"))
 
 
-def _why(key: str) -> str:
+def _why(key: str, label: bool) -> str:
     if key in (PROFILE_ANNOTATION, ODH_PROFILE_ANNOTATION):
         return "the profile decides the pod's GPU types, quota charge and price"
     if key in FROZEN_LABELS:
         return "it decides whether accel or Kueue charges the pod's quota"
+    if label:
+        return "cost tools allocate the pod's cost to the team it names (settings.teamPodLabel)"
     if is_webhook_owned(key):
         return "accel writes it (type, price, placement, devices, team) and reads it back"
     return "it groups the pod into a job for placement"
@@ -83,7 +86,7 @@ def frozen_change(key: str, old: Any, new: Any, *, pod: str, label: bool, others
         "frozen-annotation",
         f"{kind} {key} of pod {pod} cannot be changed after admission "
         f"({_shown(old)} -> {_shown(new)}){more}: "
-        f"{_why(key)}, so only accel's own service accounts may change it. To run with another "
+        f"{_why(key, label)}, so only accel's own service accounts may change it. To run with another "
         f"profile or type, delete the pod and create it again with the {kind} set (or change the "
         "workload's pod template); other annotations and labels stay editable",
     )
@@ -95,8 +98,11 @@ def review_update(
     *,
     username: str,
     writers: Iterable[str],
+    team_pod_label: str | None = None,
 ) -> Decision:
-    """Rules 1-3 for one pod UPDATE; `writers` are the usernames that may change frozen keys."""
+    """Rules 1-3 for one pod UPDATE; `writers` are the usernames that may change frozen keys,
+    `team_pod_label` the policy's `teamPodLabel` (frozen too when set)."""
+    frozen_labels = FROZEN_LABELS | {team_pod_label} if team_pod_label else FROZEN_LABELS
     if old_pod is None or new_pod is None:
         return Decision(True, "update-unattributed")
     old, new = _meta(old_pod), _meta(new_pod)
@@ -111,7 +117,7 @@ def review_update(
     changes += [
         (*c, True)
         for c in changed_keys(
-            _strings(old.get("labels")), _strings(new.get("labels")), FROZEN_LABELS.__contains__
+            _strings(old.get("labels")), _strings(new.get("labels")), frozen_labels.__contains__
         )
     ]
     if not changes:

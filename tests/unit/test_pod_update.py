@@ -102,6 +102,18 @@ def test_the_kueue_queue_label_is_frozen_too() -> None:
     assert f"label {QUEUE_LABEL}" in decision.finding.message and "(absent)" in decision.finding.message
 
 
+def test_the_team_pod_label_is_frozen_when_the_policy_sets_one() -> None:
+    """settings.teamPodLabel: cost tools (OpenCost, Kubecost) allocate by that label, so an author
+    relabelling a running pod would move its cost to another team."""
+    old = admitted()
+    old["metadata"].setdefault("labels", {})["accel-team"] = "nlp"
+    relabelled = edited(old, labels={"accel-team": "vision"})
+    decision = review_update(old, relabelled, username=AUTHOR, writers=WRITERS, team_pod_label="accel-team")
+    assert not decision.allowed and decision.finding is not None
+    assert "label accel-team" in decision.finding.message and "teamPodLabel" in decision.finding.message
+    assert review_update(old, relabelled, username=AUTHOR, writers=WRITERS).allowed  # no such setting
+
+
 def test_accel_itself_may_change_frozen_keys() -> None:
     old = admitted()
     new = edited(old, annotations={TYPE_ANNOTATION: "nvidia-h100-80gb", PRICE_ANNOTATION: "9"})
