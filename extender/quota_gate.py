@@ -55,7 +55,8 @@ class QuotaGate:
             self._base = self._charges.usage(parsed, inventory)
             self._visible, self._seen = watch_ids(
                 ((p.uid, bool(p.node_name)) for p in inventory.pods), self._seen, now=self.wall(),
-                keep_s=float(parsed.policy.settings.quota.reservation_ttl_seconds))
+                keep_s=float(parsed.policy.settings.quota.reservation_ttl_seconds),
+                deleted=inventory.deleted_pods)
             self._key = key
         return self._base, self._visible
 

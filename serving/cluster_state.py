@@ -14,6 +14,9 @@ Rules:
    (its full text is in the audit log at debug level).
 4. `ready()` is false until every informer has synced and a policy is in force, and false again
    while any watch has been failing for longer than `max_staleness_s`.
+5. Every pod uid the watch shows deleted (a DELETED event, or gone at a relist) is remembered for
+   the reservation TTL and handed to each inventory (`Inventory.deleted_pods`), so a pod created
+   and deleted between two rebuilds still consumes its quota reservation at once (issue 21).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import asyncio
 import difflib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from accel.admission.context import wants_accelerators
 from accel.capacity.inventory import Inventory, ParseCache, build_inventory
 from accel.cluster.catalog import Catalog
 from accel.policy.loading import parse_policy
@@ -75,6 +80,50 @@ def policy_diff(old: Mapping[str, str], new: Mapping[str, str]) -> str:
     return "".join(chunks)
 
 
+class DeletedPods:
+    """Uids of pods the watch showed deleted, each for `keep_s` seconds after it went (rule 5).
+
+    The oldest are forgotten first, after `keep_s` or beyond `limit` uids (memory stays bounded
+    under any churn): a forgotten uid only makes its reservation wait for the reconciler's grace
+    check (webhook/reconcile.py), never frees one early.
+    """
+
+    def __init__(
+        self, monotonic: Callable[[], float], *, keep_s: float = 120.0, limit: int = 100_000
+    ) -> None:
+        self.keep_s = keep_s
+        self.limit = limit
+        self._monotonic = monotonic
+        self._when: OrderedDict[str, float] = OrderedDict()  # uid -> when it went, oldest first
+        self._frozen: frozenset[str] | None = frozenset()
+
+    def on_change(self, event_type: str, obj: Mapping[str, object]) -> None:
+        """`kube.informer.ChangeCallback` of the pods informer."""
+        if event_type != "DELETED" or not wants_accelerators(obj):
+            return  # only a pod asking for accelerators ever has a reservation (its requests are immutable)
+        metadata = obj.get("metadata")
+        uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+        if not isinstance(uid, str) or not uid:
+            return
+        self._when[uid] = self._monotonic()
+        self._when.move_to_end(uid)
+        self._frozen = None
+        self._forget()
+
+    def _forget(self) -> None:
+        horizon = self._monotonic() - self.keep_s
+        while self._when and (len(self._when) > self.limit or next(iter(self._when.values())) < horizon):
+            self._when.popitem(last=False)
+            self._frozen = None
+
+    def uids(self) -> frozenset[str]:
+        """The uids remembered now (one frozenset per change, shared between rebuilds)."""
+        self._forget()
+        if self._frozen is None:
+            self._frozen = frozenset(self._when)
+        return self._frozen
+
+
 class ClusterState:
     """Policy + inventory for a server; see module docstring for the rules."""
 
@@ -114,6 +163,9 @@ class ClusterState:
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
         self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
+        self.deleted_pods = DeletedPods(monotonic)
+        if watcher is not None:
+            watcher.pods.add_callback(self.deleted_pods.on_change)
         if fixed_policy is not None:
             self.apply_policy(
                 dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace)
@@ -271,6 +323,9 @@ class ClusterState:
             return self._static_inventory or Inventory()
         w = self.watcher
         pods = w.pods.items()
+        # rule 5: remember deleted pods as long as a reservation of theirs may live
+        self.deleted_pods.keep_s = max(self.deleted_pods.keep_s,
+                                       float(parsed.policy.settings.quota.reservation_ttl_seconds))
         inventory = build_inventory(
             w.nodes.items(),
             pods,
@@ -278,6 +333,7 @@ class ClusterState:
             catalog=parsed.catalog,
             policy=parsed.policy,
             cache=self._parse_cache,
+            deleted_pods=self.deleted_pods.uids(),
         )
         self._log_new_node_warnings(inventory)
         live = {

@@ -148,6 +148,7 @@ def build_context(
         previous.seen if previous is not None else {},
         now=now,
         keep_s=float(policy.settings.quota.reservation_ttl_seconds),
+        deleted=inventory.deleted_pods,
     )
     context = AdmissionContext(
         parsed=parsed,

@@ -84,6 +84,9 @@ class Inventory(BaseModel):
     pods: tuple[PodView, ...] = ()  # accelerator pods only, non-terminal
     namespace_labels: Mapping[str, Mapping[str, str]] = Field(default_factory=dict)
     namespace_annotations: Mapping[str, Mapping[str, str]] = Field(default_factory=dict)
+    # uids of pods the watch showed deleted lately, also ones no inventory ever held (created and
+    # deleted between two builds): their quota entries are consumed (accel.quota.rules.watch_ids)
+    deleted_pods: frozenset[str] = frozenset()
 
     _node_index: dict[str, NodeInventory] = PrivateAttr(default_factory=dict)
     _type_index: tuple[Catalog, TypeIndex] | None = PrivateAttr(default=None)
@@ -249,8 +252,10 @@ def build_inventory(
     catalog: Catalog,
     policy: Policy | None = None,
     cache: ParseCache | None = None,
+    deleted_pods: Iterable[str] = (),
 ) -> Inventory:
-    """Assemble the inventory from object dicts (any order, any source)."""
+    """Assemble the inventory from object dicts (any order, any source); `deleted_pods`: uids the
+    watch showed deleted lately (`Inventory.deleted_pods`)."""
     parse = cache.pod if cache else parse_pod
     live = [p for p in (parse(obj) for obj in pods) if not p.terminal]
     by_node: dict[str, list[PodView]] = defaultdict(list)
@@ -275,6 +280,7 @@ def build_inventory(
         pods=tuple(p for p in live if p.wants_accelerators),
         namespace_labels=ns_labels,
         namespace_annotations=ns_annotations,
+        deleted_pods=frozenset(deleted_pods),
     )
 
 

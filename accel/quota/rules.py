@@ -238,7 +238,12 @@ Seen = Mapping[str, tuple[float, bool]]  # pod uid -> (last time the watch showe
 
 
 def watch_ids(
-    pods: Iterable[tuple[str, bool]], previous: Seen, *, now: float, keep_s: float
+    pods: Iterable[tuple[str, bool]],
+    previous: Seen,
+    *,
+    now: float,
+    keep_s: float,
+    deleted: Iterable[str] = (),
 ) -> tuple[frozenset[str], dict[str, tuple[float, bool]]]:
     """The ledger ids the watch accounts for (invariant 2), and the new `Seen` memo.
 
@@ -246,6 +251,12 @@ def watch_ids(
     no longer shows was deleted (or finished): its reservation and bind conversion are consumed
     too, so its quota is free the moment it is gone. Gone pods are remembered `keep_s` seconds
     (at least the reservation TTL: no entry of theirs can outlive that).
+
+    `deleted` are uids the watch showed deleted (a DELETED event, or gone at a relist) lately,
+    whether or not a view ever showed them present: a pod created and force-deleted between two
+    views (issue 21) is gone just the same, so its entries are consumed at once instead of after
+    the reconciler's grace. Exact: a uid names one pod object and is never reused, so a deleted
+    uid's entries can belong to no pod that still exists; a uid the watch shows now stays a pod.
     """
     seen: dict[str, tuple[float, bool]] = {}
     ids: set[str] = set()
@@ -259,6 +270,11 @@ def watch_ids(
     for uid, (when, bound) in previous.items():
         if uid not in seen and now - when <= keep_s:
             seen[uid] = (when, bound)
+            ids.add(uid)
+            ids.add(BOUND_PREFIX + uid)
+    for uid in deleted:
+        if uid and uid not in seen:
+            seen[uid] = (now, True)
             ids.add(uid)
             ids.add(BOUND_PREFIX + uid)
     return frozenset(ids), seen

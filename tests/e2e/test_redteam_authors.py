@@ -213,7 +213,7 @@ def _recreate_pod(ns: str, name: str) -> cluster.Obj:
 def _churn(e2e: cluster.E2ECluster, ns: str, rounds: int, *, wait: bool) -> None:
     """Create pod `same` and force-delete it, `rounds` times (a new uid each time)."""
     for _ in range(rounds):
-        if wait:  # a quick delete's reservation may still count for a few seconds (see the xfail below)
+        if wait:  # allow for a slow watch (the next test: a quick delete frees its quota at once)
             wait_until(
                 lambda: _admitted(e2e, _recreate_pod(ns, "same")), timeout_s=30, what="pod same admitted"
             )
@@ -228,21 +228,19 @@ def test_deleting_and_recreating_one_name_leaks_no_quota(
     # Every reservation is freed with its pod, so the team's full quota is there afterwards, and no more.
     ns = team_namespace("e2e-redteam-recreate")
     _churn(e2e, ns, QUOTA + 2, wait=True)
-    for name in ("a", "b"):  # each may wait out a churned pod's reservation (the xfail below)
+    for name in ("a", "b"):  # each may wait for the watch to show the last churned pod gone
         wait_until(lambda n=name: _admitted(e2e, _recreate_pod(ns, n)), timeout_s=30, what=f"{name} admitted")
     assert not _admitted(e2e, _recreate_pod(ns, "c")), "2 of 2 in use: a third pod is over quota"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (owner: ledger, see redteam notes): a pod force-deleted right after admission keeps its "
-    "reservation for the 5 s grace, so quick create/delete cycles lock the team's quota",
-)
 def test_a_pod_deleted_right_after_admission_frees_its_quota_at_once(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str]
 ) -> None:
-    # Issue 14: "released as soon as its pod is deleted". Measured on kube-local: after 2 such
-    # cycles at a quota of 2 the next create waits 5.7 s ("2 reserved by admissions in flight").
+    # Issue 14: "released as soon as its pod is deleted". Before the fix, measured on kube-local:
+    # after 2 such cycles at a quota of 2 the next create waited 5.7 s ("2 reserved by admissions in
+    # flight"): the watch showed each pod's ADDED and DELETED between two inventory rebuilds, so no
+    # view ever held its uid and only the reconciler's 5 s grace freed the reservation. Now the
+    # cluster state remembers deleted uids (serving.cluster_state rule 5).
     ns = team_namespace("e2e-redteam-recreate")
     started = time.monotonic()
     _churn(e2e, ns, QUOTA, wait=False)
