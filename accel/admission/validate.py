@@ -47,7 +47,6 @@ from accel.admission.affinity import AffinityError, restricts
 from accel.admission.author_keys import owned_keys
 from accel.admission.context import (
     AdmissionContext,
-    gpu_equivalents,
     light_view,
     shape_errors,
     wants_accelerators,
@@ -308,11 +307,12 @@ def plan_validation(
         )
     ):
         return ValidationPlan(allowed, profile=profile)
-    candidates: dict[str, Fraction] | None = None
+    candidates: Mapping[str, Fraction] | None = None
     if accel_type == UNDECIDED and profile is not None:
         types = _possible_types(view, profile, team, ctx)
         if has_type_quota(team, types):
-            candidates = {t: gpu_equivalents(view, t, profile, ctx.catalog) for t in types}
+            # gpu_equivalents per type, memoised per policy (read-only: QuotaRequest only reads it)
+            candidates = ctx.type_amounts(profile, types, view.accelerators)
     ttl = ctx.policy.settings.quota.reservation_ttl_seconds
     reservation = Reservation(
         # The API server's uid for this pod (accel.quota invariant 2); a review without one (only
