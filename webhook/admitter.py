@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from accel.admission.context import AdmissionContext, build_context
 from accel.admission.plan import Decision, MutationMemo, apply_mode, passthrough
 from accel.admission.update import review_update
-from accel.admission.validate import decide_quota, finish_validation, plan_validation
+from accel.admission.validate import ValidationMemo, decide_quota, finish_validation
 from accel.capacity.inventory import Inventory
 from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
 from accel.quota.charges import ChargeMemo
@@ -74,6 +74,7 @@ class Admitter:
         self._ctx_key: tuple[int, int, int] | None = None
         self._charges = ChargeMemo()
         self._mutations = MutationMemo()  # pods of one template are planned once per context
+        self._validations = ValidationMemo()  # and validated once per context (the ledger per request)
         self._by_raw: dict[int, tuple[Decision, Mode, Decision]] = {}  # `_moded`
         self._rendered: dict[int, tuple[Decision, dict[str, Any] | None]] = {}  # `respond`
         self._counted: dict[tuple[str, str, str, str], Any] = {}
@@ -229,7 +230,7 @@ class Admitter:
             return self._record("validate", request, Decision(True, "not-a-pod-create"))
         ctx = self.context()
         now = self.clock()
-        plan = plan_validation(
+        plan = self._validations.plan(
             request.object, namespace=request.pod_namespace, ctx=ctx, request_uid=request.uid, now=now,
             dry_run=request.dry_run,
         )

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import orjson
+
 from accel.admission import messages as msg
 from accel.admission.affinity import AffinityError, restricts
 from accel.admission.author_keys import owned_keys
@@ -259,6 +261,132 @@ def _pod_uid(pod: Mapping[str, Any]) -> str:
     return str(metadata.get("uid") or "") if isinstance(metadata, Mapping) else ""
 
 
+# What `plan_validation` reads of a pod besides its identity: the planned part (`planned_part`).
+PLANNED_METADATA = ("namespace", "generateName", "labels", "annotations")
+PLANNED_SPEC = ("nodeName", "nodeSelector", "affinity", "tolerations")
+PLANNED_CONTAINER = ("resources", "restartPolicy")
+
+
+def planned_part(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a pod that decides its validation (rules 1-4 before the ledger), without what
+    the API server makes unique per pod: its name, uid, timestamps, managed fields, and the
+    service-account token volume (`kube-api-access-<random>`) and mounts. Pods of one template then
+    share it, and `ValidationMemo` plans them once. Values are the pod's own (not copies), and a
+    value of the wrong JSON type is kept as it is, so shape checks see what the pod has.
+
+    `plan_validation` plans only this part (the identity goes into the reservation only), so a
+    check that read anything else would see it missing in every test, not only on a memo hit."""
+    part: dict[str, Any] = {}
+    metadata = pod.get("metadata")
+    if "metadata" in pod:
+        if type(metadata) is dict:
+            metadata = {k: metadata[k] for k in PLANNED_METADATA if k in metadata}
+        part["metadata"] = metadata
+    spec = pod.get("spec")
+    if "spec" in pod:
+        if type(spec) is dict:
+            planned = {k: spec[k] for k in PLANNED_SPEC if k in spec}
+            for name in ("containers", "initContainers"):
+                if name in spec:
+                    planned[name] = _planned_containers(spec[name])
+            spec = planned
+        part["spec"] = spec
+    return part
+
+
+def _planned_containers(containers: Any) -> Any:
+    if type(containers) is not list:
+        return containers
+    return [
+        {k: c[k] for k in PLANNED_CONTAINER if k in c} if type(c) is dict else c for c in containers
+    ]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """`plan_validation`'s result for a planned part in one context: the decision, and when the
+    quota applies, everything of the reservation but the pod's identity and the time."""
+
+    decision: Decision
+    profile: Profile | None = None
+    team: Team | None = None  # set when the quota step applies
+    accel_type: str = ""
+    amount: Fraction = Fraction(0)
+    candidates: Mapping[str, Fraction] | None = None
+    job: str = ""
+
+
+def _plan_part(part: Mapping[str, Any], namespace: str, ctx: AdmissionContext) -> _Planned:
+    """Rules 2-3 and rule 4's quota inputs for a planned part (no clock, no ledger, no identity)."""
+    if errors := shape_errors(part):
+        return _Planned(deny(msg.malformed_pod(errors)))
+    view = light_view(part)
+    spec = part.get("spec") or {}
+    if spec.get("nodeName"):  # accel.admission rule 4: charged as the node's real type
+        view = view.model_copy(update={"node_name": str(spec["nodeName"])})
+    findings, team, team_name, profile = _checks(part, view, namespace, ctx)
+    profile_name = profile.name if profile else ""
+    if findings:
+        first = findings[0]
+        combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
+        denied = deny(combined, profile=profile_name, team=team_name)
+        if len(reasons := list(dict.fromkeys(f.reason for f in findings))) > 1:  # rule 5: every code
+            denied = Decision(False, first.reason, profile_name, team_name, combined,
+                              audit={"reasons": ",".join(reasons)})
+        return _Planned(denied, profile)
+    allowed = Decision(True, "allowed", profile_name, team_name)
+    if is_queued(view.labels, profile, team):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
+        return _Planned(Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile)
+    if team is None or not team.quota:
+        return _Planned(allowed, profile)
+    accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
+    if amount <= 0 or (
+        accel_type not in team.quota
+        and ALL_TYPES not in team.quota
+        and not (
+            accel_type == UNDECIDED
+            and profile is not None
+            and has_type_quota(team, _possible_types(view, profile, team, ctx))
+        )
+    ):
+        return _Planned(allowed, profile)
+    candidates: Mapping[str, Fraction] | None = None
+    if accel_type == UNDECIDED and profile is not None:
+        types = _possible_types(view, profile, team, ctx)
+        if has_type_quota(team, types):
+            # gpu_equivalents per type, memoised per policy (read-only: QuotaRequest only reads it)
+            candidates = ctx.type_amounts(profile, types, view.accelerators)
+    job = job_of(namespace, view.labels)
+    return _Planned(allowed, profile, team, accel_type, amount, candidates, job[1] if job else "")
+
+
+def _plan(
+    planned: _Planned, pod: Mapping[str, Any], *, namespace: str, ctx: AdmissionContext, request_uid: str,
+    now: float, dry_run: bool,
+) -> ValidationPlan:
+    """The plan of one request: a planned part's result plus the pod's identity and the time."""
+    team = planned.team
+    if team is None:
+        return ValidationPlan(planned.decision, profile=planned.profile)
+    metadata = pod.get("metadata") or {}
+    reservation = Reservation(
+        # The API server's uid for this pod (accel.quota invariant 2); a review without one (only
+        # hand-made ones) falls back to the request uid, which the grace check then releases.
+        id=_pod_uid(pod) or request_uid,
+        name=str(metadata.get("name") or ""),
+        team=team.name,
+        type=planned.accel_type,
+        amount=planned.amount,
+        namespace=namespace,
+        created=now,
+        expires=now + ctx.policy.settings.quota.reservation_ttl_seconds,
+        job=planned.job,
+    )
+    commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
+    request = QuotaRequest(reservation, team, commit, planned.candidates)
+    return ValidationPlan(planned.decision, request, planned.profile)
+
+
 def plan_validation(
     pod: Mapping[str, Any],
     *,
@@ -273,62 +401,63 @@ def plan_validation(
         return ValidationPlan(passthrough("excluded-namespace"))
     if not wants_accelerators(pod):
         return ValidationPlan(passthrough("no-accelerator"))
-    if errors := shape_errors(pod):
-        return ValidationPlan(deny(msg.malformed_pod(errors)))
-    view = light_view(pod)
-    spec = pod.get("spec") or {}
-    if spec.get("nodeName"):  # accel.admission rule 4: charged as the node's real type
-        view = view.model_copy(update={"node_name": str(spec["nodeName"])})
-    findings, team, team_name, profile = _checks(pod, view, namespace, ctx)
-    profile_name = profile.name if profile else ""
-    if findings:
-        first = findings[0]
-        combined = Finding(first.reason, "; ".join(f.message for f in findings), first.code)
-        denied = deny(combined, profile=profile_name, team=team_name)
-        if len(reasons := list(dict.fromkeys(f.reason for f in findings))) > 1:  # rule 5: every code
-            denied = Decision(False, first.reason, profile_name, team_name, combined,
-                              audit={"reasons": ",".join(reasons)})
-        return ValidationPlan(denied, profile=profile)
-    allowed = Decision(True, "allowed", profile_name, team_name)
-    if is_queued(view.labels, profile, team):  # accel.policy.kueue rule 1: Kueue owns this pod's quota
-        return ValidationPlan(
-            Decision(True, "allowed", profile_name, team_name, audit={"quota": "kueue"}), profile=profile
-        )
-    if team is None or not team.quota:
-        return ValidationPlan(allowed, profile=profile)
-    accel_type, amount = ctx.charge(view)  # = inventory.pod_accelerator_type / pod_gpu_equivalents, memoised
-    if amount <= 0 or (
-        accel_type not in team.quota
-        and ALL_TYPES not in team.quota
-        and not (
-            accel_type == UNDECIDED
-            and profile is not None
-            and has_type_quota(team, _possible_types(view, profile, team, ctx))
-        )
-    ):
-        return ValidationPlan(allowed, profile=profile)
-    candidates: Mapping[str, Fraction] | None = None
-    if accel_type == UNDECIDED and profile is not None:
-        types = _possible_types(view, profile, team, ctx)
-        if has_type_quota(team, types):
-            # gpu_equivalents per type, memoised per policy (read-only: QuotaRequest only reads it)
-            candidates = ctx.type_amounts(profile, types, view.accelerators)
-    ttl = ctx.policy.settings.quota.reservation_ttl_seconds
-    reservation = Reservation(
-        # The API server's uid for this pod (accel.quota invariant 2); a review without one (only
-        # hand-made ones) falls back to the request uid, which the grace check then releases.
-        id=_pod_uid(pod) or request_uid,
-        name=str((pod.get("metadata") or {}).get("name") or ""),
-        team=team.name,
-        type=accel_type,
-        amount=amount,
-        namespace=namespace,
-        created=now,
-        expires=now + ttl,
-        job=job[1] if (job := job_of(namespace, view.labels)) else "",
-    )
-    commit = not dry_run and ctx.policy.settings.mode is Mode.ENFORCE
-    return ValidationPlan(allowed, QuotaRequest(reservation, team, commit, candidates), profile)
+    planned = _plan_part(planned_part(pod), namespace, ctx)
+    return _plan(planned, pod, namespace=namespace, ctx=ctx, request_uid=request_uid, now=now,
+                 dry_run=dry_run)
+
+
+class ValidationMemo:
+    """`plan_validation`, remembered per planned part for one admission context (one per replica).
+
+    `plan_validation` is a function of the pod's planned part (`planned_part`), its namespace and
+    the context, plus the pod's identity (uid, name), the time and dryRun, which only fill in the
+    reservation. So:
+    1. The key is the planned part's exact JSON bytes (orjson) and the namespace; the memo holds
+       only the current context's entries: a new state generation or policy (a new context object)
+       starts it empty, so nothing the watch or a policy change moved is answered from before.
+    2. The ledger is never part of what is remembered: the quota decision (`decide_quota`) runs on
+       the current ledger for every request, and the reservation is built per request.
+    3. Bounded: at most MAX_SHAPES parts (then it starts over). Results are shared between the
+       requests of one part: callers must not modify them. A part that is not JSON data (never
+       from the API server) is planned without the memo. `last_hit`: the last answer's part came
+       from the memo.
+    """
+
+    MAX_SHAPES = 256
+
+    def __init__(self) -> None:
+        self._ctx: AdmissionContext | None = None
+        self._planned: dict[tuple[bytes, str], _Planned] = {}
+        self.hits = 0  # plans answered from the memo (tests, diagnostics)
+        self.last_hit = False
+
+    def plan(
+        self, pod: Mapping[str, Any], *, namespace: str, ctx: AdmissionContext, request_uid: str, now: float,
+        dry_run: bool,
+    ) -> ValidationPlan:
+        self.last_hit = False
+        if namespace in ctx.excluded or not wants_accelerators(pod):  # rule 1: nothing to remember
+            return plan_validation(pod, namespace=namespace, ctx=ctx, request_uid=request_uid, now=now,
+                                   dry_run=dry_run)
+        if ctx is not self._ctx:
+            self._ctx, self._planned = ctx, {}
+        part = planned_part(pod)
+        try:
+            key = (orjson.dumps(part), namespace)
+        except TypeError:  # not JSON data
+            planned = _plan_part(part, namespace, ctx)
+        else:
+            found = self._planned.get(key)
+            if found is not None:
+                self.hits, self.last_hit = self.hits + 1, True
+                planned = found
+            else:
+                planned = _plan_part(part, namespace, ctx)
+                if len(self._planned) >= self.MAX_SHAPES:
+                    self._planned = {}
+                self._planned[key] = planned
+        return _plan(planned, pod, namespace=namespace, ctx=ctx, request_uid=request_uid, now=now,
+                     dry_run=dry_run)
 
 
 def decide_quota(
