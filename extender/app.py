@@ -35,8 +35,9 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from typing import Any
 
@@ -49,8 +50,11 @@ from accel.placement.bind import BindRefused
 from accel.placement.core import ExtenderCore
 from accel.placement.index import ClusterIndex
 from accel.placement.score import PLACED_CONTROLLER, PLACED_REASON
+from accel.placement.state import JobQuota
+from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import Profile
 from accel.quota.chargeback import priced_profile
+from accel.quota.charges import ChargeMemo
 from extender.filter_reply import FilterRenderer
 from extender.priority_reply import PriorityRenderer
 from extender.quota_gate import QuotaGate
@@ -97,6 +101,8 @@ class Extender:
     renderer: PriorityRenderer = field(default_factory=PriorityRenderer)
     reader: ArgsReader = field(default_factory=ArgsReader)
     filter_renderer: FilterRenderer = field(default_factory=FilterRenderer)
+    charges: ChargeMemo = field(default_factory=ChargeMemo)  # team usage for job-hold caps (_job_quota)
+    _usage: tuple[Inventory, Mapping[str, Mapping[str, Fraction]]] | None = None  # of the last inventory
     requests: Counter = field(init=False)
     binds: Counter = field(init=False)
 
@@ -125,6 +131,12 @@ class Extender:
 
     def count(self, verb: str, result: str) -> None:
         self.requests.labels(verb=verb, result=result).inc()
+
+    def team_usage(self, view: Any) -> Mapping[str, Mapping[str, Fraction]]:
+        """Every team's usage per type in `view` (bound and pending pods), once per inventory."""
+        if self._usage is None or self._usage[0] is not view.inventory:
+            self._usage = (view.inventory, self.charges.usage(view.parsed, view.inventory))
+        return self._usage[1]
 
 
 def _json(body: bytes) -> web.Response:
@@ -243,6 +255,19 @@ def _price_profile(view: Any, pod: PodView, accel_type: str) -> Profile | None:
     return priced_profile(pod, accel_type, team, policy, inventory, view.parsed.catalog)
 
 
+def _job_quota(ext: Extender, view: Any, pod: PodView) -> JobQuota:
+    """The pod's team quota as the watch shows it, capping the leaf hold for its job: a job size
+    is the author's word (accel.placement.state rule 3)."""
+    policy, inventory = view.parsed.policy, view.inventory
+    name = inventory.team_of(pod.namespace, policy.settings.team_label)
+    team = policy.team(name) if name else None
+    if team is None:
+        return JobQuota(None, {}, "", Fraction(0))
+    charged, amount = ext.charges.charge(pod, inventory, view.parsed)
+    queued = pod_is_queued(pod, kueue_scope(policy), team.name)
+    return JobQuota(team, ext.team_usage(view).get(team.name, {}), charged, amount, queued)
+
+
 async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str) -> tuple[str, str]:
     """(error text or "", bind metric result)."""
     if ext.binder is None:
@@ -256,6 +281,7 @@ async def _do_bind(ext: Extender, namespace: str, name: str, uid: str, node: str
         plan = core.begin_bind(
             index, namespace=namespace, name=name, uid=uid, node=node, now=ext.clock(), ttl=ttl,
             catalog=view.parsed.catalog, price_profile=partial(_price_profile, view),
+            job_quota=partial(_job_quota, ext, view),
         )
     except (NotReady, BindRefused) as exc:
         return str(exc), "refused"

@@ -19,11 +19,12 @@ from accel.placement.index import ClusterIndex
 from accel.placement.prioritize import ScoreStep
 from accel.placement.score import PLACEMENT_ANNOTATION, Explanation, explain
 from accel.placement.score_rules import choose_assignment
-from accel.placement.state import ExtenderState, JobHold
+from accel.placement.state import ExtenderState, JobHold, JobQuota
 from accel.policy.models import Profile
 from accel.policy.pricing import COST_ANNOTATION, PRICE_ANNOTATION, gpu_hour_price, price_annotations
 
 PriceProfile = Callable[[PodView, str], Profile | None]  # (pod, bound type) -> the profile priced
+JobQuotaOf = Callable[[PodView], JobQuota]  # the pod's team quota, capping its job's hold (state rule 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,10 @@ class BindStep:
         ttl: float,
         catalog: Catalog | None = None,
         price_profile: PriceProfile | None = None,
+        job_quota: JobQuotaOf | None = None,
     ) -> BindPlan:
         """Pick devices for the pod on `node` and the annotations to write; BindRefused if it cannot.
+        `job_quota` caps the leaf hold for the pod's job by its team's quota (state rule 3).
 
         The type annotation and, with a `catalog`, the price annotations are ALWAYS those of the
         type the pod actually got (the node's), overwriting whatever the pod carried: the
@@ -102,7 +105,8 @@ class BindStep:
         annotations[PLACEMENT_ANNOTATION] = explanation.to_annotation()
         expires = now + ttl if math.isfinite(ttl) else math.inf
         assumption = Assumption(uid, pod.key, node, assignment, expires, req.job, assumed_at=now)
-        hold = self.state.hold_after_bind(index, req, node, now)
+        quota = (lambda: job_quota(pod)) if job_quota is not None else None
+        hold = self.state.hold_after_bind(index, req, node, now, quota)
         return BindPlan(pod, node, annotations, assumption, explanation, hold)
 
     def explain_bind(self, index: ClusterIndex, req: PodRequest, node: str, accel_type: str) -> Explanation:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from accel.capacity.inventory import Inventory
 from accel.cluster.catalog import Catalog
 from accel.cluster.pods import PodView
-from accel.placement.bind import BindPlan, BindStep, PriceProfile
+from accel.placement.bind import BindPlan, BindStep, JobQuotaOf, PriceProfile
 from accel.placement.filter import FilterStep
 from accel.placement.filter_columns import FilterColumns, FilterOutcome
 from accel.placement.filter_rules import PodRequest, Verdict
@@ -122,12 +122,13 @@ class ExtenderCore:
     def begin_bind(
         self, index: ClusterIndex, *, namespace: str, name: str, uid: str, node: str, now: float, ttl: float,
         catalog: Catalog | None = None, price_profile: PriceProfile | None = None,
+        job_quota: JobQuotaOf | None = None,
     ) -> BindPlan:
         """The devices and annotations for the pod on `node` (BindRefused if it cannot have them); the
         devices count as taken until `finish_bind`/`abort_bind` or the TTL."""
         plan = self._binder.plan_bind(
             index, namespace=namespace, name=name, uid=uid, node=node, now=now, ttl=ttl, catalog=catalog,
-            price_profile=price_profile,
+            price_profile=price_profile, job_quota=job_quota,
         )
         self.state.assumptions.assume(plan.assumption)
         return plan

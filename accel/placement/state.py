@@ -16,6 +16,13 @@ Rules:
    pods left to place. A node of a held leaf is *held* for another pod when taking that pod
    would leave the leaf unable to fit the job's remaining pods; prioritize scores it down
    (accel.placement.score rule 3), it is never filtered out.
+   The job's size is the author's word (labels and annotations, accel.cluster.job_intent), so the
+   pods left to hold for are capped by what can still come (`JobQuota`, issue 21): the job's
+   pods that already exist unplaced, plus as many more of this pod's shape as the team's quota
+   still admits (type line after this bind and "*" line; Kueue-queued pods: none more, Kueue
+   admits a pod group whole). A forged size therefore holds no more than the team could take
+   by creating pods itself. Without a team quota line the declared size stands (1..4096, and a
+   leaf that cannot fit the rest is not held at all).
 4. Everything here (learned mix, assumed binds, job holds, caches) is per process. That is sound because the
    scheduler talks to exactly one extender replica: the manifests pin it (one replica, Service
    `sessionAffinity: ClientIP`). Two replicas would each assume only their own binds.
@@ -23,9 +30,11 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -43,7 +52,8 @@ from accel.placement.score_rules import ShapedRequest, cluster_context, pod_shap
 from accel.placement.shapes import ClusterContext
 from accel.placement.topology import JobTopology
 from accel.placement.workload_mix import TypicalMix, WorkloadHistogram
-from accel.policy.models import Policy
+from accel.policy.models import ALL_TYPES, Policy, Team
+from accel.quota.rules import limit_of
 
 SEEN_UIDS_LIMIT = 100_000
 POD_CACHE_LIMIT = 10_000
@@ -67,6 +77,42 @@ class JobHold:
     units: int
     size: int
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuota:
+    """Rule 3's cap on a hold, as the caller sees the pod's team now: `team` (None: no quota
+    applies), its `usage` per type (bound and pending pods, this one included, as the watch shows
+    them), the type this pod is `charged` as and its `amount` (what each more pod of its shape is
+    charged at admission), and whether Kueue books it (`queued`)."""
+
+    team: Team | None
+    usage: Mapping[str, Fraction]
+    charged: str
+    amount: Fraction
+    queued: bool = False
+
+
+def pods_quota_admits(quota: JobQuota, node_type: str) -> int | None:
+    """How many more pods of `quota.amount` the team's quota admits once this pod is bound on
+    `node_type` (the type line then holds it too); None when no quota line limits them."""
+    if quota.queued:
+        return 0  # Kueue admits a pod group whole: every pod it will place exists already
+    if quota.team is None or quota.amount <= 0:
+        return None
+    fits: int | None = None
+    for key in (node_type, ALL_TYPES):
+        limit = limit_of(quota.team, key)
+        if limit is None:
+            continue
+        if key == ALL_TYPES:
+            used = sum(quota.usage.values(), Fraction(0))
+        else:
+            moved = quota.amount if quota.charged != node_type else Fraction(0)
+            used = quota.usage.get(key, Fraction(0)) + moved
+        room = max(0, math.floor((limit - used) / quota.amount))
+        fits = room if fits is None else min(fits, room)
+    return fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,18 +293,30 @@ class ExtenderState:
             return 1
         return max(1, self.job_size(index, req) - self.job_placed(index, req.job, except_uid=req.pod.uid))
 
-    def hold_after_bind(self, index: ClusterIndex, req: PodRequest, node: str, now: float) -> JobHold | None:
-        """Rule 3: the hold to record when `req`'s pod binds to `node` (None: nothing left to hold)."""
+    def hold_after_bind(
+        self, index: ClusterIndex, req: PodRequest, node: str, now: float,
+        quota: Callable[[], JobQuota] | None = None,
+    ) -> JobHold | None:
+        """Rule 3: the hold to record when `req`'s pod binds to `node` (None: nothing left to hold).
+        `quota` (asked only when there is something to hold) caps the pods held for by the team's
+        quota; without it the declared size stands."""
         inventory_node = index.node(node)
         if req.job is None or not req.wants_accelerators or inventory_node is None:
             return None
         leaf = inventory_node.accelerators.topology.path("leaf")
+        placed = self.job_placed(index, req.job, except_uid=req.pod.uid)
         left = self.job_need(index, req) - 1
+        if left > 0 and quota is not None:
+            more = pods_quota_admits(quota(), inventory_node.accelerator_type or "")
+            if more is not None:
+                unplaced = max(0, index.job_pods.get(req.job, 0) - placed - 1)  # pending, this pod aside
+                left = min(left, unplaced + more)
         if left <= 0 or leaf[-1] is None:
             return None
         shaped = self.shaped(req, index)
         ttl = index.policy.settings.scoring.job_hold_ttl_seconds
-        return JobHold(req.job, leaf, shaped.resource, shaped.units, self.job_size(index, req), now + ttl)
+        # `size - placed` is what the hold still waits for (held_for_jobs): `left` after this bind
+        return JobHold(req.job, leaf, shaped.resource, shaped.units, placed + 1 + left, now + ttl)
 
     def hold(self, hold: JobHold) -> None:
         if len(self.holds) >= HOLDS_LIMIT:

@@ -453,6 +453,9 @@ def e2e_policy() -> dict[str, str]:
         *({"name": f"e2e-redteam-{case}", "quota": {"nvidia-h100-80gb": 2, "*": 2},
            "allowedProfiles": all_profiles}
           for case in ("kueue", "init", "workload", "preempt", "recreate")),
+        # test_redteam_jobs: a forged job size; the quota admits one 4-GPU A100 pod, no more
+        {"name": "e2e-redteam-jobsize", "quota": {"nvidia-a100-80gb": 4, "*": 4},
+         "allowedProfiles": all_profiles},
         # test_annotation_edits: parked (B200) pods hold the B200 line, one A100 pod the A100 line;
         # each case its own team (a deleted namespace's quota is freed asynchronously)
         *({"name": f"e2e-edits-{case}", "quota": {"nvidia-b200-180gb": 2, "nvidia-a100-80gb": 1, "*": 8},
