@@ -31,11 +31,12 @@ With a quota gate, /filter also fails the nodes of types whose team quota is ful
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -365,6 +366,16 @@ def make_app(
         state=state, metrics=metrics, binder=binder, clock=clock, core=core, events=events, gate=gate
     )
     app[EXTENDER] = ext
+    if gate is not None:
+        registered_gate = gate
+
+        async def keep_registered(_app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(registered_gate.keep_registered(state), name="ledger-registration")
+            yield
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        app.cleanup_ctx.append(keep_registered)
 
     async def filter_route(request: web.Request) -> web.Response:
         return await _filter(ext, request)

@@ -5,11 +5,14 @@ the watch accounts for (accel.quota invariant 2, the same `watch_ids` memo the w
 `narrow` (filter) reads the ledger and marks the types whose quota is full for the pod; `convert`
 (bind) writes the pod's `bound/<uid>` entry with compare-and-swap through a `LedgerClient`
 before the Binding, `undo` removes it when the Binding fails. Ledger timestamps are wall-clock
-seconds (`wall`), comparable with the webhook replicas'.
+seconds (`wall`), comparable with the webhook replicas'. `keep_registered` (a task of the app)
+keeps the extender a live writer of the ledger with its pod watch's watermark
+(accel.quota invariant 6), so its binds are never refused as behind the ledger.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -30,8 +33,8 @@ from accel.quota.bind import (
 )
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
-from accel.quota.rules import ReservationOutcome, Seen, bound_id, team_usage_now, watch_ids
-from serving.ledger import LedgerClient
+from accel.quota.rules import SETTLE_S, ReservationOutcome, Seen, bound_id, team_usage_now, watch_ids
+from serving.ledger import HEARTBEAT_S, LedgerClient
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +105,37 @@ class QuotaGate:
             team, pod, inventory_node, view.inventory, view.parsed.catalog, now=now, ttl=ttl, charged=charged
         )
 
-        def decide(ledger: Ledger) -> ReservationOutcome:
-            return decide_conversion(ledger, entry, team=team, base=base, visible=visible, now=now)
+        watermark = getattr(view, "watermark", None)
 
-        outcome = await self.ledger.run(decide)
+        def decide(ledger: Ledger) -> ReservationOutcome:
+            return decide_conversion(
+                ledger, entry, team=team, base=base, visible=visible, now=now, watermark=watermark
+            )
+
+        outcome = await self.ledger.run(decide, watermark=watermark)
         if isinstance(outcome, Finding):
             return None, f"accel: cannot bind {pod.namespace}/{pod.name} now: {outcome.message}"
         if outcome.excess:
             return None, f"{full_reason(outcome.excess[0])} (bind to {node} refused; the scheduler retries)"
         return entry.id, ""
+
+    async def keep_registered(self, state: Any, interval_s: float = HEARTBEAT_S / 2) -> None:
+        """Until cancelled: register this writer's watch watermark when due (serving.ledger), so
+        entries the extender's watch shows leave the document and the webhooks do not wait for it."""
+        while True:
+            try:
+                view = state.view()
+                watermark = getattr(view, "watermark", None)
+                _, visible = self._watch(view)
+                now = self.wall()
+                ready, _ = state.ready()  # a stale watch must not hold the others' entries back
+                if watermark is not None and ready and self.ledger.wants_heartbeat(watermark, visible, now):
+                    await self.ledger.heartbeat(watermark, decide=_tidy(now, visible, watermark))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no policy yet, API server away: try again next time
+                log.debug("quota ledger registration skipped", extra={"error": str(exc)})
+            await asyncio.sleep(interval_s)
 
     async def undo(self, entry_id: str) -> None:
         """Remove a conversion whose Binding failed (best effort: the webhook's reconciler also would)."""
@@ -123,3 +148,14 @@ class QuotaGate:
             log.warning(
                 "could not undo a quota conversion; the reconciler releases it", extra={"id": entry_id}
             )
+
+
+def _tidy(now: float, visible: frozenset[str], watermark: int) -> Callable[[Ledger], ReservationOutcome]:
+    """The registration write's decision: stamp and drop what this snapshot allows (ledger rules 4-5)."""
+
+    def decide(ledger: Ledger) -> ReservationOutcome:
+        return ReservationOutcome(
+            ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S, full=True)
+        )
+
+    return decide

@@ -14,6 +14,10 @@ that the code above relies on:
    `set_unreachable(True)` (every call and open watch raises `Unreachable`), `set_latency(s)`,
    `compact()` (open watches and watches from any older version get `Gone`), `end_watches()`
    (server-side watch timeout), `bookmark()` (BOOKMARK to every open watch).
+6. A ConfigMap whose data and binaryData hold more than 1 MiB (keys plus values, in bytes) is
+   refused as the API server refuses it: HTTP 422, `ConfigMap "<name>" is invalid: []: Too long:
+   must have at most 1048576 bytes` (`ApiError`), so nothing can pass here with a document a real
+   cluster would not store.
 
 The harness methods `apply`, `delete`, `get` act as other API clients (kubectl, kubelet): they are
 never subject to injected faults. Objects handed out are deep copies. Stored objects are never
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from kube.errors import Conflict, Gone, NotFound, Unreachable
+from kube.errors import ApiError, Conflict, Gone, NotFound, Unreachable
 from kube.events import build_event
 from kube.names import (
     DEFAULT_CONTROLLER_NAMESPACE,
@@ -48,6 +52,20 @@ from kube.names import (
 from kube.protocol import EventType, JsonObject, ReviewedUser, WatchEvent
 
 _END = None  # queue sentinel: the server closed the watch stream cleanly
+CONFIGMAP_MAX_BYTES = 1024 * 1024  # k8s.io/api/core/v1 MaxSecretSize, also the ConfigMap limit
+
+
+def check_configmap_size(obj: JsonObject) -> None:
+    """Rule 6: the API server's validation of a ConfigMap's total size."""
+    total = 0
+    for field_name in ("data", "binaryData"):
+        for key, value in (obj.get(field_name) or {}).items():
+            total += len(str(key).encode()) + len(str(value).encode())
+    if total > CONFIGMAP_MAX_BYTES:
+        name = (obj.get("metadata") or {}).get("name", "")
+        raise ApiError(
+            422, f'ConfigMap "{name}" is invalid: []: Too long: must have at most {CONFIGMAP_MAX_BYTES} bytes'
+        )
 
 
 @dataclass(eq=False)
@@ -158,6 +176,8 @@ class FakeCluster:
         stored = copy.deepcopy(obj)
         if not stored.setdefault("metadata", {}).get("name"):
             raise ValueError("FakeCluster.apply: metadata.name is required")
+        if kind == "configmaps":
+            check_configmap_size(stored)
         return copy.deepcopy(self._put(kind, stored))
 
     def _put(self, kind: Kind, stored: JsonObject) -> JsonObject:
@@ -247,13 +267,15 @@ class FakeCluster:
             current is None or current["metadata"]["resourceVersion"] != expected_version
         ):
             return None  # 409 Conflict (or 404: deleted meanwhile; the caller re-reads either way)
-        stored = self._put("configmaps", {  # built fresh here: no defensive copy needed
+        configmap = {  # built fresh here: no defensive copy needed
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {**(current or {}).get("metadata", {}), "name": name,
                          "namespace": self.controller_namespace},
             "data": dict(data),
-        })
+        }
+        check_configmap_size(configmap)  # rule 6: 422, checked after the precondition as the API server does
+        stored = self._put("configmaps", configmap)
         return str(stored["metadata"]["resourceVersion"])
 
     # ---- Binder ------------------------------------------------------------------------------

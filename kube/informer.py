@@ -10,6 +10,8 @@ The extender and webhook answer from this store, never from a list call per requ
    `Backoff` (exponential with jitter; reset by a successful list) before relisting.
 4. A relist replaces the store and fires callbacks only for the differences (ADDED/MODIFIED/DELETED).
 5. `version` bumps on every change to the store, so consumers may cache derived state per version.
+8. `resource_version` is the version of the last list, event or BOOKMARK applied: the store
+   reflects every change of the kind up to it (the quota ledger's watch watermark).
 6. `last_sync` is the monotonic time of the last successful list, event, bookmark or clean watch
    end; `fresh()` is false while a kind is failing and `last_sync` is older than `max_age_s`.
 7. An `optional` informer is for a custom resource whose CRD may not be installed: a list answered
@@ -88,6 +90,7 @@ class Informer:
         self.synced = False
         self.last_sync: float | None = None
         self.version = 0
+        self.resource_version = ""  # rule 8: the store reflects every change up to this version
         self.relists = 0  # successful lists so far
         self.last_error: str | None = None
         self.failing = False
@@ -180,6 +183,7 @@ class Informer:
             elif _rv(old) != _rv(obj):
                 changes.append(("MODIFIED", obj))
         self._store = fresh
+        self.resource_version = resource_version
         self.relists += 1
         self._mark_alive()
         if not self.synced:
@@ -217,6 +221,9 @@ class Informer:
             else:
                 self._store[key] = event.object
             self.version += 1
+        if event.resource_version:
+            self.resource_version = event.resource_version
+        if event.type != "BOOKMARK":
             self._notify(event.type, event.object)
         self._mark_alive()
         return event.resource_version

@@ -35,6 +35,7 @@ from accel.capacity.inventory import Inventory, ParseCache, build_inventory
 from accel.cluster.catalog import Catalog
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy, PolicyInvalid
+from accel.quota.ledger import parse_watermark
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicyMeta, PolicySource
@@ -52,6 +53,7 @@ class StateView:
     inventory: Inventory
     observed_at: datetime
     generation: int
+    watermark: int | None = None  # the pod watch's resourceVersion the inventory reflects (ledger rule 4)
 
 
 @dataclass
@@ -159,6 +161,7 @@ class ClusterState:
         self._built_at = float("-inf")
         self._generation = 0
         self._static_inventory: Inventory | None = None
+        self._static_watermark: int | None = None
         self._warned: set[tuple[str, str]] = set()  # (node, warning) already logged
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
@@ -180,20 +183,28 @@ class ClusterState:
         *,
         clock: Callable[[], float] = time.time,
         namespace: str = "accel-system",
+        watermark: int | None = None,
     ) -> ClusterState:
         """A state that never changes unless `update_static` is called (tests, demo, snapshots)."""
         state = cls(catalog=parsed.catalog, namespace=namespace, clock=clock)
         state._parsed = parsed
         state._static_inventory = inventory
+        state._static_watermark = watermark
         state._policy_version = 1
         return state
 
-    def update_static(self, parsed: ParsedPolicy | None = None, inventory: Inventory | None = None) -> None:
+    def update_static(
+        self, parsed: ParsedPolicy | None = None, inventory: Inventory | None = None, *,
+        watermark: int | None = None,
+    ) -> None:
+        """Replace the static policy and/or inventory; `watermark`: the version of the pods the
+        inventory shows, as a pod watch's resourceVersion would be (None: no watermark)."""
         if parsed is not None:
             self._parsed = parsed
             self._policy_version += 1
         if inventory is not None:
             self._static_inventory = inventory
+            self._static_watermark = watermark
             self._policy_version += 1
         self._view = None
 
@@ -309,11 +320,18 @@ class ClusterState:
         ):
             return self._view
         self._generation += 1
+        # Read in the same synchronous step as the pods (no await between): the inventory reflects
+        # exactly the pod changes up to this version.
+        watermark = (
+            parse_watermark(self.watcher.pods.resource_version) if self.watcher is not None
+            else self._static_watermark
+        )
         self._view = StateView(
             parsed=self._parsed,
             inventory=self._build_inventory(self._parsed),
             observed_at=datetime.fromtimestamp(self._clock(), UTC),
             generation=self._generation,
+            watermark=watermark,
         )
         self._view_key, self._built_at = key, self._monotonic()
         return self._view

@@ -8,18 +8,29 @@ can never both take the last free GPU (accel/quota/rules.py invariant 4).
 Bounded: after `attempts` conflicts in a row the admission is denied with a retry message
 (controllers retry on their own); a store error (API server unreachable) denies too, with the
 cause. Between attempts a short, growing, jittered pause spreads the contenders apart.
+
+Retention (accel/quota/rules.py invariant 6): each write registers this client as a writer with
+the smallest pod-watch watermark of the decisions it carries (`run(..., watermark=)`), so
+entries every live writer's watch shows leave the document; `heartbeat` keeps an idle writer
+registered and lets the entries its watch now shows go. A decision the pure core answers
+`behind` (its snapshot predates the ledger's floor) is refused with a retry message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import random
+import socket
+import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
-from accel.quota.ledger import LEDGER_KEY, Ledger
+from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
 from kube.protocol import CasStore
@@ -30,8 +41,15 @@ log = logging.getLogger(__name__)
 DEFAULT_ATTEMPTS = 16
 BASE_BACKOFF_S = 0.001
 MAX_BACKOFF_S = 0.05
+HEARTBEAT_S = WRITER_LIVE_S / 4  # an idle writer re-registers this often: well inside WRITER_LIVE_S
 
 Decide = Callable[[Ledger], ReservationOutcome]
+_instances = itertools.count()
+
+
+def default_writer() -> str:
+    """A writer name unique per client: host (the pod's name), process, and client in the process."""
+    return f"{socket.gethostname()}/{os.getpid()}/{next(_instances)}"
 
 
 class LedgerClient:
@@ -54,18 +72,22 @@ class LedgerClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        writer: str | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self.store = store
         self.name = name
+        self.writer = writer or default_writer()
+        self._wall = wall
         self.attempts = attempts
         self.last = Ledger()
         self.conflicts = 0
         self.writes = 0
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._pending: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]] = []
+        self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._cached: tuple[str | None, Ledger] | None = None
         self._metrics = _LedgerMetrics(metrics or Metrics(), name)
@@ -82,8 +104,9 @@ class LedgerClient:
         self.last = self._cached[1]
         return self.last
 
-    async def run(self, decide: Decide) -> ReservationOutcome | Finding:
+    async def run(self, decide: Decide, *, watermark: int | None = None) -> ReservationOutcome | Finding:
         """Decide against the current ledger and persist the result with CAS (see class docstring).
+        `watermark`: the pod-watch watermark of the snapshot `decide` uses (registered with the write).
 
         Every decision waits for its result from the flusher task: the first caller that finds no
         flush running starts one, which begins on the next turn of the event loop, so decisions
@@ -92,7 +115,7 @@ class LedgerClient:
         abandons its own result: the flusher is its own task and always settles the whole batch.
         """
         future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
-        self._pending.append((decide, future))
+        self._pending.append(Pending(decide, future, watermark))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name=f"ledger-flush-{self.name}")
         return await future
@@ -105,17 +128,17 @@ class LedgerClient:
         finally:
             self._flusher = None
 
-    async def _settle(self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]) -> None:
+    async def _settle(self, batch: list[Pending]) -> None:
         try:
             results = await self._commit(batch)
         except BaseException as exc:  # every waiter gets the error; later batches still run
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(result, Exception):
@@ -123,9 +146,7 @@ class LedgerClient:
             else:
                 future.set_result(result)
 
-    async def _commit(
-        self, batch: list[tuple[Decide, asyncio.Future[ReservationOutcome | Finding]]]
-    ) -> list[ReservationOutcome | Finding | Exception]:
+    async def _commit(self, batch: list[Pending]) -> list[ReservationOutcome | Finding | Exception]:
         """Decide the batch and CAS-write it; only a successful write trusts the cached ledger.
         A decision that raises is that caller's result alone (the others are decided as if it
         had not been there). After a lost write the decisions queued meanwhile join the retry
@@ -142,19 +163,22 @@ class LedgerClient:
                     ledger = self._parse(data, version)
                 start = ledger
                 outcomes: list[ReservationOutcome | Finding | Exception] = []
-                for decide, _ in batch:
+                for decide, _, _ in batch:
                     try:
                         outcome = decide(ledger)
                     except Exception as exc:  # a broken decision fails its own caller only
                         outcomes.append(exc)
                         continue
                     ledger = outcome.ledger if outcome.ledger is not None else ledger
-                    outcomes.append(outcome)
+                    outcomes.append(_refusal(outcome) if outcome.behind is not None else outcome)
                 if ledger is start:
                     if optimistic:  # a denial from a possibly stale ledger: decide again on a fresh read
                         optimistic = False
                         continue
                     return outcomes
+                marks = [mark for _, _, mark in batch if mark is not None]
+                if marks:  # rule 5: the oldest snapshot this write's decisions used
+                    ledger = ledger.registered(self.writer, min(marks), self._wall())
                 data = ledger.to_data()
                 new_version = await self.store.write(self.name, data, version)
                 if new_version is not None:
@@ -175,6 +199,57 @@ class LedgerClient:
             unavailable = msg.ledger_unavailable(type(exc).__name__ + (f": {exc}" if str(exc) else ""))
             return [unavailable] * len(batch)
         return [msg.ledger_busy(self.attempts)] * len(batch)
+
+
+    def wants_heartbeat(self, watermark: int | None, visible: frozenset[str], now: float) -> bool:
+        """Whether this writer should write only to register (rule 5): it is registered in the last
+        ledger seen with an older watermark than `watermark` while entries wait on it (stamped up to
+        `watermark`, or shown by `visible` and not stamped yet), or it was last registered
+        HEARTBEAT_S ago or more, or not at all (with entries in the document)."""
+        if watermark is None:
+            return False
+        ledger = self.last
+        mine = ledger.writers.get(self.writer)
+        if not ledger.reservations:
+            return mine is not None and now - mine.at >= HEARTBEAT_S  # stay live while others write
+        if mine is None or now - mine.at >= HEARTBEAT_S:
+            return True
+        if mine.watermark >= watermark:
+            return False
+        return any(
+            mine.watermark < r.seen <= watermark if r.seen is not None else rid in visible
+            for rid, r in ledger.reservations.items()
+        )
+
+    async def heartbeat(self, watermark: int, *, decide: Decide) -> ReservationOutcome | Finding:
+        """One write that registers this writer at `watermark` (plus what `decide` changes)."""
+
+        def registering(ledger: Ledger) -> ReservationOutcome:
+            outcome = decide(ledger)
+            if outcome.behind is not None:
+                return outcome
+            base = outcome.ledger if outcome.ledger is not None else ledger
+            return ReservationOutcome(base.registered(self.writer, watermark, self._wall()))
+
+        return await self.run(registering, watermark=watermark)
+
+
+class Pending(NamedTuple):
+    """A decision waiting for the flusher: its caller's future and its snapshot's watermark."""
+
+    decide: Decide
+    future: asyncio.Future[ReservationOutcome | Finding]
+    watermark: int | None
+
+
+def _refusal(outcome: ReservationOutcome) -> Finding:
+    """Rule 6: the decision's snapshot predates the ledger's floor; its watch catches up in moments."""
+    assert outcome.behind is not None
+    watermark, floor = outcome.behind
+    at = f"resourceVersion {watermark}" if watermark is not None else "no resourceVersion"
+    return msg.ledger_unavailable(
+        f"this replica's pod watch ({at}) is behind the quota ledger (resourceVersion {floor})"
+    )
 
 
 class _LedgerMetrics:

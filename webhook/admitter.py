@@ -106,7 +106,8 @@ class Admitter:
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if self._ctx is None or key != self._ctx_key:
             self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges,
-                                      previous=self._ctx, now=self.clock())
+                                      previous=self._ctx, now=self.clock(),
+                                      watermark=getattr(view, "watermark", None))
             self._ctx_key = key
             self._publish_quota(self._ctx)
         return self._ctx
@@ -241,7 +242,9 @@ class Admitter:
             if self.ledger is None:
                 outcome = decide_quota(quota, Ledger(), ctx=ctx, now=now)
             elif quota.commit:
-                outcome = await self.ledger.run(lambda ledger: decide_quota(quota, ledger, ctx=ctx, now=now))
+                outcome = await self.ledger.run(
+                    lambda ledger: decide_quota(quota, ledger, ctx=ctx, now=now), watermark=ctx.watermark
+                )
             else:
                 outcome = decide_quota(quota, await self._read_ledger(), ctx=ctx, now=now)
             decision = finish_validation(plan, outcome, ctx)

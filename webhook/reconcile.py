@@ -1,14 +1,19 @@
-"""Frees quota held for pods that never appeared, and tidies the ledger (accel.quota invariant 3).
+"""Frees quota held for pods that never appeared, and tidies the ledger (accel.quota invariants 3, 6).
 
-Each webhook replica runs `Reconciler.run`: every INTERVAL_S it reads the ledger and drops
-1. entries past their TTL, and entries its watch accounts for (accel.quota invariant 2) once they
-   are SETTLE_S old (so a replica whose watch lags still counts the pod once);
-2. entries older than GRACE_S whose pod the watch does not show, after asking the API server:
+Each webhook replica runs `Reconciler.run`: every INTERVAL_S it reads the ledger and
+1. drops entries past their TTL, stamps the entries its watch shows with its watch watermark and
+   drops those every live writer's watch shows (accel.quota.ledger rules 4-5, `Ledger.pruned`),
+   registering this replica's watermark when entries wait on it or its registration is due
+   (`LedgerClient.wants_heartbeat`): an idle replica neither holds the others' entries back
+   nor drops out of the writers the others wait for. A replica that is not ready (its watch
+   failing or stale) does not re-register: it stops holding entries back after WRITER_LIVE_S,
+   and its own decisions wait until its watch has passed the ledger's floor again;
+2. drops entries older than GRACE_S whose pod the watch does not show, after asking the API server:
    no pod of that namespace/name, another pod under that name (other uid), a finished pod, or
    for a bind conversion (`bound/<uid>`) a pod that is still unbound (the Binding failed). Such a
    pod was rejected by a later admission step (a ResourceQuota, another webhook), deleted at once,
    or was a failed bind: its reservation is released within seconds instead of its full TTL.
-A pod the API server still shows is kept (its watch event is on the way). The drop is one
+A pod the API server still shows is kept (its watch event is on the way). The change is one
 compare-and-swap write through the replica's `LedgerClient`, decided again against the
 ledger it reads (another replica may have written meanwhile). Errors are logged and retried at
 the next interval; admission never waits on this loop.
@@ -58,29 +63,37 @@ class Reconciler:
             return set()
         now = self.clock()
         current = await self.ledger.read()
-        drop = {rid for rid, r in current.reservations.items()
-                if r.expires <= now or (rid in ctx.visible and r.created + SETTLE_S <= now)}
+        visible, watermark = ctx.visible, ctx.watermark
+
+        def tidied(ledger: Ledger) -> Ledger:
+            return ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S, full=True)
+
+        tidy = tidied(current)
         missing: set[str] = set()
-        for rid, reservation in current.reservations.items():
-            if rid in drop or rid in ctx.visible or now - reservation.created < self.grace_s:
+        for rid, reservation in tidy.reservations.items():
+            if rid in visible or now - reservation.created < self.grace_s:
                 continue
             if not await self._pod_holds(rid, reservation):
                 missing.add(rid)
-        drop |= missing
-        if not drop:
+        ready, _ = self.admitter.state.ready()
+        heartbeat = ready and self.ledger.wants_heartbeat(watermark, visible, now)
+        if not missing and not heartbeat and tidy.reservations == current.reservations:
             return set()
 
         def decide(ledger: Ledger) -> ReservationOutcome:
-            return ReservationOutcome(ledger.without(drop))
+            return ReservationOutcome(tidied(ledger).without(missing))
 
-        outcome = await self.ledger.run(decide)
+        if heartbeat and watermark is not None:
+            outcome = await self.ledger.heartbeat(watermark, decide=decide)
+        else:
+            outcome = await self.ledger.run(decide, watermark=watermark)
         if isinstance(outcome, Finding):
             log.warning("quota ledger tidy failed; retrying", extra={"reason": outcome.message})
             return set()
         if missing:
             self.released += len(missing)
             log.info("released quota reservations whose pod never appeared", extra={"ids": sorted(missing)})
-        return drop
+        return set(current.reservations) - set(self.ledger.last.reservations) | missing
 
     async def _pod_holds(self, rid: str, reservation: Reservation) -> bool:
         """Whether the API server shows the entry's pod, live (and bound, for a bind conversion)."""

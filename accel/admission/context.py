@@ -40,6 +40,7 @@ class AdmissionContext:
     usage: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
     visible: frozenset[str] = frozenset()  # ledger ids the watch accounts for (accel.quota invariant 2)
     seen: Seen = field(default_factory=dict)  # pods the watch has shown, deleted ones included
+    watermark: int | None = None  # the pod watch's resourceVersion behind `visible` (accel.quota invariant 6)
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission.jobs rule 2 (watch)
@@ -129,7 +130,7 @@ class AdmissionContext:
 
 def build_context(
     parsed: ParsedPolicy, inventory: Inventory, *, generation: int = 0, charges: ChargeMemo | None = None,
-    previous: AdmissionContext | None = None, now: float = 0.0,
+    previous: AdmissionContext | None = None, now: float = 0.0, watermark: int | None = None,
 ) -> AdmissionContext:
     """Walk the inventory once: usage per team, the ledger ids the watch accounts for, free units and
     presence per type. `now` dates the pods seen (deleted pods consume their entries for a while).
@@ -158,6 +159,7 @@ def build_context(
         charges=charges,
         visible=visible,
         seen=seen,
+        watermark=watermark,
         free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
         job_types=job_types(inventory, catalog),

@@ -473,6 +473,7 @@ def decide_quota(
         now=now,
         commit=request.commit,
         candidates=request.candidates,
+        watermark=ctx.watermark,
     )
 
 

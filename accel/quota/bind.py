@@ -137,9 +137,12 @@ def decide_conversion(
     base: Mapping[str, Usage],
     visible: frozenset[str],
     now: float,
+    watermark: int | None = None,
 ) -> ReservationOutcome:
-    """Rule 3 for one compare-and-swap attempt."""
-    pruned = ledger.pruned(now=now, visible=visible, settle_s=SETTLE_S)
+    """Rule 3 for one compare-and-swap attempt (`watermark`: accel.quota.rules invariant 6)."""
+    if ledger.behind(watermark):
+        return ReservationOutcome(None, behind=(watermark, ledger.floor))
+    pruned = ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S)
     usage = team_usage_now(team.name, base, pruned, visible=visible, now=now, exclude=entry.id)
     excess = type_room(team, entry.type, entry.amount, usage)
     if excess is not None:

@@ -21,13 +21,21 @@ Who decides the type, and when quota is charged and freed (invariants):
 3. A reservation whose pod never appears (a later admission step rejected it: a ResourceQuota,
    another webhook) is released after a short grace once the API server confirms the pod does not
    exist (webhook/reconcile.py); `reservation_ttl_seconds` is only the hard upper bound. dryRun
-   requests never reserve. Consumed entries stay in the document (not counted) for SETTLE_S
-   seconds, so a replica whose watch lags still counts the pod once, then the next write drops them.
+   requests never reserve. A consumed entry stays in the document (not counted by a writer whose
+   watch shows its pod) until every live writer's watch shows the pod (invariant 6).
 4. A decision never counts the request's own entry twice: its id is left out of usage before
    checking, then upserted (an API server retry of the same admission does not double-charge).
 5. The ledger is one JSON document (ConfigMap `accel-quota-ledger`, key `ledger.json`) written only
    with compare-and-swap on its resourceVersion (serving/ledger.py), by every webhook replica and
    the extender, so two writers never both take the last free GPU of a quota line.
+6. Retention (accel.quota.ledger rules 4-6): each write registers its writer's pod-watch watermark
+   (resourceVersion); an entry is stamped with the first watermark whose snapshot shows its pod and
+   dropped once every live registered writer has passed the stamp, raising the document's `floor`.
+   A decision is only made from a snapshot at or past `floor` (else it is refused as `behind`, to be
+   retried when the watch has caught up), so a dropped entry's pod is always in the deciding
+   watch: a replica whose watch lags counts the pod once (entry) or once (watch), never zero times,
+   whatever the lag. The document holds what is in flight, not the admission rate x a settle time.
+   SETTLE_S only remains for snapshots without a watermark (a static state, no watch).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from accel.quota.ledger import Ledger, Reservation, contributions
 
 RESERVATION_ANNOTATION = "accel.dev/reservation"  # no longer written nor read (invariant 2); kept for docs
 LEDGER_NAME = "accel-quota-ledger"
-SETTLE_S = 30.0  # how long an entry the watch accounts for is kept (invariant 3: bound on watch lag)
+SETTLE_S = 30.0  # invariant 6: how long an entry is kept after a snapshot without a watermark shows it
 UNDECIDED = ""  # the type of a pending pod whose type the bind will fix (invariant 1)
 BOUND_PREFIX = "bound/"
 
@@ -75,7 +83,7 @@ def team_usage_now(
     if ledger.is_clean(now=now, visible=visible) and ledger.totals is not None:
         partial = dict(ledger.totals.get(team, {}))
         own = ledger.reservations.get(exclude) if exclude is not None else None
-        if own is not None and own.team == team and own.id not in ledger.settling:  # settling: not in totals
+        if own is not None and own.team == team and own.id not in ledger.consumed:  # consumed: not in totals
             _discount(partial, own)
     else:
         partial = {}
@@ -200,6 +208,7 @@ class ReservationOutcome:
     ledger: Ledger | None
     excess: tuple[QuotaExcess, ...] = ()
     usage: Mapping[str, Fraction] = field(default_factory=dict)
+    behind: tuple[int | None, int] | None = None  # invariant 6: (snapshot watermark, floor), not decided
 
 
 def decide_reservation(
@@ -212,14 +221,19 @@ def decide_reservation(
     now: float,
     commit: bool = True,
     candidates: Mapping[str, Fraction] | None = None,
+    watermark: int | None = None,
 ) -> ReservationOutcome:
     """Check `reservation` against the team's quota; on room (and `commit`) return the new ledger.
 
     `candidates` (type -> amount on it) is for an undecided reservation: besides the "*" line, at
     least one candidate must have room on its own type line (else every candidate's excess is
     reported). `usage` in the outcome is the team's usage before this request (messages, metrics).
+    `watermark` is the snapshot's pod-watch watermark (invariant 6): a committing decision from a
+    snapshot behind the ledger's floor is not made (`behind`); a read-only one is only advisory.
     """
-    pruned = ledger.pruned(now=now, visible=visible, settle_s=SETTLE_S)
+    if commit and ledger.behind(watermark):
+        return ReservationOutcome(None, behind=(watermark, ledger.floor))
+    pruned = ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S)
     usage = team_usage_now(team.name, base, pruned, visible=visible, now=now, exclude=reservation.id)
     in_use = base.get(team.name, {})
     excess = check_quota(team, reservation.type, reservation.amount, usage, in_use=in_use)

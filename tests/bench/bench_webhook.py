@@ -221,7 +221,8 @@ async def watch(state: ClusterState, views: list[PodView], done: list[int]) -> N
         if len(done) != seen:
             seen = len(done)
             pods = tuple(views[i] for i in done[-RUNNING:])
-            state.update_static(inventory=base.model_copy(update={"pods": pods}))
+            # The watermark a pod informer would have: the n-th admitted pod was stored at version n.
+            state.update_static(inventory=base.model_copy(update={"pods": pods}), watermark=seen)
 
 
 def p99(latencies: list[float]) -> float:
@@ -231,7 +232,7 @@ def p99(latencies: list[float]) -> float:
 
 def webhook_app() -> tuple[web.Application, ClusterState]:
     parsed = example_policy(teams=BENCH_TEAMS, quota={"reservationTTLSeconds": RESERVATION_TTL_S})
-    state = ClusterState.static(parsed, make_inventory())
+    state = ClusterState.static(parsed, make_inventory(), watermark=0)
     # The same fake API server holds the ledger and answers the reconciler's pod look-ups (it has
     # no pods: a pod the simulated watch no longer shows has finished), so the reconciler frees
     # reservations as in production and the ledger stays the size a live cluster keeps it.

@@ -5,7 +5,9 @@
 a replica (possibly the other), then the pod is stored unless a later admission step rejects it
 (a ResourceQuota, another webhook) or the request is a dry run. `bind` = the extender's filter
 (with its quota gate) and `/bind` on the first passing node in the profile's preference order.
-Each replica and the extender see the cluster only when `sync`ed: their watches may lag.
+Each replica and the extender see the cluster only when `sync`ed: their watches may lag. A sync
+gives the state the cluster's resourceVersion as its watch watermark, as a pod informer would
+(accel.quota invariant 6); `legacy=True` gives none (the settle-time rule of a static state).
 """
 
 from __future__ import annotations
@@ -61,24 +63,32 @@ def world_policy() -> ParsedPolicy:
 class QuotaWorld:
     """See module docstring. `clock` is wall time for every component (ledger timestamps)."""
 
-    def __init__(self, policy: ParsedPolicy | None = None, nodes: tuple[NodeInventory, ...] = NODES) -> None:
+    def __init__(
+        self,
+        policy: ParsedPolicy | None = None,
+        nodes: tuple[NodeInventory, ...] = NODES,
+        *,
+        legacy: bool = False,
+    ) -> None:
         self.policy = policy or world_policy()
         self.nodes = nodes
+        self.legacy = legacy
         self.cluster = FakeCluster()
         self.clock = ManualClock(1_000_000.0)
         self.replicas: list[Admitter] = []
         self.reconcilers: list[Reconciler] = []
         for i in range(2):
-            state = ClusterState.static(self.policy, self.inventory())
-            admitter = Admitter(state, metrics=Metrics(), ledger=LedgerClient(self.cluster), clock=self.clock,
+            state = ClusterState.static(self.policy, self.inventory(), watermark=self.watermark())
+            ledger = LedgerClient(self.cluster, wall=self.clock)
+            admitter = Admitter(state, metrics=Metrics(), ledger=ledger, clock=self.clock,
                                 replica_id=f"webhook-{i}")
             self.replicas.append(admitter)
             self.reconcilers.append(Reconciler(admitter, self.cluster))
-        self.extender_state = ClusterState.static(self.policy, self.inventory())
+        self.extender_state = ClusterState.static(self.policy, self.inventory(), watermark=self.watermark())
         app = make_extender(self.extender_state, metrics=Metrics(), binder=self.cluster, clock=self.clock,
                             ledger_store=self.cluster)
         self.extender: Extender = app[EXTENDER]
-        self.extender.gate = QuotaGate(LedgerClient(self.cluster), wall=self.clock)
+        self.extender.gate = QuotaGate(LedgerClient(self.cluster, wall=self.clock), wall=self.clock)
         self._ids = itertools.count()
         self.denials: list[str] = []
 
@@ -90,10 +100,13 @@ class QuotaWorld:
     def inventory(self) -> Inventory:
         return make_inventory(self.pods() if hasattr(self, "cluster") else (), nodes=self.nodes)
 
+    def watermark(self) -> int | None:
+        return None if self.legacy else int(self.cluster.resource_version)
+
     def sync(self, who: int) -> None:
         """Replica 0/1, or 2 = the extender, catches up with the cluster."""
         state = self.extender_state if who == 2 else self.replicas[who].state
-        state.update_static(inventory=self.inventory())  # type: ignore[attr-defined]
+        state.update_static(inventory=self.inventory(), watermark=self.watermark())  # type: ignore[attr-defined]
 
     def sync_all(self) -> None:
         for who in range(3):

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kube.errors import Conflict, Gone, NotFound, Unreachable
-from kube.fake import FakeCluster
+from kube.errors import ApiError, Conflict, Gone, NotFound, Unreachable
+from kube.fake import CONFIGMAP_MAX_BYTES, FakeCluster
 from kube.names import LEDGER_CONFIGMAP, LEDGER_KEY
 from kube.protocol import Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer, WatchEvent
 from kube.testing import RecordingSleep, make_node, make_pod, until
@@ -233,3 +233,21 @@ async def test_events_and_token_reviews() -> None:
 def test_apply_rejects_unknown_kind_with_fix() -> None:
     with pytest.raises(ValueError, match="unsupported kind 'Service'"):
         FakeCluster().apply({"kind": "Service", "metadata": {"name": "s"}})
+
+
+async def test_a_configmap_over_one_mib_is_refused_as_the_api_server_refuses_it() -> None:
+    fake = FakeCluster()
+    key = "ledger.json"
+    fits = {key: "x" * (CONFIGMAP_MAX_BYTES - len(key))}  # keys count too: exactly 1 MiB in all
+    version = await fake.write("accel-quota-ledger", fits, None)
+    assert version is not None
+    with pytest.raises(ApiError) as refused:
+        await fake.write("accel-quota-ledger", {key: fits[key] + "é"}, version)  # 2 bytes over
+    assert refused.value.status == 422
+    assert refused.value.message == (
+        'ConfigMap "accel-quota-ledger" is invalid: []: Too long: must have at most 1048576 bytes'
+    )
+    assert (await fake.read("accel-quota-ledger")) == (fits, version)  # nothing stored
+    with pytest.raises(ApiError):
+        fake.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big", "namespace": "x"},
+                    "binaryData": {"a": "x" * CONFIGMAP_MAX_BYTES}})

@@ -185,3 +185,16 @@ async def test_cluster_watcher_readiness_follows_sync_failure_and_recovery(clust
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_resource_version_is_the_last_list_event_or_bookmark_applied(cluster: FakeCluster) -> None:
+    """Rule 8: the store reflects every change up to `resource_version` (the ledger's watermark)."""
+    async with Harness(cluster) as h:
+        assert h.informer.resource_version == cluster.resource_version  # the list's version
+        cluster.apply(make_pod("b", "team-a"))
+        await until(lambda: h.informer.resource_version == cluster.resource_version)
+        assert "b" in h.names()
+        cluster.apply(make_node("gpu-2"))  # another kind: the pods' version does not move...
+        assert h.informer.resource_version != cluster.resource_version
+        cluster.bookmark()  # ...until a BOOKMARK says nothing of this kind changed up to it
+        await until(lambda: h.informer.resource_version == cluster.resource_version)

@@ -245,6 +245,9 @@ steps = st.lists(
         st.tuples(st.just("delete"), st.integers(0, 20)),
         st.tuples(st.just("sync"), st.integers(0, 2)),
         st.tuples(st.just("tick"), st.floats(0.5, 8.0)),
+        # Time passes while some watches stand still (far beyond the old SETTLE_S): the others'
+        # reconcilers tidy meanwhile, the lagging replicas' passes run on their old snapshots.
+        st.tuples(st.just("lag"), st.sets(st.integers(0, 2), max_size=2), st.floats(1.0, 50.0)),
     ),
     max_size=25,
 )
@@ -281,7 +284,13 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
                 await world.bind(name) if kind == "bind" else world.delete(name)
         elif kind == "sync":
             world.sync(step[1])
-        else:  # time passes; every watch catches up within a tick (lag < accel.quota.SETTLE_S)
+        elif kind == "lag":
+            for who in step[1]:
+                world.sync(who)
+            world.clock.advance(step[2])
+            for reconciler in world.reconcilers:
+                await reconciler.once()
+        else:  # time passes; every watch catches up within a tick
             world.sync_all()
             world.clock.advance(step[1])
             for reconciler in world.reconcilers:

@@ -85,14 +85,14 @@ def test_memoised_ledger_agrees_with_a_full_walk(
             before, shown = dict(ledger.reservations), VISIBLE_SETS[step[2]]
             ledger = ledger.pruned(now=step[1], visible=shown)
             counted = {rid: r for rid, r in ledger.reservations.items() if rid not in shown}
-            # Every entry that still counts is kept; an entry the watch shows may stay (settling,
+            # Every entry that still counts is kept; an entry the watch shows may stay (consumed,
             # not counted) until the next full pass; nothing else is added or changed.
             assert counted == {
                 rid: r for rid, r in before.items() if r.expires > step[1] and rid not in shown
             }
             assert ledger.reservations.items() <= before.items()
-        if ledger.clean_for is not None:  # the memo's invariant: settling = the entries the set shows
-            assert ledger.settling == {rid for rid in ledger.reservations if rid in ledger.clean_for}
+        if ledger.clean_for is not None:  # the memo's invariant: consumed = the entries the set shows
+            assert ledger.consumed == {rid for rid in ledger.reservations if rid in ledger.clean_for}
         else:
             ledger = Ledger.from_data(ledger.to_data())
         assert ledger.to_data() == {LEDGER_KEY: encoded(ledger)}
@@ -130,10 +130,10 @@ def test_clean_only_for_the_set_it_was_pruned_against_and_before_expiry(
     assert ledger.is_clean(now=now, visible=visible) is clean
 
 
-def test_adding_a_reservation_the_watch_already_shows_settles_without_counting() -> None:
+def test_adding_a_reservation_the_watch_already_shows_is_consumed_without_counting() -> None:
     shown = frozenset({"b"})
     ledger = Ledger({"a": res("a")}).pruned(now=0.0, visible=shown).with_reservation(res("b"))
-    assert ledger.is_clean(now=0.0, visible=shown) and ledger.settling == {"b"}
+    assert ledger.is_clean(now=0.0, visible=shown) and ledger.consumed == {"b"}
     assert team_usage_now("nlp", {}, ledger, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
     assert set(ledger.pruned(now=0.0, visible=frozenset({"b"})).reservations) == {"a"}  # next generation
 
@@ -163,15 +163,16 @@ def test_decisions_in_a_row_stay_clean_so_no_step_walks_the_ledger() -> None:
     assert set(ledger.reservations) == {"kept", "new0", "new1", "new2"}
 
 
-def test_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() -> None:
-    """accel.quota invariant 3: a replica whose watch lags must still find the pod in the ledger."""
+def test_without_a_watermark_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() -> None:
+    """accel.quota invariant 6's fallback (a static state, no watch watermark): a replica whose
+    watch lags must still find the pod in the ledger. With watermarks: test_ledger_retention.py."""
     shown = frozenset({"seen"})
     ledger = Ledger({"seen": res("seen"), "kept": res("kept")})
     young = decide_reservation(ledger, res("new"), team=NLP, base={}, visible=shown, now=SETTLE_S - 1)
     assert young.ledger is not None and set(young.ledger.reservations) == {"seen", "kept", "new"}
     assert young.usage == {"nvidia-a100-80gb": Fraction(1)}  # "kept" only: "seen" is counted by the watch
-    # Settling entries do not make the memo inexact: the next decisions read the totals, no walk.
-    assert young.ledger.is_clean(now=SETTLE_S - 1, visible=shown) and young.ledger.settling == {"seen"}
+    # Consumed entries do not make the memo inexact: the next decisions read the totals, no walk.
+    assert young.ledger.is_clean(now=SETTLE_S - 1, visible=shown) and young.ledger.consumed == {"seen"}
     assert team_usage_now("nlp", {}, young.ledger, visible=shown, now=SETTLE_S - 1) == {
         "nvidia-a100-80gb": Fraction(2)
     }
@@ -181,17 +182,17 @@ def test_an_entry_the_watch_shows_stays_settle_seconds_but_no_longer_counts() ->
     assert old.ledger is not None and "seen" not in old.ledger.reservations
 
 
-def test_a_settling_entry_re_added_or_removed_keeps_the_memo_exact() -> None:
+def test_a_consumed_entry_re_added_or_removed_keeps_the_memo_exact() -> None:
     shown = frozenset({"seen"})
     ledger = Ledger({"seen": res("seen"), "kept": res("kept")}).pruned(
         now=0.0, visible=shown, settle_s=SETTLE_S
     )
-    assert ledger.settling == {"seen"}
+    assert ledger.consumed == {"seen"}
     again = ledger.with_reservation(res("seen", expires=50.0))  # an upsert of an entry the watch shows
-    assert again.settling == {"seen"} and again.is_clean(now=0.0, visible=shown)
+    assert again.consumed == {"seen"} and again.is_clean(now=0.0, visible=shown)
     assert team_usage_now("nlp", {}, again, visible=shown, now=0.0) == {"nvidia-a100-80gb": Fraction(1)}
     fewer = again.without(["seen", "kept"])
-    assert fewer.settling == frozenset() and fewer.is_clean(now=0.0, visible=shown)
+    assert fewer.consumed == frozenset() and fewer.is_clean(now=0.0, visible=shown)
     assert team_usage_now("nlp", {}, fewer, visible=shown, now=0.0) == {}
 
 
