@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
 
@@ -78,7 +78,9 @@ class Admitter:
         self._by_raw: dict[int, tuple[Decision, Mode, Decision]] = {}  # `_moded`
         self._rendered: dict[int, tuple[Decision, dict[str, Any] | None]] = {}  # `respond`
         self._counted: dict[tuple[str, str, str, str], Any] = {}
-        self._used_gauges: dict[tuple[str, str], Any] = {}
+        # `accel_quota_used_gpus`: what each team's series shows, computed when /metrics is read
+        # (`_used_value`); a request only stores its team's latest usage (`_publish_team`).
+        self._used_now: dict[str, tuple[Mapping[str, Fraction], str | None, Fraction]] = {}
         self._published: set[tuple[str, str]] = set()  # (team, quota key) series set by `_publish_quota`
         # The non-GPU fast path's policy facts and answers (`answer_plain`), for `_plain_parsed`.
         self._plain_parsed: ParsedPolicy | None = None
@@ -118,19 +120,35 @@ class Admitter:
         dashboard never shows a team that does not exist any more at its last value."""
         current: set[tuple[str, str]] = set()
         for team in ctx.policy.teams:
-            usage = ctx.usage.get(team.name, {})
+            self._used_now[team.name] = (ctx.usage.get(team.name, {}), None, Fraction(0))
             for key in team.quota:
                 current.add((team.name, key))
                 limit = limit_of(team, key) or Fraction(0)
                 self.quota_limit.labels(team=team.name, type=key).set(float(limit))
-                used = sum(usage.values(), Fraction(0)) if key == ALL_TYPES else usage.get(key, Fraction(0))
-                self.quota_used.labels(team=team.name, type=key).set(float(used))
+                if (team.name, key) not in self._published:
+                    self._used_series(team.name, key)
         for team_name, key in self._published - current:
             for gauge in (self.quota_limit, self.quota_used):
                 with contextlib.suppress(KeyError):  # never set on this replica
                     gauge.remove(team_name, key)
-            self._used_gauges.pop((team_name, key), None)
         self._published = current
+        teams = {team for team, _ in current}
+        self._used_now = {team: used for team, used in self._used_now.items() if team in teams}
+
+    def _used_series(self, team: str, key: str) -> None:
+        """The `accel_quota_used_gpus{team,type}` series, read from `_used_now` when scraped."""
+        self.quota_used.labels(team=team, type=key).set_function(lambda: self._used_value(team, key))
+
+    def _used_value(self, team: str, key: str) -> float:
+        """A team's usage on one quota key as its last admission (or the watch, after a state
+        change) left it: the type's share, or every type's for "*", plus what that admission
+        reserved on the key. Exact sum, one division (= float of the Fraction sum)."""
+        usage, reserved_type, amount = self._used_now.get(team, ({}, None, Fraction(0)))
+        parts = list(usage.values()) if key == ALL_TYPES else [usage.get(key, Fraction(0))]
+        if reserved_type is not None and key in (ALL_TYPES, reserved_type):
+            parts.append(amount)
+        numerator, denominator = ratio_sum(parts)
+        return numerator / denominator
 
     def _count(self, decision: Decision) -> None:
         """One decision in the counter; label children are cached (a `labels()` lookup per request
@@ -249,14 +267,9 @@ class Admitter:
                 outcome = decide_quota(quota, await self._read_ledger(), ctx=ctx, now=now)
             decision = finish_validation(plan, outcome, ctx)
             if isinstance(outcome, ReservationOutcome):
-                self._publish_team(
-                    quota.team.name,
-                    quota.reservation.type,
-                    outcome,
-                    decision.allowed and quota.commit,
-                    quota.reservation.amount,
-                    ctx,
-                )
+                reserved = decision.allowed and quota.commit
+                self._publish_team(quota.team.name, quota.reservation.type, outcome, reserved,
+                                   quota.reservation.amount)
         decision = apply_mode(decision, ctx.policy.settings.mode)
         return self._record("validate", request, decision)
 
@@ -278,15 +291,8 @@ class Admitter:
             return self.ledger.last
 
     def _publish_team(self, team: str, accel_type: str, outcome: ReservationOutcome, reserved: bool,
-                      amount: Fraction, ctx: AdmissionContext) -> None:
-        usage = outcome.usage
-        found = ctx.policy.team(team)
-        for key in found.quota if found else ():
-            parts = list(usage.values()) if key == ALL_TYPES else [usage.get(key, Fraction(0))]
-            if reserved and key in (ALL_TYPES, accel_type):
-                parts.append(amount)
-            numerator, denominator = ratio_sum(parts)  # exact sum, one division: = float(Fraction sum)
-            gauge = self._used_gauges.get((team, key))
-            if gauge is None:  # label children cached, as in `_count`
-                gauge = self._used_gauges[(team, key)] = self.quota_used.labels(team=team, type=key)
-            gauge.set(numerator / denominator)
+                      amount: Fraction) -> None:
+        """Record the team's usage after this admission (the usage it was decided on, plus what it
+        reserved): one assignment per request; the gauge values are computed when read."""
+        if team in self._used_now:  # `_publish_quota` entered every team of the policy
+            self._used_now[team] = (outcome.usage, accel_type if reserved else None, amount)
