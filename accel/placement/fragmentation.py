@@ -20,6 +20,10 @@ Rules (see docs/fragmentation-benchmark.md, section 3):
    Device fill: what a placement leaves on partly used devices is scored by whether the sizes the
    mix keeps asking for can close it (`TypicalMix.fill_residue`), not only by whether the next pod
    fits: 470 + 470 (60 left) beats a 320 in a 470's 530 (210 left, which only rare pods close).
+   Lock-in: a shared pod that would leave a partly used device with more residue than it would leave
+   on a fresh device pays for the difference (`TypicalMix.fill_lock_in`): a 320 in a 550's 450
+   (130 left) loses to a fresh device (680, closed to 30 by a 650), which the fill term alone,
+   counting the 450 as already lost to its best closure, does not see.
 
 Shapes live in `accel.placement.shapes`, the learned workload mix in
 `accel.placement.workload_mix`.
@@ -48,6 +52,10 @@ ACCEL_SCARCITY_WEIGHT = 0.3
 #: `TypicalMix.fill_residue`). 8 on openb `default`, seeds 42..46: 3 -> 3.96 %, 5 -> 3.93 %,
 #: 8 -> 3.86 %, 12 -> 3.88 % (docs/simulation-results.md).
 ACCEL_FILL_WEIGHT = 8.0
+#: Weight of the lock-in penalty for shared pods (see `TypicalMix.fill_lock_in`): milli-GPU per milli a
+#: pod locks in on a partly used device beyond what it would leave on a fresh one. openb `default`,
+#: 10 seeds 42..51: 0 -> 3.89 %, 10 -> 3.82 %, 12 -> 3.81 %, 14 -> 3.81 % (docs/simulation-results.md).
+ACCEL_LOCK_WEIGHT = 12.0
 #: A shared-GPU size is "common" for the fill term from this share of the mix's shared pods.
 ACCEL_FILL_MIN_SHARE = 0.03
 
@@ -169,6 +177,7 @@ def fragmentation_score(
     context: ClusterContext | None = None,
     scarcity_weight: float = ACCEL_SCARCITY_WEIGHT,
     fill_weight: float = ACCEL_FILL_WEIGHT,
+    lock_weight: float = ACCEL_LOCK_WEIGHT,
 ) -> tuple[float, tuple[int, ...]]:
     """accel's fragmentation score (higher = better) and the devices to use.
 
@@ -179,10 +188,12 @@ def fragmentation_score(
       + `fill_weight` x the decrease of `TypicalMix.fill_residue` (idle milli on partly used
         devices that the mix's common sizes cannot close, given the node's CPU left), per device
         for a shared pod,
+      - `lock_weight` x `TypicalMix.fill_lock_in` for a shared pod on a partly used device (the
+        residue it locks in there beyond what it would leave on a fresh device),
     pushed through FGD's sigmoid and truncated to `levels` steps instead of 100. Coarser steps
     make near-equal nodes tie, and ties go to the caller's fixed node order, which packs pods onto
     the same nodes. On openb (10 seeds, online mix) default went 4.72 % -> 4.17 % unallocated with
-    the stranding term and to 3.89 % with the fill term (FGD 4.77 %); see
+    the stranding term, to 3.89 % with the fill term and to 3.81 % with the lock-in term (FGD 4.77 %); see
     docs/simulation-results.md for all 17 workloads.
     """
     mix = as_mix(workload)
@@ -190,10 +201,14 @@ def fragmentation_score(
     cpu_after = node.cpu_left_milli - pod.cpu_milli
     best: tuple[float, tuple[int, ...]] = (-1.0, ())
     for delta, devices in _fgd_deltas(node, pod, mix):
-        if fill_weight and pod.is_shared:
+        if pod.is_shared:
             i, free = devices[0], node.free_milli
-            after = (*free[:i], free[i] - pod.gpu_milli, *free[i + 1 :])
-            delta += fill_weight * _fill_gain(node, after, cpu_after, mix)
+            if fill_weight:
+                after = (*free[:i], free[i] - pod.gpu_milli, *free[i + 1 :])
+                delta += fill_weight * _fill_gain(node, after, cpu_after, mix)
+            if lock_weight:
+                lock_in = mix.fill_lock_in(free[i], pod.gpu_milli, cpu_after, ACCEL_FILL_MIN_SHARE)
+                delta -= lock_weight * lock_in
         score = float(int(levels / (1.0 + math.exp(-(delta + adjust) / MILLI))))
         if score > best[0]:
             best = (score, devices)

@@ -23,7 +23,8 @@ class TypicalMix:
     Memo key is (model, sorted free milli, cpu left): F does not depend on device order or memory.
     `cpu_per_gpu_milli` is the mix's CPU milli requested per GPU milli by its GPU pods (None when
     the mix has no GPU pod); the stranding term of `fragmentation_score` uses it. `fill_residue`
-    (what the mix's common sizes cannot close on a node's partly used devices) feeds its fill term.
+    (what the mix's common sizes cannot close on a node's partly used devices) feeds its fill term,
+    `fill_lock_in` (what a shared pod locks in on a partly used device) its lock-in term.
     """
 
     __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_inverse", "_memo",
@@ -108,6 +109,22 @@ class TypicalMix:
             value = sum(table[f] for f in free if 0 < f < MILLI)
             self._fill_memo[key] = value
         return value
+
+    def fill_lock_in(self, device_free: int, milli: int, cpu_left: int, min_share: float) -> int:
+        """Residue a shared pod of `milli` locks in on a partly used device beyond its fresh-device one.
+
+        `fill_residue` counts a gap as already lost to its best closure: a 550's 450 is "130" because
+        a 320 would leave 130, so moving a 320 in looks free. It is not: the same 320 on a fresh
+        device leaves 680, which a 650 (or two more 320s) closes to 30-40. The lock-in is the
+        residue the pod leaves in `device_free` minus the residue it would leave on a fresh device
+        (same common sizes, same CPU left), never below 0: 130 - 30 = 100 for that 320, 0 for a 320
+        in a 650's 350 or a 470 in a 470's 530.
+        """
+        if device_free >= MILLI or milli > device_free:
+            return 0
+        sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
+        table = self._residue_table(sizes)
+        return max(0, table[device_free - milli] - table[MILLI - milli])
 
     def type_pressure(self, context: ClusterContext) -> dict[str, float]:
         """Per model: constrained demand share / capacity share, capped at 1 (0 = not scarce)."""

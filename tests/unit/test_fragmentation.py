@@ -235,10 +235,40 @@ def test_fill_term_keeps_a_650s_gap_for_a_320() -> None:
     pod = _shared(4000, 230)
     gap_350 = NodeShape(gpu_type="A", free_milli=(350, 1000), cpu_left_milli=64000)
     gap_770 = NodeShape(gpu_type="A", free_milli=(770, 1000), cpu_left_milli=64000)
-    plain = [fragmentation_score(n, pod, OPENB_LIKE, fill_weight=0.0)[0] for n in (gap_350, gap_770)]
-    filled = [fragmentation_score(n, pod, OPENB_LIKE)[0] for n in (gap_350, gap_770)]
+    plain = [fragmentation_score(n, pod, OPENB_LIKE, fill_weight=0.0, lock_weight=0.0)[0]
+             for n in (gap_350, gap_770)]
+    filled = [fragmentation_score(n, pod, OPENB_LIKE, lock_weight=0.0)[0] for n in (gap_350, gap_770)]
     assert plain[0] > plain[1]
     assert filled[0] < filled[1]
+
+
+@pytest.mark.parametrize(
+    ("device_free", "milli", "cpu_left", "lock_in"),
+    [
+        pytest.param(450, 320, 64000, 100, id="320-in-a-550s-gap-leaves-130-fresh-30"),
+        pytest.param(350, 320, 64000, 0, id="320-closes-a-650s-gap-as-well-as-fresh"),
+        pytest.param(530, 470, 64000, 0, id="470-pairs-with-a-470"),
+        pytest.param(350, 230, 64000, 50, id="230-in-a-650s-gap-leaves-120-fresh-70"),
+        pytest.param(230, 230, 64000, 0, id="exact-fit-never-locks-in"),
+        pytest.param(1000, 320, 64000, 0, id="a-fresh-device-is-the-reference"),
+        pytest.param(200, 320, 64000, 0, id="does-not-fit"),
+    ],
+)
+def test_fill_lock_in(device_free: int, milli: int, cpu_left: int, lock_in: int) -> None:
+    assert OPENB_LIKE.fill_lock_in(device_free, milli, cpu_left, 0.03) == lock_in
+
+
+def test_lock_in_term_sends_a_320_to_a_fresh_device_not_a_550s_gap() -> None:
+    # fill_residue counts the 550's 450 as 130 already (a 320 is its best closure), so the fill term
+    # sees the 320 there as free and FGD prefers it; on a fresh device it leaves 680 that a 650
+    # closes to 30. The lock-in term charges the 100 milli difference.
+    pod = _shared(4000, 320)
+    gap_450 = NodeShape(gpu_type="A", free_milli=(450, 0), cpu_left_milli=64000)
+    fresh = NodeShape(gpu_type="A", free_milli=(1000, 0), cpu_left_milli=64000)
+    without = [fragmentation_score(n, pod, OPENB_LIKE, lock_weight=0.0)[0] for n in (gap_450, fresh)]
+    with_lock = [fragmentation_score(n, pod, OPENB_LIKE)[0] for n in (gap_450, fresh)]
+    assert without[0] > without[1]
+    assert with_lock[0] < with_lock[1]
 
 
 def test_fill_term_sees_a_cpu_pod_starving_partly_used_devices() -> None:
