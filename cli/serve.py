@@ -69,6 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="TCP port to listen on; 0 picks a free one, logged at start (default: %(default)s)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve /metrics on this port instead, plain HTTP on --host, for Prometheus only (the per-team "
+        "quota, GPU-hour and cost series; README: Security): /metrics on --port then answers 404; 0 picks "
+        "a free port, logged at start (default: /metrics on --port)",
+    )
+    parser.add_argument(
         "--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)"
     )
     parser.add_argument(
@@ -298,14 +306,14 @@ def _run_state(state: ClusterState) -> Callable[[web.Application], AsyncIterator
 
 def _run(args: argparse.Namespace) -> int:
     from serving.logs import setup_logging
-    from serving.run import PlaintextRefused
+    from serving.run import CannotListen, PlaintextRefused
 
     setup_logging(args.log_level)
     from certs.issue import CertificateError
 
     try:
         asyncio.run(_serve(args))
-    except (CliError, PlaintextRefused, CertificateError) as exc:
+    except (CliError, PlaintextRefused, CertificateError, CannotListen) as exc:
         print(f"accel: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -352,6 +360,20 @@ def client_auth(args: argparse.Namespace) -> tuple[Path | None, tuple[str, ...] 
             f"--client-ca {ca}: no such file; give the CA that issued the caller's client certificate"
         )
     return ca, tuple(args.client_name) or (DEFAULT_SCHEDULER_CLIENT,)
+
+
+def metrics_port(args: argparse.Namespace) -> int | None:
+    """`--metrics-port` checked: a TCP port (0: any free one) other than the serving port."""
+    port: int | None = args.metrics_port
+    if port is None:
+        return None
+    if not 0 <= port <= 65535:
+        raise CliError(f"--metrics-port {port}: give a TCP port, 1-65535 (or 0 for any free one)")
+    if port != 0 and port == args.port:
+        raise CliError(
+            f"--metrics-port {port} is the serving port (--port): give the metrics listener its own port"
+        )
+    return port
 
 
 def annotation_writers(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -433,6 +455,7 @@ async def _serve(args: argparse.Namespace) -> None:
     # TLS first: a webhook without certificates must fail before it loads or watches anything.
     client_ca, client_names = client_auth(args)
     dev_identity = dev_identity_groups(args)
+    scrape_port = metrics_port(args)
     tls = ReloadingTLS(args.cert_dir, client_ca=client_ca) if args.cert_dir else None
     require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
@@ -463,7 +486,8 @@ async def _serve(args: argparse.Namespace) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await serve(
-            app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext
+            app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext,
+            metrics_port=scrape_port,
         )
     finally:
         if deps.close is not None:

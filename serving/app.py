@@ -15,6 +15,12 @@ middleware chain (outermost first):
    bypass the limit so an overloaded pod still reports itself.
 
 Handlers added by each server read their body with `serving.body.read_json`.
+
+/metrics carries what Prometheus alone should read (per-team quota use, GPU-hours and cost), so a
+server may publish it on a separate plain-HTTP listener instead (`make_metrics_app`, served by
+serving.run when given `metrics_port`, `accel serve --metrics-port`): the app then has
+`METRICS_ELSEWHERE` set and its own /metrics answers 404, so the serving port, which users and
+peers reach, carries none of it and a NetworkPolicy can admit only Prometheus to the other one.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class InFlight:
 APP_NAME = web.AppKey("accel_app_name", str)
 METRICS = web.AppKey("accel_metrics", Metrics)
 INFLIGHT = web.AppKey("accel_inflight", InFlight)
+METRICS_ELSEWHERE = web.AppKey("accel_metrics_elsewhere", bool)  # /metrics is on the metrics listener
 UNLIMITED_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
 RETRY_AFTER_SECONDS = 1
 
@@ -215,11 +222,29 @@ def make_base_app(
         ok, reason = ready()
         return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
 
+    exposition = metrics_handler(metrics)
+
+    async def metrics_here(request: web.Request) -> web.Response:
+        if request.app.get(METRICS_ELSEWHERE, False):
+            return json_error(404, "not found: this server's metrics are on its separate metrics port")
+        return await exposition(request)
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_here)
+    return app
+
+
+def make_metrics_app(metrics: Metrics) -> web.Application:
+    """The metrics listener's app: GET /metrics (Prometheus text format) and nothing else (every
+    other path 404). No request body is read, so no limits beyond aiohttp's own apply."""
+    app = web.Application()
     app.router.add_get("/metrics", metrics_handler(metrics))
     return app
 
 
-__all__ = ["APP_NAME", "INFLIGHT", "METRICS", "InFlight", "json_error", "make_base_app"]
+__all__ = [
+    "APP_NAME", "INFLIGHT", "METRICS", "METRICS_ELSEWHERE", "InFlight", "json_error", "make_base_app",
+    "make_metrics_app",
+]
 

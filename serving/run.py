@@ -7,6 +7,10 @@ by `serving.app.InFlight` while connections still read, so a request whose body 
 completes too; aiohttp's own shutdown stops reading first), then connections close, the app's
 cleanup contexts run (the TLS poller among them) and the call returns.
 
+With `metrics_port` the app's metrics are served by a second, plain-HTTP listener on that port
+(`serving.app.make_metrics_app`; 0 picks a free one, logged) and the app's own /metrics answers
+404: the serving port then carries no per-team series. It starts and stops with the main one.
+
 Plaintext is refused unless `allow_plaintext=True` (the CLI's `--insecure-plaintext`), and always for an app
 named "webhook": the API
 server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
@@ -22,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from serving.app import APP_NAME, INFLIGHT, METRICS
+from serving.app import APP_NAME, INFLIGHT, METRICS, METRICS_ELSEWHERE, make_metrics_app
 from serving.tls import ReloadingTLS
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,20 @@ TLS_REQUIRED_APPS: frozenset[str] = frozenset({"webhook"})
 
 class PlaintextRefused(ValueError):
     """Asked to serve without TLS where that is not allowed."""
+
+
+class CannotListen(OSError):
+    """A listener could not bind its address (the port is taken, the address is not this host's)."""
+
+
+async def _listen(site: web.TCPSite, host: str, port: int, what: str, flag: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CannotListen(
+            f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}; "
+            f"stop what uses that port or choose another with {flag}"
+        ) from exc
 
 
 def require_tls(name: str, tls: ReloadingTLS | None, allow_plaintext: bool) -> None:
@@ -65,21 +83,38 @@ async def serve(
     shutdown_timeout: float = 30.0,
     allow_plaintext: bool = False,
     on_started: Callable[[int], None] | None = None,
+    metrics_port: int | None = None,
+    on_metrics_started: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve until `stop` is set, then drain and return. `on_started(port)` gets the bound port."""
+    """Serve until `stop` is set, then drain and return. `on_started(port)` gets the bound port;
+    with `metrics_port`, `on_metrics_started(port)` the metrics listener's (module docstring)."""
     name = _check_tls(app, tls, allow_plaintext)
+    metrics = app.get(METRICS)
     if tls is not None:
         app.cleanup_ctx.append(tls.cleanup_ctx)
-        metrics = app.get(METRICS)
         if metrics is not None:
             metrics.tls_cert_expiry.labels(app=name).set_function(tls.not_after_timestamp)
+    exporter: web.AppRunner | None = None
+    if metrics_port is not None:
+        if metrics is None:
+            raise ValueError(f"{name!r} has no metrics to serve on a metrics port")
+        app[METRICS_ELSEWHERE] = True
+        exporter = web.AppRunner(make_metrics_app(metrics), handle_signals=False, access_log=None)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls is not None else None)
-        await site.start()
+        await _listen(site, host, port, name, "--port")
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("serving", extra={"app": name, "host": host, "port": bound, "tls": tls is not None})
+        if exporter is not None and metrics_port is not None:
+            await exporter.setup()
+            await _listen(web.TCPSite(exporter, host, metrics_port), host, metrics_port, "metrics",
+                          "--metrics-port")
+            scraped = exporter.addresses[0][1] if exporter.addresses else metrics_port
+            log.info("serving metrics", extra={"app": name, "host": host, "port": scraped, "tls": False})
+            if on_metrics_started is not None:
+                on_metrics_started(scraped)
         if on_started is not None:
             on_started(bound)
         await stop.wait()
@@ -88,7 +123,11 @@ async def serve(
         )
         await _drain(app, runner, shutdown_timeout)
     finally:
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        finally:
+            if exporter is not None:
+                await exporter.cleanup()  # last: Prometheus may scrape the drain
     log.info("stopped", extra={"app": name})
 
 
@@ -114,8 +153,10 @@ async def serving(
     tls: ReloadingTLS | None,
     shutdown_timeout: float = 5.0,
     allow_plaintext: bool = False,
+    metrics_port: int | None = None,
 ) -> AsyncIterator[int]:
-    """Serve `app` for the duration of the block and yield the bound port (tests, benchmarks).
+    """Serve `app` for the duration of the block and yield the bound port (tests, benchmarks);
+    `metrics_port` as in `serve` (give a free port: the block yields only the serving one).
 
     If the server fails before it listens (bad TLS, plaintext refused, port taken) its own error
     is raised here instead of a hang; leaving the block drains it like SIGTERM does.
@@ -123,7 +164,7 @@ async def serving(
     stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(app, host=host, port=port, tls=tls, stop=stop, shutdown_timeout=shutdown_timeout,
-              allow_plaintext=allow_plaintext, on_started=started.set_result)
+              allow_plaintext=allow_plaintext, on_started=started.set_result, metrics_port=metrics_port)
     )
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

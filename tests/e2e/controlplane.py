@@ -139,6 +139,7 @@ class Process:
     log: Path
     popen: subprocess.Popen[bytes]
     port: int = 0  # the port it serves on, where the caller chose one
+    metrics_port: int = 0  # an accel server's metrics listener (`--metrics-port`), where it has one
 
     @property
     def pid(self) -> int:

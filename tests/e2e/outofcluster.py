@@ -3,6 +3,8 @@
 Used by local mode always, and by kind/KUBECONFIG with ACCEL_E2E_OUT_OF_CLUSTER=1.
 1. Certificates come from `accel certs create` (one serving certificate for the three Services,
    127.0.0.1 and localhost, and the host address).
+   Like the shipped Deployments, each server has its metrics listener (`--metrics-port`, plain
+   HTTP; `Servers.metrics_url`), and /metrics on its serving port answers 404.
 2. The webhook configurations are the shipped ones (`manifests/`), registered with
    `clientConfig.url` = `https://$ACCEL_E2E_HOST_ADDRESS:<port>/...` and the CA bundle. The API
    server must reach that address: 127.0.0.1 in local mode; for kind the Docker bridge gateway
@@ -55,6 +57,7 @@ class Servers:
     kubeconfig: str
     procs: controlplane.Processes
     ports: dict[str, int] = field(default_factory=dict)  # server name -> port of the first one
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # server name -> its metrics listener
     running: dict[str, controlplane.Process] = field(default_factory=dict)
     scheduler: controlplane.Process | None = None
     extra: list[controlplane.Process] = field(default_factory=list)  # started by tests
@@ -66,6 +69,10 @@ class Servers:
 
     def url(self, name: str, path: str = "") -> str:
         return f"https://127.0.0.1:{self.ports[name]}{path}"
+
+    def metrics_url(self, name: str) -> str:
+        """The first `name` server's metrics listener (plain HTTP, as `--metrics-port` serves it)."""
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
 
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
@@ -83,14 +90,15 @@ class Servers:
     def launch(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
         """Start one `accel serve NAME` without waiting (start several, then `wait_ready` each)."""
         port = port or controlplane.free_port()
+        metrics_port = controlplane.free_port()
         env = os.environ | {"KUBECONFIG": self.kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
         process = self.procs.start(
             f"accel serve {name}{log_suffix}",
             [_accel(), "serve", name, "--host", "127.0.0.1" if self.host == "127.0.0.1" else "0.0.0.0",
-             "--port", str(port), "--cert-dir", str(self.certs)],
+             "--port", str(port), "--cert-dir", str(self.certs), "--metrics-port", str(metrics_port)],
             self.workdir / f"{name}{log_suffix}.log", env=env,
         )  # fmt: skip
-        process.port = port
+        process.port, process.metrics_port = port, metrics_port
         return process
 
     def wait_ready(self, process: controlplane.Process) -> None:
@@ -125,6 +133,7 @@ def start(env: cluster.E2ECluster, workdir: Path, *, host: str | None = None) ->
     for name in SERVERS:  # all three load and watch at once; then wait for each
         servers.running[name] = servers.launch(name)
         servers.ports[name] = servers.running[name].port
+        servers.metrics_ports[name] = servers.running[name].metrics_port
     for process in servers.running.values():
         servers.wait_ready(process)
     servers.match_conditions_stripped = env.server_minor < MATCH_CONDITIONS_SINCE

@@ -44,9 +44,7 @@ def _post(url: str, body: dict[str, Any], ctx: ssl.SSLContext) -> tuple[int, dic
 
 
 def _rejected(servers: Any) -> float:
-    with urllib.request.urlopen(
-        servers.url("extender", "/metrics"), context=servers.tls_context(), timeout=10
-    ) as resp:
+    with urllib.request.urlopen(servers.metrics_url("extender"), timeout=10) as resp:
         for line in resp.read().decode().splitlines():
             if line.startswith(UNAUTHENTICATED):
                 return float(line.split()[-1])

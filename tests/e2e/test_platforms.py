@@ -283,9 +283,7 @@ def test_a_bound_pod_advances_the_chargeback_counters(
     context = e2e.servers.tls_context()
 
     def counted() -> float | None:
-        with urllib.request.urlopen(
-            e2e.servers.url("api", "/metrics"), context=context, timeout=10
-        ) as response:
+        with urllib.request.urlopen(e2e.servers.metrics_url("api"), timeout=10) as response:
             text = response.read().decode()
         values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith("accel_gpu_seconds_total{") and 'team="e2e-charge"' in line]

@@ -4,7 +4,7 @@ A caller sees the profiles of its own teams; the usage of other teams (who runs 
 it costs) is theirs too. Before, an anonymous caller, or one whose teams the API cannot name, gets
 every team's rows (the handler fell back to "all" when the caller had no team). Now: a caller's
 own teams' rows, every team's for callers in `settings.api.usageAdminGroups`, none for anonymous
-callers. /metrics on the same port still carries the chargeback series (README: Security).
+callers. The chargeback series go to the metrics listener (`--metrics-port`, test_metrics_port.py).
 """
 
 from __future__ import annotations

@@ -242,7 +242,9 @@ def test_server_deployment_follows_the_command_contract(
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == f"accel-{component}"
     (c,) = pod["containers"]
-    assert c["args"] == ["serve", component, "--port", "8443", "--cert-dir", "/etc/accel/tls"]
+    assert c["args"] == [
+        "serve", component, "--port", "8443", "--cert-dir", "/etc/accel/tls", "--metrics-port", "8080"
+    ]
     assert {"name": "ACCEL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in c[
         "env"
     ]
@@ -298,7 +300,7 @@ def test_services_select_one_deployment_and_target_a_container_port(objects: lis
         for port in svc["spec"]["ports"]:
             target = port["targetPort"]
             assert any(p["name"] == target or p["containerPort"] == target for p in ports), (svc, target)
-            assert port["port"] == 443
+            assert (port["name"], port["port"]) in {("https", 443), ("metrics", METRICS_PORT)}, svc
 
 
 def test_every_referenced_service_account_exists(objects: list[Obj]) -> None:
@@ -610,15 +612,43 @@ def test_network_policies_deny_by_default_and_open_only_serving_ports(objects: l
         assert any(labels <= d["spec"]["template"]["metadata"]["labels"].items() for d in deployments)
 
 
-def test_only_the_scheduler_and_prometheus_reach_the_extender(objects: list[Obj]) -> None:
+def test_only_the_scheduler_reaches_the_extender(objects: list[Obj]) -> None:
     """Issue 21: no namespaceSelector {} (any namespace) and no source without a podSelector."""
     policy = find(objects, "NetworkPolicy", "accel-extender-ingress")["spec"]
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": 8443, "protocol": "TCP"}]
-    scheduler, prometheus = rule["from"]
+    (scheduler,) = rule["from"]
     assert scheduler == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "accel-scheduler"}}}
+
+
+METRICS_PORT = 8080
+
+
+def test_only_prometheus_reaches_the_metrics_listeners(objects: list[Obj]) -> None:
+    """Issue 21 residual: the per-team series are served on `--metrics-port` (404 on the serving
+    port) and that port is open to Prometheus in the `monitoring` namespace alone."""
+    policy = find(objects, "NetworkPolicy", "accel-metrics-ingress")["spec"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": METRICS_PORT, "protocol": "TCP"}]
+    (prometheus,) = rule["from"]
     assert prometheus["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    (selects,) = policy["podSelector"]["matchExpressions"]
+    servers = {"accel-webhook", "accel-extender", "accel-api"}
+    assert selects["key"] == "app.kubernetes.io/name" and set(selects["values"]) == servers
+    for name in servers:
+        (c,) = find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        args = c["args"]
+        assert args[args.index("--metrics-port") + 1] == str(METRICS_PORT), name
+        assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in c["ports"], name
+        service = find(objects, "Service", name)["spec"]["ports"]
+        expected = {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}
+        assert expected in service, name
+    for other in of_kind(objects, "NetworkPolicy"):  # no other policy opens the metrics port
+        if other["metadata"]["name"] != "accel-metrics-ingress":
+            for r in other["spec"].get("ingress", []):
+                assert r.get("ports"), f"{other['metadata']['name']}: a rule without ports opens every port"
+                assert METRICS_PORT not in [p["port"] for p in r["ports"]], other["metadata"]["name"]
 
 
 def test_apiserver_cidr_overlay_narrows_the_webhook_to_an_ip_block() -> None:
@@ -729,7 +759,7 @@ def test_dashboard_and_service_monitor_are_discoverable(monitored: list[Obj]) ->
     selected = set(monitor["selector"]["matchExpressions"][0]["values"])
     assert selected == {s["metadata"]["name"] for s in of_kind(objects, "Service")}
     (endpoint,) = monitor["endpoints"]
-    assert endpoint["scheme"] == "https" and endpoint["path"] == "/metrics" and endpoint["port"] == "https"
+    assert endpoint["scheme"] == "http" and endpoint["path"] == "/metrics" and endpoint["port"] == "metrics"
 
 
 # --- image --------------------------------------------------------------------------------------
