@@ -253,6 +253,8 @@ class Admitter:
             request.object, namespace=request.pod_namespace, ctx=ctx, request_uid=request.uid, now=now,
             dry_run=request.dry_run,
         )
+        uid, namespace = request.uid, request.pod_namespace
+        del request  # the pod is planned: not held through the ledger's await (webhook.app._admit)
         decision = plan.decision
         if plan.quota is not None:
             quota = plan.quota
@@ -271,7 +273,9 @@ class Admitter:
                 self._publish_team(quota.team.name, quota.reservation.type, outcome, reserved,
                                    quota.reservation.amount)
         decision = apply_mode(decision, ctx.policy.settings.mode)
-        return self._record("validate", request, decision)
+        self._count(decision)
+        self._log("validate", uid, namespace, decision)
+        return decision
 
     async def review_update(self, request: AdmissionRequest) -> Decision:
         """A pod UPDATE (accel.admission.update): frozen keys change only by accel's identities."""

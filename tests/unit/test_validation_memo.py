@@ -10,7 +10,9 @@ and the quota decision must follow the ledger on every request.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -229,3 +231,32 @@ async def test_quota_stays_exact_for_pods_of_one_template() -> None:
     ]
     assert [a.audit.get("reserved") for a in answers[:3]] == ["uid-1", None, "uid-3"]
     assert admitter._validations.hits == 3
+
+
+class _Traced(dict):  # type: ignore[type-arg]
+    """A dict that can be weakly referenced: tells when a part of the pod is freed."""
+
+
+async def test_the_pod_is_freed_before_the_quota_ledger_answers() -> None:
+    """/validate holds no reference to the pod while it waits for the ledger: the pod's JSON tree
+    is freed by its reference count at once (not kept alive into the garbage collector's older
+    generations by every request in flight)."""
+    state = ClusterState.static(PARSED, CTX.inventory)
+    admitter = Admitter(state, metrics=Metrics(), ledger=LedgerClient(FakeCluster()), clock=lambda: 1.0,
+                        replica_id="t")
+    pod = stored(gpu_pod(profile="a100-80gb", gpus="1"), admitter.context())
+    env = _Traced(name="A", value="1")
+    pod["spec"]["containers"][0]["env"] = [env]  # read by no check
+    traced = weakref.ref(env)
+    body = review(pod, uid="req-1")
+    del pod, env
+    request = parse_review(body).request
+    del body
+    pending = asyncio.ensure_future(admitter.validate(request))
+    del request
+    for _ in range(100):  # the planning runs until validate awaits the ledger's write
+        if traced() is None or pending.done():
+            break
+        await asyncio.sleep(0)
+    assert traced() is None and not pending.done()
+    assert (await pending).audit.get("reserved") == "uid-1"
