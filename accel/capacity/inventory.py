@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SkipValidation
 
 from accel.capacity.pod_types import MIG_INFIX, SHARED_SUFFIX, TypeIndex, selectable_types
 from accel.cluster.catalog import UNKNOWN_TYPE, Catalog
@@ -85,8 +85,9 @@ class Inventory(BaseModel):
     namespace_labels: Mapping[str, Mapping[str, str]] = Field(default_factory=dict)
     namespace_annotations: Mapping[str, Mapping[str, str]] = Field(default_factory=dict)
     # uids of pods the watch showed deleted lately, also ones no inventory ever held (created and
-    # deleted between two builds): their quota entries are consumed (accel.quota.rules.watch_ids)
-    deleted_pods: frozenset[str] = frozenset()
+    # deleted between two builds): their quota entries are consumed (accel.quota.rules.watch_ids).
+    # Taken as given (the cluster state's one set per change), not copied item by item.
+    deleted_pods: SkipValidation[frozenset[str]] = frozenset()
 
     _node_index: dict[str, NodeInventory] = PrivateAttr(default_factory=dict)
     _type_index: tuple[Catalog, TypeIndex] | None = PrivateAttr(default=None)

@@ -257,7 +257,7 @@ def watch_ids(
     *,
     now: float,
     keep_s: float,
-    deleted: Iterable[str] = (),
+    deleted: frozenset[str] = frozenset(),
 ) -> tuple[frozenset[str], dict[str, tuple[float, bool]]]:
     """The ledger ids the watch accounts for (invariant 2), and the new `Seen` memo.
 
@@ -269,11 +269,14 @@ def watch_ids(
     `deleted` are uids the watch showed deleted (a DELETED event, or gone at a relist) lately,
     whether or not a view ever showed them present: a pod created and force-deleted between two
     views (issue 21) is gone just the same, so its entries are consumed at once instead of after
-    the reconciler's grace. Exact: a uid names one pod object and is never reused, so a deleted
-    uid's entries can belong to no pod that still exists; a uid the watch shows now stays a pod.
+    the reconciler's grace. The caller keeps them (serving.cluster_state rule 5), so they do not
+    enter the memo. Exact: a uid names one pod object and is never reused, so a deleted uid's
+    entries belong to no pod that still exists; should the watch show one anyway, it stays that
+    pod (an unbound one keeps its bind conversion counted).
     """
     seen: dict[str, tuple[float, bool]] = {}
     ids: set[str] = set()
+    shown_unbound: list[str] = []  # unbound pods whose uid is also in `deleted` (never, by uniqueness)
     for uid, bound in pods:
         if not uid:
             continue
@@ -281,14 +284,22 @@ def watch_ids(
         ids.add(uid)
         if bound:
             ids.add(BOUND_PREFIX + uid)
+        elif uid in deleted:
+            shown_unbound.append(uid)
     for uid, (when, bound) in previous.items():
         if uid not in seen and now - when <= keep_s:
             seen[uid] = (when, bound)
             ids.add(uid)
             ids.add(BOUND_PREFIX + uid)
-    for uid in deleted:
-        if uid and uid not in seen:
-            seen[uid] = (now, True)
-            ids.add(uid)
-            ids.add(BOUND_PREFIX + uid)
-    return frozenset(ids), seen
+    if not deleted:
+        return frozenset(ids), seen
+    visible = _gone_ids(deleted).union(ids)
+    if shown_unbound:
+        visible = visible.difference(BOUND_PREFIX + uid for uid in shown_unbound)
+    return visible, seen
+
+
+@functools.lru_cache(maxsize=4)  # the same set object per cluster-state change: built once, not per view
+def _gone_ids(deleted: frozenset[str]) -> frozenset[str]:
+    """Every ledger id of the deleted pods `deleted`: their reservations and bind conversions."""
+    return deleted.union(map(BOUND_PREFIX.__add__, deleted))

@@ -31,18 +31,20 @@ A100 = "nvidia-a100-80gb"
 
 
 def test_a_uid_the_watch_showed_deleted_is_accounted_for_though_no_view_showed_it() -> None:
-    visible, seen = watch_ids([("present", False)], {}, now=10.0, keep_s=120.0, deleted=["gone"])
+    deleted = frozenset({"gone"})
+    visible, seen = watch_ids([("present", False)], {}, now=10.0, keep_s=120.0, deleted=deleted)
     assert {"gone", BOUND_PREFIX + "gone"} <= visible  # its reservation and bind conversion are consumed
     assert "present" in visible and BOUND_PREFIX + "present" not in visible  # a pod that exists stays one
-    # remembered by the memo too: the next view still accounts for it without the deleted list
-    later, _ = watch_ids([], seen, now=20.0, keep_s=120.0)
-    assert "gone" in later
+    assert "gone" not in seen  # the cluster state keeps deleted uids; the memo keeps pods it showed
+    again, _ = watch_ids([], seen, now=20.0, keep_s=120.0, deleted=deleted)
+    assert {"gone", BOUND_PREFIX + "gone", "present", BOUND_PREFIX + "present"} <= again  # present, then gone
 
 
 def test_a_deleted_uid_that_is_present_again_stays_an_unbound_pod() -> None:
     # uids are never reused; should a view hold one anyway, the pod it shows wins (never freed early)
-    visible, seen = watch_ids([("u", False)], {}, now=1.0, keep_s=120.0, deleted=["u"])
-    assert seen["u"] == (1.0, False) and BOUND_PREFIX + "u" not in visible
+    visible, seen = watch_ids([("u", False)], {}, now=1.0, keep_s=120.0, deleted=frozenset({"u", "v"}))
+    assert seen["u"] == (1.0, False) and "u" in visible and BOUND_PREFIX + "u" not in visible
+    assert BOUND_PREFIX + "v" in visible
 
 
 def gpu_pod(name: str, uid: str) -> dict[str, object]:
