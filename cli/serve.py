@@ -77,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "a free port, logged at start (default: /metrics on --port)",
     )
     parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share --port with other `accel serve` processes (SO_REUSEPORT; the kernel spreads new "
+        "connections over them): several webhook processes in one pod use several cores (docs/deploy.md)",
+    )
+    parser.add_argument(
         "--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)"
     )
     parser.add_argument(
@@ -488,6 +494,7 @@ async def _serve(args: argparse.Namespace) -> None:
         await serve(
             app, host=args.host, port=args.port, tls=tls, stop=stop, allow_plaintext=args.insecure_plaintext,
             metrics_port=scrape_port,
+            reuse_port=args.reuse_port,
         )
     finally:
         if deps.close is not None:

@@ -25,12 +25,12 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
-from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger
+from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger, Writer
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
 from kube.protocol import CasStore
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ATTEMPTS = 16
 BASE_BACKOFF_S = 0.001
 MAX_BACKOFF_S = 0.05
+CONTENDED_S = 0.25  # another writer wrote this recently: it is likely to write again now
+MAX_YIELD_S = 0.05
 HEARTBEAT_S = WRITER_LIVE_S / 4  # an idle writer re-registers this often: well inside WRITER_LIVE_S
 
 Decide = Callable[[Ledger], ReservationOutcome]
@@ -90,6 +92,7 @@ class LedgerClient:
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._cached: tuple[str | None, Ledger] | None = None
+        self._write_s = 0.0  # how long the last write took
         self._metrics = _LedgerMetrics(metrics or Metrics(), name)
 
     async def read(self) -> Ledger:
@@ -125,6 +128,10 @@ class LedgerClient:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._settle(batch)
+                if self._pending and self._contended():
+                    # Another writer is busy too: after our write, let its write through first (about
+                    # one write's time) instead of racing it at once; ours then carries more decisions.
+                    await self._sleep(min(self._write_s, MAX_YIELD_S))
         finally:
             self._flusher = None
 
@@ -180,7 +187,9 @@ class LedgerClient:
                 if marks:  # rule 5: the oldest snapshot this write's decisions used
                     ledger = ledger.registered(self.writer, min(marks), self._wall())
                 data = ledger.to_data()
+                started = time.perf_counter()
                 new_version = await self.store.write(self.name, data, version)
+                self._write_s = time.perf_counter() - started
                 if new_version is not None:
                     self.writes += 1
                     self._metrics.written(ledger, len(data[LEDGER_KEY]), len(batch))
@@ -200,6 +209,17 @@ class LedgerClient:
             return [unavailable] * len(batch)
         return [msg.ledger_busy(self.attempts)] * len(batch)
 
+
+    def _contended(self) -> bool:
+        """Whether another writer wrote the ledger in the last CONTENDED_S (as of the last ledger seen):
+        then the cached copy is likely stale, and a write from it would only lose the race."""
+        now = self._wall()
+        return any(
+            name != self.writer and now - w.at < CONTENDED_S for name, w in self._cached_writers().items()
+        )
+
+    def _cached_writers(self) -> Mapping[str, Writer]:
+        return self._cached[1].writers if self._cached is not None else {}
 
     def wants_heartbeat(self, watermark: int | None, visible: frozenset[str], now: float) -> bool:
         """Whether this writer should write only to register (rule 5): it is registered in the last

@@ -11,6 +11,10 @@ With `metrics_port` the app's metrics are served by a second, plain-HTTP listene
 (`serving.app.make_metrics_app`; 0 picks a free one, logged) and the app's own /metrics answers
 404: the serving port then carries no per-team series. It starts and stops with the main one.
 
+With `reuse_port` the listening socket sets SO_REUSEPORT: several processes (each a whole server:
+its own informers, quota-ledger writer and metrics) listen on one port and the kernel spreads new
+connections over them, as a Service spreads them over pods (`accel serve --reuse-port`).
+
 Plaintext is refused unless `allow_plaintext=True` (the CLI's `--insecure-plaintext`), and always for an app
 named "webhook": the API
 server only calls webhooks over HTTPS, so a plaintext webhook is a misconfiguration, not an option.
@@ -85,6 +89,7 @@ async def serve(
     on_started: Callable[[int], None] | None = None,
     metrics_port: int | None = None,
     on_metrics_started: Callable[[int], None] | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until `stop` is set, then drain and return. `on_started(port)` gets the bound port;
     with `metrics_port`, `on_metrics_started(port)` the metrics listener's (module docstring)."""
@@ -103,7 +108,8 @@ async def serve(
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls is not None else None)
+        ssl_context = tls.context if tls is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
         await _listen(site, host, port, name, "--port")
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("serving", extra={"app": name, "host": host, "port": bound, "tls": tls is not None})
@@ -154,6 +160,7 @@ async def serving(
     shutdown_timeout: float = 5.0,
     allow_plaintext: bool = False,
     metrics_port: int | None = None,
+    reuse_port: bool = False,
 ) -> AsyncIterator[int]:
     """Serve `app` for the duration of the block and yield the bound port (tests, benchmarks);
     `metrics_port` as in `serve` (give a free port: the block yields only the serving one).
@@ -164,7 +171,8 @@ async def serving(
     stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(app, host=host, port=port, tls=tls, stop=stop, shutdown_timeout=shutdown_timeout,
-              allow_plaintext=allow_plaintext, on_started=started.set_result, metrics_port=metrics_port)
+              allow_plaintext=allow_plaintext, on_started=started.set_result, metrics_port=metrics_port,
+              reuse_port=reuse_port)
     )
     done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

@@ -10,9 +10,15 @@ there are no nodes, so they stay Pending and no scheduling work mixes in) from W
 clients:
 - `one team`: every pod in one team's namespace;
 - `20 teams`: the pods spread round-robin over 20 teams' namespaces (20 teams bursting at once);
-- `2 replicas`: as `one team`, through two `accel serve webhook` replicas sharing the ledger
-  behind the e2e round-robin proxy (tests/e2e/proxy.py: what a Service does);
-and `plain`: pods asking for no GPU, one namespace, webhooks called directly.
+- `2 replicas`: as `one team`, through two `accel serve webhook --reuse-port` replicas sharing
+  the ledger and one port: the kernel spreads the API server's connections over them, as a
+  Service's kube-proxy rules do in the kernel (no user-space hop);
+and `plain`: pods asking for no GPU, one namespace, webhooks called directly. Not run unless named
+in BENCH_KUBE_SCENARIOS (comma-separated keys, e.g. `replicas-2,replicas-2-proxy`; default: the
+four above): `2 replicas via proxy`, the same two replicas behind the e2e round-robin proxy
+(tests/e2e/proxy.py, a Python thread per connection inside this process, kept for the e2e failover
+tests: its CPU is in the "client" line and its latency in the figures). Ledger counters come from
+each replica's own metrics port.
 Each round runs every scenario once with the webhook configurations deleted and once with them
 registered (the order alternating per round, so load from other processes hits both alike). The
 webhook phase uses fresh teams whose quota the burst exceeds by about 10 %: the quota must stay
@@ -66,14 +72,33 @@ class Scenario:
     quota: int  # GPUs per team; each team gets ceil(PODS / teams) one-GPU pods, about 10 % more
     replicas: int = 1
     gpu: bool = True
+    route: str = "direct"  # "direct" (one replica), "reuse-port" (two on one port) or "proxy" (two)
 
 
-SCENARIOS = (
+ALL_SCENARIOS = (
     Scenario("one-team", "one team", teams=1, quota=135),
     Scenario("teams-20", "20 teams", teams=20, quota=7),  # 8 pods per team
-    Scenario("replicas-2", "2 replicas", teams=1, quota=135, replicas=2),
+    Scenario("replicas-2", "2 replicas", teams=1, quota=135, replicas=2, route="reuse-port"),
+    Scenario("replicas-2-proxy", "2 replicas via proxy", teams=1, quota=135, replicas=2, route="proxy"),
     Scenario("plain", "plain pods", teams=1, quota=0, gpu=False),
 )
+DEFAULT_SCENARIOS = ("one-team", "teams-20", "replicas-2", "plain")
+
+
+def chosen_scenarios() -> tuple[Scenario, ...]:
+    """BENCH_KUBE_SCENARIOS (module docstring), in ALL_SCENARIOS order."""
+    keys = [k.strip() for k in os.environ.get("BENCH_KUBE_SCENARIOS", "").split(",") if k.strip()]
+    known = {s.key for s in ALL_SCENARIOS}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise SystemExit(
+            f"BENCH_KUBE_SCENARIOS: unknown {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+        )
+    wanted = set(keys or DEFAULT_SCENARIOS)
+    return tuple(s for s in ALL_SCENARIOS if s.key in wanted)
+
+
+SCENARIOS = chosen_scenarios()
 
 
 def per_team(scenario: Scenario) -> int:
@@ -95,7 +120,7 @@ def bench_policy() -> dict[str, str]:
     teams = yaml.safe_load(data["teams.yaml"])["teams"]
     teams.append({"name": BARE_TEAM, "quota": {"*": 1_000_000}})
     for r in range(ROUNDS):
-        for scenario in SCENARIOS:
+        for scenario in ALL_SCENARIOS:
             for i in range(scenario.teams):
                 quota = scenario.quota if scenario.gpu else 1_000_000
                 teams.append({"name": team_name(r, scenario, i), "quota": {"*": quota}})
@@ -210,14 +235,13 @@ def cpu_seconds(procs: controlplane.Processes) -> dict[str, float]:
 LEDGER_COUNTERS = ("writes", "decisions", "written_bytes", "conflicts")
 
 
-def ledger_counters(env: cluster.E2ECluster, ports: list[int]) -> dict[str, float]:
-    """accel_quota_ledger_*_total summed over the webhook replicas' /metrics."""
+def ledger_counters(env: cluster.E2ECluster, urls: list[str]) -> dict[str, float]:
+    """accel_quota_ledger_*_total summed over the webhook replicas' metrics `urls`."""
     assert env.servers is not None
     totals = dict.fromkeys(LEDGER_COUNTERS, 0.0)
-    for port in ports:
-        with urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/metrics", context=env.servers.tls_context(), timeout=30
-        ) as response:
+    for url in urls:
+        context = env.servers.tls_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(url, context=context, timeout=30) as response:
             text = response.read().decode()
         for line in text.splitlines():
             for name in LEDGER_COUNTERS:
@@ -240,7 +264,7 @@ class Phase:
 
 
 def phase(
-    env: cluster.E2ECluster, procs: controlplane.Processes, work: list[cluster.Obj], ports: list[int]
+    env: cluster.E2ECluster, procs: controlplane.Processes, work: list[cluster.Obj], ports: list[str]
 ) -> tuple[Phase, list[Outcome]]:
     counted = ledger_counters(env, ports)
     before = cpu_seconds(procs)
@@ -301,11 +325,19 @@ class Round:
     exact: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """How the API server reaches the webhook in a scenario, and where its replicas' metrics are."""
+
+    url: str
+    metrics: list[str]
+    proxy: RoundRobinProxy | None = None
+
+
 def measure(
-    env: cluster.E2ECluster, procs: controlplane.Processes, proxy: RoundRobinProxy, ports: list[int]
+    env: cluster.E2ECluster, procs: controlplane.Processes, routes: dict[str, Route]
 ) -> dict[str, list[Round]]:
     assert env.servers is not None
-    direct = f"https://127.0.0.1:{env.servers.ports['webhook']}"
     results: dict[str, list[Round]] = {s.key: [] for s in SCENARIOS}
     bare_namespaces = [bare_namespace(i) for i in range(max(s.teams for s in SCENARIOS))]
     started = time.perf_counter()
@@ -318,20 +350,17 @@ def measure(
                 make_namespace(env, namespace, namespace)
             figures: dict[bool, Phase] = {}
             exact = ""
+            route = routes[scenario.route]
             for on in (False, True) if r % 2 == 0 else (True, False):
                 if on:
-                    set_webhooks(
-                        env,
-                        f"https://127.0.0.1:{proxy.port}" if scenario.replicas == 2 else direct,
-                        proxy if scenario.replicas == 2 else None,
-                    )
+                    set_webhooks(env, route.url, route.proxy)
                     work = pods(scenario, hook_namespaces, f"{scenario.key}-hook")
-                    figures[on], outcomes = phase(env, procs, work, ports)
+                    figures[on], outcomes = phase(env, procs, work, route.metrics)
                     exact = check_exact(env, scenario, hook_namespaces, outcomes)
                 else:
                     set_webhooks(env, None)
                     work = pods(scenario, bare_namespaces[: scenario.teams], f"r{r}-{scenario.key}-bare")
-                    figures[on], _ = phase(env, procs, work, ports)
+                    figures[on], _ = phase(env, procs, work, route.metrics)
             results[scenario.key].append(Round(figures[True], figures[False], exact))
             # Pending pods would pile up in the watch caches round after round: clear them.
             clear_pods(env, hook_namespaces + bare_namespaces[: scenario.teams])
@@ -381,6 +410,22 @@ def report(results: dict[str, list[Round]]) -> bool:
     return ok
 
 
+def metrics_url(process: controlplane.Process) -> str:
+    """Each `accel serve` of the harness has its own metrics port (plain HTTP, --metrics-port)."""
+    return f"http://127.0.0.1:{process.metrics_port}/metrics"
+
+
+def start_reuse_port_pair(servers: outofcluster.Servers) -> Route:
+    """Two webhook replicas on one port with SO_REUSEPORT, each with its own metrics port."""
+    port = controlplane.free_port()
+    launched = [
+        servers.launch("webhook", port, log_suffix=f"-reuse-port-{i}", args=("--reuse-port",)) for i in (1, 2)
+    ]
+    for process in launched:
+        servers.wait_ready(process)
+    return Route(f"https://127.0.0.1:{port}", [metrics_url(p) for p in launched])
+
+
 def main() -> int:
     target = cluster.detect()
     if target.mode != "local" or target.assets is None:
@@ -407,12 +452,19 @@ def main() -> int:
         cluster.apply_policy(kubectl, bench_policy())
         for i in range(max(s.teams for s in SCENARIOS)):
             make_namespace(env, bare_namespace(i), BARE_TEAM)
-        second = servers.start("webhook", log_suffix="-replica-2")
-        proxy = RoundRobinProxy([servers.running["webhook"].port, second.port]).start()
+        first = servers.running["webhook"]
+        routes = {"direct": Route(f"https://127.0.0.1:{first.port}", [metrics_url(first)])}
+        if any(s.route == "reuse-port" for s in SCENARIOS):
+            routes["reuse-port"] = start_reuse_port_pair(servers)
+        if any(s.route == "proxy" for s in SCENARIOS):
+            second = servers.start("webhook", log_suffix="-replica-2")
+            proxy = RoundRobinProxy([first.port, second.port]).start()
+            pair = [metrics_url(first), metrics_url(second)]
+            routes["proxy"] = Route(f"https://127.0.0.1:{proxy.port}", pair, proxy)
         cluster.wait_for_policy(
             kubectl, profile=cluster.PARKED_PROFILE, team=BARE_TEAM, namespace=bare_namespace(0), timeout_s=60
         )
-        results = measure(env, procs, proxy, proxy.backends)
+        results = measure(env, procs, routes)
     except (RuntimeError, KubectlError) as exc:
         print(f"bench_kube failed: {exc}")
         return 2

@@ -81,21 +81,26 @@ class Servers:
         """GET /readyz == 200; a refused or reset connection just means "not yet"."""
         return controlplane.https_ok(f"https://127.0.0.1:{port}/readyz", self.tls_context())
 
-    def start(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
+    def start(
+        self, name: str, port: int | None = None, *, log_suffix: str = "", args: tuple[str, ...] = ()
+    ) -> controlplane.Process:
         """Start one `accel serve NAME` and wait until /readyz answers 200 (or it exits)."""
-        process = self.launch(name, port, log_suffix=log_suffix)
+        process = self.launch(name, port, log_suffix=log_suffix, args=args)
         self.wait_ready(process)
         return process
 
-    def launch(self, name: str, port: int | None = None, *, log_suffix: str = "") -> controlplane.Process:
-        """Start one `accel serve NAME` without waiting (start several, then `wait_ready` each)."""
+    def launch(
+        self, name: str, port: int | None = None, *, log_suffix: str = "", args: tuple[str, ...] = ()
+    ) -> controlplane.Process:
+        """Start one `accel serve NAME` without waiting (start several, then `wait_ready` each);
+        `args` are more options (e.g. `--reuse-port`)."""
         port = port or controlplane.free_port()
         metrics_port = controlplane.free_port()
         env = os.environ | {"KUBECONFIG": self.kubeconfig, "ACCEL_NAMESPACE": cluster.NS}
         process = self.procs.start(
             f"accel serve {name}{log_suffix}",
             [_accel(), "serve", name, "--host", "127.0.0.1" if self.host == "127.0.0.1" else "0.0.0.0",
-             "--port", str(port), "--cert-dir", str(self.certs), "--metrics-port", str(metrics_port)],
+             "--port", str(port), "--cert-dir", str(self.certs), "--metrics-port", str(metrics_port), *args],
             self.workdir / f"{name}{log_suffix}.log", env=env,
         )  # fmt: skip
         process.port, process.metrics_port = port, metrics_port
