@@ -15,8 +15,9 @@ request in `finally`; `accel_extender_bind_total{result}` once per bind.
 
 Callers: with `client_names` every verb needs a verified client certificate whose CN is one of
 them (kube-scheduler's `accel-scheduler`; serving/peers.py): 401 without one, 403 for another
-name, before the body is read. Probes and /metrics stay open. `accel serve extender` always
-passes it unless told `--allow-unauthenticated`.
+name, before the body is read. Probes and /metrics stay open (/metrics answers 404 when the
+server has a metrics port, serving.run). `accel serve extender` always passes it unless told
+`--allow-unauthenticated`.
 
 Bind sequence: plan (devices + annotations, type and price of the node's real type, always
 overwriting what the pod carried) -> per-type quota conversion on the ledger for a pod whose type

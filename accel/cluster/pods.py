@@ -38,6 +38,9 @@ class PodView(BaseModel):
     phase: str = "Pending"
     scheduler_name: str | None = None
     deleting: bool = False
+    # `spec.schedulingGates` is not empty: kube-scheduler does not consider the pod yet (Kueue keeps
+    # the pods it has not admitted so); only such a pod may still narrow its node affinity.
+    gated: bool = False
     # Effective requests of accelerator resources (whole units), and CPU/memory for fit checks.
     accelerators: Mapping[str, int] = Field(default_factory=dict)
     cpu_milli: int = 0
@@ -194,6 +197,7 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         phase=str(status.get("phase") or "Pending"),
         scheduler_name=str(spec["schedulerName"]) if spec.get("schedulerName") else None,
         deleting=bool(metadata.get("deletionTimestamp")),
+        gated=bool(spec.get("schedulingGates")),
         accelerators=accelerators,
         cpu_milli=requests.get("cpu", 0),
         memory_bytes=requests.get("memory", 0),

@@ -140,6 +140,8 @@ class ClusterIndex:
     bound_uids: frozenset[str] = frozenset()
     job_nodes: dict[JobKey, list[tuple[str, str]]] = field(default_factory=dict)  # job -> (uid, node)
     job_pods: dict[JobKey, int] = field(default_factory=dict)  # job -> pods seen, pending included
+    # job -> uids of its pods kube-scheduler may place now: unbound, not gated, not being deleted
+    job_waiting: dict[JobKey, frozenset[str]] = field(default_factory=dict)
     known_types: tuple[str, ...] = ()
     slots_of: dict[str, int] = field(default_factory=dict)
     rebuilt_nodes: int = 0  # how many nodes this generation had to rebuild (rule 2), for benchmarks
@@ -221,13 +223,21 @@ def _record(
     return NodeRecord(node, pods, devices, classes.intern(node, devices), classes.intern_topo(node)), True
 
 
-def _group_pods(
-    pods: Iterable[PodView],
-) -> tuple[dict[str, list[PodView]], dict[JobKey, list[tuple[str, str]]], dict[JobKey, int]]:
-    """Pods by node, bound job pods by job, and every job's pod count (pending ones included)."""
+JobGroups = tuple[
+    dict[str, list[PodView]],
+    dict[JobKey, list[tuple[str, str]]],
+    dict[JobKey, int],
+    dict[JobKey, frozenset[str]],
+]
+
+
+def _group_pods(pods: Iterable[PodView]) -> JobGroups:
+    """Pods by node, bound job pods by job, every job's pod count (pending ones included) and its
+    pods waiting to be placed (`ClusterIndex.job_waiting`)."""
     by_node: dict[str, list[PodView]] = defaultdict(list)
     jobs: dict[JobKey, list[tuple[str, str]]] = defaultdict(list)
     counts: dict[JobKey, int] = defaultdict(int)
+    waiting: dict[JobKey, set[str]] = defaultdict(set)
     for pod in pods:
         job = job_key(pod.namespace, pod.labels) if pod.labels else None
         if job:
@@ -236,7 +246,9 @@ def _group_pods(
             by_node[pod.node_name].append(pod)
             if job:
                 jobs[job].append((pod.uid, pod.node_name))
-    return by_node, dict(jobs), dict(counts)
+        elif job and pod.uid and not pod.gated and not pod.deleting:
+            waiting[job].add(pod.uid)
+    return by_node, dict(jobs), dict(counts), {job: frozenset(uids) for job, uids in waiting.items()}
 
 
 def build_index(
@@ -253,7 +265,7 @@ def build_index(
     """
     classes = classes if classes is not None else Classes()
     old = previous.records if previous is not None and previous.classes is classes else {}
-    by_node, jobs, job_pods = _group_pods(inventory.pods)
+    by_node, jobs, job_pods, job_waiting = _group_pods(inventory.pods)
     records: dict[str, NodeRecord] = {}
     rebuilt = 0
     empty: tuple[PodView, ...] = ()
@@ -282,6 +294,7 @@ def build_index(
         bound_uids=frozenset(p.uid for p in inventory.pods if p.uid and p.node_name),
         job_nodes=jobs,
         job_pods=job_pods,
+        job_waiting=job_waiting,
         rebuilt_nodes=rebuilt,
         recent=recent,
     )

@@ -18,11 +18,12 @@ Rules:
    (accel.placement.score rule 3), it is never filtered out.
    The job's size is the author's word (labels and annotations, accel.cluster.job_intent), so the
    pods left to hold for are capped by what can still come (`JobQuota`, issue 21): the job's
-   pods that already exist unplaced, plus as many more of this pod's shape as the team's quota
-   still admits (type line after this bind and "*" line; Kueue-queued pods: none more, Kueue
-   admits a pod group whole). A forged size therefore holds no more than the team could take
-   by creating pods itself. Without a team quota line the declared size stands (1..4096, and a
-   leaf that cannot fit the rest is not held at all).
+   pods that already exist unplaced and may be scheduled (not gated), plus as many more of this
+   pod's shape as the team's quota still admits (type line after this bind and "*" line;
+   Kueue-queued pods: none more, Kueue admits a pod group whole and ungates it then). A forged
+   size therefore holds no more than the team could take by creating pods itself. Without a
+   team quota line the declared size stands (1..4096, and a leaf that cannot fit the rest is not
+   held at all).
 4. Everything here (learned mix, assumed binds, job holds, caches) is per process. That is sound because the
    scheduler talks to exactly one extender replica: the manifests pin it (one replica, Service
    `sessionAffinity: ClientIP`). Two replicas would each assume only their own binds.
@@ -293,6 +294,16 @@ class ExtenderState:
             return 1
         return max(1, self.job_size(index, req) - self.job_placed(index, req.job, except_uid=req.pod.uid))
 
+    def job_unplaced(self, index: ClusterIndex, req: PodRequest) -> int:
+        """The job's other pods kube-scheduler may place now (`ClusterIndex.job_waiting`), not yet
+        assumed bound: pods gated by Kueue (or anyone) until admitted are not counted, so pods
+        made only to be counted, never admitted, hold nothing."""
+        if req.job is None:
+            return 0
+        waiting = index.job_waiting.get(req.job, frozenset())
+        assumed = {a.uid for a in self.assumptions.by_uid.values() if a.job == req.job}
+        return len(waiting - assumed - {req.pod.uid})
+
     def hold_after_bind(
         self, index: ClusterIndex, req: PodRequest, node: str, now: float,
         quota: Callable[[], JobQuota] | None = None,
@@ -309,8 +320,7 @@ class ExtenderState:
         if left > 0 and quota is not None:
             more = pods_quota_admits(quota(), inventory_node.accelerator_type or "")
             if more is not None:
-                unplaced = max(0, index.job_pods.get(req.job, 0) - placed - 1)  # pending, this pod aside
-                left = min(left, unplaced + more)
+                left = min(left, self.job_unplaced(index, req) + more)
         if left <= 0 or leaf[-1] is None:
             return None
         shaped = self.shaped(req, index)

@@ -35,16 +35,18 @@ def job_pod(name: str, size: int, *, ns: str = "team-a") -> Json:
 
 
 async def lone_pod_scores(
-    aiohttp_client: Any, quota: dict[str, int], *, size: int = 3, pending: int = 1
+    aiohttp_client: Any, quota: dict[str, int], *, size: int = 3, pending: int = 1, gated: bool = False
 ) -> dict[str, int]:
     """Bind the first pod of a `size`-pod job of team-a (quota `quota`; `pending` of its pods exist,
-    unbound), then score a lone 1-GPU pod of another team on a1 (another leaf) and b1 (the job's
-    leaf l2, where the job's other pods fit)."""
+    unbound; the others `gated` from scheduling), then score a lone 1-GPU pod of another team on
+    a1 (another leaf) and b1 (the job's leaf l2, where the job's other pods fit)."""
     policy = example_policy(teams=[
         {"name": "nlp", "quota": quota},
         {"name": "vision", "quota": {"*": 8}},
     ])
     job = [job_pod(f"w{i}", size) for i in range(pending)]
+    for pod in job[1:] if gated else ():
+        pod["spec"]["schedulingGates"] = [{"name": "kueue.x-k8s.io/admission"}]
     other = named_gpu_pod("solo", 1, ns="team-b")
     busy = named_gpu_pod("busy", 4, node="b2", ns="team-b")
     nodes = [node_object("a1", leaf="l1", spine="s1"), node_object("b1", leaf="l2", spine="s1"),
@@ -85,6 +87,13 @@ async def test_pods_of_the_job_that_already_exist_are_held_for_even_with_the_quo
     # all 3 pods admitted (the quota counts them): the 2 still pending are the job's, not a forgery
     scores = await lone_pod_scores(aiohttp_client, {A100: 12, "*": 12}, pending=3)
     assert scores["a1"] > scores["b1"]
+
+
+async def test_pods_of_the_job_that_may_not_be_scheduled_yet_are_not_held_for(aiohttp_client: Any) -> None:
+    # e.g. pods Kueue never admits (a kueueManaged team's quota is Kueue's, not accel's): made only
+    # to be counted, they stay gated and hold nothing
+    scores = await lone_pod_scores(aiohttp_client, {A100: 4, "*": 40}, pending=3, gated=True)
+    assert scores["a1"] == scores["b1"]
 
 
 def team(quota: dict[str, int]) -> Team:
