@@ -33,6 +33,10 @@ Rules:
    team, a type of the profile the team may use (the narrowing check covers generic profiles),
    the price of such a type; any other owned key (devices, placement, unknown ones) is a denial.
    The reservation id is the quota ledger's business (accel.quota).
+7. Rules 1-4 read only the pod's planned part (`planned_part`: what the checks read, without what
+   the API server makes unique per pod); the pod's identity only names the reservation. So the
+   pods of one template are planned once per admission context (`ValidationMemo`), while the
+   quota decision runs on the current ledger for each of them.
 """
 
 from __future__ import annotations
