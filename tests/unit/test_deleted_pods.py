@@ -19,6 +19,7 @@ from accel.quota.rules import BOUND_PREFIX, team_usage_now, watch_ids
 from cli.serve import ClusterDeps, build_state
 from extender.quota_gate import QuotaGate
 from kube.fake import FakeCluster
+from kube.informer import Backoff, Informer
 from kube.testing import ManualClock, make_configmap, make_namespace, make_node, make_pod, until
 from serving.cluster_state import DeletedPods
 from serving.ledger import LedgerClient
@@ -103,6 +104,33 @@ async def test_a_pod_added_and_deleted_between_two_views_frees_its_reservation_a
         _, gate_visible = gate._watch(types.SimpleNamespace(
             parsed=view.parsed, inventory=view.inventory, generation=view.generation))
         assert "u1" in gate_visible
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_pod_gone_at_a_relist_is_remembered_as_deleted() -> None:
+    # The watch breaks, the pod is deleted meanwhile (no event reaches anyone), then the relist
+    # finds it gone: the informer reports it DELETED, so its reservation is consumed all the same.
+    cluster = FakeCluster()
+    cluster.apply(gpu_pod("p", "u-relist"))
+    informer = Informer(cluster, "pods", backoff=Backoff(initial_s=0.001, max_s=0.001))
+    memory = DeletedPods(ManualClock())
+    informer.add_callback(memory.on_change)
+    task = asyncio.create_task(informer.run())
+    try:
+        await until(lambda: informer.get("team-nlp/p") is not None)
+        relists = informer.relists
+        cluster.set_unreachable(True)
+        cluster.delete("pods", "p", "team-nlp")
+        assert memory.uids() == frozenset()
+        cluster.set_unreachable(False)
+        for _ in range(2000):  # a real (1 ms) backoff before the relist: poll with a bound
+            if informer.relists > relists:
+                break
+            await asyncio.sleep(0.001)
+        assert informer.relists > relists and informer.get("team-nlp/p") is None
+        assert memory.uids() == {"u-relist"}
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
