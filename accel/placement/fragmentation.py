@@ -54,7 +54,8 @@ ACCEL_SCARCITY_WEIGHT = 0.3
 ACCEL_FILL_WEIGHT = 8.0
 #: Weight of the lock-in penalty for shared pods (see `TypicalMix.fill_lock_in`): milli-GPU per milli a
 #: pod locks in on a partly used device beyond what it would leave on a fresh one. openb `default`,
-#: 10 seeds 42..51: 0 -> 3.89 %, 10 -> 3.82 %, 12 -> 3.81 %, 14 -> 3.81 % (docs/simulation-results.md).
+#: 10 seeds 42..51 (with spoken-for sizes left out of `TypicalMix.fill_sizes`): 0 -> 3.89 %,
+#: 12 -> 3.795 %, 14 -> 3.805 %, 16 -> 3.794 %: flat within seed noise (docs/simulation-results.md).
 ACCEL_LOCK_WEIGHT = 12.0
 #: A shared-GPU size is "common" for the fill term from this share of the mix's shared pods.
 ACCEL_FILL_MIN_SHARE = 0.03
@@ -193,7 +194,7 @@ def fragmentation_score(
     pushed through FGD's sigmoid and truncated to `levels` steps instead of 100. Coarser steps
     make near-equal nodes tie, and ties go to the caller's fixed node order, which packs pods onto
     the same nodes. On openb (10 seeds, online mix) default went 4.72 % -> 4.17 % unallocated with
-    the stranding term, to 3.89 % with the fill term and to 3.81 % with the lock-in term (FGD 4.77 %); see
+    the stranding term, to 3.89 % with the fill term and to 3.80 % with the lock-in term (FGD 4.77 %); see
     docs/simulation-results.md for all 17 workloads.
     """
     mix = as_mix(workload)

@@ -212,6 +212,20 @@ def test_fill_sizes_keep_common_shared_sizes_and_whole_gpus_with_their_least_cpu
     assert TypicalMix(((WHOLE, 1.0),)).fill_sizes(0.03) == ((1000, 2000),)
 
 
+def test_fill_sizes_leave_out_sizes_an_810s_gaps_absorb() -> None:
+    # 160s fit only into gaps; every 810 leaves 190 and 810s outnumber 160s, so the 160s are spoken
+    # for: a 470 + 320 device's 210 is not "closed to 50 by a 160".
+    with_160 = TypicalMix((*OPENB_LIKE.typical, (_shared(4000, 160), 0.05)))
+    assert 160 not in [size for size, _ in with_160.fill_sizes(0.03)]
+    assert with_160.fill_residue((210,), 64000, 0.03) == 210
+    # more 160s than 810s: the 810s cannot absorb them all, they close other gaps too
+    many_160 = TypicalMix((*OPENB_LIKE.typical, (_shared(4000, 160), 0.3)))
+    assert 160 in [size for size, _ in many_160.fill_sizes(0.03)]
+    assert many_160.fill_residue((210,), 64000, 0.03) == 50
+    # sizes of at most 500 pair with themselves: a 500-only mix keeps 500
+    assert TypicalMix(((_shared(1000, 500), 1.0),)).fill_sizes(0.03) == ((500, 1000),)
+
+
 @pytest.mark.parametrize(
     ("free", "cpu_left", "residue"),
     [
