@@ -506,6 +506,16 @@ def new_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="accel-e2e-"))
 
 
+def wait_bound(kubectl: Kubectl, namespace: str, name: str, *, timeout_s: float = 90) -> Obj:
+    """The pod once it is bound to a node (polled until `timeout_s`)."""
+
+    def bound() -> Obj | None:
+        pod = kubectl.get("pod", name, namespace=namespace)
+        return pod if pod["spec"].get("nodeName") else None
+
+    return wait_until(bound, timeout_s=timeout_s, what=f"pod {name} bound")
+
+
 def delete_quietly(kubectl: Kubectl, kind: str, name: str, namespace: str | None = None) -> None:
     # Teardown is best effort; the next run reuses or recreates the object.
     with contextlib.suppress(KubectlError):

@@ -51,11 +51,6 @@ def job_nodes(e2e: cluster.E2ECluster) -> Iterator[dict[str, str]]:
             cluster.delete_quietly(e2e.kubectl, "node", node.name)
 
 
-def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
-    pod = e2e.kubectl.get("pod", name, namespace=ns)
-    return pod if pod["spec"].get("nodeName") else None
-
-
 def _placed_event(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
     events = json.loads(e2e.kubectl.run("get", "events", "-n", ns, "-o", "json"))["items"]
     found = [
@@ -79,7 +74,7 @@ def test_three_pod_job_stays_on_the_one_leaf_that_holds_it_and_every_bind_is_exp
         pod["metadata"]["labels"] |= {"accel.dev/job": "train", "accel.dev/job-size": "3"}
         e2e.kubectl.create(pod)
     bound = {
-        name: wait_until(partial(_bound, e2e, ns, name), timeout_s=90, what=f"pod {name} bound")
+        name: cluster.wait_bound(e2e.kubectl, ns, name)
         for name in names
     }
     nodes = {name: pod["spec"]["nodeName"] for name, pod in bound.items()}

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import pytest
 
 from tests.e2e import cluster
-from tests.e2e.kubectl import wait_until
 
 PLACEMENT_ANNOTATION = "accel.dev/placement"
 LEAF = "leaf-8a"
@@ -47,11 +45,6 @@ def leaf_nodes(e2e: cluster.E2ECluster) -> Iterator[None]:
             cluster.delete_quietly(e2e.kubectl, "node", node.name)
 
 
-def _bound(e2e: cluster.E2ECluster, ns: str, name: str) -> cluster.Obj | None:
-    pod = e2e.kubectl.get("pod", name, namespace=ns)
-    return pod if pod["spec"].get("nodeName") else None
-
-
 def test_a_job_size_beyond_the_team_quota_holds_no_leaf(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str], leaf_nodes: None
 ) -> None:
@@ -60,7 +53,7 @@ def test_a_job_size_beyond_the_team_quota_holds_no_leaf(
     pod["metadata"]["namespace"] = forger_ns
     pod["metadata"]["labels"] |= {"accel.dev/job": "big", "accel.dev/job-size": "3"}
     e2e.kubectl.create(pod)
-    bound = wait_until(partial(_bound, e2e, forger_ns, "big-0"), timeout_s=90, what="pod big-0 bound")
+    bound = cluster.wait_bound(e2e.kubectl, forger_ns, "big-0")
     assert bound["spec"]["nodeName"].startswith("e2e-jobsize-8a-"), bound["spec"]["nodeName"]
 
     # Another team's 1-GPU pod that can only land on that leaf: no hold may lower its score there.
@@ -69,6 +62,6 @@ def test_a_job_size_beyond_the_team_quota_holds_no_leaf(
     other["metadata"]["namespace"] = other_ns
     other["spec"]["nodeSelector"] = {f"{cluster.TOPOLOGY}/leaf": LEAF}
     e2e.kubectl.create(other)
-    placed = wait_until(partial(_bound, e2e, other_ns, "solo"), timeout_s=90, what="pod solo bound")
+    placed = cluster.wait_bound(e2e.kubectl, other_ns, "solo")
     explanation = json.loads(placed["metadata"]["annotations"][PLACEMENT_ANNOTATION])
     assert explanation["components"].get("reservation", 0.0) == 0.0, explanation

@@ -31,6 +31,7 @@ from serving.tls import ReloadingTLS
 from tests.hostile.peer_fixtures import Pki, make_pki
 from tests.integration.test_api import sample_inventory, sample_policy
 from tests.integration.test_security_serve import free_port
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE_API = [sys.executable, "-m", "cli.main", "serve", "api", "--snapshot", "examples/cluster.yaml",
@@ -92,13 +93,7 @@ def api_process(*extra: str) -> Iterator[subprocess.Popen[str]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s=30)
 
 
 async def wait_ready(session: aiohttp.ClientSession, base: str, proc: subprocess.Popen[str]) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = str(ROOT / "examples" / "cluster.yaml")
 POLICY = ROOT / "examples" / "policy"
@@ -61,12 +63,7 @@ def served_api(*argv: str, log: Path) -> Iterator[str]:
             time.sleep(0.05)  # polling the log file for the ready line, with the deadline above
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def get(url: str) -> tuple[int, Any]:
