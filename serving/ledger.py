@@ -13,12 +13,15 @@ Retention (accel/quota/rules.py invariant 6): each write registers this client a
 the smallest pod-watch watermark of the decisions it carries (`run(..., watermark=)`), so
 entries every live writer's watch shows leave the document; `heartbeat` keeps an idle writer
 registered and lets the entries its watch now shows go. A decision the pure core answers
-`behind` (its snapshot predates the ledger's floor) is refused with a retry message.
+`behind` (its snapshot predates the ledger's floor) is refused with a retry message. A floor not below
+the document's own resourceVersion (restored from another cluster, hand-edited) is ignored
+(`_within_history`): no watch here would ever reach it, which would refuse every decision.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -30,7 +33,7 @@ from typing import NamedTuple
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
-from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger, Writer
+from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger, Writer, parse_watermark
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
 from kube.protocol import CasStore
@@ -102,7 +105,7 @@ class LedgerClient:
 
     def _parse(self, data: dict[str, str], version: str | None) -> Ledger:
         if self._cached is None or self._cached[0] != version or version is None:
-            self._cached = (version, Ledger.from_data(data))
+            self._cached = (version, _within_history(Ledger.from_data(data), version, self.name))
             self._metrics.size(self._cached[1], len(data.get(LEDGER_KEY, "")))
         self.last = self._cached[1]
         return self.last
@@ -270,6 +273,26 @@ def _refusal(outcome: ReservationOutcome) -> Finding:
     return msg.ledger_unavailable(
         f"this replica's pod watch ({at}) is behind the quota ledger (resourceVersion {floor})"
     )
+
+
+def _within_history(ledger: Ledger, version: str | None, name: str) -> Ledger:
+    """`ledger`, or with floor 0 when its floor is not below the document's own resourceVersion.
+
+    A legitimate floor always is below it: it is a watermark some writer's watch had reached before
+    the write that raised it, and every later write only raises the version. A floor at or past it
+    comes from another history (a ledger restored from another cluster's backup, a hand edit) and
+    says nothing about this cluster's pods; kept, no watch here would reach it and every decision of
+    every replica would be refused as behind, forever. (Nor would the document's version do: pod
+    watches only pass it at the next pod change.) So it reads as a document without a floor, as one
+    of the format before watermarks does (accel.quota.ledger `Ledger.from_data`)."""
+    stored = parse_watermark(version) if version is not None else None
+    if stored is None or ledger.floor < stored:
+        return ledger
+    log.warning(
+        "quota ledger floor is not below its own resourceVersion (restored or edited); ignoring it",
+        extra={"ledger": name, "floor": ledger.floor, "resource_version": stored},
+    )
+    return dataclasses.replace(ledger, floor=0)
 
 
 class _LedgerMetrics:

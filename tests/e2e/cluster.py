@@ -438,6 +438,9 @@ def e2e_policy() -> dict[str, str]:
         {"name": "e2e-replicas", "quota": {"*": REPLICAS_QUOTA}, "allowedProfiles": all_profiles},
         {"name": "e2e-preempt", "quota": {"*": 64}, "allowedProfiles": all_profiles},
         {"name": "e2e-restart", "quota": {"*": 4}, "allowedProfiles": all_profiles},
+        # test_ledger_replicas: each case its own team (quota release after deletion is asynchronous)
+        *({"name": f"e2e-ledger-{case}", "quota": {"*": 4}, "allowedProfiles": all_profiles}
+          for case in ("freeze", "restart", "floor", "corrupt")),
         # test_quota_once: each case its own team (usage release after deletion is asynchronous)
         {"name": "e2e-forged", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
         {"name": "e2e-recreate", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},

@@ -183,6 +183,7 @@ def test_sustained_admissions_keep_the_document_the_size_of_what_is_in_flight() 
 
 async def test_writes_register_the_oldest_snapshot_of_their_decisions_and_refuse_a_stale_one() -> None:
     store = FakeCluster()
+    await _advance(store, past=20)  # the watermarks below are of this API server's history
     wall = [100.0]
     client = LedgerClient(store, writer="replica-a", wall=lambda: wall[0])
 
@@ -203,6 +204,45 @@ async def test_writes_register_the_oldest_snapshot_of_their_decisions_and_refuse
     assert isinstance(refused, Finding) and refused.reason == "quota-unavailable"
     assert "pod watch (resourceVersion 15) is behind the quota ledger (resourceVersion 20)" in refused.message
     assert "p2" not in (await client.read()).reservations
+
+
+async def _advance(store: FakeCluster, *, past: int) -> None:
+    """Changes on `store` (a scratch ConfigMap) until its resourceVersion is past `past`, as the pod
+    changes a real watch watermark counts would have moved it."""
+    version: str | None = None
+    while int(store.resource_version) <= past:
+        version = await store.write("scratch", {"n": store.resource_version}, version)
+
+
+async def test_a_floor_not_below_the_documents_own_version_is_ignored_not_a_wedge() -> None:
+    """A ledger restored from another cluster (or hand-edited) may carry a floor no watch of this
+    API server reaches: every decision would be refused as behind forever. A legitimate floor is
+    below the document's resourceVersion; one that is not says nothing about this cluster."""
+    store = FakeCluster()
+    await _advance(store, past=40)
+    client = LedgerClient(store, writer="replica-a", wall=lambda: 100.0)
+
+    def admit(rid: str, watermark: int) -> Any:
+        return client.run(
+            lambda ledger: decide_reservation(ledger, res(rid, created=100.0), team=NLP, base={},
+                                              visible=frozenset(), now=100.0, watermark=watermark),
+            watermark=watermark,
+        )
+
+    await store.write(LEDGER_NAME, Ledger(floor=10**15).to_data(), None)
+    data, version = await store.read(LEDGER_NAME)
+    assert Ledger.from_data(data).floor == 10**15
+    assert (await client.read()).floor == 0
+    admitted = await admit("p", int(version) - 1)  # the pod watch stands at the last pod change
+    assert isinstance(admitted, ReservationOutcome) and not admitted.excess
+    data, version = await store.read(LEDGER_NAME)
+    assert Ledger.from_data(data).floor == 0  # written back healed
+
+    legit = Ledger.from_data(data)
+    object.__setattr__(legit, "floor", int(version) - 1)  # raised by a write: below the version it made
+    await store.write(LEDGER_NAME, legit.to_data(), version)
+    assert (await client.read()).floor == int(version) - 1
+    assert isinstance(await admit("q", int(version) - 2), Finding)  # behind it: refused as before
 
 
 async def test_an_idle_writer_heartbeats_only_when_due_or_when_entries_wait_on_it() -> None:
