@@ -1,7 +1,7 @@
 """The extender's per-type quota gate: the IO around `accel.quota.bind` (filter and bind rules).
 
 One per extender app. Per state generation it computes the watch's team usage and the ledger ids
-the watch accounts for (accel.quota invariant 2, the same `watch_ids` memo the webhook keeps).
+the watch accounts for (accel.quota invariant 2, kept by an `accel.quota.watch.WatchIds` as in the webhook).
 `narrow` (filter) reads the ledger and marks the types whose quota is full for the pod; `convert`
 (bind) writes the pod's `bound/<uid>` entry with compare-and-swap through a `LedgerClient`
 before the Binding, `undo` removes it when the Binding fails. Ledger timestamps are wall-clock
@@ -33,7 +33,8 @@ from accel.quota.bind import (
 )
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
-from accel.quota.rules import SETTLE_S, ReservationOutcome, Seen, bound_id, team_usage_now, watch_ids
+from accel.quota.rules import SETTLE_S, ReservationOutcome, bound_id, team_usage_now
+from accel.quota.watch import WatchIds
 from serving.ledger import HEARTBEAT_S, LedgerClient
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,15 @@ class QuotaGate:
         self._key: tuple[int, int, int] | None = None
         self._base: Mapping[str, Mapping[str, Fraction]] = {}
         self._visible: frozenset[str] = frozenset()
-        self._seen: Seen = {}
+        self._watch_ids = WatchIds()  # updated per generation from what changed (accel.quota.watch)
 
     def _watch(self, view: Any) -> tuple[Mapping[str, Mapping[str, Fraction]], frozenset[str]]:
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if key != self._key:
             inventory, parsed = view.inventory, view.parsed
             self._base = self._charges.usage(parsed, inventory)
-            self._visible, self._seen = watch_ids(
-                ((p.uid, bool(p.node_name)) for p in inventory.pods), self._seen, now=self.wall(),
+            self._visible = self._watch_ids.update(
+                inventory.pods, now=self.wall(),
                 keep_s=float(parsed.policy.settings.quota.reservation_ttl_seconds),
                 deleted=inventory.deleted_pods)
             self._key = key

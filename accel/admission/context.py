@@ -25,7 +25,7 @@ from accel.cluster.pods import accelerator_requests as pod_accelerator_requests
 from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
 from accel.quota.charges import ChargeMemo
-from accel.quota.rules import Seen, watch_ids
+from accel.quota.watch import WatchIds
 
 CONTAINER_LISTS = ("containers", "initContainers")
 
@@ -39,7 +39,7 @@ class AdmissionContext:
     generation: int = 0
     usage: Mapping[str, Mapping[str, Fraction]] = field(default_factory=dict)
     visible: frozenset[str] = frozenset()  # ledger ids the watch accounts for (accel.quota invariant 2)
-    seen: Seen = field(default_factory=dict)  # pods the watch has shown, deleted ones included
+    watch: WatchIds = field(default_factory=WatchIds)  # keeps `visible` per generation (accel.quota.watch)
     watermark: int | None = None  # the pod watch's resourceVersion behind `visible` (accel.quota invariant 6)
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
@@ -144,9 +144,9 @@ def build_context(
     present: set[str] = set()
     for node in inventory.nodes:
         present.update(node.accelerators.types)
-    visible, seen = watch_ids(
-        ((pod.uid, bool(pod.node_name)) for pod in inventory.pods),
-        previous.seen if previous is not None else {},
+    watch = previous.watch if previous is not None else WatchIds()  # updated from what changed only
+    visible = watch.update(
+        inventory.pods,
         now=now,
         keep_s=float(policy.settings.quota.reservation_ttl_seconds),
         deleted=inventory.deleted_pods,
@@ -158,7 +158,7 @@ def build_context(
         usage=charges.usage(parsed, inventory),
         charges=charges,
         visible=visible,
-        seen=seen,
+        watch=watch,
         watermark=watermark,
         free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
