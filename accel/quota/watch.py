@@ -134,16 +134,12 @@ class WatchIds:
             bound = counts[1] == counts[0] if is_deleted else counts[1] > 0
         else:
             member = bound = is_deleted or uid in self._gone
-        return _put(self._ids, uid, member) | _put(self._ids, BOUND_PREFIX + uid, bound)
-
-
-def _put(ids: set[str], item: str, member: bool) -> bool:
-    if member:
-        if item in ids:
-            return False
-        ids.add(item)
-        return True
-    if item in ids:
-        ids.discard(item)
-        return True
-    return False
+        ids, key, changed = self._ids, BOUND_PREFIX + uid, False
+        for item, wanted in ((uid, member), (key, bound)):
+            if wanted != (item in ids):
+                changed = True
+                if wanted:
+                    ids.add(item)
+                else:
+                    ids.remove(item)
+        return changed
