@@ -328,12 +328,22 @@ def test_a_restarted_replica_is_a_new_writer_and_the_old_one_lapses(
     assert str(second.pid) in _writer_pids(_document(e2e))
 
 
+def _wait_settled(e2e: cluster.E2ECluster, ns: str) -> None:
+    """Until no entry of the namespace's pods is left: every live writer's watch shows them all."""
+    uids = _uids(e2e, ns)
+    wait_until(lambda: not uids & set(_document(e2e)["reservations"]), timeout_s=15,
+               what="every entry of the namespace consumed by every watch")  # fmt: skip
+
+
 def test_a_corrupt_or_old_format_document_never_frees_quota_and_is_rewritten(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str], replicas: Replicas
 ) -> None:
     team = "e2e-ledger-corrupt"
     ns = team_namespace(team)
     assert len(_fill(e2e, ns, team, "full")) == QUOTA
+    # An edit wipes the entries of admissions still in flight (not yet in a watch): those can be
+    # admitted again, by design (accel.quota.ledger `Ledger.from_data`). Past that, nothing is freed.
+    _wait_settled(e2e, ns)
     _write_document(e2e, '{"reservations": {"x": {"team": 1')  # truncated: an editor's accident
     assert _fill(e2e, ns, team, "over") == [], "the watch still counts every pod"
     _delete(e2e, ns, "full-0")
@@ -342,6 +352,7 @@ def test_a_corrupt_or_old_format_document_never_frees_quota_and_is_rewritten(
     wait_until(lambda: "reservations" in _document(e2e), timeout_s=15, what="the ledger rewritten")
 
     # The format before watermarks (as a replica of the previous version writes it): read, upgraded.
+    _wait_settled(e2e, ns)
     _write_document(e2e, json.dumps({"reservations": {}}))
     assert _fill(e2e, ns, team, "old-format") == []
     _delete(e2e, ns, "full-1")
