@@ -24,10 +24,16 @@ raw-JSON fast path). Each workload runs in three modes: `mutate` (only /mutate),
 every admission at INFO through `serving.logs` (JSON lines, to a temporary file), as
 `accel serve` does in production; the bare echo logs nothing.
 Targets per mode: GPU throughput >= 0.6x bare and p99 <= 2x; non-GPU throughput >= 0.9x bare.
-The GPU pods of one run are one template, as a Deployment's or Job's are, which the webhook plans
-once per state generation (accel.admission.plan.MutationMemo). A last row without a target,
-`gpu-distinct mutate`, gives every pod its own shape (one env value differs), so each /mutate
-plans its pod in full: the cost of pods that share nothing (one-off notebooks, distinct Jobs).
+The GPU pods of one run are one template, as a Deployment's or Job's are, and reach the webhook
+as a real API server sends them (`service_account_pod`): the ServiceAccount admission plugin, which
+runs before mutating webhooks, has given each its own projected token volume
+`kube-api-access-<5 random characters>` and a read-only mount of it in every container; /mutate
+sees `generateName` only (the name and uid are set after mutation), /validate the generated name
+and the uid. So no two bodies are the same bytes; the webhook plans the template's part once per
+state generation (accel.admission.plan.MutationMemo, accel.admission.validate.ValidationMemo). A
+last row without a target, `gpu-distinct mutate`, gives every pod its own planned part (one label
+value differs), so each /mutate plans its pod in full: the cost of pods that share nothing
+(one-off notebooks, distinct Jobs).
 
 Bounded: at most ROUNDS rounds per (workload, mode), and no new round after MODE_BUDGET_S seconds
 once MIN_ROUNDS are done.
@@ -44,6 +50,7 @@ import asyncio
 import copy
 import gc
 import logging
+import random
 import statistics
 import tempfile
 import time
@@ -113,9 +120,51 @@ def bare_app() -> web.Application:
     return app
 
 
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of Kubernetes' random name suffixes
+
+
+def suffix(index: int) -> str:
+    """The 5 random characters the API server appends (generateName, the token volume), fixed per index."""
+    rng = random.Random(index)
+    return "".join(rng.choice(NAME_SUFFIX) for _ in range(5))
+
+
+def service_account_pod(pod: dict[str, Any], index: int) -> dict[str, Any]:
+    """`pod` as the ServiceAccount admission plugin leaves it before the mutating webhooks (Kubernetes
+    >= 1.22, BoundServiceAccountTokenVolume): the default service account, and its own projected
+    volume `kube-api-access-<random>` (token, cluster CA, namespace) mounted read-only in every
+    container and init container."""
+    pod = copy.deepcopy(pod)
+    volume = f"kube-api-access-{suffix(index)}"
+    spec = pod["spec"]
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("serviceAccount", "default")
+    spec.setdefault("volumes", []).append({
+        "name": volume,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [
+                    {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                ]}},
+            ],
+        },
+    })
+    for name in ("initContainers", "containers"):
+        for container in spec.get(name, ()):
+            container.setdefault("volumeMounts", []).append(
+                {"name": volume, "readOnly": True, "mountPath": TOKEN_MOUNT}
+            )
+    return pod
+
+
 def bodies(gpu: bool, count: int, *, distinct: bool = False) -> list[tuple[bytes, bytes]]:
-    """(mutate body, validate body) per pod; the validate body carries the mutated pod (of the
-    template). `distinct`: each mutate body's pod differs from every other in one env value."""
+    """(mutate body, validate body) per pod, each pod with its own token volume (module docstring);
+    the validate body carries the pod after the template's patch, with the name and uid the API
+    server gives it. `distinct`: each pod's planned part differs from every other in one label."""
     parsed = example_policy(teams=BENCH_TEAMS, quota={"reservationTTLSeconds": RESERVATION_TTL_S})
     ctx = build_context(parsed, make_inventory())
     template = gpu_pod(profile="large-any", gpus="1", labels={"app": "serve", "pod-template-hash": "5d8f"})
@@ -125,18 +174,21 @@ def bodies(gpu: bool, count: int, *, distinct: bool = False) -> list[tuple[bytes
     template["spec"]["containers"][0]["env"] = [{"name": f"V{i}", "value": "x" * 20} for i in range(ENV_VARS)]
     template["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     template["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "train-data"}}]
-    decision = mutate(template, namespace="nlp", ctx=ctx)
-    mutated = jsonpatch.apply_patch(template, list(decision.ops)) if decision.ops else template
+    ops = list(mutate(template, namespace="nlp", ctx=ctx).ops)
     out = []
     for i in range(count):
-        validated = copy.deepcopy(mutated)
-        # The API server assigns the uid before validating admission; the reservation is keyed to it
-        # and the simulated watch (which sees the same uid) consumes it.
-        validated["metadata"]["uid"] = f"pod-{i}-uid"
         pod = template
         if distinct:
             pod = copy.deepcopy(template)
-            pod["spec"]["containers"][0]["env"][0]["value"] = f"run-{i:06d}"
+            pod["metadata"]["labels"]["run"] = f"run-{i:06d}"
+        pod = service_account_pod(pod, i)
+        # The token volume is appended after the template's own: the template's patch applies as is.
+        validated = jsonpatch.apply_patch(pod, ops) if ops else copy.deepcopy(pod)
+        # The API server names the pod and assigns the uid after mutating admission, before
+        # validating admission; the reservation is keyed to the uid and the simulated watch (which
+        # sees the same uid) consumes it.
+        validated["metadata"]["name"] = validated["metadata"]["generateName"] + suffix(count + i)
+        validated["metadata"]["uid"] = f"pod-{i}-uid"
         out.append(
             (
                 orjson.dumps(review(pod, uid=f"pod-{i}")),
