@@ -12,6 +12,8 @@ Two families, by what the code under test reads:
 
 from __future__ import annotations
 
+import copy
+import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -134,6 +136,48 @@ def make_context(
     pods: Iterable[Mapping[str, Any]] = (), *, policy: ParsedPolicy | None = None, **kw: Any
 ) -> AdmissionContext:
     return build_context(policy or example_policy(), make_inventory(pods, **kw))
+
+
+TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' random name suffixes (utilrand)
+
+
+def api_server_suffix(seed: int) -> str:
+    """5 random characters as the API server appends them (generateName, the token volume), fixed per seed."""
+    rng = random.Random(seed)
+    return "".join(rng.choice(NAME_SUFFIX_ALPHABET) for _ in range(5))
+
+
+def service_account_pod(pod: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """A copy of `pod` as the ServiceAccount admission plugin leaves it before the mutating webhooks
+    (Kubernetes >= 1.22, bound service-account token volumes): the default service account, and its
+    own projected volume `kube-api-access-<random>` (token, cluster CA, namespace), appended to the
+    pod's volumes and mounted read-only in every container and init container. A spec or container
+    that is not an object is left as it is."""
+    out = copy.deepcopy(dict(pod))
+    spec = out.get("spec")
+    if not isinstance(spec, dict):
+        return out
+    volume = f"kube-api-access-{api_server_suffix(seed)}"
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("serviceAccount", "default")
+    volumes = spec.setdefault("volumes", [])
+    sources = [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [
+            {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+        ]}},
+    ]
+    if isinstance(volumes, list):
+        volumes.append({"name": volume, "projected": {"defaultMode": 420, "sources": sources}})
+    for name in ("initContainers", "containers"):
+        containers = spec.get(name)
+        for container in containers if isinstance(containers, list) else ():
+            mounts = container.setdefault("volumeMounts", []) if isinstance(container, dict) else None
+            if isinstance(mounts, list):
+                mounts.append({"name": volume, "readOnly": True, "mountPath": TOKEN_MOUNT})
+    return out
 
 
 def gpu_pod(

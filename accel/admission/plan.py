@@ -392,6 +392,56 @@ def _mutate(
     )
 
 
+# What `mutate` reads of a pod (besides the namespace it is given): its mutation part (`mutation_part`).
+MUTATION_METADATA = ("labels", "annotations")
+MUTATION_SPEC = ("nodeName", "nodeSelector", "affinity", "tolerations", "schedulerName")
+MUTATION_CONTAINER = ("name", "resources", "restartPolicy")
+
+
+def pod_part(
+    pod: Mapping[str, Any], metadata_keys: tuple[str, ...], spec_keys: tuple[str, ...],
+    container_keys: tuple[str, ...],
+) -> dict[str, Any]:
+    """The pod with only the named metadata, spec and per-container (containers, initContainers)
+    members, in the pod's order: the containers stay where they are (same count, same indices),
+    so a JSON Patch planned on the part applies to the pod. Values are the pod's own (not copies),
+    and a value of the wrong JSON type is kept as it is, so shape checks see what the pod has."""
+    part: dict[str, Any] = {}
+    if "metadata" in pod:
+        metadata = pod["metadata"]
+        if type(metadata) is dict:
+            metadata = {k: metadata[k] for k in metadata_keys if k in metadata}
+        part["metadata"] = metadata
+    if "spec" in pod:
+        spec = pod["spec"]
+        if type(spec) is dict:
+            kept = {k: spec[k] for k in spec_keys if k in spec}
+            for name in ("containers", "initContainers"):
+                if name in spec:
+                    containers = spec[name]
+                    kept[name] = [
+                        {k: c[k] for k in container_keys if k in c} if type(c) is dict else c
+                        for c in containers
+                    ] if type(containers) is list else containers
+            spec = kept
+        part["spec"] = spec
+    return part
+
+
+def mutation_part(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides a pod's mutation: labels and annotations; the spec's nodeName, nodeSelector,
+    affinity, tolerations and schedulerName; each container's name, resources and restartPolicy.
+    Without what differs between the pods of one template: the name and uid the API server sets
+    (after mutation; /mutate sees `generateName`), and the service-account token volume
+    `kube-api-access-<random>` and its mounts that the ServiceAccount admission plugin adds to
+    every pod before the mutating webhooks. Every op `mutate` plans is under these members (and
+    their parents, which the part keeps as the pod has them), so the patch planned on the part
+    is the pod's patch. `MutationMemo` plans only this part: a step of `mutate` that read anything
+    else would see it missing, and the memo tests (planning with the memo equals `mutate` on the
+    whole pod, over the golden and fuzz corpora) fail instead of a stale answer reaching a pod."""
+    return pod_part(pod, MUTATION_METADATA, MUTATION_SPEC, MUTATION_CONTAINER)
+
+
 @dataclass
 class _Shape:
     """One pod shape's decision: `fixed` when the quota type choice was not asked, else one
@@ -403,25 +453,28 @@ class _Shape:
 
 
 class MutationMemo:
-    """`mutate`, remembered per pod shape for one admission context (one replica holds one).
+    """`mutate`, remembered per mutation part for one admission context (one replica holds one).
 
-    Pods of one Deployment, ReplicaSet or Job reach the mutating webhook as the same JSON (the
-    API server names them and gives them a uid after mutation), and `mutate` is a function of the
-    pod, its namespace, the context and, only through `choose_room`, the ledger and the time. So:
-    1. The key is the pod's exact JSON bytes (orjson) and the namespace; the memo holds only the
-       current context's entries (a new state generation or policy starts it empty).
+    Pods of one Deployment, ReplicaSet or Job reach the mutating webhook with the same mutation
+    part (`mutation_part`) but never as the same JSON (each has its own service-account token
+    volume), and `mutate` is a function of that part, its namespace, the context and, only through
+    `choose_room`, the ledger and the time. So:
+    1. The key is the mutation part's exact JSON bytes (orjson) and the namespace, and the part
+       (never the whole pod) is what is planned, also on a miss; the memo holds only the current
+       context's entries (a new state generation or policy starts it empty).
     2. A hit whose plan never asked for the quota type choice returns the remembered decision; one
        that did recomputes `choose_room` with the current ledger and time and returns the decision
-       remembered for that choice, else plans the pod in full and remembers it too.
+       remembered for that choice, else plans the part in full and remembers it too.
     3. A shape's decision is remembered from its second pod on (the first only leaves the hash of
        its key; a collision only remembers a shape one pod early): pods that share no shape keep
        no decision (a pod object tree) alive, which made every later garbage collection slower
        (about +40 % of the planning cost of such pods with 512 remembered).
     4. Bounded: at most MAX_SHAPES shapes and MAX_SEEN keys (then each starts over), and
        MAX_CHOICES choices per shape.
-    Decisions are shared between the requests of one shape: callers must not modify them (the
-    webhook only renders them). A pod that is not plain JSON data is planned without the memo.
-    `last_hit` says whether the last answer came from the memo.
+    Decisions carry no `document` (the pod after the ops is each pod's own; the webhook sends
+    only the ops) and are shared between the requests of one shape: callers must not modify them.
+    A pod that is not plain JSON data is planned whole, without the memo. `last_hit` says whether
+    the last answer came from the memo.
     """
 
     MAX_SHAPES = 64
@@ -442,10 +495,11 @@ class MutationMemo:
         self.last_hit = False
         if ctx is not self._ctx:
             self._ctx, self._shapes = ctx, {}
+        part = mutation_part(pod)
         try:
-            key = (orjson.dumps(pod), namespace)
+            key = (orjson.dumps(part), namespace)
         except TypeError:  # not JSON data (never from the API server)
-            return mutate(pod, namespace=namespace, ctx=ctx, ledger=ledger, now=now)
+            return _without_document(mutate(pod, namespace=namespace, ctx=ctx, ledger=ledger, now=now))
         current = ledger or Ledger()
         shape = self._shapes.get(key)
         if shape is not None:
@@ -464,7 +518,7 @@ class MutationMemo:
             asked.append((inputs, choice))
             return choice
 
-        decision = _mutate(pod, namespace, ctx, room)
+        decision = _without_document(_mutate(part, namespace, ctx, room))
         if shape is None and (seen := hash(key)) not in self._seen:  # rule 3: a shape's first pod
             if len(self._seen) >= self.MAX_SEEN:
                 self._seen = set()
@@ -479,3 +533,7 @@ class MutationMemo:
         elif len(shape.by_room) < self.MAX_CHOICES:
             shape.by_room[asked[0][1]] = decision
         return decision
+
+
+def _without_document(decision: Decision) -> Decision:
+    return decision if decision.document is None else replace(decision, document=None)

@@ -60,7 +60,7 @@ from accel.admission.context import (
 from accel.admission.generic import generic_candidates, narrowing_finding, required_terms
 from accel.admission.jobs import job_of
 from accel.admission.messages import Finding
-from accel.admission.plan import Decision, deny, passthrough
+from accel.admission.plan import Decision, deny, passthrough, pod_part
 from accel.admission.resolve import allowed_types, no_profile_finding, resolve_profile, resolve_team
 from accel.admission.resources import mixed_replicas, target_resource
 from accel.capacity.inventory import QUOTA_TYPE_ANNOTATION
@@ -280,30 +280,7 @@ def planned_part(pod: Mapping[str, Any]) -> dict[str, Any]:
 
     `plan_validation` plans only this part (the identity goes into the reservation only), so a
     check that read anything else would see it missing in every test, not only on a memo hit."""
-    part: dict[str, Any] = {}
-    metadata = pod.get("metadata")
-    if "metadata" in pod:
-        if type(metadata) is dict:
-            metadata = {k: metadata[k] for k in PLANNED_METADATA if k in metadata}
-        part["metadata"] = metadata
-    spec = pod.get("spec")
-    if "spec" in pod:
-        if type(spec) is dict:
-            planned = {k: spec[k] for k in PLANNED_SPEC if k in spec}
-            for name in ("containers", "initContainers"):
-                if name in spec:
-                    planned[name] = _planned_containers(spec[name])
-            spec = planned
-        part["spec"] = spec
-    return part
-
-
-def _planned_containers(containers: Any) -> Any:
-    if type(containers) is not list:
-        return containers
-    return [
-        {k: c[k] for k in PLANNED_CONTAINER if k in c} if type(c) is dict else c for c in containers
-    ]
+    return pod_part(pod, PLANNED_METADATA, PLANNED_SPEC, PLANNED_CONTAINER)
 
 
 @dataclass(frozen=True)

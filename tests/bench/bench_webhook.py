@@ -50,7 +50,6 @@ import asyncio
 import copy
 import gc
 import logging
-import random
 import statistics
 import tempfile
 import time
@@ -74,7 +73,14 @@ from serving.logs import setup_logging
 from serving.metrics import Metrics
 from serving.run import serve
 from serving.tls import ReloadingTLS
-from tests.builders import example_policy, gpu_pod, make_inventory, review
+from tests.builders import (
+    api_server_suffix,
+    example_policy,
+    gpu_pod,
+    make_inventory,
+    review,
+    service_account_pod,
+)
 from tests.integration.tls_fixtures import client_context, make_cert_dir
 from webhook.app import make_app
 from webhook.review import parse_review, plain_pod_create
@@ -120,47 +126,6 @@ def bare_app() -> web.Application:
     return app
 
 
-TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of Kubernetes' random name suffixes
-
-
-def suffix(index: int) -> str:
-    """The 5 random characters the API server appends (generateName, the token volume), fixed per index."""
-    rng = random.Random(index)
-    return "".join(rng.choice(NAME_SUFFIX) for _ in range(5))
-
-
-def service_account_pod(pod: dict[str, Any], index: int) -> dict[str, Any]:
-    """`pod` as the ServiceAccount admission plugin leaves it before the mutating webhooks (Kubernetes
-    >= 1.22, BoundServiceAccountTokenVolume): the default service account, and its own projected
-    volume `kube-api-access-<random>` (token, cluster CA, namespace) mounted read-only in every
-    container and init container."""
-    pod = copy.deepcopy(pod)
-    volume = f"kube-api-access-{suffix(index)}"
-    spec = pod["spec"]
-    spec.setdefault("serviceAccountName", "default")
-    spec.setdefault("serviceAccount", "default")
-    spec.setdefault("volumes", []).append({
-        "name": volume,
-        "projected": {
-            "defaultMode": 420,
-            "sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [
-                    {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
-                ]}},
-            ],
-        },
-    })
-    for name in ("initContainers", "containers"):
-        for container in spec.get(name, ()):
-            container.setdefault("volumeMounts", []).append(
-                {"name": volume, "readOnly": True, "mountPath": TOKEN_MOUNT}
-            )
-    return pod
-
-
 def bodies(gpu: bool, count: int, *, distinct: bool = False) -> list[tuple[bytes, bytes]]:
     """(mutate body, validate body) per pod, each pod with its own token volume (module docstring);
     the validate body carries the pod after the template's patch, with the name and uid the API
@@ -187,7 +152,7 @@ def bodies(gpu: bool, count: int, *, distinct: bool = False) -> list[tuple[bytes
         # The API server names the pod and assigns the uid after mutating admission, before
         # validating admission; the reservation is keyed to the uid and the simulated watch (which
         # sees the same uid) consumes it.
-        validated["metadata"]["name"] = validated["metadata"]["generateName"] + suffix(count + i)
+        validated["metadata"]["name"] = validated["metadata"]["generateName"] + api_server_suffix(count + i)
         validated["metadata"]["uid"] = f"pod-{i}-uid"
         out.append(
             (

@@ -17,12 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accel.admission.context import gpu_equivalents, light_view
-from accel.admission.plan import MutationMemo, mutate
+from accel.admission.plan import Decision, MutationMemo, mutate
 from accel.quota.ledger import Ledger, Reservation
 from tests.builders import example_policy, gpu_pod, make_context
 from tests.unit.test_admission_properties import pods
 
 PARSED = example_policy()
+
+
+def bare(decision: Decision) -> Decision:
+    """`decision` as MutationMemo answers it: without the patched pod (`document`)."""
+    return replace(decision, document=None)
+
 WARM = make_context(policy=PARSED)
 TYPES = ["nvidia-h200-141gb", "nvidia-h100-80gb", "nvidia-a100-80gb", "amd-mi300x-192gb", ""]
 
@@ -77,9 +83,8 @@ def test_memoised_mutation_equals_mutation(
         namespace = pod["metadata"]["namespace"]
         ledger = Ledger({r.id: replace(r, expires=now + 2.0) for r in held})
         expected = mutate(copy.deepcopy(pod), namespace=namespace, ctx=WARM, ledger=ledger, now=now)
-        assert (
-            memo.mutate(copy.deepcopy(pod), namespace=namespace, ctx=WARM, ledger=ledger, now=now) == expected
-        )
+        got = memo.mutate(copy.deepcopy(pod), namespace=namespace, ctx=WARM, ledger=ledger, now=now)
+        assert got == replace(expected, document=None)  # MutationMemo's decisions carry no document
 
 
 def test_memo_hits_for_one_template_and_follows_the_ledger() -> None:
@@ -95,7 +100,7 @@ def test_memo_hits_for_one_template_and_follows_the_ledger() -> None:
     assert (memo.hits, memo.last_hit) == (1, True)
     full = Ledger({"r": Reservation("r", "nlp", "nvidia-h200-141gb", Fraction(16), "nlp", expires=10.0)})
     without_h200 = memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0)
-    assert without_h200 == mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0) != first
+    assert without_h200 == bare(mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0)) != first
     assert memo.hits == 1
     assert memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=1.0) is without_h200
     expired = memo.mutate(pod, namespace="nlp", ctx=WARM, ledger=full, now=11.0)  # the reservation expired
@@ -117,5 +122,5 @@ def test_a_new_context_starts_the_memo_over() -> None:
         memo.mutate(pod, namespace="nlp", ctx=WARM)
     assert memo.hits == 1
     other = make_context(policy=example_policy(teams=[{"name": "nlp", "quota": {"*": 1}}]))
-    assert memo.mutate(pod, namespace="nlp", ctx=other) == mutate(pod, namespace="nlp", ctx=other)
+    assert memo.mutate(pod, namespace="nlp", ctx=other) == bare(mutate(pod, namespace="nlp", ctx=other))
     assert memo.hits == 1 and not memo.last_hit
