@@ -144,8 +144,10 @@ async def test_fast_path_does_no_ledger_io(pod: dict[str, Any]) -> None:
 async def test_warn_mode_never_writes_the_ledger() -> None:
     store = FakeCluster()
     adm = await admitter(store, mode="warn")
-    mutated = await adm.mutate(parse_review(review(gpu_pod(gpus="2"))).request)
-    decision = await adm.validate(parse_review(review(dict(mutated.document or {}))).request)
+    pod = gpu_pod(gpus="2")
+    mutated = await adm.mutate(parse_review(review(pod)).request)
+    # The webhook's decisions carry the patch, not the patched pod (MutationMemo): apply it.
+    decision = await adm.validate(parse_review(review(jsonpatch.apply_patch(pod, list(mutated.ops)))).request)
     assert decision.allowed
     assert not [c for c in store.calls if c[0] in ("create", "update")]
 
@@ -155,8 +157,9 @@ async def test_decisions_and_quota_gauges_are_exported() -> None:
     state = ClusterState.static(example_policy(), make_inventory())
     metrics = Metrics()
     adm = make_app(state, metrics=metrics, ledger_store=store, replica_id="t")[ADMITTER]
-    mutated = await adm.mutate(parse_review(review(gpu_pod(gpus="2"))).request)
-    await adm.validate(parse_review(review(dict(mutated.document or {}))).request)
+    pod = gpu_pod(gpus="2")
+    mutated = await adm.mutate(parse_review(review(pod)).request)
+    await adm.validate(parse_review(review(jsonpatch.apply_patch(pod, list(mutated.ops)))).request)
     text = metrics.render().decode()
     series = 'decision="allowed",profile="a100-80gb",reason="allowed",team="nlp"'
     assert f"accel_admission_decisions_total{{{series}}} 1.0" in text
