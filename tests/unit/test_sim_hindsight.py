@@ -160,21 +160,32 @@ def test_prefix_and_window_weights_follow_the_runner_rounding() -> None:
 
 
 def _best_brute_force(nodes: list[NodeShape], pods: list[PodShape]) -> int:
-    """Every assignment (reject or a node per pod), placed in pod order with the simulator's
-    device rule; the most GPU milli among the feasible ones."""
-    best = 0
-    for assignment in itertools.product(range(-1, len(nodes)), repeat=len(pods)):
-        packing = Packing(nodes, pods, range(len(nodes)))
-        ok = True
-        for i, n in enumerate(assignment):
-            if n >= 0:
-                if not pod_fits(packing.node_shape(n), pods[i]):
-                    ok = False
-                    break
-                packing.place(i, n)
-        if ok:
-            best = max(best, packing.placed_milli())
-    return best
+    """Every placement the packers can make: each pod rejected, or on any node and any set of its
+    devices with room (not only the simulator's device rule, which a packer may undo by placing in
+    another order); the most GPU milli among the feasible ones."""
+    packing = Packing(nodes, pods, range(len(nodes)))
+
+    def best_from(i: int) -> int:
+        if i == len(pods):
+            return packing.placed_milli()
+        best = best_from(i + 1)  # pod i rejected
+        pod = pods[i]
+        for n, node in enumerate(nodes):
+            if not pod_fits(packing.node_shape(n), pod):
+                continue
+            devices_of_node = range(len(node.free_milli))
+            choices = itertools.combinations(devices_of_node, pod.gpu_count) if pod.gpu_milli else [()]
+            for devices in choices:
+                free = packing.node_shape(n).free_milli
+                if any(free[d] < pod.gpu_milli for d in devices):
+                    continue
+                mark = len(packing.log)
+                packing.place(i, n, devices)
+                best = max(best, best_from(i + 1))
+                packing.undo_to(mark)
+        return best
+
+    return best_from(0)
 
 
 pod_strategy = st.builds(
