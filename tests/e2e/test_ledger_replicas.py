@@ -212,12 +212,7 @@ def test_a_replica_frozen_past_the_old_settle_time_neither_over_admits_nor_denie
 ) -> None:
     team = "e2e-ledger-freeze"
     ns = team_namespace(team)
-    frozen = replicas.start("frozen")
-    replicas.route_to(frozen)
-    for name in ("before-0", "before-1"):  # the frozen replica's watch shows these two
-        assert _create(e2e, ns, name, team)[0] == "admitted"
-    wait_until(lambda: str(frozen.pid) in _writer_pids(_document(e2e)), timeout_s=15,
-               what="the replica registered as a ledger writer")  # fmt: skip
+    frozen = _writer_with_pods(e2e, replicas, "frozen", ns, team, "before")  # its watch shows these two
     wait_until(lambda: not _uids(e2e, ns) & set(_document(e2e)["reservations"]), timeout_s=15,
                what="both entries consumed by every watch")  # fmt: skip
     replicas.route_to(replicas.main)
@@ -301,16 +296,24 @@ def _fill_exactly(e2e: cluster.E2ECluster, ns: str, team: str, prefix: str, coun
     return names
 
 
+def _writer_with_pods(
+    e2e: cluster.E2ECluster, replicas: Replicas, suffix: str, ns: str, team: str, prefix: str
+) -> controlplane.Process:
+    """A new replica, the only webhook, that admitted two pods and registered as a ledger writer."""
+    replica = replicas.start(suffix)
+    replicas.route_to(replica)
+    _fill_exactly(e2e, ns, team, prefix, 2)
+    wait_until(lambda: str(replica.pid) in _writer_pids(_document(e2e)), timeout_s=15,
+               what="the replica registered as a ledger writer")  # fmt: skip
+    return replica
+
+
 def test_a_restarted_replica_is_a_new_writer_and_the_old_one_lapses(
     e2e: cluster.E2ECluster, team_namespace: Callable[[str], str], replicas: Replicas
 ) -> None:
     team = "e2e-ledger-restart"
     ns = team_namespace(team)
-    first = replicas.start("first")
-    replicas.route_to(first)
-    _fill_exactly(e2e, ns, team, "old", 2)
-    wait_until(lambda: str(first.pid) in _writer_pids(_document(e2e)), timeout_s=15,
-               what="the replica registered as a ledger writer")  # fmt: skip
+    first = _writer_with_pods(e2e, replicas, "first", ns, team, "old")
     replicas.kill(first)  # SIGKILL: no goodbye, its registration stays until it lapses
     second = replicas.start("second", first.port)  # same address: the configurations are unchanged
 
