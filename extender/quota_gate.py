@@ -33,7 +33,7 @@ from accel.quota.bind import (
 )
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
-from accel.quota.rules import SETTLE_S, ReservationOutcome, bound_id, team_usage_now
+from accel.quota.rules import ReservationOutcome, bound_id, team_usage_now, tidied
 from accel.quota.watch import WatchIds
 from serving.ledger import HEARTBEAT_S, LedgerClient
 
@@ -155,8 +155,6 @@ def _tidy(now: float, visible: frozenset[str], watermark: int) -> Callable[[Ledg
     """The registration write's decision: stamp and drop what this snapshot allows (ledger rules 4-5)."""
 
     def decide(ledger: Ledger) -> ReservationOutcome:
-        return ReservationOutcome(
-            ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S, full=True)
-        )
+        return ReservationOutcome(tidied(ledger, now=now, visible=visible, watermark=watermark))
 
     return decide

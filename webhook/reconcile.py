@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from accel.admission.messages import Finding
 from accel.quota.ledger import Ledger, Reservation
-from accel.quota.rules import BOUND_PREFIX, SETTLE_S, ReservationOutcome
+from accel.quota.rules import BOUND_PREFIX, ReservationOutcome, tidied
 from kube.errors import KubeError
 from kube.protocol import ObjectSource
 from webhook.admitter import Admitter
@@ -64,11 +64,7 @@ class Reconciler:
         now = self.clock()
         current = await self.ledger.read()
         visible, watermark = ctx.visible, ctx.watermark
-
-        def tidied(ledger: Ledger) -> Ledger:
-            return ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S, full=True)
-
-        tidy = tidied(current)
+        tidy = tidied(current, now=now, visible=visible, watermark=watermark)
         missing: set[str] = set()
         for rid, reservation in tidy.reservations.items():
             if rid in visible or now - reservation.created < self.grace_s:
@@ -81,7 +77,9 @@ class Reconciler:
             return set()
 
         def decide(ledger: Ledger) -> ReservationOutcome:
-            return ReservationOutcome(tidied(ledger).without(missing))
+            return ReservationOutcome(
+                tidied(ledger, now=now, visible=visible, watermark=watermark).without(missing)
+            )
 
         if heartbeat and watermark is not None:
             outcome = await self.ledger.heartbeat(watermark, decide=decide)

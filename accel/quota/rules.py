@@ -211,6 +211,13 @@ class ReservationOutcome:
     behind: tuple[int | None, int] | None = None  # invariant 6: (snapshot watermark, floor), not decided
 
 
+def tidied(ledger: Ledger, *, now: float, visible: frozenset[str], watermark: int | None) -> Ledger:
+    """The ledger a tidy or registration write stores (invariants 3, 6): expired entries gone, the
+    entries this snapshot shows stamped with its watermark, and those every live writer's watch
+    shows dropped (a full pass: no memo shortcut)."""
+    return ledger.pruned(now=now, visible=visible, watermark=watermark, settle_s=SETTLE_S, full=True)
+
+
 def decide_reservation(
     ledger: Ledger,
     reservation: Reservation,
