@@ -262,13 +262,19 @@ class GatedStore:
         return await self.store.write(name, data, expected_version)
 
 
-async def test_decisions_arriving_during_a_write_share_the_next_one() -> None:
+async def _first_write_in_flight() -> tuple[FakeCluster, GatedStore, LedgerClient, Any, asyncio.Task[Any]]:
+    """A client whose first decision ("r0", quota 4) is being written; the write waits for `open`."""
     store = FakeCluster()
     gated = GatedStore(store)
     client = LedgerClient(gated, sleep=RecordingSleep())
     decide = decide_for(Team(name="nlp", quota={"*": Decimal(4)}))
     first = asyncio.create_task(client.run(decide("r0")))
-    await asyncio.wait_for(gated.writing.wait(), 10)  # r0's write is in flight
+    await asyncio.wait_for(gated.writing.wait(), 10)
+    return store, gated, client, decide, first
+
+
+async def test_decisions_arriving_during_a_write_share_the_next_one() -> None:
+    store, gated, client, decide, first = await _first_write_in_flight()  # r0's write is in flight
     later = [asyncio.create_task(client.run(decide(f"r{i}"))) for i in range(1, 5)]
     await asyncio.sleep(0)
     gated.open.set()
@@ -280,12 +286,7 @@ async def test_decisions_arriving_during_a_write_share_the_next_one() -> None:
 
 
 async def test_a_caller_cancelled_while_waiting_does_not_stop_the_batch() -> None:
-    store = FakeCluster()
-    gated = GatedStore(store)
-    client = LedgerClient(gated, sleep=RecordingSleep())
-    decide = decide_for(Team(name="nlp", quota={"*": Decimal(4)}))
-    first = asyncio.create_task(client.run(decide("r0")))
-    await asyncio.wait_for(gated.writing.wait(), 10)
+    store, gated, client, decide, first = await _first_write_in_flight()  # r0's write is in flight
     first.cancel()  # e.g. the API server gave up on this admission
     second = asyncio.create_task(client.run(decide("r1")))
     await asyncio.sleep(0)
