@@ -9,13 +9,14 @@ profile,team}`, `accel_quota_used_gpus{team,type}` and `accel_quota_limit_gpus{t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
 
-from accel.admission.context import AdmissionContext, build_context
+from accel.admission.context import AdmissionContext, ContextSteps, context_steps, finish_steps
 from accel.admission.plan import Decision, MutationMemo, apply_mode, passthrough
 from accel.admission.update import review_update
 from accel.admission.validate import ValidationMemo, decide_quota, finish_validation
@@ -72,6 +73,7 @@ class Admitter:
         self.replica_id = replica_id
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
+        self._steps: tuple[tuple[int, int, int], ContextSteps] | None = None  # a build in steps, its key
         self._charges = ChargeMemo()
         self._mutations = MutationMemo()  # pods of one template are planned once per context
         self._validations = ValidationMemo()  # and validated once per context (the ledger per request)
@@ -103,16 +105,70 @@ class Admitter:
         )
 
     def context(self) -> AdmissionContext:
-        """The admission context of the current state generation (built once per generation)."""
+        """The admission context of the current state generation (built once per generation). A build
+        an admission left in steps (`_admission_context`) is finished first."""
+        if self._steps is not None:
+            self._finish_pending()
         view = self.state.view()
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if self._ctx is None or key != self._ctx_key:
-            self._ctx = build_context(view.parsed, view.inventory, generation=key[2], charges=self._charges,
-                                      previous=self._ctx, now=self.clock(),
-                                      watermark=getattr(view, "watermark", None))
-            self._ctx_key = key
-            self._publish_quota(self._ctx)
+            self._install(key, finish_steps(self._steps_for(view)))
+        assert self._ctx is not None
         return self._ctx
+
+    async def _admission_context(self) -> AdmissionContext:
+        """The context a GPU admission decides with (= `context()`, except while a new generation is
+        being built).
+
+        A new state generation costs a few milliseconds to build (every pod the watch shows anew:
+        its ledger ids, its charge), and every admission in flight used to wait for all of it (the
+        p99). Now the first admission that sees the new generation builds it in steps
+        (`accel.admission.context.context_steps`), letting the event loop run between them; the
+        admissions that arrive meanwhile decide with the previous generation's context, as if the
+        watch had shown the change those milliseconds later. Quota stays exact either way (the
+        ledger holds every admission until the snapshot it is decided with shows its pod:
+        accel.quota invariants 2 and 6; serving.cluster_state rule 1 lets a view lag the same way).
+        """
+        if self._ctx is None:
+            return self.context()
+        if self._steps is not None:
+            return self._ctx  # another admission is building the next generation
+        view = self.state.view()
+        key = (id(view.parsed), id(view.inventory), int(view.generation))
+        if key == self._ctx_key:
+            return self._ctx
+        steps = self._steps_for(view)
+        self._steps = (key, steps)
+        try:
+            while self._steps is not None and self._steps[1] is steps:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    self._steps = None
+                    self._install(key, done.value)
+                    break
+                await asyncio.sleep(0)  # the other admissions' turn
+        finally:
+            if self._steps is not None and self._steps[1] is steps:  # cancelled: nobody else drives it
+                self._finish_pending()
+        return self._ctx
+
+    def _steps_for(self, view: Any) -> ContextSteps:
+        """The steps that build `view`'s context from the one in force (its memos, its watch ids)."""
+        return context_steps(view.parsed, view.inventory, generation=int(view.generation),
+                             charges=self._charges, previous=self._ctx, now=self.clock(),
+                             watermark=getattr(view, "watermark", None))
+
+    def _finish_pending(self) -> None:
+        """Run the rest of a build an admission left in steps, and put its context in force."""
+        assert self._steps is not None
+        key, steps = self._steps
+        self._steps = None
+        self._install(key, finish_steps(steps))
+
+    def _install(self, key: tuple[int, int, int], ctx: AdmissionContext) -> None:
+        self._ctx, self._ctx_key = ctx, key
+        self._publish_quota(ctx)
 
     def _publish_quota(self, ctx: AdmissionContext) -> None:
         """Set the quota gauges of every (team, quota key) of the policy, and remove the series of
@@ -205,7 +261,7 @@ class Admitter:
     async def mutate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:
             return self._record("mutate", request, Decision(True, "not-a-pod-create"))
-        ctx = self.context()
+        ctx = await self._admission_context()
         raw = self._mutations.mutate(
             request.object,
             namespace=request.pod_namespace,
@@ -247,7 +303,7 @@ class Admitter:
     async def validate(self, request: AdmissionRequest) -> Decision:
         if not request.is_pod_create or request.object is None:
             return self._record("validate", request, Decision(True, "not-a-pod-create"))
-        ctx = self.context()
+        ctx = await self._admission_context()
         now = self.clock()
         plan = self._validations.plan(
             request.object, namespace=request.pod_namespace, ctx=ctx, request_uid=request.uid, now=now,

@@ -153,7 +153,13 @@ def _member(rid: str, entry: Mapping[str, Any]) -> str:
 
 
 def _stamped_member(rid: str, member: str, seen: int) -> str:
-    """`member` with `seen` set, every other field (also those of a newer writer) kept as stored."""
+    """`member` with `seen` set, every other field (also those of a newer writer) kept as stored.
+
+    Members are orjson's own text (`_member`), so an entry without a "seen" key anywhere gets the
+    key appended as the last one, exactly as re-encoding it would place it (a pruning pass stamps
+    every entry a new generation shows: this is most of them, at a string join each)."""
+    if '"seen":' not in member and member.endswith("}") and not member.endswith("{}"):
+        return f'{member[:-1]},"seen":{seen}}}'
     entry = orjson.loads(member[len(orjson.dumps(rid).decode()) + 1:])
     entry["seen"] = seen
     return _member(rid, entry)
@@ -398,5 +404,15 @@ class Ledger:
         )
 
 
-def _replace_seen(reservation: Reservation, seen: int) -> Reservation:
-    return dataclasses.replace(reservation, seen=seen)
+# `_replace_seen` passes every field: one added to Reservation must be added there too.
+assert [f.name for f in dataclasses.fields(Reservation)] == [
+    "id", "team", "type", "amount", "namespace", "created", "expires", "replica", "job", "name", "stage",
+    "undecided", "seen",
+]
+
+
+def _replace_seen(r: Reservation, seen: int) -> Reservation:
+    """`dataclasses.replace(r, seen=seen)` at a third of its cost (a pruning pass stamps every entry a
+    new generation shows)."""
+    return Reservation(r.id, r.team, r.type, r.amount, r.namespace, r.created, r.expires, r.replica, r.job,
+                       r.name, r.stage, r.undecided, seen)

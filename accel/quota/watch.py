@@ -17,6 +17,8 @@ state changed since the previous generation:
 3. The deleted uids are diffed by set (the cluster state hands the same frozenset while unchanged).
 4. `visible` is a new frozenset only when some id joined or left it; otherwise the previous object
    is handed on, so a ledger already clean for it stays clean (accel.quota.ledger `is_clean`).
+5. `update_steps` is `update` in steps of at most STEP pods or uids (a generation may replace every
+   pod of the view; accel.admission.context.context_steps lets the event loop run in between).
 
 One `WatchIds` follows one chain of generations (the webhook's contexts, the extender's gate).
 Building from an older context continues from the latest generation fed: its pods were shown by
@@ -26,10 +28,12 @@ the watch too, so remembering them keeps invariant 2's meaning.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from accel.quota.rules import BOUND_PREFIX
+
+STEP = 128  # pods or uids per step of `WatchIds.update_steps` (~0.2 ms)
 
 
 class WatchedPod(Protocol):
@@ -59,26 +63,45 @@ class WatchIds:
         self, pods: Sequence[WatchedPod], *, now: float, keep_s: float, deleted: frozenset[str] = frozenset()
     ) -> frozenset[str]:
         """The ids the watch accounts for with the view `pods` at `now` (= `watch_ids`'s first result)."""
+        for _ in self.update_steps(pods, now=now, keep_s=keep_s, deleted=deleted):
+            pass
+        return self.visible
+
+    def update_steps(
+        self, pods: Sequence[WatchedPod], *, now: float, keep_s: float, deleted: frozenset[str] = frozenset()
+    ) -> Iterator[None]:
+        """`update` in steps of at most STEP pods or uids, pausing between them (a generation may
+        replace every pod of the view: accel.admission.context.context_steps lets other work run in
+        between). `visible` changes only once every step has run; no other update may start before."""
         touched: set[str] = set()
         current = dict(zip(map(id, pods), pods, strict=True))
         previous = self._pods
         if len(current) != len(previous) or current.keys() != previous.keys():
-            for key in current.keys() - previous.keys():  # first: a changed pod never counts as gone
-                self._enter(current[key], touched)
-            for key in previous.keys() - current.keys():
-                self._leave(previous[key], touched)
+            entering = [current[key] for key in current.keys() - previous.keys()]
+            for start in range(0, len(entering), STEP):  # first: a changed pod never counts as gone
+                if start:
+                    yield
+                for pod in entering[start:start + STEP]:
+                    self._enter(pod, touched)
+            leaving = [previous[key] for key in previous.keys() - current.keys()]
+            for start in range(0, len(leaving), STEP):
+                yield
+                for pod in leaving[start:start + STEP]:
+                    self._leave(pod, touched)
             self._pods = current
         self._expire(now, keep_s, touched)
         if deleted is not self._deleted:
             touched.update(deleted.symmetric_difference(self._deleted))
             self._deleted = deleted
         changed = False
-        for uid in touched:
-            changed |= self._refresh(uid)
+        uids = list(touched)
+        for start in range(0, len(uids), STEP):
+            yield
+            for uid in uids[start:start + STEP]:
+                changed |= self._refresh(uid)
         if changed:
             self.visible = frozenset(self._ids)
         self._now = now
-        return self.visible
 
     def seen(self) -> dict[str, tuple[float, bool]]:
         """`watch_ids`'s `Seen` memo of the last update (for tests and diagnosis: walks everything)."""

@@ -3,6 +3,7 @@ generation."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -15,8 +16,8 @@ from accel.capacity.inventory import (
     team_usage,
 )
 from accel.policy.models import ParsedPolicy
-from accel.quota.charges import MAX_ENTRIES, ChargeMemo
-from tests.builders import example_policy, gpu_pod, make_inventory
+from accel.quota.charges import MAX_ENTRIES, STEP, ChargeMemo
+from tests.builders import DEFAULT_NODES, Sharing, example_policy, gpu_pod, make_inventory, node_model
 
 POLICY = example_policy()
 
@@ -130,3 +131,36 @@ def test_next_generation_keeps_memos_only_while_their_inputs_are_the_same() -> N
     assert (
         policy_changed.request_prices(other_profile, "nvidia-a100-80gb", {"nvidia.com/gpu": 1}) is not prices
     )
+
+
+def test_usage_in_steps_stays_exact_with_charges_for_another_inventory_in_between() -> None:
+    """Rule 5: between the steps of `usage_steps` an admission may charge a pod against the previous
+    generation's inventory (here the L4 node time-sliced 2 ways, not 4: another type index, so the
+    memo resets each time, and a pending time-sliced pod counts 1/2, not 1/4); every charge and
+    the usage are still the full walk's."""
+    pods = [copy.deepcopy(pod) for _ in range(30) for pod in PODS.values()]  # every kind in every step
+    for i, pod in enumerate(pods):
+        pod["metadata"]["name"] = f"{pod['metadata']['name']}-{i}"
+    relabelled = [
+        node_model("l4-1", "nvidia-l4-24gb", "NVIDIA-L4", resource="nvidia.com/gpu.shared", count=4,
+                   replicas=2, sharing=Sharing.TIME_SLICED) if n.name == "l4-1" else n
+        for n in DEFAULT_NODES
+    ]
+    now, before = make_inventory(pods), make_inventory(pods, nodes=relabelled)
+    memo = ChargeMemo()
+    memo.usage(POLICY, before)
+    steps, pauses = memo.usage_steps(POLICY, now), 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            assert done.value == reference(POLICY, now)
+            break
+        pauses += 1
+        for pod in before.pods[:len(PODS)]:
+            expected = (pod_accelerator_type(pod, before, POLICY.catalog),
+                        pod_gpu_equivalents(pod, before, POLICY.catalog, POLICY.policy))
+            assert memo.charge(pod, before, POLICY) == expected
+    assert pauses >= 2 and len(now.pods) > 2 * STEP
+    assert memo.usage(POLICY, now) == reference(POLICY, now)
+    assert reference(POLICY, now) != reference(POLICY, before)  # the labels matter to these pods
