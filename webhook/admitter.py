@@ -74,6 +74,9 @@ class Admitter:
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
         self._steps: tuple[tuple[int, int, int], ContextSteps] | None = None  # a build in steps, its key
+        self._builder: asyncio.Task[None] | None = None  # the task running `_steps`
+        self._build_failed = False
+        self.in_flight = 0  # admissions the HTTP layer is answering now, this one included (webhook.app)
         self._charges = ChargeMemo()
         self._mutations = MutationMemo()  # pods of one template are planned once per context
         self._validations = ValidationMemo()  # and validated once per context (the ledger per request)
@@ -117,41 +120,58 @@ class Admitter:
         return self._ctx
 
     async def _admission_context(self) -> AdmissionContext:
-        """The context a GPU admission decides with (= `context()`, except while a new generation is
-        being built).
+        """The context a GPU admission decides with: `context()`, except while a new state generation
+        is being built.
 
-        A new state generation costs a few milliseconds to build (every pod the watch shows anew:
-        its ledger ids, its charge), and every admission in flight used to wait for all of it (the
-        p99). Now the first admission that sees the new generation builds it in steps
-        (`accel.admission.context.context_steps`), letting the event loop run between them; the
-        admissions that arrive meanwhile decide with the previous generation's context, as if the
-        watch had shown the change those milliseconds later. Quota stays exact either way (the
-        ledger holds every admission until the snapshot it is decided with shows its pod:
-        accel.quota invariants 2 and 6; serving.cluster_state rule 1 lets a view lag the same way).
-        """
-        if self._ctx is None:
+        A new generation costs milliseconds to build (every pod the watch shows anew: its ledger ids,
+        its charge), and every admission in flight used to wait for all of it (the p99). Now a task
+        builds it in sub-millisecond steps (accel.admission.context.context_steps) with the event loop
+        running between them, and until it is done admissions decide with the previous generation's
+        context, as if the watch had shown the change those milliseconds later: quota stays exact
+        (the ledger holds every admission until the snapshot deciding it shows its pod, accel.quota
+        invariants 2 and 6; serving.cluster_state rule 1 lets a view lag the same way). The admission
+        that starts the build waits for it when it is alone (`in_flight`, counted by webhook.app): a
+        sequential caller sees every change at once; admissions arriving meanwhile do not wait."""
+        if self._ctx is None or self._build_failed:
+            self._build_failed = False
             return self.context()
         if self._steps is not None:
-            return self._ctx  # another admission is building the next generation
+            return self._ctx  # the next generation is being built
         view = self.state.view()
         key = (id(view.parsed), id(view.inventory), int(view.generation))
         if key == self._ctx_key:
             return self._ctx
         steps = self._steps_for(view)
         self._steps = (key, steps)
+        builder = self._builder = asyncio.get_running_loop().create_task(
+            self._build(key, steps), name="admission-context"
+        )
+        if self.in_flight > 1:
+            return self._ctx
+        await asyncio.shield(builder)  # cancelled meanwhile: the task goes on
+        return self.context()  # the new one (or, if the build failed, the error: built at once)
+
+    async def _build(self, key: tuple[int, int, int], steps: ContextSteps) -> None:
+        """Run `steps` one per turn of the event loop and put the context in force (unless a
+        synchronous `context()` finished them first)."""
         try:
-            while self._steps is not None and self._steps[1] is steps:
+            while True:
+                await asyncio.sleep(0)  # the admission that started it goes on first; then a step a turn
+                if self._steps is None or self._steps[1] is not steps:
+                    return  # a synchronous `context()` finished it
                 try:
                     next(steps)
                 except StopIteration as done:
                     self._steps = None
                     self._install(key, done.value)
-                    break
-                await asyncio.sleep(0)  # the other admissions' turn
-        finally:
-            if self._steps is not None and self._steps[1] is steps:  # cancelled: nobody else drives it
+                    return
+        except asyncio.CancelledError:  # the loop is closing: leave the watch ids whole
+            if self._steps is not None and self._steps[1] is steps:
                 self._finish_pending()
-        return self._ctx
+            raise
+        except Exception:  # a bug: the next admission builds at once and fails there, visibly
+            log.exception("admission context build failed")
+            self._steps, self._build_failed = None, True
 
     def _steps_for(self, view: Any) -> ContextSteps:
         """The steps that build `view`'s context from the one in force (its memos, its watch ids)."""

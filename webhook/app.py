@@ -45,20 +45,25 @@ def _json(payload: object) -> web.Response:
 async def _admit(request: web.Request, *, mutating: bool) -> web.Response:
     """One AdmissionReview in, its answer out: pods asking for no accelerator on the raw-JSON
     fast path, everything else through the admitter's full mutate or validate path."""
-    body, admitter = await read_json(request), request.app[ADMITTER]
-    if (plain := admitter.answer_plain(body, mutating=mutating)) is not None:
-        return _json(plain)
-    admission = parse_review(body).request
-    del body
-    uid, decide = admission.uid, admitter.mutate if mutating else admitter.validate
-    # No reference to the review while the answer awaits the quota ledger: Admitter.validate drops
-    # the pod once it is planned, so its JSON tree is freed then, not carried through the await
-    # into older garbage-collector generations (16 such trees in flight made a collection every
-    # few requests).
-    pending = decide(admission)
-    del admission
-    decision = await pending
-    return _json(admitter.respond(uid, decision, mutating=mutating))
+    admitter = request.app[ADMITTER]
+    admitter.in_flight += 1  # with others in flight, a new state generation is built in steps
+    try:
+        body = await read_json(request)
+        if (plain := admitter.answer_plain(body, mutating=mutating)) is not None:
+            return _json(plain)
+        admission = parse_review(body).request
+        del body
+        uid, decide = admission.uid, admitter.mutate if mutating else admitter.validate
+        # No reference to the review while the answer awaits the quota ledger: Admitter.validate drops
+        # the pod once it is planned, so its JSON tree is freed then, not carried through the await
+        # into older garbage-collector generations (16 such trees in flight made a collection every
+        # few requests).
+        pending = decide(admission)
+        del admission
+        decision = await pending
+        return _json(admitter.respond(uid, decision, mutating=mutating))
+    finally:
+        admitter.in_flight -= 1
 
 
 async def handle_mutate(request: web.Request) -> web.Response:
