@@ -28,7 +28,15 @@ from cli.state import CliError, add_source_arguments, read_policy_files
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
 from kube.policy_source import PolicySource
-from kube.protocol import Annotator, Binder, CasStore, EventRecorder, ObjectSource, TokenReviewer
+from kube.protocol import (
+    Annotator,
+    Binder,
+    CasStore,
+    EventRecorder,
+    LeaseStore,
+    ObjectSource,
+    TokenReviewer,
+)
 from serving.cluster_state import ClusterState
 from serving.metrics import Metrics
 
@@ -50,6 +58,7 @@ class ClusterDeps:
     tokens: TokenReviewer
     close: Callable[[], Any] | None = None
     annotator: Annotator | None = None  # notes on HardwareProfiles (the API server only)
+    leases: LeaseStore | None = None  # the quota ledger leader's Lease (webhook --peer-port)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,6 +90,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="share --port with other `accel serve` processes (SO_REUSEPORT; the kernel spreads new "
         "connections over them): several webhook processes in one pod use several cores (docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--peer-port", type=int, metavar="N",
+        help="webhook: listen on this port (TLS) for the other webhook replicas, which send the quota "
+             "step of their admissions to the elected quota ledger leader instead of racing it for the "
+             "ledger (Lease accel-quota-ledger-leader; README: Quota); needs --peer-cert-dir; 0 picks a "
+             "free port (default: off, every replica writes the ledger itself)",
+    )
+    parser.add_argument(
+        "--peer-address", metavar="HOST",
+        help="webhook: the address other replicas reach this process at (default: $POD_IP, else --host "
+             "when it is one address, else this host name's address)",
+    )
+    parser.add_argument(
+        "--peer-cert-dir", metavar="DIR",
+        help="webhook: this replica's client certificate for the peer listeners (tls.crt, tls.key with "
+             "CN accel-webhook, and ca.crt, which also verifies the other replicas): `accel certs client "
+             "--name accel-webhook` or the accel-webhook-peer Secret",
+    )
+    parser.add_argument(
+        "--peer-server-name", metavar="NAME",
+        help="webhook: the name the other replicas' serving certificate carries (they are dialled by "
+             "address; default accel-webhook.NAMESPACE.svc)",
     )
     parser.add_argument(
         "--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)"
@@ -144,7 +176,8 @@ def snapshot_cluster(path: str, namespace: str) -> ClusterDeps:
         for obj in snapshot.of(kind):
             cluster.apply(obj)
     return ClusterDeps(
-        source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster
+        source=cluster, cas=cluster, binder=cluster, events=cluster, tokens=cluster, annotator=cluster,
+        leases=cluster,
     )
 
 
@@ -165,6 +198,7 @@ async def real_cluster(kubeconfig: str | None, namespace: str) -> ClusterDeps:
         tokens=cluster.tokens,
         close=cluster.close,
         annotator=cluster.annotator,
+        leases=cluster.leases,
     )
 
 
@@ -382,6 +416,48 @@ def metrics_port(args: argparse.Namespace) -> int | None:
     return port
 
 
+@dataclass(frozen=True)
+class PeerOptions:
+    """The webhook's peer listener and ledger leader election (`--peer-*`)."""
+
+    port: int
+    advertise: str
+    client_cert_dir: Path
+    server_name: str
+
+
+def peer_options(args: argparse.Namespace) -> PeerOptions | None:
+    """`--peer-port` and friends checked (None: off); a CliError says what is missing."""
+    others = (("--peer-address", args.peer_address), ("--peer-cert-dir", args.peer_cert_dir),
+              ("--peer-server-name", args.peer_server_name))
+    given = [flag for flag, value in others if value]
+    if args.peer_port is None:
+        if given:
+            raise CliError(f"{', '.join(given)} need --peer-port (the webhook's peer listener)")
+        return None
+    if args.component != "webhook":
+        raise CliError("--peer-port applies to `accel serve webhook` only (the quota ledger's replicas)")
+    taken = (args.port, args.metrics_port)
+    if not 0 <= args.peer_port <= 65535 or (args.peer_port != 0 and args.peer_port in taken):
+        raise CliError(f"--peer-port {args.peer_port}: give a free TCP port of its own (0: any free one)")
+    if not args.cert_dir:
+        raise CliError("--peer-port needs --cert-dir: the peer listener serves TLS with that certificate")
+    if not args.peer_cert_dir:
+        raise CliError(
+            "--peer-port needs --peer-cert-dir DIR with this replica's client certificate (CN "
+            "accel-webhook): `accel certs client --cert-dir CERT_DIR --name accel-webhook --out-dir DIR`"
+        )
+    folder = Path(args.peer_cert_dir)
+    missing = [name for name in ("tls.crt", "tls.key", "ca.crt") if not (folder / name).is_file()]
+    if missing:
+        raise CliError(f"--peer-cert-dir {folder}: missing {', '.join(missing)}")
+    advertise = args.peer_address or os.environ.get("POD_IP") or (
+        args.host if args.host not in ("0.0.0.0", "::", "") else socket.gethostbyname(socket.gethostname())
+    )
+    return PeerOptions(args.peer_port, advertise, folder,
+                       args.peer_server_name or f"accel-webhook.{args.namespace}.svc")
+
+
 def annotation_writers(args: argparse.Namespace) -> tuple[str, ...] | None:
     """`--annotation-writer` values (None: the default), refused for other components."""
     if args.annotation_writer and args.component != "webhook":
@@ -451,6 +527,26 @@ def _refuse_invalid_policy(path: str, files: dict[str, str]) -> None:
         ) from exc
 
 
+def _add_peer_listener(
+    app: web.Application, args: argparse.Namespace, peers: PeerOptions, deps: ClusterDeps, metrics: Metrics
+) -> None:
+    """The webhook's peer listener and ledger leader election (webhook/peer.py), started with the app."""
+    from serving.tls import ReloadingTLS
+    from webhook.app import ADMITTER
+    from webhook.peer import PeerService
+
+    admitter = app[ADMITTER]
+    if admitter.ledger is None or deps.leases is None:
+        raise CliError("--peer-port needs the quota ledger and Leases (a cluster or --snapshot)")
+    tls = ReloadingTLS(args.cert_dir, client_ca=peers.client_cert_dir / "ca.crt")
+    service = PeerService(
+        admitter, host=args.host, port=peers.port, advertise=peers.advertise, tls=tls,
+        client_cert_dir=peers.client_cert_dir, server_name=peers.server_name, lease_store=deps.leases,
+        metrics=metrics,
+    )
+    app.cleanup_ctx.append(service.cleanup_ctx)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     """Build everything inside the serving loop (the API client is bound to it), then serve."""
     import signal
@@ -462,6 +558,7 @@ async def _serve(args: argparse.Namespace) -> None:
     client_ca, client_names = client_auth(args)
     dev_identity = dev_identity_groups(args)
     scrape_port = metrics_port(args)
+    peers = peer_options(args)
     tls = ReloadingTLS(args.cert_dir, client_ca=client_ca) if args.cert_dir else None
     require_tls(args.component, tls, args.insecure_plaintext)
     policy_files = read_policy_files(Path(args.policy)) if args.policy else None
@@ -485,6 +582,8 @@ async def _serve(args: argparse.Namespace) -> None:
             args.component, state, deps, metrics, client_names=client_names, dev_identity=dev_identity,
             annotation_writers=annotation_writers(args),
         )
+        if peers is not None:
+            _add_peer_listener(app, args, peers, deps, metrics)
         if dev_identity:
             _announce_dev_identity(dev_identity, state)
         stop = asyncio.Event()

@@ -85,7 +85,8 @@ class _Watcher:
 
 
 class FakeCluster:
-    """In-memory API server: ObjectSource, CasStore, Binder, EventRecorder and TokenReviewer at once."""
+    """In-memory API server: ObjectSource, CasStore, LeaseStore, Binder, EventRecorder and TokenReviewer
+    at once."""
 
     def __init__(
         self,
@@ -277,6 +278,36 @@ class FakeCluster:
         check_configmap_size(configmap)  # rule 6: 422, checked after the precondition as the API server does
         stored = self._put("configmaps", configmap)
         return str(stored["metadata"]["resourceVersion"])
+
+    # ---- LeaseStore (Leases in the controller namespace) ----------------------------------------
+
+    async def read_lease(self, name: str) -> tuple[JsonObject, str | None]:
+        await self._enter("get", "leases")
+        obj = self._objects["leases"].get(f"{self.controller_namespace}/{name}")
+        if obj is None:
+            return {}, None
+        return copy.deepcopy(obj), str(obj["metadata"]["resourceVersion"])
+
+    async def write_lease(
+        self, name: str, spec: JsonObject, annotations: dict[str, str], expected_version: str | None
+    ) -> str | None:
+        await self._enter("create" if expected_version is None else "update", "leases")
+        key = f"{self.controller_namespace}/{name}"
+        current = self._objects["leases"].get(key)
+        if expected_version is None and current is not None:
+            return None  # 409 AlreadyExists
+        if expected_version is not None and (
+            current is None or current["metadata"]["resourceVersion"] != expected_version
+        ):
+            return None  # 409 Conflict (or 404)
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {**(current or {}).get("metadata", {}), "name": name,
+                         "namespace": self.controller_namespace, "annotations": dict(annotations)},
+            "spec": copy.deepcopy(spec),
+        }
+        return str(self._put("leases", lease)["metadata"]["resourceVersion"])
 
     # ---- Binder ------------------------------------------------------------------------------
 

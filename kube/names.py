@@ -13,6 +13,7 @@ DEFAULT_CONTROLLER_NAMESPACE: Final = "accel-system"
 POLICY_CONFIGMAP: Final = "accel-policy"
 LEDGER_CONFIGMAP: Final = "accel-quota-ledger"
 LEDGER_KEY: Final = "ledger.json"
+LEDGER_LEADER_LEASE: Final = "accel-quota-ledger-leader"  # who writes the ledger for all replicas
 CHARGEBACK_CONFIGMAP: Final = (
     "accel-chargeback"  # chargeback watermark + counting replica (serving.chargeback)
 )
@@ -20,6 +21,7 @@ WEBHOOK_TLS_SECRET: Final = "accel-webhook-tls"
 SCHEDULER_CLIENT_SECRET: Final = (
     "accel-scheduler-client"  # kube-scheduler's client certificate for the extender
 )
+WEBHOOK_PEER_SECRET: Final = "accel-webhook-peer"  # the webhook replicas' peer client certificate
 EVENT_SOURCE_COMPONENT: Final = "accel"
 
 Kind = Literal["nodes", "pods", "namespaces", "configmaps", "leases",

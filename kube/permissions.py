@@ -16,8 +16,10 @@ from kube.names import (
     CHARGEBACK_CONFIGMAP,
     HARDWARE_PROFILE_KINDS,
     LEDGER_CONFIGMAP,
+    LEDGER_LEADER_LEASE,
     RESOURCES,
     SCHEDULER_CLIENT_SECRET,
+    WEBHOOK_PEER_SECRET,
     WEBHOOK_TLS_SECRET,
 )
 
@@ -50,6 +52,12 @@ _LEDGER: Final = [
 ] + [
     ApiCall("", "configmaps", "create", True)  # RBAC cannot restrict create by name
 ]
+# The ledger leader's Lease (serving/ledger_leader.py): one writer of the ledger at a time.
+_LEDGER_LEADER: Final = [
+    ApiCall("coordination.k8s.io", "leases", verb, True, (LEDGER_LEADER_LEASE,)) for verb in ("get", "update")
+] + [
+    ApiCall("coordination.k8s.io", "leases", "create", True)  # RBAC cannot restrict create by name
+]
 _EVENTS: Final = [ApiCall("", "events", "create")]
 _WEBHOOK_CONFIGS: Final = [
     ApiCall("admissionregistration.k8s.io", resource, verb, False, (name,))
@@ -59,7 +67,7 @@ _WEBHOOK_CONFIGS: Final = [
 ]
 
 API_CALLS: Final[dict[str, list[ApiCall]]] = {
-    "webhook": [*_INFORMERS, *_LEDGER, *_EVENTS],
+    "webhook": [*_INFORMERS, *_LEDGER, *_LEDGER_LEADER, *_EVENTS],
     "extender": [*_INFORMERS, ApiCall("", "pods/binding", "create"), *_EVENTS],
     "api": [
         *_INFORMERS,
@@ -72,15 +80,16 @@ API_CALLS: Final[dict[str, list[ApiCall]]] = {
     ],
     "certs": [
         # The serving Secret and the CA Secret (`<serving>-ca`, kept apart so the CA key never
-        # reaches the serving pods, which mount the serving Secret whole), and kube-scheduler's
-        # client certificate for the extender.
+        # reaches the serving pods, which mount the serving Secret whole), kube-scheduler's
+        # client certificate for the extender, and the webhook replicas' peer client certificate.
         *(
             ApiCall(
                 "",
                 "secrets",
                 verb,
                 True,
-                (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca", SCHEDULER_CLIENT_SECRET),
+                (WEBHOOK_TLS_SECRET, f"{WEBHOOK_TLS_SECRET}-ca", SCHEDULER_CLIENT_SECRET,
+                 WEBHOOK_PEER_SECRET),
             )
             for verb in ("get", "update")
         ),
@@ -95,6 +104,9 @@ CALLS_BY_METHOD: Final[dict[str, list[tuple[str, str, str]]]] = {
     "KubeObjectSource.watch": [("", "<kind>", "watch")],
     "KubeCasStore.read": [("", "configmaps", "get")],
     "KubeCasStore.write": [("", "configmaps", "create"), ("", "configmaps", "update")],
+    "KubeLeaseStore.read_lease": [("coordination.k8s.io", "leases", "get")],
+    "KubeLeaseStore.write_lease": [("coordination.k8s.io", "leases", "create"),
+                                   ("coordination.k8s.io", "leases", "update")],
     "KubeBinder.bind": [("", "pods/binding", "create")],
     "KubeEventRecorder.record": [("", "events", "create")],
     "KubeTokenReviewer.review": [("authentication.k8s.io", "tokenreviews", "create")],

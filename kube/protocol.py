@@ -1,4 +1,4 @@
-"""The seam between accel and the Kubernetes API server: six small Protocols.
+"""The seam between accel and the Kubernetes API server: seven small Protocols.
 
 Everything above this seam (webhook, extender, api, cli) depends only on these Protocols and on
 plain dicts — the JSON form of Kubernetes objects exactly as `kubectl get -o json` prints them
@@ -85,6 +85,23 @@ class CasStore(Protocol):
 
     async def write(self, name: str, data: dict[str, str], expected_version: str | None) -> str | None:
         """Create (expected_version None) or replace iff unchanged; new version, or None on conflict."""
+        ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """coordination.k8s.io/v1 Leases in the controller namespace, written only by compare-and-swap
+    (the quota ledger's leader: serving/ledger_leader.py)."""
+
+    async def read_lease(self, name: str) -> tuple[JsonObject, str | None]:
+        """Return (the Lease object, version); version None means there is no such Lease ({})."""
+        ...
+
+    async def write_lease(
+        self, name: str, spec: JsonObject, annotations: dict[str, str], expected_version: str | None
+    ) -> str | None:
+        """Create (expected_version None) or replace spec and annotations iff unchanged; the new
+        version, or None when another writer changed (or created) it first."""
         ...
 
 

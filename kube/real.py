@@ -96,6 +96,39 @@ class KubeCasStore:
         return str(stored["metadata"]["resourceVersion"])
 
 
+class KubeLeaseStore:
+    """`LeaseStore` on coordination.k8s.io/v1 Leases in the controller namespace."""
+
+    def __init__(self, transport: RestTransport, namespace: str = DEFAULT_CONTROLLER_NAMESPACE) -> None:
+        self._rest = transport
+        self._collection = RESOURCES["leases"].collection_path(namespace)
+        self._namespace = namespace
+
+    async def read_lease(self, name: str) -> tuple[JsonObject, str | None]:
+        try:
+            body = await self._rest.request("GET", f"{self._collection}/{name}")
+        except NotFound:
+            return {}, None
+        return body, str(body["metadata"]["resourceVersion"])
+
+    async def write_lease(
+        self, name: str, spec: JsonObject, annotations: dict[str, str], expected_version: str | None
+    ) -> str | None:
+        meta: JsonObject = {"name": name, "namespace": self._namespace, "annotations": dict(annotations)}
+        if expected_version is not None:
+            meta["resourceVersion"] = expected_version  # the precondition: 409 if it changed
+        body: JsonObject = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                            "spec": spec}
+        try:
+            if expected_version is None:
+                stored = await self._rest.request("POST", self._collection, body=body)
+            else:
+                stored = await self._rest.request("PUT", f"{self._collection}/{name}", body=body)
+        except (Conflict, NotFound):
+            return None  # another replica renewed or took it first (or it was deleted): read again
+        return str(stored["metadata"]["resourceVersion"])
+
+
 class KubeBinder:
     """`Binder`: POST a v1 Binding (annotations land on the pod in the same update)."""
 
@@ -169,7 +202,7 @@ class KubeTokenReviewer:
 
 
 class KubeCluster:
-    """All five Protocols over one `ApiClient`, for wiring (`make_app(..., cluster.source, ...)`)."""
+    """All the Protocols over one `ApiClient`, for wiring (`make_app(..., cluster.source, ...)`)."""
 
     def __init__(
         self,
@@ -181,6 +214,7 @@ class KubeCluster:
         self.transport = RestTransport(api_client, request_timeout_s=request_timeout_s)
         self.source = KubeObjectSource(self.transport)
         self.cas = KubeCasStore(self.transport, controller_namespace)
+        self.leases = KubeLeaseStore(self.transport, controller_namespace)
         self.binder = KubeBinder(self.transport)
         self.events = KubeEventRecorder(self.transport)
         self.tokens = KubeTokenReviewer(self.transport)

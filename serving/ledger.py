@@ -29,7 +29,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
@@ -49,6 +49,17 @@ MAX_YIELD_S = 0.05
 HEARTBEAT_S = WRITER_LIVE_S / 4  # an idle writer re-registers this often: well inside WRITER_LIVE_S
 
 Decide = Callable[[Ledger], ReservationOutcome]
+Result = ReservationOutcome | Finding
+
+
+class Forwarder(Protocol):
+    """Where this replica's decisions go while another replica leads (serving/ledger_leader.py,
+    webhook/peer.py): `target()` is the leader's peer URL or None; `forward` sends a batch of
+    forwardable requests there and answers each with its result, or None for "decide it here"."""
+
+    def target(self) -> str | None: ...
+
+    async def forward(self, target: str, requests: list[Any]) -> list[Result | None]: ...
 _instances = itertools.count()
 
 
@@ -97,6 +108,7 @@ class LedgerClient:
         self._cached: tuple[str | None, Ledger] | None = None
         self._write_s = 0.0  # how long the last write took
         self._metrics = _LedgerMetrics(metrics or Metrics(), name)
+        self.forwarder: Forwarder | None = None  # set when the replicas elect a ledger leader
 
     async def read(self) -> Ledger:
         """The current ledger (also remembered as `last`)."""
@@ -110,9 +122,13 @@ class LedgerClient:
         self.last = self._cached[1]
         return self.last
 
-    async def run(self, decide: Decide, *, watermark: int | None = None) -> ReservationOutcome | Finding:
+    async def run(
+        self, decide: Decide, *, watermark: int | None = None, forward: Any = None
+    ) -> ReservationOutcome | Finding:
         """Decide against the current ledger and persist the result with CAS (see class docstring).
         `watermark`: the pod-watch watermark of the snapshot `decide` uses (registered with the write).
+        `forward`: the same decision as a request the ledger leader can make (`Forwarder`); while
+        another replica leads it decides it instead, and `decide` runs here only when that fails.
 
         Every decision waits for its result from the flusher task: the first caller that finds no
         flush running starts one, which begins on the next turn of the event loop, so decisions
@@ -121,7 +137,7 @@ class LedgerClient:
         abandons its own result: the flusher is its own task and always settles the whole batch.
         """
         future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
-        self._pending.append(Pending(decide, future, watermark))
+        self._pending.append(Pending(decide, future, watermark, forward))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name=f"ledger-flush-{self.name}")
         return await future
@@ -130,6 +146,10 @@ class LedgerClient:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                if self.forwarder is not None:
+                    batch = await self._forwarded(batch)
+                    if not batch:
+                        continue
                 await self._settle(batch)
                 if self._pending and self._contended():
                     # Another writer is busy too: after our write, let its write through first (about
@@ -138,18 +158,40 @@ class LedgerClient:
         finally:
             self._flusher = None
 
+    async def _forwarded(self, batch: list[Pending]) -> list[Pending]:
+        """Send the forwardable decisions of `batch` to the leader, if another replica leads; settle
+        those it answered and return the rest (not forwardable, or to decide here after all: the
+        same reservation id then overwrites whatever the leader may have written)."""
+        assert self.forwarder is not None
+        target = self.forwarder.target()
+        sent = [pending for pending in batch if pending.forward is not None] if target else []
+        if not sent or target is None:
+            return batch
+        try:
+            answers = await self.forwarder.forward(target, [pending.forward for pending in sent])
+        except Exception as exc:  # the forwarder reports its own failures; here: decide locally
+            log.debug("forward to the ledger leader failed", extra={"error": repr(exc)})
+            return batch
+        rest = [pending for pending in batch if pending.forward is None]
+        for pending, answer in zip(sent, answers, strict=True):
+            if answer is None:
+                rest.append(pending)
+            elif not pending.future.done():
+                pending.future.set_result(answer)
+        return rest
+
     async def _settle(self, batch: list[Pending]) -> None:
         try:
             results = await self._commit(batch)
         except BaseException as exc:  # every waiter gets the error; later batches still run
-            for _, future, _ in batch:
-                if not future.done():
+            for pending in batch:
+                if not (future := pending.future).done():
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future, _), result in zip(batch, results, strict=True):
-            if future.done():  # its caller was cancelled
+        for pending, result in zip(batch, results, strict=True):
+            if (future := pending.future).done():  # its caller was cancelled
                 continue
             if isinstance(result, Exception):
                 future.set_exception(result)
@@ -173,7 +215,7 @@ class LedgerClient:
                     ledger = self._parse(data, version)
                 start = ledger
                 outcomes: list[ReservationOutcome | Finding | Exception] = []
-                for decide, _, _ in batch:
+                for decide, *_ in batch:
                     try:
                         outcome = decide(ledger)
                     except Exception as exc:  # a broken decision fails its own caller only
@@ -186,7 +228,7 @@ class LedgerClient:
                         optimistic = False
                         continue
                     return outcomes
-                marks = [mark for _, _, mark in batch if mark is not None]
+                marks = [pending.watermark for pending in batch if pending.watermark is not None]
                 if marks:  # rule 5: the oldest snapshot this write's decisions used
                     ledger = ledger.registered(self.writer, min(marks), self._wall())
                 data = ledger.to_data()
@@ -258,11 +300,13 @@ class LedgerClient:
 
 
 class Pending(NamedTuple):
-    """A decision waiting for the flusher: its caller's future and its snapshot's watermark."""
+    """A decision waiting for the flusher: its caller's future, its snapshot's watermark, and the
+    same decision as the ledger leader can make it (`LedgerClient.run(forward=)`)."""
 
     decide: Decide
     future: asyncio.Future[ReservationOutcome | Finding]
     watermark: int | None
+    forward: Any = None
 
 
 def _refusal(outcome: ReservationOutcome) -> Finding:

@@ -58,9 +58,11 @@ def is_loopback(request: web.Request) -> bool:
 
 
 def require_client_cert(
-    names: Iterable[str], *, app: str, metrics: Metrics, exempt: frozenset[str] = PROBE_PATHS
+    names: Iterable[str], *, app: str, metrics: Metrics, exempt: frozenset[str] = PROBE_PATHS,
+    who: str = "kube-scheduler",
 ) -> Middleware:
-    """Middleware for rule 1: only callers holding a client certificate with CN in `names`."""
+    """Middleware for rule 1: only callers holding a client certificate with CN in `names` (`who`:
+    the caller in words, for the 401 message)."""
     allowed = frozenset(names)
     if not allowed:
         raise ValueError("require_client_cert needs at least one allowed client name")
@@ -74,7 +76,7 @@ def require_client_cert(
         if name is None:
             metrics.http_rejected.labels(app=app, reason=REJECT_UNAUTHENTICATED).inc()
             return web.json_response(
-                {"error": f"client certificate required: {request.path} answers only kube-scheduler "
+                {"error": f"client certificate required: {request.path} answers only {who} "
                           f"(mTLS with a certificate for {wanted} from `accel certs client`)"},
                 status=401,
                 headers={"WWW-Authenticate": "Mutual"},

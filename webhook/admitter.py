@@ -338,8 +338,10 @@ class Admitter:
             if self.ledger is None:
                 outcome = decide_quota(quota, Ledger(), ctx=ctx, now=now)
             elif quota.commit:
+                # forward=: while another replica leads the ledger, it decides (webhook/peer.py)
                 outcome = await self.ledger.run(
-                    lambda ledger: decide_quota(quota, ledger, ctx=ctx, now=now), watermark=ctx.watermark
+                    lambda ledger: decide_quota(quota, ledger, ctx=ctx, now=now), watermark=ctx.watermark,
+                    forward=quota,
                 )
             else:
                 outcome = decide_quota(quota, await self._read_ledger(), ctx=ctx, now=now)

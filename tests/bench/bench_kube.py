@@ -12,13 +12,16 @@ clients:
 - `20 teams`: the pods spread round-robin over 20 teams' namespaces (20 teams bursting at once);
 - `2 replicas`: as `one team`, through two `accel serve webhook --reuse-port` replicas sharing
   the ledger and one port: the kernel spreads the API server's connections over them, as a
-  Service's kube-proxy rules do in the kernel (no user-space hop);
+  Service's kube-proxy rules do in the kernel (no user-space hop); each has its own `--peer-port`,
+  so they elect a quota ledger leader that writes the ledger for both (webhook/peer.py);
 and `plain`: pods asking for no GPU, one namespace, webhooks called directly. Not run unless named
 in BENCH_KUBE_SCENARIOS (comma-separated keys, e.g. `replicas-2,replicas-2-proxy`; default: the
-four above): `2 replicas via proxy`, the same two replicas behind the e2e round-robin proxy
+four above): `2 replicas, no ledger leader` (key `replicas-2-no-leader`: the same pair without
+`--peer-port`: both write the ledger and lose compare-and-swap races to each other), and
+`2 replicas via proxy`, the same two replicas (no leader) behind the e2e round-robin proxy
 (tests/e2e/proxy.py, a Python thread per connection inside this process, kept for the e2e failover
-tests: its CPU is in the "client" line and its latency in the figures). Ledger counters come from
-each replica's own metrics port.
+tests: its CPU is in the "client" line and its latency in the figures). Ledger counters (and the
+decisions the leader made for the other replica) come from each replica's own metrics port.
 Each round runs every scenario once with the webhook configurations deleted and once with them
 registered (the order alternating per round, so load from other processes hits both alike). The
 webhook phase uses fresh teams whose quota the burst exceeds by about 10 %: the quota must stay
@@ -72,13 +75,16 @@ class Scenario:
     quota: int  # GPUs per team; each team gets ceil(PODS / teams) one-GPU pods, about 10 % more
     replicas: int = 1
     gpu: bool = True
-    route: str = "direct"  # "direct" (one replica), "reuse-port" (two on one port) or "proxy" (two)
+    route: str = "direct"  # "direct" (one replica), "reuse-port" (two on one port), "reuse-port-no-leader"
+    # (the same without the ledger leader election: both write the ledger) or "proxy" (two)
 
 
 ALL_SCENARIOS = (
     Scenario("one-team", "one team", teams=1, quota=135),
     Scenario("teams-20", "20 teams", teams=20, quota=7),  # 8 pods per team
     Scenario("replicas-2", "2 replicas", teams=1, quota=135, replicas=2, route="reuse-port"),
+    Scenario("replicas-2-no-leader", "2 replicas, no ledger leader", teams=1, quota=135, replicas=2,
+             route="reuse-port-no-leader"),
     Scenario("replicas-2-proxy", "2 replicas via proxy", teams=1, quota=135, replicas=2, route="proxy"),
     Scenario("plain", "plain pods", teams=1, quota=0, gpu=False),
 )
@@ -232,7 +238,9 @@ def cpu_seconds(procs: controlplane.Processes) -> dict[str, float]:
     return groups
 
 
-LEDGER_COUNTERS = ("writes", "decisions", "written_bytes", "conflicts")
+LEDGER_COUNTERS = ("writes", "decisions", "written_bytes", "conflicts", "forwarded", "fallback")
+FORWARDED = {'accel_quota_ledger_forwarded_total{result="decided"}': "forwarded",
+             'accel_quota_ledger_forwarded_total{result="fallback"}': "fallback"}
 
 
 def ledger_counters(env: cluster.E2ECluster, urls: list[str]) -> dict[str, float]:
@@ -244,9 +252,13 @@ def ledger_counters(env: cluster.E2ECluster, urls: list[str]) -> dict[str, float
         with urllib.request.urlopen(url, context=context, timeout=30) as response:
             text = response.read().decode()
         for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if series in FORWARDED:
+                totals[FORWARDED[series]] += float(value)
+                continue
             for name in LEDGER_COUNTERS:
                 if line.startswith(f"accel_quota_ledger_{name}_total{{"):
-                    totals[name] += float(line.rsplit(" ", 1)[1])
+                    totals[name] += float(value)
     return totals
 
 
@@ -403,6 +415,8 @@ def report(results: dict[str, list[Round]]) -> bool:
                 f"  {'':10s}  ledger: {ledger['writes']:.0f} writes ({batch:.1f} decisions each), "
                 f"{ledger['written_bytes'] / ledger['writes'] / 1024:.1f} KiB per write, "
                 f"{ledger['written_bytes'] / 1024:.0f} KiB written, {ledger['conflicts']:.0f} conflicts"
+                + (f"; {ledger['forwarded']:.0f} decided by the ledger leader for the other replica, "
+                   f"{ledger['fallback']:.0f} fallbacks" if ledger["forwarded"] or ledger["fallback"] else "")
             )
         print(f"  {'':10s}  quota exact in every round: {rounds[-1].exact}")
         if scenario.gpu:
@@ -415,12 +429,13 @@ def metrics_url(process: controlplane.Process) -> str:
     return f"http://127.0.0.1:{process.metrics_port}/metrics"
 
 
-def start_reuse_port_pair(servers: outofcluster.Servers) -> Route:
-    """Two webhook replicas on one port with SO_REUSEPORT, each with its own metrics port."""
+def start_reuse_port_pair(servers: outofcluster.Servers, *, leader: bool = True) -> Route:
+    """Two webhook replicas on one port with SO_REUSEPORT, each with its own metrics port; with
+    `leader`, each with its own peer port too: they elect a quota ledger leader (webhook/peer.py)."""
     port = controlplane.free_port()
-    launched = [
-        servers.launch("webhook", port, log_suffix=f"-reuse-port-{i}", args=("--reuse-port",)) for i in (1, 2)
-    ]
+    args = ("--reuse-port", *(outofcluster.peer_args(servers) if leader else ()))
+    suffix = "reuse-port" if leader else "reuse-port-no-leader"
+    launched = [servers.launch("webhook", port, log_suffix=f"-{suffix}-{i}", args=args) for i in (1, 2)]
     for process in launched:
         servers.wait_ready(process)
     return Route(f"https://127.0.0.1:{port}", [metrics_url(p) for p in launched])
@@ -456,6 +471,8 @@ def main() -> int:
         routes = {"direct": Route(f"https://127.0.0.1:{first.port}", [metrics_url(first)])}
         if any(s.route == "reuse-port" for s in SCENARIOS):
             routes["reuse-port"] = start_reuse_port_pair(servers)
+        if any(s.route == "reuse-port-no-leader" for s in SCENARIOS):
+            routes["reuse-port-no-leader"] = start_reuse_port_pair(servers, leader=False)
         if any(s.route == "proxy" for s in SCENARIOS):
             second = servers.start("webhook", log_suffix="-replica-2")
             proxy = RoundRobinProxy([first.port, second.port]).start()

@@ -230,6 +230,7 @@ TOPOLOGY = "network.topology.nvidia.com"
 API_STALENESS_S = 5
 PARKED_PROFILE = "parked"
 REPLICAS_QUOTA = 10  # team e2e-replicas: the two-replica burst may admit exactly this many GPUs
+LEADER_QUOTA = 10  # teams e2e-leader-*: test_ledger_leader's bursts admit exactly this many
 
 
 @dataclass(frozen=True)
@@ -441,6 +442,9 @@ def e2e_policy() -> dict[str, str]:
         # test_ledger_replicas: each case its own team (quota release after deletion is asynchronous)
         *({"name": f"e2e-ledger-{case}", "quota": {"*": 4}, "allowedProfiles": all_profiles}
           for case in ("freeze", "restart", "floor", "corrupt")),
+        # test_ledger_leader: each case its own team
+        *({"name": f"e2e-leader-{case}", "quota": {"*": LEADER_QUOTA}, "allowedProfiles": all_profiles}
+          for case in ("burst", "stop", "kill")),
         # test_quota_once: each case its own team (usage release after deletion is asynchronous)
         {"name": "e2e-forged", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},
         {"name": "e2e-recreate", "quota": {"nvidia-a100-80gb": 2, "*": 2}, "allowedProfiles": all_profiles},

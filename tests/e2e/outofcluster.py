@@ -223,6 +223,21 @@ def scheduler_config(env: cluster.E2ECluster, servers: Servers) -> dict[str, Any
     return config
 
 
+def peer_args(servers: Servers) -> tuple[str, ...]:
+    """`accel serve webhook` options for a replica that joins the quota ledger leader election
+    (webhook/peer.py): a peer listener on a free port of its own (the serving port may be shared
+    with --reuse-port), advertised at this host, and the client certificate CN accel-webhook."""
+    out = servers.workdir / "webhook-peer-client"
+    if not (out / "tls.crt").is_file():
+        subprocess.run(
+            [_accel(), "certs", "client", "--cert-dir", str(servers.certs), "--name", "accel-webhook",
+             "--out-dir", str(out)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    address = "127.0.0.1" if servers.host == "127.0.0.1" else servers.host
+    return ("--peer-port", "0", "--peer-address", address, "--peer-cert-dir", str(out))
+
+
 def _scheduler_client_cert(servers: Servers) -> Path:
     """kube-scheduler's client certificate: the extender answers only CN accel-scheduler (mTLS)."""
     out = servers.workdir / "scheduler-client"

@@ -104,6 +104,30 @@ def make_api_server(cluster: FakeCluster, seen: list[tuple[str, str, str]]) -> w
         except KubeError as exc:
             return _status(exc)
 
+    async def lease(request: web.Request) -> web.Response:
+        name = request.match_info.get("name")
+        group = "coordination.k8s.io"
+        try:
+            if request.method == "GET":
+                seen.append((group, "leases", "get"))
+                found, version = await cluster.read_lease(name or "")
+                if version is None:
+                    raise NotFound(f'leases.coordination.k8s.io "{name}" not found')
+                return web.json_response(found)
+            body = await request.json()
+            seen.append((group, "leases", "create" if request.method == "POST" else "update"))
+            expected = body["metadata"].get("resourceVersion") if request.method == "PUT" else None
+            version = await cluster.write_lease(
+                body["metadata"]["name"], body["spec"], body["metadata"].get("annotations") or {}, expected
+            )
+            if version is None:
+                raise Conflict("the object has been modified")
+            return web.json_response(
+                {**body, "metadata": {**body["metadata"], "resourceVersion": version}}, status=201
+            )
+        except KubeError as exc:
+            return _status(exc)
+
     async def binding(request: web.Request) -> web.Response:
         seen.append(("", "pods/binding", "create"))
         body = await request.json()
@@ -138,6 +162,8 @@ def make_api_server(cluster: FakeCluster, seen: list[tuple[str, str, str]]) -> w
     app = web.Application()
     app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps/{name}", configmap)
     app.router.add_post("/api/v1/namespaces/{ns}/configmaps", configmap)
+    app.router.add_route("*", "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", lease)
+    app.router.add_post("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", lease)
     app.router.add_post("/api/v1/namespaces/{ns}/pods/{name}/binding", binding)
     app.router.add_post("/api/v1/namespaces/{ns}/events", events)
     app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", tokenreviews)
@@ -257,6 +283,7 @@ def test_every_real_method_is_in_the_permission_table() -> None:
         for cls in (
             real.KubeObjectSource,
             real.KubeCasStore,
+            real.KubeLeaseStore,
             real.KubeBinder,
             real.KubeEventRecorder,
             real.KubeTokenReviewer,
@@ -276,6 +303,16 @@ async def test_requests_sent_are_exactly_those_the_tables_declare(wired) -> None
     await kube.cas.write("doc", {"a": "1"}, None)
     _, version = await kube.cas.read("doc")
     await kube.cas.write("doc", {"a": "2"}, version)
+    leases, lease = kube.leases, "accel-quota-ledger-leader"
+    assert await leases.read_lease(lease) == ({}, None)
+    first = await leases.write_lease(lease, {"holderIdentity": "a"}, {"k": "v"}, None)
+    assert first is not None
+    assert await leases.write_lease(lease, {"holderIdentity": "b"}, {}, None) is None  # exists already
+    found, version = await leases.read_lease(lease)
+    assert version == first and found["spec"]["holderIdentity"] == "a"
+    assert found["metadata"]["annotations"] == {"k": "v"}
+    assert await leases.write_lease(lease, {"holderIdentity": "b"}, {}, version)
+    assert await leases.write_lease(lease, {"holderIdentity": "c"}, {}, version) is None  # stale version
     await kube.binder.bind("ns", "p", "", "n", {})
     await kube.events.record(make_node("n"), "R", "m")
     await kube.tokens.review("t")

@@ -242,9 +242,15 @@ def test_server_deployment_follows_the_command_contract(
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == f"accel-{component}"
     (c,) = pod["containers"]
+    # The webhook replicas also listen for each other (the quota ledger leader, webhook/peer.py).
+    peers = ["--peer-port", "8444", "--peer-cert-dir", "/etc/accel/peer"] if component == "webhook" else []
     assert c["args"] == [
-        "serve", component, "--port", "8443", "--cert-dir", "/etc/accel/tls", "--metrics-port", "8080"
+        "serve", component, "--port", "8443", "--cert-dir", "/etc/accel/tls", "--metrics-port", "8080", *peers
     ]
+    if component == "webhook":  # advertised at the pod IP; the client certificate from the certs Job
+        assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in c["env"]
+        peer = next(v for v in pod["volumes"] if v["name"] == "peer")
+        assert peer["secret"]["secretName"] == "accel-webhook-peer"
     assert {"name": "ACCEL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in c[
         "env"
     ]
@@ -328,6 +334,7 @@ def test_cert_jobs_run_certs_ensure_as_accel_certs(objects: list[Obj], kind: str
         "--service", "accel-webhook", "--service", "accel-extender", "--service", "accel-api",
         "--webhook-config", "accel-mutate", "--webhook-config", "accel-validate",
         "--client", "accel-scheduler-client=accel-scheduler",
+        "--client", "accel-webhook-peer=accel-webhook",
     ]  # fmt: skip
 
 
@@ -553,7 +560,7 @@ def test_only_accel_certs_touches_secrets_and_only_its_own(objects: list[Obj]) -
             continue
         assert {g.namespace for g in secrets} == {NS}
         assert {g.resource_name for g in secrets if g.verb != "create"} == {
-            "accel-webhook-tls", "accel-webhook-tls-ca", "accel-scheduler-client"}
+            "accel-webhook-tls", "accel-webhook-tls-ca", "accel-scheduler-client", "accel-webhook-peer"}
 
 
 def _api_calls() -> dict[str, list[rbac_model.Call]]:
@@ -602,7 +609,12 @@ def test_scheduler_gets_upstream_roles_plus_its_own_lease(objects: list[Obj]) ->
 def test_network_policies_deny_by_default_and_open_only_serving_ports(objects: list[Obj]) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objects, "NetworkPolicy")}
     assert policies["accel-default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    assert policies["accel-webhook-ingress"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    assert policies["accel-webhook-ingress"]["ingress"] == [
+        {"ports": [{"port": 8443, "protocol": "TCP"}]},
+        # the ledger peer port: the other webhook replicas only (and mTLS, webhook/peer.py)
+        {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "accel-webhook"}}}],
+         "ports": [{"port": 8444, "protocol": "TCP"}]},
+    ]
     (extender_rule,) = policies["accel-extender-ingress"]["ingress"]
     sources = [s["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for s in extender_rule["from"]]
     assert "accel-scheduler" in sources
