@@ -55,11 +55,15 @@ Result = ReservationOutcome | Finding
 class Forwarder(Protocol):
     """Where this replica's decisions go while another replica leads (serving/ledger_leader.py,
     webhook/peer.py): `target()` is the leader's peer URL or None; `forward` sends a batch of
-    forwardable requests there and answers each with its result, or None for "decide it here"."""
+    forwardable requests there, with this writer's name and the oldest watermark of their
+    snapshots (the leader registers it with its write, rule 5, as this replica's own write
+    would), and answers each with its result, or None for "decide it here"."""
 
     def target(self) -> str | None: ...
 
-    async def forward(self, target: str, requests: list[Any]) -> list[Result | None]: ...
+    async def forward(
+        self, target: str, requests: list[Any], writer: tuple[str, int] | None
+    ) -> list[Result | None]: ...
 _instances = itertools.count()
 
 
@@ -123,12 +127,17 @@ class LedgerClient:
         return self.last
 
     async def run(
-        self, decide: Decide, *, watermark: int | None = None, forward: Any = None
+        self, decide: Decide, *, watermark: int | None = None, forward: Any = None,
+        peer: tuple[str, int | None] | None = None,
     ) -> ReservationOutcome | Finding:
         """Decide against the current ledger and persist the result with CAS (see class docstring).
         `watermark`: the pod-watch watermark of the snapshot `decide` uses (registered with the write).
         `forward`: the same decision as a request the ledger leader can make (`Forwarder`); while
         another replica leads it decides it instead, and `decide` runs here only when that fails.
+        `peer`: this decision is another replica's, forwarded here (its writer name and watermark):
+        the write that carries it registers that writer too, and after it this client waits about
+        one write's time before the next, so the peer's next batch (sent when it gets its answers)
+        joins this replica's own decisions in one write instead of alternating with them.
 
         Every decision waits for its result from the flusher task: the first caller that finds no
         flush running starts one, which begins on the next turn of the event loop, so decisions
@@ -137,7 +146,7 @@ class LedgerClient:
         abandons its own result: the flusher is its own task and always settles the whole batch.
         """
         future: asyncio.Future[ReservationOutcome | Finding] = asyncio.get_running_loop().create_future()
-        self._pending.append(Pending(decide, future, watermark, forward))
+        self._pending.append(Pending(decide, future, watermark, forward, peer))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name=f"ledger-flush-{self.name}")
         return await future
@@ -151,7 +160,9 @@ class LedgerClient:
                     if not batch:
                         continue
                 await self._settle(batch)
-                if self._pending and self._contended():
+                if any(pending.peer is not None for pending in batch):
+                    await self._sleep(min(self._write_s, MAX_YIELD_S))  # the peer's next batch joins
+                elif self._pending and self._contended():
                     # Another writer is busy too: after our write, let its write through first (about
                     # one write's time) instead of racing it at once; ours then carries more decisions.
                     await self._sleep(min(self._write_s, MAX_YIELD_S))
@@ -167,8 +178,10 @@ class LedgerClient:
         sent = [pending for pending in batch if pending.forward is not None] if target else []
         if not sent or target is None:
             return batch
+        marks = [pending.watermark for pending in sent if pending.watermark is not None]
+        writer = (self.writer, min(marks)) if marks else None
         try:
-            answers = await self.forwarder.forward(target, [pending.forward for pending in sent])
+            answers = await self.forwarder.forward(target, [pending.forward for pending in sent], writer)
         except Exception as exc:  # the forwarder reports its own failures; here: decide locally
             log.debug("forward to the ledger leader failed", extra={"error": repr(exc)})
             return batch
@@ -231,6 +244,8 @@ class LedgerClient:
                 marks = [pending.watermark for pending in batch if pending.watermark is not None]
                 if marks:  # rule 5: the oldest snapshot this write's decisions used
                     ledger = ledger.registered(self.writer, min(marks), self._wall())
+                for name, mark in _peer_marks(batch).items():  # and of the peers it decided for
+                    ledger = ledger.registered(name, mark, self._wall())
                 data = ledger.to_data()
                 started = time.perf_counter()
                 new_version = await self.store.write(self.name, data, version)
@@ -265,6 +280,24 @@ class LedgerClient:
 
     def _cached_writers(self) -> Mapping[str, Writer]:
         return self._cached[1].writers if self._cached is not None else {}
+
+    async def register_via_leader(self, watermark: int) -> bool:
+        """Register this writer at `watermark` through the ledger leader's next write (rule 5)
+        instead of a write of its own, which would race the leader's; False when no other
+        replica leads or it did not answer (then write yourself)."""
+        target = self.forwarder.target() if self.forwarder is not None else None
+        if self.forwarder is None or target is None:
+            return False
+        try:
+            await self.forwarder.forward(target, [], (self.writer, watermark))
+        except Exception as exc:  # the forwarder logged it; the caller writes itself
+            log.debug("registration through the ledger leader failed", extra={"error": repr(exc)})
+            return False
+        return True
+
+    def following(self) -> bool:
+        """Whether another replica leads the ledger now (this one forwards its decisions there)."""
+        return self.forwarder is not None and self.forwarder.target() is not None
 
     def wants_heartbeat(self, watermark: int | None, visible: frozenset[str], now: float) -> bool:
         """Whether this writer should write only to register (rule 5): it is registered in the last
@@ -307,6 +340,17 @@ class Pending(NamedTuple):
     future: asyncio.Future[ReservationOutcome | Finding]
     watermark: int | None
     forward: Any = None
+    peer: tuple[str, int | None] | None = None  # decided for another replica (`LedgerClient.run`)
+
+
+def _peer_marks(batch: list[Pending]) -> dict[str, int]:
+    """The oldest watermark per peer writer of the forwarded decisions in `batch`."""
+    marks: dict[str, int] = {}
+    for pending in batch:
+        if pending.peer is not None and pending.peer[1] is not None:
+            name, mark = pending.peer[0], pending.peer[1]
+            marks[name] = min(mark, marks.get(name, mark))
+    return marks
 
 
 def _refusal(outcome: ReservationOutcome) -> Finding:

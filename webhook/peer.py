@@ -6,10 +6,13 @@ writes and no compare-and-swap race is lost between replicas:
 
 1. What is sent is only the quota request (`QuotaRequest`: the reservation with the pod's uid,
    team name, commit flag, candidate types), never the pod. `POST /ledger/decide`, body
-   `{"requests": [...]}`, one call per batch (the decisions that queue while a call is in flight go
-   in the next). The leader looks the team up in ITS policy and decides each request with ITS
-   current snapshot (usage, visible pods, watch watermark) inside its own group commit: exactly as
-   safe as if it had admitted the pod itself (accel/quota/rules.py invariants). Answer
+   `{"requests": [...], "writer": {"name", "watermark"}}`, one call per batch (the decisions that
+   queue while a call is in flight go in the next); the leader's write registers the forwarding
+   replica's watch watermark (ledger rule 5) as that replica's own write would, so it needs no
+   registration writes of its own while it forwards. The leader looks the team up in ITS policy
+   and decides each request with ITS current snapshot (usage, visible pods, watch watermark)
+   inside its own group commit: exactly as safe as if it had admitted the pod itself
+   (accel/quota/rules.py invariants). Answer
    `{"results": [...]}`: per request the outcome (excess lines and usage, for the denial message),
    or `{"local": reason}` (the team is unknown here, the ledger refused: decide it yourself).
 2. A replica whose call fails, answers badly or takes over FORWARD_TIMEOUT_S decides locally with
@@ -147,15 +150,41 @@ def decode_result(item: object) -> ReservationOutcome | None:
 # ---- the leader's side --------------------------------------------------------------------------
 
 
-async def decide_forwarded(admitter: Admitter, items: list[Any]) -> list[dict[str, Any]]:
+def decode_writer(raw: object) -> tuple[str, int | None]:
+    """The forwarding replica's `{"name", "watermark"}` (ledger rule 5), or BadRequest."""
+    if raw is None:
+        return "", None
+    if not isinstance(raw, dict):
+        raise BadRequest("writer: expected {\"name\": ..., \"watermark\": ...} or null")
+    name, mark = raw.get("name"), raw.get("watermark")
+    if not isinstance(name, str) or not 0 < len(name) <= 253:
+        raise BadRequest("writer.name: expected the forwarding replica's writer name")
+    if isinstance(mark, bool) or not isinstance(mark, int) or mark < 0:
+        raise BadRequest("writer.watermark: expected a non-negative integer (a resourceVersion)")
+    return name, mark
+
+
+async def decide_forwarded(
+    admitter: Admitter, items: list[Any], writer: tuple[str, int | None] = ("", None)
+) -> list[dict[str, Any]]:
     """Decide every request with this replica's snapshot in its ledger's group commit (all at once,
-    so they share a write) and encode the answers in order."""
+    so they share a write; the write registers the forwarding `writer` too) and encode the answers
+    in order."""
     decoded = [decode_request(item, i) for i, item in enumerate(items)]
     ledger = admitter.ledger
     if ledger is None:
         return [encode_result(None, "this replica keeps no quota ledger") for _ in decoded]
     ctx = admitter.context()
     now = admitter.clock()
+    name, mark = writer
+    if not decoded:  # registration only (its reconciler's heartbeat): written in the group commit
+        if mark is not None:
+            outcome = await ledger.run(
+                lambda current: ReservationOutcome(current.registered(name, mark, now))
+            )
+            if not isinstance(outcome, ReservationOutcome):
+                raise web.HTTPServiceUnavailable(text=f"quota ledger: {outcome.message}")
+        return []
     teams = {team.name: team for team in ctx.policy.teams}
 
     async def one(team_name: str, reservation: Reservation, commit: bool,
@@ -167,7 +196,7 @@ async def decide_forwarded(admitter: Admitter, items: list[Any]) -> list[dict[st
         if not commit:
             return encode_result(decide_quota(request, ledger.last, ctx=ctx, now=now))
         outcome = await ledger.run(lambda current: decide_quota(request, current, ctx=ctx, now=now),
-                                   watermark=ctx.watermark)
+                                   watermark=ctx.watermark, peer=writer)
         return encode_result(outcome)
 
     return list(await asyncio.gather(*(one(*request) for request in decoded)))
@@ -197,7 +226,7 @@ def make_peer_app(
             raise BadRequest('body: expected {"requests": [...]}')
         if len(items) > MAX_REQUESTS:
             raise BadRequest(f"requests: at most {MAX_REQUESTS} per call, got {len(items)}")
-        results = await decide_forwarded(admitter, items)
+        results = await decide_forwarded(admitter, items, decode_writer(body.get("writer")))
         return web.Response(body=orjson.dumps({"results": results}), content_type="application/json")
 
     app.router.add_post(PEER_PATH, decide)
@@ -205,6 +234,10 @@ def make_peer_app(
 
 
 # ---- the follower's side ------------------------------------------------------------------------
+
+
+class ForwardFailed(Exception):
+    """The leader did not answer (unreachable, slow, refused): decide, or register, locally."""
 
 
 class PeerForwarder:
@@ -247,12 +280,17 @@ class PeerForwarder:
             self._suspect = None
         return target
 
-    async def forward(self, target: str, requests: list[Any]) -> list[Result | None]:
+    async def forward(
+        self, target: str, requests: list[Any], writer: tuple[str, int] | None = None
+    ) -> list[Result | None]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8)
             )
-        payload = orjson.dumps({"requests": [encode_request(request) for request in requests]})
+        payload = orjson.dumps({
+            "requests": [encode_request(request) for request in requests],
+            "writer": None if writer is None else {"name": writer[0], "watermark": writer[1]},
+        })
         try:
             async with self._session.post(
                 target + PEER_PATH, data=payload, headers={"Content-Type": "application/json"},
@@ -269,7 +307,7 @@ class PeerForwarder:
             self._suspect = (target, time.monotonic())
             log.warning("quota ledger leader did not answer; deciding here",
                         extra={"leader": target, "error": repr(exc), "decisions": len(requests)})
-            return [None] * len(requests)
+            raise ForwardFailed(f"{target}: {exc!r}") from exc
         answers: list[Result | None] = [decode_result(item) for item in results]
         decided = sum(answer is not None for answer in answers)
         self._decided.inc(decided)

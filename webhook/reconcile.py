@@ -13,8 +13,10 @@ Each webhook replica runs `Reconciler.run`: every INTERVAL_S it reads the ledger
    for a bind conversion (`bound/<uid>`) a pod that is still unbound (the Binding failed). Such a
    pod was rejected by a later admission step (a ResourceQuota, another webhook), deleted at once,
    or was a failed bind: its reservation is released within seconds instead of its full TTL.
-A pod the API server still shows is kept (its watch event is on the way). The change is one
-compare-and-swap write through the replica's `LedgerClient`, decided again against the
+A pod the API server still shows is kept (its watch event is on the way). While another replica
+leads the ledger (webhook/peer.py), this one writes only to release such entries: the leader's
+writes stamp and drop entries, and a registration goes through the leader (`register_via_leader`).
+The change is one compare-and-swap write through the replica's `LedgerClient`, decided again against the
 ledger it reads (another replica may have written meanwhile). Errors are logged and retried at
 the next interval; admission never waits on this loop.
 """
@@ -73,6 +75,12 @@ class Reconciler:
                 missing.add(rid)
         ready, _ = self.admitter.state.ready()
         heartbeat = ready and self.ledger.wants_heartbeat(watermark, visible, now)
+        # Another replica leads the ledger: its writes stamp and drop entries (its own watch is as
+        # good as this one's), and it registers this replica's watermark; a write from here would
+        # only race its writes.
+        if (not missing and self.ledger.following() and (
+                not heartbeat or watermark is None or await self.ledger.register_via_leader(watermark))):
+            return set()
         if not missing and not heartbeat and tidy.reservations == current.reservations:
             return set()
 

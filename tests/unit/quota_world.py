@@ -8,6 +8,10 @@ a replica (possibly the other), then the pod is stored unless a later admission 
 Each replica and the extender see the cluster only when `sync`ed: their watches may lag. A sync
 gives the state the cluster's resourceVersion as its watch watermark, as a pod informer would
 (accel.quota invariant 6); `legacy=True` gives none (the settle-time rule of a static state).
+`forwarding=(modes...)`: replica 0 leads the ledger and replica 1 forwards its quota steps to it
+(webhook/peer.py, through the wire encoding, without HTTP); each call, in turn, is answered
+("answer"), decided and written but its answer lost ("lost": a timeout after the leader's
+write), or not made ("refused"): the follower then decides itself.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ from extender.quota_gate import QuotaGate
 from kube.fake import FakeCluster
 from kube.testing import ManualClock
 from serving.cluster_state import ClusterState
-from serving.ledger import LedgerClient
+from serving.ledger import LedgerClient, Result
 from serving.metrics import Metrics
 from tests.builders import example_policy, make_inventory, review
 from tests.builders import node_model as gpu_node
 from webhook.admitter import Admitter
+from webhook.peer import decide_forwarded, decode_result, encode_request
 from webhook.reconcile import Reconciler
 from webhook.review import parse_review
 
@@ -69,6 +74,7 @@ class QuotaWorld:
         nodes: tuple[NodeInventory, ...] = NODES,
         *,
         legacy: bool = False,
+        forwarding: tuple[str, ...] = (),
     ) -> None:
         self.policy = policy or world_policy()
         self.nodes = nodes
@@ -84,6 +90,10 @@ class QuotaWorld:
                                 replica_id=f"webhook-{i}")
             self.replicas.append(admitter)
             self.reconcilers.append(Reconciler(admitter, self.cluster))
+        if forwarding:
+            follower = self.replicas[1].ledger
+            assert follower is not None
+            follower.forwarder = InProcessForwarder(self.replicas[0], forwarding)
         self.extender_state = ClusterState.static(self.policy, self.inventory(), watermark=self.watermark())
         app = make_extender(self.extender_state, metrics=Metrics(), binder=self.cluster, clock=self.clock,
                             ledger_store=self.cluster)
@@ -232,6 +242,32 @@ class QuotaWorld:
             ):
                 wrong.append(f"{obj['metadata']['name']} on {node.name}: {got} != {want}")
         return wrong
+
+
+class InProcessForwarder:
+    """`serving.ledger.Forwarder` to another replica's `decide_forwarded` (module docstring)."""
+
+    def __init__(self, leader: Admitter, modes: tuple[str, ...]) -> None:
+        self.leader = leader
+        self.modes = modes
+        self.calls = 0
+
+    def target(self) -> str | None:
+        return "in-process"
+
+    async def forward(
+        self, target: str, requests: list[Any], writer: tuple[str, int] | None
+    ) -> list[Result | None]:
+        mode = self.modes[self.calls % len(self.modes)]
+        self.calls += 1
+        if mode == "refused":
+            raise ConnectionError("leader unreachable")
+        answers = await decide_forwarded(
+            self.leader, [encode_request(r) for r in requests], writer or ("", None)
+        )
+        if mode == "lost":
+            raise TimeoutError("the answer never came")
+        return [decode_result(answer) for answer in answers]
 
 
 def review_pod(

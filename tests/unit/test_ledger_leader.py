@@ -131,18 +131,25 @@ class LeaderForwarder:
         self.mode = mode
         self.team = team
         self.calls = 0
+        self.writers: list[tuple[str, int] | None] = []
 
     def target(self) -> str | None:
         return "https://leader"
 
-    async def forward(self, target: str, requests: list[Any]) -> list[Result | None]:
+    async def forward(
+        self, target: str, requests: list[Any], writer: tuple[str, int] | None = None
+    ) -> list[Result | None]:
+        self.writers.append(writer)
         mode = self.mode(self.calls)
         self.calls += 1
         if mode == "raise":
             raise ConnectionError("peer unreachable")
         if mode == "refused":
             return [None] * len(requests)
-        outcomes = await asyncio.gather(*(self.leader.run(decide(rid, self.team)) for rid in requests))
+        peer = (writer[0], writer[1]) if writer is not None else None
+        outcomes = await asyncio.gather(
+            *(self.leader.run(decide(rid, self.team), peer=peer) for rid in requests)
+        )
         if mode == "lost":
             return [None] * len(requests)
         return [decode_result(encode_result(o)) for o in outcomes]
@@ -160,6 +167,20 @@ async def test_forwarded_decisions_are_written_by_the_leader_only() -> None:
     assert isinstance(denied, ReservationOutcome) and denied.excess[0].limit == 4  # the message's figures
     data, _ = await cluster.read(LEDGER_NAME)
     assert set(Ledger.from_data(data).reservations) == {"r0", "r1", "r2", "r3"}
+
+
+async def test_the_leader_registers_the_forwarding_writer_with_its_write() -> None:
+    """Ledger rule 5 without a write of the follower's own: the leader's write registers the
+    follower at the oldest watermark of the decisions it forwarded."""
+    cluster = FakeCluster()
+    leader, follower = LedgerClient(cluster, writer="leader"), LedgerClient(cluster, writer="follower")
+    follower.forwarder = forwarder = LeaderForwarder(leader)
+    await asyncio.gather(follower.run(decide("r0"), watermark=7, forward="r0"),
+                         follower.run(decide("r1"), watermark=5, forward="r1"))
+    assert forwarder.writers == [("follower", 5)]
+    data, _ = await cluster.read(LEDGER_NAME)
+    written = Ledger.from_data(data)
+    assert written.writers["follower"].watermark == 5 and follower.writes == 0
 
 
 async def test_decisions_without_a_forward_form_or_when_nobody_leads_are_written_here() -> None:
@@ -248,3 +269,42 @@ def test_a_request_and_an_outcome_survive_the_wire_exactly() -> None:
     assert back is not None and back.excess == outcome.excess and back.usage == outcome.usage
     assert decode_result({"local": "team unknown"}) is None
     assert decode_result({"excess": [{"team": "nlp"}], "usage": {}}) is None  # garbled: decide here
+
+
+# ---- the follower's reconciler ----------------------------------------------------------------
+
+
+async def test_a_following_replica_registers_through_the_leader_and_writes_nothing_itself() -> None:
+    from tests.unit.quota_world import QuotaWorld
+
+    world = QuotaWorld(forwarding=("answer",))
+    leader, follower = (replica.ledger for replica in world.replicas)
+    assert leader is not None and follower is not None
+    for _ in range(3):
+        assert await world.create(profile="a100-80gb", gpus=1, validator=1) is not None
+    assert follower.writes == 0 and leader.writes >= 1
+    world.sync_all()  # every watch shows the three pods: their entries wait on every registration
+    synced = world.watermark()
+    world.clock.advance(1.0)
+    await world.reconcilers[1].once()
+    assert follower.writes == 0  # registered through the leader, no tidy write racing it
+    data, _ = await world.cluster.read(LEDGER_NAME)
+    assert Ledger.from_data(data).writers[follower.writer].watermark == synced
+    await world.reconcilers[0].once()  # the leader's tidy stamps them with its watermark,
+    await world.reconcilers[0].once()  # and drops them: every live writer's watch has passed it
+    data, _ = await world.cluster.read(LEDGER_NAME)
+    assert not Ledger.from_data(data).reservations and follower.writes == 0
+
+
+async def test_a_following_replica_whose_leader_is_gone_registers_itself() -> None:
+    from tests.unit.quota_world import QuotaWorld
+
+    world = QuotaWorld(forwarding=("refused",))
+    follower = world.replicas[1].ledger
+    assert follower is not None
+    assert await world.create(profile="a100-80gb", gpus=1, validator=1) is not None
+    assert follower.writes == 1  # decided itself
+    world.sync_all()
+    world.clock.advance(3.0)
+    await world.reconcilers[1].once()
+    assert follower.writes == 2  # its own registration write

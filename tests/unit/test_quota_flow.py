@@ -260,8 +260,8 @@ def check_within_quota(world: QuotaWorld) -> None:
     assert world.wrong_prices() == []
 
 
-async def run_history(history: list[tuple[Any, ...]]) -> None:
-    world = QuotaWorld()
+async def run_history(history: list[tuple[Any, ...]], forwarding: tuple[str, ...] = ()) -> None:
+    world = QuotaWorld(forwarding=forwarding)
     for step in history:
         kind = step[0]
         if kind == "create":
@@ -307,6 +307,19 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
 @given(history=steps)
 def test_usage_equals_the_pods_that_exist_and_never_exceeds_quota(history: list[tuple[Any, ...]]) -> None:
     asyncio.run(run_history(history))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=steps, forwarding=st.lists(st.sampled_from(["answer", "lost", "refused"]), min_size=1,
+                                         max_size=6))
+def test_a_follower_forwarding_to_the_ledger_leader_never_exceeds_quota(
+    history: list[tuple[Any, ...]], forwarding: list[str]
+) -> None:
+    """The same histories with replica 1 forwarding its quota steps to replica 0 (webhook/peer.py),
+    each call answered, lost after the leader's write, or refused: the leader decides with its own
+    (possibly lagging or ahead) snapshot, the follower falls back to its own CAS write of the same
+    id, its reconciler registers through the leader: quota never exceeded, counted exactly once."""
+    asyncio.run(run_history(history, tuple(forwarding)))
 
 
 async def test_reconciler_waits_quietly_for_a_policy(caplog: pytest.LogCaptureFixture) -> None:
