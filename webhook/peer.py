@@ -174,7 +174,10 @@ async def decide_forwarded(
     ledger = admitter.ledger
     if ledger is None:
         return [encode_result(None, "this replica keeps no quota ledger") for _ in decoded]
-    ctx = admitter.context()
+    # The context admissions decide with (a new state generation is built in steps meanwhile: the
+    # previous one is as exact, accel.quota invariants 2 and 6), not the synchronous `context()`,
+    # which would finish such a build at once and stall every admission in flight on the leader.
+    ctx = await admitter._admission_context()
     now = admitter.clock()
     name, mark = writer
     if not decoded:  # registration only (its reconciler's heartbeat): written in the group commit
