@@ -109,7 +109,7 @@ class Admitter:
 
     def context(self) -> AdmissionContext:
         """The admission context of the current state generation (built once per generation). A build
-        an admission left in steps (`_admission_context`) is finished first."""
+        in progress (the steps `_admission_context` gave a task) is finished at once first."""
         if self._steps is not None:
             self._finish_pending()
         view = self.state.view()
@@ -180,7 +180,7 @@ class Admitter:
                              watermark=getattr(view, "watermark", None))
 
     def _finish_pending(self) -> None:
-        """Run the rest of a build an admission left in steps, and put its context in force."""
+        """Run the rest of the build in progress at once, and put its context in force."""
         assert self._steps is not None
         key, steps = self._steps
         self._steps = None
