@@ -261,6 +261,8 @@ class PeerForwarder:
         self.leadership = leadership
         self.server_name = server_name
         self.timeout_s = timeout_s
+        self.client_cert_dir = client_cert_dir
+        self._files = _fingerprint(client_cert_dir)
         self._ssl = client_ssl_context(client_cert_dir)
         self._session: aiohttp.ClientSession | None = None
         self._suspect: tuple[str, float] | None = None  # (leader URL, monotonic time) of the last failure
@@ -286,6 +288,7 @@ class PeerForwarder:
     async def forward(
         self, target: str, requests: list[Any], writer: tuple[str, int] | None = None
     ) -> list[Result | None]:
+        await self._follow_rotation()
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=8)
@@ -317,9 +320,40 @@ class PeerForwarder:
         self._fallback.inc(len(answers) - decided)
         return answers
 
+    async def _follow_rotation(self) -> None:
+        """A rotated client certificate (the Secret volume swaps its files) is used from the next
+        call on: new TLS context, new connections. A half-written pair keeps the old one."""
+        files = _fingerprint(self.client_cert_dir)
+        if files == self._files:
+            return
+        try:
+            context = client_ssl_context(self.client_cert_dir)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("peer client certificate unreadable; keeping the previous one",
+                        extra={"dir": str(self.client_cert_dir), "error": repr(exc)})
+            return
+        self._files, self._ssl = files, context
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        log.info("peer client certificate reloaded", extra={"dir": str(self.client_cert_dir)})
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _fingerprint(cert_dir: Path) -> tuple[tuple[int, int, int], ...]:
+    """(mtime, size, inode) of the client certificate files: a Secret volume update changes them."""
+    out = []
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        try:
+            found = (cert_dir / name).stat()
+        except OSError:
+            out.append((0, 0, 0))
+            continue
+        out.append((found.st_mtime_ns, found.st_size, found.st_ino))
+    return tuple(out)
 
 
 def client_ssl_context(cert_dir: Path) -> ssl.SSLContext:

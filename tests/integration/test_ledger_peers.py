@@ -202,3 +202,21 @@ async def test_an_authenticated_peer_request_is_decided_by_the_leader(tmp_path: 
     first, second = answer["results"]
     assert first["excess"] == [] and second["excess"][0]["limit"] == "16"
     assert set(Ledger.from_data(data).reservations) == {"forged"}
+
+
+async def test_a_rotated_peer_client_certificate_is_used_from_the_next_call(tmp_path: Path) -> None:
+    from webhook.peer import ForwardFailed, PeerForwarder
+
+    async with replicas(tmp_path) as (group, _cluster, pki):
+        _leader, follower = await settled(group)
+        forwarder = follower.ledger.forwarder
+        assert isinstance(forwarder, PeerForwarder) and follower.service.leadership is not None
+        target = follower.service.leadership.forward_to()
+        assert target is not None
+        assert await forwarder.forward(target, [], (follower.ledger.writer, 1)) == []  # registered
+        client_dir = tmp_path / "peer-client"
+        peer_cert_dir(pki, client_dir, name="someone-else")  # rotated to a certificate the leader refuses
+        with pytest.raises(ForwardFailed, match="403"):
+            await forwarder.forward(target, [], (follower.ledger.writer, 2))
+        peer_cert_dir(pki, client_dir)  # and back to a good one
+        assert await forwarder.forward(target, [], (follower.ledger.writer, 3)) == []
