@@ -171,11 +171,18 @@ class LedgerLeadership:
     async def run(self) -> None:
         """`step` every `renew_s` until cancelled; an API error is logged and retried next time
         (meanwhile `forward_to` lapses with the Lease, so this replica writes itself)."""
+        failing = ""  # the last error logged: a lasting one (e.g. no RBAC for the Lease) is logged once
         while True:
             try:
                 await self.step()
+                if failing:
+                    log.info("quota ledger leader lease reachable again", extra={"identity": self.identity})
+                failing = ""
             except KubeError as exc:
-                log.warning("quota ledger leader lease unavailable", extra={"error": str(exc)})
+                if str(exc) != failing:
+                    log.warning("quota ledger leader lease unavailable; every replica writes the ledger "
+                                "itself meanwhile", extra={"error": str(exc)})
+                failing = str(exc) or type(exc).__name__
                 self._lost()
             await self._sleep(self.renew_s)
 
