@@ -75,14 +75,21 @@ def node_fragmentation(node: NodeShape, typical: Typical | TypicalMix) -> float:
     return as_mix(typical).fragmentation(node.gpu_type, node.free_milli, node.cpu_left_milli)
 
 
-def stranded_gpu_milli(idle_milli: int, cpu_left_milli: int, cpu_per_gpu_milli: float) -> float:
-    """Idle GPU milli that the node's CPU left cannot feed at `cpu_per_gpu_milli` CPU per GPU.
+def stranded_gpu_milli(idle_milli: int, cpu_left_milli: int, cpu_per_gpu_milli: float,
+                       memory_left_mib: int = 0, memory_per_gpu_milli: float | None = None) -> float:
+    """Idle GPU milli that the node's CPU (and memory) left cannot feed at the mix's ratios.
 
     Why: on the openb trace CPU is ~80 % subscribed and GPU pods ask ~11 cores per GPU, so nodes
     such as 96-core/8-GPU ones run out of CPU with GPUs idle. FGD only sees this once CPU left
-    drops below a typical pod's request; this term sees it as soon as the balance tips.
+    drops below a typical pod's request; this term sees it as soon as the balance tips. Memory
+    likewise: GPU pods ask ~41 GiB per GPU and the 549 G2 nodes have 48 GiB per GPU, so a node can
+    run out of memory with whole GPUs idle. With `memory_per_gpu_milli` (None: not known, as in the
+    extender) the GPUs the node can feed are the fewer of what its CPU and its memory can feed.
     """
-    return max(0.0, idle_milli - cpu_left_milli / cpu_per_gpu_milli)
+    feedable = cpu_left_milli / cpu_per_gpu_milli
+    if memory_per_gpu_milli:
+        feedable = min(feedable, memory_left_mib / memory_per_gpu_milli)
+    return max(0.0, idle_milli - feedable)
 
 
 def _sigmoid_score(delta: float) -> int:
@@ -156,11 +163,12 @@ def _accel_adjust(node: NodeShape, pod: PodShape, mix: TypicalMix, strand_weight
     if fill_weight and not pod.is_shared:
         cpu_after = node.cpu_left_milli - pod.cpu_milli
         adjust += fill_weight * _fill_gain(node, _fill_least_idle(node.free_milli, pod), cpu_after, mix)
-    ratio = mix.cpu_per_gpu_milli
+    ratio, memory_ratio = mix.cpu_per_gpu_milli, mix.memory_per_gpu_milli
     if strand_weight and ratio:
         idle = sum(node.free_milli)
-        before = stranded_gpu_milli(idle, node.cpu_left_milli, ratio)
-        after = stranded_gpu_milli(idle - pod.total_gpu_milli, node.cpu_left_milli - pod.cpu_milli, ratio)
+        before = stranded_gpu_milli(idle, node.cpu_left_milli, ratio, node.memory_left_mib, memory_ratio)
+        after = stranded_gpu_milli(idle - pod.total_gpu_milli, node.cpu_left_milli - pod.cpu_milli, ratio,
+                                   node.memory_left_mib - pod.memory_mib, memory_ratio)
         adjust += strand_weight * (before - after)
     if context is not None and scarcity_weight and pod.gpu_milli > 0:
         pressure = mix.type_pressure(context).get(node.gpu_type, 0.0)

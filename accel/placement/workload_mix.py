@@ -25,14 +25,18 @@ class TypicalMix:
     the mix has no GPU pod); the stranding term of `fragmentation_score` uses it. `fill_residue`
     (what the mix's common sizes cannot close on a node's partly used devices) feeds its fill term,
     `fill_lock_in` (what a shared pod locks in on a partly used device) its lock-in term.
+    `memory_per_gpu_milli` is the observed GPU pods' memory MiB per GPU milli (None when no pod
+    brought a memory request, as in the extender, whose shapes carry none): with it the stranding
+    term also counts idle GPUs that the node's memory left cannot feed.
     """
 
     __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_inverse", "_memo",
                  "_milli", "_pressure", "_prob", "_type_ok", "_unique_milli", "cpu_per_gpu_milli",
-                 "type_demand", "typical")
+                 "memory_per_gpu_milli", "type_demand", "typical")
 
-    def __init__(self, typical: Typical) -> None:
+    def __init__(self, typical: Typical, *, memory_per_gpu_milli: float | None = None) -> None:
         self.typical = typical
+        self.memory_per_gpu_milli = memory_per_gpu_milli
         self._memo: dict[tuple[str, tuple[int, ...], int], float] = {}
         self._prob = np.array([p for _, p in typical], dtype=np.float64)
         self._cpu = np.array([m.cpu_milli for m, _ in typical], dtype=np.int64)
@@ -180,7 +184,10 @@ class WorkloadHistogram:
 
     Each observation's weight halves every `half_life` later observations (math.inf = no decay,
     as `from_shapes` uses for a fixed, fully known distribution). Weights are stored scaled by a
-    growing factor so that `observe` is O(1); they are renormalised before they overflow.
+    growing factor so that `observe` is O(1); they are renormalised before they overflow. Beside the
+    shape counts it keeps, with the same decay, the GPU pods' memory request per GPU milli
+    (`memory_per_gpu_milli`): memory is not part of a shape (FGD's typical pods ignore it), but a
+    node whose memory runs out strands its idle GPUs just as one whose CPU runs out does.
     """
 
     _RESCALE_AT = 1e200
@@ -193,6 +200,8 @@ class WorkloadHistogram:
         self._scale = 1.0
         self._weights: dict[PodShape, float] = {}
         self.observations = 0
+        self._gpu_memory_mib = 0.0  # decayed sums over GPU pods, scaled like the weights
+        self._gpu_milli = 0.0
         self._cached: dict[float, Typical] = {}
         self._mix: TypicalMix | None = None
 
@@ -204,17 +213,34 @@ class WorkloadHistogram:
             hist.observe(shape)
         return hist
 
-    def observe(self, shape: PodShape, weight: float = 1.0) -> None:
-        """Count one arriving pod; older observations decay relative to it."""
+    def observe(self, shape: PodShape, weight: float = 1.0, *, memory_mib: int | None = None) -> None:
+        """Count one arriving pod; older observations decay relative to it.
+
+        `memory_mib` is the pod's memory request when `shape` (the histogram key) leaves it out, as
+        the simulator's FGD-style keys do; by default it is `shape.memory_mib`.
+        """
         if self._growth != 1.0:
             self._scale *= self._growth
         self._weights[shape] = self._weights.get(shape, 0.0) + weight * self._scale
+        if shape.gpu_milli > 0:
+            memory = shape.memory_mib if memory_mib is None else memory_mib
+            self._gpu_memory_mib += weight * self._scale * memory
+            self._gpu_milli += weight * self._scale * shape.total_gpu_milli
         self.observations += 1
         self._cached.clear()
         self._mix = None
         if self._scale > self._RESCALE_AT:
             self._weights = {k: v / self._scale for k, v in self._weights.items()}
+            self._gpu_memory_mib /= self._scale
+            self._gpu_milli /= self._scale
             self._scale = 1.0
+
+    @property
+    def memory_per_gpu_milli(self) -> float | None:
+        """The GPU pods' memory MiB per GPU milli (decayed like the counts); None without memory."""
+        if self._gpu_memory_mib > 0 and self._gpu_milli > 0:
+            return self._gpu_memory_mib / self._gpu_milli
+        return None
 
     def typical(self, threshold: float = DEFAULT_THRESHOLD) -> Typical:
         """Most popular shapes until their share reaches `threshold`, renormalised to sum 1."""
@@ -237,5 +263,5 @@ class WorkloadHistogram:
     def mix(self) -> TypicalMix:
         """The compiled default-threshold mix (memoised until the next observation)."""
         if self._mix is None:
-            self._mix = TypicalMix(self.typical())
+            self._mix = TypicalMix(self.typical(), memory_per_gpu_milli=self.memory_per_gpu_milli)
         return self._mix

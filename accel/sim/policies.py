@@ -143,7 +143,8 @@ class AccelPolicy(Policy):
     `refresh_every`. A refresh empties the score caches, so refreshing geometrically keeps early
     learning fast while the run stays cheap: about a dozen refreshes for 8k pods instead of 32.
     `context` is the cluster's static GPU inventory (models and counts), which any scheduler knows;
-    it is not workload knowledge.
+    it is not workload knowledge. The histogram keys pods by FGD's shape (no memory) but learns
+    their memory per GPU milli beside it, for the stranding term's memory side.
     """
 
     name = "accel"
@@ -157,7 +158,7 @@ class AccelPolicy(Policy):
         self._next_refresh = 1
 
     def observe(self, pod: PodShape) -> None:
-        self.histogram.observe(fgd_key(pod))
+        self.histogram.observe(fgd_key(pod), memory_mib=pod.memory_mib)
         if self.histogram.observations >= self._next_refresh:
             self.mix = self.histogram.mix()
             self.version += 1

@@ -135,6 +135,50 @@ def test_stranded_gpu_milli(idle: int, cpu_left: int, ratio: float, stranded: fl
     assert stranded_gpu_milli(idle, cpu_left, ratio) == pytest.approx(stranded)
 
 
+@pytest.mark.parametrize(
+    ("idle", "cpu_left", "memory_left", "stranded"),
+    [
+        pytest.param(2000, 40000, 100_000, 0.0, id="cpu-and-memory-feed-all-idle-gpus"),
+        pytest.param(2000, 40000, 40_000, 1000.0, id="memory-feeds-one-of-two-gpus"),
+        pytest.param(2000, 12000, 100_000, 1000.0, id="cpu-feeds-one-of-two-gpus"),
+        pytest.param(2000, 6000, 20_000, 1500.0, id="the-scarcer-of-cpu-and-memory-counts"),
+        pytest.param(8000, 96000, 0, 8000.0, id="no-memory-strands-everything"),
+    ],
+)
+def test_stranded_gpu_milli_with_memory(idle: int, cpu_left: int, memory_left: int, stranded: float) -> None:
+    # 12 cpu milli and 40 MiB per GPU milli (about the openb default trace's 11 cores and 41 GiB per GPU)
+    assert stranded_gpu_milli(idle, cpu_left, 12.0, memory_left, 40.0) == pytest.approx(stranded)
+    cpu_only = stranded_gpu_milli(idle, cpu_left, 12.0)
+    assert stranded_gpu_milli(idle, cpu_left, 12.0, memory_left, None) == cpu_only
+
+
+def test_histogram_learns_memory_per_gpu_milli_of_gpu_pods_with_decay() -> None:
+    hist = WorkloadHistogram(half_life=1)
+    assert hist.memory_per_gpu_milli is None
+    hist.observe(CPU_ONLY, memory_mib=500_000)  # CPU-only pods feed no GPU: not counted
+    assert hist.memory_per_gpu_milli is None
+    hist.observe(WHOLE, memory_mib=40_000)
+    assert hist.memory_per_gpu_milli == pytest.approx(40.0)
+    hist.observe(PodShape(cpu_milli=1000, gpu_milli=500, gpu_count=1, memory_mib=5000))  # from the shape
+    # the older pod counts half: (0.5 * 40000 + 5000) / (0.5 * 1000 + 500)
+    assert hist.memory_per_gpu_milli == pytest.approx(25.0)
+    assert hist.mix().memory_per_gpu_milli == pytest.approx(25.0)
+    assert WorkloadHistogram.from_shapes([HALF, WHOLE]).mix().memory_per_gpu_milli is None
+
+
+def test_memory_stranding_keeps_memory_hungry_pods_off_memory_poor_nodes() -> None:
+    # Two GPU-free-equal nodes; a CPU-only pod with 300 GiB would leave the small-memory node unable
+    # to feed its GPUs at 40 MiB per GPU milli. Without a learned memory ratio (the extender) both tie.
+    big_memory = PodShape(cpu_milli=1000, gpu_milli=0, gpu_count=0, memory_mib=300 * 1024)
+    poor = NodeShape(gpu_type="A", free_milli=(1000,) * 8, cpu_left_milli=96000, memory_left_mib=384 * 1024)
+    rich = NodeShape(gpu_type="A", free_milli=(1000,) * 8, cpu_left_milli=96000, memory_left_mib=768 * 1024)
+    with_memory = TypicalMix(((WHOLE, 1.0),), memory_per_gpu_milli=40.0)
+    rich_score, poor_score = (fragmentation_score(n, big_memory, with_memory)[0] for n in (rich, poor))
+    assert rich_score > poor_score
+    without = TypicalMix(((WHOLE, 1.0),))
+    assert fragmentation_score(rich, big_memory, without) == fragmentation_score(poor, big_memory, without)
+
+
 def test_mix_cpu_per_gpu_ratio_counts_gpu_pods_only() -> None:
     # HALF: 0.5 * 1000 cpu per 0.5 * 500 milli; WHOLE: 0.3 * 2000 per 0.3 * 1000 -> 1100 / 550
     assert TypicalMix(TYPICAL).cpu_per_gpu_milli == pytest.approx(2.0)
