@@ -4,9 +4,12 @@ generation."""
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accel.admission.context import build_context
 from accel.capacity.inventory import (
@@ -15,6 +18,7 @@ from accel.capacity.inventory import (
     pod_gpu_equivalents,
     team_usage,
 )
+from accel.cluster.pods import PodView
 from accel.policy.models import ParsedPolicy
 from accel.quota.charges import MAX_ENTRIES, STEP, ChargeMemo
 from tests.builders import DEFAULT_NODES, Sharing, example_policy, gpu_pod, make_inventory, node_model
@@ -164,3 +168,65 @@ def test_usage_in_steps_stays_exact_with_charges_for_another_inventory_in_betwee
     assert pauses >= 2 and len(now.pods) > 2 * STEP
     assert memo.usage(POLICY, now) == reference(POLICY, now)
     assert reference(POLICY, now) != reference(POLICY, before)  # the labels matter to these pods
+
+
+@functools.cache
+def _pool() -> tuple[PodView, ...]:
+    """Parsed pods of every kind, 40 objects each (all charges differ only by kind)."""
+    views = []
+    for copy_index in range(40):
+        for name, pod in PODS.items():
+            pod = copy.deepcopy(pod)
+            pod["metadata"]["name"] = f"{name}-{copy_index}"
+            views.extend(make_inventory([pod]).pods)
+    return tuple(views)
+
+
+GENERATION = st.tuples(
+    st.lists(st.integers(min_value=0, max_value=10**6), max_size=40),  # pods of the last one kept
+    st.integers(min_value=0, max_value=len(PODS) * 40),  # where the pool's pods shown start
+    st.integers(min_value=0, max_value=300),  # how many (more than a step's STEP: several steps)
+    st.booleans(),  # the L4 node time-sliced 2 ways (another type index) instead of 4
+    st.booleans(),  # new node objects (a rebuilt inventory) rather than the last ones
+    st.booleans(),  # between two steps: a charge of each kind of pod against the previous inventory
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(generations=st.lists(GENERATION, min_size=1, max_size=6))
+def test_property_usage_in_steps_equals_a_full_walk_generation_after_generation(
+    generations: list[tuple[list[int], int, int, bool, bool, bool]],
+) -> None:
+    """Random generations (pods kept by object, new ones, dropped ones; node labels changed or
+    not; nodes rebuilt or kept), one memo across them, each usage run in steps with charges for
+    the previous generation's inventory in between (what admissions still on it do): every usage
+    equals `team_usage` of its inventory, every interleaved charge the inventory functions'."""
+    pool, base, memo = _pool(), make_inventory(), ChargeMemo()
+    sliced = tuple(
+        node_model("l4-1", "nvidia-l4-24gb", "NVIDIA-L4", resource="nvidia.com/gpu.shared", count=4,
+                   replicas=2, sharing=Sharing.TIME_SLICED) if n.name == "l4-1" else n
+        for n in base.nodes
+    )
+    previous: Inventory | None = None
+    for kept, start, count, relabel, rebuild, between in generations:
+        last = previous.pods if previous is not None else ()
+        pods = [last[i % len(last)] for i in kept] if last else []
+        pods += [pool[i % len(pool)] for i in range(start, start + count)]
+        nodes = sliced if relabel else base.nodes
+        if rebuild:
+            nodes = tuple(n.model_copy() for n in nodes)
+        unique = tuple({id(pod): pod for pod in pods}.values())  # one object shown once
+        inventory = base.model_copy(update={"pods": unique, "nodes": nodes})
+        steps = memo.usage_steps(POLICY, inventory)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                assert done.value == reference(POLICY, inventory)
+                break
+            kinds = {pod.name.rsplit("-", 1)[0]: pod for pod in previous.pods} if previous and between else {}
+            for pod in kinds.values():
+                expected = (pod_accelerator_type(pod, previous, POLICY.catalog),
+                            pod_gpu_equivalents(pod, previous, POLICY.catalog, POLICY.policy))
+                assert memo.charge(pod, previous, POLICY) == expected
+        previous = inventory
