@@ -30,8 +30,8 @@ class TypicalMix:
     term also counts idle GPUs that the node's memory left cannot feed.
     """
 
-    __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_inverse", "_memo",
-                 "_milli", "_pressure", "_prob", "_type_ok", "_unique_milli", "cpu_per_gpu_milli",
+    __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_fitting_tables", "_inverse",
+                 "_memo", "_milli", "_pressure", "_prob", "_type_ok", "_unique_milli", "cpu_per_gpu_milli",
                  "memory_per_gpu_milli", "type_demand", "typical")
 
     def __init__(self, typical: Typical, *, memory_per_gpu_milli: float | None = None) -> None:
@@ -56,6 +56,7 @@ class TypicalMix:
         self._fill_sizes: dict[float, tuple[tuple[int, int], ...]] = {}
         self._fill_tables: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._fill_memo: dict[tuple[tuple[int, ...], int, float], int] = {}
+        self._fitting_tables: dict[tuple[int, float], tuple[int, ...]] = {}
 
     def fill_sizes(self, min_share: float) -> tuple[tuple[int, int], ...]:
         """The per-device sizes the mix keeps asking for: (milli, least CPU milli of a pod that size).
@@ -103,6 +104,16 @@ class TypicalMix:
             table = self._fill_tables[sizes] = tuple(out)
         return table
 
+    def _fitting_table(self, cpu_left: int, min_share: float) -> tuple[int, ...]:
+        """The residue table of the fill sizes whose pods fit `cpu_left` (memoised per CPU left: the
+        scorer asks for it once per candidate device)."""
+        key = (cpu_left, min_share)
+        table = self._fitting_tables.get(key)
+        if table is None:
+            sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
+            table = self._fitting_tables[key] = self._residue_table(sizes)
+        return table
+
     def fill_residue(self, free: tuple[int, ...], cpu_left: int, min_share: float) -> int:
         """GPU milli on the node's partly used devices that the mix's common sizes cannot close.
 
@@ -115,8 +126,7 @@ class TypicalMix:
         key = (tuple(sorted(free)), cpu_left, min_share)
         value = self._fill_memo.get(key)
         if value is None:
-            sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
-            table = self._residue_table(sizes)
+            table = self._fitting_table(cpu_left, min_share)
             value = sum(table[f] for f in free if 0 < f < MILLI)
             self._fill_memo[key] = value
         return value
@@ -133,8 +143,7 @@ class TypicalMix:
         """
         if device_free >= MILLI or milli > device_free:
             return 0
-        sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
-        table = self._residue_table(sizes)
+        table = self._fitting_table(cpu_left, min_share)
         return max(0, table[device_free - milli] - table[MILLI - milli])
 
     def type_pressure(self, context: ClusterContext) -> dict[str, float]:
