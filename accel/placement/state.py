@@ -176,6 +176,11 @@ class ExtenderState:
                 # Pods the watch showed before and no longer shows (finished, failed, deleted) free
                 # their devices now, not when their assumption's TTL runs out.
                 self.assumptions.drop(previous.pods_by_uid.keys() - self._index.pods_by_uid.keys())
+            # So do pods the watch showed deleted although no index built here ever held them: the
+            # index is built on requests, and a pod bound and deleted between two requests is in none.
+            # Its devices stayed assumed for UNSEEN_BIND_GRACE_S, and kube-scheduler, told "no room"
+            # meanwhile, left the next pod pending until an unrelated cluster event (found on kube-local).
+            self.assumptions.drop_deleted(inventory.deleted_pods)
             self._refresh_context(self._index)
         return self._index
 

@@ -103,3 +103,25 @@ async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_
     )  # within the watch's lag
     clock.advance(1)
     assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
+
+
+async def test_a_pod_bound_and_deleted_between_two_requests_frees_its_gpu_at_once(
+    aiohttp_client: Any,
+) -> None:
+    """Found on kube-local: a Job's pods bound, then deleted before the extender was asked anything
+    again, were in no index it built (it builds one per request), so only the unseen-bind grace
+    freed their GPUs; kube-scheduler, told "only 5 of 8 free" meanwhile, left the next pod pending."""
+    cluster = FakeCluster()
+    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
+    for obj in (first, second):
+        cluster.apply(obj)
+    node = node_object("n", gpus=1)
+    state = ClusterState.static(shared_example_policy(), inventory([node]))  # before the watch shows `first`
+    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
+    await post(client, "/filter", args(first, ["n"]))
+    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    # The watch then showed `first` (bound) and its deletion, all before the next request: the one
+    # index built since holds no `first`, only the watch's memory of deleted pods does.
+    gone = inventory([node]).model_copy(update={"deleted_pods": frozenset({"uid-first"})})
+    state.update_static(inventory=gone)
+    assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
