@@ -259,15 +259,9 @@ class FakeCluster:
         return dict(obj.get("data") or {}), str(obj["metadata"]["resourceVersion"])
 
     async def write(self, name: str, data: dict[str, str], expected_version: str | None) -> str | None:
-        await self._enter("create" if expected_version is None else "update", "configmaps")
-        key = f"{self.controller_namespace}/{name}"
-        current = self._objects["configmaps"].get(key)
-        if expected_version is None and current is not None:
-            return None  # 409 AlreadyExists
-        if expected_version is not None and (
-            current is None or current["metadata"]["resourceVersion"] != expected_version
-        ):
-            return None  # 409 Conflict (or 404: deleted meanwhile; the caller re-reads either way)
+        current, ok = await self._cas_precondition("configmaps", name, expected_version)
+        if not ok:
+            return None
         configmap = {  # built fresh here: no defensive copy needed
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -291,15 +285,9 @@ class FakeCluster:
     async def write_lease(
         self, name: str, spec: JsonObject, annotations: dict[str, str], expected_version: str | None
     ) -> str | None:
-        await self._enter("create" if expected_version is None else "update", "leases")
-        key = f"{self.controller_namespace}/{name}"
-        current = self._objects["leases"].get(key)
-        if expected_version is None and current is not None:
-            return None  # 409 AlreadyExists
-        if expected_version is not None and (
-            current is None or current["metadata"]["resourceVersion"] != expected_version
-        ):
-            return None  # 409 Conflict (or 404)
+        current, ok = await self._cas_precondition("leases", name, expected_version)
+        if not ok:
+            return None
         lease = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
@@ -308,6 +296,19 @@ class FakeCluster:
             "spec": copy.deepcopy(spec),
         }
         return str(self._put("leases", lease)["metadata"]["resourceVersion"])
+
+    async def _cas_precondition(
+        self, kind: Kind, name: str, expected_version: str | None
+    ) -> tuple[JsonObject | None, bool]:
+        """The stored object of a compare-and-swap write in the controller namespace, and whether the
+        write may go ahead: a create (`expected_version` None) only when there is none (else 409
+        AlreadyExists), an update only at that version (else 409 Conflict, or 404 when deleted
+        meanwhile; the caller re-reads either way)."""
+        await self._enter("create" if expected_version is None else "update", kind)
+        current = self._objects[kind].get(f"{self.controller_namespace}/{name}")
+        if expected_version is None:
+            return current, current is None
+        return current, current is not None and current["metadata"]["resourceVersion"] == expected_version
 
     # ---- Binder ------------------------------------------------------------------------------
 

@@ -66,6 +66,22 @@ class KubeObjectSource:
                 yield WatchEvent(event_type, obj)
 
 
+async def cas_write(
+    rest: RestTransport, collection: str, name: str, body: JsonObject, expected_version: str | None
+) -> str | None:
+    """Create `body` (`expected_version` None) or replace it at that resourceVersion (set in its
+    metadata: the API server's precondition); the new version, or None when another writer won
+    (409 Conflict or AlreadyExists, or 404: deleted meanwhile): the caller re-reads and retries."""
+    try:
+        if expected_version is None:
+            stored = await rest.request("POST", collection, body=body)
+        else:
+            stored = await rest.request("PUT", f"{collection}/{name}", body=body)
+    except (Conflict, NotFound):
+        return None
+    return str(stored["metadata"]["resourceVersion"])
+
+
 class KubeCasStore:
     """`CasStore` on ConfigMaps in the controller namespace; version = metadata.resourceVersion."""
 
@@ -86,14 +102,7 @@ class KubeCasStore:
         if expected_version is not None:
             meta["resourceVersion"] = expected_version  # the precondition: 409 if it changed
         body: JsonObject = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
-        try:
-            if expected_version is None:
-                stored = await self._rest.request("POST", self._collection, body=body)
-            else:
-                stored = await self._rest.request("PUT", f"{self._collection}/{name}", body=body)
-        except (Conflict, NotFound):
-            return None  # lost the race (or deleted meanwhile): the caller re-reads and retries
-        return str(stored["metadata"]["resourceVersion"])
+        return await cas_write(self._rest, self._collection, name, body, expected_version)
 
 
 class KubeLeaseStore:
@@ -119,14 +128,7 @@ class KubeLeaseStore:
             meta["resourceVersion"] = expected_version  # the precondition: 409 if it changed
         body: JsonObject = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
                             "spec": spec}
-        try:
-            if expected_version is None:
-                stored = await self._rest.request("POST", self._collection, body=body)
-            else:
-                stored = await self._rest.request("PUT", f"{self._collection}/{name}", body=body)
-        except (Conflict, NotFound):
-            return None  # another replica renewed or took it first (or it was deleted): read again
-        return str(stored["metadata"]["resourceVersion"])
+        return await cas_write(self._rest, self._collection, name, body, expected_version)
 
 
 class KubeBinder:
