@@ -73,6 +73,7 @@ class Admitter:
         self.replica_id = replica_id
         self._ctx: AdmissionContext | None = None
         self._ctx_key: tuple[int, int, int] | None = None
+        self._ctx_at = float("-inf")  # `clock()` when the context in force was put in force
         self._steps: tuple[tuple[int, int, int], ContextSteps] | None = None  # a build in steps, its key
         self._builder: asyncio.Task[None] | None = None  # the task running `_steps`
         self._build_failed = False
@@ -118,6 +119,16 @@ class Admitter:
             self._install(key, finish_steps(self._steps_for(view)))
         assert self._ctx is not None
         return self._ctx
+
+    def recent_context(self, max_age_s: float) -> AdmissionContext:
+        """The context in force if it was put in force at most `max_age_s` ago, without finishing a
+        build in progress or starting one; else `context()`. For work that needs a consistent
+        snapshot (`visible` with its `watermark`) but not the newest one (webhook.reconcile): a
+        synchronous build there costs a replica a context per state generation it would otherwise skip
+        (an idle replica) or would build in steps (a busy one)."""
+        if self._ctx is not None and not self._build_failed and self.clock() - self._ctx_at <= max_age_s:
+            return self._ctx
+        return self.context()
 
     async def _admission_context(self) -> AdmissionContext:
         """The context a GPU admission decides with: `context()`, except while a new state generation
@@ -187,7 +198,7 @@ class Admitter:
         self._install(key, finish_steps(steps))
 
     def _install(self, key: tuple[int, int, int], ctx: AdmissionContext) -> None:
-        self._ctx, self._ctx_key = ctx, key
+        self._ctx, self._ctx_key, self._ctx_at = ctx, key, self.clock()
         self._publish_quota(ctx)
 
     def _publish_quota(self, ctx: AdmissionContext) -> None:

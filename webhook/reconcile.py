@@ -16,6 +16,15 @@ Each webhook replica runs `Reconciler.run`: every INTERVAL_S it reads the ledger
 A pod the API server still shows is kept (its watch event is on the way). While another replica
 leads the ledger (webhook/peer.py), this one writes only to release such entries: the leader's
 writes stamp and drop entries, and a registration goes through the leader (`register_via_leader`).
+The pass tidies against the admission context in force (`Admitter.recent_context`: `visible` and
+the watermark it reflects, one consistent snapshot) while that is at most half the grace old,
+instead of building the current generation's context each second: an older snapshot tidies as
+exactly (it stamps with an older watermark and drops no more than before: every write's horizon
+is capped by its own watermark, accel.quota.ledger rules 4-5; the context in force never goes back
+a generation, so neither does the watermark this replica registers), and a replica no longer builds a
+context per state generation for its reconciler (an idle replica: every generation; a busy one:
+at once, what its admissions build in steps). A snapshot older than that is brought up to date
+first, so an entry past the grace whose pod the watch shows still counts as visible.
 The change is one compare-and-swap write through the replica's `LedgerClient`, decided again against the
 ledger it reads (another replica may have written meanwhile). Errors are logged and retried at
 the next interval; admission never waits on this loop.
@@ -60,7 +69,8 @@ class Reconciler:
         policy is loaded yet: without one there is no visible-pod set to tidy against, and a replica
         that starts before its policy ConfigMap is read must not log a traceback every second)."""
         try:
-            ctx = self.admitter.context()
+            # The context admissions decide with, if at most half the grace old (module docstring).
+            ctx = self.admitter.recent_context(self.grace_s / 2)
         except RuntimeError:  # serving.cluster_state: no valid policy loaded yet
             return set()
         now = self.clock()

@@ -332,3 +332,31 @@ async def test_reconciler_waits_quietly_for_a_policy(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING):
         assert await reconciler.once() == set()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_reconciler_tidies_with_the_context_in_force_without_building_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass reads `visible` and `watermark` of the context admissions decide with while it is
+    recent (half the grace): a replica builds no context each second for its reconciler (a
+    synchronous build per state generation, idle or busy); an older one is brought up to date first,
+    and the entries the newer snapshot shows are then stamped and dropped as before."""
+    world = small_a100_world(4)
+    assert await world.create(profile="a100-80gb", gpus=1) is not None
+    admitter = world.replicas[0]
+    in_force = admitter.context()
+    world.sync_all()  # a new state generation no admission has asked for yet
+    assert admitter.state.view().generation > in_force.generation
+
+    def no_build() -> object:
+        raise AssertionError("the reconciler forced a context build")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(admitter, "context", no_build)
+        await world.reconcilers[0].once()
+    assert admitter.recent_context(float("inf")) is in_force
+    world.clock.advance(world.reconcilers[0].grace_s)  # the context in force is too old now
+    await world.reconcilers[0].once()
+    assert admitter.recent_context(float("inf")).generation == admitter.state.view().generation
+    await world.settle()
+    assert await ledger_ids(world) == set()  # every replica's watch shows the pod: dropped
