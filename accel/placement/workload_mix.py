@@ -8,6 +8,7 @@ the published FGD runs keys shapes by their raw gpu_spec string instead (`accel.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -15,6 +16,24 @@ import numpy as np
 import numpy.typing as npt
 
 from accel.placement.shapes import DEFAULT_THRESHOLD, MILLI, ClusterContext, PodShape, Typical
+
+
+@functools.lru_cache(maxsize=128)  # ~36 KB a table
+def residue_table(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Per free milli f in 0..1000: f minus the largest sum of `sizes` (repeats allowed) <= f.
+
+    A pure function of `sizes`, cached across mixes: the learned mix is rebuilt every
+    `refresh_every` pods (accel.placement.state) while its common sizes rarely change, and
+    building a table (a 1000-step Python loop, ~1 ms) was the largest single cost of the first
+    prioritize after each refresh, which made the extender's p99 (bench_extender)."""
+    reachable = [True] + [False] * MILLI
+    for f in range(1, MILLI + 1):
+        reachable[f] = any(x <= f and reachable[f - x] for x in sizes)
+    out, best = [], 0
+    for f in range(MILLI + 1):
+        best = f if reachable[f] else best
+        out.append(f - best)
+    return tuple(out)
 
 
 class TypicalMix:
@@ -30,7 +49,7 @@ class TypicalMix:
     term also counts idle GPUs that the node's memory left cannot feed.
     """
 
-    __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fill_tables", "_fitting_tables", "_inverse",
+    __slots__ = ("_count", "_cpu", "_fill_memo", "_fill_sizes", "_fitting_tables", "_inverse",
                  "_memo", "_milli", "_pressure", "_prob", "_type_ok", "_unique_milli", "cpu_per_gpu_milli",
                  "memory_per_gpu_milli", "type_demand", "typical")
 
@@ -54,7 +73,6 @@ class TypicalMix:
                 self.type_demand[model] = self.type_demand.get(model, 0.0) + share
         self._pressure: dict[ClusterContext, dict[str, float]] = {}
         self._fill_sizes: dict[float, tuple[tuple[int, int], ...]] = {}
-        self._fill_tables: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._fill_memo: dict[tuple[tuple[int, ...], int, float], int] = {}
         self._fitting_tables: dict[tuple[int, float], tuple[int, ...]] = {}
 
@@ -90,20 +108,6 @@ class TypicalMix:
             self._fill_sizes[min_share] = sizes
         return sizes
 
-    def _residue_table(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
-        """Per free milli f in 0..1000: f minus the largest sum of `sizes` (repeats allowed) <= f."""
-        table = self._fill_tables.get(sizes)
-        if table is None:
-            reachable = [True] + [False] * MILLI
-            for f in range(1, MILLI + 1):
-                reachable[f] = any(x <= f and reachable[f - x] for x in sizes)
-            out, best = [], 0
-            for f in range(MILLI + 1):
-                best = f if reachable[f] else best
-                out.append(f - best)
-            table = self._fill_tables[sizes] = tuple(out)
-        return table
-
     def _fitting_table(self, cpu_left: int, min_share: float) -> tuple[int, ...]:
         """The residue table of the fill sizes whose pods fit `cpu_left` (memoised per CPU left: the
         scorer asks for it once per candidate device)."""
@@ -111,7 +115,7 @@ class TypicalMix:
         table = self._fitting_tables.get(key)
         if table is None:
             sizes = tuple(size for size, cpu in self.fill_sizes(min_share) if cpu <= cpu_left)
-            table = self._fitting_tables[key] = self._residue_table(sizes)
+            table = self._fitting_tables[key] = residue_table(sizes)
         return table
 
     def fill_residue(self, free: tuple[int, ...], cpu_left: int, min_share: float) -> int:
