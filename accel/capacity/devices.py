@@ -238,16 +238,14 @@ class AssumedBinds:
             if item.expires_at <= now or uid in bound_uids:
                 del self.by_uid[uid]
 
-    def drop(self, uids: Iterable[str]) -> None:
-        """Forget the assumptions of pods that are gone (terminal or deleted in the watch)."""
+    def drop(self, uids: Collection[str]) -> None:
+        """Forget the assumptions of pods that are gone (terminal or deleted in the watch). Walks the
+        smaller side: `uids` may be the watch's whole memory of deletions (`Inventory.deleted_pods`),
+        and the assumptions are few."""
+        if len(uids) > len(self.by_uid):
+            uids = [uid for uid in self.by_uid if uid in uids]
         for uid in uids:
             self.by_uid.pop(uid, None)
-
-    def drop_deleted(self, deleted: Collection[str]) -> None:
-        """Forget the assumptions of pods the watch showed deleted (`Inventory.deleted_pods`: a set
-        that may hold many uids; the assumptions are few, so they are the ones walked)."""
-        for uid in [uid for uid in self.by_uid if uid in deleted]:
-            del self.by_uid[uid]
 
     def drop_unseen(self, now: float, visible: Collection[str], grace_s: float) -> None:
         """Forget assumptions whose pod the watch still does not show `grace_s` after the bind.

@@ -180,7 +180,7 @@ class ExtenderState:
             # index is built on requests, and a pod bound and deleted between two requests is in none.
             # Its devices stayed assumed for UNSEEN_BIND_GRACE_S, and kube-scheduler, told "no room"
             # meanwhile, left the next pod pending until an unrelated cluster event (found on kube-local).
-            self.assumptions.drop_deleted(inventory.deleted_pods)
+            self.assumptions.drop(inventory.deleted_pods)
             self._refresh_context(self._index)
         return self._index
 
