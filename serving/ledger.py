@@ -29,10 +29,11 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from accel.admission import messages as msg
 from accel.admission.messages import Finding
+from accel.admission.validate import QuotaRequest
 from accel.quota.ledger import LEDGER_KEY, WRITER_LIVE_S, Ledger, Writer, parse_watermark
 from accel.quota.rules import LEDGER_NAME, ReservationOutcome
 from kube.errors import KubeError
@@ -62,7 +63,7 @@ class Forwarder(Protocol):
     def target(self) -> str | None: ...
 
     async def forward(
-        self, target: str, requests: list[Any], writer: tuple[str, int] | None
+        self, target: str, requests: list[QuotaRequest], writer: tuple[str, int] | None
     ) -> list[Result | None]: ...
 _instances = itertools.count()
 
@@ -127,7 +128,7 @@ class LedgerClient:
         return self.last
 
     async def run(
-        self, decide: Decide, *, watermark: int | None = None, forward: Any = None,
+        self, decide: Decide, *, watermark: int | None = None, forward: QuotaRequest | None = None,
         peer: tuple[str, int | None] | None = None,
     ) -> ReservationOutcome | Finding:
         """Decide against the current ledger and persist the result with CAS (see class docstring).
@@ -175,18 +176,20 @@ class LedgerClient:
         same reservation id then overwrites whatever the leader may have written)."""
         assert self.forwarder is not None
         target = self.forwarder.target()
-        sent = [pending for pending in batch if pending.forward is not None] if target else []
-        if not sent or target is None:
+        if target is None:
             return batch
-        marks = [pending.watermark for pending in sent if pending.watermark is not None]
+        sent = [(pending, pending.forward) for pending in batch if pending.forward is not None]
+        if not sent:
+            return batch
+        marks = [pending.watermark for pending, _ in sent if pending.watermark is not None]
         writer = (self.writer, min(marks)) if marks else None
         try:
-            answers = await self.forwarder.forward(target, [pending.forward for pending in sent], writer)
+            answers = await self.forwarder.forward(target, [request for _, request in sent], writer)
         except Exception as exc:  # the forwarder reports its own failures; here: decide locally
             log.debug("forward to the ledger leader failed", extra={"error": repr(exc)})
             return batch
         rest = [pending for pending in batch if pending.forward is None]
-        for pending, answer in zip(sent, answers, strict=True):
+        for (pending, _), answer in zip(sent, answers, strict=True):
             if answer is None:
                 rest.append(pending)
             elif not pending.future.done():
@@ -339,7 +342,7 @@ class Pending(NamedTuple):
     decide: Decide
     future: asyncio.Future[ReservationOutcome | Finding]
     watermark: int | None
-    forward: Any = None
+    forward: QuotaRequest | None = None
     peer: tuple[str, int | None] | None = None  # decided for another replica (`LedgerClient.run`)
 
 

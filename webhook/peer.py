@@ -286,7 +286,7 @@ class PeerForwarder:
         return target
 
     async def forward(
-        self, target: str, requests: list[Any], writer: tuple[str, int] | None = None
+        self, target: str, requests: list[QuotaRequest], writer: tuple[str, int] | None = None
     ) -> list[Result | None]:
         await self._follow_rotation()
         if self._session is None:
