@@ -6,21 +6,31 @@ Order (design.md "Contract: commands"):
 3. `KUBECONFIG` (a `:`-separated list is merged, as kubectl does), else `~/.kube/config`.
 When nothing works the error says how to run without a cluster. The environment and the home
 directory are injectable so tests never depend on the machine they run on.
+
+The client's HTTP session does not consult the environment per request (`_settle_environment`):
+kubernetes_asyncio creates it with aiohttp's `trust_env=True`, which looks up ~/.netrc and the proxy
+variables for every call, each in a worker thread. The proxy (HTTPS_PROXY / NO_PROXY, aiohttp's own
+rules) is resolved once instead, when the client is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.rest import RESTClientObject
 from kubernetes_asyncio.config import ConfigException, load_kube_config
 from kubernetes_asyncio.config.incluster_config import (
     SERVICE_CERT_FILENAME,
     SERVICE_TOKEN_FILENAME,
     InClusterConfigLoader,
 )
+from yarl import URL
 
 from kube.errors import KubeError
 
@@ -39,6 +49,31 @@ class NoClusterError(KubeError):
         detail = "; ".join(attempts) if attempts else "nothing to try"
         super().__init__(f"{NO_CLUSTER_MESSAGE} (tried: {detail}); {NO_CLUSTER_HINT}")
         self.attempts = attempts
+
+
+READ_BUFSIZE = 2**21  # kubernetes_asyncio's own: one watch line holds a whole object (etcd allows ~1.5 MiB)
+
+
+def _settle_environment(rest: RESTClientObject, host: str | None) -> None:
+    """Give `rest` a session that never looks at the environment per request (module docstring).
+
+    With `trust_env=True` every request of aiohttp's session first reads ~/.netrc and then the proxy
+    variables, each in the default thread pool: two thread hand-offs per API call, in every server
+    process (the webhook writes the quota ledger through here; on a busy event loop each hand-off
+    waits for the GIL). Same answer, computed once: the proxy aiohttp would pick for `host` (none
+    when NO_PROXY covers it), credentials in the proxy URL sent as Proxy-Authorization. netrc
+    credentials are not a Kubernetes authentication method and are not looked up. A proxy set in
+    the kubeconfig (`proxy-url`) stays as it is."""
+    if not rest.proxy and host:
+        with contextlib.suppress(LookupError):  # no proxy for this host
+            proxy, auth = get_env_proxy_for_url(URL(host))
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+    old = rest.pool_manager
+    connector = old.connector
+    old.detach()  # the new session owns the connector (and its TLS settings); the old one holds nothing
+    rest.pool_manager = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=READ_BUFSIZE)
 
 
 class ApiClientFactory:
@@ -71,7 +106,10 @@ class ApiClientFactory:
 
     async def create(self) -> ApiClient:
         """A new `ApiClient`; the caller closes it (`async with` or `await client.close()`)."""
-        return ApiClient(configuration=await self.configuration())
+        configuration = await self.configuration()
+        client = ApiClient(configuration=configuration)
+        _settle_environment(client.rest_client, configuration.host)
+        return client
 
     async def _resolve(self) -> tuple[Configuration, str]:
         if self._kubeconfig is not None:

@@ -83,3 +83,41 @@ async def test_broken_in_cluster_falls_through_to_kubeconfig_and_is_reported(tmp
     with pytest.raises(NoClusterError) as caught:
         await factory.configuration()
     assert "in-cluster service account:" in str(caught.value) and "absent.yaml" in str(caught.value)
+
+
+async def test_the_session_never_reads_the_environment_per_request(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's trust_env would look up ~/.netrc and the proxy variables in a worker thread on every
+    call (kube.client `_settle_environment`); the client's connector (its TLS settings) is kept."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    factory = ApiClientFactory(str(_kubeconfig(tmp_path / "k.yaml", "https://k:6443")), environ={})
+    client = await factory.create()
+    try:
+        session = client.rest_client.pool_manager
+        assert session.trust_env is False and not session.closed and not session.connector.closed
+        assert session.connector._ssl is not None  # kubernetes_asyncio's context (CA, client cert)
+        assert client.rest_client.proxy is None
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(("no_proxy", "expected"), [
+    pytest.param("", "http://proxy.corp:3128", id="proxied"),
+    pytest.param("k,.svc", None, id="NO_PROXY-covers-the-api-server"),
+])
+async def test_the_environment_proxy_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      no_proxy: str, expected: str | None) -> None:
+    for name in ("https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:secret@proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    factory = ApiClientFactory(str(_kubeconfig(tmp_path / "k.yaml", "https://k:6443")), environ={})
+    client = await factory.create()
+    try:
+        rest = client.rest_client
+        assert rest.proxy == expected
+        if expected is not None:  # the proxy URL's credentials, as aiohttp would send them
+            assert rest.proxy_headers["Proxy-Authorization"] == "Basic YWxpY2U6c2VjcmV0"
+    finally:
+        await client.close()
