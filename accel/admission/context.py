@@ -2,8 +2,14 @@
 
 The webhook's hot path must not walk every pod or node per request. `build_context` does that
 once per (policy, inventory) generation: team usage from the watch, the reservation ids the
-watch already shows, free devices per type, and a per-profile cache of affinity selectors. The
-context is immutable from the outside; the selector cache only memoises pure results.
+watch already shows, the jobs' types, free devices per type, and a per-profile cache of affinity
+selectors. The context is immutable from the outside; the selector cache only memoises pure results.
+
+A generation comes every 0.2 s while pods change, so its cost must follow the change, not the
+cluster: usage (accel.quota.charges `ChargeMemo`, one per replica), the reservation ids
+(accel.quota.watch `WatchIds`) and the jobs' types (accel.admission.jobs `JobTypes`) are kept from
+the previous generation's context and updated from the pods and nodes that changed
+(accel.quota.pod_changes), in steps (`context_steps`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from accel.admission.affinity import AffinityError, TypeSelector, build_selector
-from accel.admission.jobs import job_types
+from accel.admission.jobs import JobTypes
 from accel.capacity.free import free_units_by_type
 from accel.capacity.inventory import Inventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
@@ -44,6 +50,7 @@ class AdmissionContext:
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission.jobs rule 2 (watch)
+    jobs: JobTypes = field(default_factory=JobTypes)  # keeps `job_types` per generation (admission.jobs)
     excluded: frozenset[str] = frozenset()
     charges: ChargeMemo = field(default_factory=ChargeMemo)
     _selectors: dict[tuple[str, tuple[str, ...]], TypeSelector | AffinityError] = field(default_factory=dict)
@@ -168,6 +175,9 @@ def context_steps(
     usage = yield from charges.usage_steps(parsed, inventory)
     yield
     policy, catalog = parsed.policy, parsed.catalog
+    jobs = previous.jobs if previous is not None else JobTypes()  # updated from what changed only
+    known_jobs = yield from jobs.update_steps(inventory, catalog)
+    yield
     present: set[str] = set()
     for node in inventory.nodes:
         present.update(node.accelerators.types)
@@ -182,7 +192,8 @@ def context_steps(
         watermark=watermark,
         free_units=free_units_by_type(inventory, catalog),
         present_types=tuple(t for t in catalog.names() if t in present),
-        job_types=job_types(inventory, catalog),
+        job_types=known_jobs,
+        jobs=jobs,
         excluded=frozenset(policy.settings.excluded_namespaces),
     )
     if previous is not None:

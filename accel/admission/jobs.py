@@ -12,18 +12,27 @@ job and NCCL rings cross hardware generations. Rules:
    reservation (written at validation, so pods admitted but not yet visible count).
 3. Mutation charges the pod to that type when it is a candidate and still has quota room;
    otherwise the normal choice, with a warning that the job is split across types.
+4. Rule 2 over the watch is needed every state generation. `JobTypes` keeps each pod's (job, type)
+   and per job the pods of each type, updated from what changed (accel.quota.pod_changes: pods gone,
+   new or changed, pods on a node whose hardware changed); only the jobs whose counts changed choose
+   again. Another catalog object or `TypeIndex.token` (pending pods' types) starts a fresh count, as
+   does a count left half done. It equals `job_types`, the definition, generation after generation.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 
-from accel.capacity.inventory import Inventory, pod_accelerator_type
+from accel.capacity.inventory import UNDECIDED_TYPE, Inventory, NodeInventory, pod_accelerator_type
+from accel.capacity.pod_types import TypeIndex, selectable_types
 from accel.cluster.catalog import Catalog
 from accel.cluster.job_intent import JobKey, job_key
 from accel.cluster.pods import PodView
 from accel.quota.ledger import Ledger
+from accel.quota.pod_changes import PodChanges
+
+STEP = 128  # changed pods per step of `JobTypes.update_steps`
 
 
 def job_of(namespace: str, labels: Mapping[str, str]) -> JobKey | None:
@@ -44,6 +53,103 @@ def job_types(inventory: Inventory, catalog: Catalog) -> dict[JobKey, str]:
         if job is not None and (accel_type := chosen_type(pod, inventory, catalog)):
             counts[job][accel_type] += 1
     return {job: min(c, key=lambda t: (-c[t], t)) for job, c in counts.items()}
+
+
+class JobTypes:
+    """`job_types` kept across state generations from what changed (accel.quota.pod_changes): each pod's
+    (job, type) and per job the pods of each type; only the jobs whose counts changed choose again.
+    One follows one chain of generations (the webhook's contexts), like accel.quota.watch.WatchIds."""
+
+    def __init__(self) -> None:
+        self._pods = PodChanges()
+        self._catalog: Catalog | None = None
+        self._token: frozenset[tuple[str, str, str]] | None = None
+        self._entries: dict[int, tuple[JobKey, str]] = {}  # id(pod) -> (job, type) of pods with both
+        self._counts: dict[JobKey, dict[str, int]] = {}  # job -> type -> pods
+        self._types: dict[JobKey, str] = {}  # job -> its type (rule 2)
+        self._folding = False  # an update is between its first and last step
+        self._epoch = 0  # updates started: one overtaken by a newer one stops changing the counts
+
+    def update(self, inventory: Inventory, catalog: Catalog) -> dict[JobKey, str]:
+        """`job_types(inventory, catalog)`, from what changed since the last update."""
+        steps = self.update_steps(inventory, catalog)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                known: dict[JobKey, str] = done.value
+                return known
+
+    def update_steps(
+        self, inventory: Inventory, catalog: Catalog
+    ) -> Generator[None, None, dict[JobKey, str]]:
+        """`job_types(inventory, catalog)` in steps of at most STEP changed pods (accel.admission.context
+        lets other work run in between); the result is the generator's return value, a new dict."""
+        index = inventory.type_index(catalog)  # once per call, not per pod (pydantic private attribute)
+        token = index.token
+        if (
+            self._folding  # left half done (or overtaken: `_epoch`)
+            or catalog is not self._catalog
+            or (token is not self._token and token != self._token)  # pending pods' types may differ
+        ):
+            self._pods.reset()
+        self._catalog, self._token = catalog, token
+        fresh, leaving, entering = self._pods.update(inventory)
+        if fresh:
+            self._entries, self._counts, self._types = {}, {}, {}
+        self._folding, self._epoch = True, self._epoch + 1
+        epoch, entries, counts = self._epoch, self._entries, self._counts
+        changed: set[JobKey] = set()
+        for start in range(0, len(leaving), STEP):
+            if start:
+                yield
+                if self._epoch != epoch:
+                    return job_types(inventory, catalog)
+            for pod in leaving[start:start + STEP]:
+                found = entries.pop(id(pod), None)
+                if found is not None:
+                    job, accel_type = found
+                    per_job = counts[job]
+                    per_job[accel_type] -= 1
+                    if not per_job[accel_type]:
+                        del per_job[accel_type]
+                    changed.add(job)
+        nodes = self._pods.node_index
+        for start in range(0, len(entering), STEP):
+            if start or leaving:
+                yield
+                if self._epoch != epoch:
+                    return job_types(inventory, catalog)
+            for pod in entering[start:start + STEP]:
+                pod_job = job_of(pod.namespace, pod.labels)
+                if pod_job is None:
+                    continue
+                node = nodes.get(pod.node_name) if pod.node_name else None
+                pod_type = _type_of(pod, node, index)
+                if pod_type:
+                    entries[id(pod)] = (pod_job, pod_type)
+                    of_job = counts.setdefault(pod_job, {})
+                    of_job[pod_type] = of_job.get(pod_type, 0) + 1
+                    changed.add(pod_job)
+        types = self._types
+        for job in changed:
+            tally = counts.get(job)
+            if tally:
+                types[job] = min(tally, key=lambda t: (-tally[t], t))
+            else:
+                counts.pop(job, None)
+                types.pop(job, None)
+        self._folding = False
+        return dict(types)  # a copy: the context keeps it while the next generation changes `_types`
+
+
+def _type_of(pod: PodView, node: NodeInventory | None, index: TypeIndex) -> str:
+    """`chosen_type` (`pod_accelerator_type`) with the pod's node and the type index looked up once per
+    generation by the caller: the same rule, the node's type else the one its node selection allows."""
+    if node is not None and node.accelerator_type:
+        return node.accelerator_type
+    types = selectable_types(pod.required_terms, pod.node_selector, index)
+    return next(iter(types)) if types is not None and len(types) == 1 else UNDECIDED_TYPE
 
 
 def ledger_job_type(ledger: Ledger, job: JobKey, *, now: float) -> str | None:

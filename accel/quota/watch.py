@@ -10,7 +10,8 @@ state changed since the previous generation:
 
 1. Present pods are diffed by object identity against the previous generation's pods (the
    inventory keeps an unchanged pod's object: accel.capacity.inventory.ParseCache); a changed pod
-   is a new object (new resourceVersion) under the same uid. The diff runs in C (dict/set ops).
+   is a new object (new resourceVersion) under the same uid. The diff runs in C (dict/set ops), once
+   per generation for every sum that follows it (accel.quota.pod_changes rule 4).
 2. A pod that leaves the view is remembered with the last time a view showed it (the previous
    generation's `now`) in a heap ordered by that time; each update pops exactly the entries the
    from-scratch rule would drop (`now - when > keep_s`), whatever `now` and `keep_s` do.
@@ -31,6 +32,7 @@ import heapq
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from accel.quota.pod_changes import diff_by_id
 from accel.quota.rules import BOUND_PREFIX
 
 STEP = 128  # pods or uids per step of `WatchIds.update_steps` (~0.2 ms)
@@ -51,6 +53,7 @@ class WatchIds:
 
     def __init__(self) -> None:
         self.visible: frozenset[str] = frozenset()
+        self._shown: Sequence[WatchedPod] = ()  # the last view's pods
         self._pods: dict[int, WatchedPod] = {}  # id(pod) -> pod of the last view (alive: ids stay unique)
         self._present: dict[str, list[int]] = {}  # uid -> [copies shown, bound copies shown]
         self._gone: dict[str, tuple[float, bool]] = {}  # uid -> (last time shown, bound then), not shown now
@@ -74,21 +77,18 @@ class WatchIds:
         replace every pod of the view: accel.admission.context.context_steps lets other work run in
         between). `visible` changes only once every step has run; no other update may start before."""
         touched: set[str] = set()
-        current = dict(zip(map(id, pods), pods, strict=True))
-        previous = self._pods
-        if len(current) != len(previous) or current.keys() != previous.keys():
-            entering = [current[key] for key in current.keys() - previous.keys()]
+        current, entering, leaving = diff_by_id(self._shown, self._pods, pods)  # shared with the charges
+        if entering or leaving:
             for start in range(0, len(entering), STEP):  # first: a changed pod never counts as gone
                 if start:
                     yield
                 for pod in entering[start:start + STEP]:
                     self._enter(pod, touched)
-            leaving = [previous[key] for key in previous.keys() - current.keys()]
             for start in range(0, len(leaving), STEP):
                 yield
                 for pod in leaving[start:start + STEP]:
                     self._leave(pod, touched)
-            self._pods = current
+        self._shown, self._pods = pods, current
         self._expire(now, keep_s, touched)
         if deleted is not self._deleted:
             touched.update(deleted.symmetric_difference(self._deleted))

@@ -8,12 +8,16 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from accel.admission.jobs import job_types
+from accel.admission.jobs import JobTypes, job_types
 from accel.admission.plan import mutate
 from accel.admission.validate import plan_validation
+from accel.capacity.inventory import Inventory
+from accel.cluster.pods import PodView
 from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
-from tests.builders import gpu_pod, make_context, make_inventory
+from tests.builders import DEFAULT_NODES, example_policy, gpu_pod, make_context, make_inventory, node_model
 
 JOB = {"training.kubeflow.org/job-name": "llama"}
 QUOTA_TYPE = "accel.dev/quota-type"
@@ -153,3 +157,91 @@ def test_reservation_job_round_trips_and_old_documents_read_without_one() -> Non
     assert again.reservations == ledger.reservations
     old = '{"reservations": {"r9": {"team": "nlp", "type": "nvidia-a100-80gb", "amount": "1", "expires": 5}}}'
     assert Ledger.from_data({LEDGER_KEY: old}).reservations["r9"].job == ""
+
+
+def _job_pool() -> tuple[PodView, ...]:
+    """Pods of three jobs in two namespaces (and job-less ones): bound to nodes that may go, to a
+    node never seen, pending pinned to one type by nodeSelector, or undecided; 8 copies each."""
+    pods = []
+    places: list[tuple[str | None, str | None]] = [
+        ("h100-1", None), ("h100-2", None), ("a100-1", None), ("l4-1", None), ("gone-1", None),
+        (None, "NVIDIA-A100-SXM4-80GB"), (None, "NVIDIA-H100-80GB-HBM3"), (None, None)]
+    for copy_index in range(8):
+        for j, labels in enumerate([JOB, {"training.kubeflow.org/job-name": "bert"}, {}]):
+            for namespace in ("nlp", "research"):
+                for p, (node, product) in enumerate(places):
+                    pod = worker(copy_index * 100 + j * 10 + p, node=node, namespace=namespace, labels=labels)
+                    if product:
+                        pod["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": product}
+                    pods.append(pod)
+    return make_inventory(pods).pods
+
+
+JOB_POOL = _job_pool()
+H100_TWIN = node_model("h100-2", "nvidia-h100-80gb", "NVIDIA-H100-80GB-HBM3")
+OTHER_CATALOG = example_policy().catalog
+
+
+@settings(max_examples=60, deadline=None)
+@given(generations=st.lists(
+    st.tuples(
+        st.lists(st.integers(min_value=0, max_value=10**6), max_size=30),  # pods of the last one kept
+        st.integers(min_value=0, max_value=len(JOB_POOL)),  # where the pool's new pods start
+        st.integers(min_value=0, max_value=300),  # how many (several steps)
+        st.sampled_from(["none", "none", "drop-h100", "drop-a100", "hardware", "rebuild"]),
+        st.sampled_from([False, False, False, True]),  # another catalog object (a fresh count)
+    ),
+    min_size=1, max_size=6,
+))
+def test_property_job_types_in_steps_equal_a_full_walk_generation_after_generation(
+    generations: list[tuple[list[int], int, int, str, bool]],
+) -> None:
+    """accel.admission.jobs.JobTypes: one across random generations (pods kept by object, new, gone;
+    a node gone with a twin left, so only its pods' types change; new node objects; another catalog),
+    in steps: each result equals `job_types` of its inventory (rule 2, ties by name)."""
+    memo, catalog = JobTypes(), make_context().catalog
+    base_nodes = (*DEFAULT_NODES, H100_TWIN)
+    last: tuple[PodView, ...] = ()
+    for kept, start, count, nodes_change, other in generations:
+        pods = [last[i % len(last)] for i in kept] if last else []
+        pods += [JOB_POOL[i % len(JOB_POOL)] for i in range(start, start + count)]
+        nodes = base_nodes
+        if nodes_change == "drop-h100":
+            nodes = tuple(n for n in nodes if n.name != "h100-1")
+        elif nodes_change == "drop-a100":  # the only A100 node besides the MIG one: the type index too
+            nodes = tuple(n for n in nodes if n.name != "a100-1")
+        elif nodes_change == "hardware":  # h100-1 now says it is an H200 (labels stay: the index changes)
+            nodes = tuple(n.model_copy(update={"accelerators": DEFAULT_NODES[0].accelerators})
+                          if n.name == "h100-1" else n for n in nodes)
+        elif nodes_change == "rebuild":
+            nodes = tuple(n.model_copy() for n in nodes)
+        inventory = Inventory(nodes=nodes, pods=tuple({id(p): p for p in pods}.values()),
+                              namespace_labels=make_inventory().namespace_labels)
+        used = OTHER_CATALOG if other else catalog
+        steps = memo.update_steps(inventory, used)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                assert done.value == job_types(inventory, used)
+                break
+        last = inventory.pods
+
+
+def test_pending_pods_of_a_job_change_type_with_the_type_index() -> None:
+    """h100-1 turns out to be an H200 under its H100 labels: the pending pods pinned to the H100 label
+    may now land on either (undecided), which JobTypes sees through the type index, not their node."""
+    pinned = []
+    for i in range(2):
+        pod = worker(i, gpus="1")
+        pod["spec"]["nodeSelector"] = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        pinned.append(pod)
+    pods = make_inventory([*pinned, worker(5, node="a100-1")]).pods
+    catalog, memo = make_context().catalog, JobTypes()
+    relabelled = tuple(n.model_copy(update={"accelerators": DEFAULT_NODES[0].accelerators})
+                       if n.name == "h100-1" else n for n in DEFAULT_NODES)
+    for nodes, expected in ((DEFAULT_NODES, "nvidia-h100-80gb"), (relabelled, "nvidia-a100-80gb"),
+                            (DEFAULT_NODES, "nvidia-h100-80gb")):
+        inventory = Inventory(nodes=nodes, pods=pods)
+        assert memo.update(inventory, catalog) == {("nlp", "llama"): expected}
+        assert job_types(inventory, catalog) == {("nlp", "llama"): expected}
