@@ -14,15 +14,16 @@ the previous generation's context and updated from the pods and nodes that chang
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import operator
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from accel.admission.affinity import AffinityError, TypeSelector, build_selector
 from accel.admission.jobs import JobTypes
-from accel.capacity.free import free_units_by_type
-from accel.capacity.inventory import Inventory, requested_gpu_equivalents
+from accel.capacity.free import node_free_units
+from accel.capacity.inventory import Inventory, NodeInventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
 from accel.cluster.job_intent import JobKey
 from accel.cluster.labels import is_accelerator_resource
@@ -31,9 +32,71 @@ from accel.cluster.pods import accelerator_requests as pod_accelerator_requests
 from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
 from accel.quota.charges import ChargeMemo
+from accel.quota.pod_changes import diff_by_id
 from accel.quota.watch import WatchIds
 
 CONTAINER_LISTS = ("containers", "initContainers")
+
+
+class NodeTotals:
+    """Free units per type (accel.capacity.free `free_units_by_type`, rule 2) and the types present on
+    some node, kept across generations: each node object's share is remembered and only node objects
+    that came or went are counted (the inventory keeps a node's object while the node and its bound
+    pods are unchanged; accel.quota.pod_changes `diff_by_id`). Another catalog object counts afresh.
+    One follows one chain of generations (the contexts), like accel.quota.watch.WatchIds."""
+
+    def __init__(self) -> None:
+        self._catalog: Catalog | None = None
+        self._nodes: Sequence[NodeInventory] = ()
+        self._by_id: dict[int, NodeInventory] = {}
+        self._free: dict[str, list[int]] = {}  # type -> [free units, schedulable nodes of that type]
+        self._present: dict[str, int] = {}  # type -> nodes having it
+        self._result: tuple[dict[str, int], tuple[str, ...]] = ({}, ())
+
+    def update(self, inventory: Inventory, catalog: Catalog) -> tuple[dict[str, int], tuple[str, ...]]:
+        """(free units per type, present types in catalog order) of `inventory`: read them, never change
+        them (the same objects are handed out while no node changed)."""
+        nodes = inventory.nodes
+        if catalog is not self._catalog:
+            self._catalog, self._nodes, self._by_id = catalog, (), {}
+            self._free, self._present, self._result = {}, {}, ({}, ())
+        elif nodes is self._nodes:
+            return self._result
+        by_id, came, went = diff_by_id(self._nodes, self._by_id, nodes)
+        if len(by_id) != len(nodes):  # one object twice (never from the inventory): count it as shown
+            self._catalog = None  # and count afresh next time
+            return self._count(catalog, nodes, (), {}, {})
+        self._nodes, self._by_id = nodes, by_id
+        if came or went:
+            self._result = self._count(catalog, came, went, self._free, self._present)
+        return self._result
+
+    @staticmethod
+    def _count(
+        catalog: Catalog,
+        came: Sequence[NodeInventory],
+        went: Sequence[NodeInventory],
+        free: dict[str, list[int]],
+        present: dict[str, int],
+    ) -> tuple[dict[str, int], tuple[str, ...]]:
+        """Take `went` out of and put `came` into the totals; the result from them."""
+        for node, sign in [(node, -1) for node in went] + [(node, 1) for node in came]:
+            for name in node.accelerators.types:
+                present[name] = present.get(name, 0) + sign
+                if not present[name]:
+                    del present[name]
+            accel_type = catalog.get(node.accelerator_type or "")
+            if node.schedulable and accel_type is not None:  # `free_units_by_type`'s rule, per node
+                units = node_free_units(node).get(accel_type.resource_name, 0)
+                counted = free.setdefault(accel_type.name, [0, 0])
+                counted[0] += sign * units
+                counted[1] += sign
+                if not counted[1]:
+                    del free[accel_type.name]
+        return (
+            {name: units for name, (units, _) in free.items()},
+            tuple(name for name in catalog.names() if name in present),
+        )
 
 
 @dataclass
@@ -50,6 +113,7 @@ class AdmissionContext:
     free_units: Mapping[str, int] = field(default_factory=dict)
     present_types: tuple[str, ...] = ()  # every type on some inventory node, catalog order
     job_types: Mapping[JobKey, str] = field(default_factory=dict)  # accel.admission.jobs rule 2 (watch)
+    node_totals: NodeTotals = field(default_factory=NodeTotals)  # keeps the two above per generation
     jobs: JobTypes = field(default_factory=JobTypes)  # keeps `job_types` per generation (admission.jobs)
     excluded: frozenset[str] = frozenset()
     charges: ChargeMemo = field(default_factory=ChargeMemo)
@@ -178,9 +242,8 @@ def context_steps(
     jobs = previous.jobs if previous is not None else JobTypes()  # updated from what changed only
     known_jobs = yield from jobs.update_steps(inventory, catalog)
     yield
-    present: set[str] = set()
-    for node in inventory.nodes:
-        present.update(node.accelerators.types)
+    totals = previous.node_totals if previous is not None else NodeTotals()  # from the nodes that changed
+    free_units, present_types = totals.update(inventory, catalog)
     context = AdmissionContext(
         parsed=parsed,
         inventory=inventory,
@@ -190,8 +253,9 @@ def context_steps(
         visible=watch.visible,
         watch=watch,
         watermark=watermark,
-        free_units=free_units_by_type(inventory, catalog),
-        present_types=tuple(t for t in catalog.names() if t in present),
+        free_units=free_units,
+        present_types=present_types,
+        node_totals=totals,
         job_types=known_jobs,
         jobs=jobs,
         excluded=frozenset(policy.settings.excluded_namespaces),
@@ -229,7 +293,7 @@ def _inherit_memos(context: AdmissionContext, previous: AdmissionContext) -> Non
     if (
         len(previous._selectors) < MAX_MEMO
         and len(old) == len(new)
-        and all(a is b for a, b in zip(old, new, strict=True))
+        and all(map(operator.is_, old, new))  # C speed: thousands of nodes per generation
     ):
         context._selectors = previous._selectors
 
