@@ -24,7 +24,8 @@ keep each pod's value and follow the changes. Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from itertools import filterfalse
 from typing import Any, TypeVar
 
 from accel.capacity.inventory import Inventory, NodeInventory
@@ -35,6 +36,7 @@ T = TypeVar("T")
 
 # Rule 4: the last diffs, as (before, after, (after by id, entering, leaving)); both sequences held.
 _DIFFS: list[tuple[Sequence[Any], Sequence[Any], tuple[dict[int, Any], list[Any], list[Any]]]] = []
+DIFF_STEP = 2048  # objects per step of `diff_steps`
 _MAX_DIFFS = 4  # pods and nodes of the webhook's chain, and of one other (the extender's, a test's)
 
 
@@ -43,16 +45,38 @@ def diff_by_id(
 ) -> tuple[dict[int, T], list[T], list[T]]:
     """(`after` by id, objects only in `after`, objects only in `before`); `before_by_id` is `before`
     by id (the caller kept it from the previous diff). The result is shared: read it, never change it."""
+    steps = diff_steps(before, before_by_id, after)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: tuple[dict[int, T], list[T], list[T]] = done.value
+            return result
+
+
+def diff_steps(
+    before: Sequence[T], before_by_id: Mapping[int, T], after: Sequence[T]
+) -> Generator[None, None, tuple[dict[int, T], list[T], list[T]]]:
+    """`diff_by_id` in steps of at most DIFF_STEP objects (~0.1 ms; at 10,000 pods the whole diff is
+    a millisecond or two); the result is the generator's return value."""
     for old, new, found in _DIFFS:
         if old is before and new is after:
             return found
-    current = dict(zip(map(id, after), after, strict=True))
+    current: dict[int, T] = {}
+    for start in range(0, len(after), DIFF_STEP):
+        if start:
+            yield
+        chunk = after[start:start + DIFF_STEP]
+        current.update(zip(map(id, chunk), chunk, strict=True))
     if len(current) == len(before_by_id) and current.keys() == before_by_id.keys():
         entering: list[T] = []
         leaving: list[T] = []
     else:
-        entering = [current[key] for key in current.keys() - before_by_id.keys()]
-        leaving = [before_by_id[key] for key in before_by_id.keys() - current.keys()]
+        yield
+        # filterfalse with a dict's own method runs in C without building a set (~1/3 faster)
+        entering = [current[key] for key in filterfalse(before_by_id.__contains__, current)]
+        yield
+        leaving = [before_by_id[key] for key in filterfalse(current.__contains__, before_by_id)]
     result = (current, entering, leaving)
     if type(before) is tuple and type(after) is tuple:  # immutable: the pair always has this diff
         _DIFFS.insert(0, (before, after, result))

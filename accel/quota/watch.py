@@ -29,10 +29,10 @@ the watch too, so remembering them keeps invariant 2's meaning.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Protocol
 
-from accel.quota.pod_changes import diff_by_id
+from accel.quota.pod_changes import diff_steps
 from accel.quota.rules import BOUND_PREFIX
 
 STEP = 128  # pods or uids per step of `WatchIds.update_steps` (~0.2 ms)
@@ -72,12 +72,13 @@ class WatchIds:
 
     def update_steps(
         self, pods: Sequence[WatchedPod], *, now: float, keep_s: float, deleted: frozenset[str] = frozenset()
-    ) -> Iterator[None]:
+    ) -> Generator[None, None, None]:
         """`update` in steps of at most STEP pods or uids, pausing between them (a generation may
         replace every pod of the view: accel.admission.context.context_steps lets other work run in
         between). `visible` changes only once every step has run; no other update may start before."""
         touched: set[str] = set()
-        current, entering, leaving = diff_by_id(self._shown, self._pods, pods)  # shared with the charges
+        # shared with the charges and job types that follow (accel.quota.pod_changes rule 4)
+        current, entering, leaving = yield from diff_steps(self._shown, self._pods, pods)
         if entering or leaving:
             for start in range(0, len(entering), STEP):  # first: a changed pod never counts as gone
                 if start:
