@@ -87,14 +87,13 @@ class JobTypes:
         lets other work run in between); the result is the generator's return value, a new dict."""
         index = inventory.type_index(catalog)  # once per call, not per pod (pydantic private attribute)
         token = index.token
-        if (
+        recount = (
             self._folding  # left half done (or overtaken: `_epoch`)
             or catalog is not self._catalog
             or (token is not self._token and token != self._token)  # pending pods' types may differ
-        ):
-            self._pods.reset()
+        )
         self._catalog, self._token = catalog, token
-        fresh, leaving, entering = self._pods.update(inventory)
+        fresh, leaving, entering = self._pods.update(inventory, everything=recount)
         if fresh:
             self._entries, self._counts, self._types = {}, {}, {}
         self._folding, self._epoch = True, self._epoch + 1

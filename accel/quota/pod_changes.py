@@ -14,8 +14,8 @@ keep each pod's value and follow the changes. Rules:
    the pods naming a node are rechecked (taken out and put back in) exactly when the accelerators object
    of the node of that name changed, or the node came or went.
 3. Everything else a value reads (policy, catalog, node labels' type index, namespace labels) is the
-   caller's to compare; when one changed it calls `reset` and the next `update` is fresh (every pod
-   enters).
+   caller's to compare: when one changed, `update(everything=True)` enters every pod (a fresh count;
+   the indexes here stay incremental), or `in_namespaces` gives the pods of the namespaces to recheck.
 4. The diff of one pair of pod sequences is remembered (`diff_by_id`, tuples only: immutable), so the
    sums following one chain of generations (watch ids, charges, job types) pay for it once.
 5. A sequence showing one object twice is handed whole as entering and `update` says fresh (the sum
@@ -24,7 +24,7 @@ keep each pod's value and follow the changes. Rules:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from itertools import filterfalse
 from typing import Any, TypeVar
 
@@ -98,13 +98,17 @@ class PodChanges:
         self._nodes_by_id: dict[int, NodeInventory] = {}
         self._hardware: dict[str, NodeAccelerators] = {}  # node name -> its accelerators object (rule 2)
         self._bound: dict[str, dict[int, PodView]] = {}  # node name -> pods naming it, by id
+        self._in_namespace: dict[str, dict[int, PodView]] = {}  # namespace -> its pods, by id
         self._fresh = True
         self.node_index: Mapping[str, NodeInventory] = {}  # name -> node of the last inventory
 
-    def update(self, inventory: Inventory) -> tuple[bool, list[PodView], list[PodView]]:
-        """(fresh, leaving, entering) from the last inventory to `inventory`: a fresh update enters every
-        pod and the caller starts its sums over; else it takes out `leaving` (pods gone, and pods to
-        recheck), then puts in `entering` (pods new, and the same pods to recheck)."""
+    def update(
+        self, inventory: Inventory, *, everything: bool = False
+    ) -> tuple[bool, list[PodView], list[PodView]]:
+        """(fresh, leaving, entering) from the last inventory to `inventory`: a fresh update (the first,
+        or `everything`: the caller's other inputs changed, rule 3) enters every pod and the caller starts
+        its sums over; else it takes out `leaving` (pods gone, and pods to recheck), then puts in
+        `entering` (pods new, and the same pods to recheck)."""
         fresh, pods = self._fresh, inventory.pods
         self.node_index = index = _node_index(inventory) if fresh else self.node_index
         current, entering, leaving = diff_by_id(self._pods, self._pods_by_id, pods)
@@ -130,7 +134,7 @@ class PodChanges:
                             hardware[name] = accelerators
                         recheck.update(bound.get(name, {}))
             self._nodes, self._nodes_by_id = nodes, nodes_by_id
-        bound = self._bound
+        bound, in_namespace = self._bound, self._in_namespace
         for pod in leaving:
             recheck.pop(id(pod), None)
             node_name = pod.node_name
@@ -139,14 +143,29 @@ class PodChanges:
                 del on_node[id(pod)]
                 if not on_node:
                     del bound[node_name]
+            of_namespace = in_namespace[pod.namespace]
+            del of_namespace[id(pod)]
+            if not of_namespace:
+                del in_namespace[pod.namespace]
         for pod in entering:
             if pod.node_name:
                 bound.setdefault(pod.node_name, {})[id(pod)] = pod
+            in_namespace.setdefault(pod.namespace, {})[id(pod)] = pod
         self._pods, self._pods_by_id, self._fresh = pods, current, False
+        if fresh or everything:
+            return True, [], list(pods)
         if recheck:
             again = list(recheck.values())
             leaving, entering = leaving + again, entering + again
         return fresh, leaving, entering
+
+
+    def in_namespaces(self, namespaces: Iterable[str]) -> list[PodView]:
+        """The pods of the last inventory in `namespaces` (a caller's value read their labels)."""
+        found: dict[int, PodView] = {}
+        for namespace in namespaces:
+            found.update(self._in_namespace.get(namespace, {}))
+        return list(found.values())
 
 
 def _node_index(inventory: Inventory) -> Mapping[str, NodeInventory]:
