@@ -28,8 +28,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from kube.errors import Gone, NotFound, error_for_status
 from kube.names import (
@@ -108,6 +109,11 @@ class Informer:
     def items(self) -> list[JsonObject]:
         """Snapshot of the store (a new list; the dicts are shared and must not be mutated)."""
         return list(self._store.values())
+
+    def store(self) -> Mapping[str, JsonObject]:
+        """The store itself, read-only and not copied (`namespace/name` or `name` -> object, in the
+        order it holds them): valid until the next change, which a caller must not await across."""
+        return MappingProxyType(self._store)
 
     def get(self, key: str) -> JsonObject | None:
         """Object by `namespace/name` (or `name` when cluster-scoped)."""

@@ -17,6 +17,12 @@ Rules:
 5. Every pod uid the watch shows deleted (a DELETED event, or gone at a relist) is remembered for
    the reservation TTL and handed to each inventory (`Inventory.deleted_pods`), so a pod created
    and deleted between two rebuilds still consumes its quota reservation at once (issue 21).
+6. A rebuild costs O(objects changed since the last one), not O(pods in the cluster): the
+   informers' change callbacks tell an `accel.capacity.inventory.IncrementalInventory` which keys
+   changed, and it re-reads just those from the stores at the rebuild (a relist makes it re-read
+   the pods' order once). The result equals `build_inventory` of the stores exactly, read in the
+   same synchronous step as the watermark; an unchanged pod keeps its PodView object and an
+   unchanged node (object and bound pods) its NodeInventory object.
 """
 
 from __future__ import annotations
@@ -31,14 +37,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from accel.admission.context import wants_accelerators
-from accel.capacity.inventory import Inventory, ParseCache, build_inventory
+from accel.capacity.inventory import IncrementalInventory, Inventory
 from accel.cluster.catalog import Catalog
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy, PolicyInvalid
 from accel.quota.ledger import parse_watermark
 from kube.hardware_profile_source import HardwareProfileSource
 from kube.informer import ClusterWatcher
+from kube.names import object_key
 from kube.policy_source import PolicyMeta, PolicySource
+from kube.protocol import EventType, JsonObject
 from serving.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -151,7 +159,8 @@ class ClusterState:
         self._clock = clock
         self._monotonic = monotonic
         self._min_rebuild = min_rebuild_interval_s
-        self._parse_cache = ParseCache()
+        self._inventory = IncrementalInventory()
+        self._pod_relists = 0  # the pods informer's relists the inventory has been resynced after
         self._policy_files: dict[str, str] = {}
         self._offered_files: dict[str, str] | None = None  # the latest ConfigMap data, accepted or not
         self._hardware_profiles: list[dict[str, object]] = []  # OpenDataHub HardwareProfile objects
@@ -164,12 +173,16 @@ class ClusterState:
         self._static_inventory: Inventory | None = None
         self._static_watermark: int | None = None
         self._warned: set[tuple[str, str]] = set()  # (node, warning) already logged
+        self._warned_nodes: tuple[object, ...] | None = None  # the nodes they were last checked on
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
         self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
         self.deleted_pods = DeletedPods(monotonic)
         if watcher is not None:
             watcher.pods.add_callback(self.deleted_pods.on_change)
+            watcher.pods.add_callback(self._on_pod)
+            watcher.nodes.add_callback(self._on_node)
+            watcher.namespaces.add_callback(self._on_namespace)
         if fixed_policy is not None:
             self.apply_policy(
                 dict(fixed_policy), PolicyMeta("", "policy files", None, "policy-dir", namespace)
@@ -337,32 +350,37 @@ class ClusterState:
         self._view_key, self._built_at = key, self._monotonic()
         return self._view
 
+    # rule 6: the watches' changes feed the inventory, which redoes only what they touched
+    def _on_pod(self, event_type: EventType, obj: JsonObject) -> None:
+        self._inventory.pod_changed(object_key(obj), deleted=event_type == "DELETED")
+
+    def _on_node(self, event_type: EventType, obj: JsonObject) -> None:
+        self._inventory.node_changed(object_key(obj))
+
+    def _on_namespace(self, event_type: EventType, obj: JsonObject) -> None:
+        self._inventory.namespace_changed(object_key(obj))
+
     def _build_inventory(self, parsed: ParsedPolicy) -> Inventory:
         if self.watcher is None:
             return self._static_inventory or Inventory()
         w = self.watcher
-        pods = w.pods.items()
         # rule 5: remember deleted pods as long as a reservation of theirs may live
         self.deleted_pods.keep_s = max(self.deleted_pods.keep_s,
                                        float(parsed.policy.settings.quota.reservation_ttl_seconds))
-        inventory = build_inventory(
-            w.nodes.items(),
-            pods,
-            w.namespaces.items(),
+        if w.pods.relists != self._pod_relists:  # a relist reorders the store (IncrementalInventory rule 1)
+            self._pod_relists = w.pods.relists
+            self._inventory.resync()
+        inventory = self._inventory.build(
+            w.nodes.store(),
+            w.pods.store(),
+            w.namespaces.store(),
             catalog=parsed.catalog,
             policy=parsed.policy,
-            cache=self._parse_cache,
             deleted_pods=self.deleted_pods.uids(),
         )
-        self._log_new_node_warnings(inventory)
-        live = {
-            (
-                str(p["metadata"].get("uid") or p["metadata"].get("name")),
-                str(p["metadata"].get("resourceVersion") or ""),
-            )
-            for p in pods
-        }
-        self._parse_cache.retain(live, {str(n["metadata"].get("name")) for n in w.nodes.items()})
+        if inventory.nodes is not self._warned_nodes:
+            self._log_new_node_warnings(inventory)
+            self._warned_nodes = inventory.nodes
         return inventory
 
     def _log_new_node_warnings(self, inventory: Inventory) -> None:

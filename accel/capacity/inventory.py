@@ -8,6 +8,9 @@ Invariants:
 2. Team usage counts bound AND pending non-terminal pods (quota is about what is asked for).
 3. A node with GPUs in capacity but no labels appears with type `unknown`; nothing here raises on
    malformed objects (a bad object becomes an empty/unknown entry).
+4. `build_inventory` reads every object it is given (snapshots, tests, the CLI);
+   `IncrementalInventory` (the servers' watched state) gives the very same result at the cost of
+   what changed since its last build (see its rules).
 """
 
 from __future__ import annotations
@@ -89,14 +92,52 @@ class Inventory(BaseModel):
     # Taken as given (the cluster state's one set per change), not copied item by item.
     deleted_pods: SkipValidation[frozenset[str]] = frozenset()
 
-    _node_index: dict[str, NodeInventory] = PrivateAttr(default_factory=dict)
+    # Both built on first use (a view nobody asks about a node costs nothing), or handed over by
+    # `IncrementalInventory` from the previous inventory when they still hold (same nodes).
+    _node_index: dict[str, NodeInventory] | None = PrivateAttr(default=None)
     _type_index: tuple[Catalog, TypeIndex] | None = PrivateAttr(default=None)
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._node_index = {n.name: n for n in self.nodes}
+    @classmethod
+    def assemble(
+        cls,
+        *,
+        nodes: tuple[NodeInventory, ...],
+        pods: tuple[PodView, ...],
+        namespace_labels: dict[str, Mapping[str, str]],
+        namespace_annotations: dict[str, Mapping[str, str]],
+        deleted_pods: frozenset[str],
+        node_index: dict[str, NodeInventory] | None = None,
+        earlier: Inventory | None = None,
+    ) -> Inventory:
+        """An inventory of parts that are already the right types (`IncrementalInventory`): taken
+        as they are, not validated item by item (O(pods) in the validator, every generation).
+        `node_index`: name -> node of `nodes`, never changed later; `earlier`: an inventory whose
+        type index is reused when it has these very nodes (the index depends on nothing else)."""
+        inventory = cls.model_construct(
+            nodes=nodes,
+            pods=pods,
+            namespace_labels=namespace_labels,
+            namespace_annotations=namespace_annotations,
+            deleted_pods=deleted_pods,
+        )
+        inventory._node_index = node_index
+        if earlier is not None and earlier.nodes is nodes:
+            inventory._type_index = earlier._type_index
+        return inventory
+
+    def __eq__(self, other: object) -> bool:
+        """Equal fields (the indexes are caches of them: built or not, they do not count)."""
+        if not isinstance(other, Inventory):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts: never hashable, as before
 
     def node(self, name: str) -> NodeInventory | None:
-        return self._node_index.get(name)
+        index = self._node_index
+        if index is None:
+            index = self._node_index = {n.name: n for n in self.nodes}
+        return index.get(name)
 
     def type_index(self, catalog: Catalog) -> TypeIndex:
         """Label value -> types for these nodes and `catalog` (accel.capacity.pod_types), built once."""
@@ -238,6 +279,10 @@ class ParseCache:
             found = self._pods[key] = parse_pod(obj)
         return found
 
+    def forget_node(self, name: str) -> None:
+        """Drop the memo of a node that is gone."""
+        self._nodes.pop(name, None)
+
     def retain(self, live_keys: set[tuple[str, str]], live_nodes: set[str] | None = None) -> None:
         """Forget entries not in the live sets so the memo never grows past the watched set."""
         self._pods = {k: v for k, v in self._pods.items() if k in live_keys}
@@ -269,13 +314,7 @@ def build_inventory(
         return cache.node(obj, catalog, bound, policy) if cache else build_node(obj, catalog, bound, policy)
 
     built = tuple(sorted((node_of(obj) for obj in nodes), key=lambda n: n.name))
-    ns_labels: dict[str, Mapping[str, str]] = {}
-    ns_annotations: dict[str, Mapping[str, str]] = {}
-    for ns in namespaces:
-        meta = _mapping(ns.get("metadata"))
-        name = str(meta.get("name") or "")
-        ns_labels[name] = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
-        ns_annotations[name] = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
+    ns_labels, ns_annotations = _namespace_maps(namespaces)
     return Inventory(
         nodes=built,
         pods=tuple(p for p in live if p.wants_accelerators),
@@ -287,6 +326,259 @@ def build_inventory(
 
 def _node_name(obj: Mapping[str, Any]) -> str:
     return str(_mapping(obj.get("metadata")).get("name") or "")
+
+
+def _pod_version(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(uid or name, resourceVersion): the same pod object while this is the same (ParseCache's key)."""
+    meta = _mapping(obj.get("metadata"))
+    return str(meta.get("uid") or meta.get("name") or ""), str(meta.get("resourceVersion") or "")
+
+
+@dataclass(slots=True)
+class _TrackedPod:
+    obj: Mapping[str, Any]  # the store's object the view was parsed from (or found unchanged in)
+    version: tuple[str, str]
+    view: PodView
+    position: int  # its key's position in the store when parsed or last checked (rule 1)
+
+
+def _insert_in_order(found: dict[str, PodView], key: str, view: PodView, order: Mapping[str, int]) -> bool:
+    """Put `view` under `key` in `found`, a dict kept in store order (`order`: key -> position);
+    True when that took a re-sort (the key is not the newest: a pod bound or revived in place)."""
+    if key in found or not found or order[next(reversed(found))] < order[key]:
+        found[key] = view  # in place, or an append that keeps the order
+        return False
+    found[key] = view
+    items = sorted(found.items(), key=lambda item: order[item[0]])
+    found.clear()
+    found.update(items)
+    return True
+
+
+class IncrementalInventory:
+    """The inventory of watched stores, kept change by change: a build costs O(objects changed
+    since the last one), not O(all pods), and equals `build_inventory` of the stores exactly.
+
+    Fed by the informers' change callbacks (`pod_changed`, `node_changed`, `namespace_changed`:
+    the store key of every object added, modified or deleted, in the order the store applied
+    them) and built from the stores themselves (`build`), so an object changed twice between
+    builds is parsed once, from what the store holds at the build.
+
+    Rules:
+    1. Result identical to `build_inventory(stores)`: the same pods in the same (store) order,
+       the same nodes, namespaces and deleted uids. Store order is mirrored by giving each key a
+       position when the store first holds it (a dict appends a new key, keeps a replaced one in
+       place, and forgets a deleted one); a relist replaces the store with the list's order, so
+       after one the caller calls `resync` (the store's order is read again, O(pods) once).
+    2. An unchanged pod keeps its PodView object (also across a relist: same uid and
+       resourceVersion, same view); an unchanged node whose bound pods are the same objects keeps
+       its NodeInventory object; unchanged namespaces keep their label/annotation maps.
+    3. Nothing here trusts the callbacks blindly: the first build, and any build where the
+       tracked pods or nodes do not number what the stores hold, reads the stores whole.
+    """
+
+    def __init__(self) -> None:
+        self._order: dict[str, int] = {}  # pod key -> position in the store's order (rule 1)
+        self._next_position = 0
+        self._dirty_pods: set[str] = set()
+        self._pods: dict[str, _TrackedPod] = {}
+        # derived, each in store order: non-terminal pods asking for accelerators (Inventory.pods),
+        # and per node name its bound non-terminal pods (they allocate its resources: invariant 1)
+        self._accelerator_pods: dict[str, PodView] = {}
+        self._bound: dict[str, dict[str, PodView]] = {}
+        self._pods_tuple: tuple[PodView, ...] | None = ()
+        self._dirty_nodes: set[str] = set()
+        self._nodes: dict[str, NodeInventory] = {}  # store key -> node, sorted by node name
+        self._node_memo = ParseCache()
+        self._nodes_tuple: tuple[NodeInventory, ...] | None = ()
+        self._node_index: dict[str, NodeInventory] | None = {}
+        self._keys_are_names = True  # every key of `_nodes` is its node's name (False stays False)
+        self._built: Inventory | None = None
+        self._node_setting: tuple[Catalog | None, Any] = (None, None)  # (catalog, topology keys) built with
+        self._namespaces_dirty = True
+        self._namespace_maps: tuple[dict[str, Mapping[str, str]], dict[str, Mapping[str, str]]] = ({}, {})
+        self._whole = True  # rule 3: read the stores whole at the next build
+
+    # --- change feed (the informers' callbacks) -----------------------------------------------
+    def pod_changed(self, key: str, deleted: bool) -> None:
+        """The pods store added, replaced (`deleted` False) or removed (True) `key`."""
+        if deleted:
+            self._order.pop(key, None)
+        elif key not in self._order:
+            self._order[key] = self._next_position
+            self._next_position += 1
+        self._dirty_pods.add(key)
+
+    def node_changed(self, key: str) -> None:
+        self._dirty_nodes.add(key)
+
+    def namespace_changed(self, key: str) -> None:
+        self._namespaces_dirty = True
+
+    def resync(self) -> None:
+        """Read the stores whole at the next build (after a relist: rule 1)."""
+        self._whole = True
+
+    # --- build --------------------------------------------------------------------------------
+    def build(
+        self,
+        nodes: Mapping[str, Mapping[str, Any]],
+        pods: Mapping[str, Mapping[str, Any]],
+        namespaces: Mapping[str, Mapping[str, Any]],
+        *,
+        catalog: Catalog,
+        policy: Policy | None = None,
+        deleted_pods: frozenset[str] = frozenset(),
+    ) -> Inventory:
+        """The inventory of the stores (keyed like the informers': `namespace/name`, or `name`),
+        which must be the ones the change callbacks describe."""
+        if self._whole:
+            self._read_whole(pods, nodes)
+        else:
+            self._update_pods(pods)
+            if len(self._pods) != len(pods):  # rule 3: a change was never reported
+                self._read_whole(pods, nodes)
+        topology = _topology_keys(policy)
+        if self._node_setting != (catalog, topology) or self._node_setting[0] is not catalog:
+            self._dirty_nodes.update(nodes, self._nodes)  # another catalog/topology: every node again
+            self._node_setting = (catalog, topology)
+        self._update_nodes(nodes, catalog, policy)
+        if len(self._nodes) != len(nodes):  # rule 3
+            self._dirty_nodes.update(nodes, self._nodes)
+            self._update_nodes(nodes, catalog, policy)
+        if self._namespaces_dirty:
+            self._namespace_maps = _namespace_maps(namespaces.values())
+            self._namespaces_dirty = False
+        if self._pods_tuple is None:
+            self._pods_tuple = tuple(self._accelerator_pods.values())
+        if self._nodes_tuple is None:
+            self._nodes_tuple = tuple(self._nodes.values())
+            # a copy (C speed): an inventory's index never changes. Its keys are the node names
+            # unless a node's name is not its store key (a node without one): then it builds its own.
+            self._node_index = dict(self._nodes) if self._keys_are_names else None
+        self._built = Inventory.assemble(
+            nodes=self._nodes_tuple,
+            pods=self._pods_tuple,
+            namespace_labels=self._namespace_maps[0],
+            namespace_annotations=self._namespace_maps[1],
+            deleted_pods=deleted_pods,
+            node_index=self._node_index,
+            earlier=self._built,
+        )
+        return self._built
+
+    def _read_whole(self, pods: Mapping[str, Mapping[str, Any]], nodes: Mapping[str, Any]) -> None:
+        """Rules 1 and 3: positions from the store's order, every pod checked (views kept where the
+        object version is the same), derived maps rebuilt, every node checked."""
+        self._order = {key: position for position, key in enumerate(pods)}
+        self._next_position = len(self._order)
+        self._dirty_pods.update(pods, self._pods)
+        self._update_pods(pods, derive=False)
+        self._accelerator_pods = {}
+        self._bound = {}
+        for key in self._order:  # store order: appends only
+            self._place(key, self._pods[key].view)
+        self._pods_tuple = None
+        self._dirty_nodes.update(nodes, self._nodes)
+        self._whole = False
+
+    def _update_pods(self, pods: Mapping[str, Mapping[str, Any]], *, derive: bool = True) -> None:
+        """Parse the dirty pods; `derive`: also move them in the derived maps (else the caller
+        rebuilds those)."""
+        dirty, self._dirty_pods = self._dirty_pods, set()
+        present = []
+        for key in dirty:  # the gone first: every key left in the derived maps has a position
+            obj = pods.get(key)
+            if obj is not None:
+                present.append((key, obj))
+            elif (gone := self._pods.pop(key, None)) is not None and derive:
+                self._unplace(key, gone.view)
+        present.sort(key=lambda item: self._order[item[0]])  # new pods append to the derived maps in order
+        for key, obj in present:
+            tracked = self._pods.get(key)
+            position = self._order[key]
+            moved = tracked is not None and tracked.position != position
+            if moved and tracked is not None and derive:
+                self._unplace(key, tracked.view)  # deleted and added again: it goes to its new place
+            if tracked is not None and tracked.obj is not obj:
+                version = _pod_version(obj)
+                if version[1] and tracked.version == version:
+                    tracked.obj = obj  # the same object version (a relist's copy): the same view (rule 2)
+            if tracked is not None and tracked.obj is obj:
+                tracked.position = position
+                if moved and derive:
+                    self._place(key, tracked.view)
+                continue
+            view = parse_pod(obj)
+            self._pods[key] = _TrackedPod(obj, _pod_version(obj), view, position)
+            if derive:
+                if tracked is not None and not moved:
+                    self._unplace(key, tracked.view, keep=view)
+                self._place(key, view)
+
+    def _place(self, key: str, view: PodView) -> None:
+        """Add `view` to the derived maps it belongs in (store order kept)."""
+        if view.terminal:
+            return
+        if view.wants_accelerators:
+            _insert_in_order(self._accelerator_pods, key, view, self._order)
+            self._pods_tuple = None
+        if view.node_name:
+            _insert_in_order(self._bound.setdefault(view.node_name, {}), key, view, self._order)
+            self._dirty_nodes.add(view.node_name)
+
+    def _unplace(self, key: str, old: PodView, keep: PodView | None = None) -> None:
+        """Take `old` out of the derived maps `keep` (its successor) does not stay in under the same
+        key (staying, it is replaced in place by `_place`: its position is unchanged)."""
+        if old.terminal:
+            return
+        stays = keep is not None and not keep.terminal
+        if old.wants_accelerators and not (stays and keep is not None and keep.wants_accelerators):
+            del self._accelerator_pods[key]
+            self._pods_tuple = None
+        if old.node_name and not (stays and keep is not None and keep.node_name == old.node_name):
+            bound = self._bound[old.node_name]
+            del bound[key]
+            if not bound:
+                del self._bound[old.node_name]
+            self._dirty_nodes.add(old.node_name)
+
+    def _update_nodes(self, nodes: Mapping[str, Mapping[str, Any]], catalog: Catalog,
+                      policy: Policy | None) -> None:
+        dirty, self._dirty_nodes = self._dirty_nodes, set()
+        added = False
+        for key in dirty:
+            obj = nodes.get(key)
+            if obj is None:
+                if self._nodes.pop(key, None) is not None:
+                    self._node_memo.forget_node(key)
+                    self._nodes_tuple = None
+                continue
+            bound = self._bound.get(_node_name(obj))
+            node = self._node_memo.node(obj, catalog, tuple(bound.values()) if bound else (), policy)
+            previous = self._nodes.get(key)
+            if previous is node:
+                continue
+            added = added or previous is None
+            self._nodes[key] = node
+            self._keys_are_names = self._keys_are_names and key == node.name
+            self._nodes_tuple = None
+        if added:  # keep the map sorted by name, as build_inventory sorts (a replaced key keeps its place)
+            self._nodes = dict(sorted(self._nodes.items(), key=lambda item: item[1].name))
+
+
+def _namespace_maps(
+    namespaces: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, Mapping[str, str]], dict[str, Mapping[str, str]]]:
+    """(name -> labels, name -> annotations) of namespace objects."""
+    ns_labels: dict[str, Mapping[str, str]] = {}
+    ns_annotations: dict[str, Mapping[str, str]] = {}
+    for ns in namespaces:
+        meta = _mapping(ns.get("metadata"))
+        name = str(meta.get("name") or "")
+        ns_labels[name] = {str(k): str(v) for k, v in _mapping(meta.get("labels")).items()}
+        ns_annotations[name] = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
+    return ns_labels, ns_annotations
 
 
 UNDECIDED_TYPE = ""  # = accel.quota.UNDECIDED: a pending pod whose type the bind will fix
