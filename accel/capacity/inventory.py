@@ -134,10 +134,14 @@ class Inventory(BaseModel):
     __hash__ = None  # type: ignore[assignment]  # holds dicts: never hashable, as before
 
     def node(self, name: str) -> NodeInventory | None:
+        return self.node_index().get(name)
+
+    def node_index(self) -> Mapping[str, NodeInventory]:
+        """Node name -> node (what `node` reads), built once; fetch it once for many look-ups."""
         index = self._node_index
         if index is None:
             index = self._node_index = {n.name: n for n in self.nodes}
-        return index.get(name)
+        return index
 
     def type_index(self, catalog: Catalog) -> TypeIndex:
         """Label value -> types for these nodes and `catalog` (accel.capacity.pod_types), built once."""

@@ -171,4 +171,4 @@ class PodChanges:
 def _node_index(inventory: Inventory) -> Mapping[str, NodeInventory]:
     """The inventory's own name -> node map (what `Inventory.node` reads), fetched once: a pydantic
     private attribute costs microseconds a look-up, too much per pod."""
-    return inventory._node_index
+    return inventory.node_index()
