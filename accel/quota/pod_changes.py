@@ -75,8 +75,12 @@ def diff_steps(
         yield
         # filterfalse with a dict's own method runs in C without building a set (~1/3 faster)
         entering = [current[key] for key in filterfalse(before_by_id.__contains__, current)]
-        yield
-        leaving = [before_by_id[key] for key in filterfalse(current.__contains__, before_by_id)]
+        leaving = []
+        # `after` is what stayed plus `entering`, so len(before) - stayed objects left: none (only
+        # creations, as between most generations) spares the second walk
+        if len(before_by_id) > len(current) - len(entering):
+            yield
+            leaving = [before_by_id[key] for key in filterfalse(current.__contains__, before_by_id)]
     result = (current, entering, leaving)
     if type(before) is tuple and type(after) is tuple:  # immutable: the pair always has this diff
         _DIFFS.insert(0, (before, after, result))
