@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from accel.admission.context import wants_accelerators
-from accel.capacity.inventory import IncrementalInventory, Inventory
+from accel.capacity.inventory import IncrementalInventory, Inventory, NodeInventory
 from accel.cluster.catalog import Catalog
 from accel.policy.loading import parse_policy
 from accel.policy.models import ParsedPolicy, PolicyInvalid
@@ -172,8 +172,7 @@ class ClusterState:
         self._generation = 0
         self._static_inventory: Inventory | None = None
         self._static_watermark: int | None = None
-        self._warned: set[tuple[str, str]] = set()  # (node, warning) already logged
-        self._warned_nodes: tuple[object, ...] | None = None  # the nodes they were last checked on
+        self._warned: dict[str, frozenset[str]] = {}  # node -> its warnings already logged
         self.history: list[PolicyChange] = []
         self.policy_source: PolicySource | None = None  # set by the wiring when the policy is watched
         self.hardware_profile_source: HardwareProfileSource | None = None  # likewise, for HardwareProfiles
@@ -378,17 +377,22 @@ class ClusterState:
             policy=parsed.policy,
             deleted_pods=self.deleted_pods.uids(),
         )
-        if inventory.nodes is not self._warned_nodes:
-            self._log_new_node_warnings(inventory)
-            self._warned_nodes = inventory.nodes
+        self._log_new_node_warnings(self._inventory.hardware_changed)
         return inventory
 
-    def _log_new_node_warnings(self, inventory: Inventory) -> None:
-        """Log each unreadable node status value once (not on every rebuild), e.g. `nvidia.com/gpu: abc`."""
-        current = {(n.name, w) for n in inventory.nodes for w in n.accelerators.warnings}
-        for node, warning in sorted(current - self._warned):
-            log.warning("node status value unreadable", extra={"node": node, "problem": warning})
-        self._warned = current
+    def _log_new_node_warnings(self, changed: Mapping[str, NodeInventory | None]) -> None:
+        """Log each unreadable node status value once (not on every rebuild), e.g. `nvidia.com/gpu: abc`;
+        `changed`: the nodes whose hardware the rebuild read again (None: gone), the only ones whose
+        warnings can differ."""
+        for name in sorted(changed):
+            node = changed[name]
+            current = frozenset(node.accelerators.warnings) if node is not None else frozenset()
+            for warning in sorted(current - self._warned.get(name, frozenset())):
+                log.warning("node status value unreadable", extra={"node": name, "problem": warning})
+            if current:
+                self._warned[name] = current
+            else:
+                self._warned.pop(name, None)
 
     def ready(self, max_staleness_s: float | None = None) -> tuple[bool, str]:
         if self._parsed is None:

@@ -402,6 +402,8 @@ class IncrementalInventory:
         self._namespaces_dirty = True
         self._namespace_maps: tuple[dict[str, Mapping[str, str]], dict[str, Mapping[str, str]]] = ({}, {})
         self._whole = True  # rule 3: read the stores whole at the next build
+        # name -> node whose hardware (`accelerators`) the last build changed, None: gone
+        self.hardware_changed: dict[str, NodeInventory | None] = {}
 
     # --- change feed (the informers' callbacks) -----------------------------------------------
     def pod_changed(self, key: str, deleted: bool) -> None:
@@ -436,6 +438,7 @@ class IncrementalInventory:
     ) -> Inventory:
         """The inventory of the stores (keyed like the informers': `namespace/name`, or `name`),
         which must be the ones the change callbacks describe."""
+        self.hardware_changed = {}
         if self._whole:
             self._read_whole(pods, nodes)
         else:
@@ -554,9 +557,10 @@ class IncrementalInventory:
         for key in dirty:
             obj = nodes.get(key)
             if obj is None:
-                if self._nodes.pop(key, None) is not None:
+                if (gone := self._nodes.pop(key, None)) is not None:
                     self._node_memo.forget_node(key)
                     self._nodes_tuple = None
+                    self.hardware_changed[gone.name] = None
                 continue
             bound = self._bound.get(_node_name(obj))
             node = self._node_memo.node(obj, catalog, tuple(bound.values()) if bound else (), policy)
@@ -564,6 +568,8 @@ class IncrementalInventory:
             if previous is node:
                 continue
             added = added or previous is None
+            if previous is None or previous.accelerators is not node.accelerators:
+                self.hardware_changed[node.name] = node
             self._nodes[key] = node
             self._keys_are_names = self._keys_are_names and key == node.name
             self._nodes_tuple = None

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -294,3 +296,39 @@ def test_a_pod_deleted_and_created_again_between_builds_moves_to_the_end() -> No
     node = inventory.node("gpu-a")
     assert node is not None and node.pod_keys == ("team-nlp/p1", "team-nlp/p0")
     assert node.allocated == {"nvidia.com/gpu": 3}
+
+
+def test_an_unreadable_node_value_is_logged_once_each_time_it_appears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the nodes a rebuild read again are checked for warnings, yet each warning is logged
+    when it appears, not again while it stays, and again after it was fixed and came back."""
+    caplog.set_level(logging.WARNING, logger="serving.cluster_state")
+    world = World()
+
+    def node(gpus: str, cordoned: bool = False) -> JsonObject:
+        found = make_node("gpu-a", labels={"nvidia.com/gpu.product": PRODUCTS[0]},
+                          allocatable={"nvidia.com/gpu": gpus})
+        found["spec"] = {"unschedulable": cordoned}
+        return found
+
+    def logged() -> list[str]:
+        found = [r.__dict__["problem"] for r in caplog.records
+                 if r.getMessage() == "node status value unreadable"]
+        caplog.clear()
+        return found
+
+    world.put(node("abc"), "nodes", True)
+    world.check()
+    expected = ["status.allocatable[nvidia.com/gpu]", "status.capacity[nvidia.com/gpu]"]
+    assert [p.split(" is ")[0] for p in logged()] == expected
+    world.put(node("abc", cordoned=True), "nodes", True)  # read again, same warning
+    world.run(("pod", 0, "team-nlp", "gpu-a", "Running", 1, 0, True))
+    world.check()
+    assert logged() == []
+    world.put(node("8"), "nodes", True)
+    world.check()
+    assert logged() == []
+    world.put(node("abc"), "nodes", True)
+    world.check()
+    assert [p.split(" is ")[0] for p in logged()] == expected
