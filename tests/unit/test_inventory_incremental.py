@@ -69,6 +69,11 @@ pod_op = st.tuples(
 delete_pod_op = st.tuples(
     st.just("delete-pod"), st.integers(0, 2), st.sampled_from(("team-nlp", "team-nlp", "other")), deliver
 )
+# deleted and created again under the same name before the next build (a StatefulSet's pod)
+recreate_pod_op = st.tuples(
+    st.just("recreate-pod"), st.integers(0, 2), st.sampled_from(("team-nlp", "team-nlp", "other")),
+    st.sampled_from((None, "gpu-a", "gpu-b")),
+)
 node_op = st.tuples(
     st.just("node"), st.sampled_from(NODES), st.sampled_from(PRODUCTS), st.integers(0, 8), st.booleans(),
     deliver,
@@ -79,7 +84,7 @@ namespace_op = st.tuples(
 )
 delete_namespace_op = st.tuples(st.just("delete-namespace"), st.sampled_from(NAMESPACES), deliver)
 relist_op = st.tuples(st.just("relist"), st.sampled_from(("pods", "nodes", "namespaces")), st.booleans())
-operation = st.one_of(pod_op, pod_op, pod_op, delete_pod_op, delete_pod_op, node_op, delete_node_op,
+operation = st.one_of(pod_op, pod_op, pod_op, delete_pod_op, recreate_pod_op, node_op, delete_node_op,
                       namespace_op, delete_namespace_op, relist_op)
 # each operation, then a build and check or not (several changes between two builds: batching)
 operations = st.lists(st.tuples(operation, st.booleans()), min_size=4, max_size=40)
@@ -127,6 +132,9 @@ class World:
                 self.put(pod, "pods", send)
             case ("delete-pod", index, namespace, send):
                 self.remove("pods", f"p{index}", namespace, send)
+            case ("recreate-pod", index, namespace, node):
+                self.remove("pods", f"p{index}", namespace, True)
+                self.run(("pod", index, namespace, node, "Running", 1, 1, True))
             case ("node", name, product, gpus, cordoned, send):
                 node = make_node(name, labels={"nvidia.com/gpu.product": product},
                                  allocatable={"nvidia.com/gpu": str(gpus), "cpu": "64", "memory": "512Gi"})
