@@ -197,6 +197,22 @@ def build_node(
         topology_keys = _topology_keys(policy)
         kwargs = {"topology_keys": topology_keys} if topology_keys else {}
         accelerators = normalise_node(labels, capacity, allocatable or capacity, catalog, **kwargs)
+    taints = tuple(t for t in spec.get("taints") or () if isinstance(t, Mapping))
+    return NodeInventory(
+        name=str(metadata.get("name") or ""),
+        labels=labels,
+        accelerators=accelerators,
+        ready=_node_ready(status),
+        cordoned=bool(spec.get("unschedulable")),
+        taints=taints,
+        cpu_allocatable_milli=_safe(parse_milli, (allocatable or capacity).get("cpu")),
+        memory_allocatable_bytes=_safe(parse_bytes, (allocatable or capacity).get("memory")),
+        **_allocation(bound),
+    )
+
+
+def _allocation(bound: Iterable[PodView]) -> dict[str, Any]:
+    """The NodeInventory fields that `bound` (the node's bound, non-terminal pods) decide."""
     allocated: dict[str, int] = defaultdict(int)
     cpu = memory = 0
     keys = []
@@ -207,21 +223,8 @@ def build_node(
             allocated[resource] += units
         if pod.accelerators:
             keys.append(pod.key)
-    taints = tuple(t for t in spec.get("taints") or () if isinstance(t, Mapping))
-    return NodeInventory(
-        name=str(metadata.get("name") or ""),
-        labels=labels,
-        accelerators=accelerators,
-        ready=_node_ready(status),
-        cordoned=bool(spec.get("unschedulable")),
-        taints=taints,
-        allocated=dict(allocated),
-        cpu_allocatable_milli=_safe(parse_milli, (allocatable or capacity).get("cpu")),
-        cpu_requested_milli=cpu,
-        memory_allocatable_bytes=_safe(parse_bytes, (allocatable or capacity).get("memory")),
-        memory_requested_bytes=memory,
-        pod_keys=tuple(keys),
-    )
+    return {"allocated": dict(allocated), "cpu_requested_milli": cpu, "memory_requested_bytes": memory,
+            "pod_keys": tuple(keys)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +242,8 @@ class ParseCache:
 
     A node entry is reused while its resourceVersion, the catalog object and the topology keys
     are the same; when only its bound pods changed, its label normalisation (the expensive part:
-    about 0.25 ms a node) is reused and just the allocation is recounted. Objects without a
+    about 0.25 ms a node) and everything else read from the object are reused and just the
+    allocation is recounted. Objects without a
     resourceVersion (hand-written snapshots) are never cached.
     """
 
@@ -266,7 +270,9 @@ class ParseCache:
                 a is b for a, b in zip(entry.bound, bound, strict=True)
             ):
                 return entry.node
-            node = build_node(obj, catalog, bound, policy, accelerators=entry.node.accelerators)
+            # the same node object: all but the allocation is as built (a recount, ~5x cheaper than
+            # re-reading the object; the fields shared with the previous NodeInventory never change)
+            node = entry.node.model_copy(update=_allocation(bound))
         else:
             node = build_node(obj, catalog, bound, policy)
         self._nodes[name] = _NodeEntry(version, catalog, topology, bound, node)
