@@ -108,11 +108,16 @@ class Inventory(BaseModel):
         deleted_pods: frozenset[str],
         node_index: dict[str, NodeInventory] | None = None,
         earlier: Inventory | None = None,
+        same_hardware: bool = False,
     ) -> Inventory:
         """An inventory of parts that are already the right types (`IncrementalInventory`): taken
         as they are, not validated item by item (O(pods) in the validator, every generation).
         `node_index`: name -> node of `nodes`, never changed later; `earlier`: an inventory whose
-        type index is reused when it has these very nodes (the index depends on nothing else)."""
+        type index is reused when it has these very nodes, or `same_hardware`: the same node names
+        with the same `accelerators` objects (so the same labels: an accelerators object is kept
+        only while the node object's version is, accel.capacity.inventory.ParseCache.node). The
+        index reads nothing else of a node (accel.capacity.pod_types.TypeIndex), so binding or
+        deleting a pod, which changes only a node's allocation, no longer rebuilds it (O(nodes))."""
         inventory = cls.model_construct(
             nodes=nodes,
             pods=pods,
@@ -121,7 +126,7 @@ class Inventory(BaseModel):
             deleted_pods=deleted_pods,
         )
         inventory._node_index = node_index
-        if earlier is not None and earlier.nodes is nodes:
+        if earlier is not None and (earlier.nodes is nodes or same_hardware):
             inventory._type_index = earlier._type_index
         return inventory
 
@@ -477,6 +482,7 @@ class IncrementalInventory:
             deleted_pods=deleted_pods,
             node_index=self._node_index,
             earlier=self._built,
+            same_hardware=not self.hardware_changed,
         )
         return self._built
 
