@@ -9,8 +9,9 @@ blocked the event loop long enough to set the webhook's p99. Rules:
    its required node-affinity terms and nodeSelector (immutable), the label values and
    time-slicing the nodes carry (`TypeIndex.token`) and its accelerator requests; never an
    annotation (issue 21: they stay editable after admission). `ChargeMemo.charge` keys the
-   result on exactly those (the node and policy by identity: both are frozen, and the inventory
-   keeps unchanged nodes across generations; a new token clears the memo), so pods of one
+   result on exactly those (the node's hardware, its `NodeAccelerators`, and the policy by
+   identity: both are frozen, and the inventory keeps a node's hardware object across generations
+   while only its bound pods change; a new token clears the memo), so pods of one
    Deployment or Job, and a pod validated now and seen in the watch later, are charged once.
 2. `ChargeMemo.usage(parsed, inventory)` equals `team_usage(inventory, catalog=, policy=)` key for
    key (a team with pods on a type has that key, even at 0: each key counts its pods too). A pod's
@@ -45,6 +46,7 @@ from accel.capacity.inventory import (
     pod_accelerator_type,
     pod_gpu_equivalents,
 )
+from accel.cluster.labels import NodeAccelerators
 from accel.cluster.pods import PodView, Terms
 from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import ParsedPolicy
@@ -53,7 +55,8 @@ from accel.quota.pod_changes import PodChanges
 MAX_ENTRIES = 4096
 STEP = 128  # changed pods per step of `ChargeMemo.usage_steps` (~0.3 ms)
 
-ChargeKey = tuple[int, Terms | None, tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]  # node by id
+# (the node's hardware by id, the pod's node selection and accelerator requests)
+ChargeKey = tuple[int, Terms | None, tuple[tuple[str, str], ...], tuple[tuple[str, int], ...]]
 
 
 class ChargeMemo:
@@ -62,7 +65,7 @@ class ChargeMemo:
     def __init__(self) -> None:
         self._parsed: ParsedPolicy | None = None
         self._token: frozenset[tuple[str, str, str]] | None = None  # node label values the memo is for
-        self._charges: dict[ChargeKey, tuple[NodeInventory | None, str, Fraction]] = {}
+        self._charges: dict[ChargeKey, tuple[NodeAccelerators | None, str, Fraction]] = {}
         # Rule 4: the last `usage` call's sums, kept and updated from what changed (accel.quota.pod_changes).
         self._pods = PodChanges()
         self._entries: dict[int, tuple[str, tuple[str, int], int]] = {}  # id(pod) -> (team, key, numerator)
@@ -88,12 +91,15 @@ class ChargeMemo:
         """`charge` once `_sync` ran for this (policy, inventory): `usage` syncs once per call, not per
         pod (the inventory's type index is behind a pydantic private attribute: ~5 us a look-up)."""
         selector, requests = tuple(pod.node_selector.items()), tuple(pod.accelerators.items())
-        key = (id(node), pod.required_terms, selector, requests)
+        # A bound pod's charge reads only its node's hardware (`NodeAccelerators`, kept by the inventory
+        # while only the node's bound pods change: every bind makes a new node object, not new hardware).
+        hardware = node.accelerators if node is not None else None
+        key = (id(hardware), pod.required_terms, selector, requests)
         found = self._charges.get(key)
-        if found is None or found[0] is not node:  # the entry holds its node: its id is not reused
+        if found is None or found[0] is not hardware:  # the entry holds it: its id is not reused
             policy = parsed.policy
             accel_type = pod_accelerator_type(pod, inventory, parsed.catalog)
-            found = (node, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))
+            found = (hardware, accel_type, pod_gpu_equivalents(pod, inventory, parsed.catalog, policy))
             if len(self._charges) >= MAX_ENTRIES:  # rule 3, also within one `usage` call
                 self._charges = {}
             self._charges[key] = found
