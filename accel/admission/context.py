@@ -18,7 +18,7 @@ import operator
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 from accel.admission.affinity import AffinityError, TypeSelector, build_selector
 from accel.admission.jobs import JobTypes
@@ -216,6 +216,7 @@ def build_context(
 
 
 ContextSteps = Generator[None, None, AdmissionContext]
+T = TypeVar("T")
 
 
 def context_steps(
@@ -265,14 +266,14 @@ def context_steps(
     return context
 
 
-def finish_steps(steps: ContextSteps) -> AdmissionContext:
-    """Run the remaining steps of `context_steps` at once; the context."""
+def finish_steps(steps: Generator[None, None, T]) -> T:
+    """Run the remaining steps of `context_steps` (or of any build in steps) at once; its result."""
     while True:
         try:
             next(steps)
         except StopIteration as done:
-            context: AdmissionContext = done.value
-            return context
+            result: T = done.value
+            return result
 
 
 MAX_MEMO = 4096

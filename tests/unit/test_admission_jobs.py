@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accel.admission.context import finish_steps
 from accel.admission.jobs import JobTypes, job_types
 from accel.admission.plan import mutate
 from accel.admission.validate import plan_validation
@@ -218,13 +219,7 @@ def test_property_job_types_in_steps_equal_a_full_walk_generation_after_generati
         inventory = Inventory(nodes=nodes, pods=tuple({id(p): p for p in pods}.values()),
                               namespace_labels=make_inventory().namespace_labels)
         used = OTHER_CATALOG if other else catalog
-        steps = memo.update_steps(inventory, used)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                assert done.value == job_types(inventory, used)
-                break
+        assert finish_steps(memo.update_steps(inventory, used)) == job_types(inventory, used)
         last = inventory.pods
 
 
