@@ -24,9 +24,16 @@ def test_decodes_what_the_standard_library_decodes(value: object) -> None:
 
 
 def test_integers_beyond_64_bits_and_lone_surrogates_still_decode() -> None:
-    """orjson refuses both; JSON allows them (a CRD's unstructured field may hold either)."""
+    """JSON allows both (a CRD's unstructured field may hold either); orjson refuses the surrogate."""
     raw = b'{"big": 123456789012345678901234567890, "text": "\\ud800"}'
     assert decode_json(raw) == {"big": 123456789012345678901234567890, "text": "\ud800"}
+
+
+@pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 10**30, -(10**25)])
+def test_integers_beyond_64_bits_stay_exact_integers(number: int) -> None:
+    """orjson would round them to floats without a word (hypothesis found -9223372036854775809)."""
+    value = decode_json(f'{{"n": {number}}}'.encode())["n"]
+    assert value == number and isinstance(value, int)
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b'{"a": }', b"\xff\xfe"])
