@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
 
-from accel.admission.context import AdmissionContext, ContextSteps, context_steps, finish_steps
+from accel.admission.context import AdmissionContext, ContextSteps, context_steps
 from accel.admission.plan import Decision, MutationMemo, apply_mode, passthrough
 from accel.admission.update import review_update
 from accel.admission.validate import ValidationMemo, decide_quota, finish_validation
@@ -25,6 +25,7 @@ from accel.policy.models import ALL_TYPES, Mode, ParsedPolicy
 from accel.quota.charges import ChargeMemo
 from accel.quota.ledger import Ledger
 from accel.quota.rules import ReservationOutcome, limit_of, ratio_sum
+from accel.quota.steps import finish_steps
 from serving.ledger import LedgerClient
 from serving.logs import StructuredLog
 from serving.metrics import Metrics

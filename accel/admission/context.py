@@ -18,11 +18,11 @@ import operator
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any
 
 from accel.admission.affinity import AffinityError, TypeSelector, build_selector
 from accel.admission.jobs import JobTypes
-from accel.capacity.free import node_free_units
+from accel.capacity.free import type_free_units
 from accel.capacity.inventory import Inventory, NodeInventory, requested_gpu_equivalents
 from accel.cluster.catalog import Catalog
 from accel.cluster.job_intent import JobKey
@@ -33,6 +33,7 @@ from accel.policy.models import ParsedPolicy, Policy, Profile
 from accel.policy.pricing import gpu_hour_price, price_annotations
 from accel.quota.charges import ChargeMemo
 from accel.quota.pod_changes import diff_by_id
+from accel.quota.steps import finish_steps
 from accel.quota.watch import WatchIds
 
 CONTAINER_LISTS = ("containers", "initContainers")
@@ -85,14 +86,14 @@ class NodeTotals:
                 present[name] = present.get(name, 0) + sign
                 if not present[name]:
                     del present[name]
-            accel_type = catalog.get(node.accelerator_type or "")
-            if node.schedulable and accel_type is not None:  # `free_units_by_type`'s rule, per node
-                units = node_free_units(node).get(accel_type.resource_name, 0)
-                counted = free.setdefault(accel_type.name, [0, 0])
+            share = type_free_units(node, catalog)  # `free_units_by_type`'s rule, per node
+            if share is not None:
+                type_name, units = share
+                counted = free.setdefault(type_name, [0, 0])
                 counted[0] += sign * units
                 counted[1] += sign
                 if not counted[1]:
-                    del free[accel_type.name]
+                    del free[type_name]
         return (
             {name: units for name, (units, _) in free.items()},
             tuple(name for name in catalog.names() if name in present),
@@ -216,7 +217,6 @@ def build_context(
 
 
 ContextSteps = Generator[None, None, AdmissionContext]
-T = TypeVar("T")
 
 
 def context_steps(
@@ -264,16 +264,6 @@ def context_steps(
     if previous is not None:
         _inherit_memos(context, previous)
     return context
-
-
-def finish_steps(steps: Generator[None, None, T]) -> T:
-    """Run the remaining steps of `context_steps` (or of any build in steps) at once; its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result: T = done.value
-            return result
 
 
 MAX_MEMO = 4096

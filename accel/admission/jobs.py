@@ -31,6 +31,7 @@ from accel.cluster.job_intent import JobKey, job_key
 from accel.cluster.pods import PodView
 from accel.quota.ledger import Ledger
 from accel.quota.pod_changes import PodChanges
+from accel.quota.steps import finish_steps
 
 STEP = 128  # changed pods per step of `JobTypes.update_steps`
 
@@ -72,13 +73,7 @@ class JobTypes:
 
     def update(self, inventory: Inventory, catalog: Catalog) -> dict[JobKey, str]:
         """`job_types(inventory, catalog)`, from what changed since the last update."""
-        steps = self.update_steps(inventory, catalog)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                known: dict[JobKey, str] = done.value
-                return known
+        return finish_steps(self.update_steps(inventory, catalog))
 
     def update_steps(
         self, inventory: Inventory, catalog: Catalog

@@ -45,8 +45,19 @@ def free_units_by_type(
     """
     free: dict[str, int] = defaultdict(int)
     for node in inventory.nodes:
-        accel_type = catalog.get(node.accelerator_type or "")
-        if node.schedulable and accel_type is not None:
-            model = devices.get(node.name) if devices is not None else None
-            free[accel_type.name] += node_free_units(node, model).get(accel_type.resource_name, 0)
+        share = type_free_units(node, catalog, devices.get(node.name) if devices is not None else None)
+        if share is not None:
+            free[share[0]] += share[1]
     return dict(free)
+
+
+def type_free_units(
+    node: NodeInventory, catalog: Catalog, devices: NodeDevices | None = None
+) -> tuple[str, int] | None:
+    """(type, free units) one node adds to its primary type's free units (rule 2); None when it adds
+    nothing (not schedulable, or no catalog type). The per-node half of `free_units_by_type`, for
+    totals kept node by node (accel.admission.context `NodeTotals`)."""
+    accel_type = catalog.get(node.accelerator_type or "")
+    if not node.schedulable or accel_type is None:
+        return None
+    return accel_type.name, node_free_units(node, devices).get(accel_type.resource_name, 0)

@@ -284,11 +284,9 @@ class ParseCache:
         return node
 
     def pod(self, obj: Mapping[str, Any]) -> PodView:
-        meta = _mapping(obj.get("metadata"))
-        version = str(meta.get("resourceVersion") or "")
-        if not version:
+        key = _pod_version(obj)
+        if not key[1]:  # no resourceVersion: never cached
             return parse_pod(obj)
-        key = (str(meta.get("uid") or meta.get("name") or ""), version)
         found = self._pods.get(key)
         if found is None:
             found = self._pods[key] = parse_pod(obj)
@@ -297,12 +295,6 @@ class ParseCache:
     def forget_node(self, name: str) -> None:
         """Drop the memo of a node that is gone."""
         self._nodes.pop(name, None)
-
-    def retain(self, live_keys: set[tuple[str, str]], live_nodes: set[str] | None = None) -> None:
-        """Forget entries not in the live sets so the memo never grows past the watched set."""
-        self._pods = {k: v for k, v in self._pods.items() if k in live_keys}
-        if live_nodes is not None:
-            self._nodes = {k: v for k, v in self._nodes.items() if k in live_nodes}
 
 
 def build_inventory(
@@ -357,17 +349,16 @@ class _TrackedPod:
     position: int  # its key's position in the store when parsed or last checked (rule 1)
 
 
-def _insert_in_order(found: dict[str, PodView], key: str, view: PodView, order: Mapping[str, int]) -> bool:
-    """Put `view` under `key` in `found`, a dict kept in store order (`order`: key -> position);
-    True when that took a re-sort (the key is not the newest: a pod bound or revived in place)."""
+def _insert_in_order(found: dict[str, PodView], key: str, view: PodView, order: Mapping[str, int]) -> None:
+    """Put `view` under `key` in `found`, a dict kept in store order (`order`: key -> position); a
+    key that is not the newest (a pod bound or revived in place) takes a re-sort."""
     if key in found or not found or order[next(reversed(found))] < order[key]:
         found[key] = view  # in place, or an append that keeps the order
-        return False
+        return
     found[key] = view
     items = sorted(found.items(), key=lambda item: order[item[0]])
     found.clear()
     found.update(items)
-    return True
 
 
 class IncrementalInventory:

@@ -51,6 +51,7 @@ from accel.cluster.pods import PodView, Terms
 from accel.policy.kueue import kueue_scope, pod_is_queued
 from accel.policy.models import ParsedPolicy
 from accel.quota.pod_changes import PodChanges
+from accel.quota.steps import finish_steps
 
 MAX_ENTRIES = 4096
 STEP = 128  # changed pods per step of `ChargeMemo.usage_steps` (~0.3 ms)
@@ -119,13 +120,7 @@ class ChargeMemo:
 
     def usage(self, parsed: ParsedPolicy, inventory: Inventory) -> dict[str, dict[str, Fraction]]:
         """team -> type -> GPU-equivalents of bound and pending non-terminal pods (rule 2)."""
-        steps = self.usage_steps(parsed, inventory)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                usage: dict[str, dict[str, Fraction]] = done.value
-                return usage
+        return finish_steps(self.usage_steps(parsed, inventory))
 
     def usage_steps(
         self, parsed: ParsedPolicy, inventory: Inventory

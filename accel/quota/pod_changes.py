@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from accel.capacity.inventory import Inventory, NodeInventory
 from accel.cluster.labels import NodeAccelerators
 from accel.cluster.pods import PodView
+from accel.quota.steps import finish_steps
 
 T = TypeVar("T")
 
@@ -45,13 +46,7 @@ def diff_by_id(
 ) -> tuple[dict[int, T], list[T], list[T]]:
     """(`after` by id, objects only in `after`, objects only in `before`); `before_by_id` is `before`
     by id (the caller kept it from the previous diff). The result is shared: read it, never change it."""
-    steps = diff_steps(before, before_by_id, after)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result: tuple[dict[int, T], list[T], list[T]] = done.value
-            return result
+    return finish_steps(diff_steps(before, before_by_id, after))
 
 
 def diff_steps(
@@ -114,11 +109,11 @@ class PodChanges:
         its sums over; else it takes out `leaving` (pods gone, and pods to recheck), then puts in
         `entering` (pods new, and the same pods to recheck)."""
         fresh, pods = self._fresh, inventory.pods
-        self.node_index = index = _node_index(inventory) if fresh else self.node_index
+        self.node_index = index = inventory.node_index() if fresh else self.node_index
         current, entering, leaving = diff_by_id(self._pods, self._pods_by_id, pods)
         if len(current) != len(pods):  # rule 5
             self.reset()
-            self.node_index = _node_index(inventory)
+            self.node_index = inventory.node_index()
             return True, [], list(pods)
         recheck: dict[int, PodView] = {}
         nodes = inventory.nodes
@@ -126,7 +121,7 @@ class PodChanges:
             nodes_by_id, came, went = diff_by_id(self._nodes, self._nodes_by_id, nodes)
             if came or went:
                 if not fresh:
-                    self.node_index = index = _node_index(inventory)
+                    self.node_index = index = inventory.node_index()
                 hardware, bound = self._hardware, self._bound
                 for name in {node.name for node in came} | {node.name for node in went}:
                     node = index.get(name)
@@ -161,8 +156,7 @@ class PodChanges:
         if recheck:
             again = list(recheck.values())
             leaving, entering = leaving + again, entering + again
-        return fresh, leaving, entering
-
+        return False, leaving, entering
 
     def in_namespaces(self, namespaces: Iterable[str]) -> list[PodView]:
         """The pods of the last inventory in `namespaces` (a caller's value read their labels)."""
@@ -171,8 +165,3 @@ class PodChanges:
             found.update(self._in_namespace.get(namespace, {}))
         return list(found.values())
 
-
-def _node_index(inventory: Inventory) -> Mapping[str, NodeInventory]:
-    """The inventory's own name -> node map (what `Inventory.node` reads), fetched once: a pydantic
-    private attribute costs microseconds a look-up, too much per pod."""
-    return inventory.node_index()

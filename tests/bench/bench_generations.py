@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accel.admission.context import AdmissionContext, context_steps, finish_steps
+from accel.admission.context import AdmissionContext, context_steps
 from accel.capacity.inventory import ParseCache, build_inventory
 from accel.cluster.catalog import load_builtin_catalog
+from accel.quota.steps import finish_steps
 from kube.fake import FakeCluster
 from kube.informer import ClusterWatcher, Informer
 from kube.protocol import EventType, WatchEvent

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.admission.context import finish_steps
 from accel.admission.jobs import JobTypes, job_types
 from accel.admission.plan import mutate
 from accel.admission.validate import plan_validation
 from accel.capacity.inventory import Inventory
 from accel.cluster.pods import PodView
 from accel.quota.ledger import LEDGER_KEY, Ledger, Reservation
+from accel.quota.steps import finish_steps
 from tests.builders import DEFAULT_NODES, example_policy, gpu_pod, make_context, make_inventory, node_model
 
 JOB = {"training.kubeflow.org/job-name": "llama"}

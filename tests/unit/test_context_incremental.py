@@ -8,9 +8,10 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accel.admission.context import build_context, context_steps, finish_steps
+from accel.admission.context import build_context, context_steps
 from accel.capacity.inventory import Inventory
 from accel.cluster.pods import PodView
+from accel.quota.steps import finish_steps
 from tests.builders import DEFAULT_NODES, example_policy, gpu_pod, make_inventory
 
 POLICY = example_policy()

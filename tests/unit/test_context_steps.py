@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import webhook.admitter as admitter_module
-from accel.admission.context import AdmissionContext, build_context, context_steps, finish_steps
+from accel.admission.context import AdmissionContext, build_context, context_steps
+from accel.quota.steps import finish_steps
 from kube.fake import FakeCluster
 from serving.cluster_state import ClusterState
 from serving.ledger import LedgerClient

@@ -31,6 +31,26 @@ def bind_args(name: str, node: str) -> Json:
     return {"PodName": name, "PodNamespace": "team-a", "PodUID": f"uid-{name}", "Node": node}
 
 
+async def first_bound(
+    aiohttp_client: Any, *, watch_shows_first: bool, clock: ManualClock | None = None
+) -> tuple[TestClient[Any, Any], ClusterState, Json, Json]:
+    """Pods `first` and `second` (one GPU each) in the API server and node `n` with one GPU; `first`
+    filtered and bound to `n` through the extender, the state's watch showing it pending or not yet.
+    (client, state, second, node)."""
+    cluster = FakeCluster()
+    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
+    for obj in (first, second):
+        cluster.apply(obj)
+    node = node_object("n", gpus=1)
+    shown = [first] if watch_shows_first else []
+    state = ClusterState.static(shared_example_policy(), inventory([node], shown))
+    app = make_app(state, metrics=Metrics(), binder=cluster, clock=clock or ManualClock())
+    client = await aiohttp_client(app)
+    await post(client, "/filter", args(first, ["n"]))
+    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    return client, state, second, node
+
+
 async def test_generic_pod_gets_the_price_of_the_type_it_was_bound_to(aiohttp_client: Any) -> None:
     cluster = FakeCluster()
     pod = named_gpu_pod("any", 2, profile="gpu-any")
@@ -66,17 +86,7 @@ async def test_a_price_and_type_the_pod_carried_are_overwritten_at_bind(aiohttp_
 
 
 async def test_a_finished_pod_frees_its_assumed_gpu_before_the_ttl(aiohttp_client: Any) -> None:
-    cluster = FakeCluster()
-    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
-    for obj in (first, second):
-        cluster.apply(obj)
-    node = node_object("n", gpus=1)
-    state = ClusterState.static(
-        shared_example_policy(), inventory([node], [first])
-    )  # the watch shows `first` pending
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
-    await post(client, "/filter", args(first, ["n"]))
-    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    client, state, second, node = await first_bound(aiohttp_client, watch_shows_first=True)
     assert "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]
     state.update_static(inventory=inventory([node]))  # `first` finished and was deleted
     assert (await post(client, "/filter", args(second, ["n"])))["NodeNames"] == ["n"]
@@ -87,16 +97,8 @@ async def test_a_pod_deleted_before_the_watch_showed_it_frees_its_gpu_after_the_
 ) -> None:
     """Found on kube-local: a pod deleted right after its bind, never seen by the extender's watch,
     kept its GPU assumed for the whole TTL (30 s) and kube-scheduler left the next pod pending."""
-    cluster = FakeCluster()
-    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
-    for obj in (first, second):
-        cluster.apply(obj)
-    node = node_object("n", gpus=1)
-    state = ClusterState.static(shared_example_policy(), inventory([node]))  # the watch never shows `first`
     clock = ManualClock()
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=clock))
-    await post(client, "/filter", args(first, ["n"]))
-    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    client, _, second, _ = await first_bound(aiohttp_client, watch_shows_first=False, clock=clock)
     clock.advance(UNSEEN_BIND_GRACE_S - 1)
     assert (
         "n" in (await post(client, "/filter", args(second, ["n"])))["FailedNodes"]
@@ -111,15 +113,7 @@ async def test_a_pod_bound_and_deleted_between_two_requests_frees_its_gpu_at_onc
     """Found on kube-local: a Job's pods bound, then deleted before the extender was asked anything
     again, were in no index it built (it builds one per request), so only the unseen-bind grace
     freed their GPUs; kube-scheduler, told "only 5 of 8 free" meanwhile, left the next pod pending."""
-    cluster = FakeCluster()
-    first, second = named_gpu_pod("first", 1), named_gpu_pod("second", 1)
-    for obj in (first, second):
-        cluster.apply(obj)
-    node = node_object("n", gpus=1)
-    state = ClusterState.static(shared_example_policy(), inventory([node]))  # before the watch shows `first`
-    client = await aiohttp_client(make_app(state, metrics=Metrics(), binder=cluster, clock=ManualClock()))
-    await post(client, "/filter", args(first, ["n"]))
-    assert await post(client, "/bind", bind_args("first", "n")) == {"Error": ""}
+    client, state, second, node = await first_bound(aiohttp_client, watch_shows_first=False)
     # The watch then showed `first` (bound) and its deletion, all before the next request: the one
     # index built since holds no `first`, only the watch's memory of deleted pods does.
     gone = inventory([node]).model_copy(update={"deleted_pods": frozenset({"uid-first"})})
