@@ -29,7 +29,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -40,6 +40,16 @@ from certs.issue import CertificateError, KeyPair, verify_pair
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[tuple[int, int, int], ...]
+
+
+def files_fingerprint(paths: Iterable[Path]) -> Fingerprint | None:
+    """(mtime, size, inode) of each file, None when one cannot be read: a Secret volume update
+    changes them (it swaps a symlink: a new inode), so a changed value means "read them again"."""
+    try:
+        stats = [os.stat(p) for p in paths]
+    except OSError:
+        return None
+    return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
 
 class ReloadingTLS:
@@ -80,21 +90,13 @@ class ReloadingTLS:
             )
 
     def _fingerprint(self) -> Fingerprint | None:
-        try:
-            stats = [os.stat(p) for p in (self.cert_path, self.key_path)]
-        except OSError:
-            return None
-        return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
+        return files_fingerprint((self.cert_path, self.key_path))
 
     def _reload_client_ca(self) -> bool:
         """Load the client CA bundle when it changed (invariant 4); True when it was loaded now."""
         assert self.client_ca is not None
-        try:
-            stat = os.stat(self.client_ca)
-        except OSError:
-            return False
-        fingerprint = ((stat.st_mtime_ns, stat.st_size, stat.st_ino),)
-        if fingerprint == self._ca_seen:
+        fingerprint = files_fingerprint((self.client_ca,))
+        if fingerprint is None or fingerprint == self._ca_seen:
             return False
         self._ca_seen = fingerprint
         try:

@@ -54,7 +54,7 @@ from serving.ledger_leader import LEASE_S, LedgerLeadership
 from serving.metrics import Metrics
 from serving.peers import require_client_cert
 from serving.run import CannotListen
-from serving.tls import ReloadingTLS
+from serving.tls import Fingerprint, ReloadingTLS, files_fingerprint
 from webhook.admitter import Admitter
 
 log = logging.getLogger(__name__)
@@ -343,17 +343,9 @@ class PeerForwarder:
             await self._session.close()
 
 
-def _fingerprint(cert_dir: Path) -> tuple[tuple[int, int, int], ...]:
-    """(mtime, size, inode) of the client certificate files: a Secret volume update changes them."""
-    out = []
-    for name in ("tls.crt", "tls.key", "ca.crt"):
-        try:
-            found = (cert_dir / name).stat()
-        except OSError:
-            out.append((0, 0, 0))
-            continue
-        out.append((found.st_mtime_ns, found.st_size, found.st_ino))
-    return tuple(out)
+def _fingerprint(cert_dir: Path) -> Fingerprint | None:
+    """The client certificate files' fingerprint (serving.tls `files_fingerprint`; None: one unreadable)."""
+    return files_fingerprint(cert_dir / name for name in ("tls.crt", "tls.key", "ca.crt"))
 
 
 def client_ssl_context(cert_dir: Path) -> ssl.SSLContext:
