@@ -263,6 +263,7 @@ class PeerForwarder:
         self.timeout_s = timeout_s
         self.client_cert_dir = client_cert_dir
         self._files = _fingerprint(client_cert_dir)
+        self._refused: Fingerprint | None = None  # files that would not load: not retried unchanged
         self._ssl = client_ssl_context(client_cert_dir)
         self._session: aiohttp.ClientSession | None = None
         self._suspect: tuple[str, float] | None = None  # (leader URL, monotonic time) of the last failure
@@ -322,13 +323,15 @@ class PeerForwarder:
 
     async def _follow_rotation(self) -> None:
         """A rotated client certificate (the Secret volume swaps its files) is used from the next
-        call on: new TLS context, new connections. A half-written pair keeps the old one."""
+        call on: new TLS context, new connections. A half-written pair keeps the old one, and is not
+        tried (nor logged) again on every call until a file changes again (as serving.tls invariant 1)."""
         files = _fingerprint(self.client_cert_dir)
-        if files == self._files:
+        if files == self._files or files == self._refused:
             return
         try:
             context = client_ssl_context(self.client_cert_dir)
         except (OSError, ssl.SSLError, ValueError) as exc:
+            self._refused = files
             log.warning("peer client certificate unreadable; keeping the previous one",
                         extra={"dir": str(self.client_cert_dir), "error": repr(exc)})
             return

@@ -6,6 +6,7 @@ route answers only a verified `accel-webhook` client certificate."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -220,3 +221,22 @@ async def test_a_rotated_peer_client_certificate_is_used_from_the_next_call(tmp_
             await forwarder.forward(target, [], (follower.ledger.writer, 2))
         peer_cert_dir(pki, client_dir)  # and back to a good one
         assert await forwarder.forward(target, [], (follower.ledger.writer, 3)) == []
+
+
+async def test_a_half_written_peer_certificate_is_tried_once_and_the_old_one_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from webhook.peer import PeerForwarder
+
+    async with replicas(tmp_path) as (group, _cluster, _pki):
+        _leader, follower = await settled(group)
+        forwarder = follower.ledger.forwarder
+        assert isinstance(forwarder, PeerForwarder) and follower.service.leadership is not None
+        target = follower.service.leadership.forward_to()
+        assert target is not None
+        (tmp_path / "peer-client" / "tls.key").write_text("not a key")  # the volume mid-update
+        with caplog.at_level(logging.WARNING, logger="webhook.peer"):
+            for mark in (1, 2, 3):  # the previous certificate still serves every call
+                assert await forwarder.forward(target, [], (follower.ledger.writer, mark)) == []
+        unreadable = [r for r in caplog.records if "certificate unreadable" in r.getMessage()]
+        assert len(unreadable) == 1
